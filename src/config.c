@@ -1,0 +1,520 @@
+#include "config.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* The context of one validation pass: where messages go and what they name. */
+struct config_ctx {
+	const char *path;
+	struct config_errors *errs;
+	const char *scope; /* "daemon", "defaults", "rule \"ssh\"", ... */
+};
+
+void config_errors_add(struct config_errors *errs, const char *fmt, ...)
+{
+	char *msg = NULL;
+	char **grown;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	if (!msg)
+		return;
+	grown = realloc(errs->msgs, (errs->count + 1) * sizeof(*grown));
+	if (!grown) {
+		free(msg);
+		return;
+	}
+	errs->msgs = grown;
+	errs->msgs[errs->count++] = msg;
+}
+
+void config_errors_free(struct config_errors *errs)
+{
+	for (size_t i = 0; i < errs->count; i++)
+		free(errs->msgs[i]);
+	free(errs->msgs);
+	errs->msgs = NULL;
+	errs->count = 0;
+}
+
+static void config_err(struct config_ctx *ctx, const config_setting_t *s,
+		       const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Adds "FILE:LINE: SCOPE: message", the line being that of setting S. */
+static void config_err(struct config_ctx *ctx, const config_setting_t *s,
+		       const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (ctx->scope)
+		config_errors_add(ctx->errs, "%s:%u: %s: %s", ctx->path,
+				  s ? config_setting_source_line(s) : 0,
+				  ctx->scope, msg);
+	else
+		config_errors_add(ctx->errs, "%s:%u: %s", ctx->path,
+				  s ? config_setting_source_line(s) : 0, msg);
+}
+
+static const char *config_type_name(int type)
+{
+	switch (type) {
+	case CONFIG_TYPE_INT:
+	case CONFIG_TYPE_INT64:
+		return "an integer";
+	case CONFIG_TYPE_FLOAT:
+		return "a number";
+	case CONFIG_TYPE_STRING:
+		return "a string";
+	case CONFIG_TYPE_BOOL:
+		return "a boolean";
+	case CONFIG_TYPE_GROUP:
+		return "a group";
+	case CONFIG_TYPE_ARRAY:
+		return "an array";
+	case CONFIG_TYPE_LIST:
+		return "a list";
+	default:
+		return "an unknown type";
+	}
+}
+
+/* Edit distance, for "did you mean" on a misspelt key. */
+static size_t config_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t row[64];
+
+	if (lb >= sizeof(row) / sizeof(row[0]) || la >= 64)
+		return (size_t)-1;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t prev = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t cur = row[j];
+			size_t best = prev + (a[i - 1] != b[j - 1]);
+
+			if (row[j] + 1 < best)
+				best = row[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			prev = cur;
+		}
+	}
+	return row[lb];
+}
+
+/* Reports every member of GROUP whose name is not in KNOWN (NULL-ended). */
+static void config_check_keys(struct config_ctx *ctx,
+			      const config_setting_t *group,
+			      const char *const *known)
+{
+	int n = config_setting_length(group);
+
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+		const char *name = config_setting_name(s);
+		const char *best = NULL;
+		size_t best_d = 3; /* suggest only close matches */
+		bool ok = false;
+
+		if (!name)
+			continue;
+		for (const char *const *k = known; *k; k++) {
+			size_t d;
+
+			if (strcmp(name, *k) == 0) {
+				ok = true;
+				break;
+			}
+			d = config_distance(name, *k);
+			if (d < best_d) {
+				best_d = d;
+				best = *k;
+			}
+		}
+		if (ok)
+			continue;
+		if (best) {
+			config_err(ctx, s, "unknown key \"%s\" (did you mean \"%s\"?)", name, best);
+		} else {
+			char list[512] = "";
+			size_t used = 0;
+
+			for (const char *const *k = known; *k; k++) {
+				int w = snprintf(list + used, sizeof(list) - used, "%s%s",
+						 k == known ? "" : ", ", *k);
+				if (w < 0 || (size_t)w >= sizeof(list) - used)
+					break;
+				used += (size_t)w;
+			}
+			config_err(ctx, s, "unknown key \"%s\" (valid keys: %s)", name, list);
+		}
+	}
+}
+
+/* Reads a number (integer or float) in [MIN, MAX]. Returns 0 or -1. */
+static int config_get_number(struct config_ctx *ctx, const config_setting_t *s,
+			     double min, double max, double *out)
+{
+	int type = config_setting_type(s);
+	double v;
+
+	if (type == CONFIG_TYPE_FLOAT)
+		v = config_setting_get_float(s);
+	else if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64)
+		v = (double)config_setting_get_int64(s);
+	else {
+		config_err(ctx, s, "%s: expected a number of seconds, got %s",
+			   config_setting_name(s), config_type_name(type));
+		return -1;
+	}
+	if (!isfinite(v) || v < min || v > max) {
+		config_err(ctx, s, "%s: %g is out of range (%g-%g)",
+			   config_setting_name(s), v, min, max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int config_get_integer(struct config_ctx *ctx, const config_setting_t *s,
+			      long long min, long long max, long long *out)
+{
+	int type = config_setting_type(s);
+	long long v;
+
+	if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
+		config_err(ctx, s, "%s: expected an integer, got %s",
+			   config_setting_name(s), config_type_name(type));
+		return -1;
+	}
+	v = config_setting_get_int64(s);
+	if (v < min || v > max) {
+		config_err(ctx, s, "%s: %lld is out of range (%lld-%lld)",
+			   config_setting_name(s), v, min, max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static const char *config_get_string(struct config_ctx *ctx,
+				     const config_setting_t *s)
+{
+	int type = config_setting_type(s);
+
+	if (type != CONFIG_TYPE_STRING) {
+		config_err(ctx, s, "%s: expected a string, got %s",
+			   config_setting_name(s), config_type_name(type));
+		return NULL;
+	}
+	return config_setting_get_string(s);
+}
+
+#define SETTINGS_KEYS                                                      \
+	"connect_timeout", "idle_timeout", "udp_idle_timeout",             \
+		"max_connections", "max_udp_sessions", "buffer_size"
+
+/* Applies the members of GROUP that are rule settings on top of SET. */
+static void config_read_settings(struct config_ctx *ctx,
+				 const config_setting_t *group,
+				 struct rule_settings *set)
+{
+	const config_setting_t *s;
+	long long iv;
+	double dv;
+
+	if ((s = config_setting_get_member(group, "connect_timeout")) &&
+	    config_get_number(ctx, s, 0.001, 3600, &dv) == 0)
+		set->connect_timeout = dv;
+	if ((s = config_setting_get_member(group, "idle_timeout")) &&
+	    config_get_number(ctx, s, 0, 31536000, &dv) == 0)
+		set->idle_timeout = dv;
+	if ((s = config_setting_get_member(group, "udp_idle_timeout")) &&
+	    config_get_number(ctx, s, 0.001, 86400, &dv) == 0)
+		set->udp_idle_timeout = dv;
+	if ((s = config_setting_get_member(group, "max_connections")) &&
+	    config_get_integer(ctx, s, 1, 1000000, &iv) == 0)
+		set->max_connections = (unsigned)iv;
+	if ((s = config_setting_get_member(group, "max_udp_sessions")) &&
+	    config_get_integer(ctx, s, 1, 1000000, &iv) == 0)
+		set->max_udp_sessions = (unsigned)iv;
+	if ((s = config_setting_get_member(group, "buffer_size")) &&
+	    config_get_integer(ctx, s, 4096, 64 << 20, &iv) == 0)
+		set->buffer_size = (size_t)iv;
+}
+
+static void config_read_daemon(struct config_ctx *ctx,
+			       const config_setting_t *group,
+			       struct config *cfg)
+{
+	static const char *const keys[] = { "control_socket", "log_level",
+					    "log_connections", NULL };
+	const config_setting_t *s;
+	const char *str;
+
+	ctx->scope = "daemon";
+	if (!config_setting_is_group(group)) {
+		config_err(ctx, group, "expected a group { ... }, got %s",
+			   config_type_name(config_setting_type(group)));
+		return;
+	}
+	config_check_keys(ctx, group, keys);
+	if ((s = config_setting_get_member(group, "control_socket")) &&
+	    (str = config_get_string(ctx, s))) {
+		/* sun_path holds 108 bytes including the NUL */
+		if (str[0] == '\0' || strlen(str) > 107)
+			config_err(ctx, s, "control_socket: path must be 1-107 characters");
+		else {
+			free(cfg->control_socket);
+			cfg->control_socket = strdup(str);
+		}
+	}
+	if ((s = config_setting_get_member(group, "log_level")) &&
+	    (str = config_get_string(ctx, s))) {
+		int lvl = log_level_parse(str);
+
+		if (lvl < 0)
+			config_err(ctx, s, "log_level: \"%s\" is not one of error, warning, info, debug", str);
+		else
+			cfg->log_level = lvl;
+	}
+	if ((s = config_setting_get_member(group, "log_connections"))) {
+		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+			config_err(ctx, s, "log_connections: expected a boolean (true or false), got %s",
+				   config_type_name(config_setting_type(s)));
+		else
+			cfg->log_connections = config_setting_get_bool(s);
+	}
+}
+
+/* Reads one rule. Returns 0 if it is complete and valid, -1 otherwise. */
+static int config_read_rule(struct config_ctx *ctx, const config_setting_t *group,
+			    int index, const struct rule_settings *defaults,
+			    struct rule_config *rule)
+{
+	static const char *const keys[] = { "name", "proto", "listen", "target",
+					    SETTINGS_KEYS, NULL };
+	size_t before = ctx->errs->count;
+	const config_setting_t *s;
+	const char *str;
+	char scope[RULE_NAME_MAX + 32];
+	char why[256];
+
+	memset(rule, 0, sizeof(*rule));
+	rule->set = *defaults;
+	rule->line = (int)config_setting_source_line(group);
+
+	snprintf(scope, sizeof(scope), "rule #%d", index + 1);
+	ctx->scope = scope;
+	if (!config_setting_is_group(group)) {
+		config_err(ctx, group, "expected a group { name = ...; ... }, got %s",
+			   config_type_name(config_setting_type(group)));
+		return -1;
+	}
+
+	s = config_setting_get_member(group, "name");
+	if (!s) {
+		config_err(ctx, group, "name: required key is missing");
+	} else if ((str = config_get_string(ctx, s))) {
+		if (!rule_name_valid(str))
+			config_err(ctx, s, "name: \"%s\" must be 1-%d characters of A-Z a-z 0-9 . _ -",
+				   str, RULE_NAME_MAX);
+		else {
+			snprintf(rule->name, sizeof(rule->name), "%s", str);
+			snprintf(scope, sizeof(scope), "rule \"%s\"", str);
+		}
+	}
+
+	config_check_keys(ctx, group, keys);
+
+	s = config_setting_get_member(group, "proto");
+	if (!s)
+		config_err(ctx, group, "proto: required key is missing");
+	else if ((str = config_get_string(ctx, s)) &&
+		 !(rule->proto = rule_proto_parse(str)))
+		config_err(ctx, s, "proto: \"%s\" is not one of tcp, udp, tcp+udp", str);
+
+	s = config_setting_get_member(group, "listen");
+	if (!s)
+		config_err(ctx, group, "listen: required key is missing");
+	else if ((str = config_get_string(ctx, s)) &&
+		 rule_parse_addr(str, &rule->listen, &rule->listen_len, why,
+				 sizeof(why)) < 0)
+		config_err(ctx, s, "listen: %s", why);
+
+	s = config_setting_get_member(group, "target");
+	if (!s)
+		config_err(ctx, group, "target: required key is missing");
+	else if ((str = config_get_string(ctx, s)) &&
+		 rule_parse_addr(str, &rule->target, &rule->target_len, why,
+				 sizeof(why)) < 0)
+		config_err(ctx, s, "target: %s", why);
+
+	config_read_settings(ctx, group, &rule->set);
+	return ctx->errs->count == before ? 0 : -1;
+}
+
+/* Cross-rule checks: unique names, one rule per protocol and address. */
+static void config_check_rules(struct config_ctx *ctx,
+			       const config_setting_t *list, struct config *cfg)
+{
+	char addr[RULE_ADDR_STRLEN];
+	char scope[RULE_NAME_MAX + 32];
+
+	for (size_t i = 0; i < cfg->nrules; i++) {
+		const struct rule_config *r = &cfg->rules[i];
+		const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+
+		snprintf(scope, sizeof(scope), "rule \"%s\"", r->name);
+		ctx->scope = scope;
+		for (size_t j = 0; j < i; j++) {
+			const struct rule_config *o = &cfg->rules[j];
+			unsigned shared = r->proto & o->proto;
+
+			if (strcmp(r->name, o->name) == 0) {
+				config_err(ctx, config_setting_get_member(g, "name"),
+					   "name: \"%s\" is already used by the rule at line %d",
+					   r->name, o->line);
+				continue;
+			}
+			if (shared && rule_addr_equal((const struct sockaddr *)&r->listen,
+						      (const struct sockaddr *)&o->listen))
+				config_err(ctx, config_setting_get_member(g, "listen"),
+					   "listen: %s %s is already used by rule \"%s\" (line %d)",
+					   rule_proto_name(shared),
+					   rule_format_addr((const struct sockaddr *)&r->listen,
+							    addr, sizeof(addr)),
+					   o->name, o->line);
+		}
+	}
+}
+
+static void config_read_root(struct config_ctx *ctx, const config_t *lc,
+			     struct config *cfg)
+{
+	static const char *const keys[] = { "daemon", "defaults", "rules", NULL };
+	static const char *const default_keys[] = { SETTINGS_KEYS, NULL };
+	const config_setting_t *root = config_root_setting(lc);
+	const config_setting_t *s, *list;
+	size_t before;
+	int n;
+
+	config_check_keys(ctx, root, keys);
+
+	if ((s = config_setting_get_member(root, "daemon")))
+		config_read_daemon(ctx, s, cfg);
+
+	if ((s = config_setting_get_member(root, "defaults"))) {
+		ctx->scope = "defaults";
+		if (!config_setting_is_group(s)) {
+			config_err(ctx, s, "expected a group { ... }, got %s",
+				   config_type_name(config_setting_type(s)));
+		} else {
+			config_check_keys(ctx, s, default_keys);
+			config_read_settings(ctx, s, &cfg->defaults);
+		}
+	}
+
+	ctx->scope = NULL;
+	list = config_setting_get_member(root, "rules");
+	if (!list) {
+		config_errors_add(ctx->errs,
+				  "%s: \"rules\" is missing: add a list rules = ( { name = ...; proto = ...; listen = ...; target = ...; } );",
+				  ctx->path);
+		return;
+	}
+	if (!config_setting_is_list(list)) {
+		config_err(ctx, list, "rules: expected a list ( { ... }, ... ), got %s",
+			   config_type_name(config_setting_type(list)));
+		return;
+	}
+	n = config_setting_length(list);
+	if (n == 0) {
+		config_err(ctx, list, "rules: the list is empty; at least one rule is required");
+		return;
+	}
+	cfg->rules = calloc((size_t)n, sizeof(*cfg->rules));
+	if (!cfg->rules) {
+		config_errors_add(ctx->errs, "%s: out of memory", ctx->path);
+		return;
+	}
+	before = ctx->errs->count;
+	for (int i = 0; i < n; i++)
+		config_read_rule(ctx, config_setting_get_elem(list, (unsigned)i), i,
+				 &cfg->defaults, &cfg->rules[i]);
+	cfg->nrules = (size_t)n;
+	ctx->scope = NULL;
+	/* Cross-checks compare complete rules only. */
+	if (ctx->errs->count == before)
+		config_check_rules(ctx, list, cfg);
+}
+
+void config_free(struct config *cfg)
+{
+	free(cfg->path);
+	free(cfg->control_socket);
+	free(cfg->rules);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+int config_load(const char *path, struct config *cfg, struct config_errors *errs)
+{
+	struct config_ctx ctx = { .path = path, .errs = errs };
+	config_t lc;
+	FILE *fp;
+	size_t before = errs->count;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->path = strdup(path);
+	cfg->control_socket = strdup(CONFIG_DEFAULT_SOCKET);
+	cfg->log_level = LOG_LVL_INFO;
+	cfg->log_connections = true;
+	rule_settings_init(&cfg->defaults);
+	if (!cfg->path || !cfg->control_socket) {
+		config_errors_add(errs, "%s: out of memory", path);
+		config_free(cfg);
+		return -1;
+	}
+
+	/* Open it ourselves so an unreadable file says why. */
+	fp = fopen(path, "r");
+	if (!fp) {
+		config_errors_add(errs, "%s: cannot open: %s", path, strerror(errno));
+		config_free(cfg);
+		return -1;
+	}
+	config_init(&lc);
+	if (config_read(&lc, fp) != CONFIG_TRUE) {
+		config_errors_add(errs, "%s:%d: %s", path, config_error_line(&lc),
+				  config_error_text(&lc));
+	} else {
+		config_read_root(&ctx, &lc, cfg);
+	}
+	config_destroy(&lc);
+	fclose(fp);
+
+	if (errs->count != before) {
+		config_free(cfg);
+		return -1;
+	}
+	return 0;
+}

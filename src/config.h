@@ -1,0 +1,46 @@
+/*
+ * Reading /etc/portfwd.conf (libconfig syntax) into plain structs.
+ * Every problem found is collected as "FILE:LINE: message"; nothing stops
+ * at the first one.
+ */
+#ifndef PORTFWD_CONFIG_H
+#define PORTFWD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ctl_proto.h"
+#include "rule.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/portfwd.conf"
+#define CONFIG_DEFAULT_SOCKET CTL_DEFAULT_SOCKET
+
+struct config {
+	char *path;
+	char *control_socket;
+	int log_level;
+	bool log_connections;
+	struct rule_settings defaults;
+	struct rule_config *rules;
+	size_t nrules;
+};
+
+struct config_errors {
+	char **msgs;
+	size_t count;
+};
+
+/*
+ * Reads and validates PATH. Returns 0 with CFG filled (free it with
+ * config_free), or -1 with at least one message in ERRS and CFG empty.
+ */
+int config_load(const char *path, struct config *cfg,
+		struct config_errors *errs);
+
+void config_free(struct config *cfg);
+
+void config_errors_add(struct config_errors *errs, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void config_errors_free(struct config_errors *errs);
+
+#endif

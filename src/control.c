@@ -1,0 +1,391 @@
+#include "control.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ctl_proto.h"
+#include "daemon.h"
+#include "log.h"
+#include "status.h"
+#include "version.h"
+
+struct control_client {
+	LIST_ENTRY(control_client) link;
+	struct control *ctl;
+	struct bufferevent *bev;
+	bool closing; /* free once the output is flushed */
+};
+
+struct control {
+	struct daemon *daemon;
+	struct evconnlistener *lev;
+	char *path;
+	unsigned nclients;
+	LIST_HEAD(, control_client) clients;
+};
+
+/* A handler writes body text to OUT and returns 0, or a message in ERR and -1. */
+typedef int (*control_handler)(struct control *ctl, int argc, char **argv,
+			       struct evbuffer *out, char *err, size_t errlen);
+
+static int control_cmd_hello(struct control *ctl, int argc, char **argv,
+			     struct evbuffer *out, char *err, size_t errlen)
+{
+	(void)ctl;
+	(void)argc;
+	if (strcmp(argv[1], "1") != 0) {
+		snprintf(err, errlen, "unsupported protocol version \"%s\" (this daemon speaks %d)",
+			 argv[1], CTL_PROTO_VERSION);
+		return -1;
+	}
+	evbuffer_add_printf(out, "portfwd-ctl %d portfwd %s\n", CTL_PROTO_VERSION, PORTFWD_VERSION);
+	return 0;
+}
+
+static int control_cmd_help(struct control *ctl, int argc, char **argv,
+			    struct evbuffer *out, char *err, size_t errlen)
+{
+	(void)ctl;
+	(void)argc;
+	(void)argv;
+	(void)err;
+	(void)errlen;
+	for (size_t i = 0; i < CTL_CMD_COUNT; i++)
+		evbuffer_add_printf(out, "%s %s\t%s\n", ctl_cmds[i].name, ctl_cmds[i].usage,
+				    ctl_cmds[i].help);
+	return 0;
+}
+
+static int control_cmd_status(struct control *ctl, int argc, char **argv,
+			      struct evbuffer *out, char *err, size_t errlen)
+{
+	if (argc == 2) {
+		json_t *doc;
+		char *text;
+
+		if (strcmp(argv[1], "json") != 0) {
+			snprintf(err, errlen, "status: unknown argument \"%s\" (usage: status [json])", argv[1]);
+			return -1;
+		}
+		doc = status_json(ctl->daemon);
+		text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+		json_decref(doc);
+		if (!text) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		evbuffer_add_printf(out, "%s\n", text);
+		free(text);
+		return 0;
+	}
+	status_text(ctl->daemon, out);
+	return 0;
+}
+
+static const control_handler control_handlers[CTL_CMD_COUNT] = {
+	[CTL_CMD_HELLO] = control_cmd_hello,
+	[CTL_CMD_HELP] = control_cmd_help,
+	[CTL_CMD_STATUS] = control_cmd_status,
+};
+
+static void control_client_free(struct control_client *c)
+{
+	LIST_REMOVE(c, link);
+	c->ctl->nclients--;
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+/* Frames BODY (the handler's output) and the end line into OUT. */
+static void control_reply(struct evbuffer *out, struct evbuffer *body, const char *error)
+{
+	char *line;
+	size_t len;
+
+	while ((line = evbuffer_readln(body, &len, EVBUFFER_EOL_LF))) {
+		evbuffer_add_printf(out, "%s%s\n", ctl_proto_stuffing(line), line);
+		free(line);
+	}
+	if (error)
+		evbuffer_add_printf(out, "%s %s\n", CTL_END_ERROR, error);
+	else
+		evbuffer_add_printf(out, "%s\n", CTL_END_OK);
+}
+
+static void control_request(struct control_client *c, char *line)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *body = evbuffer_new();
+	char *argv[CTL_ARGS_MAX];
+	char err[256] = "";
+	const struct ctl_cmd *cmd;
+	int argc;
+
+	if (!body) {
+		control_reply(out, NULL, "out of memory");
+		return;
+	}
+	for (char *p = line; *p; p++) {
+		if ((unsigned char)*p < 0x20 && *p != '\t') {
+			snprintf(err, sizeof(err), "request contains control characters");
+			goto done;
+		}
+	}
+	argc = ctl_proto_split(line, argv, CTL_ARGS_MAX);
+	if (argc == 0)
+		goto out; /* an empty line: nothing asked, nothing answered */
+	if (argc < 0) {
+		snprintf(err, sizeof(err), "too many arguments (at most %d)", CTL_ARGS_MAX - 1);
+		goto done;
+	}
+	cmd = ctl_proto_find(argv[0]);
+	if (!cmd) {
+		snprintf(err, sizeof(err), "unknown command \"%.64s\" (try \"help\")", argv[0]);
+		goto done;
+	}
+	if (argc - 1 < cmd->min_args || argc - 1 > cmd->max_args) {
+		snprintf(err, sizeof(err), "usage: %s %s", cmd->name, cmd->usage);
+		goto done;
+	}
+	log_debug("control: %s", cmd->name);
+	control_handlers[cmd->id](c->ctl, argc, argv, body, err, sizeof(err));
+done:
+	control_reply(out, body, err[0] ? err : NULL);
+out:
+	evbuffer_free(body);
+}
+
+static void control_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct control_client *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char *line;
+	size_t len;
+
+	while (!c->closing && (line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF))) {
+		if (len > CTL_REQUEST_MAX || strlen(line) != len) {
+			control_reply(bufferevent_get_output(bev), NULL,
+				      strlen(line) != len ? "request contains a NUL byte"
+							  : "request longer than 4096 bytes");
+			c->closing = true;
+		} else {
+			control_request(c, line);
+		}
+		free(line);
+	}
+	/* A line with no end yet: refuse it before it grows without bound. */
+	if (!c->closing && evbuffer_get_length(in) > CTL_REQUEST_MAX) {
+		control_reply(bufferevent_get_output(bev), NULL, "request longer than 4096 bytes");
+		c->closing = true;
+	}
+	if (c->closing) {
+		bufferevent_disable(bev, EV_READ);
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			control_client_free(c);
+	}
+}
+
+static void control_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct control_client *c = arg;
+
+	(void)bev;
+	if (c->closing)
+		control_client_free(c);
+}
+
+static void control_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct control_client *c = arg;
+
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+		/* The client is done asking; send what it is owed, then close. */
+		c->closing = true;
+		return;
+	}
+	control_client_free(c);
+}
+
+static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+			      struct sockaddr *sa, int salen, void *arg)
+{
+	struct control *ctl = arg;
+	struct control_client *c;
+	struct timeval idle = { CONTROL_IDLE_SECONDS, 0 };
+
+	(void)lev;
+	(void)sa;
+	(void)salen;
+	if (ctl->nclients >= CONTROL_MAX_CLIENTS) {
+		static const char busy[] = CTL_END_ERROR " too many control clients, try again\n";
+
+		if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			log_debug("control: %s", strerror(errno));
+		evutil_closesocket(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c || !(c->bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd,
+						    BEV_OPT_CLOSE_ON_FREE))) {
+		free(c);
+		evutil_closesocket(fd);
+		return;
+	}
+	c->ctl = ctl;
+	LIST_INSERT_HEAD(&ctl->clients, c, link);
+	ctl->nclients++;
+	bufferevent_setcb(c->bev, control_read_cb, control_write_cb, control_event_cb, c);
+	bufferevent_set_timeouts(c->bev, &idle, &idle);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/*
+ * Decides what to do with an existing PATH: 0 if it is absent or a stale
+ * socket (removed), -1 with ERR if a daemon answers or it is not a socket.
+ */
+static int control_claim_path(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r;
+
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s exists and is not a socket; remove it or choose another control_socket", path);
+		return -1;
+	}
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+	close(fd);
+	if (r == 0) {
+		snprintf(err, errlen, "another portfwd is already running on %s (stop it first, or use another control socket with -s)", path);
+		return -1;
+	}
+	if (errno != ECONNREFUSED) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	log_info("control: replacing the stale socket %s", path);
+	if (unlink(path) < 0 && errno != ENOENT) {
+		snprintf(err, errlen, "cannot remove the stale socket %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Creates the socket's own directory, as systemd's RuntimeDirectory= would. */
+static int control_make_dir(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return -1;
+	*slash = '\0';
+	/* chmod: the umask in force while binding would strip the x bits. */
+	if (mkdir(dir, 0755) < 0 || chmod(dir, 0755) < 0)
+		return -1;
+	log_info("control: created the directory %s", dir);
+	return 0;
+}
+
+struct control *control_open(struct event_base *base, const char *path,
+			     struct daemon *d, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct control *ctl;
+	mode_t old;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "control socket path too long: %s", path);
+		return NULL;
+	}
+	if (control_claim_path(path, err, errlen) < 0)
+		return NULL;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return NULL;
+	}
+	/* The socket file is created by bind: the umask sets its mode, 0660. */
+	old = umask(0117);
+	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	if (r < 0 && errno == ENOENT && control_make_dir(path) == 0)
+		r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	if (r < 0) {
+		int e = errno;
+
+		umask(old);
+		close(fd);
+		snprintf(err, errlen, "cannot create the control socket %s: %s%s", path, strerror(e),
+			 e == ENOENT ? " (its directory does not exist)" : "");
+		return NULL;
+	}
+	umask(old);
+	if (listen(fd, 16) < 0) {
+		snprintf(err, errlen, "listen on %s: %s", path, strerror(errno));
+		close(fd);
+		unlink(path);
+		return NULL;
+	}
+	ctl = calloc(1, sizeof(*ctl));
+	if (!ctl || !(ctl->path = strdup(path))) {
+		free(ctl);
+		close(fd);
+		unlink(path);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ctl->daemon = d;
+	LIST_INIT(&ctl->clients);
+	ctl->lev = evconnlistener_new(base, control_accept_cb, ctl,
+				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+	if (!ctl->lev) {
+		close(fd);
+		control_close(ctl);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	log_info("control: listening on %s", path);
+	return ctl;
+}
+
+void control_close(struct control *ctl)
+{
+	if (!ctl)
+		return;
+	while (!LIST_EMPTY(&ctl->clients))
+		control_client_free(LIST_FIRST(&ctl->clients));
+	if (ctl->lev)
+		evconnlistener_free(ctl->lev);
+	unlink(ctl->path);
+	free(ctl->path);
+	free(ctl);
+}

@@ -1,0 +1,71 @@
+/*
+ * The control protocol, shared by the daemon and portfwdctl. It has no
+ * libevent and no daemon types, so the CLI includes it alone.
+ *
+ * Version 1, line framed, usable by hand (socat - UNIX-CONNECT:PATH):
+ *
+ *   request  = command *(" " argument) LF        at most CTL_REQUEST_MAX bytes
+ *   reply    = *(body-line LF) end-line LF
+ *   end-line = ".ok" / ".error " message
+ *
+ * A body line that starts with "." is sent with one more "." in front
+ * (as in SMTP), so no body line can look like an end line. Several
+ * requests may be sent on one connection; replies come in order.
+ * "hello VERSION" checks that both sides speak the same protocol.
+ */
+#ifndef PORTFWD_CTL_PROTO_H
+#define PORTFWD_CTL_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CTL_PROTO_VERSION 1
+#define CTL_DEFAULT_SOCKET "/run/portfwd/portfwd.sock"
+#define CTL_REQUEST_MAX 4096
+#define CTL_ARGS_MAX 16
+#define CTL_END_OK ".ok"
+#define CTL_END_ERROR ".error"
+
+enum ctl_cmd_id {
+	CTL_CMD_HELLO,
+	CTL_CMD_HELP,
+	CTL_CMD_STATUS,
+	CTL_CMD_COUNT,
+};
+
+struct ctl_cmd {
+	enum ctl_cmd_id id;
+	const char *name;
+	const char *usage; /* arguments, for help and usage errors */
+	const char *help;  /* one line */
+	int min_args, max_args;
+	bool mutating;     /* changes the daemon's state */
+};
+
+extern const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT];
+
+/* The command named NAME, or NULL. */
+const struct ctl_cmd *ctl_proto_find(const char *name);
+
+/*
+ * Splits LINE in place at spaces and tabs into at most MAX words.
+ * Returns the number of words, or -1 if there are more than MAX.
+ */
+int ctl_proto_split(char *line, char **argv, int max);
+
+enum ctl_line {
+	CTL_LINE_BODY,
+	CTL_LINE_OK,
+	CTL_LINE_ERROR,
+};
+
+/*
+ * Classifies one reply line (without its LF). *TEXT gets the body text
+ * with the stuffed "." removed, or the error message.
+ */
+enum ctl_line ctl_proto_parse_reply(const char *line, const char **text);
+
+/* The prefix that a body line needs: "." if LINE starts with ".". */
+const char *ctl_proto_stuffing(const char *line);
+
+#endif

@@ -1,0 +1,109 @@
+#include "daemon.h"
+
+#include <event2/event.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "control.h"
+#include "listener.h"
+#include "log.h"
+#include "version.h"
+#include "worker.h"
+
+static void daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)what;
+	if (sig == SIGHUP) {
+		log_warning("SIGHUP: live reload is not implemented yet; restart portfwd to apply a changed configuration");
+		return;
+	}
+	log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	event_base_loopbreak(d->worker->base);
+}
+
+int daemon_start(struct daemon *d, struct config *cfg)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	char err[512];
+	size_t ready = 0;
+
+	memset(d, 0, sizeof(*d));
+	d->cfg = *cfg;
+	memset(cfg, 0, sizeof(*cfg));
+	d->started_mono = clock_now();
+	d->started_wall = time(NULL);
+
+	d->worker = calloc(1, sizeof(*d->worker));
+	if (!d->worker || !(d->worker->base = event_base_new())) {
+		log_error("cannot create the event loop");
+		return -1;
+	}
+	d->worker->log_connections = d->cfg.log_connections;
+
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		d->signals[i] = evsignal_new(d->worker->base, sigs[i], daemon_signal_cb, d);
+		if (!d->signals[i] || evsignal_add(d->signals[i], NULL) < 0) {
+			log_error("cannot install the signal handlers");
+			return -1;
+		}
+	}
+
+	d->control = control_open(d->worker->base, d->cfg.control_socket, d, err, sizeof(err));
+	if (!d->control) {
+		log_error("%s", err);
+		return -1;
+	}
+
+	d->rules = calloc(d->cfg.nrules, sizeof(*d->rules));
+	if (!d->rules) {
+		log_error("out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < d->cfg.nrules; i++) {
+		d->rules[i] = listener_new(d->worker, &d->cfg.rules[i]);
+		if (!d->rules[i]) {
+			log_error("rule %s: out of memory", d->cfg.rules[i].name);
+			return -1;
+		}
+		d->nrules++;
+		ready += listener_ready(d->rules[i]);
+	}
+	log_info("portfwd %s started: %zu of %zu rules listening, control socket %s",
+		 PORTFWD_VERSION, ready, d->nrules, d->cfg.control_socket);
+	return 0;
+}
+
+int daemon_run(struct daemon *d)
+{
+	if (event_base_dispatch(d->worker->base) < 0) {
+		log_error("the event loop failed");
+		return 1;
+	}
+	return 0;
+}
+
+void daemon_stop(struct daemon *d)
+{
+	for (size_t i = 0; i < d->nrules; i++)
+		listener_free(d->rules[i]);
+	free(d->rules);
+	d->rules = NULL;
+	d->nrules = 0;
+	control_close(d->control);
+	d->control = NULL;
+	for (size_t i = 0; i < sizeof(d->signals) / sizeof(d->signals[0]); i++)
+		if (d->signals[i])
+			event_free(d->signals[i]);
+	if (d->worker) {
+		if (d->worker->base)
+			event_base_free(d->worker->base);
+		free(d->worker);
+	}
+	d->worker = NULL;
+	config_free(&d->cfg);
+	log_info("portfwd stopped");
+}

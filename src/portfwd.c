@@ -1,0 +1,111 @@
+/* portfwd: the daemon's main. Options, start-up order, exit codes. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "version.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: portfwd [-c FILE] [-t] [-s SOCKET] [-l LEVEL] [-V] [-h]\n"
+		"  -c FILE    configuration file (default %s)\n"
+		"  -t         check the configuration and exit: 0 if valid, 1 if not\n"
+		"  -s SOCKET  control socket path, overriding daemon.control_socket\n"
+		"  -l LEVEL   log level: error, warning, info or debug\n"
+		"  -V         print the version and exit\n"
+		"  -h         print this help and exit\n"
+		"portfwd stays in the foreground and logs to stderr. See portfwd(8).\n",
+		CONFIG_DEFAULT_PATH);
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = CONFIG_DEFAULT_PATH, *sock = NULL, *level = NULL;
+	struct config_errors errs = { 0 };
+	struct config cfg;
+	struct daemon d;
+	bool test = false;
+	int opt, rc, lvl = -1;
+
+	while ((opt = getopt(argc, argv, "c:ts:l:Vh")) != -1) {
+		switch (opt) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			test = true;
+			break;
+		case 's':
+			sock = optarg;
+			break;
+		case 'l':
+			level = optarg;
+			break;
+		case 'V':
+			printf("portfwd %s\n", PORTFWD_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "portfwd: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (level && (lvl = log_level_parse(level)) < 0) {
+		fprintf(stderr, "portfwd: -l: \"%s\" is not one of error, warning, info, debug\n", level);
+		return 2;
+	}
+	if (sock && (sock[0] == '\0' || strlen(sock) > 107)) {
+		fprintf(stderr, "portfwd: -s: the socket path must be 1-107 characters\n");
+		return 2;
+	}
+
+	if (config_load(path, &cfg, &errs) < 0) {
+		for (size_t i = 0; i < errs.count; i++)
+			fprintf(stderr, "%s\n", errs.msgs[i]);
+		if (!test)
+			fprintf(stderr, "portfwd: %zu error%s in the configuration; not starting\n",
+				errs.count, errs.count == 1 ? "" : "s");
+		config_errors_free(&errs);
+		return 1;
+	}
+	if (test) {
+		printf("%s: configuration is valid (%zu rule%s)\n", path, cfg.nrules,
+		       cfg.nrules == 1 ? "" : "s");
+		config_free(&cfg);
+		return 0;
+	}
+	if (sock) {
+		free(cfg.control_socket);
+		cfg.control_socket = strdup(sock);
+		if (!cfg.control_socket) {
+			fprintf(stderr, "portfwd: out of memory\n");
+			config_free(&cfg);
+			return 1;
+		}
+	}
+	log_set_level(lvl >= 0 ? lvl : cfg.log_level);
+
+	/* A peer closing mid-write must give EPIPE, never kill the daemon. */
+	signal(SIGPIPE, SIG_IGN);
+
+	if (daemon_start(&d, &cfg) < 0) {
+		daemon_stop(&d);
+		return 1;
+	}
+	rc = daemon_run(&d);
+	daemon_stop(&d);
+	return rc;
+}

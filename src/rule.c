@@ -1,0 +1,200 @@
+#include "rule.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <event2/util.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void rule_settings_init(struct rule_settings *set)
+{
+	set->connect_timeout = 5.0;
+	set->idle_timeout = 3600.0;
+	set->udp_idle_timeout = 60.0;
+	set->max_connections = 4096;
+	set->max_udp_sessions = 4096;
+	set->buffer_size = 65536;
+}
+
+unsigned rule_proto_parse(const char *text)
+{
+	if (strcmp(text, "tcp") == 0)
+		return RULE_PROTO_TCP;
+	if (strcmp(text, "udp") == 0)
+		return RULE_PROTO_UDP;
+	if (strcmp(text, "tcp+udp") == 0)
+		return RULE_PROTO_BOTH;
+	return 0;
+}
+
+const char *rule_proto_name(unsigned proto)
+{
+	switch (proto) {
+	case RULE_PROTO_TCP:
+		return "tcp";
+	case RULE_PROTO_UDP:
+		return "udp";
+	case RULE_PROTO_BOTH:
+		return "tcp+udp";
+	default:
+		return "none";
+	}
+}
+
+bool rule_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > RULE_NAME_MAX)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' &&
+		    *p != '-')
+			return false;
+	return true;
+}
+
+/* Port text: 1-5 digits, value 1-65535. Returns the port or -1. */
+static long rule_parse_port(const char *p)
+{
+	char *end;
+	long v;
+
+	if (*p == '\0' || strlen(p) > 5)
+		return -1;
+	for (const char *q = p; *q; q++)
+		if (!isdigit((unsigned char)*q))
+			return -1;
+	v = strtol(p, &end, 10);
+	return v;
+}
+
+int rule_parse_addr(const char *text, struct sockaddr_storage *ss,
+		    socklen_t *len, char *err, size_t errlen)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *port;
+	size_t hostlen;
+	long pnum;
+	int slen = (int)sizeof(*ss);
+	unsigned char probe[sizeof(struct in6_addr)];
+	bool v6 = text[0] == '[';
+
+	if (v6) {
+		const char *close = strchr(text, ']');
+
+		if (!close) {
+			snprintf(err, errlen, "\"%s\": missing \"]\" after the IPv6 address", text);
+			return -1;
+		}
+		if (close[1] != ':') {
+			snprintf(err, errlen, "\"%s\": missing port (expected [IPv6]:port)", text);
+			return -1;
+		}
+		hostlen = (size_t)(close - text - 1);
+		if (hostlen >= sizeof(host)) {
+			snprintf(err, errlen, "\"%s\": not a numeric IPv6 address", text);
+			return -1;
+		}
+		memcpy(host, text + 1, hostlen);
+		host[hostlen] = '\0';
+		port = close + 2;
+	} else {
+		const char *colon = strchr(text, ':');
+
+		if (!colon) {
+			snprintf(err, errlen, "\"%s\": missing port (expected IPv4:port or [IPv6]:port)", text);
+			return -1;
+		}
+		if (strchr(colon + 1, ':')) {
+			snprintf(err, errlen, "\"%s\": IPv6 addresses must be in brackets, as in [::1]:8080", text);
+			return -1;
+		}
+		hostlen = (size_t)(colon - text);
+		if (hostlen >= sizeof(host)) {
+			snprintf(err, errlen, "\"%s\": not a numeric IPv4 address (host names are not resolved)", text);
+			return -1;
+		}
+		memcpy(host, text, hostlen);
+		host[hostlen] = '\0';
+		port = colon + 1;
+	}
+
+	if (evutil_inet_pton(v6 ? AF_INET6 : AF_INET, host, probe) != 1) {
+		snprintf(err, errlen, "\"%s\": \"%s\" is not a numeric %s address%s",
+			 text, host, v6 ? "IPv6" : "IPv4",
+			 v6 ? "" : " (host names are not resolved)");
+		return -1;
+	}
+	pnum = rule_parse_port(port);
+	if (pnum < 0) {
+		snprintf(err, errlen, "\"%s\": port \"%s\" is not a number", text, port);
+		return -1;
+	}
+	if (pnum < 1 || pnum > 65535) {
+		snprintf(err, errlen, "\"%s\": port %ld is out of range (1-65535)", text, pnum);
+		return -1;
+	}
+
+	memset(ss, 0, sizeof(*ss));
+	if (evutil_parse_sockaddr_port(text, (struct sockaddr *)ss, &slen) != 0) {
+		snprintf(err, errlen, "\"%s\": not a valid address", text);
+		return -1;
+	}
+	*len = (socklen_t)slen;
+	return 0;
+}
+
+const char *rule_format_addr(const struct sockaddr *sa, char *buf,
+			     size_t buflen)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+
+		evutil_inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		snprintf(buf, buflen, "%s:%u", host, ntohs(sin->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+		evutil_inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		snprintf(buf, buflen, "[%s]:%u", host, ntohs(sin6->sin6_port));
+	} else {
+		snprintf(buf, buflen, "(family %d)", sa->sa_family);
+	}
+	return buf;
+}
+
+unsigned rule_addr_port(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	if (sa->sa_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	return 0;
+}
+
+bool rule_addr_equal(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (a->sa_family != b->sa_family)
+		return false;
+	if (a->sa_family == AF_INET) {
+		const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+		const struct sockaddr_in *y = (const struct sockaddr_in *)b;
+
+		return x->sin_port == y->sin_port &&
+		       x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+		const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr,
+			      sizeof(x->sin6_addr)) == 0;
+	}
+	return false;
+}

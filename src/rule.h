@@ -1,0 +1,72 @@
+/*
+ * The rule model: one forwarding rule's configuration as plain data that
+ * can be copied and compared. Runtime state (sockets, sessions, counters)
+ * lives elsewhere and points here.
+ */
+#ifndef PORTFWD_RULE_H
+#define PORTFWD_RULE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#define RULE_NAME_MAX 64
+/* "[" + IPv6 text + "]:" + port + NUL */
+#define RULE_ADDR_STRLEN 56
+
+enum rule_proto {
+	RULE_PROTO_TCP = 1,
+	RULE_PROTO_UDP = 2,
+	RULE_PROTO_BOTH = RULE_PROTO_TCP | RULE_PROTO_UDP,
+};
+
+/* The tunables that `defaults` sets and every rule may override. */
+struct rule_settings {
+	double connect_timeout;  /* seconds, > 0 */
+	double idle_timeout;     /* seconds, 0 = never */
+	double udp_idle_timeout; /* seconds, > 0 */
+	unsigned max_connections;
+	unsigned max_udp_sessions;
+	size_t buffer_size;
+};
+
+struct rule_config {
+	char name[RULE_NAME_MAX + 1];
+	unsigned proto; /* enum rule_proto bits */
+	struct sockaddr_storage listen;
+	socklen_t listen_len;
+	struct sockaddr_storage target;
+	socklen_t target_len;
+	struct rule_settings set;
+	int line; /* where the rule starts in its file, for messages */
+};
+
+/* The built-in defaults, used where the file says nothing. */
+void rule_settings_init(struct rule_settings *set);
+
+/* "tcp", "udp" or "tcp+udp"; returns the proto bits or 0. */
+unsigned rule_proto_parse(const char *text);
+const char *rule_proto_name(unsigned proto);
+
+/* True if NAME is 1-64 characters of [A-Za-z0-9._-]. */
+bool rule_name_valid(const char *name);
+
+/*
+ * Parses a numeric "IPv4:port" or "[IPv6]:port" with port 1-65535.
+ * Returns 0 and fills SS/LEN, or -1 with a sentence in ERR saying what is
+ * wrong (no host names: they are never resolved).
+ */
+int rule_parse_addr(const char *text, struct sockaddr_storage *ss,
+		    socklen_t *len, char *err, size_t errlen);
+
+/* Writes "1.2.3.4:80" or "[::1]:80" into BUF (RULE_ADDR_STRLEN bytes). */
+const char *rule_format_addr(const struct sockaddr *sa, char *buf,
+			     size_t buflen);
+
+/* The port of an AF_INET or AF_INET6 address, in host order. */
+unsigned rule_addr_port(const struct sockaddr *sa);
+
+/* True if A and B are the same family, address and port. */
+bool rule_addr_equal(const struct sockaddr *a, const struct sockaddr *b);
+
+#endif

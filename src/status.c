@@ -1,0 +1,188 @@
+#include "status.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "daemon.h"
+#include "listener.h"
+#include "version.h"
+
+static const char *status_state_name(enum listener_state s)
+{
+	switch (s) {
+	case LISTENER_LISTENING:
+		return "listening";
+	case LISTENER_FAILED:
+		return "failed";
+	default:
+		return "off";
+	}
+}
+
+static json_t *status_tcp_json(const struct listener *l)
+{
+	const struct rule_stats *st = &l->stats;
+
+	return json_pack("{s:s, s:s?, s:b, s:I, s:I, s:I, s:I, s:I}",
+			 "state", status_state_name(l->tcp_state),
+			 "error", l->tcp_state == LISTENER_FAILED ? l->tcp_error : NULL,
+			 "paused", l->tcp_paused_limit || l->tcp_paused_emfile,
+			 "active", (json_int_t)st->tcp_active,
+			 "accepted", (json_int_t)st->tcp_accepted,
+			 "connect_failed", (json_int_t)st->tcp_connect_failed,
+			 "bytes_to_target", (json_int_t)st->tcp_bytes_to_target,
+			 "bytes_to_client", (json_int_t)st->tcp_bytes_to_client);
+}
+
+static json_t *status_udp_json(const struct listener *l)
+{
+	const struct rule_stats *st = &l->stats;
+
+	return json_pack("{s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			 "state", status_state_name(l->udp_state),
+			 "error", l->udp_state == LISTENER_FAILED ? l->udp_error : NULL,
+			 "active", (json_int_t)st->udp_active,
+			 "sessions_created", (json_int_t)st->udp_sessions_created,
+			 "sessions_expired", (json_int_t)st->udp_sessions_expired,
+			 "datagrams_to_target", (json_int_t)st->udp_datagrams_to_target,
+			 "datagrams_to_client", (json_int_t)st->udp_datagrams_to_client,
+			 "bytes_to_target", (json_int_t)st->udp_bytes_to_target,
+			 "bytes_to_client", (json_int_t)st->udp_bytes_to_client,
+			 "dropped_limit", (json_int_t)st->udp_dropped_limit,
+			 "dropped_error", (json_int_t)st->udp_dropped_error);
+}
+
+static json_t *status_totals_json(const struct rule_stats *t)
+{
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			 "tcp_active", (json_int_t)t->tcp_active,
+			 "tcp_accepted", (json_int_t)t->tcp_accepted,
+			 "tcp_connect_failed", (json_int_t)t->tcp_connect_failed,
+			 "tcp_bytes_to_target", (json_int_t)t->tcp_bytes_to_target,
+			 "tcp_bytes_to_client", (json_int_t)t->tcp_bytes_to_client,
+			 "udp_active", (json_int_t)t->udp_active,
+			 "udp_datagrams_to_target", (json_int_t)t->udp_datagrams_to_target,
+			 "udp_datagrams_to_client", (json_int_t)t->udp_datagrams_to_client,
+			 "udp_bytes_to_target", (json_int_t)t->udp_bytes_to_target,
+			 "udp_bytes_to_client", (json_int_t)t->udp_bytes_to_client,
+			 "udp_dropped", (json_int_t)(t->udp_dropped_limit + t->udp_dropped_error));
+}
+
+json_t *status_json(const struct daemon *d)
+{
+	json_t *root, *rules = json_array();
+	struct rule_stats total;
+	char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+
+	memset(&total, 0, sizeof(total));
+	for (size_t i = 0; i < d->nrules; i++) {
+		const struct listener *l = d->rules[i];
+		json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:s}",
+				      "name", l->cfg.name,
+				      "proto", rule_proto_name(l->cfg.proto),
+				      "listen", rule_format_addr((const struct sockaddr *)&l->cfg.listen, listen, sizeof(listen)),
+				      "target", rule_format_addr((const struct sockaddr *)&l->cfg.target, target, sizeof(target)),
+				      "state", listener_ready(l) ? "listening" : "failed");
+
+		if (l->cfg.proto & RULE_PROTO_TCP)
+			json_object_set_new(r, "tcp", status_tcp_json(l));
+		if (l->cfg.proto & RULE_PROTO_UDP)
+			json_object_set_new(r, "udp", status_udp_json(l));
+		json_array_append_new(rules, r);
+		stats_add(&total, &l->stats);
+	}
+	root = json_pack("{s:s, s:i, s:I, s:f, s:I, s:s, s:s, s:o, s:o}",
+			 "version", PORTFWD_VERSION,
+			 "protocol", 1,
+			 "pid", (json_int_t)getpid(),
+			 "uptime", clock_now() - d->started_mono,
+			 "started", (json_int_t)d->started_wall,
+			 "config", d->cfg.path,
+			 "control_socket", d->cfg.control_socket,
+			 "rules", rules,
+			 "totals", status_totals_json(&total));
+	return root;
+}
+
+/* "1.5 MiB" style; BUF must hold 16 bytes. */
+static const char *status_bytes(uint64_t n, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)n;
+	int u = 0;
+
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%llu B", (unsigned long long)n);
+	else
+		snprintf(buf, len, "%.1f %s", v, units[u]);
+	return buf;
+}
+
+static void status_duration(double secs, char *buf, size_t len)
+{
+	unsigned long s = (unsigned long)secs;
+
+	if (s >= 86400)
+		snprintf(buf, len, "%lud %luh %lum", s / 86400, s % 86400 / 3600, s % 3600 / 60);
+	else if (s >= 3600)
+		snprintf(buf, len, "%luh %lum %lus", s / 3600, s % 3600 / 60, s % 60);
+	else if (s >= 60)
+		snprintf(buf, len, "%lum %lus", s / 60, s % 60);
+	else
+		snprintf(buf, len, "%lus", s);
+}
+
+void status_text(const struct daemon *d, struct evbuffer *out)
+{
+	char up[64], listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+	char b1[16], b2[16];
+	size_t ok = 0;
+
+	for (size_t i = 0; i < d->nrules; i++)
+		ok += listener_ready(d->rules[i]);
+	status_duration(clock_now() - d->started_mono, up, sizeof(up));
+	evbuffer_add_printf(out, "portfwd %s, pid %ld, up %s\n", PORTFWD_VERSION,
+			    (long)getpid(), up);
+	evbuffer_add_printf(out, "config %s, %zu rules: %zu listening, %zu failed\n",
+			    d->cfg.path, d->nrules, ok, d->nrules - ok);
+	for (size_t i = 0; i < d->nrules; i++) {
+		const struct listener *l = d->rules[i];
+		const struct rule_stats *st = &l->stats;
+
+		evbuffer_add_printf(out, "\n%s  %s  %s -> %s  %s\n", l->cfg.name,
+				    rule_proto_name(l->cfg.proto),
+				    rule_format_addr((const struct sockaddr *)&l->cfg.listen, listen, sizeof(listen)),
+				    rule_format_addr((const struct sockaddr *)&l->cfg.target, target, sizeof(target)),
+				    listener_ready(l) ? "listening" : "FAILED");
+		if (l->cfg.proto & RULE_PROTO_TCP) {
+			if (l->tcp_state == LISTENER_FAILED)
+				evbuffer_add_printf(out, "  tcp failed: %s\n", l->tcp_error);
+			evbuffer_add_printf(out, "  tcp  %llu active%s, %llu accepted, %llu connect failures, %s to target, %s to client\n",
+					    (unsigned long long)st->tcp_active,
+					    l->tcp_paused_limit ? " (max_connections reached, accepting paused)" : "",
+					    (unsigned long long)st->tcp_accepted,
+					    (unsigned long long)st->tcp_connect_failed,
+					    status_bytes(st->tcp_bytes_to_target, b1, sizeof(b1)),
+					    status_bytes(st->tcp_bytes_to_client, b2, sizeof(b2)));
+		}
+		if (l->cfg.proto & RULE_PROTO_UDP) {
+			if (l->udp_state == LISTENER_FAILED)
+				evbuffer_add_printf(out, "  udp failed: %s\n", l->udp_error);
+			evbuffer_add_printf(out, "  udp  %llu sessions, %llu created, %llu datagrams (%s) to target, %llu datagrams (%s) to client, %llu dropped\n",
+					    (unsigned long long)st->udp_active,
+					    (unsigned long long)st->udp_sessions_created,
+					    (unsigned long long)st->udp_datagrams_to_target,
+					    status_bytes(st->udp_bytes_to_target, b1, sizeof(b1)),
+					    (unsigned long long)st->udp_datagrams_to_client,
+					    status_bytes(st->udp_bytes_to_client, b2, sizeof(b2)),
+					    (unsigned long long)(st->udp_dropped_limit + st->udp_dropped_error));
+		}
+	}
+}

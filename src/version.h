@@ -1,0 +1,4 @@
+#ifndef PORTFWD_VERSION_H
+#define PORTFWD_VERSION_H
+#define PORTFWD_VERSION "0.1.0"
+#endif
