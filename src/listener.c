@@ -15,6 +15,22 @@
 #include "worker.h"
 
 #define LISTENER_BACKLOG 511
+#define LISTENER_UDP_BUFFER (4 << 20)
+
+/*
+ * A UDP listener takes every client's datagrams on one socket: give it room
+ * for bursts. Beyond net.core.rmem_max only a privileged process may go
+ * (SO_RCVBUFFORCE); otherwise the kernel caps the size, which is fine.
+ */
+static void listener_grow_buffers(int fd)
+{
+	int size = LISTENER_UDP_BUFFER;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+}
 
 /*
  * Creates a non-blocking socket bound to the rule's listen address.
@@ -39,6 +55,8 @@ static int listener_bind(const struct listener *l, int socktype)
 	if (sa->sa_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
 		goto fail;
+	if (socktype == SOCK_DGRAM)
+		listener_grow_buffers(fd);
 	if (bind(fd, sa, l->cfg.listen_len) < 0)
 		goto fail;
 	if (socktype == SOCK_STREAM && listen(fd, LISTENER_BACKLOG) < 0)

@@ -1,0 +1,623 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+double h_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void h_sleep(double s)
+{
+	struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
+
+	nanosleep(&ts, NULL);
+}
+
+static socklen_t h_sockaddr(const char *host, unsigned port, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (strchr(host, ':')) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		inet_pton(AF_INET6, host, &s6->sin6_addr);
+		return sizeof(*s6);
+	}
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+	s4->sin_family = AF_INET;
+	s4->sin_port = htons((uint16_t)port);
+	inet_pton(AF_INET, host, &s4->sin_addr);
+	return sizeof(*s4);
+}
+
+unsigned h_free_port(int socktype, bool v6)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = h_sockaddr(v6 ? "::1" : "127.0.0.1", 0, &ss);
+	int fd = socket(ss.ss_family, socktype, 0);
+	unsigned port;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
+	len = sizeof(ss);
+	getsockname(fd, (struct sockaddr *)&ss, &len);
+	port = v6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+		  : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	close(fd);
+	return port;
+}
+
+void h_write_conf(struct hdaemon *d, const char *body)
+{
+	FILE *fp = fopen(d->conf, "w");
+
+	ck_assert_msg(fp != NULL, "cannot write %s", d->conf);
+	fprintf(fp, "daemon: { control_socket = \"%s\"; log_level = \"debug\"; log_connections = true; };\n%s\n",
+		d->sock, body);
+	fclose(fp);
+}
+
+void h_prepare(struct hdaemon *d, const char *body)
+{
+	memset(d, 0, sizeof(*d));
+	snprintf(d->dir, sizeof(d->dir), "/tmp/portfwd-test.XXXXXX");
+	ck_assert_msg(mkdtemp(d->dir) != NULL, "mkdtemp: %s", strerror(errno));
+	snprintf(d->conf, sizeof(d->conf), "%s/portfwd.conf", d->dir);
+	snprintf(d->sock, sizeof(d->sock), "%s/ctl.sock", d->dir);
+	snprintf(d->log, sizeof(d->log), "%s/portfwd.log", d->dir);
+	h_write_conf(d, body);
+}
+
+static const char *h_bin(const char *var, const char *fallback)
+{
+	const char *v = getenv(var);
+
+	return v && *v ? v : fallback;
+}
+
+void h_start(struct hdaemon *d, const char *body)
+{
+	const char *bin = h_bin("PORTFWD_BIN", "build/default/portfwd");
+	double deadline;
+	pid_t pid;
+
+	h_prepare(d, body);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+		dup2(fd, 2);
+		close(fd);
+		execl(bin, "portfwd", "-c", d->conf, (char *)NULL);
+		_exit(127);
+	}
+	d->pid = pid;
+	deadline = h_now() + 10;
+	while (h_now() < deadline) {
+		bool ok = false;
+		char *r = h_ctl(d->sock, "status", &ok);
+		int st;
+
+		free(r);
+		if (ok)
+			return;
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			d->pid = 0;
+			ck_abort_msg("portfwd exited during start-up (status %d); see %s", st, d->log);
+		}
+		h_sleep(0.02);
+	}
+	ck_abort_msg("portfwd did not answer on %s within 10 s", d->sock);
+}
+
+bool h_log_contains(struct hdaemon *d, const char *text)
+{
+	FILE *fp = fopen(d->log, "r");
+	char *buf;
+	size_t n;
+	bool found;
+
+	if (!fp)
+		return false;
+	buf = calloc(1, 1 << 22);
+	n = fread(buf, 1, (1 << 22) - 1, fp);
+	buf[n] = '\0';
+	fclose(fp);
+	found = strstr(buf, text) != NULL;
+	free(buf);
+	return found;
+}
+
+void h_stop(struct hdaemon *d)
+{
+	double deadline = h_now() + 10;
+	int st = -1;
+	struct stat sb;
+
+	if (d->pid <= 0)
+		return;
+	kill(d->pid, SIGTERM);
+	while (h_now() < deadline) {
+		if (waitpid(d->pid, &st, WNOHANG) == d->pid)
+			break;
+		h_sleep(0.01);
+	}
+	if (h_now() >= deadline) {
+		kill(d->pid, SIGKILL);
+		waitpid(d->pid, &st, 0);
+		ck_abort_msg("portfwd did not exit within 10 s of SIGTERM");
+	}
+	d->pid = 0;
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		      "portfwd did not exit 0 after SIGTERM (status %d); see %s", st, d->log);
+	ck_assert_msg(stat(d->sock, &sb) != 0, "the control socket %s is still there", d->sock);
+	ck_assert_msg(!h_log_contains(d, "AddressSanitizer") && !h_log_contains(d, "runtime error") &&
+			      !h_log_contains(d, "LeakSanitizer"),
+		      "sanitizer report in %s", d->log);
+}
+
+char *h_ctl(const char *sock, const char *request, bool *ok)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct timeval tv = { 10, 0 };
+	char *body = NULL, *line = NULL;
+	size_t blen = 0, cap = 0;
+	FILE *mem, *in;
+	ssize_t n;
+	int fd;
+
+	*ok = false;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0)
+		return NULL;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		close(fd);
+		return NULL;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (write(fd, request, strlen(request)) < 0 || write(fd, "\n", 1) != 1) {
+		close(fd);
+		return NULL;
+	}
+	in = fdopen(fd, "r");
+	mem = open_memstream(&body, &blen);
+	while ((n = getline(&line, &cap, in)) > 0) {
+		if (line[n - 1] == '\n')
+			line[--n] = '\0';
+		if (strcmp(line, ".ok") == 0) {
+			*ok = true;
+			break;
+		}
+		if (strncmp(line, ".error", 6) == 0) {
+			fprintf(mem, "%s\n", line);
+			break;
+		}
+		fprintf(mem, "%s\n", line[0] == '.' ? line + 1 : line);
+	}
+	free(line);
+	fclose(mem);
+	fclose(in);
+	return body;
+}
+
+json_t *h_status(struct hdaemon *d)
+{
+	bool ok;
+	char *r = h_ctl(d->sock, "status json", &ok);
+	json_error_t err;
+	json_t *doc;
+
+	ck_assert_msg(r && ok, "status json failed: %s", r ? r : "(no reply)");
+	doc = json_loads(r, 0, &err);
+	ck_assert_msg(doc != NULL, "status json is not JSON: %s", err.text);
+	free(r);
+	return doc;
+}
+
+long long h_counter(struct hdaemon *d, const char *rule, const char *proto, const char *key)
+{
+	json_t *doc = h_status(d), *rules = json_object_get(doc, "rules"), *r;
+	size_t i;
+	long long v = -1;
+
+	json_array_foreach(rules, i, r) {
+		if (strcmp(json_string_value(json_object_get(r, "name")), rule) == 0) {
+			json_t *p = proto ? json_object_get(r, proto) : r;
+			json_t *x = p ? json_object_get(p, key) : NULL;
+
+			ck_assert_msg(x != NULL, "no %s.%s in rule %s", proto ? proto : "", key, rule);
+			v = json_integer_value(x);
+		}
+	}
+	json_decref(doc);
+	ck_assert_msg(v >= 0, "no rule %s in status", rule);
+	return v;
+}
+
+long long h_wait_counter(struct hdaemon *d, const char *rule, const char *proto,
+			 const char *key, long long want, double seconds)
+{
+	double deadline = h_now() + seconds;
+	long long v;
+
+	for (;;) {
+		v = h_counter(d, rule, proto, key);
+		if (v == want || h_now() >= deadline)
+			return v;
+		h_sleep(0.02);
+	}
+}
+
+int h_run(char *const argv[], char **output)
+{
+	int pipefd[2];
+	FILE *mem;
+	size_t len = 0;
+	char buf[4096];
+	ssize_t n;
+	int st;
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(pipefd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(pipefd[1], 1);
+		dup2(pipefd[1], 2);
+		close(pipefd[0]);
+		close(pipefd[1]);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	*output = NULL;
+	mem = open_memstream(output, &len);
+	while ((n = read(pipefd[0], buf, sizeof(buf))) > 0)
+		fwrite(buf, 1, (size_t)n, mem);
+	fclose(mem);
+	close(pipefd[0]);
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+long h_rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fp = fopen(path, "r");
+	if (!fp)
+		return -1;
+	while (fgets(line, sizeof(line), fp))
+		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+			break;
+	fclose(fp);
+	return kib;
+}
+
+void h_stream_init(struct h_stream *s, uint64_t seed)
+{
+	s->state = seed * 0x9E3779B97F4A7C15ULL + 1;
+}
+
+void h_stream_fill(struct h_stream *s, unsigned char *buf, size_t len)
+{
+	/* xorshift64*: fast, deterministic, and not compressible. */
+	for (size_t i = 0; i < len; i++) {
+		if ((i & 7) == 0) {
+			s->state ^= s->state >> 12;
+			s->state ^= s->state << 25;
+			s->state ^= s->state >> 27;
+		}
+		buf[i] = (unsigned char)((s->state * 0x2545F4914F6CDD1DULL) >> (8 * (i & 7)));
+	}
+}
+
+uint64_t h_hash(uint64_t h, const unsigned char *buf, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		h ^= buf[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+int h_connect(const char *host, unsigned port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = h_sockaddr(host, port, &ss);
+	int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds)
+{
+	struct h_stream tx, rx;
+	unsigned char out[65536], in[65536], want[65536];
+	size_t sent = 0, got = 0, out_len = 0, out_off = 0;
+	double deadline = h_now() + seconds;
+	bool shut = false;
+
+	h_stream_init(&tx, seed);
+	h_stream_init(&rx, seed);
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	while (h_now() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (sent < len || out_off < out_len)
+			p.events |= POLLOUT;
+		if (poll(&p, 1, 200) < 0)
+			return -1;
+		if (p.revents & POLLOUT) {
+			if (out_off == out_len) {
+				out_len = len - sent < sizeof(out) ? len - sent : sizeof(out);
+				h_stream_fill(&tx, out, out_len);
+				out_off = 0;
+				sent += out_len;
+			}
+			n = write(fd, out + out_off, out_len - out_off);
+			if (n > 0)
+				out_off += (size_t)n;
+			else if (n < 0 && errno != EAGAIN)
+				return -1;
+		}
+		if (!shut && sent == len && out_off == out_len) {
+			shutdown(fd, SHUT_WR);
+			shut = true;
+		}
+		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+			n = read(fd, in, sizeof(in));
+			if (n == 0)
+				return got == len && shut ? 0 : -1;
+			if (n < 0) {
+				if (errno == EAGAIN)
+					continue;
+				return -1;
+			}
+			h_stream_fill(&rx, want, (size_t)n);
+			if (memcmp(in, want, (size_t)n) != 0)
+				return -2; /* corrupted or reordered */
+			got += (size_t)n;
+			if (got > len)
+				return -3;
+		}
+	}
+	return -4; /* out of time */
+}
+
+long long h_read_all(int fd, uint64_t *hash, double seconds)
+{
+	unsigned char buf[65536];
+	double deadline = h_now() + seconds;
+	long long total = 0;
+
+	*hash = H_HASH_INIT;
+	while (h_now() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 200) <= 0)
+			continue;
+		n = read(fd, buf, sizeof(buf));
+		if (n == 0)
+			return total;
+		if (n < 0)
+			return errno == EAGAIN ? total : -1;
+		*hash = h_hash(*hash, buf, (size_t)n);
+		total += n;
+	}
+	return -2;
+}
+
+int h_write_stream(int fd, size_t len, uint64_t seed, double seconds)
+{
+	unsigned char buf[65536];
+	struct h_stream s;
+	double deadline = h_now() + seconds;
+	size_t done = 0;
+
+	h_stream_init(&s, seed);
+	while (done < len && h_now() < deadline) {
+		size_t chunk = len - done < sizeof(buf) ? len - done : sizeof(buf);
+		size_t off = 0;
+
+		h_stream_fill(&s, buf, chunk);
+		while (off < chunk && h_now() < deadline) {
+			struct pollfd p = { .fd = fd, .events = POLLOUT };
+			ssize_t n;
+
+			if (poll(&p, 1, 200) <= 0)
+				continue;
+			n = send(fd, buf + off, chunk - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n < 0 && errno != EAGAIN)
+				return -1;
+			if (n > 0)
+				off += (size_t)n;
+		}
+		done += off;
+	}
+	return done == len ? 0 : -1;
+}
+
+/* ---- backends ---- */
+
+struct h_conn_arg {
+	struct h_backend *b;
+	int fd;
+};
+
+static void *h_conn_thread(void *p)
+{
+	struct h_conn_arg *a = p;
+	struct h_backend *b = a->b;
+	int fd = a->fd;
+	unsigned char buf[65536];
+	uint64_t hash;
+	long long n;
+
+	free(a);
+	switch (b->mode) {
+	case H_ECHO:
+		for (;;) {
+			ssize_t r = read(fd, buf, sizeof(buf));
+			size_t off = 0;
+
+			if (r <= 0)
+				break;
+			while (off < (size_t)r) {
+				ssize_t w = send(fd, buf + off, (size_t)r - off, MSG_NOSIGNAL);
+
+				if (w <= 0)
+					goto out;
+				off += (size_t)w;
+			}
+		}
+		shutdown(fd, SHUT_WR);
+		break;
+	case H_COUNT_REPLY: {
+		char reply[64];
+		int len;
+
+		n = h_read_all(fd, &hash, 60);
+		len = snprintf(reply, sizeof(reply), "%lld %016llx\n", n, (unsigned long long)hash);
+		if (send(fd, reply, (size_t)len, MSG_NOSIGNAL) < 0)
+			break;
+		break;
+	}
+	case H_GREET_READ:
+		if (send(fd, "hello\n", 6, MSG_NOSIGNAL) != 6)
+			break;
+		shutdown(fd, SHUT_WR);
+		n = h_read_all(fd, &hash, 60);
+		pthread_mutex_lock(&b->lock);
+		b->got_bytes = n;
+		b->got_hash = hash;
+		b->finished++;
+		pthread_mutex_unlock(&b->lock);
+		break;
+	case H_SOURCE:
+		h_write_stream(fd, b->source_len, 42, 120);
+		break;
+	default:
+		break;
+	}
+out:
+	close(fd);
+	return NULL;
+}
+
+static void *h_accept_thread(void *p)
+{
+	struct h_backend *b = p;
+
+	while (!b->stop) {
+		struct pollfd pf = { .fd = b->fd, .events = POLLIN };
+		struct h_conn_arg *a;
+		pthread_t t;
+		int c;
+
+		if (poll(&pf, 1, 100) <= 0)
+			continue;
+		c = accept(b->fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		a = malloc(sizeof(*a));
+		a->b = b;
+		a->fd = c;
+		if (pthread_create(&t, NULL, h_conn_thread, a) != 0) {
+			close(c);
+			free(a);
+			continue;
+		}
+		pthread_detach(t);
+	}
+	return NULL;
+}
+
+static void *h_udp_thread(void *p)
+{
+	struct h_backend *b = p;
+	unsigned char buf[65536];
+
+	while (!b->stop) {
+		struct pollfd pf = { .fd = b->fd, .events = POLLIN };
+		struct sockaddr_storage from;
+		socklen_t fl = sizeof(from);
+		ssize_t n;
+
+		if (poll(&pf, 1, 100) <= 0)
+			continue;
+		n = recvfrom(b->fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
+		if (n >= 0)
+			sendto(b->fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+	}
+	return NULL;
+}
+
+void h_backend_start(struct h_backend *b, enum h_backend_mode mode, bool v6)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = h_sockaddr(v6 ? "::1" : "127.0.0.1", 0, &ss);
+	int socktype = mode == H_UDP_ECHO ? SOCK_DGRAM : SOCK_STREAM;
+	int one = 1, big = 4 << 20;
+
+	b->mode = mode;
+	b->stop = false;
+	b->finished = 0;
+	pthread_mutex_init(&b->lock, NULL);
+	b->fd = socket(ss.ss_family, socktype, 0);
+	ck_assert_int_ge(b->fd, 0);
+	setsockopt(b->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (mode == H_UDP_ECHO) {
+		setsockopt(b->fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+		setsockopt(b->fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+	}
+	ck_assert_int_eq(bind(b->fd, (struct sockaddr *)&ss, len), 0);
+	if (socktype == SOCK_STREAM)
+		ck_assert_int_eq(listen(b->fd, 128), 0);
+	len = sizeof(ss);
+	getsockname(b->fd, (struct sockaddr *)&ss, &len);
+	b->port = v6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+		     : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	ck_assert_int_eq(pthread_create(&b->thread, NULL,
+					mode == H_UDP_ECHO ? h_udp_thread : h_accept_thread, b), 0);
+}
+
+void h_backend_stop(struct h_backend *b)
+{
+	b->stop = true;
+	pthread_join(b->thread, NULL);
+	close(b->fd);
+}

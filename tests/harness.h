@@ -1,0 +1,118 @@
+/*
+ * Test harness for the integration suites: starts the real portfwd on a
+ * temporary configuration with free loopback ports, talks to its control
+ * socket, and plays clients and backends (echo, source, sink) on loopback.
+ * Every wait here is bounded.
+ */
+#ifndef PORTFWD_TEST_HARNESS_H
+#define PORTFWD_TEST_HARNESS_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+struct hdaemon {
+	pid_t pid;
+	char dir[256];
+	char conf[300];
+	char sock[300];
+	char log[300];
+};
+
+/* A free port on 127.0.0.1 (or ::1 if V6) for SOCKTYPE. */
+unsigned h_free_port(int socktype, bool v6);
+
+/* Writes a configuration file: the daemon block (control socket in D's
+ * directory, log_connections on) followed by BODY (defaults and rules). */
+void h_write_conf(struct hdaemon *d, const char *body);
+
+/* Makes a temporary directory for D and writes BODY as its configuration. */
+void h_prepare(struct hdaemon *d, const char *body);
+
+/* Starts portfwd on D's configuration and waits (10 s at most) until its
+ * control socket answers. Fails the test if it does not. */
+void h_start(struct hdaemon *d, const char *body);
+
+/* SIGTERM, wait (10 s at most), assert exit 0, the socket gone and no
+ * sanitizer report in the log. */
+void h_stop(struct hdaemon *d);
+
+/* Sends one request; returns the reply body (malloc'd) and sets *OK to
+ * whether it ended with ".ok". NULL if the exchange failed. */
+char *h_ctl(const char *sock, const char *request, bool *ok);
+
+/* `status json` parsed. */
+json_t *h_status(struct hdaemon *d);
+
+/* A counter of rule NAME: e.g. h_counter(d, "echo", "tcp", "accepted"). */
+long long h_counter(struct hdaemon *d, const char *rule, const char *proto, const char *key);
+
+/* Polls until the counter equals WANT or SECONDS pass; returns the last value. */
+long long h_wait_counter(struct hdaemon *d, const char *rule, const char *proto,
+			 const char *key, long long want, double seconds);
+
+/* Runs ARGV, captures stdout+stderr (malloc'd) and returns the exit status. */
+int h_run(char *const argv[], char **output);
+
+/* True if the daemon's log contains TEXT. */
+bool h_log_contains(struct hdaemon *d, const char *text);
+
+/* VmRSS of PID in KiB. */
+long h_rss_kib(pid_t pid);
+
+double h_now(void);
+
+/* Deterministic bytes and a hash, to compare both ends of a transfer. */
+struct h_stream {
+	uint64_t state;
+};
+void h_stream_init(struct h_stream *s, uint64_t seed);
+void h_stream_fill(struct h_stream *s, unsigned char *buf, size_t len);
+uint64_t h_hash(uint64_t h, const unsigned char *buf, size_t len);
+#define H_HASH_INIT 1469598103934665603ULL
+
+/* Connects a TCP socket (blocking) to HOST:PORT. -1 on failure. */
+int h_connect(const char *host, unsigned port);
+
+/* Sends LEN stream bytes from SEED through FD while reading what comes
+ * back (an echo), then half-closes and reads to EOF. Returns 0 if exactly
+ * the bytes sent came back, in order. Bounded by SECONDS. */
+int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds);
+
+/* Reads until EOF (or SECONDS); returns the byte count, *HASH their hash. */
+long long h_read_all(int fd, uint64_t *hash, double seconds);
+
+/* Writes LEN stream bytes from SEED; returns 0 if all were written. */
+int h_write_stream(int fd, size_t len, uint64_t seed, double seconds);
+
+enum h_backend_mode {
+	H_ECHO,        /* echo until EOF, then close */
+	H_COUNT_REPLY, /* read to EOF, then reply "N HASH\n" and close */
+	H_GREET_READ,  /* send "hello\n", half-close, read to EOF, record */
+	H_SOURCE,      /* send `source_len` stream bytes (seed 42), then close */
+	H_UDP_ECHO,    /* UDP: send every datagram back to its sender */
+};
+
+struct h_backend {
+	enum h_backend_mode mode;
+	int fd;
+	unsigned port;
+	size_t source_len;
+	pthread_t thread;
+	volatile bool stop;
+	/* H_GREET_READ results */
+	pthread_mutex_t lock;
+	long long got_bytes;
+	uint64_t got_hash;
+	int finished;
+};
+
+/* Starts a backend on 127.0.0.1 (or ::1) on a free port. */
+void h_backend_start(struct h_backend *b, enum h_backend_mode mode, bool v6);
+void h_backend_stop(struct h_backend *b);
+
+#endif

@@ -1,0 +1,445 @@
+/* TCP forwarding through the real daemon, as a client and a backend see it. */
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static char *rule_conf(const char *extra_defaults, const char *name, const char *listen,
+		       const char *target)
+{
+	char *s = NULL;
+
+	if (asprintf(&s, "defaults: { %s };\nrules: ( { name = \"%s\"; proto = \"tcp\"; listen = \"%s\"; target = \"%s\"; } );",
+		     extra_defaults, name, listen, target) < 0)
+		ck_abort_msg("asprintf");
+	return s;
+}
+
+/* Starts an ECHO-like backend and a daemon with one rule to it. Returns the listen port. */
+static unsigned start_pair(struct hdaemon *d, struct h_backend *b, enum h_backend_mode mode,
+			   const char *defaults)
+{
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char lis[64], tgt[64];
+	char *conf;
+
+	h_backend_start(b, mode, false);
+	snprintf(lis, sizeof(lis), "127.0.0.1:%u", port);
+	snprintf(tgt, sizeof(tgt), "127.0.0.1:%u", b->port);
+	conf = rule_conf(defaults, "t", lis, tgt);
+	h_start(d, conf);
+	free(conf);
+	return port;
+}
+
+struct xfer {
+	unsigned port;
+	size_t len;
+	uint64_t seed;
+	int result;
+};
+
+static void *xfer_thread(void *p)
+{
+	struct xfer *x = p;
+	int fd = h_connect("127.0.0.1", x->port);
+
+	x->result = fd < 0 ? -10 : h_echo_exchange(fd, x->len, x->seed, 120);
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+START_TEST(test_bulk_concurrent)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_pair(&d, &b, H_ECHO, "");
+	enum { N = 4 };
+	const size_t per = (32u << 20) / N;
+	struct xfer x[N];
+	pthread_t t[N];
+
+	for (int i = 0; i < N; i++) {
+		x[i] = (struct xfer){ port, per, (uint64_t)i + 1, -99 };
+		ck_assert_int_eq(pthread_create(&t[i], NULL, xfer_thread, &x[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(x[i].result == 0, "connection %d: echo exchange failed (%d)", i, x[i].result);
+	}
+	/* The counters match what was sent, once every connection has ended. */
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 5), 0);
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "accepted"), N);
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "connect_failed"), 0);
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "bytes_to_target"), (long long)per * N);
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "bytes_to_client"), (long long)per * N);
+	ck_assert(h_log_contains(&d, "bytes to target"));
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* The client half-closes; the reply from the target still arrives. */
+START_TEST(test_half_close_from_client)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_pair(&d, &b, H_COUNT_REPLY, "");
+	const size_t len = 1u << 20;
+	unsigned char *buf = malloc(len);
+	struct h_stream s;
+	char reply[128], want[128];
+	ssize_t n, got = 0;
+	int fd;
+
+	h_stream_init(&s, 7);
+	h_stream_fill(&s, buf, len);
+	snprintf(want, sizeof(want), "%zu %016llx\n", len,
+		 (unsigned long long)h_hash(H_HASH_INIT, buf, len));
+	fd = h_connect("127.0.0.1", port);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(h_write_stream(fd, len, 7, 30), 0);
+	ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+	while (got < (ssize_t)sizeof(reply) - 1) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		ck_assert_msg(poll(&p, 1, 10000) == 1, "no reply within 10 s after half-close");
+		n = read(fd, reply + got, sizeof(reply) - 1 - (size_t)got);
+		if (n <= 0)
+			break;
+		got += n;
+	}
+	reply[got] = '\0';
+	ck_assert_str_eq(reply, want);
+	close(fd);
+	free(buf);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* The target half-closes after a greeting; the client's data still reaches it. */
+START_TEST(test_half_close_from_target)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_pair(&d, &b, H_GREET_READ, "");
+	const size_t len = 1u << 20;
+	unsigned char *buf = malloc(len);
+	struct h_stream s;
+	char greet[16] = "";
+	uint64_t want;
+	double deadline;
+	int fd, finished = 0;
+
+	h_stream_init(&s, 9);
+	h_stream_fill(&s, buf, len);
+	want = h_hash(H_HASH_INIT, buf, len);
+	fd = h_connect("127.0.0.1", port);
+	ck_assert_int_ge(fd, 0);
+	{
+		uint64_t gh;
+		/* The greeting, then EOF: the target's FIN came through. */
+		long long n = 0;
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		ck_assert_int_eq(poll(&p, 1, 10000), 1);
+		n = read(fd, greet, 6);
+		ck_assert_int_eq(n, 6);
+		ck_assert_int_eq(h_read_all(fd, &gh, 10), 0);
+	}
+	ck_assert_str_eq(greet, "hello\n");
+	ck_assert_int_eq(h_write_stream(fd, len, 9, 30), 0);
+	shutdown(fd, SHUT_WR);
+	deadline = h_now() + 10;
+	while (h_now() < deadline) {
+		pthread_mutex_lock(&b.lock);
+		finished = b.finished;
+		pthread_mutex_unlock(&b.lock);
+		if (finished)
+			break;
+		usleep(10000);
+	}
+	ck_assert_msg(finished == 1, "the target never saw the client's EOF");
+	ck_assert_int_eq(b.got_bytes, (long long)len);
+	ck_assert(b.got_hash == want);
+	close(fd);
+	free(buf);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 5), 0);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* Expects FD to be closed by the daemon within SECONDS. */
+static void assert_closed_within(int fd, double seconds)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char c;
+
+	ck_assert_msg(poll(&p, 1, (int)(seconds * 1000)) == 1, "not closed within %gs", seconds);
+	ck_assert_int_le(read(fd, &c, 1), 0);
+}
+
+START_TEST(test_refused_target)
+{
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	unsigned dead = h_free_port(SOCK_STREAM, false);
+	char lis[64], tgt[64], *conf;
+	double t0;
+	int fd;
+
+	snprintf(lis, sizeof(lis), "127.0.0.1:%u", port);
+	snprintf(tgt, sizeof(tgt), "127.0.0.1:%u", dead);
+	conf = rule_conf("", "t", lis, tgt);
+	h_start(&d, conf);
+	free(conf);
+	t0 = h_now();
+	fd = h_connect("127.0.0.1", port);
+	ck_assert_int_ge(fd, 0);
+	assert_closed_within(fd, 3);
+	ck_assert_msg(h_now() - t0 < 2, "a refused target took %.2fs to close the client", h_now() - t0);
+	close(fd);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "connect_failed", 1, 3), 1);
+	ck_assert(h_log_contains(&d, "connect failed: Connection refused"));
+	h_stop(&d);
+}
+END_TEST
+
+/*
+ * A black hole on loopback: a listener whose accept queue is full drops
+ * new SYNs, so connecting to it hangs like a host that never answers.
+ */
+START_TEST(test_connect_timeout)
+{
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	struct h_backend hole;
+	char lis[64], tgt[64], *conf;
+	int fillers[4], fd;
+
+	/* A listener that never accepts, with the smallest queue, filled up. */
+	h_backend_start(&hole, H_ECHO, false);
+	hole.stop = true;
+	pthread_join(hole.thread, NULL);
+	ck_assert_int_eq(listen(hole.fd, 0), 0);
+	for (int i = 0; i < 4; i++) {
+		fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)hole.port),
+					   .sin_addr.s_addr = htonl(0x7f000001) };
+		connect(fillers[i], (struct sockaddr *)&sin, sizeof(sin));
+	}
+	usleep(100000);
+
+	snprintf(lis, sizeof(lis), "127.0.0.1:%u", port);
+	snprintf(tgt, sizeof(tgt), "127.0.0.1:%u", hole.port);
+	conf = rule_conf("connect_timeout = 0.5;", "t", lis, tgt);
+	h_start(&d, conf);
+	free(conf);
+	fd = h_connect("127.0.0.1", port);
+	ck_assert_int_ge(fd, 0);
+	assert_closed_within(fd, 5);
+	close(fd);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "connect_failed", 1, 3), 1);
+	ck_assert(h_log_contains(&d, "connect failed: timed out after 0.5s"));
+	h_stop(&d);
+	for (int i = 0; i < 4; i++)
+		close(fillers[i]);
+	close(hole.fd);
+}
+END_TEST
+
+/*
+ * The target sends 256 MiB to a client that does not read: the daemon
+ * stops reading the target (back-pressure) and its memory stays bounded;
+ * the client later receives every byte.
+ */
+START_TEST(test_slow_reader)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	const size_t len = 256u << 20;
+	unsigned port;
+	long rss0, rss1;
+	uint64_t hash, want = H_HASH_INIT;
+	unsigned char *buf = malloc(1 << 20);
+	struct h_stream s;
+	int fd, small = 65536;
+
+	b.source_len = len;
+	port = start_pair(&d, &b, H_SOURCE, "");
+	rss0 = h_rss_kib(d.pid);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	{
+		struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+					   .sin_addr.s_addr = htonl(0x7f000001) };
+		ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	}
+	/* Let the target push as hard as it can against a stalled client. */
+	sleep(2);
+	rss1 = h_rss_kib(d.pid);
+	ck_assert_msg(rss1 - rss0 < 16 * 1024,
+		      "daemon RSS grew by %ld KiB while the client was stalled (from %ld to %ld KiB)",
+		      rss1 - rss0, rss0, rss1);
+	ck_assert_int_lt(h_counter(&d, "t", "tcp", "bytes_to_client"), 64 << 20);
+	fprintf(stderr, "slow reader: daemon RSS %ld KiB before, %ld KiB while stalled\n", rss0, rss1);
+
+	h_stream_init(&s, 42);
+	for (size_t done = 0; done < len; done += 1 << 20) {
+		h_stream_fill(&s, buf, 1 << 20);
+		want = h_hash(want, buf, 1 << 20);
+	}
+	ck_assert_int_eq(h_read_all(fd, &hash, 120), (long long)len);
+	ck_assert(hash == want);
+	close(fd);
+	free(buf);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "bytes_to_client", (long long)len, 5), (long long)len);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+START_TEST(test_ipv6_and_mixed)
+{
+	struct hdaemon d;
+	struct h_backend b4, b6;
+	unsigned p6 = h_free_port(SOCK_STREAM, true), p46 = h_free_port(SOCK_STREAM, false);
+	char conf[1024];
+	int fd;
+
+	h_backend_start(&b6, H_ECHO, true);
+	h_backend_start(&b4, H_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"six\"; proto = \"tcp\"; listen = \"[::1]:%u\"; target = \"[::1]:%u\"; },\n"
+		 "         { name = \"mixed\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"[::1]:%u\"; } );",
+		 p6, b6.port, p46, b6.port);
+	h_start(&d, conf);
+	fd = h_connect("::1", p6);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(h_echo_exchange(fd, 1 << 20, 3, 30), 0);
+	close(fd);
+	fd = h_connect("127.0.0.1", p46);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(h_echo_exchange(fd, 1 << 20, 4, 30), 0);
+	close(fd);
+	ck_assert_int_eq(h_wait_counter(&d, "six", "tcp", "bytes_to_client", 1 << 20, 5), 1 << 20);
+	ck_assert(h_log_contains(&d, "[::1]:"));
+	h_stop(&d);
+	h_backend_stop(&b4);
+	h_backend_stop(&b6);
+}
+END_TEST
+
+/* True if FD gets the byte back within MS milliseconds. */
+static bool echoes(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char c;
+
+	if (send(fd, "x", 1, MSG_NOSIGNAL) != 1)
+		return false;
+	return poll(&p, 1, ms) == 1 && read(fd, &c, 1) == 1 && c == 'x';
+}
+
+START_TEST(test_max_connections_pauses_accept)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_pair(&d, &b, H_ECHO, "max_connections = 2;");
+	int a = h_connect("127.0.0.1", port), c = h_connect("127.0.0.1", port), x;
+	struct pollfd p;
+	char ch;
+
+	ck_assert(echoes(a, 5000));
+	ck_assert(echoes(c, 5000));
+	/* The third waits in the kernel's queue: not accepted, not served. */
+	x = h_connect("127.0.0.1", port);
+	ck_assert_int_ge(x, 0);
+	ck_assert(!echoes(x, 500));
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "accepted"), 2);
+	close(a);
+	/* One ended: the waiting one is accepted and its byte comes back. */
+	p = (struct pollfd){ .fd = x, .events = POLLIN };
+	ck_assert_int_eq(poll(&p, 1, 5000), 1);
+	ck_assert_int_eq(read(x, &ch, 1), 1);
+	ck_assert_int_eq(ch, 'x');
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "accepted"), 3);
+	close(c);
+	close(x);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+START_TEST(test_idle_timeout)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_pair(&d, &b, H_ECHO, "idle_timeout = 0.5;");
+	int fd = h_connect("127.0.0.1", port);
+	double t0;
+
+	ck_assert(echoes(fd, 5000));
+	t0 = h_now();
+	assert_closed_within(fd, 5);
+	ck_assert_msg(h_now() - t0 >= 0.4, "closed after %.2fs, before the idle timeout", h_now() - t0);
+	close(fd);
+	ck_assert(h_log_contains(&d, "idle for 0.5s"));
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* Connections still open at SIGTERM are closed, and the daemon exits 0. */
+START_TEST(test_sigterm_with_open_connections)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_pair(&d, &b, H_ECHO, "");
+	int fd = h_connect("127.0.0.1", port);
+
+	ck_assert(echoes(fd, 5000));
+	h_stop(&d);
+	assert_closed_within(fd, 2);
+	close(fd);
+	h_backend_stop(&b);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("tcp");
+	TCase *tc = tcase_create("tcp");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 180);
+	tcase_add_test(tc, test_bulk_concurrent);
+	tcase_add_test(tc, test_half_close_from_client);
+	tcase_add_test(tc, test_half_close_from_target);
+	tcase_add_test(tc, test_refused_target);
+	tcase_add_test(tc, test_connect_timeout);
+	tcase_add_test(tc, test_slow_reader);
+	tcase_add_test(tc, test_ipv6_and_mixed);
+	tcase_add_test(tc, test_max_connections_pauses_accept);
+	tcase_add_test(tc, test_idle_timeout);
+	tcase_add_test(tc, test_sigterm_with_open_connections);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,284 @@
+/* UDP forwarding through the real daemon: sessions, big datagrams, limits, expiry. */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static unsigned start_udp(struct hdaemon *d, struct h_backend *b, const char *defaults)
+{
+	unsigned port = h_free_port(SOCK_DGRAM, false);
+	char conf[1024];
+
+	h_backend_start(b, H_UDP_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "defaults: { %s };\nrules: ( { name = \"u\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 defaults, port, b->port);
+	h_start(d, conf);
+	return port;
+}
+
+static int udp_client(unsigned port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				   .sin_addr.s_addr = htonl(0x7f000001) };
+	int fd = socket(AF_INET, SOCK_DGRAM, 0), big = 1 << 20;
+
+	ck_assert_int_ge(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	return fd;
+}
+
+/* Receives one datagram within MS; returns its length or -1. */
+static ssize_t recv_within(int fd, void *buf, size_t len, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	if (poll(&p, 1, ms) != 1)
+		return -1;
+	return recv(fd, buf, len, MSG_TRUNC);
+}
+
+START_TEST(test_datagram_sizes_pass_whole)
+{
+	static const size_t sizes[] = { 1, 64, 1472, 9000, 32768, 65507 };
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_udp(&d, &b, "");
+	int fd = udp_client(port);
+	unsigned char *out = malloc(65536), *in = malloc(65536);
+	struct h_stream s;
+	long long total = 0;
+
+	h_stream_init(&s, 5);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		ssize_t n;
+
+		h_stream_fill(&s, out, sizes[i]);
+		ck_assert_int_eq(send(fd, out, sizes[i], 0), (ssize_t)sizes[i]);
+		n = recv_within(fd, in, 65536, 5000);
+		ck_assert_msg(n == (ssize_t)sizes[i], "sent %zu bytes, got back %zd", sizes[i], n);
+		ck_assert(memcmp(in, out, sizes[i]) == 0);
+		total += (long long)sizes[i];
+	}
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "datagrams_to_target"), 6);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "datagrams_to_client"), 6);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "bytes_to_target"), total);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "bytes_to_client"), total);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_created"), 1);
+	close(fd);
+	free(out);
+	free(in);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* 200 clients at once, each must get exactly its own replies. */
+START_TEST(test_many_clients_get_their_own_replies)
+{
+	enum { N = 200, PER = 3 };
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_udp(&d, &b, "");
+	int fds[N], got[N] = { 0 }, total = 0;
+	struct pollfd p[N];
+	double deadline;
+
+	for (int i = 0; i < N; i++) {
+		fds[i] = udp_client(port);
+		p[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+	}
+	for (int k = 0; k < PER; k++)
+		for (int i = 0; i < N; i++) {
+			char msg[64];
+			int len = snprintf(msg, sizeof(msg), "client %d message %d", i, k);
+
+			ck_assert_int_eq(send(fds[i], msg, (size_t)len, 0), len);
+			/* Pace the burst: loss in a full socket buffer is not what this tests. */
+			if (i % 20 == 19)
+				usleep(2000);
+		}
+	deadline = h_now() + 10;
+	while (total < N * PER && h_now() < deadline) {
+		if (poll(p, N, 200) <= 0)
+			continue;
+		for (int i = 0; i < N; i++) {
+			char buf[128], want[32];
+			ssize_t n;
+
+			if (!(p[i].revents & POLLIN))
+				continue;
+			n = recv(fds[i], buf, sizeof(buf) - 1, 0);
+			ck_assert_int_gt(n, 0);
+			buf[n] = '\0';
+			snprintf(want, sizeof(want), "client %d message ", i);
+			ck_assert_msg(strncmp(buf, want, strlen(want)) == 0,
+				      "client %d received \"%s\", meant for another client", i, buf);
+			got[i]++;
+			total++;
+		}
+	}
+	for (int i = 0; i < N; i++)
+		ck_assert_msg(got[i] == PER, "client %d got %d of %d replies", i, got[i], PER);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_created"), N);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "active"), N);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "datagrams_to_client"), N * PER);
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+START_TEST(test_session_expiry)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_udp(&d, &b, "udp_idle_timeout = 0.3;");
+	int fd = udp_client(port);
+	char buf[16];
+
+	ck_assert_int_eq(send(fd, "ping", 4, 0), 4);
+	ck_assert_int_eq(recv_within(fd, buf, sizeof(buf), 5000), 4);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "active"), 1);
+	ck_assert_int_eq(h_wait_counter(&d, "u", "udp", "active", 0, 5), 0);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_expired"), 1);
+	ck_assert(h_log_contains(&d, "session ended after"));
+	/* The same client comes back: a new session, and it still works. */
+	ck_assert_int_eq(send(fd, "ping", 4, 0), 4);
+	ck_assert_int_eq(recv_within(fd, buf, sizeof(buf), 5000), 4);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_created"), 2);
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* A session that keeps talking does not expire. */
+START_TEST(test_active_session_kept)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_udp(&d, &b, "udp_idle_timeout = 0.4;");
+	int fd = udp_client(port);
+	char buf[16];
+
+	for (int i = 0; i < 10; i++) {
+		ck_assert_int_eq(send(fd, "ping", 4, 0), 4);
+		ck_assert_int_eq(recv_within(fd, buf, sizeof(buf), 5000), 4);
+		usleep(100000);
+	}
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_created"), 1);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_expired"), 0);
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+START_TEST(test_max_udp_sessions_drops_new_clients)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_udp(&d, &b, "max_udp_sessions = 2;");
+	int a = udp_client(port), c = udp_client(port), x = udp_client(port);
+	char buf[16];
+
+	ck_assert_int_eq(send(a, "a", 1, 0), 1);
+	ck_assert_int_eq(recv_within(a, buf, sizeof(buf), 5000), 1);
+	ck_assert_int_eq(send(c, "c", 1, 0), 1);
+	ck_assert_int_eq(recv_within(c, buf, sizeof(buf), 5000), 1);
+	ck_assert_int_eq(send(x, "x", 1, 0), 1);
+	ck_assert_int_eq(recv_within(x, buf, sizeof(buf), 500), -1);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "dropped_limit"), 1);
+	/* Existing sessions carry on. */
+	ck_assert_int_eq(send(a, "a", 1, 0), 1);
+	ck_assert_int_eq(recv_within(a, buf, sizeof(buf), 5000), 1);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "active"), 2);
+	close(a);
+	close(c);
+	close(x);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* A tcp+udp rule forwards both protocols on the same port. */
+START_TEST(test_tcp_and_udp_rule)
+{
+	struct hdaemon d;
+	struct h_backend bt, bu;
+	unsigned port;
+	char conf[512], buf[16];
+	int fd, u;
+
+	/* One port number free for both protocols. */
+	for (int tries = 0;; tries++) {
+		int s;
+		struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
+
+		port = h_free_port(SOCK_STREAM, false);
+		sin.sin_port = htons((uint16_t)port);
+		s = socket(AF_INET, SOCK_DGRAM, 0);
+		if (bind(s, (struct sockaddr *)&sin, sizeof(sin)) == 0) {
+			close(s);
+			break;
+		}
+		close(s);
+		ck_assert_int_lt(tries, 50);
+	}
+	h_backend_start(&bt, H_ECHO, false);
+	h_backend_start(&bu, H_UDP_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"tcp\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "         { name = \"both\"; proto = \"tcp+udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 h_free_port(SOCK_STREAM, false), bt.port, port, bu.port);
+	h_start(&d, conf);
+	u = udp_client(port);
+	ck_assert_int_eq(send(u, "dgram", 5, 0), 5);
+	ck_assert_int_eq(recv_within(u, buf, sizeof(buf), 5000), 5);
+	close(u);
+	/* TCP on the same port is accepted too; the target has no TCP listener
+	 * on that port, so the connect fails and is counted. */
+	fd = h_connect("127.0.0.1", port);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(h_wait_counter(&d, "both", "tcp", "connect_failed", 1, 5), 1);
+	ck_assert_int_eq(h_counter(&d, "both", "tcp", "accepted"), 1);
+	ck_assert_int_eq(h_counter(&d, "both", "udp", "datagrams_to_client"), 1);
+	h_stop(&d);
+	h_backend_stop(&bt);
+	h_backend_stop(&bu);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("udp");
+	TCase *tc = tcase_create("udp");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_datagram_sizes_pass_whole);
+	tcase_add_test(tc, test_many_clients_get_their_own_replies);
+	tcase_add_test(tc, test_session_expiry);
+	tcase_add_test(tc, test_active_session_kept);
+	tcase_add_test(tc, test_max_udp_sessions_drops_new_clients);
+	tcase_add_test(tc, test_tcp_and_udp_rule);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
