@@ -37,7 +37,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
 HARNESS_OBJ := $(BUILD)/tests/harness.o
 
-.PHONY: all deps run check unit integration clean install uninstall bench
+.PHONY: all deps run check tests clean
 all: $(PORTFWD) $(PORTFWDCTL)
 
 deps:
@@ -75,7 +75,9 @@ $(INTEGRATION_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(LIB_
 run: deps all
 	@scripts/demo $(PORTFWD) $(PORTFWDCTL)
 
-check: deps all $(UNIT_TESTS) $(INTEGRATION_TESTS)
+tests: $(UNIT_TESTS) $(INTEGRATION_TESTS)
+
+check: deps all tests
 	@PORTFWD_BIN=$(abspath $(PORTFWD)) PORTFWDCTL_BIN=$(abspath $(PORTFWDCTL)) \
 		scripts/run-tests $(UNIT_TESTS) $(INTEGRATION_TESTS)
 

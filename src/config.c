@@ -187,7 +187,7 @@ static int config_get_number(struct config_ctx *ctx, const config_setting_t *s,
 		return -1;
 	}
 	if (!isfinite(v) || v < min || v > max) {
-		config_err(ctx, s, "%s: %g is out of range (%g-%g)",
+		config_err(ctx, s, "%s: %.15g is out of range (%.15g-%.15g)",
 			   config_setting_name(s), v, min, max);
 		return -1;
 	}
@@ -374,8 +374,8 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 }
 
 /* Cross-rule checks: unique names, one rule per protocol and address. */
-static void config_check_rules(struct config_ctx *ctx,
-			       const config_setting_t *list, struct config *cfg)
+static void config_check_rules(struct config_ctx *ctx, const config_setting_t *list,
+			       struct config *cfg, const bool *valid)
 {
 	char addr[RULE_ADDR_STRLEN];
 	char scope[RULE_NAME_MAX + 32];
@@ -384,12 +384,16 @@ static void config_check_rules(struct config_ctx *ctx,
 		const struct rule_config *r = &cfg->rules[i];
 		const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
 
+		if (!valid[i])
+			continue;
 		snprintf(scope, sizeof(scope), "rule \"%s\"", r->name);
 		ctx->scope = scope;
 		for (size_t j = 0; j < i; j++) {
 			const struct rule_config *o = &cfg->rules[j];
 			unsigned shared = r->proto & o->proto;
 
+			if (!valid[j])
+				continue;
 			if (strcmp(r->name, o->name) == 0) {
 				config_err(ctx, config_setting_get_member(g, "name"),
 					   "name: \"%s\" is already used by the rule at line %d",
@@ -415,7 +419,7 @@ static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 	static const char *const default_keys[] = { SETTINGS_KEYS, NULL };
 	const config_setting_t *root = config_root_setting(lc);
 	const config_setting_t *s, *list;
-	size_t before;
+	bool *valid;
 	int n;
 
 	config_check_keys(ctx, root, keys);
@@ -457,15 +461,45 @@ static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 		config_errors_add(ctx->errs, "%s: out of memory", ctx->path);
 		return;
 	}
-	before = ctx->errs->count;
+	valid = calloc((size_t)n, sizeof(*valid));
+	if (!valid) {
+		config_errors_add(ctx->errs, "%s: out of memory", ctx->path);
+		return;
+	}
 	for (int i = 0; i < n; i++)
-		config_read_rule(ctx, config_setting_get_elem(list, (unsigned)i), i,
-				 &cfg->defaults, &cfg->rules[i]);
+		valid[i] = config_read_rule(ctx, config_setting_get_elem(list, (unsigned)i), i,
+					    &cfg->defaults, &cfg->rules[i]) == 0;
 	cfg->nrules = (size_t)n;
 	ctx->scope = NULL;
-	/* Cross-checks compare complete rules only. */
-	if (ctx->errs->count == before)
-		config_check_rules(ctx, list, cfg);
+	/* Cross-checks compare the rules that are complete on their own. */
+	config_check_rules(ctx, list, cfg, valid);
+	free(valid);
+}
+
+/* The line number in "PATH:LINE: ...", or 0 for a file-wide message. */
+static unsigned long config_error_line_of(const char *msg, size_t pathlen)
+{
+	if (strlen(msg) > pathlen && msg[pathlen] == ':')
+		return strtoul(msg + pathlen + 1, NULL, 10);
+	return 0;
+}
+
+/* Orders the messages from FIRST on by line, keeping equal lines in order. */
+static void config_sort_errors(struct config_errors *errs, size_t first, const char *path)
+{
+	size_t plen = strlen(path);
+
+	for (size_t i = first + 1; i < errs->count; i++) {
+		char *m = errs->msgs[i];
+		unsigned long line = config_error_line_of(m, plen);
+		size_t j = i;
+
+		while (j > first && config_error_line_of(errs->msgs[j - 1], plen) > line) {
+			errs->msgs[j] = errs->msgs[j - 1];
+			j--;
+		}
+		errs->msgs[j] = m;
+	}
 }
 
 void config_free(struct config *cfg)
@@ -513,6 +547,7 @@ int config_load(const char *path, struct config *cfg, struct config_errors *errs
 	fclose(fp);
 
 	if (errs->count != before) {
+		config_sort_errors(errs, before, path);
 		config_free(cfg);
 		return -1;
 	}

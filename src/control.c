@@ -114,7 +114,7 @@ static void control_reply(struct evbuffer *out, struct evbuffer *body, const cha
 	char *line;
 	size_t len;
 
-	while ((line = evbuffer_readln(body, &len, EVBUFFER_EOL_LF))) {
+	while (body && (line = evbuffer_readln(body, &len, EVBUFFER_EOL_LF))) {
 		evbuffer_add_printf(out, "%s%s\n", ctl_proto_stuffing(line), line);
 		free(line);
 	}

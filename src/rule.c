@@ -62,7 +62,7 @@ static long rule_parse_port(const char *p)
 	char *end;
 	long v;
 
-	if (*p == '\0' || strlen(p) > 5)
+	if (*p == '\0' || strlen(p) > 9)
 		return -1;
 	for (const char *q = p; *q; q++)
 		if (!isdigit((unsigned char)*q))

@@ -4,6 +4,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -95,13 +96,17 @@ static const char *h_bin(const char *var, const char *fallback)
 	return v && *v ? v : fallback;
 }
 
-void h_start(struct hdaemon *d, const char *body)
+static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid)
 {
 	const char *bin = h_bin("PORTFWD_BIN", "build/default/portfwd");
 	double deadline;
 	pid_t pid;
 
 	h_prepare(d, body);
+	if (uid != 0) {
+		chmod(d->dir, 0777);
+		chmod(d->conf, 0644);
+	}
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
@@ -109,6 +114,10 @@ void h_start(struct hdaemon *d, const char *body)
 
 		dup2(fd, 2);
 		close(fd);
+		/* The daemon must not inherit the test's sockets (backends, blockers). */
+		close_range(3, ~0U, 0);
+		if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
+			_exit(126);
 		execl(bin, "portfwd", "-c", d->conf, (char *)NULL);
 		_exit(127);
 	}
@@ -129,6 +138,16 @@ void h_start(struct hdaemon *d, const char *body)
 		h_sleep(0.02);
 	}
 	ck_abort_msg("portfwd did not answer on %s within 10 s", d->sock);
+}
+
+void h_start(struct hdaemon *d, const char *body)
+{
+	h_launch(d, body, 0, 0);
+}
+
+void h_start_as(struct hdaemon *d, const char *body, uid_t uid, gid_t gid)
+{
+	h_launch(d, body, uid, gid);
 }
 
 bool h_log_contains(struct hdaemon *d, const char *text)
@@ -286,8 +305,7 @@ int h_run(char *const argv[], char **output)
 	if (pid == 0) {
 		dup2(pipefd[1], 1);
 		dup2(pipefd[1], 2);
-		close(pipefd[0]);
-		close(pipefd[1]);
+		close_range(3, ~0U, 0);
 		execv(argv[0], argv);
 		_exit(127);
 	}

@@ -37,6 +37,9 @@ void h_prepare(struct hdaemon *d, const char *body);
  * control socket answers. Fails the test if it does not. */
 void h_start(struct hdaemon *d, const char *body);
 
+/* As h_start, but the daemon runs as UID/GID (the test must be root). */
+void h_start_as(struct hdaemon *d, const char *body, uid_t uid, gid_t gid);
+
 /* SIGTERM, wait (10 s at most), assert exit 0, the socket gone and no
  * sanitizer report in the log. */
 void h_stop(struct hdaemon *d);

@@ -1,0 +1,529 @@
+/*
+ * The daemon as an operator meets it: -t, start-up refusals, failed binds
+ * and their retry, the control socket under bad input, portfwdctl.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* Fills a Unix socket address; the test paths are short by construction. */
+static void set_path(struct sockaddr_un *sun, const char *path)
+{
+	ck_assert_uint_lt(strlen(path), sizeof(sun->sun_path));
+	memcpy(sun->sun_path, path, strlen(path) + 1);
+}
+
+static const char *bin(const char *var, const char *fallback)
+{
+	const char *v = getenv(var);
+
+	return v && *v ? v : fallback;
+}
+
+#define PORTFWD bin("PORTFWD_BIN", "build/default/portfwd")
+#define PORTFWDCTL bin("PORTFWDCTL_BIN", "build/default/portfwdctl")
+
+static int run_portfwd(char **out, const char *a1, const char *a2, const char *a3, const char *a4)
+{
+	char *argv[] = { (char *)PORTFWD, (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL };
+
+	return h_run(argv, out);
+}
+
+static int run_ctl(char **out, const char *a1, const char *a2, const char *a3, const char *a4)
+{
+	char *argv[] = { (char *)PORTFWDCTL, (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL };
+
+	return h_run(argv, out);
+}
+
+static void one_rule(char *buf, size_t len, const char *name, unsigned port, unsigned target)
+{
+	snprintf(buf, len,
+		 "rules: ( { name = \"%s\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 name, port, target);
+}
+
+START_TEST(test_check_flag_valid)
+{
+	char *out;
+
+	ck_assert_int_eq(run_portfwd(&out, "-t", "-c", "conf/portfwd.conf", NULL), 0);
+	ck_assert_msg(strstr(out, "conf/portfwd.conf: configuration is valid") != NULL, "%s", out);
+	free(out);
+}
+END_TEST
+
+START_TEST(test_check_flag_errors)
+{
+	char *out;
+
+	ck_assert_int_eq(run_portfwd(&out, "-t", "-c", "tests/conf/bad/mixed.conf", NULL), 1);
+	ck_assert_msg(strstr(out, "tests/conf/bad/mixed.conf:2: defaults: buffer_size: 1 is out of range (4096-67108864)\n"), "%s", out);
+	ck_assert_msg(strstr(out, "tests/conf/bad/mixed.conf:5: rule \"ok\": name: \"ok\" is already used by the rule at line 4\n"), "%s", out);
+	ck_assert_msg(strstr(out, "tests/conf/bad/mixed.conf:7: rule \"broken\": listen: \"0.0.0.0:99999\": port 99999 is out of range (1-65535)\n"), "%s", out);
+	free(out);
+	ck_assert_int_eq(run_portfwd(&out, "-t", "-c", "/nonexistent.conf", NULL), 1);
+	ck_assert_msg(strstr(out, "/nonexistent.conf: cannot open: No such file or directory"), "%s", out);
+	free(out);
+	ck_assert_int_eq(run_portfwd(&out, "-x", NULL, NULL, NULL), 2);
+	ck_assert_msg(strstr(out, "usage: portfwd"), "%s", out);
+	free(out);
+	ck_assert_int_eq(run_portfwd(&out, "-l", "loud", "-t", NULL), 2);
+	free(out);
+}
+END_TEST
+
+/* An invalid file: exit 1 with the errors, nothing bound, no socket left. */
+START_TEST(test_invalid_config_does_not_start)
+{
+	struct hdaemon d;
+	struct stat st;
+	char *out;
+
+	h_prepare(&d, "rules: ( { name = \"x\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; } );");
+	ck_assert_int_eq(run_portfwd(&out, "-c", d.conf, NULL, NULL), 1);
+	ck_assert_msg(strstr(out, ":2: rule \"x\": target: required key is missing"), "%s", out);
+	ck_assert_msg(strstr(out, "1 error in the configuration; not starting"), "%s", out);
+	ck_assert(stat(d.sock, &st) != 0);
+	free(out);
+}
+END_TEST
+
+START_TEST(test_second_daemon_refused)
+{
+	struct hdaemon d;
+	char conf[512], *out;
+	double t0;
+
+	one_rule(conf, sizeof(conf), "a", h_free_port(SOCK_STREAM, false), 9);
+	h_start(&d, conf);
+	t0 = h_now();
+	ck_assert_int_eq(run_portfwd(&out, "-c", d.conf, NULL, NULL), 1);
+	ck_assert_msg(h_now() - t0 < 5, "the second daemon took %.1fs to give up", h_now() - t0);
+	ck_assert_msg(strstr(out, "another portfwd is already running on"), "%s", out);
+	free(out);
+	/* The first one is untouched and still answers. */
+	ck_assert_int_eq(h_counter(&d, "a", "tcp", "accepted"), 0);
+	h_stop(&d);
+}
+END_TEST
+
+START_TEST(test_stale_socket_replaced)
+{
+	struct hdaemon d;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char conf[512], dir[] = "/tmp/portfwd-stale.XXXXXX", path[128];
+	int fd;
+	bool ok;
+	char *r;
+
+	/* A socket file nobody listens on, as a crashed daemon leaves behind. */
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/ctl.sock", dir);
+	set_path(&sun, path);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	close(fd);
+	one_rule(conf, sizeof(conf), "a", h_free_port(SOCK_STREAM, false), 9);
+	h_start(&d, conf);
+	/* h_start's socket is elsewhere; start a second daemon on the stale path. */
+	{
+		char *out = NULL;
+		pid_t pid = fork();
+
+		if (pid == 0) {
+			int null = open("/dev/null", 1);
+
+			dup2(null, 2);
+			execl(PORTFWD, "portfwd", "-c", d.conf, "-s", path, (char *)NULL);
+			_exit(127);
+		}
+		/* Its listener port is taken by the first daemon, which is fine: it starts anyway. */
+		for (int i = 0; i < 500; i++) {
+			r = h_ctl(path, "status", &ok);
+			free(r);
+			if (ok)
+				break;
+			usleep(10000);
+		}
+		ck_assert_msg(ok, "a daemon did not start on the stale socket %s", path);
+		kill(pid, SIGTERM);
+		waitpid(pid, NULL, 0);
+		free(out);
+	}
+	h_stop(&d);
+	rmdir(dir);
+}
+END_TEST
+
+/*
+ * A rule whose port is taken: the others still work, status names the
+ * reason and who holds the port, and the bind is retried until it works.
+ */
+START_TEST(test_bind_failure_and_retry)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
+	unsigned busy = h_free_port(SOCK_STREAM, false), good = h_free_port(SOCK_STREAM, false);
+	char conf[1024], *r;
+	json_t *doc, *rule;
+	int blocker, fd, one = 1;
+	double deadline;
+	bool ok;
+
+	h_backend_start(&b, H_ECHO, false);
+	blocker = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(blocker, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	sin.sin_port = htons((uint16_t)busy);
+	ck_assert_int_eq(bind(blocker, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(blocker, 1), 0);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"busy\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "         { name = \"good\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 busy, b.port, good, b.port);
+	h_start(&d, conf);
+
+	doc = h_status(&d);
+	rule = json_array_get(json_object_get(doc, "rules"), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(rule, "state")), "failed");
+	ck_assert_msg(strstr(json_string_value(json_object_get(json_object_get(rule, "tcp"), "error")),
+			     "address already in use: port"),
+		      "%s", json_string_value(json_object_get(json_object_get(rule, "tcp"), "error")));
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(doc, "rules"), 1), "state")),
+			 "listening");
+	json_decref(doc);
+	r = h_ctl(d.sock, "status", &ok);
+	ck_assert(ok);
+	ck_assert_msg(strstr(r, "tcp failed: address already in use"), "%s", r);
+	/* Who holds it: this very test process. */
+	ck_assert_msg(strstr(r, "held by pid"), "%s", r);
+	free(r);
+	ck_assert(h_log_contains(&d, "cannot listen on tcp 127.0.0.1:"));
+
+	fd = h_connect("127.0.0.1", good);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(h_echo_exchange(fd, 4096, 1, 10), 0);
+	close(fd);
+
+	close(blocker);
+	deadline = h_now() + 10;
+	for (;;) {
+		const char *state;
+
+		doc = h_status(&d);
+		rule = json_array_get(json_object_get(doc, "rules"), 0);
+		state = json_string_value(json_object_get(rule, "state"));
+		ok = strcmp(state, "listening") == 0;
+		json_decref(doc);
+		if (ok || h_now() > deadline)
+			break;
+		usleep(100000);
+	}
+	ck_assert_msg(ok, "the rule did not bind after its port was freed");
+	fd = h_connect("127.0.0.1", busy);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(h_echo_exchange(fd, 4096, 2, 10), 0);
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* Sends raw bytes on a new control connection; returns what came back (malloc'd). */
+static char *ctl_raw(const char *sock, const void *data, size_t len)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char *out = calloc(1, 65536);
+	size_t got = 0;
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	set_path(&sun, sock);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	ck_assert_int_eq(send(fd, data, len, MSG_NOSIGNAL), (ssize_t)len);
+	shutdown(fd, SHUT_WR);
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 5000) != 1)
+			break;
+		n = read(fd, out + got, 65535 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	return out;
+}
+
+START_TEST(test_control_bad_requests)
+{
+	struct hdaemon d;
+	char conf[512], *big, *r;
+	int fds[40];
+	bool ok;
+
+	one_rule(conf, sizeof(conf), "a", h_free_port(SOCK_STREAM, false), 9);
+	h_start(&d, conf);
+
+	r = ctl_raw(d.sock, "bogus\n", 6);
+	ck_assert_str_eq(r, ".error unknown command \"bogus\" (try \"help\")\n");
+	free(r);
+	r = ctl_raw(d.sock, "status yaml\n", 12);
+	ck_assert_str_eq(r, ".error status: unknown argument \"yaml\" (usage: status [json])\n");
+	free(r);
+	r = ctl_raw(d.sock, "hello 2\n", 8);
+	ck_assert_str_eq(r, ".error unsupported protocol version \"2\" (this daemon speaks 1)\n");
+	free(r);
+	r = ctl_raw(d.sock, "hello\n", 6);
+	ck_assert_str_eq(r, ".error usage: hello VERSION\n");
+	free(r);
+	r = ctl_raw(d.sock, "stat\x01us\n", 8);
+	ck_assert_str_eq(r, ".error request contains control characters\n");
+	free(r);
+	r = ctl_raw(d.sock, "status\0json\n", 12);
+	ck_assert_str_eq(r, ".error request contains a NUL byte\n");
+	free(r);
+	/* Several requests on one connection, answered in order; blank lines ignored. */
+	r = ctl_raw(d.sock, "hello 1\n\nhelp\r\n", 15);
+	ck_assert_msg(strncmp(r, "portfwd-ctl 1 portfwd ", 22) == 0, "%s", r);
+	ck_assert_msg(strstr(r, "\n.ok\nhello VERSION\t") && strstr(r, "status [json]\t"), "%s", r);
+	free(r);
+
+	/* A request larger than 4 KiB, with and without its newline. */
+	big = malloc(100000);
+	memset(big, 'a', 100000);
+	r = ctl_raw(d.sock, big, 100000);
+	ck_assert_str_eq(r, ".error request longer than 4096 bytes\n");
+	free(r);
+	big[5000] = '\n';
+	r = ctl_raw(d.sock, big, 5001);
+	ck_assert_str_eq(r, ".error request longer than 4096 bytes\n");
+	free(r);
+	free(big);
+
+	/* More clients than allowed: the extra ones are told, the daemon carries on. */
+	for (int i = 0; i < 40; i++) {
+		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+		set_path(&sun, d.sock);
+		fds[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+		ck_assert_int_eq(connect(fds[i], (struct sockaddr *)&sun, sizeof(sun)), 0);
+	}
+	{
+		char buf[128] = "";
+		struct pollfd p = { .fd = fds[39], .events = POLLIN };
+
+		ck_assert_int_eq(poll(&p, 1, 5000), 1);
+		ck_assert_int_gt(read(fds[39], buf, sizeof(buf) - 1), 0);
+		ck_assert_str_eq(buf, ".error too many control clients, try again\n");
+	}
+	for (int i = 0; i < 40; i++)
+		close(fds[i]);
+	usleep(100000);
+	r = h_ctl(d.sock, "status", &ok);
+	ck_assert(ok);
+	free(r);
+	h_stop(&d);
+}
+END_TEST
+
+START_TEST(test_portfwdctl)
+{
+	struct hdaemon d;
+	char conf[512], *out, missing[400];
+	json_t *doc;
+	json_error_t err;
+
+	one_rule(conf, sizeof(conf), "webapp", h_free_port(SOCK_STREAM, false), 9);
+	h_start(&d, conf);
+
+	ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", NULL), 0);
+	ck_assert_msg(strstr(out, "portfwd 0.1.0, pid ") && strstr(out, "webapp  tcp  127.0.0.1:") &&
+			      strstr(out, "listening") && strstr(out, d.conf),
+		      "%s", out);
+	free(out);
+
+	ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", "--json"), 0);
+	doc = json_loads(out, 0, &err);
+	ck_assert_msg(doc != NULL, "not JSON: %s\n%s", err.text, out);
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "version")), "0.1.0");
+	ck_assert_int_eq(json_integer_value(json_object_get(doc, "pid")), d.pid);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(doc, "rules"), 0), "name")),
+			 "webapp");
+	json_decref(doc);
+	free(out);
+
+	/* PORTFWD_SOCKET is the default socket. */
+	setenv("PORTFWD_SOCKET", d.sock, 1);
+	ck_assert_int_eq(run_ctl(&out, "status", NULL, NULL, NULL), 0);
+	free(out);
+	unsetenv("PORTFWD_SOCKET");
+
+	ck_assert_int_eq(run_ctl(&out, "frobnicate", NULL, NULL, NULL), 2);
+	ck_assert_msg(strstr(out, "unknown command \"frobnicate\""), "%s", out);
+	free(out);
+	ck_assert_int_eq(run_ctl(&out, NULL, NULL, NULL, NULL), 2);
+	free(out);
+	ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", "--yaml"), 2);
+	free(out);
+
+	snprintf(missing, sizeof(missing), "%s/nope.sock", d.dir);
+	ck_assert_int_eq(run_ctl(&out, "-s", missing, "status", NULL), 3);
+	ck_assert_msg(strstr(out, missing) && strstr(out, "does not exist"), "%s", out);
+	free(out);
+	h_stop(&d);
+	/* A stale socket after the daemon is gone. */
+	{
+		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+		set_path(&sun, d.sock);
+		ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+		close(fd);
+		ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", NULL), 3);
+		ck_assert_msg(strstr(out, "nobody is listening"), "%s", out);
+		free(out);
+		unlink(d.sock);
+	}
+}
+END_TEST
+
+/* As root: an unprivileged user is told why, and the daemon binds low ports. */
+START_TEST(test_permissions)
+{
+	struct hdaemon d;
+	struct stat st;
+	char conf[512], *out;
+	unsigned low = 0;
+	json_t *doc;
+	const char *why;
+	FILE *fp;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_permissions: skipped (needs root)\n");
+		return;
+	}
+	fp = fopen("/proc/sys/net/ipv4/ip_unprivileged_port_start", "r");
+	if (fp) {
+		if (fscanf(fp, "%u", &low) != 1)
+			low = 1024;
+		fclose(fp);
+	}
+	one_rule(conf, sizeof(conf), "low", 1, 9);
+	if (low > 1) {
+		/* The daemon as nobody on port 1: told it is well-known and needs privilege. */
+		h_start_as(&d, conf, 65534, 65534);
+		doc = h_status(&d);
+		why = json_string_value(json_object_get(
+			json_object_get(json_array_get(json_object_get(doc, "rules"), 0), "tcp"), "error"));
+		ck_assert_str_eq(why, "permission denied: port 1 is in the well-known range (0-1023) and needs root or CAP_NET_BIND_SERVICE");
+		json_decref(doc);
+		ck_assert_int_eq(stat(d.sock, &st), 0);
+		ck_assert_int_eq(st.st_mode & 0777, 0660);
+		h_stop(&d);
+	}
+
+	/* portfwdctl as another user: permission denied, exit 3. */
+	one_rule(conf, sizeof(conf), "x", h_free_port(SOCK_STREAM, false), 9);
+	h_start(&d, conf);
+	chmod(d.dir, 0755);
+	{
+		char *argv[] = { (char *)PORTFWDCTL, "-s", d.sock, "status", NULL };
+		int pipefd[2], status;
+		pid_t pid;
+		char buf[512] = "";
+
+		ck_assert_int_eq(pipe(pipefd), 0);
+		pid = fork();
+		if (pid == 0) {
+			dup2(pipefd[1], 2);
+			if (setgid(65534) < 0 || setuid(65534) < 0)
+				_exit(126);
+			execv(argv[0], argv);
+			_exit(127);
+		}
+		close(pipefd[1]);
+		ck_assert_int_ge(read(pipefd[0], buf, sizeof(buf) - 1), 0);
+		close(pipefd[0]);
+		waitpid(pid, &status, 0);
+		ck_assert_int_eq(WEXITSTATUS(status), 3);
+		ck_assert_msg(strstr(buf, "permission denied"), "%s", buf);
+	}
+	out = NULL;
+	free(out);
+	h_stop(&d);
+}
+END_TEST
+
+/* A client that resets while the target streams at it: the daemon gets
+ * EPIPE/ECONNRESET, survives, and cleans the connection up. */
+START_TEST(test_client_reset_mid_stream)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char conf[512], buf[65536];
+	struct linger lg = { 1, 0 };
+	int fd;
+
+	b.source_len = 512u << 20;
+	h_backend_start(&b, H_SOURCE, false);
+	one_rule(conf, sizeof(conf), "t", port, b.port);
+	h_start(&d, conf);
+	for (int i = 0; i < 5; i++) {
+		fd = h_connect("127.0.0.1", port);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_gt(read(fd, buf, sizeof(buf)), 0);
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(fd);
+	}
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 10), 0);
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "accepted"), 5);
+	ck_assert(h_log_contains(&d, "client reset the connection") || h_log_contains(&d, "client error"));
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("daemon");
+	TCase *tc = tcase_create("daemon");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_check_flag_valid);
+	tcase_add_test(tc, test_check_flag_errors);
+	tcase_add_test(tc, test_invalid_config_does_not_start);
+	tcase_add_test(tc, test_second_daemon_refused);
+	tcase_add_test(tc, test_stale_socket_replaced);
+	tcase_add_test(tc, test_bind_failure_and_retry);
+	tcase_add_test(tc, test_control_bad_requests);
+	tcase_add_test(tc, test_portfwdctl);
+	tcase_add_test(tc, test_permissions);
+	tcase_add_test(tc, test_client_reset_mid_stream);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,140 @@
+/* Address parsing and formatting, names, protocols, port ranges. */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include "portinfo.h"
+#include "rule.h"
+
+static const struct {
+	const char *text;
+	const char *formatted; /* NULL: must be rejected */
+	const char *error;     /* part of the message for a rejected one */
+} addrs[] = {
+	{ "0.0.0.0:2222", "0.0.0.0:2222", NULL },
+	{ "192.168.0.2:22", "192.168.0.2:22", NULL },
+	{ "127.0.0.1:1", "127.0.0.1:1", NULL },
+	{ "127.0.0.1:65535", "127.0.0.1:65535", NULL },
+	{ "[::]:8080", "[::]:8080", NULL },
+	{ "[::1]:53", "[::1]:53", NULL },
+	{ "[2001:DB8:0:0::1]:443", "[2001:db8::1]:443", NULL },
+	{ "[::ffff:10.0.0.1]:80", "[::ffff:10.0.0.1]:80", NULL },
+	{ "127.0.0.1:0", NULL, "port 0 is out of range (1-65535)" },
+	{ "127.0.0.1:65536", NULL, "port 65536 is out of range (1-65535)" },
+	{ "127.0.0.1:99999999", NULL, "port 99999999 is out of range" },
+	{ "127.0.0.1:99999999999", NULL, "is not a number" },
+	{ "127.0.0.1:", NULL, "port \"\" is not a number" },
+	{ "127.0.0.1:8o", NULL, "port \"8o\" is not a number" },
+	{ "127.0.0.1:-1", NULL, "is not a number" },
+	{ "127.0.0.1", NULL, "missing port" },
+	{ "localhost:80", NULL, "host names are not resolved" },
+	{ "example.com:80", NULL, "host names are not resolved" },
+	{ "1.2.3:80", NULL, "not a numeric IPv4 address" },
+	{ "::1:80", NULL, "must be in brackets" },
+	{ "[::1]", NULL, "missing port" },
+	{ "[::1:80", NULL, "missing \"]\"" },
+	{ "[1.2.3.4]:80", NULL, "not a numeric IPv6 address" },
+	{ "[fe80::1%eth0]:80", NULL, "not a numeric IPv6 address" },
+	{ "", NULL, "missing port" },
+	{ ":80", NULL, "not a numeric IPv4 address" },
+};
+
+START_TEST(test_parse_addr)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char err[256], out[RULE_ADDR_STRLEN];
+	int rc = rule_parse_addr(addrs[_i].text, &ss, &len, err, sizeof(err));
+
+	if (addrs[_i].formatted) {
+		ck_assert_msg(rc == 0, "\"%s\" rejected: %s", addrs[_i].text, err);
+		ck_assert_str_eq(rule_format_addr((struct sockaddr *)&ss, out, sizeof(out)),
+				 addrs[_i].formatted);
+		ck_assert_int_eq(len, ss.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+							      : sizeof(struct sockaddr_in6));
+	} else {
+		ck_assert_msg(rc == -1, "\"%s\" accepted", addrs[_i].text);
+		ck_assert_msg(strstr(err, addrs[_i].error) != NULL, "\"%s\": message \"%s\" lacks \"%s\"",
+			      addrs[_i].text, err, addrs[_i].error);
+	}
+}
+END_TEST
+
+START_TEST(test_addr_equal_and_port)
+{
+	struct sockaddr_storage a, b;
+	socklen_t len;
+	char err[128];
+
+	ck_assert_int_eq(rule_parse_addr("[::]:53", &a, &len, err, sizeof(err)), 0);
+	ck_assert_int_eq(rule_parse_addr("[0:0::0]:53", &b, &len, err, sizeof(err)), 0);
+	ck_assert(rule_addr_equal((struct sockaddr *)&a, (struct sockaddr *)&b));
+	ck_assert_int_eq(rule_addr_port((struct sockaddr *)&a), 53);
+	ck_assert_int_eq(rule_parse_addr("0.0.0.0:53", &b, &len, err, sizeof(err)), 0);
+	ck_assert(!rule_addr_equal((struct sockaddr *)&a, (struct sockaddr *)&b));
+	ck_assert_int_eq(rule_parse_addr("0.0.0.0:54", &a, &len, err, sizeof(err)), 0);
+	ck_assert(!rule_addr_equal((struct sockaddr *)&a, (struct sockaddr *)&b));
+}
+END_TEST
+
+START_TEST(test_names_and_protos)
+{
+	char longest[65], too_long[66];
+
+	memset(longest, 'a', 64);
+	longest[64] = '\0';
+	memset(too_long, 'a', 65);
+	too_long[65] = '\0';
+	ck_assert(rule_name_valid("ssh"));
+	ck_assert(rule_name_valid("game.1_x-Y"));
+	ck_assert(rule_name_valid(longest));
+	ck_assert(!rule_name_valid(too_long));
+	ck_assert(!rule_name_valid(""));
+	ck_assert(!rule_name_valid("my rule"));
+	ck_assert(!rule_name_valid("a/b"));
+	ck_assert(!rule_name_valid("ü"));
+	ck_assert_int_eq(rule_proto_parse("tcp"), RULE_PROTO_TCP);
+	ck_assert_int_eq(rule_proto_parse("udp"), RULE_PROTO_UDP);
+	ck_assert_int_eq(rule_proto_parse("tcp+udp"), RULE_PROTO_BOTH);
+	ck_assert_int_eq(rule_proto_parse("udp+tcp"), 0);
+	ck_assert_int_eq(rule_proto_parse("TCP"), 0);
+	ck_assert_str_eq(rule_proto_name(RULE_PROTO_BOTH), "tcp+udp");
+}
+END_TEST
+
+START_TEST(test_port_ranges)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(80) };
+	char why[256];
+
+	ck_assert_str_eq(portinfo_range(0), "well-known");
+	ck_assert_str_eq(portinfo_range(1023), "well-known");
+	ck_assert_str_eq(portinfo_range(1024), "registered");
+	ck_assert_str_eq(portinfo_range(49151), "registered");
+	ck_assert_str_eq(portinfo_range(49152), "dynamic");
+	ck_assert_str_eq(portinfo_range(65535), "dynamic");
+	portinfo_bind_error(EACCES, SOCK_STREAM, (struct sockaddr *)&sin, why, sizeof(why));
+	ck_assert_str_eq(why, "permission denied: port 80 is in the well-known range (0-1023) and needs root or CAP_NET_BIND_SERVICE");
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("rule");
+	TCase *tc = tcase_create("rule");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_loop_test(tc, test_parse_addr, 0, (int)(sizeof(addrs) / sizeof(addrs[0])));
+	tcase_add_test(tc, test_addr_equal_and_port);
+	tcase_add_test(tc, test_names_and_protos);
+	tcase_add_test(tc, test_port_ranges);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
