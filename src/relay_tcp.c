@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,124 +15,156 @@
 #include "log.h"
 #include "worker.h"
 
+/*
+ * The copy path. Each side has a read and a write event and each direction
+ * an evbuffer that holds at most buffer_size bytes: a side is read only
+ * while the bytes it sent are below that, so a slow receiver stops its
+ * sender. Reads go straight into reserved buffer space (libevent 2.1's own
+ * socket reads stop at 4 KiB a call), and what is read is written at once;
+ * only what the receiver does not take waits for its write event.
+ */
+
 /* Side indexes: the client we accepted and the target we connected to. */
 enum { SIDE_CLIENT = 0, SIDE_TARGET = 1 };
+
+/* Most bytes moved by one read call. */
+#define RELAY_TCP_CHUNK 65536
 
 struct relay_tcp_conn {
 	LIST_ENTRY(relay_tcp_conn) link;
 	struct listener *rule;
 	uint64_t id;
-	struct bufferevent *bev[2];
-	struct event *timer; /* connect timeout, then idle timeout */
+	int fd[2]; /* -1 when closed */
+	struct event *rev[2], *wev[2];
+	bool rev_on[2], wev_on[2];
+	struct evbuffer *buf[2]; /* buf[s]: read from side s, not yet written to the other */
+	struct event *timer;     /* connect timeout, then idle timeout */
 	struct sockaddr_storage client_addr;
 	double started, last_active;
-	uint64_t bytes[2]; /* bytes read from each side, i.e. sent to the other */
+	uint64_t bytes[2]; /* bytes read from each side */
 	bool connected;
-	bool eof[2];    /* the side sent FIN: nothing more to read from it */
-	bool shut[2];   /* we sent FIN to the side after flushing */
-	bool paused[2]; /* reading the side stopped: its partner is full */
-	int first_eof;  /* who closed first, for the log; -1 if nobody yet */
+	bool eof[2];   /* the side sent FIN: nothing more to read from it */
+	bool shut[2];  /* we sent FIN to the side, after everything for it */
+	int first_eof; /* who closed first, for the log; -1 if nobody yet */
 };
 
 static const char *const side_name[2] = { "client", "target" };
 
 static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *reason);
 
-static int relay_tcp_side(const struct relay_tcp_conn *c, const struct bufferevent *bev)
+static void relay_tcp_want(struct event *ev, bool *on, bool want)
 {
-	return bev == c->bev[SIDE_CLIENT] ? SIDE_CLIENT : SIDE_TARGET;
+	if (want == *on)
+		return;
+	if (want)
+		event_add(ev, NULL);
+	else
+		event_del(ev);
+	*on = want;
+}
+
+/* Sets each socket's read and write interest from the connection's state. */
+static void relay_tcp_update(struct relay_tcp_conn *c)
+{
+	size_t limit = c->rule->cfg.set.buffer_size;
+
+	for (int s = 0; s < 2; s++) {
+		bool r = c->connected && !c->eof[s] && evbuffer_get_length(c->buf[s]) < limit;
+		bool w = c->connected ? !c->shut[s] && evbuffer_get_length(c->buf[!s]) > 0
+				      : s == SIDE_TARGET;
+
+		relay_tcp_want(c->rev[s], &c->rev_on[s], r);
+		relay_tcp_want(c->wev[s], &c->wev_on[s], w);
+	}
 }
 
 /* Ends the connection once both directions are flushed and shut down. */
-static void relay_tcp_maybe_done(struct relay_tcp_conn *c)
+static bool relay_tcp_maybe_done(struct relay_tcp_conn *c)
 {
 	char why[32];
 
-	if (c->eof[SIDE_CLIENT] && c->shut[SIDE_TARGET] && c->eof[SIDE_TARGET] &&
-	    c->shut[SIDE_CLIENT]) {
-		snprintf(why, sizeof(why), "%s closed", side_name[c->first_eof]);
-		relay_tcp_close(c, LOG_LVL_INFO, why);
+	if (!(c->eof[SIDE_CLIENT] && c->shut[SIDE_TARGET] && c->eof[SIDE_TARGET] &&
+	      c->shut[SIDE_CLIENT]))
+		return false;
+	snprintf(why, sizeof(why), "%s closed", side_name[c->first_eof]);
+	relay_tcp_close(c, LOG_LVL_INFO, why);
+	return true;
+}
+
+/* An error on side S ends the connection; a reset is passed on as a reset. */
+static void relay_tcp_fail(struct relay_tcp_conn *c, int s, int err)
+{
+	char reason[160];
+
+	if (err == ECONNRESET || err == EPIPE) {
+		struct linger lg = { 1, 0 };
+
+		setsockopt(c->fd[!s], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		snprintf(reason, sizeof(reason), "%s reset the connection", side_name[s]);
+	} else {
+		snprintf(reason, sizeof(reason), "%s error: %s", side_name[s], strerror(err));
 	}
+	relay_tcp_close(c, LOG_LVL_INFO, reason);
 }
 
-/* Sends FIN to SIDE: everything its partner sent has been written. */
-static void relay_tcp_shut(struct relay_tcp_conn *c, int side)
+/*
+ * Writes what is queued for side D. Sends FIN to D once its partner has
+ * sent FIN and everything is written. Returns -1 if the connection ended.
+ */
+static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 {
-	shutdown(bufferevent_getfd(c->bev[side]), SHUT_WR);
-	c->shut[side] = true;
+	struct evbuffer *b = c->buf[!d];
+
+	if (evbuffer_get_length(b) > 0 && evbuffer_write(b, c->fd[d]) < 0 &&
+	    errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		relay_tcp_fail(c, d, errno);
+		return -1;
+	}
+	if (c->eof[!d] && !c->shut[d] && evbuffer_get_length(b) == 0) {
+		shutdown(c->fd[d], SHUT_WR);
+		c->shut[d] = true;
+		if (relay_tcp_maybe_done(c))
+			return -1;
+	}
+	return 0;
 }
 
-static void relay_tcp_read_cb(struct bufferevent *bev, void *arg)
+static void relay_tcp_read(struct relay_tcp_conn *c, int s)
 {
-	struct relay_tcp_conn *c = arg;
-	int side = relay_tcp_side(c, bev);
-	struct bufferevent *dst = c->bev[!side];
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer *out = bufferevent_get_output(dst);
-	size_t n = evbuffer_get_length(in);
-	size_t limit = c->rule->cfg.set.buffer_size;
+	size_t room = c->rule->cfg.set.buffer_size - evbuffer_get_length(c->buf[s]);
+	struct evbuffer_iovec vec;
+	size_t want = room < RELAY_TCP_CHUNK ? room : RELAY_TCP_CHUNK;
+	ssize_t n;
 
-	if (n == 0)
+	/* One contiguous region: simpler to commit, and one read fills it. */
+	if (evbuffer_reserve_space(c->buf[s], (ev_ssize_t)want, &vec, 1) != 1) {
+		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
 		return;
-	c->bytes[side] += n;
-	if (side == SIDE_CLIENT)
-		c->rule->stats.tcp_bytes_to_target += n;
-	else
-		c->rule->stats.tcp_bytes_to_client += n;
-	c->last_active = clock_now();
-	evbuffer_add_buffer(out, in);
-
-	/* Back-pressure: stop reading until the partner drains to half. */
-	if (evbuffer_get_length(out) >= limit) {
-		bufferevent_disable(bev, EV_READ);
-		c->paused[side] = true;
-		bufferevent_setwatermark(dst, EV_WRITE, limit / 2, 0);
 	}
-}
-
-/* Called when BEV's output fell to its low watermark. */
-static void relay_tcp_write_cb(struct bufferevent *bev, void *arg)
-{
-	struct relay_tcp_conn *c = arg;
-	int side = relay_tcp_side(c, bev);
-	int src = !side;
-
-	if (c->paused[src]) {
-		c->paused[src] = false;
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		if (!c->eof[src])
-			bufferevent_enable(c->bev[src], EV_READ);
+	n = read(c->fd[s], vec.iov_base, want);
+	if (n < 0) {
+		evbuffer_commit_space(c->buf[s], NULL, 0);
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			relay_tcp_fail(c, s, errno);
+		return;
 	}
-	if (c->eof[src] && !c->shut[side] &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-		relay_tcp_shut(c, side);
-		relay_tcp_maybe_done(c);
+	vec.iov_len = (size_t)n;
+	evbuffer_commit_space(c->buf[s], &vec, n > 0);
+	if (n == 0) {
+		c->eof[s] = true;
+		if (c->first_eof < 0)
+			c->first_eof = s;
+	} else {
+		c->bytes[s] += (uint64_t)n;
+		if (s == SIDE_CLIENT)
+			c->rule->stats.tcp_bytes_to_target += (uint64_t)n;
+		else
+			c->rule->stats.tcp_bytes_to_client += (uint64_t)n;
+		c->last_active = clock_now();
 	}
-}
-
-/* SIDE sent FIN: flush what it sent to its partner, then pass the FIN on. */
-static void relay_tcp_eof(struct relay_tcp_conn *c, int side)
-{
-	int dst = !side;
-
-	c->eof[side] = true;
-	if (c->first_eof < 0)
-		c->first_eof = side;
-	relay_tcp_read_cb(c->bev[side], c);
-	bufferevent_disable(c->bev[side], EV_READ);
-	c->paused[side] = false;
-	if (evbuffer_get_length(bufferevent_get_output(c->bev[dst])) == 0)
-		relay_tcp_shut(c, dst);
-	else
-		bufferevent_setwatermark(c->bev[dst], EV_WRITE, 0, 0);
-	relay_tcp_maybe_done(c);
-}
-
-static void relay_tcp_arm_idle(struct relay_tcp_conn *c, double after)
-{
-	struct timeval tv = clock_timeval(after);
-
-	evtimer_add(c->timer, &tv);
+	if (relay_tcp_flush(c, !s) < 0)
+		return;
+	relay_tcp_update(c);
 }
 
 static void relay_tcp_connect_failed(struct relay_tcp_conn *c, const char *why)
@@ -145,67 +176,71 @@ static void relay_tcp_connect_failed(struct relay_tcp_conn *c, const char *why)
 	relay_tcp_close(c, LOG_LVL_WARNING, reason);
 }
 
+static void relay_tcp_arm_timer(struct relay_tcp_conn *c, double after)
+{
+	struct timeval tv = clock_timeval(after);
+
+	evtimer_add(c->timer, &tv);
+}
+
 static void relay_tcp_connected(struct relay_tcp_conn *c)
 {
-	evutil_socket_t fd = bufferevent_getfd(c->bev[SIDE_TARGET]);
-	int one = 1;
-
 	c->connected = true;
 	c->last_active = clock_now();
 	evtimer_del(c->timer);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	bufferevent_enable(c->bev[SIDE_CLIENT], EV_READ | EV_WRITE);
-	bufferevent_enable(c->bev[SIDE_TARGET], EV_READ | EV_WRITE);
 	if (c->rule->cfg.set.idle_timeout > 0)
-		relay_tcp_arm_idle(c, c->rule->cfg.set.idle_timeout);
+		relay_tcp_arm_timer(c, c->rule->cfg.set.idle_timeout);
 	log_debug("tcp %s: connection %llu connected to the target", c->rule->cfg.name,
 		  (unsigned long long)c->id);
+	relay_tcp_update(c);
 }
 
-/* The socket error behind an error event (SO_ERROR first: errno may be stale). */
-static int relay_tcp_error(struct bufferevent *bev)
+static void relay_tcp_write(struct relay_tcp_conn *c, int s)
 {
-	evutil_socket_t fd = bufferevent_getfd(bev);
-	int err = 0;
-	socklen_t len = sizeof(err);
+	if (!c->connected) {
+		int err = 0;
+		socklen_t len = sizeof(err);
 
-	if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err)
-		return err;
-	err = EVUTIL_SOCKET_ERROR();
-	return err ? err : ECONNREFUSED;
-}
-
-static void relay_tcp_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	struct relay_tcp_conn *c = arg;
-	int side = relay_tcp_side(c, bev);
-	char reason[256];
-
-	if (!c->connected && side == SIDE_TARGET) {
-		if (what & BEV_EVENT_CONNECTED)
-			relay_tcp_connected(c);
-		else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))
-			relay_tcp_connect_failed(c, strerror(relay_tcp_error(bev)));
-		return;
-	}
-	if (what & BEV_EVENT_ERROR) {
-		int err = relay_tcp_error(bev);
-		struct linger lg = { 1, 0 };
-
-		if (err == ECONNRESET) {
-			/* Pass the reset on, so the other peer also knows it failed. */
-			setsockopt(bufferevent_getfd(c->bev[!side]), SOL_SOCKET, SO_LINGER,
-				   &lg, sizeof(lg));
-			snprintf(reason, sizeof(reason), "%s reset the connection", side_name[side]);
-		} else {
-			snprintf(reason, sizeof(reason), "%s error: %s", side_name[side],
-				 strerror(err));
+		if (getsockopt(c->fd[SIDE_TARGET], SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err) {
+			relay_tcp_connect_failed(c, strerror(err));
+			return;
 		}
-		relay_tcp_close(c, LOG_LVL_INFO, reason);
+		relay_tcp_connected(c);
 		return;
 	}
-	if (what & BEV_EVENT_EOF)
-		relay_tcp_eof(c, side);
+	if (relay_tcp_flush(c, s) < 0)
+		return;
+	relay_tcp_update(c);
+}
+
+static void relay_tcp_client_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	relay_tcp_read(arg, SIDE_CLIENT);
+}
+
+static void relay_tcp_target_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	relay_tcp_read(arg, SIDE_TARGET);
+}
+
+static void relay_tcp_client_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	relay_tcp_write(arg, SIDE_CLIENT);
+}
+
+static void relay_tcp_target_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	relay_tcp_write(arg, SIDE_TARGET);
 }
 
 static void relay_tcp_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -221,7 +256,7 @@ static void relay_tcp_timer_cb(evutil_socket_t fd, short what, void *arg)
 		relay_tcp_connect_failed(c, why);
 		return;
 	}
-	/* Activity only stamps a time; the timer re-arms for what remains. */
+	/* Traffic only stamps a time; the timer re-arms for what remains. */
 	limit = c->rule->cfg.set.idle_timeout;
 	idle = clock_now() - c->last_active;
 	if (idle + 0.001 >= limit) {
@@ -229,7 +264,7 @@ static void relay_tcp_timer_cb(evutil_socket_t fd, short what, void *arg)
 		relay_tcp_close(c, LOG_LVL_INFO, why);
 		return;
 	}
-	relay_tcp_arm_idle(c, limit - idle);
+	relay_tcp_arm_timer(c, limit - idle);
 }
 
 static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *reason)
@@ -245,9 +280,16 @@ static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *rea
 			clock_now() - c->started, (unsigned long long)c->bytes[SIDE_CLIENT],
 			(unsigned long long)c->bytes[SIDE_TARGET], reason);
 	LIST_REMOVE(c, link);
-	for (int i = 0; i < 2; i++)
-		if (c->bev[i])
-			bufferevent_free(c->bev[i]);
+	for (int s = 0; s < 2; s++) {
+		if (c->rev[s])
+			event_free(c->rev[s]);
+		if (c->wev[s])
+			event_free(c->wev[s]);
+		if (c->buf[s])
+			evbuffer_free(c->buf[s]);
+		if (c->fd[s] >= 0)
+			close(c->fd[s]);
+	}
 	if (c->timer)
 		event_free(c->timer);
 	free(c);
@@ -259,9 +301,9 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 		      const struct sockaddr *sa, int salen)
 {
 	struct event_base *base = l->worker->base;
+	const struct sockaddr *target = (const struct sockaddr *)&l->cfg.target;
 	struct relay_tcp_conn *c = calloc(1, sizeof(*c));
 	struct timeval tv = clock_timeval(l->cfg.set.connect_timeout);
-	size_t io = l->cfg.set.buffer_size < 262144 ? l->cfg.set.buffer_size : 262144;
 	int one = 1;
 
 	if (!c) {
@@ -273,36 +315,50 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	c->id = ++l->worker->next_conn_id;
 	c->first_eof = -1;
 	c->started = clock_now();
-	memcpy(&c->client_addr, sa, (size_t)salen < sizeof(c->client_addr) ? (size_t)salen : sizeof(c->client_addr));
+	c->fd[SIDE_CLIENT] = fd;
+	c->fd[SIDE_TARGET] = -1;
+	memcpy(&c->client_addr, sa,
+	       (size_t)salen < sizeof(c->client_addr) ? (size_t)salen : sizeof(c->client_addr));
 	LIST_INSERT_HEAD(&l->conns, c, link);
 	l->stats.tcp_active++;
 	l->stats.tcp_accepted++;
 	listener_tcp_conn_added(l);
 
+	/* A relay adds no delay of its own: the endpoints decide about Nagle. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->bev[SIDE_CLIENT] = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (!c->bev[SIDE_CLIENT])
-		evutil_closesocket(fd);
-	c->bev[SIDE_TARGET] = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	c->fd[SIDE_TARGET] = socket(target->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd[SIDE_TARGET] < 0) {
+		relay_tcp_connect_failed(c, strerror(errno));
+		return;
+	}
+	setsockopt(c->fd[SIDE_TARGET], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	c->rev[SIDE_CLIENT] = event_new(base, fd, EV_READ | EV_PERSIST, relay_tcp_client_read_cb, c);
+	c->wev[SIDE_CLIENT] = event_new(base, fd, EV_WRITE | EV_PERSIST, relay_tcp_client_write_cb, c);
+	c->rev[SIDE_TARGET] = event_new(base, c->fd[SIDE_TARGET], EV_READ | EV_PERSIST,
+					relay_tcp_target_read_cb, c);
+	c->wev[SIDE_TARGET] = event_new(base, c->fd[SIDE_TARGET], EV_WRITE | EV_PERSIST,
+					relay_tcp_target_write_cb, c);
+	c->buf[SIDE_CLIENT] = evbuffer_new();
+	c->buf[SIDE_TARGET] = evbuffer_new();
 	c->timer = evtimer_new(base, relay_tcp_timer_cb, c);
-	if (!c->bev[SIDE_CLIENT] || !c->bev[SIDE_TARGET] || !c->timer) {
+	if (!c->rev[0] || !c->wev[0] || !c->rev[1] || !c->wev[1] || !c->buf[0] || !c->buf[1] ||
+	    !c->timer) {
 		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
 		return;
 	}
-	for (int i = 0; i < 2; i++) {
-		bufferevent_setcb(c->bev[i], relay_tcp_read_cb, relay_tcp_write_cb,
-				  relay_tcp_event_cb, c);
-		bufferevent_set_max_single_read(c->bev[i], io);
-		bufferevent_set_max_single_write(c->bev[i], io);
-	}
-	/* Read nothing from the client until the target is there. */
-	bufferevent_disable(c->bev[SIDE_CLIENT], EV_READ);
-	evtimer_add(c->timer, &tv);
-	if (bufferevent_socket_connect(c->bev[SIDE_TARGET], (struct sockaddr *)&l->cfg.target,
-				       (int)l->cfg.target_len) < 0) {
-		relay_tcp_connect_failed(c, strerror(errno ? errno : ECONNREFUSED));
+
+	if (connect(c->fd[SIDE_TARGET], target, l->cfg.target_len) == 0) {
+		relay_tcp_connected(c);
 		return;
 	}
+	if (errno != EINPROGRESS) {
+		relay_tcp_connect_failed(c, strerror(errno));
+		return;
+	}
+	/* The client is not read until the target is there; the kernel holds its bytes. */
+	evtimer_add(c->timer, &tv);
+	relay_tcp_update(c);
 }
 
 void relay_tcp_close_all(struct listener *l, const char *reason)

@@ -340,18 +340,20 @@ long h_rss_kib(pid_t pid)
 void h_stream_init(struct h_stream *s, uint64_t seed)
 {
 	s->state = seed * 0x9E3779B97F4A7C15ULL + 1;
+	s->pos = 0;
 }
 
 void h_stream_fill(struct h_stream *s, unsigned char *buf, size_t len)
 {
-	/* xorshift64*: fast, deterministic, and not compressible. */
-	for (size_t i = 0; i < len; i++) {
-		if ((i & 7) == 0) {
+	/* xorshift64*: fast, deterministic, not compressible. The position
+	 * carries over, so any split of the stream into calls gives the same bytes. */
+	for (size_t i = 0; i < len; i++, s->pos++) {
+		if ((s->pos & 7) == 0) {
 			s->state ^= s->state >> 12;
 			s->state ^= s->state << 25;
 			s->state ^= s->state >> 27;
 		}
-		buf[i] = (unsigned char)((s->state * 0x2545F4914F6CDD1DULL) >> (8 * (i & 7)));
+		buf[i] = (unsigned char)((s->state * 0x2545F4914F6CDD1DULL) >> (8 * (s->pos & 7)));
 	}
 }
 

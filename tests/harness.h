@@ -72,6 +72,7 @@ double h_now(void);
 /* Deterministic bytes and a hash, to compare both ends of a transfer. */
 struct h_stream {
 	uint64_t state;
+	uint64_t pos;
 };
 void h_stream_init(struct h_stream *s, uint64_t seed);
 void h_stream_fill(struct h_stream *s, unsigned char *buf, size_t len);
