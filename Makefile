@@ -78,6 +78,7 @@ run: deps all
 tests: $(UNIT_TESTS) $(INTEGRATION_TESTS)
 
 check: deps all tests
+	mandoc -Tlint -W warning man/portfwd.8 man/portfwdctl.8 man/portfwd.conf.5
 	@PORTFWD_BIN=$(abspath $(PORTFWD)) PORTFWDCTL_BIN=$(abspath $(PORTFWDCTL)) \
 		scripts/run-tests $(UNIT_TESTS) $(INTEGRATION_TESTS)
 

@@ -63,8 +63,8 @@ static int control_cmd_help(struct control *ctl, int argc, char **argv,
 	(void)err;
 	(void)errlen;
 	for (size_t i = 0; i < CTL_CMD_COUNT; i++)
-		evbuffer_add_printf(out, "%s %s\t%s\n", ctl_cmds[i].name, ctl_cmds[i].usage,
-				    ctl_cmds[i].help);
+		evbuffer_add_printf(out, "%s%s%s\t%s\n", ctl_cmds[i].name,
+				    ctl_cmds[i].usage[0] ? " " : "", ctl_cmds[i].usage, ctl_cmds[i].help);
 	return 0;
 }
 
