@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "check_run.h"
 
 /* Fills a Unix socket address; the test paths are short by construction. */
 static void set_path(struct sockaddr_un *sun, const char *path)
@@ -272,6 +273,14 @@ static char *ctl_raw(const char *sock, const void *data, size_t len)
 	return out;
 }
 
+static void expect_reply(const char *sock, const char *request, const char *reply)
+{
+	char *r = ctl_raw(sock, request, strlen(request));
+
+	ck_assert_str_eq(r, reply);
+	free(r);
+}
+
 START_TEST(test_control_bad_requests)
 {
 	struct hdaemon d;
@@ -282,21 +291,13 @@ START_TEST(test_control_bad_requests)
 	one_rule(conf, sizeof(conf), "a", h_free_port(SOCK_STREAM, false), 9);
 	h_start(&d, conf);
 
-	r = ctl_raw(d.sock, "bogus\n", 6);
-	ck_assert_str_eq(r, ".error unknown command \"bogus\" (try \"help\")\n");
-	free(r);
-	r = ctl_raw(d.sock, "status yaml\n", 12);
-	ck_assert_str_eq(r, ".error status: unknown argument \"yaml\" (usage: status [json])\n");
-	free(r);
-	r = ctl_raw(d.sock, "hello 2\n", 8);
-	ck_assert_str_eq(r, ".error unsupported protocol version \"2\" (this daemon speaks 1)\n");
-	free(r);
-	r = ctl_raw(d.sock, "hello\n", 6);
-	ck_assert_str_eq(r, ".error usage: hello VERSION\n");
-	free(r);
-	r = ctl_raw(d.sock, "stat\x01us\n", 8);
-	ck_assert_str_eq(r, ".error request contains control characters\n");
-	free(r);
+	expect_reply(d.sock, "bogus\n", ".error unknown command \"bogus\" (try \"help\")\n");
+	expect_reply(d.sock, "status yaml\n",
+		     ".error status: unknown argument \"yaml\" (usage: status [json])\n");
+	expect_reply(d.sock, "hello 2\n",
+		     ".error unsupported protocol version \"2\" (this daemon speaks 1)\n");
+	expect_reply(d.sock, "hello\n", ".error usage: hello VERSION\n");
+	expect_reply(d.sock, "stat\x01us\n", ".error request contains control characters\n");
 	r = ctl_raw(d.sock, "status\0json\n", 12);
 	ck_assert_str_eq(r, ".error request contains a NUL byte\n");
 	free(r);
@@ -506,8 +507,6 @@ int main(void)
 {
 	Suite *s = suite_create("daemon");
 	TCase *tc = tcase_create("daemon");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_check_flag_valid);
@@ -521,9 +520,5 @@ int main(void)
 	tcase_add_test(tc, test_permissions);
 	tcase_add_test(tc, test_client_reset_mid_stream);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

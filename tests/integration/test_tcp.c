@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "check_run.h"
 
 static char *rule_conf(const char *extra_defaults, const char *name, const char *listen,
 		       const char *target)
@@ -422,8 +423,6 @@ int main(void)
 {
 	Suite *s = suite_create("tcp");
 	TCase *tc = tcase_create("tcp");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, test_bulk_concurrent);
@@ -437,9 +436,5 @@ int main(void)
 	tcase_add_test(tc, test_idle_timeout);
 	tcase_add_test(tc, test_sigterm_with_open_connections);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

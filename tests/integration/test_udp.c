@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "check_run.h"
 
 static unsigned start_udp(struct hdaemon *d, struct h_backend *b, const char *defaults)
 {
@@ -265,8 +266,6 @@ int main(void)
 {
 	Suite *s = suite_create("udp");
 	TCase *tc = tcase_create("udp");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_datagram_sizes_pass_whole);
@@ -276,9 +275,5 @@ int main(void)
 	tcase_add_test(tc, test_max_udp_sessions_drops_new_clients);
 	tcase_add_test(tc, test_tcp_and_udp_rule);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

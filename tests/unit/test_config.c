@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "check_run.h"
 
 #define CONF_DIR "tests/conf"
 
@@ -164,8 +165,6 @@ int main(void)
 {
 	Suite *s = suite_create("config");
 	TCase *tc = tcase_create("config");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_good_corpus);
 	tcase_add_test(tc, test_bad_corpus);
@@ -173,9 +172,5 @@ int main(void)
 	tcase_add_test(tc, test_defaults_and_overrides);
 	tcase_add_test(tc, test_missing_file);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ctl_proto.h"
+#include "check_run.h"
 
 START_TEST(test_split)
 {
@@ -57,16 +58,10 @@ int main(void)
 {
 	Suite *s = suite_create("ctl_proto");
 	TCase *tc = tcase_create("ctl_proto");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_split);
 	tcase_add_test(tc, test_reply_lines);
 	tcase_add_test(tc, test_command_table);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

@@ -7,6 +7,7 @@
 
 #include "portinfo.h"
 #include "rule.h"
+#include "check_run.h"
 
 static const struct {
 	const char *text;
@@ -124,17 +125,11 @@ int main(void)
 {
 	Suite *s = suite_create("rule");
 	TCase *tc = tcase_create("rule");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_loop_test(tc, test_parse_addr, 0, (int)(sizeof(addrs) / sizeof(addrs[0])));
 	tcase_add_test(tc, test_addr_equal_and_port);
 	tcase_add_test(tc, test_names_and_protos);
 	tcase_add_test(tc, test_port_ranges);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "udp_table.h"
+#include "check_run.h"
 
 static struct sockaddr_in v4(uint32_t addr, uint16_t port)
 {
@@ -126,16 +127,10 @@ int main(void)
 {
 	Suite *s = suite_create("udp_table");
 	TCase *tc = tcase_create("udp_table");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_add_find_remove);
 	tcase_add_test(tc, test_key_ignores_padding);
 	tcase_add_test(tc, test_many_clients);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }
