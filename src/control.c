@@ -25,7 +25,9 @@ struct control_client {
 	LIST_ENTRY(control_client) link;
 	struct control *ctl;
 	struct bufferevent *bev;
-	bool closing; /* free once the output is flushed */
+	bool closing;   /* free once the output is flushed */
+	bool throttled; /* reading paused until the client takes its replies */
+	bool peer_eof;  /* the client will send nothing more */
 };
 
 struct control {
@@ -174,7 +176,17 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 	char *line;
 	size_t len;
 
-	while (!c->closing && (line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF))) {
+	while (!c->closing) {
+		/* A client that sends requests but does not read the replies
+		 * is not read either: its replies never pile up in the daemon. */
+		if (evbuffer_get_length(bufferevent_get_output(bev)) > CONTROL_MAX_PENDING) {
+			c->throttled = true;
+			bufferevent_disable(bev, EV_READ);
+			return;
+		}
+		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
+		if (!line)
+			break;
 		if (len > CTL_REQUEST_MAX || strlen(line) != len) {
 			control_reply(bufferevent_get_output(bev), NULL,
 				      strlen(line) != len ? "request contains a NUL byte"
@@ -190,6 +202,9 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 		control_reply(bufferevent_get_output(bev), NULL, "request longer than 4096 bytes");
 		c->closing = true;
 	}
+	/* Every request the client sent before its EOF has been answered. */
+	if (c->peer_eof)
+		c->closing = true;
 	if (c->closing) {
 		bufferevent_disable(bev, EV_READ);
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
@@ -201,19 +216,25 @@ static void control_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct control_client *c = arg;
 
-	(void)bev;
-	if (c->closing)
+	if (c->closing) {
 		control_client_free(c);
+		return;
+	}
+	if (c->throttled) {
+		c->throttled = false;
+		bufferevent_enable(bev, EV_READ);
+		control_read_cb(bev, c); /* requests already buffered */
+	}
 }
 
 static void control_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct control_client *c = arg;
 
-	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
-		/* The client is done asking; send what it is owed, then close. */
-		c->closing = true;
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
+		/* Done asking: answer what is buffered, send it, then close. */
+		c->peer_eof = true;
+		control_read_cb(bev, c);
 		return;
 	}
 	control_client_free(c);

@@ -13,6 +13,8 @@ struct event_base;
 
 #define CONTROL_MAX_CLIENTS 32
 #define CONTROL_IDLE_SECONDS 30
+/* Reply bytes a client may leave unread before the daemon stops reading it. */
+#define CONTROL_MAX_PENDING (256 * 1024)
 
 /*
  * Creates the socket at PATH (mode 0660). A stale socket file is replaced;

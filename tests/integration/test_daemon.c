@@ -345,6 +345,59 @@ START_TEST(test_control_bad_requests)
 }
 END_TEST
 
+/*
+ * A client that pipelines thousands of requests and reads slowly gets
+ * every reply, in order, and the daemon stays responsive meanwhile.
+ */
+START_TEST(test_control_pipelined_requests)
+{
+	enum { N = 3000 };
+	struct hdaemon d;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char conf[512], buf[65536], tail[8] = "";
+	size_t sent = 0, oks = 0;
+	const char req[] = "status json\n";
+	double deadline;
+	int fd;
+
+	one_rule(conf, sizeof(conf), "a", h_free_port(SOCK_STREAM, false), 9);
+	h_start(&d, conf);
+	set_path(&sun, d.sock);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	deadline = h_now() + 30;
+	while (oks < N && h_now() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLIN | (sent < N ? POLLOUT : 0) };
+
+		if (poll(&p, 1, 200) <= 0)
+			continue;
+		if ((p.revents & POLLOUT) && sent < N && send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) > 0) {
+			sent++;
+			if (sent == N)
+				shutdown(fd, SHUT_WR);
+		}
+		/* Read slowly: a small chunk per turn. */
+		if (p.revents & POLLIN) {
+			ssize_t n = read(fd, buf, 512);
+
+			if (n <= 0)
+				break;
+			for (ssize_t i = 0; i < n; i++) {
+				memmove(tail, tail + 1, 3);
+				tail[3] = buf[i];
+				if (memcmp(tail, ".ok\n", 4) == 0)
+					oks++;
+			}
+		}
+	}
+	close(fd);
+	ck_assert_int_eq(sent, N);
+	ck_assert_int_eq(oks, N);
+	ck_assert_int_eq(h_counter(&d, "a", "tcp", "accepted"), 0);
+	h_stop(&d);
+}
+END_TEST
+
 START_TEST(test_portfwdctl)
 {
 	struct hdaemon d;
@@ -516,6 +569,7 @@ int main(void)
 	tcase_add_test(tc, test_stale_socket_replaced);
 	tcase_add_test(tc, test_bind_failure_and_retry);
 	tcase_add_test(tc, test_control_bad_requests);
+	tcase_add_test(tc, test_control_pipelined_requests);
 	tcase_add_test(tc, test_portfwdctl);
 	tcase_add_test(tc, test_permissions);
 	tcase_add_test(tc, test_client_reset_mid_stream);
