@@ -194,6 +194,15 @@ void h_stop(struct hdaemon *d)
 	ck_assert_msg(!h_log_contains(d, "AddressSanitizer") && !h_log_contains(d, "runtime error") &&
 			      !h_log_contains(d, "LeakSanitizer"),
 		      "sanitizer report in %s", d->log);
+	h_cleanup(d);
+}
+
+void h_cleanup(struct hdaemon *d)
+{
+	unlink(d->conf);
+	unlink(d->log);
+	unlink(d->sock);
+	rmdir(d->dir);
 }
 
 char *h_ctl(const char *sock, const char *request, bool *ok)

@@ -44,6 +44,10 @@ void h_start_as(struct hdaemon *d, const char *body, uid_t uid, gid_t gid);
  * sanitizer report in the log. */
 void h_stop(struct hdaemon *d);
 
+/* Removes D's temporary directory (h_stop does it after a clean stop; a
+ * failed test leaves it, log included, for a look). */
+void h_cleanup(struct hdaemon *d);
+
 /* Sends one request; returns the reply body (malloc'd) and sets *OK to
  * whether it ended with ".ok". NULL if the exchange failed. */
 char *h_ctl(const char *sock, const char *request, bool *ok);

@@ -102,6 +102,7 @@ START_TEST(test_invalid_config_does_not_start)
 	ck_assert_msg(strstr(out, "1 error in the configuration; not starting"), "%s", out);
 	ck_assert(stat(d.sock, &st) != 0);
 	free(out);
+	h_cleanup(&d);
 }
 END_TEST
 
@@ -446,15 +447,19 @@ START_TEST(test_portfwdctl)
 	/* A stale socket after the daemon is gone. */
 	{
 		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+		char dir[] = "/tmp/portfwd-stale.XXXXXX", path[64];
 		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 
-		set_path(&sun, d.sock);
+		ck_assert_ptr_nonnull(mkdtemp(dir));
+		snprintf(path, sizeof(path), "%s/ctl.sock", dir);
+		set_path(&sun, path);
 		ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
 		close(fd);
-		ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", NULL), 3);
+		ck_assert_int_eq(run_ctl(&out, "-s", path, "status", NULL), 3);
 		ck_assert_msg(strstr(out, "nobody is listening"), "%s", out);
 		free(out);
-		unlink(d.sock);
+		unlink(path);
+		rmdir(dir);
 	}
 }
 END_TEST

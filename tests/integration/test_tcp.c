@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -403,6 +404,65 @@ START_TEST(test_idle_timeout)
 }
 END_TEST
 
+/*
+ * Out of file descriptors: every client is either served or closed, none
+ * hangs, the daemon does not die, and once descriptors are free again new
+ * connections are served.
+ */
+START_TEST(test_out_of_descriptors)
+{
+	enum { N = 24 };
+	struct hdaemon d;
+	struct h_backend b;
+	struct rlimit old, low;
+	int fds[N], served = 0, closed = 0;
+	unsigned port;
+	char conf[512];
+
+	h_backend_start(&b, H_ECHO, false);
+	port = h_free_port(SOCK_STREAM, false);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"t\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 port, b.port);
+	/* The daemon inherits the low limit; the test gets its own back at once. */
+	getrlimit(RLIMIT_NOFILE, &old);
+	low = (struct rlimit){ 24, old.rlim_max }; /* the soft limit only: it can be raised back */
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	h_start(&d, conf);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+	for (int i = 0; i < N; i++) {
+		fds[i] = h_connect("127.0.0.1", port);
+		ck_assert_int_ge(fds[i], 0);
+	}
+	for (int i = 0; i < N; i++) {
+		struct pollfd p = { .fd = fds[i], .events = POLLIN };
+		char c;
+
+		if (send(fds[i], "x", 1, MSG_NOSIGNAL) == 1 && poll(&p, 1, 3000) == 1 &&
+		    read(fds[i], &c, 1) == 1)
+			served++;
+		else
+			closed++;
+		close(fds[i]);
+	}
+	ck_assert_int_gt(served, 0);
+	ck_assert_int_eq(served + closed, N);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 10), 0);
+	/* Descriptors are free again: a new client is served. */
+	{
+		int fd = h_connect("127.0.0.1", port);
+
+		ck_assert(echoes(fd, 5000));
+		close(fd);
+	}
+	ck_assert(h_log_contains(&d, "cannot accept: Too many open files; pausing accepts for 1s"));
+	fprintf(stderr, "out of descriptors: %d of %d served, %d closed\n", served, N, closed);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 /* Connections still open at SIGTERM are closed, and the daemon exits 0. */
 START_TEST(test_sigterm_with_open_connections)
 {
@@ -434,6 +494,7 @@ int main(void)
 	tcase_add_test(tc, test_ipv6_and_mixed);
 	tcase_add_test(tc, test_max_connections_pauses_accept);
 	tcase_add_test(tc, test_idle_timeout);
+	tcase_add_test(tc, test_out_of_descriptors);
 	tcase_add_test(tc, test_sigterm_with_open_connections);
 	suite_add_tcase(s, tc);
 	return check_run(s);
