@@ -1,9 +1,11 @@
 #include "daemon.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "clock.h"
 #include "control.h"
@@ -25,6 +27,38 @@ static void daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopbreak(d->worker->base);
 }
 
+/*
+ * Every relayed connection holds two sockets and every UDP session one, so
+ * the rules' limits need file descriptors: raise the soft limit to the hard
+ * one, and warn when even that is short. Failing here (a syscall filter may
+ * refuse setrlimit) is never fatal.
+ */
+static void daemon_check_fd_limit(const struct config *cfg)
+{
+	unsigned long long need = 64;
+	struct rlimit rl;
+
+	for (size_t i = 0; i < cfg->nrules; i++) {
+		if (cfg->rules[i].proto & RULE_PROTO_TCP)
+			need += 2ULL * cfg->rules[i].set.max_connections;
+		if (cfg->rules[i].proto & RULE_PROTO_UDP)
+			need += cfg->rules[i].set.max_udp_sessions;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < need) {
+		rlim_t want = rl.rlim_max;
+
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warning("cannot raise the open file limit: %s", strerror(errno));
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < need)
+		log_warning("the rules allow up to %llu open sockets but the file descriptor limit is %llu: beyond it new TCP connections wait and new UDP clients are dropped (raise LimitNOFILE or ulimit -n, or lower max_connections and max_udp_sessions)",
+			    need, (unsigned long long)rl.rlim_cur);
+}
+
 int daemon_start(struct daemon *d, struct config *cfg)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
@@ -36,6 +70,7 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	d->started_mono = clock_now();
 	d->started_wall = time(NULL);
+	daemon_check_fd_limit(&d->cfg);
 
 	d->worker = calloc(1, sizeof(*d->worker));
 	if (!d->worker || !(d->worker->base = event_base_new())) {

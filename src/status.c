@@ -150,8 +150,8 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 	status_duration(clock_now() - d->started_mono, up, sizeof(up));
 	evbuffer_add_printf(out, "portfwd %s, pid %ld, up %s\n", PORTFWD_VERSION,
 			    (long)getpid(), up);
-	evbuffer_add_printf(out, "config %s, %zu rules: %zu listening, %zu failed\n",
-			    d->cfg.path, d->nrules, ok, d->nrules - ok);
+	evbuffer_add_printf(out, "config %s, %zu rule%s: %zu listening, %zu failed\n",
+			    d->cfg.path, d->nrules, d->nrules == 1 ? "" : "s", ok, d->nrules - ok);
 	for (size_t i = 0; i < d->nrules; i++) {
 		const struct listener *l = d->rules[i];
 		const struct rule_stats *st = &l->stats;

@@ -262,6 +262,34 @@ START_TEST(test_tcp_and_udp_rule)
 }
 END_TEST
 
+/* An IPv6 client, through an IPv6 listener, to an IPv4 target. */
+START_TEST(test_ipv6_client)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	unsigned port = h_free_port(SOCK_DGRAM, true);
+	char conf[512], buf[64];
+	int fd;
+
+	h_backend_start(&b, H_UDP_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"u6\"; proto = \"udp\"; listen = \"[::1]:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 port, b.port);
+	h_start(&d, conf);
+	sin6.sin6_port = htons((uint16_t)port);
+	fd = socket(AF_INET6, SOCK_DGRAM, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+	ck_assert_int_eq(send(fd, "over six", 8, 0), 8);
+	ck_assert_int_eq(recv_within(fd, buf, sizeof(buf), 5000), 8);
+	ck_assert(memcmp(buf, "over six", 8) == 0);
+	close(fd);
+	ck_assert(h_log_contains(&d, "new session for [::1]:"));
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("udp");
@@ -274,6 +302,7 @@ int main(void)
 	tcase_add_test(tc, test_active_session_kept);
 	tcase_add_test(tc, test_max_udp_sessions_drops_new_clients);
 	tcase_add_test(tc, test_tcp_and_udp_rule);
+	tcase_add_test(tc, test_ipv6_client);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
