@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -96,7 +97,7 @@ static const char *h_bin(const char *var, const char *fallback)
 	return v && *v ? v : fallback;
 }
 
-static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid)
+static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid, rlim_t nofile)
 {
 	const char *bin = h_bin("PORTFWD_BIN", "build/default/portfwd");
 	double deadline;
@@ -116,6 +117,12 @@ static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid)
 		close(fd);
 		/* The daemon must not inherit the test's sockets (backends, blockers). */
 		close_range(3, ~0U, 0);
+		if (nofile) {
+			struct rlimit rl = { nofile, nofile };
+
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+				_exit(125);
+		}
 		if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
 			_exit(126);
 		execl(bin, "portfwd", "-c", d->conf, (char *)NULL);
@@ -142,12 +149,17 @@ static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid)
 
 void h_start(struct hdaemon *d, const char *body)
 {
-	h_launch(d, body, 0, 0);
+	h_launch(d, body, 0, 0, 0);
+}
+
+void h_start_nofile(struct hdaemon *d, const char *body, unsigned nofile)
+{
+	h_launch(d, body, 0, 0, nofile);
 }
 
 void h_start_as(struct hdaemon *d, const char *body, uid_t uid, gid_t gid)
 {
-	h_launch(d, body, uid, gid);
+	h_launch(d, body, uid, gid, 0);
 }
 
 bool h_log_contains(struct hdaemon *d, const char *text)

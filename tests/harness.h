@@ -40,6 +40,9 @@ void h_start(struct hdaemon *d, const char *body);
 /* As h_start, but the daemon runs as UID/GID (the test must be root). */
 void h_start_as(struct hdaemon *d, const char *body, uid_t uid, gid_t gid);
 
+/* As h_start, with the daemon's open file limit (soft and hard) at NOFILE. */
+void h_start_nofile(struct hdaemon *d, const char *body, unsigned nofile);
+
 /* SIGTERM, wait (10 s at most), assert exit 0, the socket gone and no
  * sanitizer report in the log. */
 void h_stop(struct hdaemon *d);

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -414,7 +413,6 @@ START_TEST(test_out_of_descriptors)
 	enum { N = 24 };
 	struct hdaemon d;
 	struct h_backend b;
-	struct rlimit old, low;
 	int fds[N], served = 0, closed = 0;
 	unsigned port;
 	char conf[512];
@@ -424,12 +422,7 @@ START_TEST(test_out_of_descriptors)
 	snprintf(conf, sizeof(conf),
 		 "rules: ( { name = \"t\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
 		 port, b.port);
-	/* The daemon inherits the low limit; the test gets its own back at once. */
-	getrlimit(RLIMIT_NOFILE, &old);
-	low = (struct rlimit){ 24, old.rlim_max }; /* the soft limit only: it can be raised back */
-	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
-	h_start(&d, conf);
-	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	h_start_nofile(&d, conf, 24);
 
 	for (int i = 0; i < N; i++) {
 		fds[i] = h_connect("127.0.0.1", port);
