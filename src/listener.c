@@ -125,14 +125,15 @@ static int listener_start_tcp(struct listener *l)
 
 	rule_format_addr((struct sockaddr *)&l->cfg.listen, addr, sizeof(addr));
 	if (fd < 0) {
-		char why[256];
-
-		portinfo_bind_error(errno, SOCK_STREAM, (struct sockaddr *)&l->cfg.listen,
-				    why, sizeof(why));
-		if (l->tcp_state != LISTENER_FAILED || strcmp(why, l->tcp_error) != 0)
+		/* Explained (and logged) once per cause: finding who holds a
+		 * port reads all of /proc, too much to repeat every retry. */
+		if (l->tcp_state != LISTENER_FAILED || errno != l->tcp_errno) {
+			l->tcp_errno = errno;
+			portinfo_bind_error(errno, SOCK_STREAM, (struct sockaddr *)&l->cfg.listen,
+					    l->tcp_error, sizeof(l->tcp_error));
 			log_error("rule %s: cannot listen on tcp %s: %s (retrying every %ds)",
-				  l->cfg.name, addr, why, LISTENER_RETRY_SECONDS);
-		snprintf(l->tcp_error, sizeof(l->tcp_error), "%s", why);
+				  l->cfg.name, addr, l->tcp_error, LISTENER_RETRY_SECONDS);
+		}
 		l->tcp_state = LISTENER_FAILED;
 		return -1;
 	}
@@ -159,14 +160,15 @@ static int listener_start_udp(struct listener *l)
 
 	rule_format_addr((struct sockaddr *)&l->cfg.listen, addr, sizeof(addr));
 	if (fd < 0) {
-		char why[256];
-
-		portinfo_bind_error(errno, SOCK_DGRAM, (struct sockaddr *)&l->cfg.listen,
-				    why, sizeof(why));
-		if (l->udp_state != LISTENER_FAILED || strcmp(why, l->udp_error) != 0)
+		/* Explained (and logged) once per cause: finding who holds a
+		 * port reads all of /proc, too much to repeat every retry. */
+		if (l->udp_state != LISTENER_FAILED || errno != l->udp_errno) {
+			l->udp_errno = errno;
+			portinfo_bind_error(errno, SOCK_DGRAM, (struct sockaddr *)&l->cfg.listen,
+					    l->udp_error, sizeof(l->udp_error));
 			log_error("rule %s: cannot listen on udp %s: %s (retrying every %ds)",
-				  l->cfg.name, addr, why, LISTENER_RETRY_SECONDS);
-		snprintf(l->udp_error, sizeof(l->udp_error), "%s", why);
+				  l->cfg.name, addr, l->udp_error, LISTENER_RETRY_SECONDS);
+		}
 		l->udp_state = LISTENER_FAILED;
 		return -1;
 	}

@@ -35,6 +35,7 @@ struct listener {
 	/* TCP */
 	enum listener_state tcp_state;
 	char tcp_error[256];
+	int tcp_errno; /* of the last failed bind */
 	struct evconnlistener *tcp;
 	bool tcp_paused_limit;  /* max_connections reached */
 	bool tcp_paused_emfile; /* out of file descriptors; see accept_retry */
@@ -44,6 +45,7 @@ struct listener {
 	/* UDP */
 	enum listener_state udp_state;
 	char udp_error[256];
+	int udp_errno;
 	int udp_fd;
 	struct event *udp_ev;
 	struct udp_session *sessions; /* uthash head, keyed by client address */
