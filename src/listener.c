@@ -96,6 +96,19 @@ static void listener_accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 	listener_update_tcp(l);
 }
 
+void listener_tcp_out_of_fds(struct listener *l, int err)
+{
+	struct timeval tv = { 1, 0 };
+
+	if (l->tcp_paused_emfile)
+		return;
+	log_warning("rule %s: out of file descriptors (%s); pausing accepts for 1s",
+		    l->cfg.name, strerror(err));
+	l->tcp_paused_emfile = true;
+	listener_update_tcp(l);
+	evtimer_add(l->accept_retry, &tv);
+}
+
 /*
  * accept() failed. Out of descriptors: stop accepting for a second instead
  * of spinning on a socket that stays readable. Anything else is transient.
@@ -104,18 +117,12 @@ static void listener_accept_error_cb(struct evconnlistener *lev, void *arg)
 {
 	struct listener *l = arg;
 	int err = EVUTIL_SOCKET_ERROR();
-	struct timeval tv = { 1, 0 };
 
 	(void)lev;
-	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-		log_warning("rule %s: cannot accept: %s; pausing accepts for 1s",
-			    l->cfg.name, strerror(err));
-		l->tcp_paused_emfile = true;
-		listener_update_tcp(l);
-		evtimer_add(l->accept_retry, &tv);
-	} else {
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)
+		listener_tcp_out_of_fds(l, err);
+	else
 		log_debug("rule %s: accept: %s", l->cfg.name, strerror(err));
-	}
 }
 
 static int listener_start_tcp(struct listener *l)

@@ -70,6 +70,13 @@ bool listener_ready(const struct listener *l);
 /* Called by the TCP relay when a connection ends: resumes a paused accept. */
 void listener_tcp_conn_done(struct listener *l);
 
+/*
+ * Out of file descriptors (ERR) while accepting or opening a connection to
+ * the target: stop accepting for a second, so the clients still queued wait
+ * in the kernel instead of being accepted and dropped one after another.
+ */
+void listener_tcp_out_of_fds(struct listener *l, int err);
+
 /* Called by the TCP relay after an accept: pauses at max_connections. */
 void listener_tcp_conn_added(struct listener *l);
 

@@ -328,7 +328,11 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd[SIDE_TARGET] = socket(target->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (c->fd[SIDE_TARGET] < 0) {
-		relay_tcp_connect_failed(c, strerror(errno));
+		int err = errno;
+
+		if (err == EMFILE || err == ENFILE)
+			listener_tcp_out_of_fds(l, err);
+		relay_tcp_connect_failed(c, strerror(err));
 		return;
 	}
 	setsockopt(c->fd[SIDE_TARGET], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

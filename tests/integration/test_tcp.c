@@ -449,7 +449,9 @@ START_TEST(test_out_of_descriptors)
 		ck_assert(echoes(fd, 5000));
 		close(fd);
 	}
-	ck_assert(h_log_contains(&d, "cannot accept: Too many open files; pausing accepts for 1s"));
+	ck_assert(h_log_contains(&d, "out of file descriptors (Too many open files); pausing accepts for 1s"));
+	/* While out of descriptors clients wait; at most a few are dropped. */
+	ck_assert_int_le(closed, 3);
 	fprintf(stderr, "out of descriptors: %d of %d served, %d closed\n", served, N, closed);
 	h_stop(&d);
 	h_backend_stop(&b);
