@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 
-PKGS := libevent libconfig jansson
+PKGS := libevent libevent_pthreads libconfig jansson
 CFLAGS ?= -O2 -g
 WARNINGS := -Wall -Wextra -Wformat=2 -Wshadow
 ifeq ($(WERROR),1)
@@ -12,7 +12,7 @@ WARNINGS += -Werror
 endif
 ALL_CFLAGS := -std=gnu11 $(WARNINGS) -D_GNU_SOURCE $(CFLAGS) \
 	$(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
-LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lm
+LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lm -lpthread
 
 # Sanitizer builds live in their own tree so the objects never mix.
 ifeq ($(SANITIZE),1)
@@ -24,8 +24,8 @@ BUILD := build/default
 endif
 
 # Every object but the two mains, so the tests can link them all.
-LIB_SRCS := config.c control.c ctl_proto.c daemon.c listener.c log.c portinfo.c \
-	relay_tcp.c relay_udp.c rule.c stats.c status.c udp_table.c
+LIB_SRCS := config.c control.c ctl_proto.c daemon.c forward.c listener.c log.c portinfo.c \
+	relay_tcp.c relay_udp.c rule.c stats.c status.c udp_table.c worker.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd
@@ -80,7 +80,7 @@ tests: $(UNIT_TESTS) $(INTEGRATION_TESTS)
 check: deps all tests
 	mandoc -Tlint -W warning man/portfwd.8 man/portfwdctl.8 man/portfwd.conf.5
 	@PORTFWD_BIN=$(abspath $(PORTFWD)) PORTFWDCTL_BIN=$(abspath $(PORTFWDCTL)) \
-		scripts/run-tests $(UNIT_TESTS) $(INTEGRATION_TESTS)
+		scripts/run-tests $(UNIT_TESTS) -- $(INTEGRATION_TESTS)
 
 clean:
 	rm -rf build

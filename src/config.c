@@ -216,6 +216,17 @@ static int config_get_integer(struct config_ctx *ctx, const config_setting_t *s,
 	return 0;
 }
 
+static int config_get_bool(struct config_ctx *ctx, const config_setting_t *s, bool *out)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+		config_err(ctx, s, "%s: expected a boolean (true or false), got %s",
+			   config_setting_name(s), config_type_name(config_setting_type(s)));
+		return -1;
+	}
+	*out = config_setting_get_bool(s);
+	return 0;
+}
+
 static const char *config_get_string(struct config_ctx *ctx,
 				     const config_setting_t *s)
 {
@@ -231,7 +242,7 @@ static const char *config_get_string(struct config_ctx *ctx,
 
 #define SETTINGS_KEYS                                                      \
 	"connect_timeout", "idle_timeout", "udp_idle_timeout",             \
-		"max_connections", "max_udp_sessions", "buffer_size"
+		"max_connections", "max_udp_sessions", "buffer_size", "splice"
 
 /* Applies the members of GROUP that are rule settings on top of SET. */
 static void config_read_settings(struct config_ctx *ctx,
@@ -260,6 +271,8 @@ static void config_read_settings(struct config_ctx *ctx,
 	if ((s = config_setting_get_member(group, "buffer_size")) &&
 	    config_get_integer(ctx, s, 4096, 64 << 20, &iv) == 0)
 		set->buffer_size = (size_t)iv;
+	if ((s = config_setting_get_member(group, "splice")))
+		config_get_bool(ctx, s, &set->splice);
 }
 
 static void config_read_daemon(struct config_ctx *ctx,
@@ -267,7 +280,8 @@ static void config_read_daemon(struct config_ctx *ctx,
 			       struct config *cfg)
 {
 	static const char *const keys[] = { "control_socket", "log_level",
-					    "log_connections", NULL };
+					    "log_connections", "workers", NULL };
+	long long iv;
 	const config_setting_t *s;
 	const char *str;
 
@@ -297,13 +311,11 @@ static void config_read_daemon(struct config_ctx *ctx,
 		else
 			cfg->log_level = lvl;
 	}
-	if ((s = config_setting_get_member(group, "log_connections"))) {
-		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
-			config_err(ctx, s, "log_connections: expected a boolean (true or false), got %s",
-				   config_type_name(config_setting_type(s)));
-		else
-			cfg->log_connections = config_setting_get_bool(s);
-	}
+	if ((s = config_setting_get_member(group, "log_connections")))
+		config_get_bool(ctx, s, &cfg->log_connections);
+	if ((s = config_setting_get_member(group, "workers")) &&
+	    config_get_integer(ctx, s, 0, CONFIG_MAX_WORKERS, &iv) == 0)
+		cfg->workers = (unsigned)iv;
 }
 
 /* Reads one rule. Returns 0 if it is complete and valid, -1 otherwise. */

@@ -14,12 +14,14 @@
 
 #define CONFIG_DEFAULT_PATH "/etc/portfwd.conf"
 #define CONFIG_DEFAULT_SOCKET CTL_DEFAULT_SOCKET
+#define CONFIG_MAX_WORKERS 64
 
 struct config {
 	char *path;
 	char *control_socket;
 	int log_level;
 	bool log_connections;
+	unsigned workers; /* 0: one per CPU */
 	struct rule_settings defaults;
 	struct rule_config *rules;
 	size_t nrules;

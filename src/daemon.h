@@ -1,6 +1,7 @@
 /*
- * The daemon: the configuration in force, the worker that carries the
- * traffic, one listener per rule, the control socket and the signals.
+ * The daemon: the configuration in force, the main loop (control socket,
+ * signals, binding), the workers that carry the traffic, and one forward
+ * per rule.
  */
 #ifndef PORTFWD_DAEMON_H
 #define PORTFWD_DAEMON_H
@@ -12,13 +13,16 @@
 
 struct control;
 struct event;
-struct listener;
+struct event_base;
+struct forward;
 struct worker;
 
 struct daemon {
 	struct config cfg;
-	struct worker *worker;
-	struct listener **rules;
+	struct event_base *base; /* the main thread's loop */
+	struct worker **workers;
+	size_t nworkers;
+	struct forward **rules;
 	size_t nrules;
 	struct control *control;
 	struct event *signals[4];
@@ -28,15 +32,16 @@ struct daemon {
 
 /*
  * Takes over CFG (left empty) and starts: the control socket first, so a
- * second daemon is refused before it binds anything, then the listeners.
- * Returns 0, or -1 after logging why (the caller exits non-zero).
+ * second daemon is refused before it binds anything, then the listeners,
+ * then the worker threads. Returns 0, or -1 after logging why (the caller
+ * exits non-zero).
  */
 int daemon_start(struct daemon *d, struct config *cfg);
 
-/* Runs the event loop until SIGTERM or SIGINT. Returns the exit code. */
+/* Runs the main loop until SIGTERM or SIGINT. Returns the exit code. */
 int daemon_run(struct daemon *d);
 
-/* Closes everything, removes the control socket and frees D's members. */
+/* Stops the workers, closes everything, removes the control socket. */
 void daemon_stop(struct daemon *d);
 
 #endif

@@ -1,7 +1,8 @@
 /*
- * The runtime of one rule: its listening sockets, the TCP connections and
- * UDP sessions they accepted, and their counters. It points to a private
- * copy of the rule's configuration, which it never changes.
+ * The part of a rule that lives in one worker: its listening sockets in
+ * that worker, the TCP connections and UDP sessions they accepted, and
+ * their counters. Only the worker's thread touches it (the counters are
+ * read by the main thread, see stats.h).
  */
 #ifndef PORTFWD_LISTENER_H
 #define PORTFWD_LISTENER_H
@@ -14,61 +15,50 @@
 
 struct event;
 struct evconnlistener;
+struct forward;
 struct worker;
 struct relay_tcp_conn;
 struct udp_session;
 
-/* Seconds between attempts to bind a listener that failed. */
-#define LISTENER_RETRY_SECONDS 3
-
-enum listener_state {
-	LISTENER_OFF = 0,   /* the rule does not use this protocol */
-	LISTENER_FAILED,    /* bind failed; retried from a timer */
-	LISTENER_LISTENING,
-};
+TAILQ_HEAD(relay_tcp_list, relay_tcp_conn);
 
 struct listener {
-	struct rule_config cfg;
+	LIST_ENTRY(listener) link; /* in the worker's list */
+	const struct rule_config *cfg;
+	struct forward *fw;
 	struct worker *worker;
-	struct rule_stats stats;
+	struct rule_counters stats;
 
 	/* TCP */
-	enum listener_state tcp_state;
-	char tcp_error[256];
-	int tcp_errno; /* of the last failed bind */
 	struct evconnlistener *tcp;
-	bool tcp_paused_limit;  /* max_connections reached */
+	bool tcp_paused_limit;  /* the rule is at max_connections */
 	bool tcp_paused_emfile; /* out of file descriptors; see accept_retry */
 	struct event *accept_retry;
-	LIST_HEAD(, relay_tcp_conn) conns;
+	struct relay_tcp_list conns;
+	struct relay_tcp_list waiting; /* accepted over a limit, not relayed yet; oldest first */
 
 	/* UDP */
-	enum listener_state udp_state;
-	char udp_error[256];
-	int udp_errno;
 	int udp_fd;
 	struct event *udp_ev;
 	struct udp_session *sessions; /* uthash head, keyed by client address */
-
-	struct event *bind_retry;
 };
 
-/*
- * Creates the runtime of rule CFG on WORKER and tries to bind its
- * listeners. A bind failure is not an error here: it is logged, shown in
- * the state, and retried every LISTENER_RETRY_SECONDS. Returns NULL only
- * when out of memory.
- */
-struct listener *listener_new(struct worker *worker, const struct rule_config *cfg);
+/* Creates FW's listener in worker W (no sockets yet). NULL when out of memory. */
+struct listener *listener_new(struct worker *w, struct forward *fw);
 
-/* Closes the listeners, every connection and session, and frees L. */
+/* Closes the sockets, every connection and session, and frees L (W's thread). */
 void listener_free(struct listener *l);
 
-/* True if every protocol of the rule is listening. */
-bool listener_ready(const struct listener *l);
+/*
+ * Hands a bound socket to L: a listening TCP socket or a bound UDP socket.
+ * Runs on L's worker thread (through worker_call once the worker runs).
+ */
+void listener_attach_tcp(struct listener *l, int fd);
+void listener_attach_udp(struct listener *l, int fd);
 
-/* Called by the TCP relay when a connection ends: resumes a paused accept. */
-void listener_tcp_conn_done(struct listener *l);
+/* Re-reads the rule's shared limit: relays waiting connections while there
+ * is room, pauses or resumes accepting. Runs on L's worker thread. */
+void listener_tcp_recheck(struct listener *l);
 
 /*
  * Out of file descriptors (ERR) while accepting or opening a connection to
@@ -76,8 +66,5 @@ void listener_tcp_conn_done(struct listener *l);
  * in the kernel instead of being accepted and dropped one after another.
  */
 void listener_tcp_out_of_fds(struct listener *l, int err);
-
-/* Called by the TCP relay after an accept: pauses at max_connections. */
-void listener_tcp_conn_added(struct listener *l);
 
 #endif

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdbool.h>
@@ -11,37 +12,53 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "forward.h"
 #include "listener.h"
 #include "log.h"
 #include "worker.h"
 
 /*
- * The copy path. Each side has a read and a write event and each direction
- * an evbuffer that holds at most buffer_size bytes: a side is read only
- * while the bytes it sent are below that, so a slow receiver stops its
- * sender. Reads go straight into reserved buffer space (libevent 2.1's own
- * socket reads stop at 4 KiB a call), and what is read is written at once;
- * only what the receiver does not take waits for its write event.
+ * Each side has a read and a write event; each direction holds the bytes
+ * read from one side that the other has not taken yet, at most buffer_size
+ * of them: a side is read only while its direction has room, so a slow
+ * receiver stops its sender. What is read is written at once; only what the
+ * receiver does not take waits for its write event.
+ *
+ * A direction moves bytes one of two ways. Splice: socket -> pipe ->
+ * socket with splice(2), never through user space; the pipe comes from the
+ * worker's pool on the first byte and goes back when it is empty, so an idle
+ * connection holds none. Copy: read into reserved evbuffer space (libevent
+ * 2.1's own socket reads stop at 4 KiB a call), write with evbuffer_write.
+ * Where splice is refused (EINVAL, ENOSYS) the direction switches to copy,
+ * taking along what the pipe holds.
  */
 
 /* Side indexes: the client we accepted and the target we connected to. */
 enum { SIDE_CLIENT = 0, SIDE_TARGET = 1 };
 
-/* Most bytes moved by one read call. */
+/* Most bytes one copy-mode read moves. */
 #define RELAY_TCP_CHUNK 65536
 
+struct relay_dir {
+	bool splice;
+	struct worker_pipe pipe; /* splice: .r < 0 while none is held */
+	size_t piped;            /* splice: bytes in the pipe */
+	struct evbuffer *buf;    /* copy: made on first use */
+};
+
 struct relay_tcp_conn {
-	LIST_ENTRY(relay_tcp_conn) link;
+	TAILQ_ENTRY(relay_tcp_conn) link; /* in the listener's conns or waiting */
 	struct listener *rule;
 	uint64_t id;
-	int fd[2]; /* -1 when closed */
+	int fd[2]; /* -1 when not open */
 	struct event *rev[2], *wev[2];
 	bool rev_on[2], wev_on[2];
-	struct evbuffer *buf[2]; /* buf[s]: read from side s, not yet written to the other */
+	struct relay_dir dir[2]; /* dir[s]: read from side s, for the other */
 	struct event *timer;     /* connect timeout, then idle timeout */
 	struct sockaddr_storage client_addr;
 	double started, last_active;
 	uint64_t bytes[2]; /* bytes read from each side */
+	bool waiting;      /* accepted over max_connections, not relayed yet */
 	bool connected;
 	bool eof[2];   /* the side sent FIN: nothing more to read from it */
 	bool shut[2];  /* we sent FIN to the side, after everything for it */
@@ -51,6 +68,41 @@ struct relay_tcp_conn {
 static const char *const side_name[2] = { "client", "target" };
 
 static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *reason);
+
+static size_t relay_dir_queued(const struct relay_dir *d)
+{
+	if (d->splice)
+		return d->piped;
+	return d->buf ? evbuffer_get_length(d->buf) : 0;
+}
+
+/* How much the direction may hold: buffer_size, or less if its pipe is smaller. */
+static size_t relay_dir_cap(const struct relay_dir *d, size_t limit)
+{
+	if (d->splice && d->pipe.r >= 0 && d->pipe.size < limit)
+		return d->pipe.size;
+	return limit;
+}
+
+/* Switches a direction from splice to copy, taking along what its pipe holds. */
+static int relay_dir_to_copy(struct relay_tcp_conn *c, struct relay_dir *d)
+{
+	if (!d->buf && !(d->buf = evbuffer_new()))
+		return -1;
+	while (d->piped > 0) {
+		int n = evbuffer_read(d->buf, d->pipe.r, (int)d->piped);
+
+		if (n <= 0)
+			return -1;
+		d->piped -= (size_t)n;
+	}
+	if (d->pipe.r >= 0)
+		worker_pipe_put(c->rule->worker, &d->pipe);
+	d->splice = false;
+	log_debug("tcp %s: connection %llu: splice refused, copying instead", c->rule->cfg->name,
+		  (unsigned long long)c->id);
+	return 0;
+}
 
 static void relay_tcp_want(struct event *ev, bool *on, bool want)
 {
@@ -66,11 +118,12 @@ static void relay_tcp_want(struct event *ev, bool *on, bool want)
 /* Sets each socket's read and write interest from the connection's state. */
 static void relay_tcp_update(struct relay_tcp_conn *c)
 {
-	size_t limit = c->rule->cfg.set.buffer_size;
+	size_t limit = c->rule->cfg->set.buffer_size;
 
 	for (int s = 0; s < 2; s++) {
-		bool r = c->connected && !c->eof[s] && evbuffer_get_length(c->buf[s]) < limit;
-		bool w = c->connected ? !c->shut[s] && evbuffer_get_length(c->buf[!s]) > 0
+		bool r = c->connected && !c->eof[s] &&
+			 relay_dir_queued(&c->dir[s]) < relay_dir_cap(&c->dir[s], limit);
+		bool w = c->connected ? !c->shut[s] && relay_dir_queued(&c->dir[!s]) > 0
 				      : s == SIDE_TARGET;
 
 		relay_tcp_want(c->rev[s], &c->rev_on[s], r);
@@ -107,20 +160,43 @@ static void relay_tcp_fail(struct relay_tcp_conn *c, int s, int err)
 	relay_tcp_close(c, LOG_LVL_INFO, reason);
 }
 
+static bool relay_again(int err)
+{
+	return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
+}
+
 /*
  * Writes what is queued for side D. Sends FIN to D once its partner has
  * sent FIN and everything is written. Returns -1 if the connection ended.
  */
 static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 {
-	struct evbuffer *b = c->buf[!d];
+	struct relay_dir *dir = &c->dir[!d];
 
-	if (evbuffer_get_length(b) > 0 && evbuffer_write(b, c->fd[d]) < 0 &&
-	    errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+	if (dir->splice && dir->piped > 0) {
+		ssize_t n = splice(dir->pipe.r, NULL, c->fd[d], NULL, dir->piped,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+
+		if (n > 0) {
+			dir->piped -= (size_t)n;
+			if (dir->piped == 0)
+				worker_pipe_put(c->rule->worker, &dir->pipe);
+		} else if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
+			if (relay_dir_to_copy(c, dir) < 0) {
+				relay_tcp_close(c, LOG_LVL_ERROR, "cannot switch from splice to copy");
+				return -1;
+			}
+		} else if (n < 0 && !relay_again(errno)) {
+			relay_tcp_fail(c, d, errno);
+			return -1;
+		}
+	}
+	if (!dir->splice && dir->buf && evbuffer_get_length(dir->buf) > 0 &&
+	    evbuffer_write(dir->buf, c->fd[d]) < 0 && !relay_again(errno)) {
 		relay_tcp_fail(c, d, errno);
 		return -1;
 	}
-	if (c->eof[!d] && !c->shut[d] && evbuffer_get_length(b) == 0) {
+	if (c->eof[!d] && !c->shut[d] && relay_dir_queued(dir) == 0) {
 		shutdown(c->fd[d], SHUT_WR);
 		c->shut[d] = true;
 		if (relay_tcp_maybe_done(c))
@@ -129,27 +205,59 @@ static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 	return 0;
 }
 
-static void relay_tcp_read(struct relay_tcp_conn *c, int s)
+/* One read from side S into its direction. Returns bytes, 0 at EOF, -1 with errno. */
+static ssize_t relay_tcp_read_some(struct relay_tcp_conn *c, int s, size_t room)
 {
-	size_t room = c->rule->cfg.set.buffer_size - evbuffer_get_length(c->buf[s]);
+	struct relay_dir *dir = &c->dir[s];
 	struct evbuffer_iovec vec;
-	size_t want = room < RELAY_TCP_CHUNK ? room : RELAY_TCP_CHUNK;
 	ssize_t n;
 
-	/* One contiguous region: simpler to commit, and one read fills it. */
-	if (evbuffer_reserve_space(c->buf[s], (ev_ssize_t)want, &vec, 1) != 1) {
-		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
-		return;
+	if (dir->splice) {
+		if (dir->pipe.r < 0 &&
+		    worker_pipe_get(c->rule->worker, c->rule->cfg->set.buffer_size, &dir->pipe) < 0) {
+			dir->pipe.r = dir->pipe.w = -1;
+			if (relay_dir_to_copy(c, dir) < 0)
+				return errno = ENOMEM, -1;
+		} else {
+			if (room > dir->pipe.size - dir->piped)
+				room = dir->pipe.size - dir->piped;
+			n = splice(c->fd[s], NULL, dir->pipe.w, NULL, room,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (n > 0)
+				dir->piped += (size_t)n;
+			if (n >= 0 || (errno != EINVAL && errno != ENOSYS))
+				return n;
+			if (relay_dir_to_copy(c, dir) < 0)
+				return errno = ENOMEM, -1;
+		}
 	}
-	n = read(c->fd[s], vec.iov_base, want);
+	if (!dir->buf && !(dir->buf = evbuffer_new()))
+		return errno = ENOMEM, -1;
+	if (room > RELAY_TCP_CHUNK)
+		room = RELAY_TCP_CHUNK;
+	/* One contiguous region: simpler to commit, and one read fills it. */
+	if (evbuffer_reserve_space(dir->buf, (ev_ssize_t)room, &vec, 1) != 1)
+		return errno = ENOMEM, -1;
+	n = read(c->fd[s], vec.iov_base, room);
+	vec.iov_len = n > 0 ? (size_t)n : 0;
+	evbuffer_commit_space(dir->buf, &vec, n > 0);
+	return n;
+}
+
+static void relay_tcp_read(struct relay_tcp_conn *c, int s)
+{
+	struct relay_dir *dir = &c->dir[s];
+	size_t cap = relay_dir_cap(dir, c->rule->cfg->set.buffer_size);
+	size_t queued = relay_dir_queued(dir);
+	ssize_t n = relay_tcp_read_some(c, s, cap > queued ? cap - queued : 1);
+
 	if (n < 0) {
-		evbuffer_commit_space(c->buf[s], NULL, 0);
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+		if (errno == ENOMEM)
+			relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
+		else if (!relay_again(errno))
 			relay_tcp_fail(c, s, errno);
 		return;
 	}
-	vec.iov_len = (size_t)n;
-	evbuffer_commit_space(c->buf[s], &vec, n > 0);
 	if (n == 0) {
 		c->eof[s] = true;
 		if (c->first_eof < 0)
@@ -157,9 +265,9 @@ static void relay_tcp_read(struct relay_tcp_conn *c, int s)
 	} else {
 		c->bytes[s] += (uint64_t)n;
 		if (s == SIDE_CLIENT)
-			c->rule->stats.tcp_bytes_to_target += (uint64_t)n;
+			STAT_ADD(&c->rule->stats, tcp_bytes_to_target, n);
 		else
-			c->rule->stats.tcp_bytes_to_client += (uint64_t)n;
+			STAT_ADD(&c->rule->stats, tcp_bytes_to_client, n);
 		c->last_active = clock_now();
 	}
 	if (relay_tcp_flush(c, !s) < 0)
@@ -171,7 +279,7 @@ static void relay_tcp_connect_failed(struct relay_tcp_conn *c, const char *why)
 {
 	char reason[256];
 
-	c->rule->stats.tcp_connect_failed++;
+	STAT_ADD(&c->rule->stats, tcp_connect_failed, 1);
 	snprintf(reason, sizeof(reason), "connect failed: %s", why);
 	relay_tcp_close(c, LOG_LVL_WARNING, reason);
 }
@@ -188,9 +296,9 @@ static void relay_tcp_connected(struct relay_tcp_conn *c)
 	c->connected = true;
 	c->last_active = clock_now();
 	evtimer_del(c->timer);
-	if (c->rule->cfg.set.idle_timeout > 0)
-		relay_tcp_arm_timer(c, c->rule->cfg.set.idle_timeout);
-	log_debug("tcp %s: connection %llu connected to the target", c->rule->cfg.name,
+	if (c->rule->cfg->set.idle_timeout > 0)
+		relay_tcp_arm_timer(c, c->rule->cfg->set.idle_timeout);
+	log_debug("tcp %s: connection %llu connected to the target", c->rule->cfg->name,
 		  (unsigned long long)c->id);
 	relay_tcp_update(c);
 }
@@ -252,12 +360,12 @@ static void relay_tcp_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (!c->connected) {
-		snprintf(why, sizeof(why), "timed out after %gs", c->rule->cfg.set.connect_timeout);
+		snprintf(why, sizeof(why), "timed out after %gs", c->rule->cfg->set.connect_timeout);
 		relay_tcp_connect_failed(c, why);
 		return;
 	}
 	/* Traffic only stamps a time; the timer re-arms for what remains. */
-	limit = c->rule->cfg.set.idle_timeout;
+	limit = c->rule->cfg->set.idle_timeout;
 	idle = clock_now() - c->last_active;
 	if (idle + 0.001 >= limit) {
 		snprintf(why, sizeof(why), "idle for %gs", limit);
@@ -267,6 +375,20 @@ static void relay_tcp_timer_cb(evutil_socket_t fd, short what, void *arg)
 	relay_tcp_arm_timer(c, limit - idle);
 }
 
+static void relay_dir_free(struct relay_tcp_conn *c, struct relay_dir *d)
+{
+	if (d->pipe.r >= 0) {
+		if (d->piped == 0) {
+			worker_pipe_put(c->rule->worker, &d->pipe);
+		} else {
+			close(d->pipe.r);
+			close(d->pipe.w);
+		}
+	}
+	if (d->buf)
+		evbuffer_free(d->buf);
+}
+
 static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *reason)
 {
 	struct listener *l = c->rule;
@@ -274,85 +396,73 @@ static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *rea
 
 	if (level <= LOG_LVL_WARNING || l->worker->log_connections)
 		log_msg(level, "tcp %s: %s -> %s closed after %.3fs, %llu bytes to target, %llu bytes to client: %s",
-			l->cfg.name,
+			l->cfg->name,
 			rule_format_addr((struct sockaddr *)&c->client_addr, client, sizeof(client)),
-			rule_format_addr((struct sockaddr *)&l->cfg.target, target, sizeof(target)),
+			rule_format_addr((struct sockaddr *)&l->cfg->target, target, sizeof(target)),
 			clock_now() - c->started, (unsigned long long)c->bytes[SIDE_CLIENT],
 			(unsigned long long)c->bytes[SIDE_TARGET], reason);
-	LIST_REMOVE(c, link);
+	TAILQ_REMOVE(c->waiting ? &l->waiting : &l->conns, c, link);
 	for (int s = 0; s < 2; s++) {
 		if (c->rev[s])
 			event_free(c->rev[s]);
 		if (c->wev[s])
 			event_free(c->wev[s]);
-		if (c->buf[s])
-			evbuffer_free(c->buf[s]);
+		relay_dir_free(c, &c->dir[s]);
 		if (c->fd[s] >= 0)
 			close(c->fd[s]);
 	}
 	if (c->timer)
 		event_free(c->timer);
+	if (!c->waiting) {
+		STAT_SUB(&l->stats, tcp_active, 1);
+		forward_tcp_release(l->fw);
+	}
 	free(c);
-	l->stats.tcp_active--;
-	listener_tcp_conn_done(l);
 }
 
-void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
-		      const struct sockaddr *sa, int salen)
+/* Opens the connection to the target of a connection that holds a slot. */
+static void relay_tcp_begin(struct relay_tcp_conn *c)
 {
+	struct listener *l = c->rule;
 	struct event_base *base = l->worker->base;
-	const struct sockaddr *target = (const struct sockaddr *)&l->cfg.target;
-	struct relay_tcp_conn *c = calloc(1, sizeof(*c));
-	struct timeval tv = clock_timeval(l->cfg.set.connect_timeout);
-	int one = 1;
+	const struct sockaddr *target = (const struct sockaddr *)&l->cfg->target;
+	struct timeval tv = clock_timeval(l->cfg->set.connect_timeout);
+	int one = 1, fd;
 
-	if (!c) {
-		log_error("tcp %s: out of memory; dropping a new connection", l->cfg.name);
-		evutil_closesocket(fd);
-		return;
-	}
-	c->rule = l;
-	c->id = ++l->worker->next_conn_id;
-	c->first_eof = -1;
-	c->started = clock_now();
-	c->fd[SIDE_CLIENT] = fd;
-	c->fd[SIDE_TARGET] = -1;
-	memcpy(&c->client_addr, sa,
-	       (size_t)salen < sizeof(c->client_addr) ? (size_t)salen : sizeof(c->client_addr));
-	LIST_INSERT_HEAD(&l->conns, c, link);
-	l->stats.tcp_active++;
-	l->stats.tcp_accepted++;
-	listener_tcp_conn_added(l);
+	c->waiting = false;
+	TAILQ_REMOVE(&l->waiting, c, link);
+	TAILQ_INSERT_TAIL(&l->conns, c, link);
+	STAT_ADD(&l->stats, tcp_active, 1);
+	STAT_ADD(&l->stats, tcp_accepted, 1);
 
-	/* A relay adds no delay of its own: the endpoints decide about Nagle. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->fd[SIDE_TARGET] = socket(target->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->fd[SIDE_TARGET] < 0) {
+	fd = socket(target->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+		/* Out of descriptors: the client waits (unread) and is tried again
+		 * when accepting resumes, rather than being dropped. */
 		int err = errno;
 
-		if (err == EMFILE || err == ENFILE)
-			listener_tcp_out_of_fds(l, err);
-		relay_tcp_connect_failed(c, strerror(err));
+		STAT_SUB(&l->stats, tcp_active, 1);
+		STAT_SUB(&l->stats, tcp_accepted, 1);
+		c->waiting = true;
+		TAILQ_REMOVE(&l->conns, c, link);
+		TAILQ_INSERT_HEAD(&l->waiting, c, link);
+		listener_tcp_out_of_fds(l, err);
+		forward_tcp_release(l->fw);
 		return;
 	}
-	setsockopt(c->fd[SIDE_TARGET], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-	c->rev[SIDE_CLIENT] = event_new(base, fd, EV_READ | EV_PERSIST, relay_tcp_client_read_cb, c);
-	c->wev[SIDE_CLIENT] = event_new(base, fd, EV_WRITE | EV_PERSIST, relay_tcp_client_write_cb, c);
-	c->rev[SIDE_TARGET] = event_new(base, c->fd[SIDE_TARGET], EV_READ | EV_PERSIST,
-					relay_tcp_target_read_cb, c);
-	c->wev[SIDE_TARGET] = event_new(base, c->fd[SIDE_TARGET], EV_WRITE | EV_PERSIST,
-					relay_tcp_target_write_cb, c);
-	c->buf[SIDE_CLIENT] = evbuffer_new();
-	c->buf[SIDE_TARGET] = evbuffer_new();
-	c->timer = evtimer_new(base, relay_tcp_timer_cb, c);
-	if (!c->rev[0] || !c->wev[0] || !c->rev[1] || !c->wev[1] || !c->buf[0] || !c->buf[1] ||
-	    !c->timer) {
+	if (fd < 0) {
+		relay_tcp_connect_failed(c, strerror(errno));
+		return;
+	}
+	c->fd[SIDE_TARGET] = fd;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->rev[SIDE_TARGET] = event_new(base, fd, EV_READ | EV_PERSIST, relay_tcp_target_read_cb, c);
+	c->wev[SIDE_TARGET] = event_new(base, fd, EV_WRITE | EV_PERSIST, relay_tcp_target_write_cb, c);
+	if (!c->rev[SIDE_TARGET] || !c->wev[SIDE_TARGET]) {
 		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
 		return;
 	}
-
-	if (connect(c->fd[SIDE_TARGET], target, l->cfg.target_len) == 0) {
+	if (connect(fd, target, l->cfg->target_len) == 0) {
 		relay_tcp_connected(c);
 		return;
 	}
@@ -365,8 +475,62 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	relay_tcp_update(c);
 }
 
+void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
+		      const struct sockaddr *sa, int salen)
+{
+	struct event_base *base = l->worker->base;
+	struct relay_tcp_conn *c = calloc(1, sizeof(*c));
+	int one = 1;
+
+	if (!c) {
+		log_error("tcp %s: out of memory; dropping a new connection", l->cfg->name);
+		evutil_closesocket(fd);
+		return;
+	}
+	c->rule = l;
+	c->id = ++l->worker->next_conn_id;
+	c->first_eof = -1;
+	c->started = clock_now();
+	c->fd[SIDE_CLIENT] = fd;
+	c->fd[SIDE_TARGET] = -1;
+	for (int s = 0; s < 2; s++) {
+		c->dir[s].splice = l->cfg->set.splice;
+		c->dir[s].pipe.r = c->dir[s].pipe.w = -1;
+	}
+	memcpy(&c->client_addr, sa,
+	       (size_t)salen < sizeof(c->client_addr) ? (size_t)salen : sizeof(c->client_addr));
+	c->waiting = true;
+	TAILQ_INSERT_TAIL(&l->waiting, c, link);
+
+	/* A relay adds no delay of its own: the endpoints decide about Nagle. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->rev[SIDE_CLIENT] = event_new(base, fd, EV_READ | EV_PERSIST, relay_tcp_client_read_cb, c);
+	c->wev[SIDE_CLIENT] = event_new(base, fd, EV_WRITE | EV_PERSIST, relay_tcp_client_write_cb, c);
+	c->timer = evtimer_new(base, relay_tcp_timer_cb, c);
+	if (!c->rev[SIDE_CLIENT] || !c->wev[SIDE_CLIENT] || !c->timer) {
+		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
+		return;
+	}
+	if (forward_tcp_claim(l->fw)) {
+		relay_tcp_begin(c);
+		if (forward_tcp_full(l->fw))
+			listener_tcp_recheck(l);
+		return;
+	}
+	/* Over max_connections (another worker took the last slot): wait. */
+	listener_tcp_recheck(l);
+}
+
+void relay_tcp_start_waiting(struct listener *l)
+{
+	while (!l->tcp_paused_emfile && !TAILQ_EMPTY(&l->waiting) && forward_tcp_claim(l->fw))
+		relay_tcp_begin(TAILQ_FIRST(&l->waiting));
+}
+
 void relay_tcp_close_all(struct listener *l, const char *reason)
 {
-	while (!LIST_EMPTY(&l->conns))
-		relay_tcp_close(LIST_FIRST(&l->conns), LOG_LVL_INFO, reason);
+	while (!TAILQ_EMPTY(&l->conns))
+		relay_tcp_close(TAILQ_FIRST(&l->conns), LOG_LVL_INFO, reason);
+	while (!TAILQ_EMPTY(&l->waiting))
+		relay_tcp_close(TAILQ_FIRST(&l->waiting), LOG_LVL_INFO, reason);
 }

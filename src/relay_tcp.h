@@ -1,8 +1,9 @@
 /*
  * A relayed TCP connection: non-blocking connect to the target with
- * connect_timeout, then bytes both ways with at most buffer_size buffered
- * per direction, half-close passed on, idle_timeout, and one log line with
- * its totals when it ends.
+ * connect_timeout, then bytes both ways with at most buffer_size queued per
+ * direction, half-close passed on, idle_timeout, and one log line with its
+ * totals when it ends. Bytes move by splice() through a pipe where the rule
+ * allows it, by copying through an evbuffer otherwise.
  */
 #ifndef PORTFWD_RELAY_TCP_H
 #define PORTFWD_RELAY_TCP_H
@@ -12,11 +13,15 @@
 
 struct listener;
 
-/* Takes over the accepted socket FD of client SA on rule L. */
+/* Takes over the accepted socket FD of client SA on L. If the rule is at
+ * max_connections the client waits, unread, until a slot frees. */
 void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 		      const struct sockaddr *sa, int salen);
 
-/* Ends every connection of L, logging REASON for each. */
+/* Starts relaying waiting clients of L while the rule has room. */
+void relay_tcp_start_waiting(struct listener *l);
+
+/* Ends every connection of L (waiting ones too), logging REASON for each. */
 void relay_tcp_close_all(struct listener *l, const char *reason);
 
 #endif

@@ -4,16 +4,24 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "clock.h"
+#include "forward.h"
 #include "listener.h"
 #include "log.h"
 #include "udp_table.h"
 #include "worker.h"
 
-/* Datagrams read per readiness event, so one busy socket cannot starve the rest. */
-#define RELAY_UDP_BATCH 64
+/*
+ * Datagrams move in batches: recvmmsg fills up to WORKER_BATCH of the
+ * worker's preallocated buffers, sendmmsg sends a run of them, so a busy
+ * socket costs two system calls per batch and no allocation per datagram.
+ */
+
+/* Batches read per readiness event, so one busy socket cannot starve the rest. */
+#define RELAY_UDP_ROUNDS 4
 
 static void relay_udp_session_end(struct udp_session *s, const char *reason)
 {
@@ -22,9 +30,9 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 
 	if (l->worker->log_connections)
 		log_info("udp %s: %s -> %s session ended after %.3fs, %llu datagrams (%llu bytes) to target, %llu datagrams (%llu bytes) to client: %s",
-			 l->cfg.name,
+			 l->cfg->name,
 			 rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
-			 rule_format_addr((struct sockaddr *)&l->cfg.target, target, sizeof(target)),
+			 rule_format_addr((struct sockaddr *)&l->cfg->target, target, sizeof(target)),
 			 clock_now() - s->started, (unsigned long long)s->dgrams_to_target,
 			 (unsigned long long)s->bytes_to_target,
 			 (unsigned long long)s->dgrams_to_client,
@@ -37,13 +45,14 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 	if (s->fd >= 0)
 		close(s->fd);
 	free(s);
-	l->stats.udp_active--;
+	STAT_SUB(&l->stats, udp_active, 1);
+	forward_udp_release(l->fw);
 }
 
 static void relay_udp_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct udp_session *s = arg;
-	double limit = s->rule->cfg.set.udp_idle_timeout;
+	double limit = s->rule->cfg->set.udp_idle_timeout;
 	double idle = clock_now() - s->last_active;
 	struct timeval tv;
 
@@ -52,7 +61,7 @@ static void relay_udp_idle_cb(evutil_socket_t fd, short what, void *arg)
 	if (idle + 0.001 >= limit) {
 		char why[64];
 
-		s->rule->stats.udp_sessions_expired++;
+		STAT_ADD(&s->rule->stats, udp_sessions_expired, 1);
 		snprintf(why, sizeof(why), "idle for %gs", limit);
 		relay_udp_session_end(s, why);
 		return;
@@ -62,35 +71,86 @@ static void relay_udp_idle_cb(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(s->idle, &tv);
 }
 
-/* Replies from the target: send each back to the session's client. */
+/* Points MSGS at the worker's buffers, ready for a recvmmsg of N. */
+static void relay_udp_prepare(struct worker *w, struct mmsghdr *msgs, struct iovec *iov,
+			      struct sockaddr_storage *from, int n)
+{
+	for (int i = 0; i < n; i++) {
+		iov[i].iov_base = w->dgram[i];
+		iov[i].iov_len = WORKER_DGRAM_MAX;
+		memset(&msgs[i], 0, sizeof(msgs[i]));
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+		if (from) {
+			msgs[i].msg_hdr.msg_name = &from[i];
+			msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+		}
+	}
+}
+
+/*
+ * Sends N prepared messages on FD. A datagram the socket refuses (full
+ * buffer, an ICMP error from the peer) is dropped: UDP may lose it. After
+ * the call msg_len is the bytes sent, 0 for a dropped one. Returns how many
+ * were sent.
+ */
+static int relay_udp_send(int fd, struct mmsghdr *msgs, int n)
+{
+	int sent = 0, i = 0;
+
+	while (i < n) {
+		int r = sendmmsg(fd, msgs + i, (unsigned)(n - i), MSG_DONTWAIT);
+
+		if (r > 0) {
+			sent += r;
+			i += r;
+		} else if (r < 0 && errno == EINTR) {
+			continue;
+		} else {
+			msgs[i++].msg_len = 0;
+		}
+	}
+	return sent;
+}
+
+/* Replies from the target: back to the session's client, through the listener. */
 static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct udp_session *s = arg;
 	struct listener *l = s->rule;
-	unsigned char *buf = l->worker->dgram;
+	struct mmsghdr msgs[WORKER_BATCH];
+	struct iovec iov[WORKER_BATCH];
 
 	(void)what;
-	for (int i = 0; i < RELAY_UDP_BATCH; i++) {
-		ssize_t n = recv(fd, buf, WORKER_DGRAM_MAX, 0);
+	for (int round = 0; round < RELAY_UDP_ROUNDS; round++) {
+		uint64_t bytes = 0;
+		int n, sent;
 
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-				return;
-			/* ECONNREFUSED: ICMP port unreachable from the target. */
-			log_debug("udp %s: from target: %s", l->cfg.name, strerror(errno));
-			continue;
+		relay_udp_prepare(l->worker, msgs, iov, NULL, WORKER_BATCH);
+		n = recvmmsg(fd, msgs, WORKER_BATCH, MSG_DONTWAIT, NULL);
+		if (n <= 0) {
+			/* ECONNREFUSED: ICMP port unreachable from the target; nothing to send. */
+			if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				log_debug("udp %s: from target: %s", l->cfg->name, strerror(errno));
+			return;
 		}
 		s->last_active = clock_now();
-		if (l->udp_fd < 0 ||
-		    sendto(l->udp_fd, buf, (size_t)n, 0, (struct sockaddr *)&s->client,
-			   s->client_len) < 0) {
-			l->stats.udp_dropped_error++;
-			continue;
+		for (int i = 0; i < n; i++) {
+			iov[i].iov_len = msgs[i].msg_len;
+			msgs[i].msg_hdr.msg_name = &s->client;
+			msgs[i].msg_hdr.msg_namelen = s->client_len;
 		}
-		s->dgrams_to_client++;
-		s->bytes_to_client += (uint64_t)n;
-		l->stats.udp_datagrams_to_client++;
-		l->stats.udp_bytes_to_client += (uint64_t)n;
+		sent = l->udp_fd >= 0 ? relay_udp_send(l->udp_fd, msgs, n) : 0;
+		if (sent < n)
+			STAT_ADD(&l->stats, udp_dropped_error, n - sent);
+		for (int i = 0; i < n && sent > 0; i++)
+			bytes += msgs[i].msg_len;
+		s->dgrams_to_client += (uint64_t)sent;
+		s->bytes_to_client += bytes;
+		STAT_ADD(&l->stats, udp_datagrams_to_client, sent);
+		STAT_ADD(&l->stats, udp_bytes_to_client, bytes);
+		if (n < WORKER_BATCH)
+			return;
 	}
 }
 
@@ -98,9 +158,9 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 						 const struct sockaddr_storage *client,
 						 socklen_t client_len)
 {
-	const struct sockaddr *target = (const struct sockaddr *)&l->cfg.target;
+	const struct sockaddr *target = (const struct sockaddr *)&l->cfg->target;
 	struct udp_session *s = calloc(1, sizeof(*s));
-	struct timeval tv = clock_timeval(l->cfg.set.udp_idle_timeout);
+	struct timeval tv = clock_timeval(l->cfg->set.udp_idle_timeout);
 	char addr[RULE_ADDR_STRLEN];
 
 	if (!s)
@@ -113,8 +173,8 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	if (udp_table_key((struct sockaddr *)client, &s->key) < 0)
 		goto fail;
 	s->fd = socket(target->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (s->fd < 0 || connect(s->fd, target, l->cfg.target_len) < 0) {
-		log_warning("udp %s: cannot open a socket to the target %s: %s", l->cfg.name,
+	if (s->fd < 0 || connect(s->fd, target, l->cfg->target_len) < 0) {
+		log_warning("udp %s: cannot open a socket to the target %s: %s", l->cfg->name,
 			    rule_format_addr(target, addr, sizeof(addr)), strerror(errno));
 		goto fail;
 	}
@@ -124,9 +184,9 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 		goto fail;
 	if (udp_table_add(&l->sessions, s) < 0)
 		goto fail;
-	l->stats.udp_active++;
-	l->stats.udp_sessions_created++;
-	log_debug("udp %s: new session for %s", l->cfg.name,
+	STAT_ADD(&l->stats, udp_active, 1);
+	STAT_ADD(&l->stats, udp_sessions_created, 1);
+	log_debug("udp %s: new session for %s", l->cfg->name,
 		  rule_format_addr((struct sockaddr *)client, addr, sizeof(addr)));
 	return s;
 fail:
@@ -140,48 +200,84 @@ fail:
 	return NULL;
 }
 
+/* The session of a datagram from FROM, made if there is room; NULL drops it. */
+static struct udp_session *relay_udp_session_for(struct listener *l,
+						 const struct sockaddr_storage *from,
+						 socklen_t fromlen)
+{
+	struct udp_session *s = udp_table_find(l->sessions, (const struct sockaddr *)from);
+
+	if (s)
+		return s;
+	if (!forward_udp_claim(l->fw)) {
+		if (STAT_GET(&l->stats, udp_dropped_limit) == 0)
+			log_warning("udp %s: %u sessions, the max_udp_sessions limit; dropping datagrams from new clients",
+				    l->cfg->name, l->cfg->set.max_udp_sessions);
+		STAT_ADD(&l->stats, udp_dropped_limit, 1);
+		return NULL;
+	}
+	s = relay_udp_session_new(l, from, fromlen);
+	if (!s) {
+		forward_udp_release(l->fw);
+		STAT_ADD(&l->stats, udp_dropped_error, 1);
+	}
+	return s;
+}
+
 void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener *l = arg;
-	unsigned char *buf = l->worker->dgram;
+	struct mmsghdr msgs[WORKER_BATCH];
+	struct iovec iov[WORKER_BATCH];
+	struct sockaddr_storage from[WORKER_BATCH];
+	struct udp_session *sess[WORKER_BATCH];
 
 	(void)what;
-	for (int i = 0; i < RELAY_UDP_BATCH; i++) {
-		struct sockaddr_storage from;
-		socklen_t fromlen = sizeof(from);
-		struct udp_session *s;
-		ssize_t n = recvfrom(fd, buf, WORKER_DGRAM_MAX, 0, (struct sockaddr *)&from, &fromlen);
+	for (int round = 0; round < RELAY_UDP_ROUNDS; round++) {
+		double now;
+		int n;
 
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				log_debug("udp %s: recvfrom: %s", l->cfg.name, strerror(errno));
+		relay_udp_prepare(l->worker, msgs, iov, from, WORKER_BATCH);
+		n = recvmmsg(fd, msgs, WORKER_BATCH, MSG_DONTWAIT, NULL);
+		if (n <= 0) {
+			if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				log_debug("udp %s: recvmmsg: %s", l->cfg->name, strerror(errno));
 			return;
 		}
-		s = udp_table_find(l->sessions, (struct sockaddr *)&from);
-		if (!s) {
-			if (l->stats.udp_active >= l->cfg.set.max_udp_sessions) {
-				if (l->stats.udp_dropped_limit++ == 0)
-					log_warning("udp %s: %u sessions, the max_udp_sessions limit; dropping datagrams from new clients",
-						    l->cfg.name, l->cfg.set.max_udp_sessions);
-				continue;
-			}
-			s = relay_udp_session_new(l, &from, fromlen);
+		now = clock_now();
+		for (int i = 0; i < n; i++) {
+			sess[i] = relay_udp_session_for(l, &from[i], msgs[i].msg_hdr.msg_namelen);
+			iov[i].iov_len = msgs[i].msg_len;
+			/* The session socket is connected: no address on the way out. */
+			msgs[i].msg_hdr.msg_name = NULL;
+			msgs[i].msg_hdr.msg_namelen = 0;
+		}
+		/* Send each run of datagrams that share a session in one call. */
+		for (int i = 0; i < n;) {
+			struct udp_session *s = sess[i];
+			uint64_t bytes = 0;
+			int j = i, sent;
+
+			while (j < n && sess[j] == s)
+				j++;
 			if (!s) {
-				l->stats.udp_dropped_error++;
+				i = j;
 				continue;
 			}
+			s->last_active = now;
+			sent = relay_udp_send(s->fd, msgs + i, j - i);
+			for (int k = i; k < j; k++)
+				bytes += msgs[k].msg_len;
+			if (sent < j - i)
+				STAT_ADD(&l->stats, udp_dropped_error, j - i - sent);
+			s->dgrams_to_target += (uint64_t)sent;
+			s->bytes_to_target += bytes;
+			STAT_ADD(&l->stats, udp_datagrams_to_target, sent);
+			STAT_ADD(&l->stats, udp_bytes_to_target, bytes);
+			i = j;
 		}
-		s->last_active = clock_now();
-		if (send(s->fd, buf, (size_t)n, 0) < 0) {
-			/* UDP may lose datagrams; count it and carry on. */
-			l->stats.udp_dropped_error++;
-			log_debug("udp %s: to target: %s", l->cfg.name, strerror(errno));
-			continue;
-		}
-		s->dgrams_to_target++;
-		s->bytes_to_target += (uint64_t)n;
-		l->stats.udp_datagrams_to_target++;
-		l->stats.udp_bytes_to_target += (uint64_t)n;
+		if (n < WORKER_BATCH)
+			return;
 	}
 }
 

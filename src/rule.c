@@ -16,6 +16,7 @@ void rule_settings_init(struct rule_settings *set)
 	set->max_connections = 4096;
 	set->max_udp_sessions = 4096;
 	set->buffer_size = 65536;
+	set->splice = true;
 }
 
 unsigned rule_proto_parse(const char *text)

@@ -28,6 +28,7 @@ struct rule_settings {
 	unsigned max_connections;
 	unsigned max_udp_sessions;
 	size_t buffer_size;
+	bool splice; /* move TCP bytes with splice(2) rather than copying */
 };
 
 struct rule_config {

@@ -1,29 +1,60 @@
-/* Counters of one rule. Owned by the rule's worker; only it writes them. */
+/*
+ * Counters of one rule in one worker. Only that worker writes them; the
+ * main thread reads them for status. They are C11 atomics used with relaxed
+ * ordering: a plain load and store on the data path (no locked
+ * instructions), and reads from another thread that are never torn.
+ */
 #ifndef PORTFWD_STATS_H
 #define PORTFWD_STATS_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
-struct rule_stats {
-	/* TCP */
-	uint64_t tcp_active;
-	uint64_t tcp_accepted;
-	uint64_t tcp_connect_failed;
-	uint64_t tcp_bytes_to_target;
-	uint64_t tcp_bytes_to_client;
-	/* UDP */
-	uint64_t udp_active;
-	uint64_t udp_sessions_created;
-	uint64_t udp_sessions_expired;
-	uint64_t udp_datagrams_to_target;
-	uint64_t udp_datagrams_to_client;
-	uint64_t udp_bytes_to_target;
-	uint64_t udp_bytes_to_client;
-	uint64_t udp_dropped_limit;  /* new clients over max_udp_sessions */
-	uint64_t udp_dropped_error;  /* datagrams a socket refused to send */
+#define STATS_FIELDS(X)                                                          \
+	X(tcp_active)                                                            \
+	X(tcp_accepted)                                                          \
+	X(tcp_connect_failed)                                                    \
+	X(tcp_bytes_to_target)                                                   \
+	X(tcp_bytes_to_client)                                                   \
+	X(udp_active)                                                            \
+	X(udp_sessions_created)                                                  \
+	X(udp_sessions_expired)                                                  \
+	X(udp_datagrams_to_target)                                               \
+	X(udp_datagrams_to_client)                                               \
+	X(udp_bytes_to_target)                                                   \
+	X(udp_bytes_to_client)                                                   \
+	X(udp_dropped_limit) /* datagrams from new clients over max_udp_sessions */ \
+	X(udp_dropped_error) /* datagrams a socket refused to send */
+
+/* The live counters, written by one worker. */
+struct rule_counters {
+#define STATS_ATOMIC(name) _Atomic uint64_t name;
+	STATS_FIELDS(STATS_ATOMIC)
+#undef STATS_ATOMIC
 };
 
-/* Adds every counter of SRC to DST (summing workers, or rules to a total). */
-void stats_add(struct rule_stats *dst, const struct rule_stats *src);
+/* A plain copy, for sums and for showing. */
+struct rule_stats {
+#define STATS_PLAIN(name) uint64_t name;
+	STATS_FIELDS(STATS_PLAIN)
+#undef STATS_PLAIN
+};
+
+/* Only the owning worker may call these two. */
+#define STAT_ADD(c, field, n)                                                         \
+	atomic_store_explicit(&(c)->field,                                            \
+			      atomic_load_explicit(&(c)->field, memory_order_relaxed) + \
+				      (uint64_t)(n),                                  \
+			      memory_order_relaxed)
+#define STAT_SUB(c, field, n) STAT_ADD(c, field, -(uint64_t)(n))
+
+/* Any thread. */
+#define STAT_GET(c, field) atomic_load_explicit(&(c)->field, memory_order_relaxed)
+
+/* Adds the counters of SRC (read from any thread) to DST. */
+void stats_add(struct rule_stats *dst, const struct rule_counters *src);
+
+/* Adds DST += SRC, for totals over rules. */
+void stats_sum(struct rule_stats *dst, const struct rule_stats *src);
 
 #endif

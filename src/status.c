@@ -7,29 +7,27 @@
 
 #include "clock.h"
 #include "daemon.h"
-#include "listener.h"
+#include "forward.h"
 #include "version.h"
 
-static const char *status_state_name(enum listener_state s)
+static const char *status_state_name(enum forward_state s)
 {
 	switch (s) {
-	case LISTENER_LISTENING:
+	case FORWARD_LISTENING:
 		return "listening";
-	case LISTENER_FAILED:
+	case FORWARD_FAILED:
 		return "failed";
 	default:
 		return "off";
 	}
 }
 
-static json_t *status_tcp_json(const struct listener *l)
+static json_t *status_tcp_json(const struct forward *fw, const struct rule_stats *st)
 {
-	const struct rule_stats *st = &l->stats;
-
 	return json_pack("{s:s, s:s?, s:b, s:I, s:I, s:I, s:I, s:I}",
-			 "state", status_state_name(l->tcp_state),
-			 "error", l->tcp_state == LISTENER_FAILED ? l->tcp_error : NULL,
-			 "paused", l->tcp_paused_limit || l->tcp_paused_emfile,
+			 "state", status_state_name(fw->tcp.state),
+			 "error", fw->tcp.state == FORWARD_FAILED ? fw->tcp.error : NULL,
+			 "paused", forward_tcp_full(fw),
 			 "active", (json_int_t)st->tcp_active,
 			 "accepted", (json_int_t)st->tcp_accepted,
 			 "connect_failed", (json_int_t)st->tcp_connect_failed,
@@ -37,13 +35,11 @@ static json_t *status_tcp_json(const struct listener *l)
 			 "bytes_to_client", (json_int_t)st->tcp_bytes_to_client);
 }
 
-static json_t *status_udp_json(const struct listener *l)
+static json_t *status_udp_json(const struct forward *fw, const struct rule_stats *st)
 {
-	const struct rule_stats *st = &l->stats;
-
 	return json_pack("{s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-			 "state", status_state_name(l->udp_state),
-			 "error", l->udp_state == LISTENER_FAILED ? l->udp_error : NULL,
+			 "state", status_state_name(fw->udp.state),
+			 "error", fw->udp.state == FORWARD_FAILED ? fw->udp.error : NULL,
 			 "active", (json_int_t)st->udp_active,
 			 "sessions_created", (json_int_t)st->udp_sessions_created,
 			 "sessions_expired", (json_int_t)st->udp_sessions_expired,
@@ -79,22 +75,25 @@ json_t *status_json(const struct daemon *d)
 
 	memset(&total, 0, sizeof(total));
 	for (size_t i = 0; i < d->nrules; i++) {
-		const struct listener *l = d->rules[i];
-		json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:s}",
-				      "name", l->cfg.name,
-				      "proto", rule_proto_name(l->cfg.proto),
-				      "listen", rule_format_addr((const struct sockaddr *)&l->cfg.listen, listen, sizeof(listen)),
-				      "target", rule_format_addr((const struct sockaddr *)&l->cfg.target, target, sizeof(target)),
-				      "state", listener_ready(l) ? "listening" : "failed");
+		const struct forward *fw = d->rules[i];
+		struct rule_stats st;
+		json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}",
+				      "name", fw->cfg.name,
+				      "proto", rule_proto_name(fw->cfg.proto),
+				      "listen", rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
+				      "target", rule_format_addr((const struct sockaddr *)&fw->cfg.target, target, sizeof(target)),
+				      "state", forward_ready(fw) ? "listening" : "failed",
+				      "splice", fw->cfg.set.splice);
 
-		if (l->cfg.proto & RULE_PROTO_TCP)
-			json_object_set_new(r, "tcp", status_tcp_json(l));
-		if (l->cfg.proto & RULE_PROTO_UDP)
-			json_object_set_new(r, "udp", status_udp_json(l));
+		forward_stats(fw, &st);
+		if (fw->cfg.proto & RULE_PROTO_TCP)
+			json_object_set_new(r, "tcp", status_tcp_json(fw, &st));
+		if (fw->cfg.proto & RULE_PROTO_UDP)
+			json_object_set_new(r, "udp", status_udp_json(fw, &st));
 		json_array_append_new(rules, r);
-		stats_add(&total, &l->stats);
+		stats_sum(&total, &st);
 	}
-	root = json_pack("{s:s, s:i, s:I, s:f, s:I, s:s, s:s, s:o, s:o}",
+	root = json_pack("{s:s, s:i, s:I, s:f, s:I, s:s, s:s, s:I, s:o, s:o}",
 			 "version", PORTFWD_VERSION,
 			 "protocol", 1,
 			 "pid", (json_int_t)getpid(),
@@ -102,6 +101,7 @@ json_t *status_json(const struct daemon *d)
 			 "started", (json_int_t)d->started_wall,
 			 "config", d->cfg.path,
 			 "control_socket", d->cfg.control_socket,
+			 "workers", (json_int_t)d->nworkers,
 			 "rules", rules,
 			 "totals", status_totals_json(&total));
 	return root;
@@ -146,35 +146,36 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 	size_t ok = 0;
 
 	for (size_t i = 0; i < d->nrules; i++)
-		ok += listener_ready(d->rules[i]);
+		ok += forward_ready(d->rules[i]);
 	status_duration(clock_now() - d->started_mono, up, sizeof(up));
-	evbuffer_add_printf(out, "portfwd %s, pid %ld, up %s\n", PORTFWD_VERSION,
-			    (long)getpid(), up);
+	evbuffer_add_printf(out, "portfwd %s, pid %ld, up %s, %zu worker%s\n", PORTFWD_VERSION,
+			    (long)getpid(), up, d->nworkers, d->nworkers == 1 ? "" : "s");
 	evbuffer_add_printf(out, "config %s, %zu rule%s: %zu listening, %zu failed\n",
 			    d->cfg.path, d->nrules, d->nrules == 1 ? "" : "s", ok, d->nrules - ok);
 	for (size_t i = 0; i < d->nrules; i++) {
-		const struct listener *l = d->rules[i];
-		const struct rule_stats *st = &l->stats;
+		const struct forward *fw = d->rules[i];
+		struct rule_stats stats, *st = &stats;
 
-		evbuffer_add_printf(out, "\n%s  %s  %s -> %s  %s\n", l->cfg.name,
-				    rule_proto_name(l->cfg.proto),
-				    rule_format_addr((const struct sockaddr *)&l->cfg.listen, listen, sizeof(listen)),
-				    rule_format_addr((const struct sockaddr *)&l->cfg.target, target, sizeof(target)),
-				    listener_ready(l) ? "listening" : "FAILED");
-		if (l->cfg.proto & RULE_PROTO_TCP) {
-			if (l->tcp_state == LISTENER_FAILED)
-				evbuffer_add_printf(out, "  tcp failed: %s\n", l->tcp_error);
+		forward_stats(fw, st);
+		evbuffer_add_printf(out, "\n%s  %s  %s -> %s  %s\n", fw->cfg.name,
+				    rule_proto_name(fw->cfg.proto),
+				    rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
+				    rule_format_addr((const struct sockaddr *)&fw->cfg.target, target, sizeof(target)),
+				    forward_ready(fw) ? "listening" : "FAILED");
+		if (fw->cfg.proto & RULE_PROTO_TCP) {
+			if (fw->tcp.state == FORWARD_FAILED)
+				evbuffer_add_printf(out, "  tcp failed: %s\n", fw->tcp.error);
 			evbuffer_add_printf(out, "  tcp  %llu active%s, %llu accepted, %llu connect failures, %s to target, %s to client\n",
 					    (unsigned long long)st->tcp_active,
-					    l->tcp_paused_limit ? " (max_connections reached, accepting paused)" : "",
+					    forward_tcp_full(fw) ? " (max_connections reached, accepting paused)" : "",
 					    (unsigned long long)st->tcp_accepted,
 					    (unsigned long long)st->tcp_connect_failed,
 					    status_bytes(st->tcp_bytes_to_target, b1, sizeof(b1)),
 					    status_bytes(st->tcp_bytes_to_client, b2, sizeof(b2)));
 		}
-		if (l->cfg.proto & RULE_PROTO_UDP) {
-			if (l->udp_state == LISTENER_FAILED)
-				evbuffer_add_printf(out, "  udp failed: %s\n", l->udp_error);
+		if (fw->cfg.proto & RULE_PROTO_UDP) {
+			if (fw->udp.state == FORWARD_FAILED)
+				evbuffer_add_printf(out, "  udp failed: %s\n", fw->udp.error);
 			evbuffer_add_printf(out, "  udp  %llu sessions, %llu created, %llu datagrams (%s) to target, %llu datagrams (%s) to client, %llu dropped\n",
 					    (unsigned long long)st->udp_active,
 					    (unsigned long long)st->udp_sessions_created,

@@ -1,25 +1,76 @@
 /*
- * A worker: one event loop and what the data path needs beside it. Every
- * relay reaches its state through its rule's worker, never through globals,
- * so several workers can run side by side.
+ * A worker: one thread running one event loop, with everything the data
+ * path needs beside it. Each worker has its own listening sockets
+ * (SO_REUSEPORT) and owns the connections and sessions it accepts; a relay
+ * reaches its state through its listener's worker, never through globals.
+ * Configuration, the control socket and signals stay on the main thread,
+ * which talks to a worker only through worker_call().
  */
 #ifndef PORTFWD_WORKER_H
 #define PORTFWD_WORKER_H
 
+#include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 struct event_base;
+struct listener;
 
 /* Large enough for any UDP payload (65507 over IPv4, 65527 over IPv6). */
 #define WORKER_DGRAM_MAX 65536
+/* Datagrams moved per recvmmsg/sendmmsg call. */
+#define WORKER_BATCH 32
+
+/* A pipe kept for splice(): the read and write ends and its capacity. */
+struct worker_pipe {
+	int r, w;
+	size_t size;
+};
 
 struct worker {
+	int id;
 	struct event_base *base;
+	pthread_t thread;
+	bool running;
 	bool log_connections;
 	uint64_t next_conn_id;
-	/* Scratch space for one datagram, so relaying allocates nothing. */
-	unsigned char dgram[WORKER_DGRAM_MAX];
+	LIST_HEAD(, listener) listeners;
+
+	/* Pipes returned by connections, ready for the next one (splice). */
+	struct worker_pipe *pipes;
+	size_t npipes;
+
+	/* Scratch space for a batch of datagrams: relaying allocates nothing. */
+	unsigned char (*dgram)[WORKER_DGRAM_MAX];
 };
+
+/* Sets W up with its own event loop. Returns 0, or -1 after logging why. */
+int worker_init(struct worker *w, int id, bool log_connections);
+
+/* Starts W's thread. Returns 0, or -1 after logging why. */
+int worker_start(struct worker *w);
+
+/*
+ * Runs FN(ARG) on W's thread, soon; from any thread, also before the worker
+ * started (it then runs first thing). Returns 0 or -1 (out of memory).
+ */
+int worker_call(struct worker *w, void (*fn)(void *arg), void *arg);
+
+/* Frees every listener of W on its thread, ends the loop, joins the thread. */
+void worker_stop(struct worker *w);
+
+/* Frees what worker_init made. The thread must be stopped. */
+void worker_free(struct worker *w);
+
+/* A pipe of at least WANT bytes if the kernel allows it (capacity in ->size). */
+int worker_pipe_get(struct worker *w, size_t want, struct worker_pipe *p);
+
+/* Closes the pooled pipes: called when out of file descriptors. */
+void worker_pipe_trim(struct worker *w);
+
+/* Gives an empty pipe back for reuse (or closes it when the pool is full). */
+void worker_pipe_put(struct worker *w, struct worker_pipe *p);
 
 #endif

@@ -71,11 +71,29 @@ unsigned h_free_port(int socktype, bool v6)
 
 void h_write_conf(struct hdaemon *d, const char *body)
 {
+	const char *workers = getenv("PORTFWD_TEST_WORKERS");
+	const char *splice = getenv("PORTFWD_TEST_SPLICE");
+	const char *defaults = strstr(body, "defaults: {");
 	FILE *fp = fopen(d->conf, "w");
 
 	ck_assert_msg(fp != NULL, "cannot write %s", d->conf);
-	fprintf(fp, "daemon: { control_socket = \"%s\"; log_level = \"debug\"; log_connections = true; };\n%s\n",
-		d->sock, body);
+	fprintf(fp, "daemon: { control_socket = \"%s\"; log_level = \"debug\"; log_connections = true;",
+		d->sock);
+	if (workers && *workers)
+		fprintf(fp, " workers = %s;", workers);
+	fprintf(fp, " };\n");
+	/* The test matrix's splice setting goes into the defaults, the test's own or new ones. */
+	if (splice && *splice) {
+		if (defaults) {
+			size_t head = (size_t)(defaults - body) + strlen("defaults: {");
+
+			fprintf(fp, "%.*s splice = %s; %s\n", (int)head, body, splice, body + head);
+		} else {
+			fprintf(fp, "defaults: { splice = %s; };\n%s\n", splice, body);
+		}
+	} else {
+		fprintf(fp, "%s\n", body);
+	}
 	fclose(fp);
 }
 

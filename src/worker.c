@@ -1,0 +1,161 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "listener.h"
+#include "log.h"
+
+/* Empty pipes a worker keeps for reuse. */
+#define WORKER_PIPE_POOL 64
+
+struct worker_call_arg {
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+int worker_init(struct worker *w, int id, bool log_connections)
+{
+	memset(w, 0, sizeof(*w));
+	w->id = id;
+	w->log_connections = log_connections;
+	LIST_INIT(&w->listeners);
+	w->base = event_base_new();
+	w->dgram = calloc(WORKER_BATCH, sizeof(*w->dgram));
+	w->pipes = calloc(WORKER_PIPE_POOL, sizeof(*w->pipes));
+	if (!w->base || !w->dgram || !w->pipes) {
+		log_error("worker %d: cannot create its event loop", id);
+		return -1;
+	}
+	return 0;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	if (event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY) < 0)
+		log_error("worker %d: the event loop failed", w->id);
+	return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+	int err = pthread_create(&w->thread, NULL, worker_main, w);
+
+	if (err) {
+		log_error("worker %d: cannot start its thread: %s", w->id, strerror(err));
+		return -1;
+	}
+	w->running = true;
+	return 0;
+}
+
+static void worker_call_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker_call_arg *c = arg;
+
+	(void)fd;
+	(void)what;
+	c->fn(c->arg);
+	free(c);
+}
+
+int worker_call(struct worker *w, void (*fn)(void *arg), void *arg)
+{
+	struct worker_call_arg *c = malloc(sizeof(*c));
+	struct timeval now = { 0, 0 };
+
+	if (!c)
+		return -1;
+	c->fn = fn;
+	c->arg = arg;
+	/* With evthread_use_pthreads() this is safe from any thread and wakes the loop. */
+	if (event_base_once(w->base, -1, EV_TIMEOUT, worker_call_cb, c, &now) < 0) {
+		free(c);
+		return -1;
+	}
+	return 0;
+}
+
+static void worker_stop_cb(void *arg)
+{
+	struct worker *w = arg;
+
+	while (!LIST_EMPTY(&w->listeners))
+		listener_free(LIST_FIRST(&w->listeners));
+	event_base_loopbreak(w->base);
+}
+
+void worker_stop(struct worker *w)
+{
+	if (!w->base)
+		return;
+	if (!w->running) {
+		worker_stop_cb(w);
+		return;
+	}
+	if (worker_call(w, worker_stop_cb, w) < 0)
+		event_base_loopbreak(w->base);
+	pthread_join(w->thread, NULL);
+	w->running = false;
+}
+
+void worker_pipe_trim(struct worker *w)
+{
+	for (size_t i = 0; i < w->npipes; i++) {
+		close(w->pipes[i].r);
+		close(w->pipes[i].w);
+	}
+	w->npipes = 0;
+}
+
+void worker_free(struct worker *w)
+{
+	worker_pipe_trim(w);
+	free(w->pipes);
+	free(w->dgram);
+	if (w->base)
+		event_base_free(w->base);
+	memset(w, 0, sizeof(*w));
+}
+
+int worker_pipe_get(struct worker *w, size_t want, struct worker_pipe *p)
+{
+	int fds[2];
+	int size;
+
+	if (w->npipes > 0) {
+		*p = w->pipes[--w->npipes];
+	} else {
+		if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+			return -1;
+		p->r = fds[0];
+		p->w = fds[1];
+		size = fcntl(p->w, F_GETPIPE_SZ);
+		p->size = size > 0 ? (size_t)size : 65536;
+	}
+	/* Larger pipes mean fewer splice calls; the kernel may refuse (pipe-max-size). */
+	if (p->size < want) {
+		size = fcntl(p->w, F_SETPIPE_SZ, (int)want);
+		if (size > 0)
+			p->size = (size_t)size;
+	}
+	return 0;
+}
+
+void worker_pipe_put(struct worker *w, struct worker_pipe *p)
+{
+	if (w->npipes < WORKER_PIPE_POOL) {
+		w->pipes[w->npipes++] = *p;
+	} else {
+		close(p->r);
+		close(p->w);
+	}
+	p->r = p->w = -1;
+}
