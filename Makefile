@@ -37,7 +37,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
 HARNESS_OBJ := $(BUILD)/tests/harness.o
 
-.PHONY: all deps run check tests clean
+.PHONY: all deps run check tests bench clean
 all: $(PORTFWD) $(PORTFWDCTL)
 
 deps:
@@ -70,6 +70,14 @@ $(UNIT_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJS)
 
 $(INTEGRATION_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(LIB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
+
+$(BUILD)/pfbench: bench/pfbench.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread
+
+# The benchmark against other forwarders (installs them; loopback only).
+bench: deps all $(BUILD)/pfbench
+	@scripts/bench --portfwd $(PORTFWD) --pfbench $(BUILD)/pfbench
 
 # The demo: loopback ports and a control socket inside the tree, no root needed.
 run: deps all
