@@ -126,6 +126,8 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_int_eq(cfg.rules[0].proto, RULE_PROTO_TCP);
 	ck_assert_int_eq(cfg.rules[0].set.max_connections, 4096);
 	ck_assert_int_eq(cfg.rules[0].set.buffer_size, 65536);
+	ck_assert(cfg.rules[0].set.splice);
+	ck_assert_int_eq(cfg.workers, 0);
 	ck_assert(cfg.rules[0].set.idle_timeout == 3600.0);
 	ck_assert(cfg.rules[1].set.idle_timeout == 600.0);
 	ck_assert_int_eq(cfg.rules[2].proto, RULE_PROTO_UDP);
@@ -145,6 +147,9 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_int_eq(cfg.rules[2].set.buffer_size, 16384);
 	ck_assert_int_eq(cfg.rules[1].set.max_udp_sessions, 1000000);
 	ck_assert_int_eq(cfg.rules[2].set.max_connections, 100);
+	ck_assert_int_eq(cfg.workers, 3);
+	ck_assert(cfg.rules[0].set.splice);   /* rule override */
+	ck_assert(!cfg.rules[1].set.splice);  /* from defaults */
 	config_free(&cfg);
 }
 END_TEST
