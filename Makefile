@@ -19,6 +19,11 @@ ifeq ($(SANITIZE),1)
 BUILD := build/sanitize
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
+else ifeq ($(SANITIZE),thread)
+# ThreadSanitizer, for the workers and the main thread's calls into them.
+BUILD := build/tsan
+ALL_CFLAGS += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=thread
 else
 BUILD := build/default
 endif

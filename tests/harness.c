@@ -222,7 +222,7 @@ void h_stop(struct hdaemon *d)
 		      "portfwd did not exit 0 after SIGTERM (status %d); see %s", st, d->log);
 	ck_assert_msg(stat(d->sock, &sb) != 0, "the control socket %s is still there", d->sock);
 	ck_assert_msg(!h_log_contains(d, "AddressSanitizer") && !h_log_contains(d, "runtime error") &&
-			      !h_log_contains(d, "LeakSanitizer"),
+			      !h_log_contains(d, "LeakSanitizer") && !h_log_contains(d, "ThreadSanitizer"),
 		      "sanitizer report in %s", d->log);
 	h_cleanup(d);
 }

@@ -8,6 +8,7 @@
 #define PORTFWD_TEST_HARNESS_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -114,7 +115,7 @@ struct h_backend {
 	unsigned port;
 	size_t source_len;
 	pthread_t thread;
-	volatile bool stop;
+	atomic_bool stop;
 	/* H_GREET_READ results */
 	pthread_mutex_t lock;
 	long long got_bytes;
