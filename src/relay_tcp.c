@@ -52,7 +52,7 @@ struct relay_tcp_conn {
 	uint64_t id;
 	int fd[2]; /* -1 when not open */
 	struct event *rev[2], *wev[2];
-	bool rev_on[2], wev_on[2];
+	bool rev_on[2], wev_on[2]; /* kept here: event_pending() takes the base lock */
 	struct relay_dir dir[2]; /* dir[s]: read from side s, for the other */
 	struct event *timer;     /* connect timeout, then idle timeout */
 	struct sockaddr_storage client_addr;
@@ -223,8 +223,10 @@ static ssize_t relay_tcp_read_some(struct relay_tcp_conn *c, int s, size_t room)
 				room = dir->pipe.size - dir->piped;
 			n = splice(c->fd[s], NULL, dir->pipe.w, NULL, room,
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-			if (n > 0)
+			if (n > 0) {
 				dir->piped += (size_t)n;
+				STAT_ADD(&c->rule->stats, tcp_bytes_spliced, n);
+			}
 			if (n >= 0 || (errno != EINVAL && errno != ENOSYS))
 				return n;
 			if (relay_dir_to_copy(c, dir) < 0)

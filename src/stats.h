@@ -16,6 +16,7 @@
 	X(tcp_connect_failed)                                                    \
 	X(tcp_bytes_to_target)                                                   \
 	X(tcp_bytes_to_client)                                                   \
+	X(tcp_bytes_spliced) /* of those, moved kernel to kernel by splice */   \
 	X(udp_active)                                                            \
 	X(udp_sessions_created)                                                  \
 	X(udp_sessions_expired)                                                  \

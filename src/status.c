@@ -24,7 +24,7 @@ static const char *status_state_name(enum forward_state s)
 
 static json_t *status_tcp_json(const struct forward *fw, const struct rule_stats *st)
 {
-	return json_pack("{s:s, s:s?, s:b, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:s, s:s?, s:b, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "state", status_state_name(fw->tcp.state),
 			 "error", fw->tcp.state == FORWARD_FAILED ? fw->tcp.error : NULL,
 			 "paused", forward_tcp_full(fw),
@@ -32,7 +32,8 @@ static json_t *status_tcp_json(const struct forward *fw, const struct rule_stats
 			 "accepted", (json_int_t)st->tcp_accepted,
 			 "connect_failed", (json_int_t)st->tcp_connect_failed,
 			 "bytes_to_target", (json_int_t)st->tcp_bytes_to_target,
-			 "bytes_to_client", (json_int_t)st->tcp_bytes_to_client);
+			 "bytes_to_client", (json_int_t)st->tcp_bytes_to_client,
+			 "bytes_spliced", (json_int_t)st->tcp_bytes_spliced);
 }
 
 static json_t *status_udp_json(const struct forward *fw, const struct rule_stats *st)

@@ -314,6 +314,14 @@ long long h_counter(struct hdaemon *d, const char *rule, const char *proto, cons
 	return v;
 }
 
+bool h_splice(void)
+{
+	const char *v = getenv("PORTFWD_TEST_SPLICE");
+
+	/* The daemon's default is splice on. */
+	return !v || !*v || strcmp(v, "true") == 0;
+}
+
 long long h_wait_counter(struct hdaemon *d, const char *rule, const char *proto,
 			 const char *key, long long want, double seconds)
 {

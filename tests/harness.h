@@ -62,6 +62,9 @@ json_t *h_status(struct hdaemon *d);
 /* A counter of rule NAME: e.g. h_counter(d, "echo", "tcp", "accepted"). */
 long long h_counter(struct hdaemon *d, const char *rule, const char *proto, const char *key);
 
+/* True when the test matrix runs the daemon with splice = true. */
+bool h_splice(void);
+
 /* Polls until the counter equals WANT or SECONDS pass; returns the last value. */
 long long h_wait_counter(struct hdaemon *d, const char *rule, const char *proto,
 			 const char *key, long long want, double seconds);

@@ -84,6 +84,8 @@ START_TEST(test_bulk_concurrent)
 	ck_assert_int_eq(h_counter(&d, "t", "tcp", "connect_failed"), 0);
 	ck_assert_int_eq(h_counter(&d, "t", "tcp", "bytes_to_target"), (long long)per * N);
 	ck_assert_int_eq(h_counter(&d, "t", "tcp", "bytes_to_client"), (long long)per * N);
+	/* The data path the rule asks for is the one that moved the bytes. */
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "bytes_spliced"), h_splice() ? 2LL * per * N : 0);
 	ck_assert(h_log_contains(&d, "bytes to target"));
 	h_stop(&d);
 	h_backend_stop(&b);
