@@ -279,9 +279,10 @@ static void config_read_daemon(struct config_ctx *ctx,
 			       const config_setting_t *group,
 			       struct config *cfg)
 {
-	static const char *const keys[] = { "control_socket", "log_level",
-					    "log_connections", "workers", NULL };
+	static const char *const keys[] = { "control_socket", "log_level", "log_connections",
+					    "workers", "drain_timeout", NULL };
 	long long iv;
+	double dv;
 	const config_setting_t *s;
 	const char *str;
 
@@ -316,6 +317,9 @@ static void config_read_daemon(struct config_ctx *ctx,
 	if ((s = config_setting_get_member(group, "workers")) &&
 	    config_get_integer(ctx, s, 0, CONFIG_MAX_WORKERS, &iv) == 0)
 		cfg->workers = (unsigned)iv;
+	if ((s = config_setting_get_member(group, "drain_timeout")) &&
+	    config_get_number(ctx, s, 0, 31536000, &dv) == 0)
+		cfg->drain_timeout = dv;
 }
 
 /* Reads one rule. Returns 0 if it is complete and valid, -1 otherwise. */

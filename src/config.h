@@ -22,6 +22,7 @@ struct config {
 	int log_level;
 	bool log_connections;
 	unsigned workers; /* 0: one per CPU */
+	double drain_timeout; /* seconds a removed rule's connections may go on; 0 = no limit */
 	struct rule_settings defaults;
 	struct rule_config *rules;
 	size_t nrules;

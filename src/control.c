@@ -15,10 +15,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "ctl_proto.h"
 #include "daemon.h"
 #include "log.h"
-#include "status.h"
 #include "version.h"
 
 struct control_client {
@@ -38,17 +38,12 @@ struct control {
 	LIST_HEAD(, control_client) clients;
 };
 
-/* A handler writes body text to OUT and returns 0, or a message in ERR and -1. */
-typedef int (*control_handler)(struct control *ctl, int argc, char **argv,
-			       struct evbuffer *out, char *err, size_t errlen);
-
-static int control_cmd_hello(struct control *ctl, int argc, char **argv,
-			     struct evbuffer *out, char *err, size_t errlen)
+static int control_cmd_hello(int argc, char **argv, struct evbuffer *out, char *err,
+			     size_t errlen)
 {
-	(void)ctl;
 	(void)argc;
 	if (strcmp(argv[1], "1") != 0) {
-		snprintf(err, errlen, "unsupported protocol version \"%s\" (this daemon speaks %d)",
+		snprintf(err, errlen, "unsupported protocol version \"%.32s\" (this daemon speaks %d)",
 			 argv[1], CTL_PROTO_VERSION);
 		return -1;
 	}
@@ -56,51 +51,47 @@ static int control_cmd_hello(struct control *ctl, int argc, char **argv,
 	return 0;
 }
 
-static int control_cmd_help(struct control *ctl, int argc, char **argv,
-			    struct evbuffer *out, char *err, size_t errlen)
+static int control_cmd_help(bool json, struct evbuffer *out)
 {
-	(void)ctl;
-	(void)argc;
-	(void)argv;
-	(void)err;
-	(void)errlen;
-	for (size_t i = 0; i < CTL_CMD_COUNT; i++)
-		evbuffer_add_printf(out, "%s%s%s\t%s\n", ctl_cmds[i].name,
-				    ctl_cmds[i].usage[0] ? " " : "", ctl_cmds[i].usage, ctl_cmds[i].help);
-	return 0;
-}
+	json_t *cmds = json ? json_array() : NULL;
 
-static int control_cmd_status(struct control *ctl, int argc, char **argv,
-			      struct evbuffer *out, char *err, size_t errlen)
-{
-	if (argc == 2) {
-		json_t *doc;
-		char *text;
+	for (size_t i = 0; i < CTL_CMD_COUNT; i++) {
+		const struct ctl_cmd *c = &ctl_cmds[i];
 
-		if (strcmp(argv[1], "json") != 0) {
-			snprintf(err, errlen, "status: unknown argument \"%s\" (usage: status [json])", argv[1]);
+		if (cmds)
+			json_array_append_new(cmds, json_pack("{s:s, s:s, s:s, s:b}", "name", c->name,
+							      "usage", c->usage, "help", c->help,
+							      "changes_state", c->mutating));
+		else
+			evbuffer_add_printf(out, "%s%s%s\t%s\n", c->name, c->usage[0] ? " " : "",
+					    c->usage, c->help);
+	}
+	if (cmds) {
+		char *text = json_dumps(cmds, JSON_COMPACT);
+
+		json_decref(cmds);
+		if (!text)
 			return -1;
-		}
-		doc = status_json(ctl->daemon);
-		text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-		json_decref(doc);
-		if (!text) {
-			snprintf(err, errlen, "out of memory");
-			return -1;
-		}
 		evbuffer_add_printf(out, "%s\n", text);
 		free(text);
-		return 0;
 	}
-	status_text(ctl->daemon, out);
 	return 0;
 }
 
-static const control_handler control_handlers[CTL_CMD_COUNT] = {
-	[CTL_CMD_HELLO] = control_cmd_hello,
-	[CTL_CMD_HELP] = control_cmd_help,
-	[CTL_CMD_STATUS] = control_cmd_status,
-};
+/* Takes every --json out of ARGV. Returns the new ARGC; *JSON says if there was one. */
+static int control_take_json(int argc, char **argv, bool *json)
+{
+	int n = 1;
+
+	*json = false;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], CTL_JSON_FLAG) == 0)
+			*json = true;
+		else
+			argv[n++] = argv[i];
+	}
+	return n;
+}
 
 static void control_client_free(struct control_client *c)
 {
@@ -133,7 +124,8 @@ static void control_request(struct control_client *c, char *line)
 	char *argv[CTL_ARGS_MAX];
 	char err[256] = "";
 	const struct ctl_cmd *cmd;
-	int argc;
+	int argc, matches;
+	bool json;
 
 	if (!body) {
 		control_reply(out, NULL, "out of memory");
@@ -152,17 +144,32 @@ static void control_request(struct control_client *c, char *line)
 		snprintf(err, sizeof(err), "too many arguments (at most %d)", CTL_ARGS_MAX - 1);
 		goto done;
 	}
-	cmd = ctl_proto_find(argv[0]);
+	cmd = ctl_proto_find(argv[0], &matches);
 	if (!cmd) {
-		snprintf(err, sizeof(err), "unknown command \"%.64s\" (try \"help\")", argv[0]);
+		char names[256];
+
+		snprintf(err, sizeof(err), "%s command \"%.64s\" (commands: %s)",
+			 matches > 1 ? "ambiguous" : "unknown", argv[0],
+			 ctl_proto_names(matches > 1 ? argv[0] : "", names, sizeof(names)));
 		goto done;
 	}
+	argc = control_take_json(argc, argv, &json);
 	if (argc - 1 < cmd->min_args || argc - 1 > cmd->max_args) {
-		snprintf(err, sizeof(err), "usage: %s %s", cmd->name, cmd->usage);
+		snprintf(err, sizeof(err), "usage: %s%s%s", cmd->name, cmd->usage[0] ? " " : "",
+			 cmd->usage);
 		goto done;
 	}
-	log_debug("control: %s", cmd->name);
-	control_handlers[cmd->id](c->ctl, argc, argv, body, err, sizeof(err));
+	if (cmd->mutating)
+		log_info("control: %s", cmd->name);
+	else
+		log_debug("control: %s", cmd->name);
+	if (cmd->id == CTL_CMD_HELLO)
+		control_cmd_hello(argc, argv, body, err, sizeof(err));
+	else if (cmd->id == CTL_CMD_HELP) {
+		if (control_cmd_help(json, body) < 0)
+			snprintf(err, sizeof(err), "out of memory");
+	} else
+		commands_run(c->ctl->daemon, cmd->id, argc, argv, json, body, err, sizeof(err));
 done:
 	control_reply(out, body, err[0] ? err : NULL);
 out:

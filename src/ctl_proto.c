@@ -1,21 +1,72 @@
 #include "ctl_proto.h"
 
+#include <stdio.h>
 #include <string.h>
 
+/* Ordered as `help` lists them. */
 const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT] = {
 	{ CTL_CMD_HELLO, "hello", "VERSION",
-	  "check that the daemon speaks protocol VERSION", 1, 1, false },
-	{ CTL_CMD_HELP, "help", "", "list the commands", 0, 0, false },
-	{ CTL_CMD_STATUS, "status", "[json]",
-	  "daemon and per-rule state and counters, as text or one JSON document", 0, 1, false },
+	  "check that the daemon speaks protocol VERSION", 1, 1, false, true },
+	{ CTL_CMD_HELP, "help", "", "list the commands", 0, 0, false, false },
+	{ CTL_CMD_STATUS, "status", "",
+	  "daemon, reloads and per-rule state and counters", 0, 1, false, false },
+	{ CTL_CMD_RULES, "rules", "",
+	  "the rules in force with every setting, defaults applied", 0, 0, false, false },
+	{ CTL_CMD_CONNECTIONS, "connections", "[RULE]",
+	  "live TCP connections and UDP sessions, of every rule or of RULE", 0, 1, false, false },
+	{ CTL_CMD_KILL, "kill", "ID | --rule RULE",
+	  "close connection or UDP session ID, or all of RULE's", 1, 2, true, false },
+	{ CTL_CMD_DISABLE, "disable", "RULE",
+	  "stop listening for RULE and free its port; its connections carry on (until reload)", 1, 1, true, false },
+	{ CTL_CMD_ENABLE, "enable", "RULE", "listen for RULE again", 1, 1, true, false },
+	{ CTL_CMD_RELOAD, "reload", "",
+	  "read the configuration file again and apply it; nothing changes if it is invalid", 0, 0, true, false },
+	/* Reads any file the daemon can read and quotes it in errors: privileged. */
+	{ CTL_CMD_CHECK, "check", "[FILE]",
+	  "validate FILE (default: the daemon's) as reload would, without applying it", 0, 1, true, false },
+	{ CTL_CMD_METRICS, "metrics", "",
+	  "every counter in the Prometheus text exposition format", 0, 0, false, false },
 };
 
-const struct ctl_cmd *ctl_proto_find(const char *name)
+const struct ctl_cmd *ctl_proto_find(const char *name, int *matches)
 {
+	const struct ctl_cmd *found = NULL;
+	size_t len = strlen(name);
+	int n = 0;
+
 	for (size_t i = 0; i < CTL_CMD_COUNT; i++)
-		if (strcmp(ctl_cmds[i].name, name) == 0)
+		if (strcmp(ctl_cmds[i].name, name) == 0) {
+			if (matches)
+				*matches = 1;
 			return &ctl_cmds[i];
-	return NULL;
+		}
+	for (size_t i = 0; len > 0 && i < CTL_CMD_COUNT; i++)
+		if (!ctl_cmds[i].internal && strncmp(ctl_cmds[i].name, name, len) == 0) {
+			found = &ctl_cmds[i];
+			n++;
+		}
+	if (matches)
+		*matches = n;
+	return n == 1 ? found : NULL;
+}
+
+char *ctl_proto_names(const char *prefix, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (size_t i = 0; i < CTL_CMD_COUNT; i++) {
+		int w;
+
+		if (ctl_cmds[i].internal || strncmp(ctl_cmds[i].name, prefix, strlen(prefix)) != 0)
+			continue;
+		w = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", ctl_cmds[i].name);
+		if (w < 0 || (size_t)w >= len - used)
+			break;
+		used += (size_t)w;
+	}
+	return buf;
 }
 
 int ctl_proto_split(char *line, char **argv, int max)

@@ -30,8 +30,20 @@ enum ctl_cmd_id {
 	CTL_CMD_HELLO,
 	CTL_CMD_HELP,
 	CTL_CMD_STATUS,
+	CTL_CMD_RULES,
+	CTL_CMD_CONNECTIONS,
+	CTL_CMD_KILL,
+	CTL_CMD_DISABLE,
+	CTL_CMD_ENABLE,
+	CTL_CMD_RELOAD,
+	CTL_CMD_CHECK,
+	CTL_CMD_METRICS,
 	CTL_CMD_COUNT,
 };
+
+/* Any request may carry this word (anywhere after the command): the reply
+ * body is then one JSON document. "status json" is also accepted. */
+#define CTL_JSON_FLAG "--json"
 
 struct ctl_cmd {
 	enum ctl_cmd_id id;
@@ -39,13 +51,24 @@ struct ctl_cmd {
 	const char *usage; /* arguments, for help and usage errors */
 	const char *help;  /* one line */
 	int min_args, max_args;
-	bool mutating;     /* changes the daemon's state */
+	bool mutating;     /* changes the daemon's state (or reads files as the daemon) */
+	bool internal;     /* protocol plumbing, not a portfwdctl command */
 };
 
 extern const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT];
 
-/* The command named NAME, or NULL. */
-const struct ctl_cmd *ctl_proto_find(const char *name);
+/*
+ * The command named NAME or, failing that, the one command NAME is a prefix
+ * of ("con" for "connections"). NULL if none or several match; *MATCHES
+ * (may be NULL) gets how many matched. Internal commands match only whole.
+ */
+const struct ctl_cmd *ctl_proto_find(const char *name, int *matches);
+
+/*
+ * Writes the names of the commands starting with PREFIX ("" for all, no
+ * internal ones) into BUF as "a, b, c". Returns BUF.
+ */
+char *ctl_proto_names(const char *prefix, char *buf, size_t len);
 
 /*
  * Splits LINE in place at spaces and tabs into at most MAX words.

@@ -4,6 +4,8 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/types.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -22,7 +24,10 @@ static void daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 
 	(void)what;
 	if (sig == SIGHUP) {
-		log_warning("SIGHUP: live reload is not implemented yet; restart portfwd to apply a changed configuration");
+		struct daemon_reload_result res;
+
+		daemon_reload(d, "SIGHUP", &res);
+		config_errors_free(&res.msgs);
 		return;
 	}
 	log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -71,6 +76,264 @@ static size_t daemon_worker_count(const struct config *cfg)
 	return (size_t)n;
 }
 
+/*
+ * The draining rules: end what is left when drain_timeout has passed, and
+ * free a rule once nothing of it is left.
+ */
+static void daemon_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	double now = clock_now();
+	size_t kept = 0;
+
+	(void)fd;
+	(void)what;
+	for (size_t i = 0; i < d->ndraining; i++) {
+		struct forward *fw = d->draining[i];
+
+		if (d->cfg.drain_timeout > 0 && !fw->drain_forced &&
+		    now - fw->drain_started >= d->cfg.drain_timeout) {
+			unsigned n = forward_kill_all(fw, "drain_timeout reached");
+
+			fw->drain_forced = true;
+			log_info("rule %s: drain_timeout (%gs) reached: closed %u connection%s",
+				 fw->cfg.name, d->cfg.drain_timeout, n, n == 1 ? "" : "s");
+		}
+		if (forward_drained(fw)) {
+			log_info("rule %s: drained after %.1fs; removed", fw->cfg.name,
+				 now - fw->drain_started);
+			forward_destroy(fw);
+			continue;
+		}
+		d->draining[kept++] = fw;
+	}
+	d->ndraining = kept;
+	if (kept == 0)
+		event_del(d->drain_timer);
+}
+
+static void daemon_drain_add(struct daemon *d, struct forward *fw)
+{
+	struct timeval tv = clock_timeval(DAEMON_DRAIN_CHECK);
+
+	forward_drain(fw, clock_now());
+	d->draining[d->ndraining++] = fw; /* room was made before */
+	if (!event_pending(d->drain_timer, EV_TIMEOUT, NULL))
+		event_add(d->drain_timer, &tv);
+}
+
+struct forward *daemon_find_rule(struct daemon *d, const char *name)
+{
+	for (size_t i = 0; i < d->nrules; i++)
+		if (strcmp(d->rules[i]->cfg.name, name) == 0)
+			return d->rules[i];
+	return NULL;
+}
+
+/* The running rule that NEW takes over on reload, or -1. */
+static ssize_t daemon_match(struct daemon *d, const struct rule_config *new, const bool *taken)
+{
+	for (size_t j = 0; j < d->nrules; j++)
+		if (!taken[j] && rule_same_listener(&d->rules[j]->cfg, new))
+			return (ssize_t)j;
+	return -1;
+}
+
+/* What cannot change without a restart keeps its running value in NC. */
+static void daemon_keep_fixed(struct daemon *d, struct config *nc)
+{
+	if (nc->workers != d->cfg.workers) {
+		log_warning("reload: daemon.workers changed from %u to %u; that takes a restart, keeping %u",
+			    d->cfg.workers, nc->workers, d->cfg.workers);
+		nc->workers = d->cfg.workers;
+	}
+	if (strcmp(nc->control_socket, d->cfg.control_socket) != 0) {
+		char *tmp = nc->control_socket;
+
+		/* The socket in use may come from -s; it stays while the daemon runs. */
+		if (!d->socket_fixed)
+			log_warning("reload: daemon.control_socket \"%s\" differs from the socket in use; that takes a restart, keeping %s",
+				    tmp, d->cfg.control_socket);
+		nc->control_socket = d->cfg.control_socket;
+		d->cfg.control_socket = tmp;
+	}
+}
+
+static void daemon_result_init(struct daemon_reload_result *res)
+{
+	memset(res, 0, sizeof(*res));
+}
+
+/* Loads PATH into NC, or fills RES with the errors and returns -1. */
+static int daemon_load(const char *path, struct config *nc, struct daemon_reload_result *res)
+{
+	if (config_load(path, nc, &res->msgs) < 0) {
+		res->status = -1;
+		return -1;
+	}
+	return 0;
+}
+
+/* Counts what applying NC would do, without doing it. */
+static void daemon_diff(struct daemon *d, const struct config *nc, struct daemon_reload_result *res)
+{
+	bool *taken = calloc(d->nrules + 1, sizeof(*taken));
+
+	if (!taken)
+		return;
+	for (size_t i = 0; i < nc->nrules; i++) {
+		ssize_t j = daemon_match(d, &nc->rules[i], taken);
+
+		if (j < 0) {
+			res->added++;
+			continue;
+		}
+		taken[j] = true;
+		if (rule_config_equal(&d->rules[j]->cfg, &nc->rules[i]))
+			res->unchanged++;
+		else
+			res->changed++;
+	}
+	for (size_t j = 0; j < d->nrules; j++)
+		res->removed += !taken[j];
+	free(taken);
+}
+
+void daemon_check(struct daemon *d, const char *path, struct daemon_reload_result *res)
+{
+	struct config nc;
+
+	daemon_result_init(res);
+	if (daemon_load(path, &nc, res) < 0)
+		return;
+	daemon_diff(d, &nc, res);
+	config_free(&nc);
+}
+
+void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_result *res)
+{
+	double t0 = clock_now();
+	struct forward **rules = NULL, **draining = NULL;
+	bool *taken = NULL;
+	struct config nc;
+
+	daemon_result_init(res);
+	log_info("reload (%s): reading %s", why, d->cfg.path);
+	if (daemon_load(d->cfg.path, &nc, res) < 0) {
+		for (size_t i = 0; i < res->msgs.count; i++)
+			log_error("reload: %s", res->msgs.msgs[i]);
+		log_error("reload failed: the configuration is not valid; generation %llu stays in force, nothing changed",
+			  (unsigned long long)d->generation);
+		goto refused;
+	}
+	rules = calloc(nc.nrules, sizeof(*rules));
+	taken = calloc(d->nrules + 1, sizeof(*taken));
+	draining = realloc(d->draining, (d->ndraining + d->nrules + 1) * sizeof(*draining));
+	if (!rules || !taken || !draining) {
+		if (draining)
+			d->draining = draining;
+		config_errors_add(&res->msgs, "%s: out of memory", d->cfg.path);
+		log_error("reload failed: out of memory; nothing changed");
+		config_free(&nc);
+		res->status = -1;
+		goto refused;
+	}
+	d->draining = draining;
+	daemon_keep_fixed(d, &nc);
+	daemon_check_fd_limit(&nc);
+
+	for (size_t i = 0; i < nc.nrules; i++) {
+		ssize_t j = daemon_match(d, &nc.rules[i], taken);
+
+		if (j >= 0) {
+			rules[i] = d->rules[j];
+			taken[j] = true;
+		}
+	}
+	/* The removed ones first: a new rule may want an address they free. */
+	for (size_t j = 0; j < d->nrules; j++)
+		if (!taken[j]) {
+			res->removed++;
+			daemon_drain_add(d, d->rules[j]);
+		}
+	for (size_t i = 0; i < nc.nrules; i++) {
+		const struct rule_config *rc = &nc.rules[i];
+
+		if (rules[i]) {
+			bool same = rule_config_equal(&rules[i]->cfg, rc);
+
+			if (!same && strcmp(rules[i]->cfg.name, rc->name) != 0)
+				log_info("rule %s: renamed to %s", rules[i]->cfg.name, rc->name);
+			if (forward_update(rules[i], rc) < 0) {
+				config_errors_add(&res->msgs, "rule %s: out of memory; its old settings stay",
+						  rc->name);
+			} else if (!same) {
+				res->changed++;
+				log_info("rule %s: changed; new connections use the new settings", rc->name);
+			} else {
+				res->unchanged++;
+			}
+		} else {
+			rules[i] = forward_new(d->base, d->workers, d->nworkers, rc);
+			if (!rules[i]) {
+				/* Cannot happen short of memory; the rest still applies. */
+				config_errors_add(&res->msgs, "rule %s: out of memory; not added", rc->name);
+				continue;
+			}
+			res->added++;
+		}
+	}
+	/* Drop the rules that could not be created (out of memory). */
+	{
+		size_t n = 0;
+
+		for (size_t i = 0; i < nc.nrules; i++)
+			if (rules[i]) {
+				rules[n] = rules[i];
+				nc.rules[n] = nc.rules[i];
+				n++;
+			}
+		nc.nrules = n;
+	}
+	for (size_t i = 0; i < nc.nrules; i++) {
+		const struct forward *fw = rules[i];
+		const struct forward_proto *p[2] = { &fw->tcp, &fw->udp };
+
+		for (int k = 0; k < 2; k++)
+			if (p[k]->state == FORWARD_FAILED)
+				config_errors_add(&res->msgs, "rule %s: cannot listen on %s: %s",
+						  fw->cfg.name, k == 0 ? "tcp" : "udp", p[k]->error);
+	}
+	free(d->rules);
+	d->rules = rules;
+	d->nrules = nc.nrules;
+	free(taken);
+	config_free(&d->cfg);
+	d->cfg = nc;
+	if (!d->log_level_fixed)
+		log_set_level(d->cfg.log_level);
+	for (size_t i = 0; i < d->nworkers; i++)
+		atomic_store(&d->workers[i]->log_connections, d->cfg.log_connections);
+	d->generation++;
+	d->reloads_ok++;
+	d->last_reload = time(NULL);
+	d->last_reload_seconds = clock_now() - t0;
+	res->status = res->msgs.count ? 1 : 0;
+	log_info("reload (%s): generation %llu in force after %.3fs: %u added, %u removed, %u changed, %u unchanged%s",
+		 why, (unsigned long long)d->generation, d->last_reload_seconds, res->added,
+		 res->removed, res->changed, res->unchanged,
+		 res->status ? "; some rules are not listening" : "");
+	return;
+refused:
+	free(rules);
+	free(taken);
+	d->reloads_failed++;
+	d->last_failed = time(NULL);
+	config_errors_free(&d->last_errors);
+	for (size_t i = 0; i < res->msgs.count; i++)
+		config_errors_add(&d->last_errors, "%s", res->msgs.msgs[i]);
+}
+
 int daemon_start(struct daemon *d, struct config *cfg)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
@@ -82,11 +345,17 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	d->started_mono = clock_now();
 	d->started_wall = time(NULL);
+	d->generation = 1;
 	daemon_check_fd_limit(&d->cfg);
 
 	/* Workers and the main thread call into each other's loops. */
 	if (evthread_use_pthreads() < 0 || !(d->base = event_base_new())) {
 		log_error("cannot create the event loop");
+		return -1;
+	}
+	d->drain_timer = event_new(d->base, -1, EV_PERSIST, daemon_drain_cb, d);
+	if (!d->drain_timer) {
+		log_error("out of memory");
 		return -1;
 	}
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
@@ -153,13 +422,24 @@ void daemon_stop(struct daemon *d)
 	 * close their connections, then the forwards' memory, which they read. */
 	for (size_t i = 0; i < d->nrules; i++)
 		forward_stop(d->rules[i]);
+	for (size_t i = 0; i < d->ndraining; i++)
+		forward_stop(d->draining[i]);
 	for (size_t i = 0; i < d->nworkers; i++)
 		worker_stop(d->workers[i]);
 	for (size_t i = 0; i < d->nrules; i++)
 		forward_free(d->rules[i]);
+	for (size_t i = 0; i < d->ndraining; i++)
+		forward_free(d->draining[i]);
 	free(d->rules);
 	d->rules = NULL;
 	d->nrules = 0;
+	free(d->draining);
+	d->draining = NULL;
+	d->ndraining = 0;
+	if (d->drain_timer)
+		event_free(d->drain_timer);
+	d->drain_timer = NULL;
+	config_errors_free(&d->last_errors);
 	for (size_t i = 0; i < d->nworkers; i++) {
 		worker_free(d->workers[i]);
 		free(d->workers[i]);

@@ -1,12 +1,14 @@
 /*
  * The daemon: the configuration in force, the main loop (control socket,
- * signals, binding), the workers that carry the traffic, and one forward
- * per rule.
+ * signals, binding), the workers that carry the traffic, one forward per
+ * rule, and the rules that a reload removed while they drain.
  */
 #ifndef PORTFWD_DAEMON_H
 #define PORTFWD_DAEMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "config.h"
@@ -17,17 +19,40 @@ struct event_base;
 struct forward;
 struct worker;
 
+/* Seconds between looks at the draining rules. */
+#define DAEMON_DRAIN_CHECK 0.2
+
 struct daemon {
 	struct config cfg;
 	struct event_base *base; /* the main thread's loop */
 	struct worker **workers;
 	size_t nworkers;
-	struct forward **rules;
+	struct forward **rules; /* in the order of the file */
 	size_t nrules;
+	struct forward **draining; /* removed by a reload, connections still open */
+	size_t ndraining;
+	struct event *drain_timer;
 	struct control *control;
 	struct event *signals[4];
+	bool log_level_fixed; /* -l given: a reload keeps it */
+	bool socket_fixed;    /* -s given: the file's control_socket is not looked at */
 	double started_mono;
 	time_t started_wall;
+
+	/* Reloads: the generation in force (1 at start, +1 per applied reload). */
+	uint64_t generation;
+	uint64_t reloads_ok, reloads_failed;
+	time_t last_reload;        /* wall time of the last applied reload, 0 if none */
+	double last_reload_seconds; /* how long it took */
+	time_t last_failed;        /* wall time of the last refused reload, 0 if none */
+	struct config_errors last_errors; /* why it was refused */
+};
+
+/* The outcome of a reload or a check, for the control reply. */
+struct daemon_reload_result {
+	int status;                 /* 0 in force, 1 in force but some rule failed, -1 refused */
+	struct config_errors msgs;  /* config errors (refused) or failed rules */
+	unsigned added, removed, changed, unchanged;
 };
 
 /*
@@ -43,5 +68,23 @@ int daemon_run(struct daemon *d);
 
 /* Stops the workers, closes everything, removes the control socket. */
 void daemon_stop(struct daemon *d);
+
+/*
+ * Reads the configuration file again and applies it. Nothing changes if the
+ * file is invalid (status -1, the errors in RES). Otherwise rules are matched
+ * to the running ones by (proto, listen address): a kept rule keeps its
+ * sockets and connections and takes a changed target or limits for new
+ * connections; a new rule is bound; a removed rule stops listening and
+ * drains. Status 1 when a rule could not be bound (named in RES). WHY names
+ * the trigger for the log. Free RES->msgs with config_errors_free.
+ */
+void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_result *res);
+
+/* Validates PATH as a reload would, without applying it: RES gets the
+ * errors, or what a reload would add, remove and change. */
+void daemon_check(struct daemon *d, const char *path, struct daemon_reload_result *res);
+
+/* The rule in force named NAME, or NULL. */
+struct forward *daemon_find_rule(struct daemon *d, const char *name);
 
 #endif

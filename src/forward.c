@@ -10,6 +10,8 @@
 #include "listener.h"
 #include "log.h"
 #include "portinfo.h"
+#include "relay_tcp.h"
+#include "relay_udp.h"
 #include "worker.h"
 
 #define FORWARD_BACKLOG 511
@@ -70,20 +72,112 @@ fail:
 	return -1;
 }
 
-struct forward_attach {
+struct forward_snap *forward_snap_new(const struct rule_config *rule)
+{
+	struct forward_snap *snap = malloc(sizeof(*snap));
+
+	if (!snap)
+		return NULL;
+	atomic_init(&snap->refs, 1);
+	snap->rule = *rule;
+	return snap;
+}
+
+struct forward_snap *forward_snap_ref(struct forward_snap *snap)
+{
+	atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
+	return snap;
+}
+
+void forward_snap_unref(struct forward_snap *snap)
+{
+	/* acq_rel: the last owner sees every other owner's reads done. */
+	if (snap && atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) == 1)
+		free(snap);
+}
+
+void forward_hold(struct forward *fw)
+{
+	atomic_fetch_add(&fw->held, 1);
+}
+
+void forward_unhold(struct forward *fw)
+{
+	atomic_fetch_sub(&fw->held, 1);
+}
+
+/*
+ * A call into one worker about its listener of FW. Counted in fw->inflight
+ * until it has run, so a draining rule is never freed under a queued call.
+ */
+struct forward_call {
+	struct forward *fw;
 	struct listener *l;
+	void (*fn)(struct listener *l, void *arg);
+	void *arg;
+	bool owned; /* free it after the call (posted, not waited for) */
+};
+
+static void forward_call_cb(void *p)
+{
+	struct forward_call *c = p;
+	struct forward *fw = c->fw;
+
+	c->fn(c->l, c->arg);
+	if (c->owned)
+		free(c);
+	atomic_fetch_sub(&fw->inflight, 1);
+}
+
+/* Posts FN(listener I, ARG) to worker I without waiting. Returns 0 or -1. */
+static int forward_post(struct forward *fw, size_t i, void (*fn)(struct listener *l, void *arg),
+			void *arg)
+{
+	struct forward_call *c = malloc(sizeof(*c));
+
+	if (!c)
+		return -1;
+	*c = (struct forward_call){ fw, fw->listeners[i], fn, arg, true };
+	atomic_fetch_add(&fw->inflight, 1);
+	if (worker_call(fw->workers[i], forward_call_cb, c) < 0) {
+		atomic_fetch_sub(&fw->inflight, 1);
+		free(c);
+		return -1;
+	}
+	return 0;
+}
+
+/* Runs FN(listener, ARG) on every worker's thread, waiting for each. */
+static void forward_each_sync(struct forward *fw, void (*fn)(struct listener *l, void *arg),
+			      void *arg)
+{
+	for (size_t i = 0; i < fw->nworkers; i++) {
+		struct forward_call c = { fw, fw->listeners[i], fn, arg, false };
+
+		atomic_fetch_add(&fw->inflight, 1);
+		if (worker_call_sync(fw->workers[i], forward_call_cb, &c) < 0) {
+			atomic_fetch_sub(&fw->inflight, 1);
+			log_error("rule %s: worker %zu: out of memory; a change did not reach it",
+				  fw->cfg.name, i);
+		}
+	}
+}
+
+struct forward_attach {
 	int fd;
 	int socktype;
 };
 
-static void forward_attach_cb(void *arg)
+static void forward_attach_cb(struct listener *l, void *arg)
 {
 	struct forward_attach *a = arg;
 
-	if (a->socktype == SOCK_STREAM)
-		listener_attach_tcp(a->l, a->fd);
+	if (l->closed)
+		close(a->fd); /* disabled or removed since the bind */
+	else if (a->socktype == SOCK_STREAM)
+		listener_attach_tcp(l, a->fd);
 	else
-		listener_attach_udp(a->l, a->fd);
+		listener_attach_udp(l, a->fd);
 	free(a);
 }
 
@@ -122,13 +216,11 @@ static int forward_bind(struct forward *fw, int socktype)
 	for (size_t i = 0; i < fw->nworkers; i++) {
 		struct forward_attach *a = malloc(sizeof(*a));
 
-		/* Filled in before the call: a running worker may take it at once. */
 		if (a) {
-			a->l = fw->listeners[i];
 			a->fd = fds[i];
 			a->socktype = socktype;
 		}
-		if (!a || worker_call(fw->workers[i], forward_attach_cb, a) < 0) {
+		if (!a || forward_post(fw, i, forward_attach_cb, a) < 0) {
 			/* Out of memory: this worker goes without; the others serve. */
 			log_error("rule %s: worker %zu: out of memory; it will not serve this rule",
 				  fw->cfg.name, i);
@@ -169,8 +261,9 @@ static int forward_start_proto(struct forward *fw, int socktype)
 	return 0;
 }
 
-/* Binds whatever is not bound yet; arms the retry timer if anything failed. */
-static void forward_start(struct forward *fw)
+/* Binds whatever is not bound yet; arms the retry timer if anything failed.
+ * Returns 0, or -1 if a bind failed. */
+static int forward_start(struct forward *fw)
 {
 	struct timeval tv = { FORWARD_RETRY_SECONDS, 0 };
 	bool failed = false;
@@ -179,8 +272,9 @@ static void forward_start(struct forward *fw)
 		failed |= forward_start_proto(fw, SOCK_STREAM) < 0;
 	if ((fw->cfg.proto & RULE_PROTO_UDP) && fw->udp.state != FORWARD_LISTENING)
 		failed |= forward_start_proto(fw, SOCK_DGRAM) < 0;
-	if (failed)
+	if (failed && fw->bind_retry)
 		evtimer_add(fw->bind_retry, &tv);
+	return failed ? -1 : 0;
 }
 
 static void forward_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -190,10 +284,17 @@ static void forward_retry_cb(evutil_socket_t fd, short what, void *arg)
 	forward_start(arg);
 }
 
+static void forward_insert_cb(struct listener *l, void *arg)
+{
+	(void)arg;
+	listener_insert(l);
+}
+
 struct forward *forward_new(struct event_base *base, struct worker **workers,
 			    size_t nworkers, const struct rule_config *cfg)
 {
 	struct forward *fw = calloc(1, sizeof(*fw));
+	size_t made = 0;
 
 	if (!fw)
 		return NULL;
@@ -201,24 +302,188 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
 	fw->base = base;
 	fw->workers = workers;
 	fw->nworkers = nworkers;
+	atomic_init(&fw->max_tcp, cfg->set.max_connections);
+	atomic_init(&fw->max_udp, cfg->set.max_udp_sessions);
+	fw->snap = forward_snap_new(cfg);
 	fw->listeners = calloc(nworkers, sizeof(*fw->listeners));
 	fw->bind_retry = evtimer_new(base, forward_retry_cb, fw);
-	if (!fw->listeners || !fw->bind_retry)
+	if (!fw->snap || !fw->listeners || !fw->bind_retry)
 		goto fail;
-	for (size_t i = 0; i < nworkers; i++) {
-		fw->listeners[i] = listener_new(workers[i], fw);
-		if (!fw->listeners[i])
+	for (made = 0; made < nworkers; made++) {
+		fw->listeners[made] = listener_new(workers[made], fw, fw->snap);
+		if (!fw->listeners[made])
 			goto fail;
 	}
+	/* Into each worker's list on its own thread: a running worker walks it. */
+	forward_each_sync(fw, forward_insert_cb, NULL);
 	forward_start(fw);
 	return fw;
 fail:
-	/* Listeners made so far are in their workers' lists; worker_stop frees them. */
+	while (made > 0)
+		listener_free(fw->listeners[--made]);
 	if (fw->bind_retry)
 		event_free(fw->bind_retry);
+	forward_snap_unref(fw->snap);
 	free(fw->listeners);
 	free(fw);
 	return NULL;
+}
+
+static void forward_set_snap_cb(struct listener *l, void *arg)
+{
+	listener_set_snap(l, forward_snap_ref(arg));
+}
+
+static void forward_recheck_cb(struct listener *l, void *arg)
+{
+	(void)arg;
+	listener_tcp_recheck(l);
+}
+
+int forward_update(struct forward *fw, const struct rule_config *cfg)
+{
+	struct forward_snap *snap;
+
+	if (fw->disabled)
+		forward_enable(fw);
+	if (rule_config_equal(&fw->snap->rule, cfg)) {
+		fw->cfg = *cfg; /* at most its line moved */
+		return 0;
+	}
+	snap = forward_snap_new(cfg);
+	if (!snap)
+		return -1;
+	/* The limits first: each listener re-checks them (and starts clients
+	 * that waited for room) when the snapshot arrives. */
+	atomic_store(&fw->max_tcp, cfg->set.max_connections);
+	atomic_store(&fw->max_udp, cfg->set.max_udp_sessions);
+	forward_each_sync(fw, forward_set_snap_cb, snap);
+	forward_snap_unref(fw->snap);
+	fw->snap = snap;
+	fw->cfg = *cfg;
+	return 0;
+}
+
+static void forward_close_cb(struct listener *l, void *arg)
+{
+	listener_close(l, arg);
+}
+
+static void forward_close(struct forward *fw, const char *reason)
+{
+	forward_each_sync(fw, forward_close_cb, (void *)reason);
+	if (fw->bind_retry)
+		evtimer_del(fw->bind_retry);
+	if (fw->cfg.proto & RULE_PROTO_TCP)
+		fw->tcp.state = FORWARD_CLOSED;
+	if (fw->cfg.proto & RULE_PROTO_UDP)
+		fw->udp.state = FORWARD_CLOSED;
+}
+
+void forward_disable(struct forward *fw)
+{
+	if (fw->disabled || fw->draining)
+		return;
+	forward_close(fw, "rule disabled");
+	fw->disabled = true;
+	log_info("rule %s: disabled: not listening; its connections carry on", fw->cfg.name);
+}
+
+static void forward_reopen_cb(struct listener *l, void *arg)
+{
+	(void)arg;
+	listener_reopen(l);
+}
+
+int forward_enable(struct forward *fw)
+{
+	if (fw->draining)
+		return -1;
+	if (!fw->disabled && forward_ready(fw))
+		return 0;
+	forward_each_sync(fw, forward_reopen_cb, NULL);
+	fw->disabled = false;
+	log_info("rule %s: enabled", fw->cfg.name);
+	return forward_start(fw);
+}
+
+void forward_drain(struct forward *fw, double now)
+{
+	if (fw->draining)
+		return;
+	forward_close(fw, "rule removed");
+	fw->disabled = false;
+	fw->draining = true;
+	fw->drain_started = now;
+	log_info("rule %s: removed: not listening; draining %u connection%s",
+		 fw->cfg.name, atomic_load(&fw->tcp_active),
+		 atomic_load(&fw->tcp_active) == 1 ? "" : "s");
+}
+
+struct forward_kill {
+	const char *reason;
+	uint64_t id;
+	unsigned closed;
+};
+
+static void forward_kill_all_cb(struct listener *l, void *arg)
+{
+	struct forward_kill *k = arg;
+
+	k->closed += relay_tcp_close_all(l, k->reason);
+	k->closed += relay_udp_close_all(l, k->reason);
+}
+
+unsigned forward_kill_all(struct forward *fw, const char *reason)
+{
+	struct forward_kill k = { .reason = reason };
+
+	forward_each_sync(fw, forward_kill_all_cb, &k);
+	return k.closed;
+}
+
+static void forward_kill_id_cb(struct listener *l, void *arg)
+{
+	struct forward_kill *k = arg;
+
+	if (!k->closed)
+		k->closed = relay_tcp_close_id(l, k->id, k->reason) ||
+			    relay_udp_close_id(l, k->id, k->reason);
+}
+
+bool forward_kill_id(struct forward *fw, uint64_t id)
+{
+	struct forward_kill k = { .reason = "killed by portfwdctl", .id = id };
+
+	forward_each_sync(fw, forward_kill_id_cb, &k);
+	return k.closed > 0;
+}
+
+bool forward_drained(const struct forward *fw)
+{
+	/* held first: a connection's last act is to drop it, after it posted
+	 * its calls (which raised inflight). */
+	return atomic_load(&fw->held) == 0 && atomic_load(&fw->inflight) == 0;
+}
+
+struct forward_collect {
+	json_t *conns;
+	double now;
+};
+
+static void forward_collect_cb(struct listener *l, void *arg)
+{
+	struct forward_collect *c = arg;
+
+	relay_tcp_describe(l, c->conns, c->now);
+	relay_udp_describe(l, c->conns, c->now);
+}
+
+void forward_collect(struct forward *fw, json_t *conns, double now)
+{
+	struct forward_collect c = { conns, now };
+
+	forward_each_sync(fw, forward_collect_cb, &c);
 }
 
 void forward_stop(struct forward *fw)
@@ -237,14 +502,37 @@ void forward_free(struct forward *fw)
 	if (!fw)
 		return;
 	forward_stop(fw);
+	forward_snap_unref(fw->snap);
 	free(fw->listeners);
 	free(fw);
+}
+
+static void forward_free_listener_cb(struct listener *l, void *arg)
+{
+	(void)arg;
+	listener_free(l);
+}
+
+void forward_destroy(struct forward *fw)
+{
+	forward_stop(fw);
+	forward_each_sync(fw, forward_free_listener_cb, NULL);
+	forward_free(fw);
 }
 
 bool forward_ready(const struct forward *fw)
 {
 	return (!(fw->cfg.proto & RULE_PROTO_TCP) || fw->tcp.state == FORWARD_LISTENING) &&
 	       (!(fw->cfg.proto & RULE_PROTO_UDP) || fw->udp.state == FORWARD_LISTENING);
+}
+
+const char *forward_state_name(const struct forward *fw)
+{
+	if (fw->draining)
+		return "draining";
+	if (fw->disabled)
+		return "disabled";
+	return forward_ready(fw) ? "listening" : "failed";
 }
 
 void forward_stats(const struct forward *fw, struct rule_stats *out)
@@ -267,12 +555,7 @@ static bool forward_claim(_Atomic unsigned *count, unsigned max)
 
 bool forward_tcp_claim(struct forward *fw)
 {
-	return forward_claim(&fw->tcp_active, fw->cfg.set.max_connections);
-}
-
-static void forward_recheck_cb(void *arg)
-{
-	listener_tcp_recheck(arg);
+	return forward_claim(&fw->tcp_active, atomic_load_explicit(&fw->max_tcp, memory_order_relaxed));
 }
 
 void forward_tcp_release(struct forward *fw)
@@ -280,20 +563,21 @@ void forward_tcp_release(struct forward *fw)
 	unsigned was = atomic_fetch_sub_explicit(&fw->tcp_active, 1, memory_order_relaxed);
 
 	/* From full to not full: every worker may have paused or queued. */
-	if (was == fw->cfg.set.max_connections && !atomic_load(&fw->stopping))
+	if (was >= atomic_load_explicit(&fw->max_tcp, memory_order_relaxed) &&
+	    !atomic_load(&fw->stopping))
 		for (size_t i = 0; i < fw->nworkers; i++)
-			worker_call(fw->workers[i], forward_recheck_cb, fw->listeners[i]);
+			forward_post(fw, i, forward_recheck_cb, NULL);
 }
 
 bool forward_tcp_full(const struct forward *fw)
 {
 	return atomic_load_explicit(&fw->tcp_active, memory_order_relaxed) >=
-	       fw->cfg.set.max_connections;
+	       atomic_load_explicit(&fw->max_tcp, memory_order_relaxed);
 }
 
 bool forward_udp_claim(struct forward *fw)
 {
-	return forward_claim(&fw->udp_active, fw->cfg.set.max_udp_sessions);
+	return forward_claim(&fw->udp_active, atomic_load_explicit(&fw->max_udp, memory_order_relaxed));
 }
 
 void forward_udp_release(struct forward *fw)

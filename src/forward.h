@@ -5,13 +5,26 @@
  * SO_REUSEPORT, handed to the workers; a failure is retried from a timer.
  * The limits that span workers (max_connections, max_udp_sessions) are
  * shared counters here.
+ *
+ * Reload: the workers never read a configuration that the main thread
+ * changes. Each listener holds a reference to an immutable snapshot of its
+ * rule, and each connection and UDP session holds the snapshot it started
+ * with. A changed rule gets a new snapshot, which each worker swaps in on its
+ * own thread; the old one is freed when its last connection ends.
+ *
+ * Teardown of a rule that is removed: it stops listening at once and
+ * drains. Its listeners stay in their workers (so their connections keep
+ * running) until nothing of the rule is left: no connection, no session,
+ * no call on its way to a worker. Only then is it freed.
  */
 #ifndef PORTFWD_FORWARD_H
 #define PORTFWD_FORWARD_H
 
+#include <jansson.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "rule.h"
 #include "stats.h"
@@ -28,6 +41,7 @@ enum forward_state {
 	FORWARD_OFF = 0, /* the rule does not use this protocol */
 	FORWARD_FAILED,  /* bind failed; retried from a timer */
 	FORWARD_LISTENING,
+	FORWARD_CLOSED,  /* disabled by portfwdctl, or the rule is draining */
 };
 
 struct forward_proto {
@@ -36,8 +50,15 @@ struct forward_proto {
 	int err; /* errno of the last failed bind */
 };
 
+/* An immutable, reference-counted copy of a rule's configuration. */
+struct forward_snap {
+	_Atomic unsigned refs;
+	struct rule_config rule;
+};
+
 struct forward {
-	struct rule_config cfg; /* read-only once created; workers read it too */
+	struct rule_config cfg;    /* main thread only: what status shows, what binds */
+	struct forward_snap *snap; /* the snapshot given to the listeners (one reference) */
 	struct event_base *base;
 	struct worker **workers;
 	size_t nworkers;
@@ -45,20 +66,71 @@ struct forward {
 	struct forward_proto tcp, udp;
 	struct event *bind_retry;
 
+	bool disabled;       /* by portfwdctl disable, until enable or reload */
+	bool draining;       /* removed by a reload; freed once empty */
+	bool drain_forced;   /* drain_timeout passed: everything was closed */
+	double drain_started;
+
 	_Atomic bool stopping; /* no more calls into the workers */
+	_Atomic unsigned max_tcp, max_udp; /* the limits in force (change on reload) */
 	/* Across workers: connections being relayed, and UDP sessions. */
 	_Atomic unsigned tcp_active;
 	_Atomic unsigned udp_active;
+	/* Everything of the rule still alive in the workers: connections
+	 * (waiting ones too) and UDP sessions; and calls posted to a worker
+	 * that have not run yet. A draining rule is freed when both are 0. */
+	_Atomic unsigned held;
+	_Atomic unsigned inflight;
 };
+
+struct forward_snap *forward_snap_new(const struct rule_config *rule);
+struct forward_snap *forward_snap_ref(struct forward_snap *snap);
+void forward_snap_unref(struct forward_snap *snap);
 
 /*
  * Creates the rule's runtime on the main loop BASE and its listener in each
- * of the NWORKERS workers, and binds. A bind failure is logged, shown in
- * the state and retried every FORWARD_RETRY_SECONDS; it is not an error.
- * Returns NULL only when out of memory.
+ * of the NWORKERS workers (running or not), and binds. A bind failure is
+ * logged, shown in the state and retried every FORWARD_RETRY_SECONDS; it is
+ * not an error. Returns NULL only when out of memory.
  */
 struct forward *forward_new(struct event_base *base, struct worker **workers,
 			    size_t nworkers, const struct rule_config *cfg);
+
+/*
+ * Applies a changed configuration of the same (proto, listen) rule: new
+ * connections and sessions use it, existing ones keep what they started
+ * with. The listening sockets are not touched. Re-enables a disabled rule.
+ * Returns 0, or -1 when out of memory (the old settings stay).
+ */
+int forward_update(struct forward *fw, const struct rule_config *cfg);
+
+/* Closes the listening sockets (the ports are free when it returns); TCP
+ * connections carry on, UDP sessions end (they live on the listening
+ * socket). Stays so until forward_enable. */
+void forward_disable(struct forward *fw);
+
+/* Binds again after forward_disable. Returns 0, or -1 if a bind failed
+ * (the reason is in the state; it is retried). */
+int forward_enable(struct forward *fw);
+
+/* For a rule that a reload removed: stops listening at once, as
+ * forward_disable, and marks it draining. */
+void forward_drain(struct forward *fw, double now);
+
+/* Closes every connection and session of the rule, logging REASON.
+ * Returns how many were closed. */
+unsigned forward_kill_all(struct forward *fw, const char *reason);
+
+/* Closes connection or session ID if it belongs to this rule. Returns true
+ * if it did. */
+bool forward_kill_id(struct forward *fw, uint64_t id);
+
+/* True when a draining rule has nothing left and can be freed. */
+bool forward_drained(const struct forward *fw);
+
+/* Appends one JSON object per connection and per UDP session of the rule to
+ * CONNS (see relay_tcp_describe, relay_udp_describe). */
+void forward_collect(struct forward *fw, json_t *conns, double now);
 
 /* Stops the bind retries and calls into workers. Call before the workers stop. */
 void forward_stop(struct forward *fw);
@@ -66,8 +138,15 @@ void forward_stop(struct forward *fw);
 /* Frees FW. Its listeners must be gone already (worker_stop). */
 void forward_free(struct forward *fw);
 
+/* Frees a drained rule while the workers run: its listeners on their
+ * threads, then FW. */
+void forward_destroy(struct forward *fw);
+
 /* True if every protocol of the rule is listening. */
 bool forward_ready(const struct forward *fw);
+
+/* "listening", "failed", "disabled" or "draining". */
+const char *forward_state_name(const struct forward *fw);
 
 /* The counters of every worker for this rule, summed. */
 void forward_stats(const struct forward *fw, struct rule_stats *out);
@@ -87,5 +166,9 @@ bool forward_tcp_full(const struct forward *fw);
 /* The same for UDP sessions; a new client over the limit is dropped. */
 bool forward_udp_claim(struct forward *fw);
 void forward_udp_release(struct forward *fw);
+
+/* A connection or session of the rule begins or ends (any worker). */
+void forward_hold(struct forward *fw);
+void forward_unhold(struct forward *fw);
 
 #endif

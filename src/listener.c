@@ -113,13 +113,14 @@ void listener_tcp_recheck(struct listener *l)
 	listener_update_tcp(l);
 }
 
-struct listener *listener_new(struct worker *w, struct forward *fw)
+struct listener *listener_new(struct worker *w, struct forward *fw, struct forward_snap *snap)
 {
 	struct listener *l = calloc(1, sizeof(*l));
 
 	if (!l)
 		return NULL;
-	l->cfg = &fw->cfg;
+	l->snap = forward_snap_ref(snap);
+	l->cfg = &snap->rule;
 	l->fw = fw;
 	l->worker = w;
 	l->udp_fd = -1;
@@ -127,18 +128,30 @@ struct listener *listener_new(struct worker *w, struct forward *fw)
 	TAILQ_INIT(&l->waiting);
 	l->accept_retry = evtimer_new(w->base, listener_accept_retry_cb, l);
 	if (!l->accept_retry) {
+		forward_snap_unref(l->snap);
 		free(l);
 		return NULL;
 	}
-	LIST_INSERT_HEAD(&w->listeners, l, link);
 	return l;
 }
 
-void listener_free(struct listener *l)
+void listener_insert(struct listener *l)
 {
-	if (!l)
-		return;
-	LIST_REMOVE(l, link);
+	LIST_INSERT_HEAD(&l->worker->listeners, l, link);
+	l->inserted = true;
+}
+
+void listener_set_snap(struct listener *l, struct forward_snap *snap)
+{
+	forward_snap_unref(l->snap);
+	l->snap = snap;
+	l->cfg = &snap->rule;
+	listener_tcp_recheck(l);
+}
+
+/* Closes the listening sockets only. */
+static void listener_close_sockets(struct listener *l)
+{
 	if (l->tcp)
 		evconnlistener_free(l->tcp);
 	l->tcp = NULL;
@@ -148,8 +161,33 @@ void listener_free(struct listener *l)
 	}
 	l->udp_ev = NULL;
 	l->udp_fd = -1;
+}
+
+void listener_close(struct listener *l, const char *reason)
+{
+	listener_close_sockets(l);
+	l->closed = true;
+	/* No accept to retry; waiting clients start when a slot frees. */
+	evtimer_del(l->accept_retry);
+	l->tcp_paused_emfile = false;
+	relay_udp_close_all(l, reason);
+}
+
+void listener_reopen(struct listener *l)
+{
+	l->closed = false;
+}
+
+void listener_free(struct listener *l)
+{
+	if (!l)
+		return;
+	if (l->inserted)
+		LIST_REMOVE(l, link);
+	listener_close_sockets(l);
 	relay_tcp_close_all(l, "shutdown");
-	relay_udp_close_all(l);
+	relay_udp_close_all(l, "shutdown");
 	event_free(l->accept_retry);
+	forward_snap_unref(l->snap);
 	free(l);
 }

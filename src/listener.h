@@ -16,6 +16,7 @@
 struct event;
 struct evconnlistener;
 struct forward;
+struct forward_snap;
 struct worker;
 struct relay_tcp_conn;
 struct udp_session;
@@ -24,10 +25,13 @@ TAILQ_HEAD(relay_tcp_list, relay_tcp_conn);
 
 struct listener {
 	LIST_ENTRY(listener) link; /* in the worker's list */
-	const struct rule_config *cfg;
+	struct forward_snap *snap;     /* the rule as new connections see it (a reference) */
+	const struct rule_config *cfg; /* &snap->rule */
 	struct forward *fw;
 	struct worker *worker;
 	struct rule_counters stats;
+	bool closed;   /* disabled or draining: sockets handed over are closed */
+	bool inserted; /* in the worker's list */
 
 	/* TCP */
 	struct evconnlistener *tcp;
@@ -43,8 +47,22 @@ struct listener {
 	struct udp_session *sessions; /* uthash head, keyed by client address */
 };
 
-/* Creates FW's listener in worker W (no sockets yet). NULL when out of memory. */
-struct listener *listener_new(struct worker *w, struct forward *fw);
+/* Creates FW's listener for worker W (no sockets yet) holding a reference
+ * to SNAP; listener_insert puts it in W's list. NULL when out of memory. */
+struct listener *listener_new(struct worker *w, struct forward *fw, struct forward_snap *snap);
+void listener_insert(struct listener *l);
+
+/* Takes SNAP (a reference) for new connections and drops the old one;
+ * re-checks the limits, which may have changed. W's thread. */
+void listener_set_snap(struct listener *l, struct forward_snap *snap);
+
+/* Closes the listening sockets (the port is free when it returns) and ends
+ * the UDP sessions, which cannot reach their clients without the socket.
+ * TCP connections carry on. L's thread. */
+void listener_close(struct listener *l, const char *reason);
+
+/* Opens L to sockets again after listener_close. L's thread. */
+void listener_reopen(struct listener *l);
 
 /* Closes the sockets, every connection and session, and frees L (W's thread). */
 void listener_free(struct listener *l);

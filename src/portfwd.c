@@ -86,6 +86,15 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 0;
 	}
+	/* Reload reads the file again: name it so a changed directory cannot matter. */
+	{
+		char *abs = realpath(cfg.path, NULL);
+
+		if (abs) {
+			free(cfg.path);
+			cfg.path = abs;
+		}
+	}
 	if (sock) {
 		free(cfg.control_socket);
 		cfg.control_socket = strdup(sock);
@@ -104,6 +113,8 @@ int main(int argc, char **argv)
 		daemon_stop(&d);
 		return 1;
 	}
+	d.log_level_fixed = lvl >= 0;
+	d.socket_fixed = sock != NULL;
 	rc = daemon_run(&d);
 	daemon_stop(&d);
 	return rc;

@@ -25,16 +25,25 @@ enum {
 
 static void usage(FILE *out)
 {
+	fprintf(out, "usage: portfwdctl [-s SOCKET] COMMAND [ARGUMENTS] [--json]\ncommands:\n");
+	for (size_t i = 0; i < CTL_CMD_COUNT; i++) {
+		const struct ctl_cmd *c = &ctl_cmds[i];
+		char head[64];
+
+		if (c->internal)
+			continue;
+		snprintf(head, sizeof(head), "%s%s%s", c->name, c->usage[0] ? " " : "", c->usage);
+		fprintf(out, "  %-24s %s\n", head, c->help);
+	}
 	fprintf(out,
-		"usage: portfwdctl [-s SOCKET] COMMAND [--json]\n"
-		"commands:\n"
-		"  status [--json]   daemon and rules: state, connections, sessions, counters\n"
-		"  help              list the daemon's control commands\n"
+		"A command may be shortened to a unique prefix (con = connections).\n"
 		"options:\n"
 		"  -s SOCKET  control socket (default: $PORTFWD_SOCKET, else %s)\n"
+		"  --json     print the reply as JSON (any command)\n"
 		"  -V         print the version and exit\n"
 		"  -h         print this help and exit\n"
-		"exit status: 0 ok, 1 error reply, 2 usage, 3 cannot connect\n",
+		"exit status: 0 ok, 1 error reply (or a reload/check that failed), 2 usage, 3 cannot connect\n"
+		"See portfwdctl(8).\n",
 		CTL_DEFAULT_SOCKET);
 }
 
@@ -74,14 +83,17 @@ static int ctl_connect(const char *path)
 }
 
 /*
- * Reads one reply. Body lines go to BODY (may be NULL to discard).
- * Returns 0 for ".ok", 1 for ".error" (message printed), -1 if the
- * connection failed before the end line (message printed).
+ * Reads one reply. Body lines go to BODY (may be NULL to discard); with
+ * ERRBODY set they go there instead when the reply ends in an error (the
+ * body of a refused reload is its list of errors). Returns 0 for ".ok", 1
+ * for ".error" (message printed), -1 if the connection failed before the
+ * end line (message printed).
  */
-static int ctl_read_reply(FILE *in, FILE *body, const char *path)
+static int ctl_read_reply(FILE *in, FILE *body, FILE *errbody, const char *path)
 {
-	char *line = NULL;
-	size_t cap = 0;
+	char *line = NULL, *held = NULL;
+	size_t cap = 0, held_len = 0;
+	FILE *mem = errbody ? open_memstream(&held, &held_len) : NULL;
 	ssize_t n;
 	int rc = -1;
 
@@ -92,29 +104,41 @@ static int ctl_read_reply(FILE *in, FILE *body, const char *path)
 			line[--n] = '\0';
 		switch (ctl_proto_parse_reply(line, &text)) {
 		case CTL_LINE_BODY:
-			if (body)
+			if (mem)
+				fprintf(mem, "%s\n", text);
+			else if (body)
 				fprintf(body, "%s\n", text);
 			continue;
 		case CTL_LINE_OK:
 			rc = 0;
 			break;
 		case CTL_LINE_ERROR:
-			fprintf(stderr, "portfwdctl: %s\n", text);
 			rc = 1;
 			break;
 		}
+		if (mem) {
+			fclose(mem);
+			mem = NULL;
+			fputs(held ? held : "", rc == 0 ? body : errbody);
+		}
+		if (rc == 1)
+			fprintf(stderr, "portfwdctl: %s\n", text);
 		break;
 	}
+	if (mem)
+		fclose(mem);
+	free(held);
 	if (rc < 0)
 		fprintf(stderr, "portfwdctl: %s: %s\n", path,
-			ferror(in) && errno == EAGAIN ? "no reply within 10 seconds"
+			ferror(in) && errno == EAGAIN ? "no reply within the time limit"
 						      : "connection closed before the reply ended");
 	free(line);
 	return rc;
 }
 
-/* Sends the hello and REQUEST, and prints the reply to OUT. Returns an exit code. */
-static int ctl_run(const char *path, const char *request, FILE *out)
+/* Sends the hello and REQUEST, and prints the reply to OUT (errors' bodies
+ * to ERRBODY if set). Returns an exit code. */
+static int ctl_run(const char *path, const char *request, FILE *out, FILE *errbody)
 {
 	char buf[CTL_REQUEST_MAX + 32];
 	int fd, rc, len;
@@ -124,6 +148,11 @@ static int ctl_run(const char *path, const char *request, FILE *out)
 	if (fd < 0)
 		return EXIT_CONNECT;
 	len = snprintf(buf, sizeof(buf), "hello %d\n%s\n", CTL_PROTO_VERSION, request);
+	if (len < 0 || (size_t)len >= sizeof(buf)) {
+		fprintf(stderr, "portfwdctl: the request is too long\n");
+		close(fd);
+		return EXIT_USAGE;
+	}
 	if (send(fd, buf, (size_t)len, MSG_NOSIGNAL) != len) {
 		fprintf(stderr, "portfwdctl: %s: cannot send the request: %s\n", path, strerror(errno));
 		close(fd);
@@ -135,14 +164,16 @@ static int ctl_run(const char *path, const char *request, FILE *out)
 		close(fd);
 		return EXIT_REPLY_ERROR;
 	}
-	rc = ctl_read_reply(in, NULL, path);
+	rc = ctl_read_reply(in, NULL, NULL, path);
 	if (rc == 0)
-		rc = ctl_read_reply(in, out, path);
+		rc = ctl_read_reply(in, out, errbody, path);
 	fclose(in);
 	return rc == 0 ? EXIT_OK : EXIT_REPLY_ERROR;
 }
 
-static int ctl_status(const char *path, bool json)
+/* Runs REQUEST (which asks for JSON) and pretty-prints the document, also
+ * when the reply is an error (a refused reload's errors are in it). */
+static int ctl_run_json(const char *path, const char *request)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -151,15 +182,16 @@ static int ctl_status(const char *path, bool json)
 	json_error_t jerr;
 	int rc;
 
-	if (!json)
-		return ctl_run(path, "status", stdout);
-
 	mem = open_memstream(&text, &len);
 	if (!mem)
 		return EXIT_REPLY_ERROR;
-	rc = ctl_run(path, "status json", mem);
+	rc = ctl_run(path, request, mem, mem);
 	fclose(mem);
-	if (rc != EXIT_OK) {
+	if (rc != EXIT_OK && rc != EXIT_REPLY_ERROR) {
+		free(text);
+		return rc;
+	}
+	if (len == 0) {
 		free(text);
 		return rc;
 	}
@@ -172,19 +204,41 @@ static int ctl_status(const char *path, bool json)
 	json_dumpf(doc, stdout, JSON_INDENT(2));
 	putchar('\n');
 	json_decref(doc);
-	return EXIT_OK;
+	return rc;
+}
+
+/* Appends WORD to the request in BUF. Returns -1 if it does not fit or
+ * cannot be sent as one word. */
+static int ctl_add_word(char *buf, size_t len, const char *word)
+{
+	size_t used = strlen(buf);
+	int w;
+
+	if (!*word || strpbrk(word, " \t\r\n")) {
+		fprintf(stderr, "portfwdctl: \"%s\": arguments cannot be empty or contain spaces\n", word);
+		return -1;
+	}
+	w = snprintf(buf + used, len - used, "%s%s", used ? " " : "", word);
+	if (w < 0 || (size_t)w >= len - used) {
+		fprintf(stderr, "portfwdctl: the request is too long\n");
+		return -1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	const char *path = getenv("PORTFWD_SOCKET");
+	char request[CTL_REQUEST_MAX + 1] = "";
+	const struct ctl_cmd *cmd;
+	char *args[CTL_ARGS_MAX];
+	char names[256];
 	bool json = false;
-	const char *cmd;
-	int opt;
+	int opt, nargs = 0, matches;
 
 	if (!path || !*path)
 		path = CTL_DEFAULT_SOCKET;
-	while ((opt = getopt(argc, argv, "+s:Vh")) != -1) {
+	while ((opt = getopt(argc, argv, "+s:Vhj")) != -1) {
 		switch (opt) {
 		case 's':
 			path = optarg;
@@ -195,6 +249,9 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return EXIT_OK;
+		case 'j':
+			json = true;
+			break;
 		default:
 			usage(stderr);
 			return EXIT_USAGE;
@@ -205,21 +262,58 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	cmd = argv[optind++];
-	for (int i = optind; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0) {
+	cmd = ctl_proto_find(argv[optind], &matches);
+	if (!cmd || cmd->internal) {
+		fprintf(stderr, "portfwdctl: %s command \"%s\"; the commands are: %s\n",
+			matches > 1 ? "ambiguous" : "unknown", argv[optind],
+			ctl_proto_names(matches > 1 ? argv[optind] : "", names, sizeof(names)));
+		return EXIT_USAGE;
+	}
+	for (int i = optind + 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
 			json = true;
-		} else {
-			fprintf(stderr, "portfwdctl: %s: unexpected argument \"%s\"\n", cmd, argv[i]);
+		else if (argv[i][0] == '-' && !(cmd->id == CTL_CMD_KILL && strcmp(argv[i], "--rule") == 0)) {
+			fprintf(stderr, "portfwdctl: %s: unknown option \"%s\"\n", cmd->name, argv[i]);
 			usage(stderr);
 			return EXIT_USAGE;
-		}
+		} else if (nargs == CTL_ARGS_MAX - 2) {
+			fprintf(stderr, "portfwdctl: too many arguments\n");
+			return EXIT_USAGE;
+		} else
+			args[nargs++] = argv[i];
 	}
-	if (strcmp(cmd, "status") == 0)
-		return ctl_status(path, json);
-	if (strcmp(cmd, "help") == 0 && !json)
-		return ctl_run(path, "help", stdout);
-	fprintf(stderr, "portfwdctl: unknown command \"%s\" (commands: status, help)\n", cmd);
-	usage(stderr);
-	return EXIT_USAGE;
+	if (nargs < cmd->min_args || nargs > cmd->max_args) {
+		fprintf(stderr, "portfwdctl: usage: portfwdctl %s%s%s [--json]\n", cmd->name,
+			cmd->usage[0] ? " " : "", cmd->usage);
+		return EXIT_USAGE;
+	}
+	if (cmd->id == CTL_CMD_HELP && !json) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	if (ctl_add_word(request, sizeof(request), cmd->name) < 0)
+		return EXIT_USAGE;
+	for (int i = 0; i < nargs; i++) {
+		char *abs = NULL;
+		int r;
+
+		/* The daemon reads the file from its own directory: send a full path. */
+		if (cmd->id == CTL_CMD_CHECK && args[i][0] != '/') {
+			abs = realpath(args[i], NULL);
+			if (!abs) {
+				fprintf(stderr, "portfwdctl: check: %s: %s\n", args[i], strerror(errno));
+				return EXIT_REPLY_ERROR;
+			}
+		}
+		r = ctl_add_word(request, sizeof(request), abs ? abs : args[i]);
+		free(abs);
+		if (r < 0)
+			return EXIT_USAGE;
+	}
+	if (json) {
+		if (ctl_add_word(request, sizeof(request), CTL_JSON_FLAG) < 0)
+			return EXIT_USAGE;
+		return ctl_run_json(path, request);
+	}
+	return ctl_run(path, request, stdout, stderr);
 }

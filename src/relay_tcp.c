@@ -49,6 +49,8 @@ struct relay_dir {
 struct relay_tcp_conn {
 	TAILQ_ENTRY(relay_tcp_conn) link; /* in the listener's conns or waiting */
 	struct listener *rule;
+	struct forward_snap *snap;     /* the rule as it was when the connection came */
+	const struct rule_config *cfg; /* &snap->rule */
 	uint64_t id;
 	int fd[2]; /* -1 when not open */
 	struct event *rev[2], *wev[2];
@@ -99,7 +101,7 @@ static int relay_dir_to_copy(struct relay_tcp_conn *c, struct relay_dir *d)
 	if (d->pipe.r >= 0)
 		worker_pipe_put(c->rule->worker, &d->pipe);
 	d->splice = false;
-	log_debug("tcp %s: connection %llu: splice refused, copying instead", c->rule->cfg->name,
+	log_debug("tcp %s: connection %llu: splice refused, copying instead", c->cfg->name,
 		  (unsigned long long)c->id);
 	return 0;
 }
@@ -118,7 +120,7 @@ static void relay_tcp_want(struct event *ev, bool *on, bool want)
 /* Sets each socket's read and write interest from the connection's state. */
 static void relay_tcp_update(struct relay_tcp_conn *c)
 {
-	size_t limit = c->rule->cfg->set.buffer_size;
+	size_t limit = c->cfg->set.buffer_size;
 
 	for (int s = 0; s < 2; s++) {
 		bool r = c->connected && !c->eof[s] &&
@@ -214,7 +216,7 @@ static ssize_t relay_tcp_read_some(struct relay_tcp_conn *c, int s, size_t room)
 
 	if (dir->splice) {
 		if (dir->pipe.r < 0 &&
-		    worker_pipe_get(c->rule->worker, c->rule->cfg->set.buffer_size, &dir->pipe) < 0) {
+		    worker_pipe_get(c->rule->worker, c->cfg->set.buffer_size, &dir->pipe) < 0) {
 			dir->pipe.r = dir->pipe.w = -1;
 			if (relay_dir_to_copy(c, dir) < 0)
 				return errno = ENOMEM, -1;
@@ -249,7 +251,7 @@ static ssize_t relay_tcp_read_some(struct relay_tcp_conn *c, int s, size_t room)
 static void relay_tcp_read(struct relay_tcp_conn *c, int s)
 {
 	struct relay_dir *dir = &c->dir[s];
-	size_t cap = relay_dir_cap(dir, c->rule->cfg->set.buffer_size);
+	size_t cap = relay_dir_cap(dir, c->cfg->set.buffer_size);
 	size_t queued = relay_dir_queued(dir);
 	ssize_t n = relay_tcp_read_some(c, s, cap > queued ? cap - queued : 1);
 
@@ -277,11 +279,21 @@ static void relay_tcp_read(struct relay_tcp_conn *c, int s)
 	relay_tcp_update(c);
 }
 
-static void relay_tcp_connect_failed(struct relay_tcp_conn *c, const char *why)
+/* ERR is the errno of the failure (ETIMEDOUT for connect_timeout); WHY says it. */
+static void relay_tcp_connect_failed(struct relay_tcp_conn *c, int err, const char *why)
 {
+	struct rule_counters *st = &c->rule->stats;
 	char reason[256];
 
-	STAT_ADD(&c->rule->stats, tcp_connect_failed, 1);
+	STAT_ADD(st, tcp_connect_failed, 1);
+	if (err == ECONNREFUSED)
+		STAT_ADD(st, tcp_failed_refused, 1);
+	else if (err == ETIMEDOUT)
+		STAT_ADD(st, tcp_failed_timeout, 1);
+	else if (err == EHOSTUNREACH || err == ENETUNREACH)
+		STAT_ADD(st, tcp_failed_unreachable, 1);
+	else
+		STAT_ADD(st, tcp_failed_other, 1);
 	snprintf(reason, sizeof(reason), "connect failed: %s", why);
 	relay_tcp_close(c, LOG_LVL_WARNING, reason);
 }
@@ -298,9 +310,9 @@ static void relay_tcp_connected(struct relay_tcp_conn *c)
 	c->connected = true;
 	c->last_active = clock_now();
 	evtimer_del(c->timer);
-	if (c->rule->cfg->set.idle_timeout > 0)
-		relay_tcp_arm_timer(c, c->rule->cfg->set.idle_timeout);
-	log_debug("tcp %s: connection %llu connected to the target", c->rule->cfg->name,
+	if (c->cfg->set.idle_timeout > 0)
+		relay_tcp_arm_timer(c, c->cfg->set.idle_timeout);
+	log_debug("tcp %s: connection %llu connected to the target", c->cfg->name,
 		  (unsigned long long)c->id);
 	relay_tcp_update(c);
 }
@@ -314,7 +326,7 @@ static void relay_tcp_write(struct relay_tcp_conn *c, int s)
 		if (getsockopt(c->fd[SIDE_TARGET], SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 			err = errno;
 		if (err) {
-			relay_tcp_connect_failed(c, strerror(err));
+			relay_tcp_connect_failed(c, err, strerror(err));
 			return;
 		}
 		relay_tcp_connected(c);
@@ -362,12 +374,12 @@ static void relay_tcp_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (!c->connected) {
-		snprintf(why, sizeof(why), "timed out after %gs", c->rule->cfg->set.connect_timeout);
-		relay_tcp_connect_failed(c, why);
+		snprintf(why, sizeof(why), "timed out after %gs", c->cfg->set.connect_timeout);
+		relay_tcp_connect_failed(c, ETIMEDOUT, why);
 		return;
 	}
 	/* Traffic only stamps a time; the timer re-arms for what remains. */
-	limit = c->rule->cfg->set.idle_timeout;
+	limit = c->cfg->set.idle_timeout;
 	idle = clock_now() - c->last_active;
 	if (idle + 0.001 >= limit) {
 		snprintf(why, sizeof(why), "idle for %gs", limit);
@@ -396,11 +408,11 @@ static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *rea
 	struct listener *l = c->rule;
 	char client[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
 
-	if (level <= LOG_LVL_WARNING || l->worker->log_connections)
+	if (level <= LOG_LVL_WARNING || atomic_load_explicit(&l->worker->log_connections, memory_order_relaxed))
 		log_msg(level, "tcp %s: %s -> %s closed after %.3fs, %llu bytes to target, %llu bytes to client: %s",
-			l->cfg->name,
+			c->cfg->name,
 			rule_format_addr((struct sockaddr *)&c->client_addr, client, sizeof(client)),
-			rule_format_addr((struct sockaddr *)&l->cfg->target, target, sizeof(target)),
+			rule_format_addr((struct sockaddr *)&c->cfg->target, target, sizeof(target)),
 			clock_now() - c->started, (unsigned long long)c->bytes[SIDE_CLIENT],
 			(unsigned long long)c->bytes[SIDE_TARGET], reason);
 	TAILQ_REMOVE(c->waiting ? &l->waiting : &l->conns, c, link);
@@ -419,7 +431,10 @@ static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *rea
 		STAT_SUB(&l->stats, tcp_active, 1);
 		forward_tcp_release(l->fw);
 	}
+	forward_snap_unref(c->snap);
 	free(c);
+	/* Last: a draining rule may be freed from here on. */
+	forward_unhold(l->fw);
 }
 
 /* Opens the connection to the target of a connection that holds a slot. */
@@ -427,8 +442,8 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 {
 	struct listener *l = c->rule;
 	struct event_base *base = l->worker->base;
-	const struct sockaddr *target = (const struct sockaddr *)&l->cfg->target;
-	struct timeval tv = clock_timeval(l->cfg->set.connect_timeout);
+	const struct sockaddr *target = (const struct sockaddr *)&c->cfg->target;
+	struct timeval tv = clock_timeval(c->cfg->set.connect_timeout);
 	int one = 1, fd;
 
 	c->waiting = false;
@@ -453,7 +468,7 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 		return;
 	}
 	if (fd < 0) {
-		relay_tcp_connect_failed(c, strerror(errno));
+		relay_tcp_connect_failed(c, errno, strerror(errno));
 		return;
 	}
 	c->fd[SIDE_TARGET] = fd;
@@ -464,12 +479,12 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
 		return;
 	}
-	if (connect(fd, target, l->cfg->target_len) == 0) {
+	if (connect(fd, target, c->cfg->target_len) == 0) {
 		relay_tcp_connected(c);
 		return;
 	}
 	if (errno != EINPROGRESS) {
-		relay_tcp_connect_failed(c, strerror(errno));
+		relay_tcp_connect_failed(c, errno, strerror(errno));
 		return;
 	}
 	/* The client is not read until the target is there; the kernel holds its bytes. */
@@ -490,13 +505,16 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 		return;
 	}
 	c->rule = l;
-	c->id = ++l->worker->next_conn_id;
+	c->snap = forward_snap_ref(l->snap);
+	c->cfg = &c->snap->rule;
+	c->id = worker_next_id();
+	forward_hold(l->fw);
 	c->first_eof = -1;
 	c->started = clock_now();
 	c->fd[SIDE_CLIENT] = fd;
 	c->fd[SIDE_TARGET] = -1;
 	for (int s = 0; s < 2; s++) {
-		c->dir[s].splice = l->cfg->set.splice;
+		c->dir[s].splice = c->cfg->set.splice;
 		c->dir[s].pipe.r = c->dir[s].pipe.w = -1;
 	}
 	memcpy(&c->client_addr, sa,
@@ -529,10 +547,75 @@ void relay_tcp_start_waiting(struct listener *l)
 		relay_tcp_begin(TAILQ_FIRST(&l->waiting));
 }
 
-void relay_tcp_close_all(struct listener *l, const char *reason)
+unsigned relay_tcp_close_all(struct listener *l, const char *reason)
 {
-	while (!TAILQ_EMPTY(&l->conns))
-		relay_tcp_close(TAILQ_FIRST(&l->conns), LOG_LVL_INFO, reason);
-	while (!TAILQ_EMPTY(&l->waiting))
+	unsigned n = 0;
+
+	/* The waiting ones first, or closing a relayed one would start them. */
+	for (; !TAILQ_EMPTY(&l->waiting); n++)
 		relay_tcp_close(TAILQ_FIRST(&l->waiting), LOG_LVL_INFO, reason);
+	for (; !TAILQ_EMPTY(&l->conns); n++)
+		relay_tcp_close(TAILQ_FIRST(&l->conns), LOG_LVL_INFO, reason);
+	return n;
+}
+
+bool relay_tcp_close_id(struct listener *l, uint64_t id, const char *reason)
+{
+	struct relay_tcp_list *lists[2] = { &l->waiting, &l->conns };
+	struct relay_tcp_conn *c;
+
+	for (int i = 0; i < 2; i++)
+		TAILQ_FOREACH(c, lists[i], link)
+			if (c->id == id) {
+				relay_tcp_close(c, LOG_LVL_INFO, reason);
+				return true;
+			}
+	return false;
+}
+
+/* What a person sees of a connection: where it is in its life. */
+static const char *relay_tcp_state(const struct relay_tcp_conn *c)
+{
+	if (c->waiting)
+		return "waiting";
+	if (!c->connected)
+		return "connecting";
+	if (c->eof[SIDE_CLIENT] && c->eof[SIDE_TARGET])
+		return "closing";
+	if (c->eof[SIDE_CLIENT])
+		return "client-closed";
+	if (c->eof[SIDE_TARGET])
+		return "target-closed";
+	return "established";
+}
+
+static void relay_tcp_describe_list(struct listener *l, struct relay_tcp_list *list,
+				    json_t *out, double now)
+{
+	char client[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+	struct relay_tcp_conn *c;
+
+	TAILQ_FOREACH(c, list, link) {
+		double last = c->connected ? c->last_active : c->started;
+
+		json_array_append_new(
+			out, json_pack("{s:I, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, s:s, s:b}",
+				       "id", (json_int_t)c->id,
+				       "rule", c->cfg->name,
+				       "proto", "tcp",
+				       "client", rule_format_addr((struct sockaddr *)&c->client_addr, client, sizeof(client)),
+				       "target", rule_format_addr((struct sockaddr *)&c->cfg->target, target, sizeof(target)),
+				       "age", now - c->started,
+				       "idle", now - last,
+				       "bytes_to_target", (json_int_t)c->bytes[SIDE_CLIENT],
+				       "bytes_to_client", (json_int_t)c->bytes[SIDE_TARGET],
+				       "state", relay_tcp_state(c),
+				       "draining", l->fw->draining));
+	}
+}
+
+void relay_tcp_describe(struct listener *l, json_t *out, double now)
+{
+	relay_tcp_describe_list(l, &l->conns, out, now);
+	relay_tcp_describe_list(l, &l->waiting, out, now);
 }

@@ -9,6 +9,9 @@
 #define PORTFWD_RELAY_TCP_H
 
 #include <event2/util.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct listener;
@@ -21,7 +24,17 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 /* Starts relaying waiting clients of L while the rule has room. */
 void relay_tcp_start_waiting(struct listener *l);
 
-/* Ends every connection of L (waiting ones too), logging REASON for each. */
-void relay_tcp_close_all(struct listener *l, const char *reason);
+/* Ends every connection of L (waiting ones too), logging REASON for each.
+ * Returns how many. */
+unsigned relay_tcp_close_all(struct listener *l, const char *reason);
+
+/* Ends connection ID of L, if it is there. Returns true if it was. */
+bool relay_tcp_close_id(struct listener *l, uint64_t id, const char *reason);
+
+/* Appends an object per connection of L to OUT: id, rule, proto, client,
+ * target, age, idle (seconds), bytes_to_target, bytes_to_client, state
+ * (waiting, connecting, established, client-closed, target-closed,
+ * closing) and draining. */
+void relay_tcp_describe(struct listener *l, json_t *out, double now);
 
 #endif

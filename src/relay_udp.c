@@ -28,11 +28,11 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 	struct listener *l = s->rule;
 	char client[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
 
-	if (l->worker->log_connections)
+	if (atomic_load_explicit(&l->worker->log_connections, memory_order_relaxed))
 		log_info("udp %s: %s -> %s session ended after %.3fs, %llu datagrams (%llu bytes) to target, %llu datagrams (%llu bytes) to client: %s",
-			 l->cfg->name,
+			 s->cfg->name,
 			 rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
-			 rule_format_addr((struct sockaddr *)&l->cfg->target, target, sizeof(target)),
+			 rule_format_addr((struct sockaddr *)&s->cfg->target, target, sizeof(target)),
 			 clock_now() - s->started, (unsigned long long)s->dgrams_to_target,
 			 (unsigned long long)s->bytes_to_target,
 			 (unsigned long long)s->dgrams_to_client,
@@ -44,15 +44,17 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 		event_free(s->idle);
 	if (s->fd >= 0)
 		close(s->fd);
+	forward_snap_unref(s->snap);
 	free(s);
 	STAT_SUB(&l->stats, udp_active, 1);
 	forward_udp_release(l->fw);
+	forward_unhold(l->fw); /* last: a draining rule may be freed from here on */
 }
 
 static void relay_udp_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct udp_session *s = arg;
-	double limit = s->rule->cfg->set.udp_idle_timeout;
+	double limit = s->cfg->set.udp_idle_timeout;
 	double idle = clock_now() - s->last_active;
 	struct timeval tv;
 
@@ -166,6 +168,9 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	if (!s)
 		return NULL;
 	s->rule = l;
+	s->snap = l->snap;
+	s->cfg = l->cfg;
+	s->id = worker_next_id();
 	s->fd = -1;
 	memcpy(&s->client, client, sizeof(s->client));
 	s->client_len = client_len;
@@ -184,6 +189,8 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 		goto fail;
 	if (udp_table_add(&l->sessions, s) < 0)
 		goto fail;
+	forward_snap_ref(s->snap);
+	forward_hold(l->fw);
 	STAT_ADD(&l->stats, udp_active, 1);
 	STAT_ADD(&l->stats, udp_sessions_created, 1);
 	log_debug("udp %s: new session for %s", l->cfg->name,
@@ -281,10 +288,49 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void relay_udp_close_all(struct listener *l)
+unsigned relay_udp_close_all(struct listener *l, const char *reason)
+{
+	struct udp_session *s, *tmp;
+	unsigned n = 0;
+
+	HASH_ITER(hh, l->sessions, s, tmp) {
+		relay_udp_session_end(s, reason);
+		n++;
+	}
+	return n;
+}
+
+bool relay_udp_close_id(struct listener *l, uint64_t id, const char *reason)
 {
 	struct udp_session *s, *tmp;
 
 	HASH_ITER(hh, l->sessions, s, tmp)
-		relay_udp_session_end(s, "shutdown");
+		if (s->id == id) {
+			relay_udp_session_end(s, reason);
+			return true;
+		}
+	return false;
+}
+
+void relay_udp_describe(struct listener *l, json_t *out, double now)
+{
+	char client[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+	struct udp_session *s, *tmp;
+
+	HASH_ITER(hh, l->sessions, s, tmp)
+		json_array_append_new(
+			out, json_pack("{s:I, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, s:I, s:I, s:s, s:b}",
+				       "id", (json_int_t)s->id,
+				       "rule", s->cfg->name,
+				       "proto", "udp",
+				       "client", rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
+				       "target", rule_format_addr((struct sockaddr *)&s->cfg->target, target, sizeof(target)),
+				       "age", now - s->started,
+				       "idle", now - s->last_active,
+				       "datagrams_to_target", (json_int_t)s->dgrams_to_target,
+				       "datagrams_to_client", (json_int_t)s->dgrams_to_client,
+				       "bytes_to_target", (json_int_t)s->bytes_to_target,
+				       "bytes_to_client", (json_int_t)s->bytes_to_client,
+				       "state", "active",
+				       "draining", l->fw->draining));
 }

@@ -7,13 +7,23 @@
 #define PORTFWD_RELAY_UDP_H
 
 #include <event2/util.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 struct listener;
 
 /* Event callback for a rule's UDP listening socket; ARG is the listener. */
 void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg);
 
-/* Ends every session of L. */
-void relay_udp_close_all(struct listener *l);
+/* Ends every session of L, logging REASON. Returns how many. */
+unsigned relay_udp_close_all(struct listener *l, const char *reason);
+
+/* Ends session ID of L, if it is there. Returns true if it was. */
+bool relay_udp_close_id(struct listener *l, uint64_t id, const char *reason);
+
+/* Appends an object per session of L to OUT: id, rule, proto, client,
+ * target, age, idle, datagrams and bytes each way, state, draining. */
+void relay_udp_describe(struct listener *l, json_t *out, double now);
 
 #endif

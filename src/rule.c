@@ -199,3 +199,28 @@ bool rule_addr_equal(const struct sockaddr *a, const struct sockaddr *b)
 	}
 	return false;
 }
+
+bool rule_settings_equal(const struct rule_settings *a, const struct rule_settings *b)
+{
+	return a->connect_timeout == b->connect_timeout && a->idle_timeout == b->idle_timeout &&
+	       a->udp_idle_timeout == b->udp_idle_timeout &&
+	       a->max_connections == b->max_connections &&
+	       a->max_udp_sessions == b->max_udp_sessions && a->buffer_size == b->buffer_size &&
+	       a->splice == b->splice;
+}
+
+bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
+{
+	return strcmp(a->name, b->name) == 0 && a->proto == b->proto &&
+	       rule_addr_equal((const struct sockaddr *)&a->listen,
+			       (const struct sockaddr *)&b->listen) &&
+	       rule_addr_equal((const struct sockaddr *)&a->target,
+			       (const struct sockaddr *)&b->target) &&
+	       rule_settings_equal(&a->set, &b->set);
+}
+
+bool rule_same_listener(const struct rule_config *a, const struct rule_config *b)
+{
+	return a->proto == b->proto && rule_addr_equal((const struct sockaddr *)&a->listen,
+						       (const struct sockaddr *)&b->listen);
+}

@@ -70,4 +70,11 @@ unsigned rule_addr_port(const struct sockaddr *sa);
 /* True if A and B are the same family, address and port. */
 bool rule_addr_equal(const struct sockaddr *a, const struct sockaddr *b);
 
+/* Same settings; same rule apart from where it stands in its file. */
+bool rule_settings_equal(const struct rule_settings *a, const struct rule_settings *b);
+bool rule_config_equal(const struct rule_config *a, const struct rule_config *b);
+
+/* True if A and B are the same listener for a reload: same proto and listen address. */
+bool rule_same_listener(const struct rule_config *a, const struct rule_config *b);
+
 #endif

@@ -14,6 +14,10 @@
 	X(tcp_active)                                                            \
 	X(tcp_accepted)                                                          \
 	X(tcp_connect_failed)                                                    \
+	X(tcp_failed_refused)     /* of those: the target refused */             \
+	X(tcp_failed_timeout)     /* connect_timeout passed */                   \
+	X(tcp_failed_unreachable) /* no route to the target's host or network */ \
+	X(tcp_failed_other)                                                      \
 	X(tcp_bytes_to_target)                                                   \
 	X(tcp_bytes_to_client)                                                   \
 	X(tcp_bytes_spliced) /* of those, moved kernel to kernel by splice */   \

@@ -3,6 +3,7 @@
 #include <event2/buffer.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -17,9 +18,51 @@ static const char *status_state_name(enum forward_state s)
 		return "listening";
 	case FORWARD_FAILED:
 		return "failed";
+	case FORWARD_CLOSED:
+		return "closed";
 	default:
 		return "off";
 	}
+}
+
+/* Seconds since the epoch, or null for "never". */
+static json_t *status_time(time_t t)
+{
+	return t ? json_integer((json_int_t)t) : json_null();
+}
+
+static json_t *status_reload_json(const struct daemon *d)
+{
+	json_t *errs = json_array();
+
+	for (size_t i = 0; i < d->last_errors.count; i++)
+		json_array_append_new(errs, json_string(d->last_errors.msgs[i]));
+	return json_pack("{s:I, s:I, s:o, s:f, s:o, s:o}",
+			 "ok", (json_int_t)d->reloads_ok,
+			 "failed", (json_int_t)d->reloads_failed,
+			 "last", status_time(d->last_reload),
+			 "last_seconds", d->last_reload_seconds,
+			 "last_failed", status_time(d->last_failed),
+			 "last_failed_errors", errs);
+}
+
+static json_t *status_draining_json(const struct daemon *d, double now)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < d->ndraining; i++) {
+		const struct forward *fw = d->draining[i];
+		char listen[RULE_ADDR_STRLEN];
+
+		json_array_append_new(
+			a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:f}", "name", fw->cfg.name,
+				     "proto", rule_proto_name(fw->cfg.proto),
+				     "listen", rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
+				     "tcp_active", (int)atomic_load(&fw->tcp_active),
+				     "udp_active", (int)atomic_load(&fw->udp_active),
+				     "draining_for", now - fw->drain_started));
+	}
+	return a;
 }
 
 static json_t *status_tcp_json(const struct forward *fw, const struct rule_stats *st)
@@ -83,7 +126,7 @@ json_t *status_json(const struct daemon *d)
 				      "proto", rule_proto_name(fw->cfg.proto),
 				      "listen", rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
 				      "target", rule_format_addr((const struct sockaddr *)&fw->cfg.target, target, sizeof(target)),
-				      "state", forward_ready(fw) ? "listening" : "failed",
+				      "state", forward_state_name(fw),
 				      "splice", fw->cfg.set.splice);
 
 		forward_stats(fw, &st);
@@ -94,7 +137,7 @@ json_t *status_json(const struct daemon *d)
 		json_array_append_new(rules, r);
 		stats_sum(&total, &st);
 	}
-	root = json_pack("{s:s, s:i, s:I, s:f, s:I, s:s, s:s, s:I, s:o, s:o}",
+	root = json_pack("{s:s, s:i, s:I, s:f, s:I, s:s, s:s, s:I, s:I, s:o, s:f, s:o, s:o, s:o}",
 			 "version", PORTFWD_VERSION,
 			 "protocol", 1,
 			 "pid", (json_int_t)getpid(),
@@ -103,6 +146,10 @@ json_t *status_json(const struct daemon *d)
 			 "config", d->cfg.path,
 			 "control_socket", d->cfg.control_socket,
 			 "workers", (json_int_t)d->nworkers,
+			 "generation", (json_int_t)d->generation,
+			 "reload", status_reload_json(d),
+			 "drain_timeout", d->cfg.drain_timeout,
+			 "draining", status_draining_json(d, clock_now()),
 			 "rules", rules,
 			 "totals", status_totals_json(&total));
 	return root;
@@ -140,19 +187,61 @@ static void status_duration(double secs, char *buf, size_t len)
 		snprintf(buf, len, "%lus", s);
 }
 
+static void status_when(time_t t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	localtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* The reload lines: last applied, last refused with its errors, draining rules. */
+static void status_text_reloads(const struct daemon *d, struct evbuffer *out)
+{
+	char when[64];
+
+	if (d->last_reload) {
+		status_when(d->last_reload, when, sizeof(when));
+		evbuffer_add_printf(out, "last reload %s (%.1f ms), %llu applied, %llu refused\n", when,
+				    d->last_reload_seconds * 1000, (unsigned long long)d->reloads_ok,
+				    (unsigned long long)d->reloads_failed);
+	}
+	if (d->last_failed) {
+		status_when(d->last_failed, when, sizeof(when));
+		evbuffer_add_printf(out, "last refused reload %s:\n", when);
+		for (size_t i = 0; i < d->last_errors.count; i++)
+			evbuffer_add_printf(out, "  %s\n", d->last_errors.msgs[i]);
+	}
+	for (size_t i = 0; i < d->ndraining; i++) {
+		const struct forward *fw = d->draining[i];
+		char listen[RULE_ADDR_STRLEN];
+
+		evbuffer_add_printf(out, "draining (removed) %s  %s  %s: %u connection%s, %u UDP session%s, for %.0fs\n",
+				    fw->cfg.name, rule_proto_name(fw->cfg.proto),
+				    rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
+				    atomic_load(&fw->tcp_active), atomic_load(&fw->tcp_active) == 1 ? "" : "s",
+				    atomic_load(&fw->udp_active), atomic_load(&fw->udp_active) == 1 ? "" : "s",
+				    clock_now() - fw->drain_started);
+	}
+}
+
 void status_text(const struct daemon *d, struct evbuffer *out)
 {
 	char up[64], listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
 	char b1[16], b2[16];
-	size_t ok = 0;
+	size_t ok = 0, off = 0;
 
-	for (size_t i = 0; i < d->nrules; i++)
+	for (size_t i = 0; i < d->nrules; i++) {
 		ok += forward_ready(d->rules[i]);
+		off += d->rules[i]->disabled;
+	}
 	status_duration(clock_now() - d->started_mono, up, sizeof(up));
 	evbuffer_add_printf(out, "portfwd %s, pid %ld, up %s, %zu worker%s\n", PORTFWD_VERSION,
 			    (long)getpid(), up, d->nworkers, d->nworkers == 1 ? "" : "s");
-	evbuffer_add_printf(out, "config %s, %zu rule%s: %zu listening, %zu failed\n",
-			    d->cfg.path, d->nrules, d->nrules == 1 ? "" : "s", ok, d->nrules - ok);
+	evbuffer_add_printf(out, "config %s, generation %llu, %zu rule%s: %zu listening, %zu failed, %zu disabled\n",
+			    d->cfg.path, (unsigned long long)d->generation, d->nrules,
+			    d->nrules == 1 ? "" : "s", ok, d->nrules - ok - off, off);
+	status_text_reloads(d, out);
 	for (size_t i = 0; i < d->nrules; i++) {
 		const struct forward *fw = d->rules[i];
 		struct rule_stats stats, *st = &stats;
@@ -162,7 +251,7 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 				    rule_proto_name(fw->cfg.proto),
 				    rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
 				    rule_format_addr((const struct sockaddr *)&fw->cfg.target, target, sizeof(target)),
-				    forward_ready(fw) ? "listening" : "FAILED");
+				    fw->disabled ? "disabled" : forward_ready(fw) ? "listening" : "FAILED");
 		if (fw->cfg.proto & RULE_PROTO_TCP) {
 			if (fw->tcp.state == FORWARD_FAILED)
 				evbuffer_add_printf(out, "  tcp failed: %s\n", fw->tcp.error);

@@ -9,8 +9,10 @@
 #include <sys/socket.h>
 #include <uthash.h>
 
-struct listener;
 struct event;
+struct forward_snap;
+struct listener;
+struct rule_config;
 
 /* Family, port and address bytes; zero padded so it hashes as raw bytes. */
 struct udp_key {
@@ -24,6 +26,9 @@ struct udp_session {
 	UT_hash_handle hh;
 
 	struct listener *rule;
+	struct forward_snap *snap;     /* the rule as it was when the session began */
+	const struct rule_config *cfg; /* &snap->rule */
+	uint64_t id;
 	struct sockaddr_storage client;
 	socklen_t client_len;
 	int fd;             /* connected to the target */

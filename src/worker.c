@@ -19,11 +19,27 @@ struct worker_call_arg {
 	void *arg;
 };
 
+/* A call the main thread waits for. */
+struct worker_sync_arg {
+	void (*fn)(void *arg);
+	void *arg;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+static _Atomic uint64_t worker_ids;
+
+uint64_t worker_next_id(void)
+{
+	return atomic_fetch_add_explicit(&worker_ids, 1, memory_order_relaxed) + 1;
+}
+
 int worker_init(struct worker *w, int id, bool log_connections)
 {
 	memset(w, 0, sizeof(*w));
 	w->id = id;
-	w->log_connections = log_connections;
+	atomic_store(&w->log_connections, log_connections);
 	LIST_INIT(&w->listeners);
 	w->base = event_base_new();
 	w->dgram = calloc(WORKER_BATCH, sizeof(*w->dgram));
@@ -81,6 +97,40 @@ int worker_call(struct worker *w, void (*fn)(void *arg), void *arg)
 		return -1;
 	}
 	return 0;
+}
+
+static void worker_sync_cb(void *arg)
+{
+	struct worker_sync_arg *s = arg;
+
+	s->fn(s->arg);
+	pthread_mutex_lock(&s->lock);
+	s->done = true;
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+int worker_call_sync(struct worker *w, void (*fn)(void *arg), void *arg)
+{
+	struct worker_sync_arg s = { .fn = fn, .arg = arg };
+	int rc;
+
+	if (!w->running) {
+		fn(arg);
+		return 0;
+	}
+	pthread_mutex_init(&s.lock, NULL);
+	pthread_cond_init(&s.cond, NULL);
+	rc = worker_call(w, worker_sync_cb, &s);
+	if (rc == 0) {
+		pthread_mutex_lock(&s.lock);
+		while (!s.done)
+			pthread_cond_wait(&s.cond, &s.lock);
+		pthread_mutex_unlock(&s.lock);
+	}
+	pthread_cond_destroy(&s.cond);
+	pthread_mutex_destroy(&s.lock);
+	return rc;
 }
 
 static void worker_stop_cb(void *arg)

@@ -10,6 +10,7 @@
 #define PORTFWD_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,8 +35,7 @@ struct worker {
 	struct event_base *base;
 	pthread_t thread;
 	bool running;
-	bool log_connections;
-	uint64_t next_conn_id;
+	_Atomic bool log_connections; /* set by the main thread on reload */
 	LIST_HEAD(, listener) listeners;
 
 	/* Pipes returned by connections, ready for the next one (splice). */
@@ -57,6 +57,17 @@ int worker_start(struct worker *w);
  * started (it then runs first thing). Returns 0 or -1 (out of memory).
  */
 int worker_call(struct worker *w, void (*fn)(void *arg), void *arg);
+
+/*
+ * Runs FN(ARG) on W's thread and returns when it has run (at once, on the
+ * calling thread, if W is not running). Main thread only: workers never
+ * wait for each other. Calls to one worker run in the order they were made.
+ * Returns 0, or -1 when out of memory (FN did not run).
+ */
+int worker_call_sync(struct worker *w, void (*fn)(void *arg), void *arg);
+
+/* A new id for a connection or UDP session, unique across the workers. */
+uint64_t worker_next_id(void);
 
 /* Frees every listener of W on its thread, ends the loop, joins the thread. */
 void worker_stop(struct worker *w);

@@ -290,9 +290,11 @@ START_TEST(test_control_bad_requests)
 	one_rule(conf, sizeof(conf), "a", h_free_port(SOCK_STREAM, false), 9);
 	h_start(&d, conf);
 
-	expect_reply(d.sock, "bogus\n", ".error unknown command \"bogus\" (try \"help\")\n");
+	expect_reply(d.sock, "bogus\n",
+		     ".error unknown command \"bogus\" (commands: help, status, rules, connections, kill, disable, enable, reload, check, metrics)\n");
+	expect_reply(d.sock, "r\n", ".error ambiguous command \"r\" (commands: rules, reload)\n");
 	expect_reply(d.sock, "status yaml\n",
-		     ".error status: unknown argument \"yaml\" (usage: status [json])\n");
+		     ".error status: unknown argument \"yaml\" (usage: status [--json])\n");
 	expect_reply(d.sock, "hello 2\n",
 		     ".error unsupported protocol version \"2\" (this daemon speaks 1)\n");
 	expect_reply(d.sock, "hello\n", ".error usage: hello VERSION\n");
@@ -303,7 +305,7 @@ START_TEST(test_control_bad_requests)
 	/* Several requests on one connection, answered in order; blank lines ignored. */
 	r = ctl_raw(d.sock, "hello 1\n\nhelp\r\n", 15);
 	ck_assert_msg(strncmp(r, "portfwd-ctl 1 portfwd ", 22) == 0, "%s", r);
-	ck_assert_msg(strstr(r, "\n.ok\nhello VERSION\t") && strstr(r, "status [json]\t"), "%s", r);
+	ck_assert_msg(strstr(r, "\n.ok\nhello VERSION\t") && strstr(r, "\nstatus\t") && strstr(r, "\nkill ID | --rule RULE\t"), "%s", r);
 	free(r);
 
 	/* A request larger than 4 KiB, with and without its newline. */

@@ -40,17 +40,49 @@ END_TEST
 
 START_TEST(test_command_table)
 {
-	const struct ctl_cmd *c = ctl_proto_find("status");
+	const struct ctl_cmd *c = ctl_proto_find("status", NULL);
+	int n = -1;
 
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(c->id, CTL_CMD_STATUS);
 	ck_assert_int_eq(c->max_args, 1);
-	ck_assert_ptr_null(ctl_proto_find("stat"));
-	ck_assert_ptr_null(ctl_proto_find(""));
+	ck_assert_ptr_null(ctl_proto_find("", &n));
+	ck_assert_int_eq(n, 0);
 	for (size_t i = 0; i < CTL_CMD_COUNT; i++) {
 		ck_assert_int_eq(ctl_cmds[i].id, (int)i);
 		ck_assert(strlen(ctl_cmds[i].help) > 0);
 	}
+	/* Every command that changes the daemon is marked, for the permission checks. */
+	ck_assert(ctl_proto_find("reload", NULL)->mutating);
+	ck_assert(ctl_proto_find("kill", NULL)->mutating);
+	ck_assert(!ctl_proto_find("metrics", NULL)->mutating);
+}
+END_TEST
+
+START_TEST(test_command_prefixes)
+{
+	char names[256];
+	int n = -1;
+
+	/* A unique prefix names its command. */
+	ck_assert_int_eq(ctl_proto_find("stat", &n)->id, CTL_CMD_STATUS);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(ctl_proto_find("con", NULL)->id, CTL_CMD_CONNECTIONS);
+	ck_assert_int_eq(ctl_proto_find("rel", NULL)->id, CTL_CMD_RELOAD);
+	ck_assert_int_eq(ctl_proto_find("m", NULL)->id, CTL_CMD_METRICS);
+	/* An ambiguous one names nothing and says how many it fits. */
+	ck_assert_ptr_null(ctl_proto_find("r", &n));
+	ck_assert_int_eq(n, 2);
+	ck_assert_str_eq(ctl_proto_names("r", names, sizeof(names)), "rules, reload");
+	ck_assert_ptr_null(ctl_proto_find("c", &n));
+	ck_assert_int_eq(n, 2);
+	ck_assert_ptr_null(ctl_proto_find("nope", &n));
+	ck_assert_int_eq(n, 0);
+	/* Protocol plumbing answers only to its whole name and is not listed. */
+	ck_assert_int_eq(ctl_proto_find("hel", &n)->id, CTL_CMD_HELP);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(ctl_proto_find("hello", NULL)->id, CTL_CMD_HELLO);
+	ck_assert_ptr_null(strstr(ctl_proto_names("", names, sizeof(names)), "hello"));
 }
 END_TEST
 
@@ -62,6 +94,7 @@ int main(void)
 	tcase_add_test(tc, test_split);
 	tcase_add_test(tc, test_reply_lines);
 	tcase_add_test(tc, test_command_table);
+	tcase_add_test(tc, test_command_prefixes);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -1,0 +1,400 @@
+#include "commands.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "daemon.h"
+#include "forward.h"
+#include "metrics.h"
+#include "status.h"
+#include "version.h"
+
+/* Appends DOC as one compact line and frees it. Returns 0, or -1 (ERR). */
+static int commands_json_out(json_t *doc, struct evbuffer *out, char *err, size_t errlen)
+{
+	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+
+	json_decref(doc);
+	if (!text) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	evbuffer_add_printf(out, "%s\n", text);
+	free(text);
+	return 0;
+}
+
+static json_t *commands_errors_json(const struct config_errors *errs)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < errs->count; i++)
+		json_array_append_new(a, json_string(errs->msgs[i]));
+	return a;
+}
+
+/* Every rule name, for "no rule X (rules: a, b)". */
+static void commands_no_rule(struct daemon *d, const char *name, char *err, size_t errlen)
+{
+	size_t used;
+
+	used = (size_t)snprintf(err, errlen, "no rule \"%.64s\" (rules:", name);
+	for (size_t i = 0; i < d->nrules && used < errlen; i++)
+		used += (size_t)snprintf(err + used, errlen - used, "%s %s", i ? "," : "",
+					 d->rules[i]->cfg.name);
+	if (used < errlen)
+		snprintf(err + used, errlen - used, ")");
+}
+
+static int commands_status(struct daemon *d, int argc, char **argv, bool json,
+			   struct evbuffer *out, char *err, size_t errlen)
+{
+	/* "status json" is the protocol's first spelling of --json. */
+	if (argc == 2 && strcmp(argv[1], "json") != 0) {
+		snprintf(err, errlen, "status: unknown argument \"%.64s\" (usage: status [--json])",
+			 argv[1]);
+		return -1;
+	}
+	if (json || argc == 2)
+		return commands_json_out(status_json(d), out, err, errlen);
+	status_text(d, out);
+	return 0;
+}
+
+static json_t *commands_rule_json(const struct forward *fw)
+{
+	const struct rule_config *r = &fw->cfg;
+	char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:i, s:i, s:I, s:b}",
+			 "name", r->name, "proto", rule_proto_name(r->proto),
+			 "listen", rule_format_addr((const struct sockaddr *)&r->listen, listen, sizeof(listen)),
+			 "target", rule_format_addr((const struct sockaddr *)&r->target, target, sizeof(target)),
+			 "state", forward_state_name(fw), "line", r->line,
+			 "connect_timeout", r->set.connect_timeout,
+			 "idle_timeout", r->set.idle_timeout,
+			 "udp_idle_timeout", r->set.udp_idle_timeout,
+			 "max_connections", (int)r->set.max_connections,
+			 "max_udp_sessions", (int)r->set.max_udp_sessions,
+			 "buffer_size", (json_int_t)r->set.buffer_size,
+			 "splice", r->set.splice);
+}
+
+static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
+			  struct evbuffer *out, char *err, size_t errlen)
+{
+	json_t *rules = json_array();
+
+	(void)argc;
+	(void)argv;
+	for (size_t i = 0; i < d->nrules; i++)
+		json_array_append_new(rules, commands_rule_json(d->rules[i]));
+	if (json)
+		return commands_json_out(json_pack("{s:I, s:s, s:o}", "generation",
+						   (json_int_t)d->generation, "config", d->cfg.path,
+						   "rules", rules),
+					 out, err, errlen);
+	evbuffer_add_printf(out, "%s, generation %llu, %zu rule%s\n", d->cfg.path,
+			    (unsigned long long)d->generation, d->nrules, d->nrules == 1 ? "" : "s");
+	for (size_t i = 0; i < d->nrules; i++) {
+		const struct rule_config *r = &d->rules[i]->cfg;
+		char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+
+		evbuffer_add_printf(out, "\n%s  %s  %s -> %s  %s  (line %d)\n", r->name,
+				    rule_proto_name(r->proto),
+				    rule_format_addr((const struct sockaddr *)&r->listen, listen, sizeof(listen)),
+				    rule_format_addr((const struct sockaddr *)&r->target, target, sizeof(target)),
+				    forward_state_name(d->rules[i]), r->line);
+		evbuffer_add_printf(out, "  connect_timeout %g, idle_timeout %g, udp_idle_timeout %g\n",
+				    r->set.connect_timeout, r->set.idle_timeout, r->set.udp_idle_timeout);
+		evbuffer_add_printf(out, "  max_connections %u, max_udp_sessions %u, buffer_size %zu, splice %s\n",
+				    r->set.max_connections, r->set.max_udp_sessions, r->set.buffer_size,
+				    r->set.splice ? "true" : "false");
+	}
+	json_decref(rules);
+	return 0;
+}
+
+/* "1.5 MiB"-style byte counts and "3m 12s"-style durations for tables. */
+static const char *commands_bytes(json_int_t n, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)n;
+	int u = 0;
+
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%lld B", (long long)n);
+	else
+		snprintf(buf, len, "%.1f %s", v, units[u]);
+	return buf;
+}
+
+static const char *commands_secs(double s, char *buf, size_t len)
+{
+	if (s < 60)
+		snprintf(buf, len, "%.1fs", s);
+	else if (s < 3600)
+		snprintf(buf, len, "%dm%02ds", (int)s / 60, (int)s % 60);
+	else
+		snprintf(buf, len, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
+	return buf;
+}
+
+static int commands_connections(struct daemon *d, int argc, char **argv, bool json,
+				struct evbuffer *out, char *err, size_t errlen)
+{
+	const char *only = argc > 1 ? argv[1] : NULL;
+	double now = clock_now();
+	json_t *conns = json_array(), *c;
+	bool found = only == NULL;
+	size_t i;
+
+	if (!conns) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < d->nrules + d->ndraining; i++) {
+		struct forward *fw = i < d->nrules ? d->rules[i] : d->draining[i - d->nrules];
+
+		if (only && strcmp(fw->cfg.name, only) != 0)
+			continue;
+		found = true;
+		forward_collect(fw, conns, now);
+	}
+	if (!found) {
+		json_decref(conns);
+		commands_no_rule(d, only, err, errlen);
+		return -1;
+	}
+	if (json)
+		return commands_json_out(json_pack("{s:o}", "connections", conns), out, err, errlen);
+	evbuffer_add_printf(out, "%-8s %-16s %-5s %-24s %-24s %8s %8s %11s %11s %s\n", "ID", "RULE",
+			    "PROTO", "CLIENT", "TARGET", "AGE", "IDLE", "TO TARGET", "TO CLIENT",
+			    "STATE");
+	json_array_foreach(conns, i, c) {
+		char age[16], idle[16], up[48], down[48];
+		bool udp = strcmp(json_string_value(json_object_get(c, "proto")), "udp") == 0;
+
+		commands_bytes(json_integer_value(json_object_get(c, "bytes_to_target")), up, sizeof(up));
+		commands_bytes(json_integer_value(json_object_get(c, "bytes_to_client")), down, sizeof(down));
+		if (udp) {
+			/* UDP: datagrams too, "12 dg/1.2 KiB". */
+			char tmp[48];
+
+			snprintf(tmp, sizeof(tmp), "%lldd/%.20s",
+				 (long long)json_integer_value(json_object_get(c, "datagrams_to_target")), up);
+			snprintf(up, sizeof(up), "%s", tmp);
+			snprintf(tmp, sizeof(tmp), "%lldd/%.20s",
+				 (long long)json_integer_value(json_object_get(c, "datagrams_to_client")), down);
+			snprintf(down, sizeof(down), "%s", tmp);
+		}
+		evbuffer_add_printf(out, "%-8lld %-16s %-5s %-24s %-24s %8s %8s %11s %11s %s%s\n",
+				    (long long)json_integer_value(json_object_get(c, "id")),
+				    json_string_value(json_object_get(c, "rule")),
+				    json_string_value(json_object_get(c, "proto")),
+				    json_string_value(json_object_get(c, "client")),
+				    json_string_value(json_object_get(c, "target")),
+				    commands_secs(json_real_value(json_object_get(c, "age")), age, sizeof(age)),
+				    commands_secs(json_real_value(json_object_get(c, "idle")), idle, sizeof(idle)),
+				    up, down, json_string_value(json_object_get(c, "state")),
+				    json_is_true(json_object_get(c, "draining")) ? " (draining)" : "");
+	}
+	evbuffer_add_printf(out, "%zu connection%s and session%s\n", json_array_size(conns),
+			    json_array_size(conns) == 1 ? "" : "s", json_array_size(conns) == 1 ? "" : "s");
+	json_decref(conns);
+	return 0;
+}
+
+static int commands_kill(struct daemon *d, int argc, char **argv, bool json,
+			 struct evbuffer *out, char *err, size_t errlen)
+{
+	unsigned closed = 0;
+	char *end;
+
+	if (strcmp(argv[1], "--rule") == 0) {
+		bool found = false;
+
+		if (argc != 3) {
+			snprintf(err, errlen, "usage: kill ID | kill --rule RULE");
+			return -1;
+		}
+		for (size_t i = 0; i < d->nrules + d->ndraining; i++) {
+			struct forward *fw = i < d->nrules ? d->rules[i] : d->draining[i - d->nrules];
+
+			if (strcmp(fw->cfg.name, argv[2]) == 0) {
+				found = true;
+				closed += forward_kill_all(fw, "killed by portfwdctl");
+			}
+		}
+		if (!found) {
+			commands_no_rule(d, argv[2], err, errlen);
+			return -1;
+		}
+	} else {
+		unsigned long long id;
+
+		errno = 0;
+		id = strtoull(argv[1], &end, 10);
+		if (argc != 2 || errno || *end || end == argv[1] || argv[1][0] == '-') {
+			snprintf(err, errlen, "kill: \"%.64s\" is not a connection id (usage: kill ID | kill --rule RULE)",
+				 argv[1]);
+			return -1;
+		}
+		for (size_t i = 0; i < d->nrules + d->ndraining && !closed; i++) {
+			struct forward *fw = i < d->nrules ? d->rules[i] : d->draining[i - d->nrules];
+
+			closed = forward_kill_id(fw, id);
+		}
+		if (!closed) {
+			snprintf(err, errlen, "no connection or session with id %llu (see portfwdctl connections)", id);
+			return -1;
+		}
+	}
+	if (json)
+		return commands_json_out(json_pack("{s:i}", "closed", (int)closed), out, err, errlen);
+	evbuffer_add_printf(out, "closed %u connection%s or session%s\n", closed,
+			    closed == 1 ? "" : "s", closed == 1 ? "" : "s");
+	return 0;
+}
+
+static int commands_enable(struct daemon *d, int argc, char **argv, bool json, bool enable,
+			   struct evbuffer *out, char *err, size_t errlen)
+{
+	struct forward *fw = daemon_find_rule(d, argv[1]);
+	int rc = 0;
+
+	(void)argc;
+	if (!fw) {
+		commands_no_rule(d, argv[1], err, errlen);
+		return -1;
+	}
+	if (enable) {
+		if (forward_enable(fw) < 0) {
+			snprintf(err, errlen, "rule %s: enabled, but cannot listen: %s (retrying every %ds)",
+				 fw->cfg.name, fw->tcp.state == FORWARD_FAILED ? fw->tcp.error : fw->udp.error,
+				 FORWARD_RETRY_SECONDS);
+			rc = -1;
+		}
+	} else {
+		forward_disable(fw);
+	}
+	if (json)
+		return commands_json_out(json_pack("{s:s, s:s}", "rule", fw->cfg.name, "state",
+						   forward_state_name(fw)),
+					 out, err, errlen) < 0 ? -1 : rc;
+	evbuffer_add_printf(out, "rule %s: %s\n", fw->cfg.name, forward_state_name(fw));
+	return rc;
+}
+
+/* The body of a reload or check reply, and its end line. */
+static int commands_result(struct daemon *d, const struct daemon_reload_result *res,
+			   const char *what, bool json, struct evbuffer *out, char *err, size_t errlen)
+{
+	if (json) {
+		json_t *doc = json_pack("{s:s, s:I, s:o, s:i, s:i, s:i, s:i}",
+					"result", res->status < 0 ? "refused" : res->status ? "partial" : "ok",
+					"generation", (json_int_t)d->generation,
+					"errors", commands_errors_json(&res->msgs),
+					"added", (int)res->added, "removed", (int)res->removed,
+					"changed", (int)res->changed, "unchanged", (int)res->unchanged);
+
+		if (commands_json_out(doc, out, err, errlen) < 0)
+			return -1;
+	} else {
+		for (size_t i = 0; i < res->msgs.count; i++)
+			evbuffer_add_printf(out, "%s\n", res->msgs.msgs[i]);
+	}
+	if (res->status < 0) {
+		snprintf(err, errlen, "%s: the configuration is not valid (%zu error%s); generation %llu stays in force",
+			 what, res->msgs.count, res->msgs.count == 1 ? "" : "s",
+			 (unsigned long long)d->generation);
+		return -1;
+	}
+	if (res->status > 0) {
+		snprintf(err, errlen, "%s: generation %llu is in force, but %zu rule%s not listening",
+			 what, (unsigned long long)d->generation, res->msgs.count,
+			 res->msgs.count == 1 ? " is" : "s are");
+		return -1;
+	}
+	if (!json)
+		evbuffer_add_printf(out, "%s: %u added, %u removed, %u changed, %u unchanged%s\n", what,
+				    res->added, res->removed, res->changed, res->unchanged,
+				    strcmp(what, "reload") == 0 ? "" : " (not applied)");
+	return 0;
+}
+
+static int commands_reload(struct daemon *d, bool json, struct evbuffer *out, char *err,
+			   size_t errlen)
+{
+	struct daemon_reload_result res;
+	int rc;
+
+	daemon_reload(d, "portfwdctl", &res);
+	if (!json && res.status >= 0)
+		evbuffer_add_printf(out, "generation %llu in force, after %.1f ms\n",
+				    (unsigned long long)d->generation, d->last_reload_seconds * 1000);
+	rc = commands_result(d, &res, "reload", json, out, err, errlen);
+	config_errors_free(&res.msgs);
+	return rc;
+}
+
+static int commands_check(struct daemon *d, int argc, char **argv, bool json,
+			  struct evbuffer *out, char *err, size_t errlen)
+{
+	const char *path = argc > 1 ? argv[1] : d->cfg.path;
+	struct daemon_reload_result res;
+	int rc;
+
+	if (path[0] != '/') {
+		snprintf(err, errlen, "check: FILE must be an absolute path (the daemon's directory is not yours)");
+		return -1;
+	}
+	daemon_check(d, path, &res);
+	if (!json && res.status == 0)
+		evbuffer_add_printf(out, "%s: configuration is valid\n", path);
+	rc = commands_result(d, &res, "check", json, out, err, errlen);
+	config_errors_free(&res.msgs);
+	return rc;
+}
+
+int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bool json,
+		 struct evbuffer *out, char *err, size_t errlen)
+{
+	switch (id) {
+	case CTL_CMD_STATUS:
+		return commands_status(d, argc, argv, json, out, err, errlen);
+	case CTL_CMD_RULES:
+		return commands_rules(d, argc, argv, json, out, err, errlen);
+	case CTL_CMD_CONNECTIONS:
+		return commands_connections(d, argc, argv, json, out, err, errlen);
+	case CTL_CMD_KILL:
+		return commands_kill(d, argc, argv, json, out, err, errlen);
+	case CTL_CMD_DISABLE:
+		return commands_enable(d, argc, argv, json, false, out, err, errlen);
+	case CTL_CMD_ENABLE:
+		return commands_enable(d, argc, argv, json, true, out, err, errlen);
+	case CTL_CMD_RELOAD:
+		return commands_reload(d, json, out, err, errlen);
+	case CTL_CMD_CHECK:
+		return commands_check(d, argc, argv, json, out, err, errlen);
+	case CTL_CMD_METRICS:
+		if (json)
+			return commands_json_out(json_pack("{s:o}", "metrics", metrics_json(d)), out,
+						 err, errlen);
+		metrics_text(d, out);
+		return 0;
+	default:
+		snprintf(err, errlen, "not a daemon command");
+		return -1;
+	}
+}

@@ -1,0 +1,26 @@
+/*
+ * The control commands' handlers, one per ctl_proto command: each reads
+ * its arguments, acts on the daemon, and writes the reply body as text for
+ * a person or, with --json, as one JSON document. control.c frames it.
+ */
+#ifndef PORTFWD_COMMANDS_H
+#define PORTFWD_COMMANDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ctl_proto.h"
+
+struct daemon;
+struct evbuffer;
+
+/*
+ * Runs command ID with ARGV[1..ARGC-1] (ARGV[0] is its name, the --json
+ * flag already taken out). Writes the body to OUT. Returns 0, or -1 with
+ * the end-line message in ERR (the body may still say more, e.g. the
+ * configuration errors of a refused reload).
+ */
+int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bool json,
+		 struct evbuffer *out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,196 @@
+#include "metrics.h"
+
+#include <event2/buffer.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "daemon.h"
+#include "forward.h"
+#include "version.h"
+
+/*
+ * One writer for both outputs, so the text and the JSON always hold the
+ * same samples. Rule names are [A-Za-z0-9._-] (config.c), so label values
+ * need no escaping; the version is ours.
+ */
+struct metrics_out {
+	struct evbuffer *text;
+	json_t *json;
+};
+
+static void metrics_family(struct metrics_out *m, const char *name, const char *type,
+			   const char *help)
+{
+	if (m->text)
+		evbuffer_add_printf(m->text, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A sample with NLABELS pairs of (name, value) strings after VALUE. */
+static void metrics_sample(struct metrics_out *m, const char *name, double value, int nlabels,
+			   ...)
+{
+	json_t *labels = m->json ? json_object() : NULL;
+	va_list ap;
+
+	if (m->text)
+		evbuffer_add_printf(m->text, "%s", name);
+	va_start(ap, nlabels);
+	for (int i = 0; i < nlabels; i++) {
+		const char *k = va_arg(ap, const char *);
+		const char *v = va_arg(ap, const char *);
+
+		if (m->text)
+			evbuffer_add_printf(m->text, "%s%s=\"%s\"", i ? "," : "{", k, v);
+		if (labels)
+			json_object_set_new(labels, k, json_string(v));
+	}
+	va_end(ap);
+	if (m->text)
+		evbuffer_add_printf(m->text, "%s %.17g\n", nlabels ? "}" : "", value);
+	if (m->json)
+		json_array_append_new(m->json, json_pack("{s:s, s:o, s:f}", "name", name, "labels",
+							 labels, "value", value));
+}
+
+/* The per-rule families: one field of struct rule_stats each. */
+struct metrics_rule_family {
+	const char *name, *type, *help;
+	const char *label, *label_value; /* an extra label, or NULL */
+	size_t offset;                   /* into struct rule_stats */
+	unsigned proto;                  /* the rules it applies to */
+};
+
+#define MF(field) offsetof(struct rule_stats, field)
+static const struct metrics_rule_family metrics_rule_families[] = {
+	{ "portfwd_tcp_connections_accepted_total", "counter",
+	  "TCP connections accepted and relayed.", NULL, NULL, MF(tcp_accepted), RULE_PROTO_TCP },
+	{ "portfwd_tcp_connections_active", "gauge", "TCP connections being relayed now.", NULL,
+	  NULL, MF(tcp_active), RULE_PROTO_TCP },
+	{ "portfwd_tcp_connections_failed_total", "counter",
+	  "TCP connections whose target could not be reached, by reason.", "reason", "refused",
+	  MF(tcp_failed_refused), RULE_PROTO_TCP },
+	{ NULL, NULL, NULL, "reason", "timeout", MF(tcp_failed_timeout), RULE_PROTO_TCP },
+	{ NULL, NULL, NULL, "reason", "unreachable", MF(tcp_failed_unreachable), RULE_PROTO_TCP },
+	{ NULL, NULL, NULL, "reason", "other", MF(tcp_failed_other), RULE_PROTO_TCP },
+	{ "portfwd_tcp_bytes_total", "counter", "TCP bytes relayed, by direction.", "direction",
+	  "to_target", MF(tcp_bytes_to_target), RULE_PROTO_TCP },
+	{ NULL, NULL, NULL, "direction", "to_client", MF(tcp_bytes_to_client), RULE_PROTO_TCP },
+	{ "portfwd_tcp_bytes_spliced_total", "counter",
+	  "Of the TCP bytes, those moved kernel to kernel by splice(2).", NULL, NULL,
+	  MF(tcp_bytes_spliced), RULE_PROTO_TCP },
+	{ "portfwd_udp_sessions_active", "gauge", "UDP sessions (client addresses) open now.", NULL,
+	  NULL, MF(udp_active), RULE_PROTO_UDP },
+	{ "portfwd_udp_sessions_created_total", "counter", "UDP sessions created.", NULL, NULL,
+	  MF(udp_sessions_created), RULE_PROTO_UDP },
+	{ "portfwd_udp_sessions_expired_total", "counter",
+	  "UDP sessions ended by udp_idle_timeout.", NULL, NULL, MF(udp_sessions_expired),
+	  RULE_PROTO_UDP },
+	{ "portfwd_udp_datagrams_total", "counter", "UDP datagrams relayed, by direction.",
+	  "direction", "to_target", MF(udp_datagrams_to_target), RULE_PROTO_UDP },
+	{ NULL, NULL, NULL, "direction", "to_client", MF(udp_datagrams_to_client), RULE_PROTO_UDP },
+	{ "portfwd_udp_bytes_total", "counter", "UDP payload bytes relayed, by direction.",
+	  "direction", "to_target", MF(udp_bytes_to_target), RULE_PROTO_UDP },
+	{ NULL, NULL, NULL, "direction", "to_client", MF(udp_bytes_to_client), RULE_PROTO_UDP },
+	{ "portfwd_udp_datagrams_dropped_total", "counter",
+	  "UDP datagrams dropped: from new clients over max_udp_sessions (limit), or refused by a socket (error).",
+	  "reason", "limit", MF(udp_dropped_limit), RULE_PROTO_UDP },
+	{ NULL, NULL, NULL, "reason", "error", MF(udp_dropped_error), RULE_PROTO_UDP },
+};
+#undef MF
+
+static void metrics_write(const struct daemon *d, struct metrics_out *m)
+{
+	const size_t nfam = sizeof(metrics_rule_families) / sizeof(metrics_rule_families[0]);
+	struct rule_stats *st = calloc(d->nrules + 1, sizeof(*st));
+	unsigned draining_conns = 0;
+
+	for (size_t i = 0; st && i < d->nrules; i++)
+		forward_stats(d->rules[i], &st[i]);
+	for (size_t i = 0; i < d->ndraining; i++)
+		draining_conns += atomic_load(&d->draining[i]->held);
+
+	metrics_family(m, "portfwd_info", "gauge", "Always 1; the labels say which portfwd runs.");
+	metrics_sample(m, "portfwd_info", 1, 1, "version", PORTFWD_VERSION);
+	metrics_family(m, "portfwd_start_time_seconds", "gauge",
+		       "When the daemon started, in seconds since the Unix epoch.");
+	metrics_sample(m, "portfwd_start_time_seconds", (double)d->started_wall, 0);
+	metrics_family(m, "portfwd_uptime_seconds", "gauge", "Seconds since the daemon started.");
+	metrics_sample(m, "portfwd_uptime_seconds", clock_now() - d->started_mono, 0);
+	metrics_family(m, "portfwd_workers", "gauge", "Worker threads carrying the traffic.");
+	metrics_sample(m, "portfwd_workers", (double)d->nworkers, 0);
+	metrics_family(m, "portfwd_config_generation", "gauge",
+		       "The configuration in force: 1 at start, one more per applied reload.");
+	metrics_sample(m, "portfwd_config_generation", (double)d->generation, 0);
+	metrics_family(m, "portfwd_reloads_total", "counter",
+		       "Reloads, applied (ok) or refused because the file was invalid (failed).");
+	metrics_sample(m, "portfwd_reloads_total", (double)d->reloads_ok, 1, "result", "ok");
+	metrics_sample(m, "portfwd_reloads_total", (double)d->reloads_failed, 1, "result", "failed");
+	metrics_family(m, "portfwd_config_last_reload_successful", "gauge",
+		       "1 if the last reload was applied (or none was tried), 0 if it was refused.");
+	metrics_sample(m, "portfwd_config_last_reload_successful",
+		       d->last_failed && d->last_failed >= d->last_reload ? 0 : 1, 0);
+	metrics_family(m, "portfwd_rules", "gauge", "Rules in the configuration in force.");
+	metrics_sample(m, "portfwd_rules", (double)d->nrules, 0);
+	metrics_family(m, "portfwd_draining_rules", "gauge",
+		       "Rules removed by a reload whose connections have not ended yet.");
+	metrics_sample(m, "portfwd_draining_rules", (double)d->ndraining, 0);
+	metrics_family(m, "portfwd_draining_connections", "gauge",
+		       "TCP connections and UDP sessions of removed rules, still open.");
+	metrics_sample(m, "portfwd_draining_connections", draining_conns, 0);
+
+	metrics_family(m, "portfwd_rule_up", "gauge",
+		       "1 if the rule is listening for the protocol, 0 if its bind failed or it is disabled.");
+	for (size_t i = 0; i < d->nrules; i++) {
+		const struct forward *fw = d->rules[i];
+
+		if (fw->cfg.proto & RULE_PROTO_TCP)
+			metrics_sample(m, "portfwd_rule_up", fw->tcp.state == FORWARD_LISTENING, 2,
+				       "rule", fw->cfg.name, "proto", "tcp");
+		if (fw->cfg.proto & RULE_PROTO_UDP)
+			metrics_sample(m, "portfwd_rule_up", fw->udp.state == FORWARD_LISTENING, 2,
+				       "rule", fw->cfg.name, "proto", "udp");
+	}
+	for (size_t f = 0; st && f < nfam; f++) {
+		const struct metrics_rule_family *mf = &metrics_rule_families[f];
+		const char *name = mf->name;
+
+		/* A row without a name continues the family above it. */
+		for (size_t k = f; !name; k--)
+			name = metrics_rule_families[k - 1].name;
+		if (mf->name)
+			metrics_family(m, mf->name, mf->type, mf->help);
+		for (size_t i = 0; i < d->nrules; i++) {
+			double v = (double)*(const uint64_t *)((const char *)&st[i] + mf->offset);
+
+			if (!(d->rules[i]->cfg.proto & mf->proto))
+				continue;
+			if (mf->label)
+				metrics_sample(m, name, v, 2, "rule", d->rules[i]->cfg.name, mf->label,
+					       mf->label_value);
+			else
+				metrics_sample(m, name, v, 1, "rule", d->rules[i]->cfg.name);
+		}
+	}
+	free(st);
+}
+
+void metrics_text(const struct daemon *d, struct evbuffer *out)
+{
+	struct metrics_out m = { .text = out };
+
+	metrics_write(d, &m);
+}
+
+json_t *metrics_json(const struct daemon *d)
+{
+	struct metrics_out m = { .json = json_array() };
+
+	if (m.json)
+		metrics_write(d, &m);
+	return m.json;
+}
