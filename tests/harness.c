@@ -69,6 +69,8 @@ unsigned h_free_port(int socktype, bool v6)
 	return port;
 }
 
+const char *h_daemon_extra;
+
 void h_write_conf(struct hdaemon *d, const char *body)
 {
 	const char *workers = getenv("PORTFWD_TEST_WORKERS");
@@ -81,6 +83,8 @@ void h_write_conf(struct hdaemon *d, const char *body)
 		d->sock);
 	if (workers && *workers)
 		fprintf(fp, " workers = %s;", workers);
+	if (h_daemon_extra)
+		fprintf(fp, " %s", h_daemon_extra);
 	fprintf(fp, " };\n");
 	/* The test matrix's splice setting goes into the defaults, the test's own or new ones. */
 	if (splice && *splice) {
@@ -95,6 +99,49 @@ void h_write_conf(struct hdaemon *d, const char *body)
 		fprintf(fp, "%s\n", body);
 	}
 	fclose(fp);
+}
+
+static int h_cmp_ulong(const void *a, const void *b)
+{
+	unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int h_socket_inodes(unsigned port, bool udp, unsigned long *out, int max)
+{
+	const char *files[2] = { udp ? "/proc/net/udp" : "/proc/net/tcp",
+				 udp ? "/proc/net/udp6" : "/proc/net/tcp6" };
+	int n = 0;
+
+	for (int f = 0; f < 2; f++) {
+		FILE *fp = fopen(files[f], "r");
+		char line[512];
+
+		if (!fp)
+			continue;
+		while (fgets(line, sizeof(line), fp)) {
+			char local[64], remote[64], *colon;
+			unsigned st, lport;
+			unsigned long inode;
+
+			if (sscanf(line, " %*d: %63s %63s %x %*s %*s %*s %*s %*s %lu", local, remote, &st,
+				   &inode) != 4)
+				continue;
+			colon = strrchr(local, ':');
+			if (!colon || sscanf(colon + 1, "%x", &lport) != 1 || lport != port)
+				continue;
+			/* 0A: LISTEN for TCP; 07: a bound UDP socket. */
+			if (st != (udp ? 0x07u : 0x0Au))
+				continue;
+			if (n < max)
+				out[n] = inode;
+			n++;
+		}
+		fclose(fp);
+	}
+	qsort(out, (size_t)(n < max ? n : max), sizeof(*out), h_cmp_ulong);
+	return n;
 }
 
 void h_prepare(struct hdaemon *d, const char *body)
@@ -655,8 +702,13 @@ static void *h_udp_thread(void *p)
 
 void h_backend_start(struct h_backend *b, enum h_backend_mode mode, bool v6)
 {
+	h_backend_start_on(b, mode, v6, 0);
+}
+
+void h_backend_start_on(struct h_backend *b, enum h_backend_mode mode, bool v6, unsigned port)
+{
 	struct sockaddr_storage ss;
-	socklen_t len = h_sockaddr(v6 ? "::1" : "127.0.0.1", 0, &ss);
+	socklen_t len = h_sockaddr(v6 ? "::1" : "127.0.0.1", port, &ss);
 	int socktype = mode == H_UDP_ECHO ? SOCK_DGRAM : SOCK_STREAM;
 	int one = 1, big = 4 << 20;
 

@@ -28,8 +28,20 @@ struct hdaemon {
 unsigned h_free_port(int socktype, bool v6);
 
 /* Writes a configuration file: the daemon block (control socket in D's
- * directory, log_connections on) followed by BODY (defaults and rules). */
+ * directory, log_connections on, then h_daemon_extra if set) followed by
+ * BODY (defaults and rules). */
 void h_write_conf(struct hdaemon *d, const char *body);
+
+/* More daemon keys for h_write_conf, e.g. "drain_timeout = 1.0;". */
+extern const char *h_daemon_extra;
+
+/*
+ * The inodes of the sockets bound to PORT on loopback and listening (TCP)
+ * or bound (UDP), from /proc/net: the same inodes before and after a
+ * reload mean the sockets were never closed or re-bound. Fills up to MAX
+ * in ascending order; returns how many there are.
+ */
+int h_socket_inodes(unsigned port, bool udp, unsigned long *out, int max);
 
 /* Makes a temporary directory for D and writes BODY as its configuration. */
 void h_prepare(struct hdaemon *d, const char *body);
@@ -128,6 +140,8 @@ struct h_backend {
 
 /* Starts a backend on 127.0.0.1 (or ::1) on a free port. */
 void h_backend_start(struct h_backend *b, enum h_backend_mode mode, bool v6);
+/* The same on PORT (0: any free one). */
+void h_backend_start_on(struct h_backend *b, enum h_backend_mode mode, bool v6, unsigned port);
 void h_backend_stop(struct h_backend *b);
 
 #endif
