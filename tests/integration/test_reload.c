@@ -301,6 +301,716 @@ START_TEST(test_reload_under_load)
 }
 END_TEST
 
+
+/* ---- refused reloads ---- */
+
+static char *slurp(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	char *buf;
+	size_t n;
+
+	ck_assert_msg(fp != NULL, "%s: %s", path, strerror(errno));
+	buf = calloc(1, 1 << 16);
+	n = fread(buf, 1, (1 << 16) - 1, fp);
+	buf[n] = '\0';
+	fclose(fp);
+	return buf;
+}
+
+static void put_file(const char *path, const char *text)
+{
+	FILE *fp = fopen(path, "w");
+
+	ck_assert_msg(fp != NULL, "%s: %s", path, strerror(errno));
+	fputs(text, fp);
+	fclose(fp);
+}
+
+static char one_body[1024];
+
+static const char *echo_rule(const char *name, unsigned port, unsigned target)
+{
+	snprintf(one_body, sizeof(one_body),
+		 "rules: ( { name = \"%s\"; proto = \"tcp+udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 name, port, target);
+	return one_body;
+}
+
+START_TEST(test_bad_reload_changes_nothing)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	unsigned long before[2][64], after[2][64];
+	int nb[2], files = 0, live;
+	char *good;
+	DIR *dir;
+	struct dirent *e;
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, echo_rule("echo", port, echo.port));
+	good = slurp(d.conf);
+	for (int k = 0; k < 2; k++)
+		nb[k] = h_socket_inodes(port, k, before[k], 64);
+	/* A connection open across all the refused reloads. */
+	live = h_connect("127.0.0.1", port);
+	ck_assert_int_ge(live, 0);
+	ck_assert_int_eq(send(live, "ping", 4, 0), 4);
+
+	dir = opendir("tests/conf/bad");
+	ck_assert_ptr_nonnull(dir);
+	while ((e = readdir(dir))) {
+		char path[512], exp_path[512], *text, *expected, *out, *line, *save;
+		size_t len = strlen(e->d_name);
+
+		if (len < 6 || strcmp(e->d_name + len - 5, ".conf") != 0)
+			continue;
+		snprintf(path, sizeof(path), "tests/conf/bad/%s", e->d_name);
+		snprintf(exp_path, sizeof(exp_path), "tests/conf/bad/%.*s.expected", (int)(len - 5), e->d_name);
+		text = slurp(path);
+		put_file(d.conf, text);
+		ck_assert_msg(ctl(&d, &out, "reload", NULL, NULL) == 1, "%s: reload did not fail: %s",
+			      e->d_name, out);
+		/* Every message the corpus expects, naming the daemon's file and line. */
+		expected = slurp(exp_path);
+		for (line = strtok_r(expected, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+			char want[1024];
+
+			ck_assert(strncmp(line, "FILE", 4) == 0);
+			snprintf(want, sizeof(want), "%s%s\n", d.conf, line + 4);
+			ck_assert_msg(strstr(out, want), "%s: missing \"%s\" in:\n%s", e->d_name, want, out);
+		}
+		ck_assert_msg(strstr(out, "generation 1 stays in force"), "%s", out);
+		free(expected);
+		free(text);
+		free(out);
+		/* Nothing changed: generation, sockets, traffic. */
+		ck_assert_int_eq(generation(&d), 1);
+		for (int k = 0; k < 2; k++) {
+			ck_assert_int_eq(h_socket_inodes(port, k, after[k], 64), nb[k]);
+			for (int j = 0; j < nb[k]; j++)
+				ck_assert_uint_eq(after[k][j], before[k][j]);
+		}
+		ck_assert_int_eq(echo_once(port, (uint64_t)files), 0);
+		files++;
+	}
+	closedir(dir);
+	ck_assert_int_ge(files, 15);
+	ck_assert_int_eq(h_counter(&d, "echo", "tcp", "active"), 1 + 0);
+	{
+		char buf[8];
+
+		ck_assert_int_eq(recv(live, buf, 4, MSG_WAITALL), 4);
+		ck_assert_int_eq(memcmp(buf, "ping", 4), 0);
+	}
+	/* status keeps the count and the last refusal's errors. */
+	{
+		json_t *doc = h_status(&d), *rl = json_object_get(doc, "reload");
+
+		ck_assert_int_eq(json_integer_value(json_object_get(rl, "failed")), files);
+		ck_assert_int_eq(json_integer_value(json_object_get(rl, "ok")), 0);
+		ck_assert_int_gt(json_array_size(json_object_get(rl, "last_failed_errors")), 0);
+		json_decref(doc);
+	}
+	/* The good file again: the next reload applies. */
+	put_file(d.conf, good);
+	ctl_ok(&d, "reload", NULL, NULL);
+	ck_assert_int_eq(generation(&d), 2);
+	close(live);
+	free(good);
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
+/* ---- draining ---- */
+
+static char two_body[2048];
+
+static const char *two_rules(unsigned keep_port, unsigned gone_port, unsigned target)
+{
+	int n = snprintf(two_body, sizeof(two_body),
+			 "rules: ( { name = \"keep\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; }",
+			 keep_port, target);
+
+	if (gone_port)
+		snprintf(two_body + n, sizeof(two_body) - (size_t)n,
+			 ", { name = \"gone\"; proto = \"tcp+udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+			 gone_port, target);
+	else
+		snprintf(two_body + n, sizeof(two_body) - (size_t)n, " );");
+	return two_body;
+}
+
+/* Sends TEXT on FD and expects it echoed. */
+static void echo_check(int fd, const char *text)
+{
+	char buf[256];
+	size_t len = strlen(text);
+	struct timeval tv = { 5, 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ck_assert_int_eq(send(fd, text, len, MSG_NOSIGNAL), (ssize_t)len);
+	ck_assert_int_eq(recv(fd, buf, len, MSG_WAITALL), (ssize_t)len);
+	ck_assert_int_eq(memcmp(buf, text, len), 0);
+}
+
+/* True if FD sees EOF or a reset within SECONDS. */
+static bool closed_within(int fd, double seconds)
+{
+	double deadline = h_now() + seconds;
+	char buf[256];
+
+	while (h_now() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN))
+			return true;
+	}
+	return false;
+}
+
+static json_t *draining(struct hdaemon *d)
+{
+	json_t *doc = h_status(d), *a = json_incref(json_object_get(doc, "draining"));
+
+	json_decref(doc);
+	return a;
+}
+
+START_TEST(test_removed_rule_drains)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned keep = h_free_port(SOCK_STREAM, false), gone = h_free_port(SOCK_STREAM, false);
+	json_t *dr;
+	char *out;
+	int fd;
+	double t0;
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, two_rules(keep, gone, echo.port));
+	fd = h_connect("127.0.0.1", gone);
+	ck_assert_int_ge(fd, 0);
+	echo_check(fd, "before the reload");
+
+	h_write_conf(&d, two_rules(keep, 0, echo.port));
+	ctl_ok(&d, "reload", NULL, NULL);
+	/* The removed rule stopped listening at once... */
+	ck_assert_int_eq(h_connect("127.0.0.1", gone), -1);
+	ck_assert_int_eq(h_socket_inodes(gone, false, NULL, 0), 0);
+	ck_assert_int_eq(h_socket_inodes(gone, true, NULL, 0), 0);
+	/* ...and its connection carries on, shown apart as draining. */
+	echo_check(fd, "after the reload, still relayed");
+	dr = draining(&d);
+	ck_assert_int_eq(json_array_size(dr), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(dr, 0), "name")), "gone");
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(dr, 0), "tcp_active")), 1);
+	json_decref(dr);
+	ck_assert_int_eq(ctl(&d, &out, "connections", "gone", "--json"), 0);
+	ck_assert_msg(strstr(out, "\"draining\": true"), "%s", out);
+	free(out);
+	ck_assert_int_eq(ctl(&d, &out, "status", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, "draining (removed) gone"), "%s", out);
+	free(out);
+	/* The kept rule was not disturbed. */
+	ck_assert_int_eq(echo_once(keep, 1), 0);
+
+	/* When the connection ends, the rule is gone for good. */
+	close(fd);
+	t0 = h_now();
+	for (;;) {
+		dr = draining(&d);
+		if (json_array_size(dr) == 0 || h_now() - t0 > 5)
+			break;
+		json_decref(dr);
+		sleep_s(0.05);
+	}
+	ck_assert_int_eq(json_array_size(dr), 0);
+	json_decref(dr);
+	ck_assert(h_log_contains(&d, "rule gone: drained"));
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
+START_TEST(test_drain_timeout)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned keep = h_free_port(SOCK_STREAM, false), gone = h_free_port(SOCK_STREAM, false);
+	int fd;
+
+	h_daemon_extra = "drain_timeout = 0.5;";
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, two_rules(keep, gone, echo.port));
+	fd = h_connect("127.0.0.1", gone);
+	ck_assert_int_ge(fd, 0);
+	echo_check(fd, "hello");
+	h_write_conf(&d, two_rules(keep, 0, echo.port));
+	ctl_ok(&d, "reload", NULL, NULL);
+	echo_check(fd, "still here within the timeout");
+	/* Past drain_timeout the daemon closes it. */
+	ck_assert(closed_within(fd, 5));
+	close(fd);
+	ck_assert(h_log_contains(&d, "drain_timeout reached"));
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_backend_stop(&echo);
+}
+END_TEST
+
+/* A changed target: new connections go to it, the open one stays. */
+START_TEST(test_changed_target)
+{
+	struct h_backend b1, b2;
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char buf[16], *out;
+	int c1, c2;
+	double t0;
+
+	h_backend_start(&b1, H_GREET_READ, false);
+	h_backend_start(&b2, H_GREET_READ, false);
+	h_start(&d, echo_rule("r", port, b1.port));
+	c1 = h_connect("127.0.0.1", port);
+	ck_assert_int_eq(recv(c1, buf, 6, MSG_WAITALL), 6);
+
+	h_write_conf(&d, echo_rule("r", port, b2.port));
+	ctl_ok(&d, "reload", NULL, NULL);
+	c2 = h_connect("127.0.0.1", port);
+	ck_assert_int_eq(recv(c2, buf, 6, MSG_WAITALL), 6);
+	ck_assert_int_eq(send(c1, "one", 3, 0), 3);
+	ck_assert_int_eq(send(c2, "twotwo", 6, 0), 6);
+	shutdown(c1, SHUT_WR);
+	shutdown(c2, SHUT_WR);
+	t0 = h_now();
+	while ((b1.finished < 1 || b2.finished < 1) && h_now() - t0 < 5)
+		sleep_s(0.02);
+	/* The old connection reached the old target, the new one the new target. */
+	ck_assert_int_eq(b1.finished, 1);
+	ck_assert_int_eq(b1.got_bytes, 3);
+	ck_assert_int_eq(b2.finished, 1);
+	ck_assert_int_eq(b2.got_bytes, 6);
+	close(c1);
+	close(c2);
+	snprintf(buf, sizeof(buf), "%u", b2.port);
+	ck_assert_int_eq(ctl(&d, &out, "rules", "--json", NULL), 0);
+	ck_assert_msg(strstr(out, buf), "%s", out);
+	free(out);
+	h_stop(&d);
+	h_backend_stop(&b1);
+	h_backend_stop(&b2);
+}
+END_TEST
+
+/* ---- disable / enable ---- */
+
+static int bind_plain(unsigned port, int type)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, type, 0);
+
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		return -1;
+	}
+	if (type == SOCK_STREAM)
+		listen(fd, 4);
+	return fd;
+}
+
+static const char *rule_state(struct hdaemon *d, const char *name)
+{
+	static char state[32];
+	json_t *doc = h_status(d), *r;
+	size_t i;
+
+	state[0] = '\0';
+	json_array_foreach(json_object_get(doc, "rules"), i, r)
+		if (strcmp(json_string_value(json_object_get(r, "name")), name) == 0)
+			snprintf(state, sizeof(state), "%s", json_string_value(json_object_get(r, "state")));
+	json_decref(doc);
+	return state;
+}
+
+START_TEST(test_disable_enable)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char *out;
+	int t, u, fd;
+	double t0;
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, echo_rule("echo", port, echo.port));
+	ck_assert_int_eq(ctl(&d, &out, "disable", "echo", NULL), 0);
+	ck_assert_msg(strstr(out, "rule echo: disabled"), "%s", out);
+	free(out);
+	ck_assert_str_eq(rule_state(&d, "echo"), "disabled");
+	/* The port is free: another program can bind it, TCP and UDP. */
+	t = bind_plain(port, SOCK_STREAM);
+	u = bind_plain(port, SOCK_DGRAM);
+	ck_assert_int_ge(t, 0);
+	ck_assert_int_ge(u, 0);
+	/* Enabling while it is held fails, says why, and keeps trying. */
+	ck_assert_int_eq(ctl(&d, &out, "enable", "echo", NULL), 1);
+	ck_assert_msg(strstr(out, "address already in use"), "%s", out);
+	free(out);
+	close(t);
+	close(u);
+	t0 = h_now();
+	while (strcmp(rule_state(&d, "echo"), "listening") != 0 && h_now() - t0 < 10)
+		sleep_s(0.1);
+	ck_assert_str_eq(rule_state(&d, "echo"), "listening");
+	ck_assert_int_eq(echo_once(port, 3), 0);
+
+	/* Disable with a connection open: it carries on; enable takes the port back. */
+	fd = h_connect("127.0.0.1", port);
+	echo_check(fd, "first");
+	ctl_ok(&d, "dis", "echo", NULL); /* a unique prefix */
+	ck_assert_int_eq(h_connect("127.0.0.1", port), -1);
+	echo_check(fd, "still relayed while disabled");
+	ctl_ok(&d, "enable", "echo", NULL);
+	ck_assert_str_eq(rule_state(&d, "echo"), "listening");
+	ck_assert_int_eq(echo_once(port, 4), 0);
+	echo_check(fd, "and after");
+	close(fd);
+	/* Unknown rules are named as such, with the valid ones. */
+	ck_assert_int_eq(ctl(&d, &out, "disable", "nope", NULL), 1);
+	ck_assert_msg(strstr(out, "no rule \"nope\" (rules: echo)"), "%s", out);
+	free(out);
+	/* A reload ends the disabling. */
+	ctl_ok(&d, "disable", "echo", NULL);
+	ctl_ok(&d, "reload", NULL, NULL);
+	ck_assert_str_eq(rule_state(&d, "echo"), "listening");
+	ck_assert_int_eq(echo_once(port, 5), 0);
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
+/* ---- kill ---- */
+
+static long long conn_id_of(struct hdaemon *d, int fd)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	char client[64], *out;
+	json_t *doc, *c;
+	json_error_t jerr;
+	long long id = -1;
+	size_t i;
+
+	getsockname(fd, (struct sockaddr *)&sa, &len);
+	snprintf(client, sizeof(client), "127.0.0.1:%u", ntohs(sa.sin_port));
+	ck_assert_int_eq(ctl(d, &out, "connections", "--json", NULL), 0);
+	doc = json_loads(out, 0, &jerr);
+	ck_assert_msg(doc != NULL, "%s", out);
+	json_array_foreach(json_object_get(doc, "connections"), i, c)
+		if (strcmp(json_string_value(json_object_get(c, "client")), client) == 0)
+			id = json_integer_value(json_object_get(c, "id"));
+	json_decref(doc);
+	free(out);
+	return id;
+}
+
+START_TEST(test_kill)
+{
+	struct h_backend echo, uecho;
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char idtext[32], *out;
+	int fd[3], u;
+	long long id;
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_backend_start_on(&uecho, H_UDP_ECHO, false, echo.port);
+	h_start(&d, echo_rule("echo", port, echo.port));
+	for (int i = 0; i < 3; i++) {
+		fd[i] = h_connect("127.0.0.1", port);
+		echo_check(fd[i], "x");
+	}
+	id = conn_id_of(&d, fd[1]);
+	ck_assert_int_gt(id, 0);
+	snprintf(idtext, sizeof(idtext), "%lld", id);
+	ck_assert_int_eq(ctl(&d, &out, "kill", idtext, NULL), 0);
+	ck_assert_msg(strstr(out, "closed 1 connection"), "%s", out);
+	free(out);
+	/* Exactly that one closed. */
+	ck_assert(closed_within(fd[1], 5));
+	echo_check(fd[0], "zero lives");
+	echo_check(fd[2], "two lives");
+	ck_assert_int_eq(ctl(&d, &out, "kill", idtext, NULL), 1);
+	ck_assert_msg(strstr(out, "no connection or session with id"), "%s", out);
+	free(out);
+	ck_assert_int_eq(ctl(&d, &out, "kill", "12abc", NULL), 1);
+	free(out);
+
+	/* A UDP session is listed and can be killed too. */
+	u = socket(AF_INET, SOCK_DGRAM, 0);
+	ck_assert_int_eq(udp_once(u, port, 1), 0);
+	ck_assert_int_eq(ctl(&d, &out, "connections", "echo", NULL), 0);
+	ck_assert_msg(strstr(out, " udp ") && strstr(out, "3 connections and sessions"), "%s", out);
+	free(out);
+
+	/* --rule closes all of the rule's. */
+	ck_assert_int_eq(ctl(&d, &out, "kill", "--rule", "echo"), 0);
+	ck_assert_msg(strstr(out, "closed 3 connections"), "%s", out);
+	free(out);
+	ck_assert(closed_within(fd[0], 5));
+	ck_assert(closed_within(fd[2], 5));
+	ck_assert_int_eq(h_wait_counter(&d, "echo", "udp", "active", 0, 5), 0);
+	for (int i = 0; i < 3; i++)
+		close(fd[i]);
+	close(u);
+	/* The rule still serves. */
+	ck_assert_int_eq(echo_once(port, 9), 0);
+	h_stop(&d);
+	h_backend_stop(&echo);
+	h_backend_stop(&uecho);
+}
+END_TEST
+
+/* ---- metrics ---- */
+
+/* Value of the sample whose line starts with KEY ("name{labels}"), or -1. */
+static double metric(const char *text, const char *key)
+{
+	const char *p = text;
+	size_t len = strlen(key);
+
+	while ((p = strstr(p, key))) {
+		if ((p == text || p[-1] == '\n') && p[len] == ' ')
+			return strtod(p + len + 1, NULL);
+		p += len;
+	}
+	return -1;
+}
+
+/* Checks every line against the Prometheus text format (0.0.4). */
+static void check_exposition(const char *text)
+{
+	regex_t help, type, sample;
+	char *copy = strdup(text), *line, *save;
+	char typed[128][96], current[96] = "";
+	int ntyped = 0, lines = 0;
+
+	ck_assert_int_eq(regcomp(&help, "^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* [^\n]*$", REG_EXTENDED | REG_NOSUB), 0);
+	ck_assert_int_eq(regcomp(&type, "^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$", REG_EXTENDED), 0);
+	ck_assert_int_eq(regcomp(&sample,
+				 "^([a-zA-Z_:][a-zA-Z0-9_:]*)"
+				 "(\\{[a-zA-Z_][a-zA-Z0-9_]*=\"([^\"\\\\]|\\\\.)*\"(,[a-zA-Z_][a-zA-Z0-9_]*=\"([^\"\\\\]|\\\\.)*\")*\\})?"
+				 " [-+]?(([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][-+]?[0-9]+)?|NaN|Inf)( -?[0-9]+)?$",
+				 REG_EXTENDED), 0);
+	ck_assert_msg(text[strlen(text) - 1] == '\n', "the exposition must end with a newline");
+	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		regmatch_t m[2];
+
+		lines++;
+		if (strncmp(line, "# HELP ", 7) == 0) {
+			ck_assert_msg(regexec(&help, line, 0, NULL, 0) == 0, "bad HELP line: %s", line);
+		} else if (strncmp(line, "# TYPE ", 7) == 0) {
+			ck_assert_msg(regexec(&type, line, 2, m, 0) == 0, "bad TYPE line: %s", line);
+			snprintf(current, sizeof(current), "%.*s", (int)(m[1].rm_eo - m[1].rm_so), line + m[1].rm_so);
+			for (int i = 0; i < ntyped; i++)
+				ck_assert_msg(strcmp(typed[i], current) != 0, "%s typed twice", current);
+			ck_assert_int_lt(ntyped, 128);
+			snprintf(typed[ntyped++], sizeof(typed[0]), "%s", current);
+		} else {
+			char name[96];
+
+			ck_assert_msg(line[0] != '#', "unknown comment: %s", line);
+			ck_assert_msg(regexec(&sample, line, 2, m, 0) == 0, "bad sample line: %s", line);
+			snprintf(name, sizeof(name), "%.*s", (int)(m[1].rm_eo - m[1].rm_so), line + m[1].rm_so);
+			/* Each sample belongs to the family whose TYPE came last. */
+			ck_assert_msg(strcmp(name, current) == 0, "sample %s outside its family (%s)", name, current);
+		}
+	}
+	ck_assert_int_gt(lines, 40);
+	regfree(&help);
+	regfree(&type);
+	regfree(&sample);
+	free(copy);
+}
+
+START_TEST(test_metrics)
+{
+	struct h_backend echo, uecho;
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false), dead = h_free_port(SOCK_STREAM, false);
+	char body[1024], *out, key[256];
+	int u;
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_backend_start_on(&uecho, H_UDP_ECHO, false, echo.port);
+	snprintf(body, sizeof(body),
+		 "rules: ( { name = \"echo\"; proto = \"tcp+udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "         { name = \"dead\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 port, echo.port, dead, h_free_port(SOCK_STREAM, false));
+	h_start(&d, body);
+	for (int i = 0; i < 3; i++) {
+		int fd = h_connect("127.0.0.1", port);
+
+		ck_assert_int_eq(h_echo_exchange(fd, 10000, (uint64_t)i, 10), 0);
+		close(fd);
+	}
+	u = socket(AF_INET, SOCK_DGRAM, 0);
+	for (unsigned i = 0; i < 5; i++)
+		ck_assert_int_eq(udp_once(u, port, 100 + i), 0); /* "datagram 10N": 12 bytes */
+	close(u);
+	for (int i = 0; i < 2; i++) {
+		int fd = h_connect("127.0.0.1", dead);
+
+		ck_assert(closed_within(fd, 5));
+		close(fd);
+	}
+	ck_assert_int_eq(h_wait_counter(&d, "echo", "tcp", "active", 0, 5), 0);
+	ck_assert_int_eq(h_wait_counter(&d, "dead", "tcp", "connect_failed", 2, 5), 2);
+
+	ck_assert_int_eq(ctl(&d, &out, "metrics", NULL, NULL), 0);
+	check_exposition(out);
+#define M(k, v) ck_assert_msg(metric(out, k) == (v), "%s = %g, want %g", k, metric(out, k), (double)(v))
+	M("portfwd_tcp_connections_accepted_total{rule=\"echo\"}", 3);
+	M("portfwd_tcp_connections_active{rule=\"echo\"}", 0);
+	M("portfwd_tcp_bytes_total{rule=\"echo\",direction=\"to_target\"}", 30000);
+	M("portfwd_tcp_bytes_total{rule=\"echo\",direction=\"to_client\"}", 30000);
+	M("portfwd_udp_datagrams_total{rule=\"echo\",direction=\"to_target\"}", 5);
+	M("portfwd_udp_datagrams_total{rule=\"echo\",direction=\"to_client\"}", 5);
+	M("portfwd_udp_bytes_total{rule=\"echo\",direction=\"to_target\"}", 60);
+	M("portfwd_udp_sessions_created_total{rule=\"echo\"}", 1);
+	M("portfwd_udp_sessions_active{rule=\"echo\"}", 1);
+	M("portfwd_tcp_connections_failed_total{rule=\"dead\",reason=\"refused\"}", 2);
+	M("portfwd_tcp_connections_failed_total{rule=\"dead\",reason=\"timeout\"}", 0);
+	M("portfwd_rule_up{rule=\"echo\",proto=\"udp\"}", 1);
+	M("portfwd_config_generation", 1);
+	M("portfwd_reloads_total{result=\"ok\"}", 0);
+	/* A dead rule has no UDP series. */
+	ck_assert_ptr_null(strstr(out, "portfwd_udp_sessions_active{rule=\"dead\"}"));
+	ck_assert(metric(out, "portfwd_uptime_seconds") >= 0);
+	free(out);
+
+	/* Reloads are counted; a refused one too. */
+	ctl_ok(&d, "reload", NULL, NULL);
+	put_file(d.conf, "rules = ( oops");
+	ck_assert_int_eq(ctl(&d, &out, "reload", NULL, NULL), 1);
+	free(out);
+	ck_assert_int_eq(ctl(&d, &out, "metrics", NULL, NULL), 0);
+	check_exposition(out);
+	M("portfwd_reloads_total{result=\"ok\"}", 1);
+	M("portfwd_reloads_total{result=\"failed\"}", 1);
+	M("portfwd_config_generation", 2);
+	M("portfwd_config_last_reload_successful", 0);
+	snprintf(key, sizeof(key), "portfwd_tcp_connections_accepted_total{rule=\"echo\"}");
+	M(key, 3); /* counters of kept rules survive reloads */
+#undef M
+	free(out);
+	ck_assert_int_eq(ctl(&d, &out, "metrics", "--json", NULL), 0);
+	ck_assert_msg(strstr(out, "\"portfwd_tcp_bytes_total\""), "%s", out);
+	free(out);
+	h_stop(&d);
+	h_backend_stop(&echo);
+	h_backend_stop(&uecho);
+}
+END_TEST
+
+/* ---- check, SIGHUP, a rule that cannot bind ---- */
+
+START_TEST(test_check)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char *out, want[1024], cwd[512];
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, echo_rule("echo", port, echo.port));
+	ck_assert_int_eq(ctl(&d, &out, "check", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, "configuration is valid") && strstr(out, "0 added, 0 removed, 0 changed, 1 unchanged"), "%s", out);
+	free(out);
+	/* A relative FILE is the caller's, not the daemon's. */
+	ck_assert_int_eq(ctl(&d, &out, "check", "tests/conf/bad/mixed.conf", NULL), 1);
+	ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+	snprintf(want, sizeof(want), "%s/tests/conf/bad/mixed.conf:2: defaults: buffer_size: 1 is out of range (4096-67108864)", cwd);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	ck_assert_int_eq(ctl(&d, &out, "check", "conf/portfwd.conf", "--json"), 0);
+	ck_assert_msg(strstr(out, "\"added\": 4") && strstr(out, "\"removed\": 1"), "%s", out);
+	free(out);
+	ck_assert_int_eq(ctl(&d, &out, "check", "no/such/file.conf", NULL), 1);
+	free(out);
+	/* Checking applies nothing. */
+	ck_assert_int_eq(generation(&d), 1);
+	ck_assert_int_eq(echo_once(port, 1), 0);
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
+START_TEST(test_sighup)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned keep = h_free_port(SOCK_STREAM, false), added = h_free_port(SOCK_STREAM, false);
+	double t0;
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, two_rules(keep, 0, echo.port));
+	h_write_conf(&d, two_rules(keep, added, echo.port));
+	kill(d.pid, SIGHUP);
+	t0 = h_now();
+	while (generation(&d) != 2 && h_now() - t0 < 5)
+		sleep_s(0.02);
+	ck_assert_int_eq(generation(&d), 2);
+	ck_assert_int_eq(echo_once(added, 1), 0);
+	ck_assert(h_log_contains(&d, "reload (SIGHUP)"));
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
+START_TEST(test_reload_bind_failure)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned keep = h_free_port(SOCK_STREAM, false), held = h_free_port(SOCK_STREAM, false);
+	char *out;
+	int blocker;
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, two_rules(keep, 0, echo.port));
+	blocker = bind_plain(held, SOCK_STREAM);
+	ck_assert_int_ge(blocker, 0);
+	h_write_conf(&d, two_rules(keep, held, echo.port));
+	ck_assert_int_eq(ctl(&d, &out, "reload", NULL, NULL), 1);
+	ck_assert_msg(strstr(out, "rule gone: cannot listen on tcp: address already in use"), "%s", out);
+	ck_assert_msg(strstr(out, "generation 2 is in force, but 1 rule is not listening"), "%s", out);
+	free(out);
+	/* The rest of the file applied. */
+	ck_assert_int_eq(generation(&d), 2);
+	ck_assert_str_eq(rule_state(&d, "gone"), "failed");
+	ck_assert_int_eq(echo_once(keep, 2), 0);
+	/* Once the port is free the retry binds it. */
+	close(blocker);
+	{
+		double t0 = h_now();
+
+		while (strcmp(rule_state(&d, "gone"), "listening") != 0 && h_now() - t0 < 10)
+			sleep_s(0.1);
+	}
+	ck_assert_int_eq(echo_once(held, 3), 0);
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("reload");
@@ -308,6 +1018,16 @@ int main(void)
 
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_reload_under_load);
+	tcase_add_test(tc, test_bad_reload_changes_nothing);
+	tcase_add_test(tc, test_removed_rule_drains);
+	tcase_add_test(tc, test_drain_timeout);
+	tcase_add_test(tc, test_changed_target);
+	tcase_add_test(tc, test_disable_enable);
+	tcase_add_test(tc, test_kill);
+	tcase_add_test(tc, test_metrics);
+	tcase_add_test(tc, test_check);
+	tcase_add_test(tc, test_sighup);
+	tcase_add_test(tc, test_reload_bind_failure);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
