@@ -140,7 +140,8 @@ int h_socket_inodes(unsigned port, bool udp, unsigned long *out, int max)
 		}
 		fclose(fp);
 	}
-	qsort(out, (size_t)(n < max ? n : max), sizeof(*out), h_cmp_ulong);
+	if (out && n > 0 && max > 0)
+		qsort(out, (size_t)(n < max ? n : max), sizeof(*out), h_cmp_ulong);
 	return n;
 }
 
