@@ -128,6 +128,7 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_int_eq(cfg.rules[0].set.buffer_size, 65536);
 	ck_assert(cfg.rules[0].set.splice);
 	ck_assert_int_eq(cfg.workers, 0);
+	ck_assert(cfg.drain_timeout == 0);
 	ck_assert(cfg.rules[0].set.idle_timeout == 3600.0);
 	ck_assert(cfg.rules[1].set.idle_timeout == 600.0);
 	ck_assert_int_eq(cfg.rules[2].proto, RULE_PROTO_UDP);
@@ -148,6 +149,7 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_int_eq(cfg.rules[1].set.max_udp_sessions, 1000000);
 	ck_assert_int_eq(cfg.rules[2].set.max_connections, 100);
 	ck_assert_int_eq(cfg.workers, 3);
+	ck_assert(cfg.drain_timeout == 30);
 	ck_assert(cfg.rules[0].set.splice);   /* rule override */
 	ck_assert(!cfg.rules[1].set.splice);  /* from defaults */
 	config_free(&cfg);
