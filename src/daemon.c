@@ -316,6 +316,7 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 		atomic_store(&d->workers[i]->log_connections, d->cfg.log_connections);
 	d->generation++;
 	d->reloads_ok++;
+	d->last_refused = false;
 	d->last_reload = time(NULL);
 	d->last_reload_seconds = clock_now() - t0;
 	res->status = res->msgs.count ? 1 : 0;
@@ -328,6 +329,7 @@ refused:
 	free(rules);
 	free(taken);
 	d->reloads_failed++;
+	d->last_refused = true;
 	d->last_failed = time(NULL);
 	config_errors_free(&d->last_errors);
 	for (size_t i = 0; i < res->msgs.count; i++)

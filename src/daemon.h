@@ -46,6 +46,7 @@ struct daemon {
 	double last_reload_seconds; /* how long it took */
 	time_t last_failed;        /* wall time of the last refused reload, 0 if none */
 	struct config_errors last_errors; /* why it was refused */
+	bool last_refused;         /* the last reload tried was refused */
 };
 
 /* The outcome of a reload or a check, for the control reply. */

@@ -132,8 +132,7 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 	metrics_sample(m, "portfwd_reloads_total", (double)d->reloads_failed, 1, "result", "failed");
 	metrics_family(m, "portfwd_config_last_reload_successful", "gauge",
 		       "1 if the last reload was applied (or none was tried), 0 if it was refused.");
-	metrics_sample(m, "portfwd_config_last_reload_successful",
-		       d->last_failed && d->last_failed >= d->last_reload ? 0 : 1, 0);
+	metrics_sample(m, "portfwd_config_last_reload_successful", d->last_refused ? 0 : 1, 0);
 	metrics_family(m, "portfwd_rules", "gauge", "Rules in the configuration in force.");
 	metrics_sample(m, "portfwd_rules", (double)d->nrules, 0);
 	metrics_family(m, "portfwd_draining_rules", "gauge",

@@ -37,9 +37,10 @@ static json_t *status_reload_json(const struct daemon *d)
 
 	for (size_t i = 0; i < d->last_errors.count; i++)
 		json_array_append_new(errs, json_string(d->last_errors.msgs[i]));
-	return json_pack("{s:I, s:I, s:o, s:f, s:o, s:o}",
+	return json_pack("{s:I, s:I, s:b, s:o, s:f, s:o, s:o}",
 			 "ok", (json_int_t)d->reloads_ok,
 			 "failed", (json_int_t)d->reloads_failed,
+			 "last_refused", d->last_refused,
 			 "last", status_time(d->last_reload),
 			 "last_seconds", d->last_reload_seconds,
 			 "last_failed", status_time(d->last_failed),
