@@ -1,22 +1,24 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static int log_level = LOG_LVL_INFO;
+/* Set by the main thread (start, reload), read by every thread. */
+static _Atomic int log_level = LOG_LVL_INFO;
 static int log_journal = -1;
 
 void log_set_level(int level)
 {
-	log_level = level;
+	atomic_store_explicit(&log_level, level, memory_order_relaxed);
 }
 
 int log_get_level(void)
 {
-	return log_level;
+	return atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
 static const struct {
@@ -51,7 +53,7 @@ void log_msg(int level, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if (level > log_level)
+	if (level > log_get_level())
 		return;
 	if (log_journal < 0)
 		log_journal = getenv("JOURNAL_STREAM") != NULL;

@@ -565,6 +565,15 @@ START_TEST(test_drain_timeout)
 }
 END_TEST
 
+/* The H_GREET_READ results, read under the backend's lock. */
+static void greet_result(struct h_backend *b, int *finished, long long *bytes)
+{
+	pthread_mutex_lock(&b->lock);
+	*finished = b->finished;
+	*bytes = b->got_bytes;
+	pthread_mutex_unlock(&b->lock);
+}
+
 /* A changed target: new connections go to it, the open one stays. */
 START_TEST(test_changed_target)
 {
@@ -572,7 +581,8 @@ START_TEST(test_changed_target)
 	struct hdaemon d;
 	unsigned port = h_free_port(SOCK_STREAM, false);
 	char buf[16], *out;
-	int c1, c2;
+	int c1, c2, f1 = 0, f2 = 0;
+	long long n1 = 0, n2 = 0;
 	double t0;
 
 	h_backend_start(&b1, H_GREET_READ, false);
@@ -590,13 +600,18 @@ START_TEST(test_changed_target)
 	shutdown(c1, SHUT_WR);
 	shutdown(c2, SHUT_WR);
 	t0 = h_now();
-	while ((b1.finished < 1 || b2.finished < 1) && h_now() - t0 < 5)
+	for (;;) {
+		greet_result(&b1, &f1, &n1);
+		greet_result(&b2, &f2, &n2);
+		if ((f1 >= 1 && f2 >= 1) || h_now() - t0 > 5)
+			break;
 		sleep_s(0.02);
+	}
 	/* The old connection reached the old target, the new one the new target. */
-	ck_assert_int_eq(b1.finished, 1);
-	ck_assert_int_eq(b1.got_bytes, 3);
-	ck_assert_int_eq(b2.finished, 1);
-	ck_assert_int_eq(b2.got_bytes, 6);
+	ck_assert_int_eq(f1, 1);
+	ck_assert_int_eq(n1, 3);
+	ck_assert_int_eq(f2, 1);
+	ck_assert_int_eq(n2, 6);
 	close(c1);
 	close(c2);
 	snprintf(buf, sizeof(buf), "%u", b2.port);
