@@ -274,6 +274,8 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 				res->unchanged++;
 			}
 		} else {
+			for (size_t j = 0; j < d->ndraining; j++)
+				forward_udp_takeover(d->draining[j], rc);
 			rules[i] = forward_new(d->base, d->workers, d->nworkers, rc);
 			if (!rules[i]) {
 				/* Cannot happen short of memory; the rest still applies. */

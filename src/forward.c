@@ -407,17 +407,46 @@ int forward_enable(struct forward *fw)
 	return forward_start(fw);
 }
 
+static void forward_drain_cb(struct listener *l, void *arg)
+{
+	(void)arg;
+	listener_drain(l);
+}
+
 void forward_drain(struct forward *fw, double now)
 {
 	if (fw->draining)
 		return;
-	forward_close(fw, "rule removed");
+	forward_each_sync(fw, forward_drain_cb, NULL);
+	if (fw->bind_retry)
+		evtimer_del(fw->bind_retry);
+	if (fw->cfg.proto & RULE_PROTO_TCP)
+		fw->tcp.state = FORWARD_CLOSED;
+	if (fw->cfg.proto & RULE_PROTO_UDP)
+		fw->udp.state = FORWARD_CLOSED;
 	fw->disabled = false;
 	fw->draining = true;
 	fw->drain_started = now;
-	log_info("rule %s: removed: not listening; draining %u connection%s",
+	log_info("rule %s: removed: not accepting; draining %u connection%s and %u UDP session%s",
 		 fw->cfg.name, atomic_load(&fw->tcp_active),
-		 atomic_load(&fw->tcp_active) == 1 ? "" : "s");
+		 atomic_load(&fw->tcp_active) == 1 ? "" : "s", atomic_load(&fw->udp_active),
+		 atomic_load(&fw->udp_active) == 1 ? "" : "s");
+}
+
+static void forward_udp_end_cb(struct listener *l, void *arg)
+{
+	listener_udp_end(l, arg);
+}
+
+void forward_udp_takeover(struct forward *fw, const struct rule_config *by)
+{
+	if (!fw->draining || !(fw->cfg.proto & RULE_PROTO_UDP) || !(by->proto & RULE_PROTO_UDP) ||
+	    !rule_addr_equal((const struct sockaddr *)&fw->cfg.listen,
+			     (const struct sockaddr *)&by->listen))
+		return;
+	log_info("rule %s: its UDP address goes to the new rule %s; its sessions end",
+		 fw->cfg.name, by->name);
+	forward_each_sync(fw, forward_udp_end_cb, "the address was taken by a new rule");
 }
 
 struct forward_kill {

@@ -113,9 +113,15 @@ void forward_disable(struct forward *fw);
  * (the reason is in the state; it is retried). */
 int forward_enable(struct forward *fw);
 
-/* For a rule that a reload removed: stops listening at once, as
- * forward_disable, and marks it draining. */
+/* For a rule that a reload removed: stops accepting at once and marks it
+ * draining. TCP connections carry on; the UDP socket stays for the sessions
+ * there are (datagrams from new clients are dropped) and closes after the
+ * last one. */
 void forward_drain(struct forward *fw, double now);
+
+/* A new rule BY wants the UDP address that draining FW still holds: FW's
+ * sessions end and its socket closes, now. */
+void forward_udp_takeover(struct forward *fw, const struct rule_config *by);
 
 /* Closes every connection and session of the rule, logging REASON.
  * Returns how many were closed. */

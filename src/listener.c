@@ -149,18 +149,51 @@ void listener_set_snap(struct listener *l, struct forward_snap *snap)
 	listener_tcp_recheck(l);
 }
 
-/* Closes the listening sockets only. */
-static void listener_close_sockets(struct listener *l)
+static void listener_close_udp(struct listener *l)
 {
-	if (l->tcp)
-		evconnlistener_free(l->tcp);
-	l->tcp = NULL;
 	if (l->udp_ev) {
 		event_free(l->udp_ev);
 		close(l->udp_fd);
 	}
 	l->udp_ev = NULL;
 	l->udp_fd = -1;
+	l->udp_draining = false;
+}
+
+/* Closes the listening sockets only. */
+static void listener_close_sockets(struct listener *l)
+{
+	if (l->tcp)
+		evconnlistener_free(l->tcp);
+	l->tcp = NULL;
+	listener_close_udp(l);
+}
+
+void listener_drain(struct listener *l)
+{
+	if (l->tcp)
+		evconnlistener_free(l->tcp);
+	l->tcp = NULL;
+	l->closed = true;
+	evtimer_del(l->accept_retry);
+	l->tcp_paused_emfile = false;
+	/* The sessions' replies go out through this socket: it stays while they do. */
+	if (l->sessions)
+		l->udp_draining = true;
+	else
+		listener_close_udp(l);
+}
+
+void listener_udp_end(struct listener *l, const char *reason)
+{
+	relay_udp_close_all(l, reason);
+	listener_close_udp(l);
+}
+
+void listener_udp_drained(struct listener *l)
+{
+	if (l->udp_draining && !l->sessions)
+		listener_close_udp(l);
 }
 
 void listener_close(struct listener *l, const char *reason)

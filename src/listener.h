@@ -31,6 +31,7 @@ struct listener {
 	struct worker *worker;
 	struct rule_counters stats;
 	bool closed;   /* disabled or draining: sockets handed over are closed */
+	bool udp_draining; /* removed rule: the UDP socket serves existing sessions only */
 	bool inserted; /* in the worker's list */
 
 	/* TCP */
@@ -60,6 +61,17 @@ void listener_set_snap(struct listener *l, struct forward_snap *snap);
  * the UDP sessions, which cannot reach their clients without the socket.
  * TCP connections carry on. L's thread. */
 void listener_close(struct listener *l, const char *reason);
+
+/* For a removed rule: closes the TCP listening socket; the UDP one stays
+ * for the sessions there are (new clients are dropped) and closes with the
+ * last of them (listener_udp_drained). L's thread. */
+void listener_drain(struct listener *l);
+
+/* Ends the UDP sessions and closes the UDP socket, logging REASON. L's thread. */
+void listener_udp_end(struct listener *l, const char *reason);
+
+/* A session of a draining listener ended: closes the socket after the last. */
+void listener_udp_drained(struct listener *l);
 
 /* Opens L to sockets again after listener_close. L's thread. */
 void listener_reopen(struct listener *l);

@@ -48,6 +48,7 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 	free(s);
 	STAT_SUB(&l->stats, udp_active, 1);
 	forward_udp_release(l->fw);
+	listener_udp_drained(l);
 	forward_unhold(l->fw); /* last: a draining rule may be freed from here on */
 }
 
@@ -216,6 +217,11 @@ static struct udp_session *relay_udp_session_for(struct listener *l,
 
 	if (s)
 		return s;
+	if (l->udp_draining) {
+		/* A removed rule serves the sessions it has, and no new client. */
+		STAT_ADD(&l->stats, udp_dropped_draining, 1);
+		return NULL;
+	}
 	if (!forward_udp_claim(l->fw)) {
 		if (STAT_GET(&l->stats, udp_dropped_limit) == 0)
 			log_warning("udp %s: %u sessions, the max_udp_sessions limit; dropping datagrams from new clients",

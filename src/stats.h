@@ -29,7 +29,8 @@
 	X(udp_bytes_to_target)                                                   \
 	X(udp_bytes_to_client)                                                   \
 	X(udp_dropped_limit) /* datagrams from new clients over max_udp_sessions */ \
-	X(udp_dropped_error) /* datagrams a socket refused to send */
+	X(udp_dropped_error) /* datagrams a socket refused to send */           \
+	X(udp_dropped_draining) /* from new clients of a rule a reload removed */
 
 /* The live counters, written by one worker. */
 struct rule_counters {

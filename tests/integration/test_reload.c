@@ -397,7 +397,8 @@ START_TEST(test_bad_reload_changes_nothing)
 	}
 	closedir(dir);
 	ck_assert_int_ge(files, 15);
-	ck_assert_int_eq(h_counter(&d, "echo", "tcp", "active"), 1 + 0);
+	/* Only the live one is left (the echo checks' closes may still be on their way). */
+	ck_assert_int_eq(h_wait_counter(&d, "echo", "tcp", "active", 1, 5), 1);
 	{
 		char buf[8];
 
@@ -621,6 +622,97 @@ START_TEST(test_changed_target)
 	h_stop(&d);
 	h_backend_stop(&b1);
 	h_backend_stop(&b2);
+}
+END_TEST
+
+
+static const char *rule_state(struct hdaemon *d, const char *name);
+static int bind_plain(unsigned port, int type);
+
+/* A port free on 127.0.0.1 for TCP and for UDP, for a tcp+udp rule. */
+static unsigned free_port_both(void)
+{
+	for (int i = 0; i < 100; i++) {
+		unsigned port = h_free_port(SOCK_STREAM, false);
+		int fd = bind_plain(port, SOCK_DGRAM);
+
+		if (fd >= 0) {
+			close(fd);
+			return port;
+		}
+	}
+	ck_abort_msg("no port free for both TCP and UDP");
+	return 0;
+}
+
+/* UDP of a removed rule: its sessions go on, new clients are not taken. */
+START_TEST(test_udp_session_drains)
+{
+	struct h_backend echo, uecho;
+	struct hdaemon d;
+	unsigned keep = h_free_port(SOCK_STREAM, false), gone = free_port_both();
+	char body[4096];
+	int a, b;
+	json_t *dr;
+	double t0;
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_backend_start_on(&uecho, H_UDP_ECHO, false, echo.port);
+	snprintf(body, sizeof(body), "defaults: { udp_idle_timeout = 1.5; };\n%s",
+		 two_rules(keep, gone, echo.port));
+	h_start(&d, body);
+	a = socket(AF_INET, SOCK_DGRAM, 0);
+	b = socket(AF_INET, SOCK_DGRAM, 0);
+	ck_assert_int_eq(udp_once(a, gone, 1), 0);
+
+	snprintf(body, sizeof(body), "defaults: { udp_idle_timeout = 1.5; };\n%s",
+		 two_rules(keep, 0, echo.port));
+	h_write_conf(&d, body);
+	ctl_ok(&d, "reload", NULL, NULL);
+	/* The session still relays both ways, through the socket kept for it. */
+	ck_assert_int_eq(udp_once(a, gone, 2), 0);
+	ck_assert_int_gt(h_socket_inodes(gone, true, NULL, 0), 0);
+	dr = draining(&d);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(dr, 0), "udp_active")), 1);
+	json_decref(dr);
+	/* A new client gets nothing from a removed rule. */
+	ck_assert_int_eq(udp_once(b, gone, 3), -1);
+	/* Once the session ends (udp_idle_timeout) the port is free. */
+	t0 = h_now();
+	while (h_socket_inodes(gone, true, NULL, 0) > 0 && h_now() - t0 < 10)
+		sleep_s(0.05);
+	ck_assert_int_eq(h_socket_inodes(gone, true, NULL, 0), 0);
+	t0 = h_now();
+	for (;;) {
+		dr = draining(&d);
+		if (json_array_size(dr) == 0 || h_now() - t0 > 5)
+			break;
+		json_decref(dr);
+		sleep_s(0.05);
+	}
+	ck_assert_int_eq(json_array_size(dr), 0);
+	json_decref(dr);
+
+	/* Removed, then added again while a session drains: the new rule takes
+	 * the address at once and serves new clients. */
+	snprintf(body, sizeof(body), "defaults: { udp_idle_timeout = 30; };\n%s",
+		 two_rules(keep, gone, echo.port));
+	h_write_conf(&d, body);
+	ctl_ok(&d, "reload", NULL, NULL);
+	ck_assert_int_eq(udp_once(a, gone, 4), 0);
+	h_write_conf(&d, two_rules(keep, 0, echo.port));
+	ctl_ok(&d, "reload", NULL, NULL);
+	ck_assert_int_eq(udp_once(a, gone, 5), 0);
+	h_write_conf(&d, two_rules(keep, gone, echo.port));
+	ctl_ok(&d, "reload", NULL, NULL);
+	ck_assert_str_eq(rule_state(&d, "gone"), "listening");
+	ck_assert_int_eq(udp_once(b, gone, 6), 0);
+	ck_assert(h_log_contains(&d, "its UDP address goes to the new rule gone"));
+	close(a);
+	close(b);
+	h_stop(&d);
+	h_backend_stop(&echo);
+	h_backend_stop(&uecho);
 }
 END_TEST
 
@@ -887,7 +979,10 @@ START_TEST(test_metrics)
 		ck_assert(closed_within(fd, 5));
 		close(fd);
 	}
+	/* A reply can reach the client a moment before its counter moves. */
 	ck_assert_int_eq(h_wait_counter(&d, "echo", "tcp", "active", 0, 5), 0);
+	ck_assert_int_eq(h_wait_counter(&d, "echo", "udp", "datagrams_to_target", 5, 5), 5);
+	ck_assert_int_eq(h_wait_counter(&d, "echo", "udp", "datagrams_to_client", 5, 5), 5);
 	ck_assert_int_eq(h_wait_counter(&d, "dead", "tcp", "connect_failed", 2, 5), 2);
 
 	ck_assert_int_eq(ctl(&d, &out, "metrics", NULL, NULL), 0);
@@ -1036,6 +1131,7 @@ int main(void)
 	tcase_add_test(tc, test_bad_reload_changes_nothing);
 	tcase_add_test(tc, test_removed_rule_drains);
 	tcase_add_test(tc, test_drain_timeout);
+	tcase_add_test(tc, test_udp_session_drains);
 	tcase_add_test(tc, test_changed_target);
 	tcase_add_test(tc, test_disable_enable);
 	tcase_add_test(tc, test_kill);
