@@ -121,24 +121,7 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 	return 0;
 }
 
-/* "1.5 MiB"-style byte counts and "3m 12s"-style durations for tables. */
-static const char *commands_bytes(json_int_t n, char *buf, size_t len)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-	double v = (double)n;
-	int u = 0;
-
-	while (v >= 1024 && u < 4) {
-		v /= 1024;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, len, "%lld B", (long long)n);
-	else
-		snprintf(buf, len, "%.1f %s", v, units[u]);
-	return buf;
-}
-
+/* "3m 12s"-style durations for tables. */
 static const char *commands_secs(double s, char *buf, size_t len)
 {
 	if (s < 60)
@@ -185,8 +168,8 @@ static int commands_connections(struct daemon *d, int argc, char **argv, bool js
 		char age[16], idle[16], up[48], down[48];
 		bool udp = strcmp(json_string_value(json_object_get(c, "proto")), "udp") == 0;
 
-		commands_bytes(json_integer_value(json_object_get(c, "bytes_to_target")), up, sizeof(up));
-		commands_bytes(json_integer_value(json_object_get(c, "bytes_to_client")), down, sizeof(down));
+		status_bytes((uint64_t)json_integer_value(json_object_get(c, "bytes_to_target")), up, sizeof(up));
+		status_bytes((uint64_t)json_integer_value(json_object_get(c, "bytes_to_client")), down, sizeof(down));
 		if (udp) {
 			/* UDP: datagrams too, "12 dg/1.2 KiB". */
 			char tmp[48];

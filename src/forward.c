@@ -369,9 +369,12 @@ static void forward_close_cb(struct listener *l, void *arg)
 	listener_close(l, arg);
 }
 
-static void forward_close(struct forward *fw, const char *reason)
+/* Runs FN (which closes the listening sockets) in every worker, stops the
+ * bind retries, and marks the protocols closed. */
+static void forward_close(struct forward *fw, void (*fn)(struct listener *l, void *arg),
+			  void *arg)
 {
-	forward_each_sync(fw, forward_close_cb, (void *)reason);
+	forward_each_sync(fw, fn, arg);
 	if (fw->bind_retry)
 		evtimer_del(fw->bind_retry);
 	if (fw->cfg.proto & RULE_PROTO_TCP)
@@ -384,7 +387,7 @@ void forward_disable(struct forward *fw)
 {
 	if (fw->disabled || fw->draining)
 		return;
-	forward_close(fw, "rule disabled");
+	forward_close(fw, forward_close_cb, "rule disabled");
 	fw->disabled = true;
 	log_info("rule %s: disabled: not listening; its connections carry on", fw->cfg.name);
 }
@@ -417,13 +420,7 @@ void forward_drain(struct forward *fw, double now)
 {
 	if (fw->draining)
 		return;
-	forward_each_sync(fw, forward_drain_cb, NULL);
-	if (fw->bind_retry)
-		evtimer_del(fw->bind_retry);
-	if (fw->cfg.proto & RULE_PROTO_TCP)
-		fw->tcp.state = FORWARD_CLOSED;
-	if (fw->cfg.proto & RULE_PROTO_UDP)
-		fw->udp.state = FORWARD_CLOSED;
+	forward_close(fw, forward_drain_cb, NULL);
 	fw->disabled = false;
 	fw->draining = true;
 	fw->drain_started = now;

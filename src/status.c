@@ -156,8 +156,7 @@ json_t *status_json(const struct daemon *d)
 	return root;
 }
 
-/* "1.5 MiB" style; BUF must hold 16 bytes. */
-static const char *status_bytes(uint64_t n, char *buf, size_t len)
+const char *status_bytes(uint64_t n, char *buf, size_t len)
 {
 	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
 	double v = (double)n;

@@ -3,6 +3,8 @@
 #define PORTFWD_STATUS_H
 
 #include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
 
 struct daemon;
 struct evbuffer;
@@ -12,5 +14,8 @@ json_t *status_json(const struct daemon *d);
 
 /* The same facts as aligned text for a person, appended to OUT. */
 void status_text(const struct daemon *d, struct evbuffer *out);
+
+/* N bytes as "512 B" or "1.5 MiB" into BUF (16 bytes are enough). */
+const char *status_bytes(uint64_t n, char *buf, size_t len);
 
 #endif

@@ -484,6 +484,24 @@ static json_t *draining(struct hdaemon *d)
 	return a;
 }
 
+/* Waits (5 s at most) until no rule is draining, and asserts it. */
+static void wait_no_draining(struct hdaemon *d)
+{
+	double t0 = h_now();
+	size_t n;
+
+	for (;;) {
+		json_t *dr = draining(d);
+
+		n = json_array_size(dr);
+		json_decref(dr);
+		if (n == 0 || h_now() - t0 > 5)
+			break;
+		sleep_s(0.05);
+	}
+	ck_assert_int_eq(n, 0);
+}
+
 START_TEST(test_removed_rule_drains)
 {
 	struct h_backend echo;
@@ -492,7 +510,6 @@ START_TEST(test_removed_rule_drains)
 	json_t *dr;
 	char *out;
 	int fd;
-	double t0;
 
 	h_backend_start(&echo, H_ECHO, false);
 	h_start(&d, two_rules(keep, gone, echo.port));
@@ -524,16 +541,7 @@ START_TEST(test_removed_rule_drains)
 
 	/* When the connection ends, the rule is gone for good. */
 	close(fd);
-	t0 = h_now();
-	for (;;) {
-		dr = draining(&d);
-		if (json_array_size(dr) == 0 || h_now() - t0 > 5)
-			break;
-		json_decref(dr);
-		sleep_s(0.05);
-	}
-	ck_assert_int_eq(json_array_size(dr), 0);
-	json_decref(dr);
+	wait_no_draining(&d);
 	ck_assert(h_log_contains(&d, "rule gone: drained"));
 	h_stop(&d);
 	h_backend_stop(&echo);
@@ -682,16 +690,7 @@ START_TEST(test_udp_session_drains)
 	while (h_socket_inodes(gone, true, NULL, 0) > 0 && h_now() - t0 < 10)
 		sleep_s(0.05);
 	ck_assert_int_eq(h_socket_inodes(gone, true, NULL, 0), 0);
-	t0 = h_now();
-	for (;;) {
-		dr = draining(&d);
-		if (json_array_size(dr) == 0 || h_now() - t0 > 5)
-			break;
-		json_decref(dr);
-		sleep_s(0.05);
-	}
-	ck_assert_int_eq(json_array_size(dr), 0);
-	json_decref(dr);
+	wait_no_draining(&d);
 
 	/* Removed, then added again while a session drains: the new rule takes
 	 * the address at once and serves new clients. */
