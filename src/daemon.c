@@ -15,6 +15,7 @@
 #include "control.h"
 #include "forward.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "version.h"
 #include "worker.h"
 
@@ -122,6 +123,66 @@ static void daemon_drain_add(struct daemon *d, struct forward *fw)
 		event_add(d->drain_timer, &tv);
 }
 
+/* The one-line summary systemd shows (STATUS=). */
+static void daemon_summary(struct daemon *d, char *buf, size_t len)
+{
+	unsigned long long tcp = 0, udp = 0;
+	size_t ok = 0;
+
+	for (size_t i = 0; i < d->nrules; i++) {
+		ok += forward_ready(d->rules[i]);
+		tcp += atomic_load(&d->rules[i]->tcp_active);
+		udp += atomic_load(&d->rules[i]->udp_active);
+	}
+	snprintf(buf, len, "%zu of %zu rules listening, %llu TCP connections, %llu UDP sessions, generation %llu%s",
+		 ok, d->nrules, tcp, udp, (unsigned long long)d->generation,
+		 d->ndraining ? ", some rules draining" : "");
+}
+
+static void daemon_pong_cb(void *arg)
+{
+	struct daemon *d = arg;
+
+	atomic_fetch_add(&d->pongs, 1);
+}
+
+/*
+ * Every tick: STATUS=, and WATCHDOG=1 only if every worker answered the
+ * previous round, so a stuck worker loop gets the service restarted just
+ * as a stuck main loop does.
+ */
+static void daemon_notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	char summary[256];
+
+	(void)fd;
+	(void)what;
+	daemon_summary(d, summary, sizeof(summary));
+	if (sdnotify_watchdog_usec() == 0) {
+		sdnotify_send("STATUS=%s", summary);
+		return;
+	}
+	if (!d->pinged || atomic_load(&d->pongs) == d->nworkers)
+		sdnotify_send("WATCHDOG=1\nSTATUS=%s", summary);
+	else
+		log_error("watchdog: %zu of %zu workers did not answer; not telling systemd we are alive",
+			  d->nworkers - atomic_load(&d->pongs), d->nworkers);
+	atomic_store(&d->pongs, 0);
+	for (size_t i = 0; i < d->nworkers; i++)
+		worker_call(d->workers[i], daemon_pong_cb, d);
+	d->pinged = true;
+}
+
+/* READY=1 with the summary; also ends a reload for systemd. */
+static void daemon_notify_ready(struct daemon *d, const char *prefix)
+{
+	char summary[256];
+
+	daemon_summary(d, summary, sizeof(summary));
+	sdnotify_send("READY=1\nMAINPID=%ld\nSTATUS=%s%s", (long)getpid(), prefix, summary);
+}
+
 struct forward *daemon_find_rule(struct daemon *d, const char *name)
 {
 	for (size_t i = 0; i < d->nrules; i++)
@@ -218,6 +279,8 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	struct config nc;
 
 	daemon_result_init(res);
+	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+		      (unsigned long long)(t0 * 1e6), d->cfg.path);
 	log_info("reload (%s): reading %s", why, d->cfg.path);
 	if (daemon_load(d->cfg.path, &nc, res) < 0) {
 		for (size_t i = 0; i < res->msgs.count; i++)
@@ -326,6 +389,7 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 		 why, (unsigned long long)d->generation, d->last_reload_seconds, res->added,
 		 res->removed, res->changed, res->unchanged,
 		 res->status ? "; some rules are not listening" : "");
+	daemon_notify_ready(d, res->status ? "reloaded, some rules failed: " : "");
 	return;
 refused:
 	free(rules);
@@ -336,6 +400,7 @@ refused:
 	config_errors_free(&d->last_errors);
 	for (size_t i = 0; i < res->msgs.count; i++)
 		config_errors_add(&d->last_errors, "%s", res->msgs.msgs[i]);
+	daemon_notify_ready(d, "reload failed, the previous configuration stays: ");
 }
 
 int daemon_start(struct daemon *d, struct config *cfg)
@@ -350,6 +415,7 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	d->started_mono = clock_now();
 	d->started_wall = time(NULL);
 	d->generation = 1;
+	sdnotify_init();
 	daemon_check_fd_limit(&d->cfg);
 
 	/* Workers and the main thread call into each other's loops. */
@@ -403,6 +469,18 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	for (size_t i = 0; i < d->nworkers; i++)
 		if (worker_start(d->workers[i]) < 0)
 			return -1;
+	daemon_notify_ready(d, "");
+	if (sdnotify_enabled()) {
+		uint64_t wd = sdnotify_watchdog_usec();
+		/* Half the watchdog interval, as systemd advises; STATUS every 10 s at most. */
+		struct timeval tv = clock_timeval(wd && wd / 2 < 10000000 ? (double)wd / 2e6 : 10);
+
+		d->notify_timer = event_new(d->base, -1, EV_PERSIST, daemon_notify_cb, d);
+		if (!d->notify_timer || event_add(d->notify_timer, &tv) < 0)
+			log_warning("cannot start the systemd status timer");
+		if (wd)
+			daemon_notify_cb(-1, 0, d);
+	}
 	log_info("portfwd %s started: %zu of %zu rules listening, %zu worker%s, control socket %s",
 		 PORTFWD_VERSION, ready, d->nrules, d->nworkers, d->nworkers == 1 ? "" : "s",
 		 d->cfg.control_socket);
@@ -420,6 +498,10 @@ int daemon_run(struct daemon *d)
 
 void daemon_stop(struct daemon *d)
 {
+	sdnotify_send("STOPPING=1\nSTATUS=stopping");
+	if (d->notify_timer)
+		event_free(d->notify_timer);
+	d->notify_timer = NULL;
 	control_close(d->control);
 	d->control = NULL;
 	/* Forwards first (no more binds or calls into workers), then the workers
@@ -458,5 +540,6 @@ void daemon_stop(struct daemon *d)
 		event_base_free(d->base);
 	d->base = NULL;
 	config_free(&d->cfg);
+	sdnotify_close();
 	log_info("portfwd stopped");
 }

@@ -6,6 +6,7 @@
 #ifndef PORTFWD_DAEMON_H
 #define PORTFWD_DAEMON_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +33,9 @@ struct daemon {
 	struct forward **draining; /* removed by a reload, connections still open */
 	size_t ndraining;
 	struct event *drain_timer;
+	struct event *notify_timer; /* systemd: STATUS= and WATCHDOG=1 */
+	_Atomic unsigned pongs;     /* workers that answered the last watchdog round */
+	bool pinged;                /* a round is out */
 	struct control *control;
 	struct event *signals[4];
 	bool log_level_fixed; /* -l given: a reload keeps it */
