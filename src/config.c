@@ -1,8 +1,10 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <libconfig.h>
 #include <math.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,12 +277,58 @@ static void config_read_settings(struct config_ctx *ctx,
 		config_get_bool(ctx, s, &set->splice);
 }
 
+/* daemon.user, group and admin_group: names that must exist on this system. */
+static void config_read_identity(struct config_ctx *ctx, const config_setting_t *daemon,
+				 struct config *cfg)
+{
+	const config_setting_t *s;
+	const char *str;
+
+	if ((s = config_setting_get_member(daemon, "user")) && (str = config_get_string(ctx, s))) {
+		struct passwd *pw = getpwnam(str);
+
+		if (!pw) {
+			config_err(ctx, s, "user: no user \"%s\" on this system", str);
+		} else if (pw->pw_uid == 0) {
+			config_err(ctx, s, "user: \"%s\" is root; name an unprivileged user, or leave user out", str);
+		} else {
+			cfg->user = strdup(str);
+			cfg->uid = pw->pw_uid;
+			cfg->gid = pw->pw_gid;
+		}
+	}
+	if ((s = config_setting_get_member(daemon, "group")) && (str = config_get_string(ctx, s))) {
+		struct group *gr = getgrnam(str);
+
+		if (!gr)
+			config_err(ctx, s, "group: no group \"%s\" on this system", str);
+		else if (!config_setting_get_member(daemon, "user"))
+			config_err(ctx, s, "group: goes with user (the group to run as once started)");
+		else {
+			cfg->group = strdup(str);
+			cfg->gid = gr->gr_gid;
+		}
+	}
+	if ((s = config_setting_get_member(daemon, "admin_group")) &&
+	    (str = config_get_string(ctx, s))) {
+		struct group *gr = getgrnam(str);
+
+		if (!gr) {
+			config_err(ctx, s, "admin_group: no group \"%s\" on this system", str);
+		} else {
+			cfg->admin_group = strdup(str);
+			cfg->admin_gid = gr->gr_gid;
+		}
+	}
+}
+
 static void config_read_daemon(struct config_ctx *ctx,
 			       const config_setting_t *group,
 			       struct config *cfg)
 {
 	static const char *const keys[] = { "control_socket", "log_level", "log_connections",
-					    "workers", "drain_timeout", NULL };
+					    "workers", "drain_timeout", "user", "group",
+					    "admin_group", "allow_root", NULL };
 	long long iv;
 	double dv;
 	const config_setting_t *s;
@@ -320,6 +368,9 @@ static void config_read_daemon(struct config_ctx *ctx,
 	if ((s = config_setting_get_member(group, "drain_timeout")) &&
 	    config_get_number(ctx, s, 0, 31536000, &dv) == 0)
 		cfg->drain_timeout = dv;
+	if ((s = config_setting_get_member(group, "allow_root")))
+		config_get_bool(ctx, s, &cfg->allow_root);
+	config_read_identity(ctx, group, cfg);
 }
 
 /* Reads one rule. Returns 0 if it is complete and valid, -1 otherwise. */
@@ -522,6 +573,9 @@ void config_free(struct config *cfg)
 {
 	free(cfg->path);
 	free(cfg->control_socket);
+	free(cfg->user);
+	free(cfg->group);
+	free(cfg->admin_group);
 	free(cfg->rules);
 	memset(cfg, 0, sizeof(*cfg));
 }
@@ -538,6 +592,7 @@ int config_load(const char *path, struct config *cfg, struct config_errors *errs
 	cfg->control_socket = strdup(CONFIG_DEFAULT_SOCKET);
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->log_connections = true;
+	cfg->allow_root = true;
 	rule_settings_init(&cfg->defaults);
 	if (!cfg->path || !cfg->control_socket) {
 		config_errors_add(errs, "%s: out of memory", path);

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "ctl_proto.h"
 #include "rule.h"
@@ -23,6 +24,14 @@ struct config {
 	bool log_connections;
 	unsigned workers; /* 0: one per CPU */
 	double drain_timeout; /* seconds a removed rule's connections may go on; 0 = no limit */
+	/* Who to run as once the listeners are bound, when started as root. */
+	char *user;           /* NULL: stay as started */
+	char *group;          /* NULL: the user's primary group */
+	uid_t uid;            /* resolved at load, valid when user is set */
+	gid_t gid;
+	char *admin_group;    /* may also change things through the control socket */
+	gid_t admin_gid;
+	bool allow_root;      /* false: refuse to run as root with no user */
 	struct rule_settings defaults;
 	struct rule_config *rules;
 	size_t nrules;

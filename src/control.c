@@ -21,10 +21,16 @@
 #include "log.h"
 #include "version.h"
 
+/* Supplementary groups of a peer we look at, at most. */
+#define CONTROL_PEER_GROUPS 64
+
 struct control_client {
 	LIST_ENTRY(control_client) link;
 	struct control *ctl;
 	struct bufferevent *bev;
+	struct ucred cred;                     /* the peer, from SO_PEERCRED */
+	gid_t groups[CONTROL_PEER_GROUPS];     /* its supplementary groups */
+	int ngroups;
 	bool closing;   /* free once the output is flushed */
 	bool throttled; /* reading paused until the client takes its replies */
 	bool peer_eof;  /* the client will send nothing more */
@@ -34,6 +40,7 @@ struct control {
 	struct daemon *daemon;
 	struct evconnlistener *lev;
 	char *path;
+	char *made_dir; /* the socket's directory, if portfwd created it */
 	unsigned nclients;
 	LIST_HEAD(, control_client) clients;
 };
@@ -76,6 +83,34 @@ static int control_cmd_help(bool json, struct evbuffer *out)
 		free(text);
 	}
 	return 0;
+}
+
+static bool control_peer_in_group(const struct control_client *c, gid_t gid)
+{
+	if (c->cred.gid == gid)
+		return true;
+	for (int i = 0; i < c->ngroups; i++)
+		if (c->groups[i] == gid)
+			return true;
+	return false;
+}
+
+/*
+ * Who may do what. Reading (status, rules, connections, metrics): root, the
+ * daemon's user, and the socket's group (the daemon's group), which the
+ * socket's mode 0660 already limits connecting to. Changing anything
+ * (reload, kill, enable, disable, and check, which reads files as the
+ * daemon): root, the daemon's user, and daemon.admin_group.
+ */
+static bool control_allowed(const struct control_client *c, const struct ctl_cmd *cmd)
+{
+	const struct daemon *d = c->ctl->daemon;
+
+	if (c->cred.uid == 0 || c->cred.uid == geteuid())
+		return true;
+	if (cmd->mutating)
+		return d->cfg.admin_group && control_peer_in_group(c, d->cfg.admin_gid);
+	return control_peer_in_group(c, getegid());
 }
 
 /* Takes every --json out of ARGV. Returns the new ARGC; *JSON says if there was one. */
@@ -153,6 +188,14 @@ static void control_request(struct control_client *c, char *line)
 			 ctl_proto_names(matches > 1 ? argv[0] : "", names, sizeof(names)));
 		goto done;
 	}
+	if (!control_allowed(c, cmd)) {
+		log_warning("control: refused \"%s\" from uid %u pid %d", cmd->name,
+			    (unsigned)c->cred.uid, (int)c->cred.pid);
+		snprintf(err, sizeof(err), "permission denied: \"%s\" changes the daemon; it is allowed to root, the daemon's user%s%s",
+			 cmd->name, c->ctl->daemon->cfg.admin_group ? " and the group " : "",
+			 c->ctl->daemon->cfg.admin_group ? c->ctl->daemon->cfg.admin_group : "");
+		goto done;
+	}
 	argc = control_take_json(argc, argv, &json);
 	if (argc - 1 < cmd->min_args || argc - 1 > cmd->max_args) {
 		snprintf(err, sizeof(err), "usage: %s%s%s", cmd->name, cmd->usage[0] ? " " : "",
@@ -160,7 +203,8 @@ static void control_request(struct control_client *c, char *line)
 		goto done;
 	}
 	if (cmd->mutating)
-		log_info("control: %s", cmd->name);
+		log_info("control: %s from uid %u pid %d", cmd->name, (unsigned)c->cred.uid,
+			 (int)c->cred.pid);
 	else
 		log_debug("control: %s", cmd->name);
 	if (cmd->id == CTL_CMD_HELLO)
@@ -273,6 +317,20 @@ static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		return;
 	}
 	c->ctl = ctl;
+	/* Unknown peer: uid -1 is nobody's, so it may do nothing that needs rights. */
+	c->cred.uid = (uid_t)-1;
+	c->cred.gid = (gid_t)-1;
+	{
+		socklen_t len = sizeof(c->cred);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
+			c->cred.uid = (uid_t)-1;
+			c->cred.gid = (gid_t)-1;
+		}
+		len = sizeof(c->groups);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len) == 0)
+			c->ngroups = (int)(len / sizeof(c->groups[0]));
+	}
 	LIST_INSERT_HEAD(&ctl->clients, c, link);
 	ctl->nclients++;
 	bufferevent_setcb(c->bev, control_read_cb, control_write_cb, control_event_cb, c);
@@ -325,7 +383,7 @@ static int control_claim_path(const char *path, char *err, size_t errlen)
 }
 
 /* Creates the socket's own directory, as systemd's RuntimeDirectory= would. */
-static int control_make_dir(const char *path)
+static int control_make_dir(const char *path, char **made)
 {
 	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char *slash;
@@ -339,6 +397,7 @@ static int control_make_dir(const char *path)
 	if (mkdir(dir, 0755) < 0 || chmod(dir, 0755) < 0)
 		return -1;
 	log_info("control: created the directory %s", dir);
+	*made = strdup(dir);
 	return 0;
 }
 
@@ -347,6 +406,7 @@ struct control *control_open(struct event_base *base, const char *path,
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct control *ctl;
+	char *made = NULL;
 	mode_t old;
 	int fd, r;
 
@@ -365,7 +425,7 @@ struct control *control_open(struct event_base *base, const char *path,
 	/* The socket file is created by bind: the umask sets its mode, 0660. */
 	old = umask(0117);
 	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	if (r < 0 && errno == ENOENT && control_make_dir(path) == 0)
+	if (r < 0 && errno == ENOENT && control_make_dir(path, &made) == 0)
 		r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
 	if (r < 0) {
 		int e = errno;
@@ -374,6 +434,7 @@ struct control *control_open(struct event_base *base, const char *path,
 		close(fd);
 		snprintf(err, errlen, "cannot create the control socket %s: %s%s", path, strerror(e),
 			 e == ENOENT ? " (its directory does not exist)" : "");
+		free(made);
 		return NULL;
 	}
 	umask(old);
@@ -381,17 +442,21 @@ struct control *control_open(struct event_base *base, const char *path,
 		snprintf(err, errlen, "listen on %s: %s", path, strerror(errno));
 		close(fd);
 		unlink(path);
+		free(made);
 		return NULL;
 	}
 	ctl = calloc(1, sizeof(*ctl));
 	if (!ctl || !(ctl->path = strdup(path))) {
 		free(ctl);
+		free(made);
 		close(fd);
 		unlink(path);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	ctl->daemon = d;
+	ctl->made_dir = made;
+	made = NULL;
 	LIST_INIT(&ctl->clients);
 	ctl->lev = evconnlistener_new(base, control_accept_cb, ctl,
 				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
@@ -415,5 +480,22 @@ void control_close(struct control *ctl)
 		evconnlistener_free(ctl->lev);
 	unlink(ctl->path);
 	free(ctl->path);
+	free(ctl->made_dir);
 	free(ctl);
+}
+
+int control_chown(struct control *ctl, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+	/* The daemon's group may use the socket (0660); its user may remove it. */
+	if (chown(ctl->path, uid, gid) < 0) {
+		snprintf(err, errlen, "cannot give the control socket %s to uid %u: %s", ctl->path,
+			 (unsigned)uid, strerror(errno));
+		return -1;
+	}
+	if (ctl->made_dir && chown(ctl->made_dir, uid, gid) < 0) {
+		snprintf(err, errlen, "cannot give %s to uid %u: %s", ctl->made_dir, (unsigned)uid,
+			 strerror(errno));
+		return -1;
+	}
+	return 0;
 }

@@ -15,6 +15,7 @@
 #include "control.h"
 #include "forward.h"
 #include "log.h"
+#include "privs.h"
 #include "sdnotify.h"
 #include "version.h"
 #include "worker.h"
@@ -203,6 +204,18 @@ static ssize_t daemon_match(struct daemon *d, const struct rule_config *new, con
 /* What cannot change without a restart keeps its running value in NC. */
 static void daemon_keep_fixed(struct daemon *d, struct config *nc)
 {
+	const char *ru = d->cfg.user ? d->cfg.user : "", *nu = nc->user ? nc->user : "";
+	const char *rg = d->cfg.group ? d->cfg.group : "", *ng = nc->group ? nc->group : "";
+
+	if (strcmp(ru, nu) != 0 || strcmp(rg, ng) != 0) {
+		char *t;
+
+		log_warning("reload: daemon.user or daemon.group changed; that takes a restart, keeping the running ones");
+		t = nc->user, nc->user = d->cfg.user, d->cfg.user = t;
+		t = nc->group, nc->group = d->cfg.group, d->cfg.group = t;
+		nc->uid = d->cfg.uid;
+		nc->gid = d->cfg.gid;
+	}
 	if (nc->workers != d->cfg.workers) {
 		log_warning("reload: daemon.workers changed from %u to %u; that takes a restart, keeping %u",
 			    d->cfg.workers, nc->workers, d->cfg.workers);
@@ -403,6 +416,57 @@ refused:
 	daemon_notify_ready(d, "reload failed, the previous configuration stays: ");
 }
 
+/* True if a rule listens on a port below 1024 (which needs privilege). */
+static bool daemon_needs_low_ports(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nrules; i++)
+		if (rule_addr_port((const struct sockaddr *)&cfg->rules[i].listen) < 1024)
+			return true;
+	return false;
+}
+
+/*
+ * Started as root: with daemon.user, become it now that the listeners are
+ * bound (keeping only what binding below 1024 needs); without, refuse or
+ * warn as daemon.allow_root says. Returns 0, or -1 after logging why.
+ */
+static int daemon_drop_privileges(struct daemon *d)
+{
+	const struct config *c = &d->cfg;
+	char err[256];
+	bool low;
+
+	if (geteuid() != 0) {
+		if (c->user && geteuid() != c->uid)
+			log_warning("daemon.user is %s but portfwd was started as uid %u, not root; staying uid %u",
+				    c->user, (unsigned)geteuid(), (unsigned)geteuid());
+		return 0;
+	}
+	if (!c->user) {
+		if (!c->allow_root) {
+			log_error("running as root with no daemon.user, and daemon.allow_root is false: set daemon.user (and group) to an unprivileged account");
+			return -1;
+		}
+		log_warning("running as root: set daemon.user in %s so that portfwd gives root up once its ports are bound",
+			    c->path);
+		return 0;
+	}
+	low = daemon_needs_low_ports(c);
+	if (control_chown(d->control, c->uid, c->gid, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	if (privs_drop(c->uid, c->gid, low, err, sizeof(err)) < 0) {
+		log_error("cannot give up root: %s", err);
+		return -1;
+	}
+	log_info("running as user %s, group %s%s; no_new_privs set", c->user,
+		 c->group ? c->group : "(the user's)",
+		 low ? ", keeping only CAP_NET_BIND_SERVICE (a rule listens below 1024)"
+		     : ", with no capabilities");
+	return 0;
+}
+
 int daemon_start(struct daemon *d, struct config *cfg)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
@@ -466,6 +530,9 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		d->nrules++;
 		ready += forward_ready(d->rules[i]);
 	}
+	/* Before the worker threads: capabilities belong to each thread. */
+	if (daemon_drop_privileges(d) < 0)
+		return -1;
 	for (size_t i = 0; i < d->nworkers; i++)
 		if (worker_start(d->workers[i]) < 0)
 			return -1;

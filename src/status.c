@@ -3,12 +3,14 @@
 #include <event2/buffer.h>
 #include <stdio.h>
 #include <string.h>
+#include <pwd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "daemon.h"
 #include "forward.h"
+#include "privs.h"
 #include "version.h"
 
 static const char *status_state_name(enum forward_state s)
@@ -112,8 +114,21 @@ static json_t *status_totals_json(const struct rule_stats *t)
 			 "udp_dropped", (json_int_t)(t->udp_dropped_limit + t->udp_dropped_error));
 }
 
+/* The user the daemon runs as, by name where it has one. */
+static const char *status_user(char *buf, size_t len)
+{
+	struct passwd *pw = getpwuid(geteuid());
+
+	if (pw)
+		snprintf(buf, len, "%s", pw->pw_name);
+	else
+		snprintf(buf, len, "%u", (unsigned)geteuid());
+	return buf;
+}
+
 json_t *status_json(const struct daemon *d)
 {
+	char user[64];
 	json_t *root, *rules = json_array();
 	struct rule_stats total;
 	char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
@@ -138,7 +153,7 @@ json_t *status_json(const struct daemon *d)
 		json_array_append_new(rules, r);
 		stats_sum(&total, &st);
 	}
-	root = json_pack("{s:s, s:i, s:I, s:f, s:I, s:s, s:s, s:I, s:I, s:o, s:f, s:o, s:o, s:o}",
+	root = json_pack("{s:s, s:i, s:I, s:f, s:I, s:s, s:s, s:I, s:s, s:I, s:I, s:b, s:I, s:o, s:f, s:o, s:o, s:o}",
 			 "version", PORTFWD_VERSION,
 			 "protocol", 1,
 			 "pid", (json_int_t)getpid(),
@@ -147,6 +162,10 @@ json_t *status_json(const struct daemon *d)
 			 "config", d->cfg.path,
 			 "control_socket", d->cfg.control_socket,
 			 "workers", (json_int_t)d->nworkers,
+			 "user", status_user(user, sizeof(user)),
+			 "uid", (json_int_t)geteuid(),
+			 "gid", (json_int_t)getegid(),
+			 "can_bind_below_1024", privs_can_bind_low(),
 			 "generation", (json_int_t)d->generation,
 			 "reload", status_reload_json(d),
 			 "drain_timeout", d->cfg.drain_timeout,
@@ -227,7 +246,7 @@ static void status_text_reloads(const struct daemon *d, struct evbuffer *out)
 
 void status_text(const struct daemon *d, struct evbuffer *out)
 {
-	char up[64], listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+	char up[64], listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN], user[64];
 	char b1[16], b2[16];
 	size_t ok = 0, off = 0;
 
@@ -236,8 +255,9 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 		off += d->rules[i]->disabled;
 	}
 	status_duration(clock_now() - d->started_mono, up, sizeof(up));
-	evbuffer_add_printf(out, "portfwd %s, pid %ld, up %s, %zu worker%s\n", PORTFWD_VERSION,
-			    (long)getpid(), up, d->nworkers, d->nworkers == 1 ? "" : "s");
+	evbuffer_add_printf(out, "portfwd %s, pid %ld, up %s, %zu worker%s, user %s\n", PORTFWD_VERSION,
+			    (long)getpid(), up, d->nworkers, d->nworkers == 1 ? "" : "s",
+			    status_user(user, sizeof(user)));
 	evbuffer_add_printf(out, "config %s, generation %llu, %zu rule%s: %zu listening, %zu failed, %zu disabled\n",
 			    d->cfg.path, (unsigned long long)d->generation, d->nrules,
 			    d->nrules == 1 ? "" : "s", ok, d->nrules - ok - off, off);

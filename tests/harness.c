@@ -70,6 +70,7 @@ unsigned h_free_port(int socktype, bool v6)
 }
 
 const char *h_daemon_extra;
+unsigned h_dir_mode;
 
 void h_write_conf(struct hdaemon *d, const char *body)
 {
@@ -170,6 +171,8 @@ static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid, 
 	pid_t pid;
 
 	h_prepare(d, body);
+	if (h_dir_mode)
+		chmod(d->dir, h_dir_mode);
 	if (uid != 0) {
 		chmod(d->dir, 0777);
 		chmod(d->conf, 0644);

@@ -35,6 +35,10 @@ void h_write_conf(struct hdaemon *d, const char *body);
 /* More daemon keys for h_write_conf, e.g. "drain_timeout = 1.0;". */
 extern const char *h_daemon_extra;
 
+/* If set, the mode of the daemon's temporary directory (e.g. 0777 when the
+ * daemon gives up root and must still read its file and remove its socket). */
+extern unsigned h_dir_mode;
+
 /*
  * The inodes of the sockets bound to PORT on loopback and listening (TCP)
  * or bound (UDP), from /proc/net: the same inodes before and after a

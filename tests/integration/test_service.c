@@ -4,8 +4,10 @@
  * and make install.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -167,6 +169,324 @@ START_TEST(test_notify_protocol)
 }
 END_TEST
 
+
+/* ---- privilege drop ---- */
+
+/* A free TCP port below 1024 on 127.0.0.1 (the test runs as root). */
+static unsigned low_port(void)
+{
+	for (unsigned p = 1000; p > 600; p--) {
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)p),
+					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		int ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+
+		close(fd);
+		if (ok)
+			return p;
+	}
+	ck_abort_msg("no free port below 1024");
+	return 0;
+}
+
+/* The value of FIELD ("CapEff") in /proc/PID/status. */
+static void proc_field(pid_t pid, const char *field, char *out, size_t len)
+{
+	char path[64], line[512];
+	size_t flen = strlen(field);
+	FILE *fp;
+
+	out[0] = '\0';
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fp = fopen(path, "r");
+	ck_assert_ptr_nonnull(fp);
+	while (fgets(line, sizeof(line), fp))
+		if (strncmp(line, field, flen) == 0 && line[flen] == ':') {
+			char *v = line + flen + 1;
+
+			while (*v == ' ' || *v == '\t')
+				v++;
+			v[strcspn(v, "\n")] = '\0';
+			snprintf(out, len, "%s", v);
+		}
+	fclose(fp);
+}
+
+static int echo_through(unsigned port)
+{
+	int fd = h_connect("127.0.0.1", port);
+	int rc;
+
+	if (fd < 0)
+		return -1;
+	rc = h_echo_exchange(fd, 5000, 3, 10);
+	close(fd);
+	return rc;
+}
+
+START_TEST(test_privilege_drop)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned low = low_port();
+	char v[128], *out;
+	struct passwd *nobody = getpwnam("nobody");
+	struct group *nogroup = getgrnam("nogroup");
+	json_t *st;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_privilege_drop: not root, skipped\n");
+		return;
+	}
+	ck_assert_ptr_nonnull(nobody);
+	ck_assert_ptr_nonnull(nogroup);
+	h_backend_start(&echo, H_ECHO, false);
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\";";
+	h_dir_mode = 0777;
+	h_start(&d, one_rule(low, echo.port));
+
+	/* Every uid and gid is nobody's, no supplementary group, only the bind
+	 * capability (bit 10), an empty bounding set, no_new_privs. */
+	proc_field(d.pid, "Uid", v, sizeof(v));
+	snprintf(rule_body, sizeof(rule_body), "%u\t%u\t%u\t%u", (unsigned)nobody->pw_uid,
+		 (unsigned)nobody->pw_uid, (unsigned)nobody->pw_uid, (unsigned)nobody->pw_uid);
+	ck_assert_str_eq(v, rule_body);
+	proc_field(d.pid, "Gid", v, sizeof(v));
+	snprintf(rule_body, sizeof(rule_body), "%u\t%u\t%u\t%u", (unsigned)nogroup->gr_gid,
+		 (unsigned)nogroup->gr_gid, (unsigned)nogroup->gr_gid, (unsigned)nogroup->gr_gid);
+	ck_assert_str_eq(v, rule_body);
+	proc_field(d.pid, "Groups", v, sizeof(v));
+	ck_assert_str_eq(v, "");
+	proc_field(d.pid, "CapEff", v, sizeof(v));
+	ck_assert_str_eq(v, "0000000000000400");
+	proc_field(d.pid, "CapPrm", v, sizeof(v));
+	ck_assert_str_eq(v, "0000000000000400");
+	proc_field(d.pid, "CapBnd", v, sizeof(v));
+	ck_assert_str_eq(v, "0000000000000000");
+	proc_field(d.pid, "NoNewPrivs", v, sizeof(v));
+	ck_assert_str_eq(v, "1");
+	/* Every thread, the workers too: capabilities belong to each thread. */
+	{
+		char dir[64], path[512], line[256];
+		struct dirent *e;
+		int threads = 0;
+		DIR *dp;
+
+		snprintf(dir, sizeof(dir), "/proc/%d/task", (int)d.pid);
+		dp = opendir(dir);
+		ck_assert_ptr_nonnull(dp);
+		while ((e = readdir(dp))) {
+			FILE *fp;
+
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "%s/%s/status", dir, e->d_name);
+			fp = fopen(path, "r");
+			if (!fp)
+				continue;
+			while (fgets(line, sizeof(line), fp))
+				if (strncmp(line, "CapEff:", 7) == 0)
+					ck_assert_msg(strstr(line, "0000000000000400"), "thread %s: %s", e->d_name, line);
+			fclose(fp);
+			threads++;
+		}
+		closedir(dp);
+		ck_assert_int_ge(threads, 2); /* the main thread and at least one worker */
+	}
+	/* The rule below 1024 forwards. */
+	ck_assert_int_eq(echo_through(low), 0);
+	st = h_status(&d);
+	ck_assert_str_eq(json_string_value(json_object_get(st, "user")), "nobody");
+	ck_assert(json_is_true(json_object_get(st, "can_bind_below_1024")));
+	json_decref(st);
+	ck_assert(h_log_contains(&d, "keeping only CAP_NET_BIND_SERVICE"));
+	/* With the capability kept, a reload may add another low port. */
+	{
+		char body[1024];
+		unsigned low2;
+		char *argv[] = { (char *)PORTFWDCTL, "-s", d.sock, "reload", NULL };
+
+		low2 = low;
+		while (--low2 > 600) {
+			struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)low2),
+						  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+			int fd = socket(AF_INET, SOCK_STREAM, 0);
+			int ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+
+			close(fd);
+			if (ok)
+				break;
+		}
+		snprintf(body, sizeof(body),
+			 "rules: ( { name = \"echo\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
+			 "         { name = \"low2\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+			 low, echo.port, low2, echo.port);
+		h_write_conf(&d, body);
+		ck_assert_int_eq(h_run(argv, &out), 0);
+		free(out);
+		ck_assert_int_eq(echo_through(low2), 0);
+	}
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_dir_mode = 0;
+	h_backend_stop(&echo);
+}
+END_TEST
+
+/* No rule below 1024: no capability at all, and a reload cannot add one. */
+START_TEST(test_privilege_drop_no_caps)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false), low = low_port();
+	char v[128], body[1024], *out;
+	char *argv[] = { (char *)PORTFWDCTL, "-s", NULL, "reload", NULL };
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_privilege_drop_no_caps: not root, skipped\n");
+		return;
+	}
+	h_backend_start(&echo, H_ECHO, false);
+	h_daemon_extra = "user = \"nobody\";";
+	h_dir_mode = 0777;
+	h_start(&d, one_rule(port, echo.port));
+	proc_field(d.pid, "CapEff", v, sizeof(v));
+	ck_assert_str_eq(v, "0000000000000000");
+	proc_field(d.pid, "CapPrm", v, sizeof(v));
+	ck_assert_str_eq(v, "0000000000000000");
+	proc_field(d.pid, "NoNewPrivs", v, sizeof(v));
+	ck_assert_str_eq(v, "1");
+	ck_assert_int_eq(echo_through(port), 0);
+	snprintf(body, sizeof(body),
+		 "rules: ( { name = \"echo\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "         { name = \"low\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 port, echo.port, low, echo.port);
+	h_write_conf(&d, body);
+	argv[2] = d.sock;
+	ck_assert_int_eq(h_run(argv, &out), 1);
+	ck_assert_msg(strstr(out, "rule low: cannot listen on tcp") && strstr(out, "CAP_NET_BIND_SERVICE"), "%s", out);
+	free(out);
+	ck_assert_int_eq(echo_through(port), 0);
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_dir_mode = 0;
+	h_backend_stop(&echo);
+}
+END_TEST
+
+START_TEST(test_refuse_root)
+{
+	struct hdaemon d;
+	char *out;
+	char *argv[] = { (char *)bin("PORTFWD_BIN", "build/default/portfwd"), "-c", NULL, NULL };
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_refuse_root: not root, skipped\n");
+		return;
+	}
+	h_daemon_extra = "allow_root = false;";
+	h_prepare(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+	h_daemon_extra = NULL;
+	argv[2] = d.conf;
+	ck_assert_int_eq(h_run(argv, &out), 1);
+	ck_assert_msg(strstr(out, "daemon.allow_root is false"), "%s", out);
+	free(out);
+	h_cleanup(&d);
+}
+END_TEST
+
+/* ---- the control socket as a boundary ---- */
+
+/* portfwdctl as UID/GID (no supplementary groups): exit status, output. */
+static int ctl_as(uid_t uid, gid_t gid, const char *sock, const char *cmd, char **out)
+{
+	int pipefd[2];
+	char buf[4096];
+	size_t len = 0;
+	FILE *mem;
+	ssize_t n;
+	pid_t pid;
+	int st;
+
+	ck_assert_int_eq(pipe(pipefd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(pipefd[1], 1);
+		dup2(pipefd[1], 2);
+		close_range(3, ~0U, 0);
+		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+			_exit(126);
+		execl(PORTFWDCTL, "portfwdctl", "-s", sock, cmd, (char *)NULL);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	mem = open_memstream(out, &len);
+	while ((n = read(pipefd[0], buf, sizeof(buf))) > 0)
+		fwrite(buf, 1, (size_t)n, mem);
+	fclose(mem);
+	close(pipefd[0]);
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+START_TEST(test_control_permissions)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	struct group *nogroup = getgrnam("nogroup");
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	const uid_t other = 12345;
+	char *out;
+	struct stat sb;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_control_permissions: not root, skipped\n");
+		return;
+	}
+	h_backend_start(&echo, H_ECHO, false);
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\";";
+	h_dir_mode = 0777;
+	h_start(&d, one_rule(port, echo.port));
+	/* The socket belongs to the daemon's user and group, mode 0660. */
+	ck_assert_int_eq(stat(d.sock, &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 0777, 0660);
+	ck_assert_uint_eq(sb.st_gid, nogroup->gr_gid);
+
+	/* A member of the socket's group reads, but may not change anything. */
+	ck_assert_int_eq(ctl_as(other, nogroup->gr_gid, d.sock, "status", &out), 0);
+	ck_assert_msg(strstr(out, "1 rule"), "%s", out);
+	free(out);
+	ck_assert_int_eq(ctl_as(other, nogroup->gr_gid, d.sock, "metrics", &out), 0);
+	free(out);
+	ck_assert_int_eq(ctl_as(other, nogroup->gr_gid, d.sock, "reload", &out), 1);
+	ck_assert_msg(strstr(out, "permission denied"), "%s", out);
+	free(out);
+	ck_assert(h_log_contains(&d, "control: refused \"reload\" from uid 12345"));
+	/* Someone outside the group cannot even connect. */
+	ck_assert_int_eq(ctl_as(other, other, d.sock, "status", &out), 3);
+	ck_assert_msg(strstr(out, "permission denied"), "%s", out);
+	free(out);
+	/* Root may; the change is logged with who asked. */
+	ck_assert_int_eq(ctl_as(0, 0, d.sock, "reload", &out), 0);
+	free(out);
+	ck_assert(h_log_contains(&d, "control: reload from uid 0"));
+
+	/* daemon.admin_group lets its members change things (applies on reload). */
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\"; admin_group = \"nogroup\";";
+	h_write_conf(&d, one_rule(port, echo.port));
+	ck_assert_int_eq(ctl_as(0, 0, d.sock, "reload", &out), 0);
+	free(out);
+	ck_assert_int_eq(ctl_as(other, nogroup->gr_gid, d.sock, "reload", &out), 0);
+	free(out);
+	ck_assert_int_eq(echo_through(port), 0);
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_dir_mode = 0;
+	h_backend_stop(&echo);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("service");
@@ -174,6 +494,10 @@ int main(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_notify_protocol);
+	tcase_add_test(tc, test_privilege_drop);
+	tcase_add_test(tc, test_privilege_drop_no_caps);
+	tcase_add_test(tc, test_refuse_root);
+	tcase_add_test(tc, test_control_permissions);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
