@@ -1,6 +1,19 @@
 # portfwd: plain GNU make. `make`, `make run`, `make check`, `make check SANITIZE=1`.
 
 PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+# systemd reads units, sysusers.d and tmpfiles.d from /usr/local/lib as well as /usr/lib.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
+# auto: after a real install (no DESTDIR) on a running systemd, create the
+# portfwd user and reload systemd; no: never (tests, packaging).
+SYSTEMD_SETUP ?= auto
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 
@@ -42,7 +55,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
 HARNESS_OBJ := $(BUILD)/tests/harness.o
 
-.PHONY: all deps run check tests bench clean
+.PHONY: all deps run check tests bench clean install uninstall
 all: $(PORTFWD) $(PORTFWDCTL)
 
 deps:
@@ -94,6 +107,45 @@ check: deps all tests
 	mandoc -Tlint -W warning man/portfwd.8 man/portfwdctl.8 man/portfwd.conf.5
 	@PORTFWD_BIN=$(abspath $(PORTFWD)) PORTFWDCTL_BIN=$(abspath $(PORTFWDCTL)) \
 		scripts/run-tests $(UNIT_TESTS) -- $(INTEGRATION_TESTS)
+
+# Installs everything; /etc/portfwd.conf only if there is none (never a
+# user's file). Without DESTDIR on a systemd machine it also creates the
+# portfwd user and tells systemd about the unit.
+install: all
+	@# The unit with this installation's paths, made anew each time (PREFIX may differ).
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
+		-e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/portfwd.service.in > $(BUILD)/portfwd.service
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(COMPLETIONDIR) $(DESTDIR)$(SYSCONFDIR)
+	install -m 0755 $(PORTFWD) $(DESTDIR)$(SBINDIR)/portfwd
+	install -m 0755 $(PORTFWDCTL) $(DESTDIR)$(BINDIR)/portfwdctl
+	install -m 0644 $(BUILD)/portfwd.service $(DESTDIR)$(UNITDIR)/portfwd.service
+	install -m 0644 systemd/portfwd.sysusers $(DESTDIR)$(SYSUSERSDIR)/portfwd.conf
+	install -m 0644 systemd/portfwd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/portfwd.conf
+	install -m 0644 man/portfwd.conf.5 $(DESTDIR)$(MANDIR)/man5/portfwd.conf.5
+	install -m 0644 man/portfwd.8 man/portfwdctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 scripts/portfwdctl.bash-completion $(DESTDIR)$(COMPLETIONDIR)/portfwdctl
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/portfwd.conf ]; then \
+		echo "install: keeping the existing $(DESTDIR)$(SYSCONFDIR)/portfwd.conf"; \
+	else \
+		install -m 0644 conf/portfwd.conf $(DESTDIR)$(SYSCONFDIR)/portfwd.conf; \
+		echo "install: $(DESTDIR)$(SYSCONFDIR)/portfwd.conf is the example: edit its rules"; \
+	fi
+	@if [ "$(SYSTEMD_SETUP)" = auto ] && [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemd-sysusers $(SYSUSERSDIR)/portfwd.conf && \
+		systemd-tmpfiles --create $(TMPFILESDIR)/portfwd.conf && \
+		systemctl daemon-reload; \
+	fi
+
+# Removes what install put there, except the configuration file.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/portfwd $(DESTDIR)$(BINDIR)/portfwdctl \
+		$(DESTDIR)$(UNITDIR)/portfwd.service $(DESTDIR)$(SYSUSERSDIR)/portfwd.conf \
+		$(DESTDIR)$(TMPFILESDIR)/portfwd.conf $(DESTDIR)$(MANDIR)/man5/portfwd.conf.5 \
+		$(DESTDIR)$(MANDIR)/man8/portfwd.8 $(DESTDIR)$(MANDIR)/man8/portfwdctl.8 \
+		$(DESTDIR)$(COMPLETIONDIR)/portfwdctl
+	@echo "uninstall: $(DESTDIR)$(SYSCONFDIR)/portfwd.conf is left in place"
 
 clean:
 	rm -rf build

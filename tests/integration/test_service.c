@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -487,6 +488,129 @@ START_TEST(test_control_permissions)
 }
 END_TEST
 
+
+/* ---- the unit and make install ---- */
+
+/* Runs a shell command line; returns its exit status, output in *OUT. */
+static int sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sh(char **out, const char *fmt, ...)
+{
+	char cmd[2048];
+	char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return h_run(argv, out);
+}
+
+static char *read_text(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	char *buf = calloc(1, 65536);
+
+	ck_assert_msg(fp != NULL, "%s: %s", path, strerror(errno));
+	buf[fread(buf, 1, 65535, fp)] = '\0';
+	fclose(fp);
+	return buf;
+}
+
+START_TEST(test_install_and_unit)
+{
+	static const char *const files[] = {
+		"sbin/portfwd", "bin/portfwdctl", "lib/systemd/system/portfwd.service",
+		"lib/sysusers.d/portfwd.conf", "lib/tmpfiles.d/portfwd.conf",
+		"share/man/man8/portfwd.8", "share/man/man8/portfwdctl.8",
+		"share/man/man5/portfwd.conf.5", "share/bash-completion/completions/portfwdctl",
+		"etc/portfwd.conf", NULL,
+	};
+	char dir[] = "/tmp/portfwd-install.XXXXXX", path[512], want[1024], *out, *unit, *text;
+	struct stat sb;
+	struct h_backend echo;
+	struct hdaemon d;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	/* A real prefix (no DESTDIR), so the unit's paths exist for verify. */
+	ck_assert_msg(sh(&out, "make -s install PREFIX=%s SYSCONFDIR=%s/etc SYSTEMD_SETUP=no", dir, dir) == 0, "%s", out);
+	ck_assert_msg(strstr(out, "is the example: edit its rules"), "%s", out);
+	free(out);
+	for (int i = 0; files[i]; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		ck_assert_msg(stat(path, &sb) == 0, "%s was not installed", path);
+		ck_assert_uint_eq(sb.st_mode & 0777, strstr(files[i], "bin/") ? 0755u : 0644u);
+	}
+	/* The unit runs what was installed, as the user sysusers.d creates. */
+	snprintf(path, sizeof(path), "%s/lib/systemd/system/portfwd.service", dir);
+	unit = read_text(path);
+	snprintf(want, sizeof(want), "\nExecStart=%s/sbin/portfwd -c %s/etc/portfwd.conf\n", dir, dir);
+	ck_assert_msg(strstr(unit, want), "%s", unit);
+	snprintf(want, sizeof(want), "\nExecStartPre=%s/sbin/portfwd -t -c %s/etc/portfwd.conf\n", dir, dir);
+	ck_assert_msg(strstr(unit, want), "%s", unit);
+	snprintf(want, sizeof(want), "\nExecReload=%s/bin/portfwdctl reload\n", dir);
+	ck_assert_msg(strstr(unit, want), "%s", unit);
+	ck_assert(strstr(unit, "\nType=notify\n") && strstr(unit, "\nUser=portfwd\n") &&
+		  strstr(unit, "\nRuntimeDirectory=portfwd\n"));
+	/* No placeholder left unfilled. */
+	ck_assert(!strstr(unit, "@SBINDIR@") && !strstr(unit, "@BINDIR@") && !strstr(unit, "@SYSCONFDIR@"));
+	free(unit);
+	snprintf(path, sizeof(path), "%s/lib/sysusers.d/portfwd.conf", dir);
+	text = read_text(path);
+	ck_assert_msg(strstr(text, "\nu     portfwd "), "%s", text);
+	free(text);
+	/* The installed daemon accepts the installed example. */
+	ck_assert_msg(sh(&out, "%s/sbin/portfwd -t -c %s/etc/portfwd.conf", dir, dir) == 0, "%s", out);
+	free(out);
+
+	/* systemd's own checks: verify says nothing, exposure at most 1.5. */
+	snprintf(path, sizeof(path), "%s/lib/systemd/system/portfwd.service", dir);
+	ck_assert_msg(sh(&out, "MANPATH=%s/share/man systemd-analyze verify %s", dir, path) == 0, "%s", out);
+	ck_assert_msg(out[0] == '\0', "systemd-analyze verify: %s", out);
+	free(out);
+	ck_assert_msg(sh(&out, "systemd-analyze security --offline=yes --threshold=15 %s", path) == 0, "%s", out);
+	ck_assert_msg(strstr(out, "Overall exposure level for portfwd.service: 1."), "%s", out);
+	free(out);
+
+	/* Bash completion: commands, and rule names from the running daemon. */
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), echo.port));
+	ck_assert_int_eq(sh(&out, "PATH=%s/bin:$PATH bash -c '. %s/share/bash-completion/completions/portfwdctl; "
+			      "COMP_WORDS=(portfwdctl rel); COMP_CWORD=1; _portfwdctl; echo \"${COMPREPLY[*]}\"; "
+			      "COMP_WORDS=(portfwdctl -s %s disable e); COMP_CWORD=4; _portfwdctl; echo \"${COMPREPLY[*]}\"'",
+			      dir, dir, d.sock), 0);
+	ck_assert_msg(strcmp(out, "reload\necho\n") == 0, "completion gave: %s", out);
+	free(out);
+	h_stop(&d);
+	h_backend_stop(&echo);
+
+	/* A second install keeps the edited configuration. */
+	snprintf(path, sizeof(path), "%s/etc/portfwd.conf", dir);
+	{
+		FILE *fp = fopen(path, "a");
+
+		fputs("# edited by the operator\n", fp);
+		fclose(fp);
+	}
+	ck_assert_msg(sh(&out, "make -s install PREFIX=%s SYSCONFDIR=%s/etc SYSTEMD_SETUP=no", dir, dir) == 0, "%s", out);
+	ck_assert_msg(strstr(out, "keeping the existing"), "%s", out);
+	free(out);
+	text = read_text(path);
+	ck_assert(strstr(text, "# edited by the operator\n"));
+	free(text);
+
+	/* Uninstall removes all but the configuration. */
+	ck_assert_msg(sh(&out, "make -s uninstall PREFIX=%s SYSCONFDIR=%s/etc", dir, dir) == 0, "%s", out);
+	free(out);
+	for (int i = 0; files[i]; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		ck_assert_msg((stat(path, &sb) == 0) == (strcmp(files[i], "etc/portfwd.conf") == 0),
+			      "after uninstall: %s", path);
+	}
+	ck_assert_int_eq(sh(&out, "rm -rf %s", dir), 0);
+	free(out);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("service");
@@ -498,6 +622,7 @@ int main(void)
 	tcase_add_test(tc, test_privilege_drop_no_caps);
 	tcase_add_test(tc, test_refuse_root);
 	tcase_add_test(tc, test_control_permissions);
+	tcase_add_test(tc, test_install_and_unit);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
