@@ -389,6 +389,11 @@ long long h_wait_counter(struct hdaemon *d, const char *rule, const char *proto,
 
 int h_run(char *const argv[], char **output)
 {
+	return h_run_as(argv, (uid_t)-1, (gid_t)-1, output);
+}
+
+int h_run_as(char *const argv[], uid_t uid, gid_t gid, char **output)
+{
 	int pipefd[2];
 	FILE *mem;
 	size_t len = 0;
@@ -404,6 +409,8 @@ int h_run(char *const argv[], char **output)
 		dup2(pipefd[1], 1);
 		dup2(pipefd[1], 2);
 		close_range(3, ~0U, 0);
+		if (uid != (uid_t)-1 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
+			_exit(126);
 		execv(argv[0], argv);
 		_exit(127);
 	}

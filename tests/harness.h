@@ -88,6 +88,9 @@ long long h_wait_counter(struct hdaemon *d, const char *rule, const char *proto,
 /* Runs ARGV, captures stdout+stderr (malloc'd) and returns the exit status. */
 int h_run(char *const argv[], char **output);
 
+/* The same as UID/GID with no supplementary groups (the test must be root). */
+int h_run_as(char *const argv[], uid_t uid, gid_t gid, char **output);
+
 /* True if the daemon's log contains TEXT. */
 bool h_log_contains(struct hdaemon *d, const char *text);
 

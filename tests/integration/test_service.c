@@ -173,10 +173,10 @@ END_TEST
 
 /* ---- privilege drop ---- */
 
-/* A free TCP port below 1024 on 127.0.0.1 (the test runs as root). */
-static unsigned low_port(void)
+/* A free TCP port below BELOW (and 1024) on 127.0.0.1; the test runs as root. */
+static unsigned low_port_below(unsigned below)
 {
-	for (unsigned p = 1000; p > 600; p--) {
+	for (unsigned p = below - 1; p > 600; p--) {
 		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)p),
 					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 		int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -186,8 +186,24 @@ static unsigned low_port(void)
 		if (ok)
 			return p;
 	}
-	ck_abort_msg("no free port below 1024");
+	ck_abort_msg("no free port below %u", below);
 	return 0;
+}
+
+static unsigned low_port(void)
+{
+	return low_port_below(1001);
+}
+
+/* The rule "echo" on PORT and the rule NAME on PORT2, both to TARGET. */
+static const char *two_rules(char *buf, size_t len, unsigned port, const char *name,
+			     unsigned port2, unsigned target)
+{
+	snprintf(buf, len,
+		 "rules: ( { name = \"echo\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "         { name = \"%s\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 port, target, name, port2, target);
+	return buf;
 }
 
 /* The value of FIELD ("CapEff") in /proc/PID/status. */
@@ -307,22 +323,8 @@ START_TEST(test_privilege_drop)
 		unsigned low2;
 		char *argv[] = { (char *)PORTFWDCTL, "-s", d.sock, "reload", NULL };
 
-		low2 = low;
-		while (--low2 > 600) {
-			struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)low2),
-						  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-			int fd = socket(AF_INET, SOCK_STREAM, 0);
-			int ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-
-			close(fd);
-			if (ok)
-				break;
-		}
-		snprintf(body, sizeof(body),
-			 "rules: ( { name = \"echo\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
-			 "         { name = \"low2\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
-			 low, echo.port, low2, echo.port);
-		h_write_conf(&d, body);
+		low2 = low_port_below(low);
+		h_write_conf(&d, two_rules(body, sizeof(body), low, "low2", low2, echo.port));
 		ck_assert_int_eq(h_run(argv, &out), 0);
 		free(out);
 		ck_assert_int_eq(echo_through(low2), 0);
@@ -358,11 +360,7 @@ START_TEST(test_privilege_drop_no_caps)
 	proc_field(d.pid, "NoNewPrivs", v, sizeof(v));
 	ck_assert_str_eq(v, "1");
 	ck_assert_int_eq(echo_through(port), 0);
-	snprintf(body, sizeof(body),
-		 "rules: ( { name = \"echo\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
-		 "         { name = \"low\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
-		 port, echo.port, low, echo.port);
-	h_write_conf(&d, body);
+	h_write_conf(&d, two_rules(body, sizeof(body), port, "low", low, echo.port));
 	argv[2] = d.sock;
 	ck_assert_int_eq(h_run(argv, &out), 1);
 	ck_assert_msg(strstr(out, "rule low: cannot listen on tcp") && strstr(out, "CAP_NET_BIND_SERVICE"), "%s", out);
@@ -401,34 +399,9 @@ END_TEST
 /* portfwdctl as UID/GID (no supplementary groups): exit status, output. */
 static int ctl_as(uid_t uid, gid_t gid, const char *sock, const char *cmd, char **out)
 {
-	int pipefd[2];
-	char buf[4096];
-	size_t len = 0;
-	FILE *mem;
-	ssize_t n;
-	pid_t pid;
-	int st;
+	char *argv[] = { (char *)PORTFWDCTL, "-s", (char *)sock, (char *)cmd, NULL };
 
-	ck_assert_int_eq(pipe(pipefd), 0);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		dup2(pipefd[1], 1);
-		dup2(pipefd[1], 2);
-		close_range(3, ~0U, 0);
-		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
-			_exit(126);
-		execl(PORTFWDCTL, "portfwdctl", "-s", sock, cmd, (char *)NULL);
-		_exit(127);
-	}
-	close(pipefd[1]);
-	mem = open_memstream(out, &len);
-	while ((n = read(pipefd[0], buf, sizeof(buf))) > 0)
-		fwrite(buf, 1, (size_t)n, mem);
-	fclose(mem);
-	close(pipefd[0]);
-	waitpid(pid, &st, 0);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+	return h_run_as(argv, uid, gid, out);
 }
 
 START_TEST(test_control_permissions)
