@@ -584,6 +584,71 @@ START_TEST(test_install_and_unit)
 }
 END_TEST
 
+
+/* With DESTDIR, every path the unit names is there under DESTDIR. */
+START_TEST(test_install_destdir)
+{
+	char dir[] = "/tmp/portfwd-destdir.XXXXXX", path[1024], *out, *unit;
+	static const char *const keys[] = { "\nExecStart=", "\nExecStartPre=", "\nExecReload=", NULL };
+	struct stat sb;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_msg(sh(&out, "make -s install DESTDIR=%s SYSTEMD_SETUP=no", dir) == 0, "%s", out);
+	free(out);
+	snprintf(path, sizeof(path), "%s/usr/local/lib/systemd/system/portfwd.service", dir);
+	unit = read_text(path);
+	for (int i = 0; keys[i]; i++) {
+		const char *cmd = strstr(unit, keys[i]);
+		char exe[256];
+
+		ck_assert_msg(cmd != NULL, "no %s in the unit", keys[i] + 1);
+		ck_assert_int_eq(sscanf(cmd + strlen(keys[i]), "%255s", exe), 1);
+		ck_assert_msg(exe[0] == '/', "%s is not absolute", exe);
+		snprintf(path, sizeof(path), "%s%s", dir, exe);
+		ck_assert_msg(stat(path, &sb) == 0 && (sb.st_mode & 0111), "%s: not installed as an executable", path);
+	}
+	/* The configuration the unit names, and the account it runs as. */
+	ck_assert_ptr_nonnull(strstr(unit, " -c /etc/portfwd.conf\n"));
+	snprintf(path, sizeof(path), "%s/etc/portfwd.conf", dir);
+	ck_assert_int_eq(stat(path, &sb), 0);
+	snprintf(path, sizeof(path), "%s/usr/local/lib/sysusers.d/portfwd.conf", dir);
+	ck_assert_int_eq(stat(path, &sb), 0);
+	free(unit);
+	ck_assert_int_eq(sh(&out, "rm -rf %s", dir), 0);
+	free(out);
+}
+END_TEST
+
+/* A control client that sends nothing is closed after 5 seconds. */
+START_TEST(test_control_read_timeout)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct h_backend echo;
+	struct hdaemon d;
+	double t0;
+	char c;
+	int fd;
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), echo.port));
+	ck_assert_uint_lt(strlen(d.sock), sizeof(sun.sun_path));
+	memcpy(sun.sun_path, d.sock, strlen(d.sock) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	t0 = h_now();
+	{
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		ck_assert_int_eq(poll(&p, 1, 10000), 1);
+	}
+	ck_assert_int_eq(read(fd, &c, 1), 0);
+	ck_assert(h_now() - t0 > 4 && h_now() - t0 < 8);
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("service");
@@ -596,6 +661,8 @@ int main(void)
 	tcase_add_test(tc, test_refuse_root);
 	tcase_add_test(tc, test_control_permissions);
 	tcase_add_test(tc, test_install_and_unit);
+	tcase_add_test(tc, test_install_destdir);
+	tcase_add_test(tc, test_control_read_timeout);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
