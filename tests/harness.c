@@ -71,6 +71,7 @@ unsigned h_free_port(int socktype, bool v6)
 
 const char *h_daemon_extra;
 unsigned h_dir_mode;
+void (*h_child_hook)(void);
 
 void h_write_conf(struct hdaemon *d, const char *body)
 {
@@ -194,6 +195,8 @@ static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid, 
 		}
 		if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
 			_exit(126);
+		if (h_child_hook)
+			h_child_hook();
 		execl(bin, "portfwd", "-c", d->conf, (char *)NULL);
 		_exit(127);
 	}

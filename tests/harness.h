@@ -60,6 +60,10 @@ void h_start_as(struct hdaemon *d, const char *body, uid_t uid, gid_t gid);
 /* As h_start, with the daemon's open file limit (soft and hard) at NOFILE. */
 void h_start_nofile(struct hdaemon *d, const char *body, unsigned nofile);
 
+/* If set, run in the daemon's process just before it is executed (after
+ * the file limit), e.g. to install a seccomp filter. */
+extern void (*h_child_hook)(void);
+
 /* SIGTERM, wait (10 s at most), assert exit 0, the socket gone and no
  * sanitizer report in the log. */
 void h_stop(struct hdaemon *d);
