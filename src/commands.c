@@ -140,15 +140,14 @@ static int commands_connections(struct daemon *d, int argc, char **argv, bool js
 	double now = clock_now();
 	json_t *conns = json_array(), *c;
 	bool found = only == NULL;
+	struct forward *fw;
 	size_t i;
 
 	if (!conns) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	for (i = 0; i < d->nrules + d->ndraining; i++) {
-		struct forward *fw = i < d->nrules ? d->rules[i] : d->draining[i - d->nrules];
-
+	for (i = 0; (fw = daemon_rule_at(d, i)); i++) {
 		if (only && strcmp(fw->cfg.name, only) != 0)
 			continue;
 		found = true;
@@ -201,6 +200,7 @@ static int commands_connections(struct daemon *d, int argc, char **argv, bool js
 static int commands_kill(struct daemon *d, int argc, char **argv, bool json,
 			 struct evbuffer *out, char *err, size_t errlen)
 {
+	struct forward *fw;
 	unsigned closed = 0;
 	char *end;
 
@@ -211,9 +211,7 @@ static int commands_kill(struct daemon *d, int argc, char **argv, bool json,
 			snprintf(err, errlen, "usage: kill ID | kill --rule RULE");
 			return -1;
 		}
-		for (size_t i = 0; i < d->nrules + d->ndraining; i++) {
-			struct forward *fw = i < d->nrules ? d->rules[i] : d->draining[i - d->nrules];
-
+		for (size_t i = 0; (fw = daemon_rule_at(d, i)); i++) {
 			if (strcmp(fw->cfg.name, argv[2]) == 0) {
 				found = true;
 				closed += forward_kill_all(fw, "killed by portfwdctl");
@@ -233,11 +231,8 @@ static int commands_kill(struct daemon *d, int argc, char **argv, bool json,
 				 argv[1]);
 			return -1;
 		}
-		for (size_t i = 0; i < d->nrules + d->ndraining && !closed; i++) {
-			struct forward *fw = i < d->nrules ? d->rules[i] : d->draining[i - d->nrules];
-
+		for (size_t i = 0; !closed && (fw = daemon_rule_at(d, i)); i++)
 			closed = forward_kill_id(fw, id);
-		}
 		if (!closed) {
 			snprintf(err, errlen, "no connection or session with id %llu (see portfwdctl connections)", id);
 			return -1;

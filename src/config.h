@@ -15,7 +15,7 @@
 
 #define CONFIG_DEFAULT_PATH "/etc/portfwd.conf"
 #define CONFIG_DEFAULT_SOCKET CTL_DEFAULT_SOCKET
-#define CONFIG_MAX_WORKERS 64
+#define CONFIG_MAX_WORKERS 64 /* connection ids give the worker 6 bits (worker.h) */
 
 struct config {
 	char *path;

@@ -291,6 +291,22 @@ static void control_event_cb(struct bufferevent *bev, short what, void *arg)
 	control_client_free(c);
 }
 
+/*
+ * Who is connecting: SO_PEERCRED, and SO_PEERGROUPS for the supplementary
+ * groups (a peer in more than CONTROL_PEER_GROUPS is judged by its primary
+ * group alone). An unknown peer gets uid -1, nobody's: no rights.
+ */
+static void control_peer(struct control_client *c, int fd)
+{
+	socklen_t len = sizeof(c->cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
+		c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	len = sizeof(c->groups);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len) == 0)
+		c->ngroups = (int)(len / sizeof(c->groups[0]));
+}
+
 static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 			      struct sockaddr *sa, int salen, void *arg)
 {
@@ -317,20 +333,7 @@ static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		return;
 	}
 	c->ctl = ctl;
-	/* Unknown peer: uid -1 is nobody's, so it may do nothing that needs rights. */
-	c->cred.uid = (uid_t)-1;
-	c->cred.gid = (gid_t)-1;
-	{
-		socklen_t len = sizeof(c->cred);
-
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
-			c->cred.uid = (uid_t)-1;
-			c->cred.gid = (gid_t)-1;
-		}
-		len = sizeof(c->groups);
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len) == 0)
-			c->ngroups = (int)(len / sizeof(c->groups[0]));
-	}
+	control_peer(c, fd);
 	LIST_INSERT_HEAD(&ctl->clients, c, link);
 	ctl->nclients++;
 	bufferevent_setcb(c->bev, control_read_cb, control_write_cb, control_event_cb, c);

@@ -66,6 +66,8 @@ static void daemon_check_fd_limit(const struct config *cfg)
 			    need, (unsigned long long)rl.rlim_cur);
 }
 
+_Static_assert(CONFIG_MAX_WORKERS <= (1 << WORKER_ID_BITS), "connection ids name the worker");
+
 /* daemon.workers, with 0 meaning one per online CPU. */
 static size_t daemon_worker_count(const struct config *cfg)
 {
@@ -184,6 +186,13 @@ static void daemon_notify_ready(struct daemon *d, const char *prefix)
 	sdnotify_send("READY=1\nMAINPID=%ld\nSTATUS=%s%s", (long)getpid(), prefix, summary);
 }
 
+struct forward *daemon_rule_at(const struct daemon *d, size_t i)
+{
+	if (i < d->nrules)
+		return d->rules[i];
+	return i - d->nrules < d->ndraining ? d->draining[i - d->nrules] : NULL;
+}
+
 struct forward *daemon_find_rule(struct daemon *d, const char *name)
 {
 	for (size_t i = 0; i < d->nrules; i++)
@@ -248,16 +257,19 @@ static int daemon_load(const char *path, struct config *nc, struct daemon_reload
 	return 0;
 }
 
-/* Counts what applying NC would do, without doing it. */
-static void daemon_diff(struct daemon *d, const struct config *nc, struct daemon_reload_result *res)
+/*
+ * Matches NC's rules to the running ones (by proto and listen address) and
+ * counts what applying NC would do. MATCH[i] is the running rule that new
+ * rule i keeps, or NULL; TAKEN[j] says running rule j is kept (both sized by
+ * the caller). Reload and check share it, so check says what reload does.
+ */
+static void daemon_plan(struct daemon *d, const struct config *nc, struct forward **match,
+			bool *taken, struct daemon_reload_result *res)
 {
-	bool *taken = calloc(d->nrules + 1, sizeof(*taken));
-
-	if (!taken)
-		return;
 	for (size_t i = 0; i < nc->nrules; i++) {
 		ssize_t j = daemon_match(d, &nc->rules[i], taken);
 
+		match[i] = j < 0 ? NULL : d->rules[j];
 		if (j < 0) {
 			res->added++;
 			continue;
@@ -270,17 +282,27 @@ static void daemon_diff(struct daemon *d, const struct config *nc, struct daemon
 	}
 	for (size_t j = 0; j < d->nrules; j++)
 		res->removed += !taken[j];
-	free(taken);
 }
 
 void daemon_check(struct daemon *d, const char *path, struct daemon_reload_result *res)
 {
+	struct forward **match;
 	struct config nc;
+	bool *taken;
 
 	daemon_result_init(res);
 	if (daemon_load(path, &nc, res) < 0)
 		return;
-	daemon_diff(d, &nc, res);
+	match = calloc(nc.nrules, sizeof(*match));
+	taken = calloc(d->nrules + 1, sizeof(*taken));
+	if (match && taken) {
+		daemon_plan(d, &nc, match, taken, res);
+	} else {
+		config_errors_add(&res->msgs, "%s: out of memory", path);
+		res->status = -1;
+	}
+	free(match);
+	free(taken);
 	config_free(&nc);
 }
 
@@ -318,20 +340,11 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	daemon_keep_fixed(d, &nc);
 	daemon_check_fd_limit(&nc);
 
-	for (size_t i = 0; i < nc.nrules; i++) {
-		ssize_t j = daemon_match(d, &nc.rules[i], taken);
-
-		if (j >= 0) {
-			rules[i] = d->rules[j];
-			taken[j] = true;
-		}
-	}
+	daemon_plan(d, &nc, rules, taken, res);
 	/* The removed ones first: a new rule may want an address they free. */
 	for (size_t j = 0; j < d->nrules; j++)
-		if (!taken[j]) {
-			res->removed++;
+		if (!taken[j])
 			daemon_drain_add(d, d->rules[j]);
-		}
 	for (size_t i = 0; i < nc.nrules; i++) {
 		const struct rule_config *rc = &nc.rules[i];
 
@@ -340,25 +353,18 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 
 			if (!same && strcmp(rules[i]->cfg.name, rc->name) != 0)
 				log_info("rule %s: renamed to %s", rules[i]->cfg.name, rc->name);
-			if (forward_update(rules[i], rc) < 0) {
+			if (forward_update(rules[i], rc) < 0)
 				config_errors_add(&res->msgs, "rule %s: out of memory; its old settings stay",
 						  rc->name);
-			} else if (!same) {
-				res->changed++;
+			else if (!same)
 				log_info("rule %s: changed; new connections use the new settings", rc->name);
-			} else {
-				res->unchanged++;
-			}
 		} else {
 			for (size_t j = 0; j < d->ndraining; j++)
 				forward_udp_takeover(d->draining[j], rc);
 			rules[i] = forward_new(d->base, d->workers, d->nworkers, rc);
-			if (!rules[i]) {
-				/* Cannot happen short of memory; the rest still applies. */
+			/* Cannot fail short of memory; the rest still applies. */
+			if (!rules[i])
 				config_errors_add(&res->msgs, "rule %s: out of memory; not added", rc->name);
-				continue;
-			}
-			res->added++;
 		}
 	}
 	/* Drop the rules that could not be created (out of memory). */

@@ -89,6 +89,10 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
  * errors, or what a reload would add, remove and change. */
 void daemon_check(struct daemon *d, const char *path, struct daemon_reload_result *res);
 
+/* Rule I counting the rules in force, then the draining ones; NULL past
+ * the last, so `for (i = 0; (fw = daemon_rule_at(d, i)); i++)` walks them all. */
+struct forward *daemon_rule_at(const struct daemon *d, size_t i);
+
 /* The rule in force named NAME, or NULL. */
 struct forward *daemon_find_rule(struct daemon *d, const char *name);
 

@@ -169,14 +169,21 @@ static void listener_close_sockets(struct listener *l)
 	listener_close_udp(l);
 }
 
-void listener_drain(struct listener *l)
+/* Stops accepting TCP clients for good (disabled or removed). */
+static void listener_stop_accepting(struct listener *l)
 {
 	if (l->tcp)
 		evconnlistener_free(l->tcp);
 	l->tcp = NULL;
 	l->closed = true;
+	/* No accept to retry; waiting clients start when a slot frees. */
 	evtimer_del(l->accept_retry);
 	l->tcp_paused_emfile = false;
+}
+
+void listener_drain(struct listener *l)
+{
+	listener_stop_accepting(l);
 	/* The sessions' replies go out through this socket: it stays while they do. */
 	if (l->sessions)
 		l->udp_draining = true;
@@ -198,12 +205,8 @@ void listener_udp_drained(struct listener *l)
 
 void listener_close(struct listener *l, const char *reason)
 {
-	listener_close_sockets(l);
-	l->closed = true;
-	/* No accept to retry; waiting clients start when a slot frees. */
-	evtimer_del(l->accept_retry);
-	l->tcp_paused_emfile = false;
-	relay_udp_close_all(l, reason);
+	listener_stop_accepting(l);
+	listener_udp_end(l, reason);
 }
 
 void listener_reopen(struct listener *l)

@@ -146,13 +146,13 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 		       "1 if the rule is listening for the protocol, 0 if its bind failed or it is disabled.");
 	for (size_t i = 0; i < d->nrules; i++) {
 		const struct forward *fw = d->rules[i];
+		const struct forward_proto *p[2] = { &fw->tcp, &fw->udp };
+		static const unsigned bit[2] = { RULE_PROTO_TCP, RULE_PROTO_UDP };
 
-		if (fw->cfg.proto & RULE_PROTO_TCP)
-			metrics_sample(m, "portfwd_rule_up", fw->tcp.state == FORWARD_LISTENING, 2,
-				       "rule", fw->cfg.name, "proto", "tcp");
-		if (fw->cfg.proto & RULE_PROTO_UDP)
-			metrics_sample(m, "portfwd_rule_up", fw->udp.state == FORWARD_LISTENING, 2,
-				       "rule", fw->cfg.name, "proto", "udp");
+		for (int k = 0; k < 2; k++)
+			if (fw->cfg.proto & bit[k])
+				metrics_sample(m, "portfwd_rule_up", p[k]->state == FORWARD_LISTENING, 2,
+					       "rule", fw->cfg.name, "proto", rule_proto_name(bit[k]));
 	}
 	for (size_t f = 0; st && f < nfam; f++) {
 		const struct metrics_rule_family *mf = &metrics_rule_families[f];

@@ -507,7 +507,7 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	c->rule = l;
 	c->snap = forward_snap_ref(l->snap);
 	c->cfg = &c->snap->rule;
-	c->id = worker_next_id();
+	c->id = worker_next_id(l->worker);
 	forward_hold(l->fw);
 	c->first_eof = -1;
 	c->started = clock_now();

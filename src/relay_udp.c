@@ -171,7 +171,7 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	s->rule = l;
 	s->snap = l->snap;
 	s->cfg = l->cfg;
-	s->id = worker_next_id();
+	s->id = worker_next_id(l->worker);
 	s->fd = -1;
 	memcpy(&s->client, client, sizeof(s->client));
 	s->client_len = client_len;

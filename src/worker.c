@@ -28,11 +28,9 @@ struct worker_sync_arg {
 	bool done;
 };
 
-static _Atomic uint64_t worker_ids;
-
-uint64_t worker_next_id(void)
+uint64_t worker_next_id(struct worker *w)
 {
-	return atomic_fetch_add_explicit(&worker_ids, 1, memory_order_relaxed) + 1;
+	return (++w->next_id << WORKER_ID_BITS) | (uint64_t)w->id;
 }
 
 int worker_init(struct worker *w, int id, bool log_connections)

@@ -36,6 +36,7 @@ struct worker {
 	pthread_t thread;
 	bool running;
 	_Atomic bool log_connections; /* set by the main thread on reload */
+	uint64_t next_id;             /* see worker_next_id */
 	LIST_HEAD(, listener) listeners;
 
 	/* Pipes returned by connections, ready for the next one (splice). */
@@ -66,8 +67,12 @@ int worker_call(struct worker *w, void (*fn)(void *arg), void *arg);
  */
 int worker_call_sync(struct worker *w, void (*fn)(void *arg), void *arg);
 
-/* A new id for a connection or UDP session, unique across the workers. */
-uint64_t worker_next_id(void);
+/* Bits of a connection id that name its worker: CONFIG_MAX_WORKERS <= 64. */
+#define WORKER_ID_BITS 6
+
+/* A new id for a connection or UDP session of W, unique across the workers
+ * without a counter they share: W's own count, then W's number. W's thread. */
+uint64_t worker_next_id(struct worker *w);
 
 /* Frees every listener of W on its thread, ends the loop, joins the thread. */
 void worker_stop(struct worker *w);
