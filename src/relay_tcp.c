@@ -43,6 +43,7 @@ struct relay_dir {
 	bool splice;
 	struct worker_pipe pipe; /* splice: .r < 0 while none is held */
 	size_t piped;            /* splice: bytes in the pipe */
+	bool pipe_full;          /* splice: the pipe took no more; wait for the writer */
 	struct evbuffer *buf;    /* copy: made on first use */
 };
 
@@ -101,6 +102,7 @@ static int relay_dir_to_copy(struct relay_tcp_conn *c, struct relay_dir *d)
 	if (d->pipe.r >= 0)
 		worker_pipe_put(c->rule->worker, &d->pipe);
 	d->splice = false;
+	d->pipe_full = false;
 	log_debug("tcp %s: connection %llu: splice refused, copying instead", c->cfg->name,
 		  (unsigned long long)c->id);
 	return 0;
@@ -123,7 +125,7 @@ static void relay_tcp_update(struct relay_tcp_conn *c)
 	size_t limit = c->cfg->set.buffer_size;
 
 	for (int s = 0; s < 2; s++) {
-		bool r = c->connected && !c->eof[s] &&
+		bool r = c->connected && !c->eof[s] && !c->dir[s].pipe_full &&
 			 relay_dir_queued(&c->dir[s]) < relay_dir_cap(&c->dir[s], limit);
 		bool w = c->connected ? !c->shut[s] && relay_dir_queued(&c->dir[!s]) > 0
 				      : s == SIDE_TARGET;
@@ -181,6 +183,7 @@ static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 
 		if (n > 0) {
 			dir->piped -= (size_t)n;
+			dir->pipe_full = false; /* slots freed: the reader may go on */
 			if (dir->piped == 0)
 				worker_pipe_put(c->rule->worker, &dir->pipe);
 		} else if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
@@ -256,10 +259,21 @@ static void relay_tcp_read(struct relay_tcp_conn *c, int s)
 	ssize_t n = relay_tcp_read_some(c, s, cap > queued ? cap - queued : 1);
 
 	if (n < 0) {
-		if (errno == ENOMEM)
+		if (errno == ENOMEM) {
 			relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
-		else if (!relay_again(errno))
+		} else if (!relay_again(errno)) {
 			relay_tcp_fail(c, s, errno);
+		} else if (dir->splice && dir->piped > 0) {
+			/*
+			 * The kernel fills a pipe by slots, one per received
+			 * segment (16 in a 64 KiB pipe), so small segments fill
+			 * it long before `piped` reaches its size. Reading again
+			 * would fail again at once while the socket stays
+			 * readable: stop reading until the writer frees a slot.
+			 */
+			dir->pipe_full = true;
+			relay_tcp_update(c);
+		}
 		return;
 	}
 	if (n == 0) {

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -445,6 +446,27 @@ long h_rss_kib(pid_t pid)
 	return kib;
 }
 
+long long h_cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *end;
+	unsigned long long ut, st;
+	FILE *fp;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fp = fopen(path, "r");
+	if (!fp)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	/* The name in parentheses may hold spaces: fields count from its end. */
+	end = strrchr(buf, ')');
+	if (!end || sscanf(end + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (long long)(ut + st);
+}
+
 void h_stream_init(struct h_stream *s, uint64_t seed)
 {
 	s->state = seed * 0x9E3779B97F4A7C15ULL + 1;
@@ -658,6 +680,22 @@ static void *h_conn_thread(void *p)
 	case H_SOURCE:
 		h_write_stream(fd, b->source_len, 42, 120);
 		break;
+	case H_TRICKLE: {
+		/* Small segments, each its own skb: what SSH or a game sends. */
+		int one = 1;
+
+		memset(buf, 'x', 100);
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		while (!b->stop) {
+			struct pollfd pw = { .fd = fd, .events = POLLOUT };
+
+			if (poll(&pw, 1, 100) <= 0)
+				continue;
+			if (send(fd, buf, 100, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN)
+				break;
+		}
+		break;
+	}
 	default:
 		break;
 	}

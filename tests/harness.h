@@ -101,6 +101,9 @@ bool h_log_contains(struct hdaemon *d, const char *text);
 /* VmRSS of PID in KiB. */
 long h_rss_kib(pid_t pid);
 
+/* CPU time PID has used, user and system, in clock ticks (sysconf(_SC_CLK_TCK)). */
+long long h_cpu_ticks(pid_t pid);
+
 double h_now(void);
 
 /* Deterministic bytes and a hash, to compare both ends of a transfer. */
@@ -133,6 +136,7 @@ enum h_backend_mode {
 	H_GREET_READ,  /* send "hello\n", half-close, read to EOF, record */
 	H_SOURCE,      /* send `source_len` stream bytes (seed 42), then close */
 	H_UDP_ECHO,    /* UDP: send every datagram back to its sender */
+	H_TRICKLE,     /* send 100-byte chunks (TCP_NODELAY) until stopped or the peer goes */
 };
 
 struct h_backend {

@@ -314,6 +314,51 @@ START_TEST(test_slow_reader)
 }
 END_TEST
 
+/*
+ * A target that sends 100-byte segments to a client that stopped reading
+ * (its receive buffer 4 KiB). Each segment takes a slot of the splice
+ * pipe, so the pipe is full long before buffer_size bytes: the daemon must
+ * then wait for the client, not retry the read at once and spin. Its CPU
+ * time over 3 s of the stall stays near zero (a spin takes a whole CPU).
+ */
+START_TEST(test_stalled_reader_small_segments_no_spin)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_pair(&d, &b, H_TRICKLE, "");
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				   .sin_addr.s_addr = htonl(0x7f000001) };
+	long long before, after, bytes = -1, last, hz = sysconf(_SC_CLK_TCK);
+	double deadline = h_now() + 20;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), small = 4096;
+	char buf[4096];
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	/* Until every buffer on the way is full: the count stops moving. */
+	do {
+		last = bytes;
+		usleep(500000);
+		bytes = h_counter(&d, "t", "tcp", "bytes_to_client");
+	} while ((bytes != last || bytes <= 0) && h_now() < deadline);
+	ck_assert_msg(bytes == last && bytes > 0, "the transfer never stalled (%lld bytes)", bytes);
+	before = h_cpu_ticks(d.pid);
+	sleep(3);
+	after = h_cpu_ticks(d.pid);
+	ck_assert_msg(after - before < hz * 3 / 10,
+		      "the daemon used %lld of %lld CPU ticks in 3 s with a stalled reader",
+		      after - before, hz * 3);
+	fprintf(stderr, "stalled reader: %lld bytes relayed, daemon used %lld of %lld ticks\n", bytes,
+		after - before, hz * 3);
+	/* The connection still carries bytes once the client reads. */
+	ck_assert_int_gt(read(fd, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "active"), 1);
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 START_TEST(test_ipv6_and_mixed)
 {
 	struct hdaemon d;
@@ -494,6 +539,7 @@ int main(void)
 	tcase_add_test(tc, test_refused_target);
 	tcase_add_test(tc, test_connect_timeout);
 	tcase_add_test(tc, test_slow_reader);
+	tcase_add_test(tc, test_stalled_reader_small_segments_no_spin);
 	tcase_add_test(tc, test_ipv6_and_mixed);
 	tcase_add_test(tc, test_max_connections_pauses_accept);
 	tcase_add_test(tc, test_idle_timeout);
