@@ -438,8 +438,8 @@ static void forward_udp_end_cb(struct listener *l, void *arg)
 void forward_udp_takeover(struct forward *fw, const struct rule_config *by)
 {
 	if (!fw->draining || !(fw->cfg.proto & RULE_PROTO_UDP) || !(by->proto & RULE_PROTO_UDP) ||
-	    !rule_addr_equal((const struct sockaddr *)&fw->cfg.listen,
-			     (const struct sockaddr *)&by->listen))
+	    !rule_addr_collide((const struct sockaddr *)&fw->cfg.listen,
+			       (const struct sockaddr *)&by->listen))
 		return;
 	log_info("rule %s: its UDP address goes to the new rule %s; its sessions end",
 		 fw->cfg.name, by->name);

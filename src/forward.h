@@ -119,8 +119,9 @@ int forward_enable(struct forward *fw);
  * last one. */
 void forward_drain(struct forward *fw, double now);
 
-/* A new rule BY wants the UDP address that draining FW still holds: FW's
- * sessions end and its socket closes, now. */
+/* A new rule BY wants a UDP address that draining FW's socket would keep
+ * it from binding (the same address, or either one a wildcard on the same
+ * port): FW's sessions end and its socket closes, now. */
 void forward_udp_takeover(struct forward *fw, const struct rule_config *by);
 
 /* Closes every connection and session of the rule, logging REASON.

@@ -200,6 +200,22 @@ bool rule_addr_equal(const struct sockaddr *a, const struct sockaddr *b)
 	return false;
 }
 
+bool rule_addr_is_wildcard(const struct sockaddr *a)
+{
+	if (a->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr == htonl(INADDR_ANY);
+	if (a->sa_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)a)->sin6_addr);
+	return false;
+}
+
+bool rule_addr_collide(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (a->sa_family != b->sa_family || rule_addr_port(a) != rule_addr_port(b))
+		return false;
+	return rule_addr_is_wildcard(a) || rule_addr_is_wildcard(b) || rule_addr_equal(a, b);
+}
+
 bool rule_settings_equal(const struct rule_settings *a, const struct rule_settings *b)
 {
 	return a->connect_timeout == b->connect_timeout && a->idle_timeout == b->idle_timeout &&

@@ -70,6 +70,16 @@ unsigned rule_addr_port(const struct sockaddr *sa);
 /* True if A and B are the same family, address and port. */
 bool rule_addr_equal(const struct sockaddr *a, const struct sockaddr *b);
 
+/* True if A is 0.0.0.0 or [::]. */
+bool rule_addr_is_wildcard(const struct sockaddr *a);
+
+/*
+ * True if sockets bound to A and to B (same protocol) would collide: the
+ * same family and port, and the same address or either one the wildcard.
+ * IPv4 and IPv6 never collide: portfwd's IPv6 sockets are IPV6_V6ONLY.
+ */
+bool rule_addr_collide(const struct sockaddr *a, const struct sockaddr *b);
+
 /* Same settings; same rule apart from where it stands in its file. */
 bool rule_settings_equal(const struct rule_settings *a, const struct rule_settings *b);
 bool rule_config_equal(const struct rule_config *a, const struct rule_config *b);

@@ -723,6 +723,53 @@ START_TEST(test_udp_session_drains)
 }
 END_TEST
 
+/* A UDP rule on ADDR:PORT to the echo backend on TARGET. */
+static const char *udp_rule(const char *name, const char *addr, unsigned port, unsigned target)
+{
+	snprintf(two_body, sizeof(two_body),
+		 "defaults: { udp_idle_timeout = 30; };\nrules: ( { name = \"%s\"; proto = \"udp\"; listen = \"%s:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 name, addr, port, target);
+	return two_body;
+}
+
+/*
+ * A draining UDP socket that would block a new rule's bind is taken over,
+ * wildcard or not: 0.0.0.0:P removed for 127.0.0.1:P (and back) while a
+ * client keeps the old session alive, which drain_timeout = 0 lets go on
+ * for ever.
+ */
+START_TEST(test_udp_takeover_wildcard)
+{
+	struct h_backend uecho;
+	struct hdaemon d;
+	unsigned port = free_port_both();
+	int a = socket(AF_INET, SOCK_DGRAM, 0), b = socket(AF_INET, SOCK_DGRAM, 0);
+
+	h_backend_start(&uecho, H_UDP_ECHO, false);
+	h_start(&d, udp_rule("wild", "0.0.0.0", port, uecho.port));
+	ck_assert_int_eq(udp_once(a, port, 1), 0);
+
+	h_write_conf(&d, udp_rule("one", "127.0.0.1", port, uecho.port));
+	ctl_ok(&d, "reload", NULL, NULL);
+	ck_assert_str_eq(rule_state(&d, "one"), "listening");
+	ck_assert(h_log_contains(&d, "rule wild: its UDP address goes to the new rule one"));
+	ck_assert_int_eq(udp_once(b, port, 2), 0);
+	ck_assert_int_eq(h_counter(&d, "one", "udp", "sessions_created"), 1);
+
+	/* And back: a specific address draining, a wildcard rule coming. */
+	ck_assert_int_eq(udp_once(a, port, 3), 0);
+	h_write_conf(&d, udp_rule("wild2", "0.0.0.0", port, uecho.port));
+	ctl_ok(&d, "reload", NULL, NULL);
+	ck_assert_str_eq(rule_state(&d, "wild2"), "listening");
+	ck_assert_int_eq(udp_once(b, port, 4), 0);
+	wait_no_draining(&d);
+	close(a);
+	close(b);
+	h_stop(&d);
+	h_backend_stop(&uecho);
+}
+END_TEST
+
 /* ---- disable / enable ---- */
 
 static int bind_plain(unsigned port, int type)
@@ -1139,6 +1186,7 @@ int main(void)
 	tcase_add_test(tc, test_removed_rule_drains);
 	tcase_add_test(tc, test_drain_timeout);
 	tcase_add_test(tc, test_udp_session_drains);
+	tcase_add_test(tc, test_udp_takeover_wildcard);
 	tcase_add_test(tc, test_changed_target);
 	tcase_add_test(tc, test_disable_enable);
 	tcase_add_test(tc, test_kill);

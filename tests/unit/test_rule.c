@@ -105,6 +105,39 @@ START_TEST(test_names_and_protos)
 }
 END_TEST
 
+/* Which bound addresses keep each other out: what a UDP takeover looks for. */
+START_TEST(test_addr_collide)
+{
+	static const struct {
+		const char *a, *b;
+		bool collide;
+	} cases[] = {
+		{ "0.0.0.0:53", "192.168.1.1:53", true },
+		{ "192.168.1.1:53", "0.0.0.0:53", true },
+		{ "127.0.0.1:53", "127.0.0.1:53", true },
+		{ "127.0.0.1:53", "127.0.0.2:53", false },
+		{ "0.0.0.0:53", "0.0.0.0:54", false },
+		{ "[::]:53", "[fd00::1]:53", true },
+		{ "[::]:53", "0.0.0.0:53", false }, /* IPV6_V6ONLY */
+		{ "[::]:53", "127.0.0.1:53", false },
+		{ "[::1]:53", "[::2]:53", false },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sockaddr_storage a, b;
+		socklen_t la, lb;
+		char why[256];
+
+		ck_assert_int_eq(rule_parse_addr(cases[i].a, &a, &la, why, sizeof(why)), 0);
+		ck_assert_int_eq(rule_parse_addr(cases[i].b, &b, &lb, why, sizeof(why)), 0);
+		ck_assert_msg(rule_addr_collide((struct sockaddr *)&a, (struct sockaddr *)&b) ==
+				      cases[i].collide,
+			      "%s and %s: expected %s", cases[i].a, cases[i].b,
+			      cases[i].collide ? "a collision" : "none");
+	}
+}
+END_TEST
+
 START_TEST(test_port_ranges)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(80) };
@@ -129,6 +162,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_parse_addr, 0, (int)(sizeof(addrs) / sizeof(addrs[0])));
 	tcase_add_test(tc, test_addr_equal_and_port);
 	tcase_add_test(tc, test_names_and_protos);
+	tcase_add_test(tc, test_addr_collide);
 	tcase_add_test(tc, test_port_ranges);
 	suite_add_tcase(s, tc);
 	return check_run(s);
