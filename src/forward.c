@@ -60,6 +60,13 @@ static int forward_socket(const struct forward *fw, int socktype, bool reuseport
 		goto fail;
 	if (socktype == SOCK_DGRAM)
 		forward_grow_buffers(fd);
+	/* On a wildcard address, each datagram says where it was sent, so the
+	 * replies can leave from there (relay_udp.c). */
+	if (socktype == SOCK_DGRAM && rule_addr_is_wildcard(sa) &&
+	    (sa->sa_family == AF_INET
+		     ? setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one))
+		     : setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one))) < 0)
+		goto fail;
 	if (bind(fd, sa, fw->cfg.listen_len) < 0)
 		goto fail;
 	if (listening && listen(fd, FORWARD_BACKLOG) < 0)

@@ -98,6 +98,7 @@ void listener_attach_udp(struct listener *l, int fd)
 		return;
 	}
 	l->udp_fd = fd;
+	l->udp_pktinfo = rule_addr_is_wildcard((const struct sockaddr *)&l->cfg->listen);
 }
 
 void listener_tcp_recheck(struct listener *l)

@@ -44,6 +44,7 @@ struct listener {
 
 	/* UDP */
 	int udp_fd;
+	bool udp_pktinfo; /* bound to a wildcard: datagrams carry their destination */
 	struct event *udp_ev;
 	struct udp_session *sessions; /* uthash head, keyed by client address */
 };

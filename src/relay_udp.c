@@ -18,6 +18,14 @@
  * Datagrams move in batches: recvmmsg fills up to WORKER_BATCH of the
  * worker's preallocated buffers, sendmmsg sends a run of them, so a busy
  * socket costs two system calls per batch and no allocation per datagram.
+ *
+ * A listener on a wildcard address (0.0.0.0, [::]) serves every address
+ * of the host, and a reply must leave from the address its client sent
+ * to: a client behind NAT, on a connected socket or a VPN drops a reply
+ * from another address of the same host. Such a listener reads each
+ * datagram's destination (IP_PKTINFO / IPV6_PKTINFO), a session is keyed
+ * by client and destination, and its replies carry that destination as
+ * their source. A listener bound to one address needs none of it.
  */
 
 /* Batches read per readiness event, so one busy socket cannot starve the rest. */
@@ -142,6 +150,11 @@ static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
 			iov[i].iov_len = msgs[i].msg_len;
 			msgs[i].msg_hdr.msg_name = &s->client;
 			msgs[i].msg_hdr.msg_namelen = s->client_len;
+			/* From the address the client sent to (wildcard listeners). */
+			if (s->reply_ctl_len) {
+				msgs[i].msg_hdr.msg_control = s->reply_ctl.buf;
+				msgs[i].msg_hdr.msg_controllen = s->reply_ctl_len;
+			}
 		}
 		sent = l->udp_fd >= 0 ? relay_udp_send(l->udp_fd, msgs, n) : 0;
 		if (sent < n)
@@ -159,7 +172,8 @@ static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
 
 static struct udp_session *relay_udp_session_new(struct listener *l,
 						 const struct sockaddr_storage *client,
-						 socklen_t client_len)
+						 socklen_t client_len,
+						 const struct udp_local *local)
 {
 	const struct sockaddr *target = (const struct sockaddr *)&l->cfg->target;
 	struct udp_session *s = calloc(1, sizeof(*s));
@@ -175,8 +189,10 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	s->fd = -1;
 	memcpy(&s->client, client, sizeof(s->client));
 	s->client_len = client_len;
+	s->local = *local;
+	s->reply_ctl_len = udp_local_to_cmsg(local, &s->reply_ctl);
 	s->started = s->last_active = clock_now();
-	if (udp_table_key((struct sockaddr *)client, &s->key) < 0)
+	if (udp_table_key((struct sockaddr *)client, local, &s->key) < 0)
 		goto fail;
 	s->fd = socket(target->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->fd < 0 || connect(s->fd, target, l->cfg->target_len) < 0) {
@@ -208,12 +224,14 @@ fail:
 	return NULL;
 }
 
-/* The session of a datagram from FROM, made if there is room; NULL drops it. */
+/* The session of a datagram from FROM to LOCAL, made if there is room;
+ * NULL drops it. */
 static struct udp_session *relay_udp_session_for(struct listener *l,
 						 const struct sockaddr_storage *from,
-						 socklen_t fromlen)
+						 socklen_t fromlen,
+						 const struct udp_local *local)
 {
-	struct udp_session *s = udp_table_find(l->sessions, (const struct sockaddr *)from);
+	struct udp_session *s = udp_table_find(l->sessions, (const struct sockaddr *)from, local);
 
 	if (s)
 		return s;
@@ -229,7 +247,7 @@ static struct udp_session *relay_udp_session_for(struct listener *l,
 		STAT_ADD(&l->stats, udp_dropped_limit, 1);
 		return NULL;
 	}
-	s = relay_udp_session_new(l, from, fromlen);
+	s = relay_udp_session_new(l, from, fromlen, local);
 	if (!s) {
 		forward_udp_release(l->fw);
 		STAT_ADD(&l->stats, udp_dropped_error, 1);
@@ -244,6 +262,8 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 	struct iovec iov[WORKER_BATCH];
 	struct sockaddr_storage from[WORKER_BATCH];
 	struct udp_session *sess[WORKER_BATCH];
+	union udp_cmsg ctl[WORKER_BATCH];
+	struct udp_local local = { 0 };
 
 	(void)what;
 	for (int round = 0; round < RELAY_UDP_ROUNDS; round++) {
@@ -251,6 +271,10 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 		int n;
 
 		relay_udp_prepare(l->worker, msgs, iov, from, WORKER_BATCH);
+		for (int i = 0; l->udp_pktinfo && i < WORKER_BATCH; i++) {
+			msgs[i].msg_hdr.msg_control = ctl[i].buf;
+			msgs[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
+		}
 		n = recvmmsg(fd, msgs, WORKER_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0) {
 			if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
@@ -259,11 +283,20 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		now = clock_now();
 		for (int i = 0; i < n; i++) {
-			sess[i] = relay_udp_session_for(l, &from[i], msgs[i].msg_hdr.msg_namelen);
+			if (l->udp_pktinfo && udp_local_from_msg(&msgs[i].msg_hdr, &local) < 0) {
+				/* Cannot happen with IP_PKTINFO set; never guess a source. */
+				sess[i] = NULL;
+				STAT_ADD(&l->stats, udp_dropped_error, 1);
+			} else {
+				sess[i] = relay_udp_session_for(l, &from[i], msgs[i].msg_hdr.msg_namelen,
+								&local);
+			}
 			iov[i].iov_len = msgs[i].msg_len;
 			/* The session socket is connected: no address on the way out. */
 			msgs[i].msg_hdr.msg_name = NULL;
 			msgs[i].msg_hdr.msg_namelen = 0;
+			msgs[i].msg_hdr.msg_control = NULL;
+			msgs[i].msg_hdr.msg_controllen = 0;
 		}
 		/* Send each run of datagrams that share a session in one call. */
 		for (int i = 0; i < n;) {

@@ -1,10 +1,12 @@
 /*
- * The UDP session table: a hash (uthash) from a client's address to its
- * session, so a datagram finds its session in constant time.
+ * The UDP session table: a hash (uthash) from a client's address, and the
+ * local address it sent to, to its session, so a datagram finds its
+ * session in constant time.
  */
 #ifndef PORTFWD_UDP_TABLE_H
 #define PORTFWD_UDP_TABLE_H
 
+#include <netinet/in.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <uthash.h>
@@ -14,11 +16,36 @@ struct forward_snap;
 struct listener;
 struct rule_config;
 
-/* Family, port and address bytes; zero padded so it hashes as raw bytes. */
+/*
+ * Where a client's datagram arrived, on a listener bound to a wildcard
+ * address (from IP_PKTINFO / IPV6_PKTINFO): replies must leave from that
+ * address, or the client drops them. Family 0 when the listener is bound
+ * to one address, which is then the only one.
+ */
+struct udp_local {
+	sa_family_t family;
+	unsigned ifindex; /* the interface it arrived on (IPv6 link-local replies need it) */
+	union {
+		struct in_addr v4;
+		struct in6_addr v6;
+	} addr;
+};
+
+/* The client's family, port and address, and the local address it sent
+ * to; zero padded so it hashes as raw bytes. */
 struct udp_key {
 	uint16_t family;
 	uint16_t port;
 	uint8_t addr[16];
+	uint8_t local[16];
+};
+
+/* Room for the IP_PKTINFO or IPV6_PKTINFO control message of one datagram. */
+#define UDP_PKTINFO_SPACE CMSG_SPACE(sizeof(struct in6_pktinfo))
+
+union udp_cmsg {
+	char buf[UDP_PKTINFO_SPACE];
+	struct cmsghdr align;
 };
 
 struct udp_session {
@@ -31,6 +58,9 @@ struct udp_session {
 	uint64_t id;
 	struct sockaddr_storage client;
 	socklen_t client_len;
+	struct udp_local local;  /* the address the client sent to; family 0 if the listener's */
+	union udp_cmsg reply_ctl; /* replies: the control message that sets their source */
+	size_t reply_ctl_len;     /* 0: none needed */
 	int fd;             /* connected to the target */
 	struct event *ev;   /* readable: replies from the target */
 	struct event *idle; /* fires to check udp_idle_timeout */
@@ -40,11 +70,26 @@ struct udp_session {
 	uint64_t bytes_to_target, bytes_to_client;
 };
 
-/* Builds the key of an AF_INET or AF_INET6 address. Returns 0 or -1. */
-int udp_table_key(const struct sockaddr *sa, struct udp_key *key);
+/* Builds the key of client SA (AF_INET or AF_INET6) sending to LOCAL (NULL
+ * or family 0: the listener's one address). Returns 0 or -1. */
+int udp_table_key(const struct sockaddr *sa, const struct udp_local *local, struct udp_key *key);
 
-/* The session of client SA in table HEAD, or NULL. */
-struct udp_session *udp_table_find(struct udp_session *head, const struct sockaddr *sa);
+/* The session of client SA sending to LOCAL in table HEAD, or NULL. */
+struct udp_session *udp_table_find(struct udp_session *head, const struct sockaddr *sa,
+				   const struct udp_local *local);
+
+/*
+ * Reads the destination of a received datagram from the IP_PKTINFO or
+ * IPV6_PKTINFO control message in MSG into LOCAL. Returns 0, or -1 (LOCAL
+ * zeroed) when MSG has none.
+ */
+int udp_local_from_msg(const struct msghdr *msg, struct udp_local *local);
+
+/*
+ * Writes into CTL the control message that makes a reply leave from
+ * LOCAL. Returns its length (for msg_controllen), 0 when LOCAL is unset.
+ */
+size_t udp_local_to_cmsg(const struct udp_local *local, union udp_cmsg *ctl);
 
 /* Adds S (its key already set) to table *HEAD. Returns 0, or -1 when out of memory. */
 int udp_table_add(struct udp_session **head, struct udp_session *s);

@@ -8,7 +8,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +75,7 @@ unsigned h_free_port(int socktype, bool v6)
 const char *h_daemon_extra;
 unsigned h_dir_mode;
 void (*h_child_hook)(void);
+const char *h_daemon_netns;
 
 void h_write_conf(struct hdaemon *d, const char *body)
 {
@@ -196,6 +199,16 @@ static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid, 
 		}
 		if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
 			_exit(126);
+		if (h_daemon_netns) {
+			char ns[128];
+			int nsfd;
+
+			snprintf(ns, sizeof(ns), "/run/netns/%s", h_daemon_netns);
+			nsfd = open(ns, O_RDONLY | O_CLOEXEC);
+			if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0)
+				_exit(124);
+			close(nsfd);
+		}
 		if (h_child_hook)
 			h_child_hook();
 		execl(bin, "portfwd", "-c", d->conf, (char *)NULL);
@@ -427,6 +440,84 @@ int h_run_as(char *const argv[], uid_t uid, gid_t gid, char **output)
 	close(pipefd[0]);
 	waitpid(pid, &st, 0);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int h_sh(char **out, const char *fmt, ...)
+{
+	char cmd[4096];
+	char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return h_run(argv, out);
+}
+
+bool h_netns_make(struct h_netns *n)
+{
+	int pid = (int)getpid();
+	char *out = NULL;
+	int rc;
+
+	memset(n, 0, sizeof(*n));
+	if (geteuid() != 0) {
+		fprintf(stderr, "network namespace tests need root: skipped\n");
+		return false;
+	}
+	snprintf(n->srv, sizeof(n->srv), "pf%d-srv", pid);
+	snprintf(n->cli, sizeof(n->cli), "pf%d-cli", pid);
+	snprintf(n->srv_if, sizeof(n->srv_if), "pf%ds", pid);
+	snprintf(n->cli_if, sizeof(n->cli_if), "pf%dc", pid);
+	/* nodad: IPv6 addresses usable at once, not "tentative" for a second. */
+	rc = h_sh(&out,
+		  "set -e; ip netns add %1$s; ip netns add %2$s;"
+		  " ip link add %3$s netns %1$s type veth peer name %4$s netns %2$s;"
+		  " ip -n %1$s link set lo up; ip -n %2$s link set lo up;"
+		  " ip -n %1$s addr add 10.77.0.1/24 dev %3$s; ip -n %1$s addr add 10.77.0.3/24 dev %3$s;"
+		  " ip -n %1$s addr add fd77::1/64 dev %3$s nodad; ip -n %1$s addr add fd77::3/64 dev %3$s nodad;"
+		  " ip -n %2$s addr add 10.77.0.2/24 dev %4$s; ip -n %2$s addr add fd77::2/64 dev %4$s nodad;"
+		  " ip -n %1$s link set %3$s up; ip -n %2$s link set %4$s up",
+		  n->srv, n->cli, n->srv_if, n->cli_if);
+	if (rc != 0) {
+		fprintf(stderr, "cannot make network namespaces (exit %d): %s\n", rc, out ? out : "");
+		free(out);
+		h_netns_destroy(n);
+		return false;
+	}
+	free(out);
+	n->ok = true;
+	return true;
+}
+
+void h_netns_destroy(struct h_netns *n)
+{
+	char *out = NULL;
+
+	if (n->srv[0])
+		h_sh(&out, "ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null; true", n->srv, n->cli);
+	free(out);
+	n->ok = false;
+}
+
+void h_netns_enter(const char *name)
+{
+	static int own = -1;
+	char path[128];
+	int fd;
+
+	if (own < 0)
+		own = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	ck_assert_msg(own >= 0, "cannot open the test's own network namespace: %s", strerror(errno));
+	if (!name) {
+		ck_assert_msg(setns(own, CLONE_NEWNET) == 0, "setns back: %s", strerror(errno));
+		return;
+	}
+	snprintf(path, sizeof(path), "/run/netns/%s", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_msg(fd >= 0, "%s: %s", path, strerror(errno));
+	ck_assert_msg(setns(fd, CLONE_NEWNET) == 0, "setns %s: %s", name, strerror(errno));
+	close(fd);
 }
 
 long h_rss_kib(pid_t pid)

@@ -64,6 +64,37 @@ void h_start_nofile(struct hdaemon *d, const char *body, unsigned nofile);
  * the file limit), e.g. to install a seccomp filter. */
 extern void (*h_child_hook)(void);
 
+/* ---- network namespaces the tests make for themselves (root only) ---- */
+
+/*
+ * Two namespaces joined by a veth pair, on a network of the test's own:
+ * the server side has 10.77.0.1/24 and 10.77.0.3/24, fd77::1/64 and
+ * fd77::3/64 (two addresses on one interface, as a host with a secondary
+ * address or a virtual IP) and loopback up; the client side 10.77.0.2/24
+ * and fd77::2/64.
+ */
+struct h_netns {
+	bool ok; /* made; false when not root or `ip` is missing */
+	char srv[32], cli[32];
+	char srv_if[16], cli_if[16];
+};
+
+/* Makes N (names from the calling process's pid). Returns N->ok; why not on stderr. */
+bool h_netns_make(struct h_netns *n);
+
+/* Deletes N's namespaces (their interfaces go with them). */
+void h_netns_destroy(struct h_netns *n);
+
+/* Moves the calling thread into namespace NAME, NULL for the test's own:
+ * sockets made afterwards belong to it, and stay there. */
+void h_netns_enter(const char *name);
+
+/* If set, h_start runs the daemon inside this namespace. */
+extern const char *h_daemon_netns;
+
+/* Runs a shell command line; returns its exit status, output in *OUT (malloc'd). */
+int h_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* SIGTERM, wait (10 s at most), assert exit 0, the socket gone and no
  * sanitizer report in the log. */
 void h_stop(struct hdaemon *d);

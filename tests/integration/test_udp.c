@@ -290,6 +290,123 @@ START_TEST(test_ipv6_client)
 }
 END_TEST
 
+/* ---- in network namespaces: a host with two addresses on one interface ---- */
+
+static struct h_netns ns;
+
+static void ns_setup(void)
+{
+	h_netns_make(&ns);
+}
+
+static void ns_teardown(void)
+{
+	h_netns_destroy(&ns);
+}
+
+/* A numeric address and port in SS; returns its length. */
+static socklen_t sockaddr_of(const char *addr, unsigned port, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (strchr(addr, ':')) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		ck_assert_int_eq(inet_pton(AF_INET6, addr, &s6->sin6_addr), 1);
+		return sizeof(*s6);
+	}
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+	s4->sin_family = AF_INET;
+	s4->sin_port = htons((uint16_t)port);
+	ck_assert_int_eq(inet_pton(AF_INET, addr, &s4->sin_addr), 1);
+	return sizeof(*s4);
+}
+
+/* Sends a datagram from FD to ADDR:PORT; the echo must come back whole and
+ * from ADDR:PORT, the address it was sent to. */
+static void assert_reply_from(int fd, const char *addr, unsigned port)
+{
+	struct sockaddr_storage to, from;
+	socklen_t tolen = sockaddr_of(addr, port, &to), fromlen = sizeof(from);
+	char msg[64], buf[64], host[INET6_ADDRSTRLEN] = "?";
+	int len = snprintf(msg, sizeof(msg), "to %s", addr);
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	ssize_t n;
+
+	ck_assert_int_eq(sendto(fd, msg, (size_t)len, 0, (struct sockaddr *)&to, tolen), len);
+	ck_assert_msg(poll(&p, 1, 5000) == 1, "no reply to a datagram sent to %s", addr);
+	n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fromlen);
+	ck_assert_int_eq(n, len);
+	ck_assert(memcmp(buf, msg, (size_t)len) == 0);
+	if (from.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&from)->sin_addr, host, sizeof(host));
+	else
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&from)->sin6_addr, host, sizeof(host));
+	ck_assert_msg(fromlen == tolen && memcmp(&from, &to, tolen) == 0,
+		      "sent to %s:%u, the reply came from %s", addr, port, host);
+}
+
+/*
+ * Rules on 0.0.0.0 and [::], on a host with two addresses of each family
+ * on one interface: every reply leaves from the address its client sent
+ * to, also when one client port talks to both; a connected client socket
+ * (what NAT, VPN and game clients amount to) gets its replies.
+ */
+START_TEST(test_reply_from_the_address_sent_to)
+{
+	static const char *const v4[] = { "10.77.0.3", "10.77.0.1", "10.77.0.3" };
+	static const char *const v6[] = { "fd77::3", "fd77::1", "fd77::3" };
+	struct hdaemon d;
+	struct h_backend b;
+	struct sockaddr_storage ss;
+	char conf[512], buf[16];
+	int u4, u6, c4, c6;
+
+	if (!ns.ok)
+		return;
+	h_netns_enter(ns.srv);
+	h_backend_start(&b, H_UDP_ECHO, false);
+	h_netns_enter(NULL);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"v4\"; proto = \"udp\"; listen = \"0.0.0.0:27001\"; target = \"127.0.0.1:%u\"; },\n"
+		 "         { name = \"v6\"; proto = \"udp\"; listen = \"[::]:27001\"; target = \"127.0.0.1:%u\"; } );",
+		 b.port, b.port);
+	h_daemon_netns = ns.srv;
+	h_start(&d, conf);
+	h_daemon_netns = NULL;
+
+	h_netns_enter(ns.cli);
+	u4 = socket(AF_INET, SOCK_DGRAM, 0);
+	u6 = socket(AF_INET6, SOCK_DGRAM, 0);
+	for (int i = 0; i < 3; i++) {
+		assert_reply_from(u4, v4[i], 27001);
+		assert_reply_from(u6, v6[i], 27001);
+	}
+	c4 = socket(AF_INET, SOCK_DGRAM, 0);
+	ck_assert_int_eq(connect(c4, (struct sockaddr *)&ss, sockaddr_of("10.77.0.3", 27001, &ss)), 0);
+	c6 = socket(AF_INET6, SOCK_DGRAM, 0);
+	ck_assert_int_eq(connect(c6, (struct sockaddr *)&ss, sockaddr_of("fd77::3", 27001, &ss)), 0);
+	h_netns_enter(NULL);
+	ck_assert_int_eq(send(c4, "nat", 3, 0), 3);
+	ck_assert_int_eq(recv_within(c4, buf, sizeof(buf), 5000), 3);
+	ck_assert_int_eq(send(c6, "vpn", 3, 0), 3);
+	ck_assert_int_eq(recv_within(c6, buf, sizeof(buf), 5000), 3);
+	/* One session per client and address it sent to. */
+	ck_assert_int_eq(h_counter(&d, "v4", "udp", "sessions_created"), 3);
+	ck_assert_int_eq(h_counter(&d, "v6", "udp", "sessions_created"), 3);
+	ck_assert_int_eq(h_counter(&d, "v4", "udp", "datagrams_to_client"), 4);
+	ck_assert_int_eq(h_counter(&d, "v6", "udp", "dropped_error"), 0);
+	close(u4);
+	close(u6);
+	close(c4);
+	close(c6);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("udp");
@@ -303,6 +420,12 @@ int main(void)
 	tcase_add_test(tc, test_max_udp_sessions_drops_new_clients);
 	tcase_add_test(tc, test_tcp_and_udp_rule);
 	tcase_add_test(tc, test_ipv6_client);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("netns");
+	tcase_set_timeout(tc, 60);
+	tcase_add_unchecked_fixture(tc, ns_setup, ns_teardown);
+	tcase_add_test(tc, test_reply_from_the_address_sent_to);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

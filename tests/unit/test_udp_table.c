@@ -23,7 +23,7 @@ static struct udp_session *session_for(const struct sockaddr *sa)
 {
 	struct udp_session *s = calloc(1, sizeof(*s));
 
-	ck_assert_int_eq(udp_table_key(sa, &s->key), 0);
+	ck_assert_int_eq(udp_table_key(sa, NULL, &s->key), 0);
 	return s;
 }
 
@@ -36,16 +36,16 @@ START_TEST(test_add_find_remove)
 	b = session_for((struct sockaddr *)&y);
 	ck_assert_int_eq(udp_table_add(&head, a), 0);
 	ck_assert_int_eq(udp_table_add(&head, b), 0);
-	ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&x), a);
-	ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&y), b);
+	ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&x, NULL), a);
+	ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&y, NULL), b);
 	/* Same port, other address: another client. */
-	ck_assert_ptr_null(udp_table_find(head, (struct sockaddr *)&z));
+	ck_assert_ptr_null(udp_table_find(head, (struct sockaddr *)&z, NULL));
 	c = session_for((struct sockaddr *)&z);
 	ck_assert_int_eq(udp_table_add(&head, c), 0);
 	ck_assert_uint_eq(udp_table_count(head), 3);
 	udp_table_remove(&head, a);
-	ck_assert_ptr_null(udp_table_find(head, (struct sockaddr *)&x));
-	ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&z), c);
+	ck_assert_ptr_null(udp_table_find(head, (struct sockaddr *)&x, NULL));
+	ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&z, NULL), c);
 	ck_assert_uint_eq(udp_table_count(head), 2);
 	free(a);
 	HASH_ITER(hh, head, a, tmp) {
@@ -73,12 +73,12 @@ START_TEST(test_key_ignores_padding)
 	inet_pton(AF_INET6, "::1", &q.sin6_addr);
 	a = session_for((struct sockaddr *)&p);
 	ck_assert_int_eq(udp_table_add(&head, a), 0);
-	ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&q), a);
+	ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&q, NULL), a);
 	/* ::ffff:127.0.0.1 over IPv6 is not 127.0.0.1 over IPv4. */
 	{
 		struct sockaddr_in x = v4(0x7f000001, 53);
 
-		ck_assert_ptr_null(udp_table_find(head, (struct sockaddr *)&x));
+		ck_assert_ptr_null(udp_table_find(head, (struct sockaddr *)&x, NULL));
 	}
 	udp_table_remove(&head, a);
 	free(a);
@@ -102,7 +102,7 @@ START_TEST(test_many_clients)
 	for (int i = 0; i < N; i++) {
 		struct sockaddr_in sin = v4(0x0a000000u + (uint32_t)(i / 100), (uint16_t)(1024 + i % 100));
 
-		ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&sin), all[i]);
+		ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&sin, NULL), all[i]);
 	}
 	for (int i = 0; i < N; i += 2)
 		udp_table_remove(&head, all[i]);
@@ -110,7 +110,7 @@ START_TEST(test_many_clients)
 	for (int i = 0; i < N; i++) {
 		struct sockaddr_in sin = v4(0x0a000000u + (uint32_t)(i / 100), (uint16_t)(1024 + i % 100));
 
-		ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&sin), i % 2 ? all[i] : NULL);
+		ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&sin, NULL), i % 2 ? all[i] : NULL);
 	}
 	for (int i = 1; i < N; i += 2)
 		udp_table_remove(&head, all[i]);
@@ -119,7 +119,71 @@ START_TEST(test_many_clients)
 		free(all[i]);
 	free(all);
 	/* Not an IP address: no key, and never found. */
-	ck_assert_int_eq(udp_table_key((struct sockaddr *)&bad, &k), -1);
+	ck_assert_int_eq(udp_table_key((struct sockaddr *)&bad, NULL, &k), -1);
+}
+END_TEST
+
+/* One client sending to two addresses of the host: two sessions. */
+START_TEST(test_local_address_in_key)
+{
+	struct udp_session *head = NULL, *a, *b;
+	struct sockaddr_in x = v4(0x0a4d0002, 5000);
+	struct udp_local one = { .family = AF_INET }, three = { .family = AF_INET };
+
+	one.addr.v4.s_addr = htonl(0x0a4d0001);
+	three.addr.v4.s_addr = htonl(0x0a4d0003);
+	a = calloc(1, sizeof(*a));
+	b = calloc(1, sizeof(*b));
+	ck_assert_int_eq(udp_table_key((struct sockaddr *)&x, &one, &a->key), 0);
+	ck_assert_int_eq(udp_table_key((struct sockaddr *)&x, &three, &b->key), 0);
+	ck_assert_int_eq(udp_table_add(&head, a), 0);
+	ck_assert_ptr_null(udp_table_find(head, (struct sockaddr *)&x, &three));
+	ck_assert_ptr_null(udp_table_find(head, (struct sockaddr *)&x, NULL));
+	ck_assert_int_eq(udp_table_add(&head, b), 0);
+	ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&x, &one), a);
+	ck_assert_ptr_eq(udp_table_find(head, (struct sockaddr *)&x, &three), b);
+	udp_table_remove(&head, a);
+	udp_table_remove(&head, b);
+	free(a);
+	free(b);
+}
+END_TEST
+
+/* What a reply's control message says is what a received one said. */
+START_TEST(test_pktinfo_round_trip)
+{
+	union udp_cmsg ctl;
+	struct msghdr msg = { 0 };
+	struct udp_local in = { .family = AF_INET6, .ifindex = 7 }, out;
+	struct in6_pktinfo pi;
+
+	inet_pton(AF_INET6, "fd77::3", &in.addr.v6);
+	msg.msg_control = ctl.buf;
+	msg.msg_controllen = udp_local_to_cmsg(&in, &ctl);
+	ck_assert_uint_gt(msg.msg_controllen, 0);
+	ck_assert_int_eq(udp_local_from_msg(&msg, &out), 0);
+	ck_assert_int_eq(out.family, AF_INET6);
+	ck_assert_int_eq(memcmp(&out.addr.v6, &in.addr.v6, sizeof(in.addr.v6)), 0);
+	/* A global address leaves the interface to the route... */
+	memcpy(&pi, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(pi));
+	ck_assert_uint_eq(pi.ipi6_ifindex, 0);
+	/* ...a link-local one is bound to the interface it came in on. */
+	inet_pton(AF_INET6, "fe80::3", &in.addr.v6);
+	msg.msg_controllen = udp_local_to_cmsg(&in, &ctl);
+	memcpy(&pi, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(pi));
+	ck_assert_uint_eq(pi.ipi6_ifindex, 7);
+
+	in = (struct udp_local){ .family = AF_INET };
+	in.addr.v4.s_addr = htonl(0x0a4d0003);
+	msg.msg_controllen = udp_local_to_cmsg(&in, &ctl);
+	ck_assert_int_eq(udp_local_from_msg(&msg, &out), 0);
+	ck_assert_int_eq(out.family, AF_INET);
+	ck_assert_uint_eq(out.addr.v4.s_addr, htonl(0x0a4d0003));
+	/* Nothing to say for a listener bound to one address. */
+	in.family = 0;
+	ck_assert_uint_eq(udp_local_to_cmsg(&in, &ctl), 0);
+	msg.msg_controllen = 0;
+	ck_assert_int_eq(udp_local_from_msg(&msg, &out), -1);
 }
 END_TEST
 
@@ -131,6 +195,8 @@ int main(void)
 	tcase_add_test(tc, test_add_find_remove);
 	tcase_add_test(tc, test_key_ignores_padding);
 	tcase_add_test(tc, test_many_clients);
+	tcase_add_test(tc, test_local_address_in_key);
+	tcase_add_test(tc, test_pktinfo_round_trip);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
