@@ -6,6 +6,7 @@
 #include <math.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,7 +245,53 @@ static const char *config_get_string(struct config_ctx *ctx,
 
 #define SETTINGS_KEYS                                                      \
 	"connect_timeout", "idle_timeout", "udp_idle_timeout",             \
-		"max_connections", "max_udp_sessions", "buffer_size", "splice"
+		"max_connections", "max_udp_sessions", "buffer_size", "splice", \
+		"tcp_keepalive"
+
+/*
+ * tcp_keepalive = true | false | { idle = S; interval = S; count = N; }:
+ * a group turns keepalive on and changes the values it names, the others
+ * staying as the defaults (or the built-in values) have them. The ranges
+ * are the kernel's (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT).
+ */
+static void config_read_keepalive(struct config_ctx *ctx, const config_setting_t *s,
+				  struct rule_settings *set)
+{
+	static const char *const keys[] = { "idle", "interval", "count", NULL };
+	static const struct {
+		const char *name;
+		long long max;
+		size_t offset;
+	} fields[] = {
+		{ "idle", 32767, offsetof(struct rule_settings, keepalive_idle) },
+		{ "interval", 32767, offsetof(struct rule_settings, keepalive_interval) },
+		{ "count", 127, offsetof(struct rule_settings, keepalive_count) },
+	};
+	const char *scope = ctx->scope;
+	char sub[RULE_NAME_MAX + 64];
+	long long iv;
+
+	if (config_setting_type(s) == CONFIG_TYPE_BOOL) {
+		set->keepalive = config_setting_get_bool(s);
+		return;
+	}
+	if (!config_setting_is_group(s)) {
+		config_err(ctx, s, "tcp_keepalive: expected true, false or a group { idle = 300; interval = 30; count = 4; }, got %s",
+			   config_type_name(config_setting_type(s)));
+		return;
+	}
+	snprintf(sub, sizeof(sub), "%s%stcp_keepalive", scope ? scope : "", scope ? ": " : "");
+	ctx->scope = sub;
+	config_check_keys(ctx, s, keys);
+	set->keepalive = true;
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		const config_setting_t *f = config_setting_get_member(s, fields[i].name);
+
+		if (f && config_get_integer(ctx, f, 1, fields[i].max, &iv) == 0)
+			*(unsigned *)((char *)set + fields[i].offset) = (unsigned)iv;
+	}
+	ctx->scope = scope;
+}
 
 /* Applies the members of GROUP that are rule settings on top of SET. */
 static void config_read_settings(struct config_ctx *ctx,
@@ -275,6 +322,8 @@ static void config_read_settings(struct config_ctx *ctx,
 		set->buffer_size = (size_t)iv;
 	if ((s = config_setting_get_member(group, "splice")))
 		config_get_bool(ctx, s, &set->splice);
+	if ((s = config_setting_get_member(group, "tcp_keepalive")))
+		config_read_keepalive(ctx, s, set);
 }
 
 /* daemon.user, group and admin_group: names that must exist on this system. */

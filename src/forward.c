@@ -69,6 +69,9 @@ static int forward_socket(const struct forward *fw, int socktype, bool reuseport
 		goto fail;
 	if (bind(fd, sa, fw->cfg.listen_len) < 0)
 		goto fail;
+	/* Accepted sockets inherit it: no system call per connection. */
+	if (socktype == SOCK_STREAM && relay_tcp_keepalive(fd, &fw->cfg.set) < 0)
+		goto fail;
 	if (listening && listen(fd, FORWARD_BACKLOG) < 0)
 		goto fail;
 	return fd;

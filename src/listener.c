@@ -144,6 +144,10 @@ void listener_insert(struct listener *l)
 
 void listener_set_snap(struct listener *l, struct forward_snap *snap)
 {
+	/* The listening socket passes keepalive on to the clients it accepts. */
+	if (l->tcp && relay_tcp_keepalive(evconnlistener_get_fd(l->tcp), &snap->rule.set) < 0)
+		log_warning("rule %s: cannot change tcp_keepalive: %s", snap->rule.name,
+			    strerror(errno));
 	forward_snap_unref(l->snap);
 	l->snap = snap;
 	l->cfg = &snap->rule;

@@ -70,7 +70,34 @@ struct relay_tcp_conn {
 
 static const char *const side_name[2] = { "client", "target" };
 
-static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *reason);
+static void relay_tcp_end(struct relay_tcp_conn *c, bool orderly, int level, const char *reason);
+
+/*
+ * Ends the connection anywhere but at its orderly end (an error on either
+ * side, a failed connect, a timeout, kill, drain_timeout, shutdown): both
+ * sides get a reset, so neither mistakes a cut-off stream for a complete
+ * one (an HTTP/1.0 body, a file copy).
+ */
+static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *reason)
+{
+	relay_tcp_end(c, false, level, reason);
+}
+
+int relay_tcp_keepalive(int fd, const struct rule_settings *set)
+{
+	int on = set->keepalive, idle = (int)set->keepalive_idle;
+	int intvl = (int)set->keepalive_interval, cnt = (int)set->keepalive_count;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0)
+		return -1;
+	if (!on)
+		return 0;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0)
+		return -1;
+	return 0;
+}
 
 static size_t relay_dir_queued(const struct relay_dir *d)
 {
@@ -144,23 +171,20 @@ static bool relay_tcp_maybe_done(struct relay_tcp_conn *c)
 	      c->shut[SIDE_CLIENT]))
 		return false;
 	snprintf(why, sizeof(why), "%s closed", side_name[c->first_eof]);
-	relay_tcp_close(c, LOG_LVL_INFO, why);
+	relay_tcp_end(c, true, LOG_LVL_INFO, why);
 	return true;
 }
 
-/* An error on side S ends the connection; a reset is passed on as a reset. */
+/* An error on side S (a reset, a keepalive or retransmission timeout, an
+ * unreachable host...) ends the connection, and the other side gets a reset. */
 static void relay_tcp_fail(struct relay_tcp_conn *c, int s, int err)
 {
 	char reason[160];
 
-	if (err == ECONNRESET || err == EPIPE) {
-		struct linger lg = { 1, 0 };
-
-		setsockopt(c->fd[!s], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	if (err == ECONNRESET || err == EPIPE)
 		snprintf(reason, sizeof(reason), "%s reset the connection", side_name[s]);
-	} else {
+	else
 		snprintf(reason, sizeof(reason), "%s error: %s", side_name[s], strerror(err));
-	}
 	relay_tcp_close(c, LOG_LVL_INFO, reason);
 }
 
@@ -417,8 +441,11 @@ static void relay_dir_free(struct relay_tcp_conn *c, struct relay_dir *d)
 		evbuffer_free(d->buf);
 }
 
-static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *reason)
+/* Frees the connection; ORDERLY when both sides ended it with FIN, else
+ * each open socket is reset (SO_LINGER 0: close sends RST, drops unsent data). */
+static void relay_tcp_end(struct relay_tcp_conn *c, bool orderly, int level, const char *reason)
 {
+	static const struct linger reset = { 1, 0 };
 	struct listener *l = c->rule;
 	char client[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
 
@@ -436,8 +463,11 @@ static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *rea
 		if (c->wev[s])
 			event_free(c->wev[s]);
 		relay_dir_free(c, &c->dir[s]);
-		if (c->fd[s] >= 0)
+		if (c->fd[s] >= 0) {
+			if (!orderly)
+				setsockopt(c->fd[s], SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
 			close(c->fd[s]);
+		}
 	}
 	if (c->timer)
 		event_free(c->timer);
@@ -487,6 +517,8 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 	}
 	c->fd[SIDE_TARGET] = fd;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* The client's socket inherited it from the listening one. */
+	relay_tcp_keepalive(fd, &c->cfg->set);
 	c->rev[SIDE_TARGET] = event_new(base, fd, EV_READ | EV_PERSIST, relay_tcp_target_read_cb, c);
 	c->wev[SIDE_TARGET] = event_new(base, fd, EV_WRITE | EV_PERSIST, relay_tcp_target_write_cb, c);
 	if (!c->rev[SIDE_TARGET] || !c->wev[SIDE_TARGET]) {

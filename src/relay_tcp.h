@@ -15,6 +15,14 @@
 #include <sys/socket.h>
 
 struct listener;
+struct rule_settings;
+
+/*
+ * Sets FD's TCP keepalive as SET says (on with its idle, interval and
+ * count, or off). On a listening socket it is inherited by every accepted
+ * one. Returns 0, or -1 with errno from the call that failed.
+ */
+int relay_tcp_keepalive(int fd, const struct rule_settings *set);
 
 /* Takes over the accepted socket FD of client SA on L. If the rule is at
  * max_connections the client waits, unread, until a slot frees. */

@@ -17,6 +17,12 @@ void rule_settings_init(struct rule_settings *set)
 	set->max_udp_sessions = 4096;
 	set->buffer_size = 65536;
 	set->splice = true;
+	/* A dead peer is found within 5 + 4 * 0.5 = 7 minutes; one small probe
+	 * per idle connection every 5 minutes also keeps NAT mappings alive. */
+	set->keepalive = true;
+	set->keepalive_idle = 300;
+	set->keepalive_interval = 30;
+	set->keepalive_count = 4;
 }
 
 unsigned rule_proto_parse(const char *text)
@@ -222,7 +228,10 @@ bool rule_settings_equal(const struct rule_settings *a, const struct rule_settin
 	       a->udp_idle_timeout == b->udp_idle_timeout &&
 	       a->max_connections == b->max_connections &&
 	       a->max_udp_sessions == b->max_udp_sessions && a->buffer_size == b->buffer_size &&
-	       a->splice == b->splice;
+	       a->splice == b->splice && a->keepalive == b->keepalive &&
+	       a->keepalive_idle == b->keepalive_idle &&
+	       a->keepalive_interval == b->keepalive_interval &&
+	       a->keepalive_count == b->keepalive_count;
 }
 
 bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)

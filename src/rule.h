@@ -29,6 +29,12 @@ struct rule_settings {
 	unsigned max_udp_sessions;
 	size_t buffer_size;
 	bool splice; /* move TCP bytes with splice(2) rather than copying */
+	/* TCP keepalive on both sockets of a connection, so that a peer that
+	 * vanished without FIN or RST is found and its connection freed. */
+	bool keepalive;
+	unsigned keepalive_idle;     /* seconds without traffic before the first probe */
+	unsigned keepalive_interval; /* seconds between probes */
+	unsigned keepalive_count;    /* unanswered probes before the connection is dead */
 };
 
 struct rule_config {

@@ -758,9 +758,11 @@ static void *h_conn_thread(void *p)
 		break;
 	}
 	case H_GREET_READ:
+	case H_GREET_HOLD:
 		if (send(fd, "hello\n", 6, MSG_NOSIGNAL) != 6)
 			break;
-		shutdown(fd, SHUT_WR);
+		if (b->mode == H_GREET_READ)
+			shutdown(fd, SHUT_WR);
 		n = h_read_all(fd, &hash, 60);
 		pthread_mutex_lock(&b->lock);
 		b->got_bytes = n;

@@ -165,6 +165,7 @@ enum h_backend_mode {
 	H_ECHO,        /* echo until EOF, then close */
 	H_COUNT_REPLY, /* read to EOF, then reply "N HASH\n" and close */
 	H_GREET_READ,  /* send "hello\n", half-close, read to EOF, record */
+	H_GREET_HOLD,  /* send "hello\n", read to EOF or error (got_bytes -1: reset), record */
 	H_SOURCE,      /* send `source_len` stream bytes (seed 42), then close */
 	H_UDP_ECHO,    /* UDP: send every datagram back to its sender */
 	H_TRICKLE,     /* send 100-byte chunks (TCP_NODELAY) until stopped or the peer goes */

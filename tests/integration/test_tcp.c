@@ -185,13 +185,21 @@ START_TEST(test_half_close_from_target)
 END_TEST
 
 /* Expects FD to be closed by the daemon within SECONDS. */
-static void assert_closed_within(int fd, double seconds)
+/*
+ * FD is reset within SECONDS: what a client must see when portfwd ends its
+ * connection abnormally (target refused or timed out, idle_timeout,
+ * shutdown), never an orderly end that looks like a complete stream.
+ */
+static void assert_reset_within(int fd, double seconds)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	char c;
+	ssize_t n;
 
 	ck_assert_msg(poll(&p, 1, (int)(seconds * 1000)) == 1, "not closed within %gs", seconds);
-	ck_assert_int_le(read(fd, &c, 1), 0);
+	n = read(fd, &c, 1);
+	ck_assert_msg(n < 0 && errno == ECONNRESET, "ended by %s, not by a reset",
+		      n == 0 ? "an orderly close" : n > 0 ? "more data" : strerror(errno));
 }
 
 START_TEST(test_refused_target)
@@ -211,7 +219,7 @@ START_TEST(test_refused_target)
 	t0 = h_now();
 	fd = h_connect("127.0.0.1", port);
 	ck_assert_int_ge(fd, 0);
-	assert_closed_within(fd, 3);
+	assert_reset_within(fd, 3);
 	ck_assert_msg(h_now() - t0 < 2, "a refused target took %.2fs to close the client", h_now() - t0);
 	close(fd);
 	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "connect_failed", 1, 3), 1);
@@ -252,7 +260,7 @@ START_TEST(test_connect_timeout)
 	free(conf);
 	fd = h_connect("127.0.0.1", port);
 	ck_assert_int_ge(fd, 0);
-	assert_closed_within(fd, 5);
+	assert_reset_within(fd, 5);
 	close(fd);
 	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "connect_failed", 1, 3), 1);
 	ck_assert(h_log_contains(&d, "connect failed: timed out after 0.5s"));
@@ -441,7 +449,7 @@ START_TEST(test_idle_timeout)
 
 	ck_assert(echoes(fd, 5000));
 	t0 = h_now();
-	assert_closed_within(fd, 5);
+	assert_reset_within(fd, 5);
 	ck_assert_msg(h_now() - t0 >= 0.4, "closed after %.2fs, before the idle timeout", h_now() - t0);
 	close(fd);
 	ck_assert(h_log_contains(&d, "idle for 0.5s"));
@@ -521,8 +529,80 @@ START_TEST(test_sigterm_with_open_connections)
 
 	ck_assert(echoes(fd, 5000));
 	h_stop(&d);
-	assert_closed_within(fd, 2);
+	assert_reset_within(fd, 2);
 	close(fd);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* ---- in network namespaces: a client on another host ---- */
+
+static struct h_netns ns;
+
+static void ns_setup(void)
+{
+	h_netns_make(&ns);
+}
+
+static void ns_teardown(void)
+{
+	h_netns_destroy(&ns);
+}
+
+/*
+ * A client on another host vanishes (its link goes down: no FIN, no RST
+ * ever comes) while idle_timeout is 0. TCP keepalive finds it dead, the
+ * connection is freed, and the target learns of it by a reset, not by an
+ * end that would look like a complete transfer.
+ */
+START_TEST(test_vanished_client_found_by_keepalive_and_reset)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	char conf[512], buf[16], *out = NULL;
+	double deadline;
+	int fd, finished = 0;
+
+	if (!ns.ok)
+		return;
+	h_netns_enter(ns.srv);
+	h_backend_start(&b, H_GREET_HOLD, false);
+	h_netns_enter(NULL);
+	snprintf(conf, sizeof(conf),
+		 "defaults: { idle_timeout = 0; tcp_keepalive = { idle = 1; interval = 1; count = 2; }; };\n"
+		 "rules: ( { name = \"t\"; proto = \"tcp\"; listen = \"10.77.0.1:2200\"; target = \"127.0.0.1:%u\"; } );",
+		 b.port);
+	h_daemon_netns = ns.srv;
+	h_start(&d, conf);
+	h_daemon_netns = NULL;
+	h_netns_enter(ns.cli);
+	fd = h_connect("10.77.0.1", 2200);
+	h_netns_enter(NULL);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(recv(fd, buf, 6, MSG_WAITALL), 6);
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "active"), 1);
+
+	/* Gone without a word: the client's host drops everything for it from
+	 * now on (its address removed, forwarding off: no RST, no ICMP). */
+	ck_assert_int_eq(h_sh(&out, "ip netns exec %s sysctl -qw net.ipv4.conf.all.forwarding=0 && ip -n %s addr flush dev %s",
+			      ns.cli, ns.cli, ns.cli_if), 0);
+	free(out);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 15), 0);
+	ck_assert(h_log_contains(&d, "client error: Connection timed out"));
+	deadline = h_now() + 5;
+	while (h_now() < deadline) {
+		pthread_mutex_lock(&b.lock);
+		finished = b.finished;
+		pthread_mutex_unlock(&b.lock);
+		if (finished)
+			break;
+		usleep(20000);
+	}
+	ck_assert_int_eq(finished, 1);
+	ck_assert_msg(b.got_bytes == -1, "the target saw an orderly end (%lld bytes), not a reset",
+		      b.got_bytes);
+	close(fd);
+	h_stop(&d);
 	h_backend_stop(&b);
 }
 END_TEST
@@ -545,6 +625,12 @@ int main(void)
 	tcase_add_test(tc, test_idle_timeout);
 	tcase_add_test(tc, test_out_of_descriptors);
 	tcase_add_test(tc, test_sigterm_with_open_connections);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("netns");
+	tcase_set_timeout(tc, 60);
+	tcase_add_unchecked_fixture(tc, ns_setup, ns_teardown);
+	tcase_add_test(tc, test_vanished_client_found_by_keepalive_and_reset);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
