@@ -71,8 +71,13 @@ static json_t *commands_rule_json(const struct forward *fw)
 {
 	const struct rule_config *r = &fw->cfg;
 	char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+	json_t *keepalive = r->set.keepalive
+				    ? json_pack("{s:i, s:i, s:i}", "idle", (int)r->set.keepalive_idle,
+						"interval", (int)r->set.keepalive_interval,
+						"count", (int)r->set.keepalive_count)
+				    : json_false();
 
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:i, s:i, s:I, s:b}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:i, s:i, s:I, s:b, s:o}",
 			 "name", r->name, "proto", rule_proto_name(r->proto),
 			 "listen", rule_format_addr((const struct sockaddr *)&r->listen, listen, sizeof(listen)),
 			 "target", rule_format_addr((const struct sockaddr *)&r->target, target, sizeof(target)),
@@ -83,7 +88,7 @@ static json_t *commands_rule_json(const struct forward *fw)
 			 "max_connections", (int)r->set.max_connections,
 			 "max_udp_sessions", (int)r->set.max_udp_sessions,
 			 "buffer_size", (json_int_t)r->set.buffer_size,
-			 "splice", r->set.splice);
+			 "splice", r->set.splice, "tcp_keepalive", keepalive);
 }
 
 static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
@@ -116,6 +121,12 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 		evbuffer_add_printf(out, "  max_connections %u, max_udp_sessions %u, buffer_size %zu, splice %s\n",
 				    r->set.max_connections, r->set.max_udp_sessions, r->set.buffer_size,
 				    r->set.splice ? "true" : "false");
+		if (r->set.keepalive)
+			evbuffer_add_printf(out, "  tcp_keepalive idle %u, interval %u, count %u\n",
+					    r->set.keepalive_idle, r->set.keepalive_interval,
+					    r->set.keepalive_count);
+		else
+			evbuffer_add_printf(out, "  tcp_keepalive false\n");
 	}
 	json_decref(rules);
 	return 0;

@@ -642,6 +642,77 @@ START_TEST(test_changed_target)
 END_TEST
 
 
+/* The keepalive timer of the daemon's socket for the client on local port
+ * CPORT, as ss(8) shows it ("timer:(keepalive,49min59sec,0)"); "" if none. */
+static char *keepalive_timer(unsigned port, unsigned cport)
+{
+	char *out = NULL, *t;
+
+	h_sh(&out, "ss -tnoH state established '( sport = :%u and dport = :%u )'", port, cport);
+	t = strstr(out, "timer:(keepalive,");
+	if (t)
+		memmove(out, t, strlen(t) + 1);
+	else
+		out[0] = '\0';
+	return out;
+}
+
+static unsigned local_port(int fd)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	return ntohs(sin.sin_port);
+}
+
+/* A reload that changes tcp_keepalive reaches the kept listening socket:
+ * clients accepted after it get the new timing (the old ones keep theirs). */
+START_TEST(test_keepalive_reload)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char body[2048], *t1, *t2, *t3;
+	int c1, c2, c3;
+
+	h_backend_start(&echo, H_ECHO, false);
+	snprintf(body, sizeof(body), "defaults: { tcp_keepalive = { idle = 3000; }; };\n%s",
+		 echo_rule("r", port, echo.port));
+	h_start(&d, body);
+	c1 = h_connect("127.0.0.1", port);
+	echo_check(c1, "one");
+	t1 = keepalive_timer(port, local_port(c1));
+	ck_assert_msg(strstr(t1, "min"), "with idle = 3000: %s", t1);
+
+	snprintf(body, sizeof(body), "defaults: { tcp_keepalive = { idle = 7; }; };\n%s",
+		 echo_rule("r", port, echo.port));
+	h_write_conf(&d, body);
+	ctl_ok(&d, "reload", NULL, NULL);
+	c2 = h_connect("127.0.0.1", port);
+	echo_check(c2, "two");
+	t2 = keepalive_timer(port, local_port(c2));
+	ck_assert_msg(strstr(t2, "keepalive") && !strstr(t2, "min"), "with idle = 7: %s", t2);
+
+	snprintf(body, sizeof(body), "defaults: { tcp_keepalive = false; };\n%s",
+		 echo_rule("r", port, echo.port));
+	h_write_conf(&d, body);
+	ctl_ok(&d, "reload", NULL, NULL);
+	c3 = h_connect("127.0.0.1", port);
+	echo_check(c3, "three");
+	t3 = keepalive_timer(port, local_port(c3));
+	ck_assert_msg(t3[0] == '\0', "with tcp_keepalive = false: %s", t3);
+	free(t1);
+	free(t2);
+	free(t3);
+	close(c1);
+	close(c2);
+	close(c3);
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
 static const char *rule_state(struct hdaemon *d, const char *name);
 static int bind_plain(unsigned port, int type);
 
@@ -1188,6 +1259,7 @@ int main(void)
 	tcase_add_test(tc, test_udp_session_drains);
 	tcase_add_test(tc, test_udp_takeover_wildcard);
 	tcase_add_test(tc, test_changed_target);
+	tcase_add_test(tc, test_keepalive_reload);
 	tcase_add_test(tc, test_disable_enable);
 	tcase_add_test(tc, test_kill);
 	tcase_add_test(tc, test_metrics);

@@ -152,6 +152,24 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert(cfg.drain_timeout == 30);
 	ck_assert(cfg.rules[0].set.splice);   /* rule override */
 	ck_assert(!cfg.rules[1].set.splice);  /* from defaults */
+	/* tcp_keepalive: a group in defaults, false in one rule, one value
+	 * changed in another (the rest from defaults). */
+	ck_assert(cfg.rules[0].set.keepalive);
+	ck_assert_uint_eq(cfg.rules[0].set.keepalive_idle, 60);
+	ck_assert_uint_eq(cfg.rules[0].set.keepalive_interval, 10);
+	ck_assert_uint_eq(cfg.rules[0].set.keepalive_count, 3);
+	ck_assert(!cfg.rules[1].set.keepalive);
+	ck_assert(cfg.rules[2].set.keepalive);
+	ck_assert_uint_eq(cfg.rules[2].set.keepalive_idle, 7200);
+	ck_assert_uint_eq(cfg.rules[2].set.keepalive_interval, 10);
+	config_free(&cfg);
+
+	/* Built in: on, 300 s, 30 s, 4 probes. */
+	ck_assert_int_eq(config_load(CONF_DIR "/good/minimal.conf", &cfg, &errs), 0);
+	ck_assert(cfg.rules[0].set.keepalive);
+	ck_assert_uint_eq(cfg.rules[0].set.keepalive_idle, 300);
+	ck_assert_uint_eq(cfg.rules[0].set.keepalive_interval, 30);
+	ck_assert_uint_eq(cfg.rules[0].set.keepalive_count, 4);
 	config_free(&cfg);
 }
 END_TEST
