@@ -36,23 +36,40 @@ static void daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopbreak(d->base);
 }
 
-/*
- * Every relayed connection holds two sockets and every UDP session one, so
- * the rules' limits need file descriptors: raise the soft limit to the hard
- * one, and warn when even that is short. Failing here (a syscall filter may
- * refuse setrlimit) is never fatal.
- */
-static void daemon_check_fd_limit(const struct config *cfg)
+unsigned long long daemon_fd_budget(const struct config *cfg, size_t nworkers)
 {
-	unsigned long long need = 64;
+	/* stdio, the log, the main loop, the notify socket, the bind probes */
+	unsigned long long need = 64 + CONTROL_MAX_CLIENTS + 1;
+	bool splice = false;
+
+	/* Each worker's event loop: epoll and its wake-up pipe. */
+	need += nworkers * 4;
+	for (size_t i = 0; i < cfg->nrules; i++) {
+		const struct rule_config *r = &cfg->rules[i];
+
+		if (r->proto & RULE_PROTO_TCP) {
+			need += nworkers + (r->set.splice ? 6ULL : 2ULL) * r->set.max_connections;
+			splice |= r->set.splice;
+		}
+		if (r->proto & RULE_PROTO_UDP)
+			need += nworkers + r->set.max_udp_sessions;
+	}
+	/* Spliced connections give their pipes back to a pool per worker. */
+	if (splice)
+		need += nworkers * 2ULL * WORKER_PIPE_POOL;
+	return need;
+}
+
+/*
+ * The rules' limits need file descriptors (daemon_fd_budget): raise the
+ * soft limit to the hard one, and warn when even that is short. Failing
+ * here (a syscall filter may refuse setrlimit) is never fatal.
+ */
+static void daemon_check_fd_limit(const struct config *cfg, size_t nworkers)
+{
+	unsigned long long need = daemon_fd_budget(cfg, nworkers);
 	struct rlimit rl;
 
-	for (size_t i = 0; i < cfg->nrules; i++) {
-		if (cfg->rules[i].proto & RULE_PROTO_TCP)
-			need += 2ULL * cfg->rules[i].set.max_connections;
-		if (cfg->rules[i].proto & RULE_PROTO_UDP)
-			need += cfg->rules[i].set.max_udp_sessions;
-	}
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return;
 	if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < need) {
@@ -62,8 +79,8 @@ static void daemon_check_fd_limit(const struct config *cfg)
 		getrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if (rl.rlim_cur < need)
-		log_warning("the rules allow up to %llu open sockets but the file descriptor limit is %llu: beyond it new TCP connections wait and new UDP clients are dropped (raise LimitNOFILE or ulimit -n, or lower max_connections and max_udp_sessions)",
-			    need, (unsigned long long)rl.rlim_cur);
+		log_warning("the rules may need %llu file descriptors at once (a TCP connection takes 2, or 6 with splice while bytes wait both ways; a UDP session 1; each worker keeps up to %d in spare pipes) but the limit is %llu: beyond it new TCP connections wait and new UDP clients are dropped (raise LimitNOFILE or ulimit -n, or lower max_connections and max_udp_sessions)",
+			    need, 2 * WORKER_PIPE_POOL, (unsigned long long)rl.rlim_cur);
 }
 
 _Static_assert(CONFIG_MAX_WORKERS <= (1 << WORKER_ID_BITS), "connection ids name the worker");
@@ -338,7 +355,7 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	}
 	d->draining = draining;
 	daemon_keep_fixed(d, &nc);
-	daemon_check_fd_limit(&nc);
+	daemon_check_fd_limit(&nc, d->nworkers);
 
 	daemon_plan(d, &nc, rules, taken, res);
 	/* The removed ones first: a new rule may want an address they free. */
@@ -486,7 +503,7 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	d->started_wall = time(NULL);
 	d->generation = 1;
 	sdnotify_init();
-	daemon_check_fd_limit(&d->cfg);
+	daemon_check_fd_limit(&d->cfg, daemon_worker_count(&d->cfg));
 
 	/* Workers and the main thread call into each other's loops. */
 	if (evthread_use_pthreads() < 0 || !(d->base = event_base_new())) {

@@ -89,6 +89,16 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
  * errors, or what a reload would add, remove and change. */
 void daemon_check(struct daemon *d, const char *path, struct daemon_reload_result *res);
 
+/*
+ * The file descriptors CFG's rules may need at once with NWORKERS workers:
+ * per TCP connection 2 sockets, and 2 pipes more (4 descriptors) with
+ * splice while bytes wait in both directions; per UDP session 1 socket;
+ * per rule, protocol and worker a listening socket; per worker its loop
+ * and its pool of spare pipes; the control socket and its clients; and a
+ * margin for the rest.
+ */
+unsigned long long daemon_fd_budget(const struct config *cfg, size_t nworkers);
+
 /* Rule I counting the rules in force, then the draining ones; NULL past
  * the last, so `for (i = 0; (fw = daemon_rule_at(d, i)); i++)` walks them all. */
 struct forward *daemon_rule_at(const struct daemon *d, size_t i);

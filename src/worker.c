@@ -11,9 +11,6 @@
 #include "listener.h"
 #include "log.h"
 
-/* Empty pipes a worker keeps for reuse. */
-#define WORKER_PIPE_POOL 64
-
 struct worker_call_arg {
 	void (*fn)(void *arg);
 	void *arg;

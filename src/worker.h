@@ -24,6 +24,9 @@ struct listener;
 /* Datagrams moved per recvmmsg/sendmmsg call. */
 #define WORKER_BATCH 32
 
+/* Empty pipes a worker keeps for reuse (splice). */
+#define WORKER_PIPE_POOL 64
+
 /* A pipe kept for splice(): the read and write ends and its capacity. */
 struct worker_pipe {
 	int r, w;

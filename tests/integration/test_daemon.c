@@ -560,6 +560,28 @@ START_TEST(test_client_reset_mid_stream)
 }
 END_TEST
 
+/*
+ * The file limit warning counts what a spliced connection really holds
+ * (2 sockets and up to 2 pipes) and each worker's spare pipes: 150
+ * connections need far more than 300 descriptors, which would pass if
+ * only the sockets were counted.
+ */
+START_TEST(test_fd_limit_counts_pipes)
+{
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char conf[512];
+
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"t\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; max_connections = 150; splice = true; } );",
+		 port);
+	h_start_nofile(&d, conf, 700);
+	ck_assert(h_log_contains(&d, "file descriptors at once (a TCP connection takes 2, or 6 with splice"));
+	ck_assert(h_log_contains(&d, "but the limit is 700"));
+	h_stop(&d);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("daemon");
@@ -577,6 +599,7 @@ int main(void)
 	tcase_add_test(tc, test_portfwdctl);
 	tcase_add_test(tc, test_permissions);
 	tcase_add_test(tc, test_client_reset_mid_stream);
+	tcase_add_test(tc, test_fd_limit_counts_pipes);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

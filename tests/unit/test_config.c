@@ -10,6 +10,9 @@
 #include <string.h>
 
 #include "config.h"
+#include "control.h"
+#include "daemon.h"
+#include "worker.h"
 #include "log.h"
 #include "check_run.h"
 
@@ -186,6 +189,35 @@ START_TEST(test_missing_file)
 }
 END_TEST
 
+/* What the rules may hold open at once, for the file limit warning. */
+START_TEST(test_fd_budget)
+{
+	struct rule_config rules[3];
+	struct config cfg = { .rules = rules, .nrules = 3 };
+	const unsigned long long base = 64 + CONTROL_MAX_CLIENTS + 1;
+
+	for (int i = 0; i < 3; i++) {
+		memset(&rules[i], 0, sizeof(rules[i]));
+		rule_settings_init(&rules[i].set);
+	}
+	rules[0].proto = RULE_PROTO_TCP; /* splice: 2 sockets and 2 pipes */
+	rules[0].set.max_connections = 1000;
+	rules[1].proto = RULE_PROTO_BOTH; /* copying: 2 sockets */
+	rules[1].set.splice = false;
+	rules[1].set.max_connections = 100;
+	rules[1].set.max_udp_sessions = 50;
+	rules[2].proto = RULE_PROTO_UDP;
+	rules[2].set.max_udp_sessions = 7;
+	ck_assert_uint_eq(daemon_fd_budget(&cfg, 2),
+			  base + 2 * 4 + (2 + 6000) + (2 + 200) + (2 + 50) + (2 + 7) +
+				  2 * 2 * WORKER_PIPE_POOL);
+	/* No rule splices: no pool of pipes. */
+	rules[0].set.splice = false;
+	ck_assert_uint_eq(daemon_fd_budget(&cfg, 1),
+			  base + 4 + (1 + 2000) + (1 + 200) + (1 + 50) + (1 + 7));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -196,6 +228,7 @@ int main(void)
 	tcase_add_test(tc, test_shipped_examples_are_valid);
 	tcase_add_test(tc, test_defaults_and_overrides);
 	tcase_add_test(tc, test_missing_file);
+	tcase_add_test(tc, test_fd_budget);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
