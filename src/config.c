@@ -7,10 +7,12 @@
 #include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "localaddr.h"
 #include "log.h"
 
 /* The context of one validation pass: where messages go and what they name. */
@@ -528,6 +530,246 @@ static void config_check_rules(struct config_ctx *ctx, const config_setting_t *l
 	}
 }
 
+/*
+ * Forwarding loops. A rule's target reaches, per protocol, at most one
+ * rule's listener: the one bound to exactly the address it connects to, or
+ * else a wildcard (0.0.0.0, or [::], IPv6 only) on its port if the address
+ * is this host's, as the kernel prefers the most specific socket. Following
+ * those hops from rule to rule either leaves the host or comes back: the
+ * loop every connection or datagram would go round, opening another each time.
+ */
+
+#define CONFIG_NO_RULE SIZE_MAX
+
+/* The two protocols, in the order of config_hop.next. */
+static const unsigned config_protos[2] = { RULE_PROTO_TCP, RULE_PROTO_UDP };
+
+/* A listening socket of a valid rule, as the kernel tells sockets apart. */
+struct config_sock {
+	struct config_sock_key {
+		uint8_t proto; /* RULE_PROTO_TCP or RULE_PROTO_UDP */
+		uint8_t family;
+		uint16_t port;
+		uint8_t addr[16]; /* all zero: the wildcard */
+	} key;
+	size_t rule;
+};
+
+struct config_hop {
+	size_t next[2]; /* per config_protos: whose listener takes the target, or CONFIG_NO_RULE */
+	size_t walk;    /* 1 + where the loop search that passed here started; 0: not yet */
+	unsigned heads; /* protocols for which this rule is the first, in the file, of a loop */
+};
+
+static struct config_sock_key config_sock_key(unsigned proto, const struct sockaddr *sa)
+{
+	struct config_sock_key k;
+
+	memset(&k, 0, sizeof(k)); /* compared as bytes */
+	k.proto = (uint8_t)proto;
+	k.family = (uint8_t)sa->sa_family;
+	k.port = (uint16_t)rule_addr_port(sa);
+	if (sa->sa_family == AF_INET)
+		memcpy(k.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	else
+		memcpy(k.addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	return k;
+}
+
+/* By key, then file order, so a lookup finds the first rule of a duplicate. */
+static int config_sock_cmp(const void *a, const void *b)
+{
+	const struct config_sock *x = a, *y = b;
+	int c = memcmp(&x->key, &y->key, sizeof(x->key));
+
+	if (c)
+		return c;
+	return x->rule < y->rule ? -1 : x->rule > y->rule;
+}
+
+/* The first rule listening on KEY in the sorted SOCKS, or CONFIG_NO_RULE. */
+static size_t config_sock_find(const struct config_sock *socks, size_t n,
+			       const struct config_sock_key *key)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (memcmp(&socks[mid].key, key, sizeof(*key)) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < n && memcmp(&socks[lo].key, key, sizeof(*key)) == 0)
+		return socks[lo].rule;
+	return CONFIG_NO_RULE;
+}
+
+/* The rule whose PROTO listener a connection to R's target reaches. */
+static size_t config_next_hop(const struct config_sock *socks, size_t n, struct localaddr *local,
+			      const struct rule_config *r, unsigned proto)
+{
+	struct sockaddr_storage dest;
+	struct config_sock_key key;
+	size_t s;
+
+	localaddr_destination((const struct sockaddr *)&r->target, &dest);
+	key = config_sock_key(proto, (const struct sockaddr *)&dest);
+	s = config_sock_find(socks, n, &key);
+	if (s != CONFIG_NO_RULE)
+		return s;
+	memset(key.addr, 0, sizeof(key.addr)); /* the wildcard of its family */
+	s = config_sock_find(socks, n, &key);
+	if (s != CONFIG_NO_RULE && localaddr_is_local(local, (const struct sockaddr *)&dest))
+		return s;
+	return CONFIG_NO_RULE;
+}
+
+/* Marks in HOPS the first rule (in file order) of every loop over next[K]. */
+static void config_find_loops(struct config_hop *hops, size_t n, int k)
+{
+	for (size_t i = 0; i < n; i++)
+		hops[i].walk = 0;
+	/* Each rule has one successor: walk from each rule not yet seen until
+	 * the walk leaves, meets an earlier walk, or meets itself (a new loop). */
+	for (size_t start = 0; start < n; start++) {
+		size_t i = start, head;
+
+		while (i != CONFIG_NO_RULE && !hops[i].walk) {
+			hops[i].walk = start + 1;
+			i = hops[i].next[k];
+		}
+		if (i == CONFIG_NO_RULE || hops[i].walk != start + 1)
+			continue;
+		head = i;
+		for (size_t j = hops[i].next[k]; j != i; j = hops[j].next[k])
+			if (j < head)
+				head = j;
+		hops[head].heads |= config_protos[k];
+	}
+}
+
+/* True if the loop through HEAD is the same for TCP and UDP. */
+static bool config_same_loop(const struct config_hop *hops, size_t head)
+{
+	size_t i = head;
+
+	do {
+		if (hops[i].next[0] != hops[i].next[1])
+			return false;
+		i = hops[i].next[0];
+	} while (i != head);
+	return true;
+}
+
+/* "a -> b -> c -> a", shortened in the middle if it does not fit LEN bytes. */
+static void config_loop_path(const struct config *cfg, const struct config_hop *hops,
+			     size_t head, int k, char *buf, size_t len)
+{
+	const char *first = cfg->rules[head].name;
+	/* What the end needs: " -> ... -> FIRST (N rules)". */
+	size_t reserve = strlen(" -> ... -> ") + strlen(first) + sizeof(" (18446744073709551615 rules)");
+	size_t used, count = 1;
+
+	for (size_t i = hops[head].next[k]; i != head; i = hops[i].next[k])
+		count++;
+	used = (size_t)snprintf(buf, len, "%s", first);
+	for (size_t i = hops[head].next[k]; i != head; i = hops[i].next[k]) {
+		const char *name = cfg->rules[i].name;
+
+		if (used + strlen(" -> ") + strlen(name) + reserve > len) {
+			snprintf(buf + used, len - used, " -> ... -> %s (%zu rules)", first, count);
+			return;
+		}
+		used += (size_t)snprintf(buf + used, len - used, " -> %s", name);
+	}
+	snprintf(buf + used, len - used, " -> %s", first);
+}
+
+/* Reports the loop through HEAD over next[K], as PROTOS, at HEAD's target. */
+static void config_report_loop(struct config_ctx *ctx, const config_setting_t *list,
+			       const struct config *cfg, const struct config_hop *hops,
+			       size_t head, int k, unsigned protos)
+{
+	const struct rule_config *r = &cfg->rules[head];
+	size_t next = hops[head].next[k];
+	const struct rule_config *s = &cfg->rules[next];
+	const struct sockaddr *target = (const struct sockaddr *)&r->target;
+	const struct sockaddr *listen = (const struct sockaddr *)&s->listen;
+	const config_setting_t *at =
+		config_setting_get_member(config_setting_get_elem(list, (unsigned)head), "target");
+	char taddr[RULE_ADDR_STRLEN], laddr[RULE_ADDR_STRLEN] = "", scope[RULE_NAME_MAX + 32];
+	char path[192]; /* with the rest, fits config_err's 512 bytes */
+	const char *how;
+
+	/* How the target gets there; the listen address is named unless it is the target. */
+	if (rule_addr_equal(target, listen)) {
+		how = "is";
+	} else {
+		/* A wildcard takes it, or Linux rewrote a 0.0.0.0 or mapped target. */
+		how = rule_addr_is_wildcard(listen) ? "is covered by" : "reaches";
+		laddr[0] = ' ';
+		rule_format_addr(listen, laddr + 1, sizeof(laddr) - 1);
+	}
+	rule_format_addr(target, taddr, sizeof(taddr));
+	snprintf(scope, sizeof(scope), "rule \"%s\"", r->name);
+	ctx->scope = scope;
+	if (next == head) {
+		config_err(ctx, at, "target: %s %s this rule's own listen address%s (%s): it would forward to itself",
+			   taddr, how, laddr, rule_proto_name(protos));
+		return;
+	}
+	config_loop_path(cfg, hops, head, k, path, sizeof(path));
+	config_err(ctx, at,
+		   "target: %s %s the listen address%s of rule \"%s\" (line %d), whose target leads back to this rule (%s): a forwarding loop %s",
+		   taddr, how, laddr, s->name, s->line, rule_proto_name(protos), path);
+}
+
+/* Refuses rules whose traffic would come back to them (see above). */
+static void config_check_loops(struct config_ctx *ctx, const config_setting_t *list,
+			       struct config *cfg, const bool *valid)
+{
+	size_t n = cfg->nrules, nsocks = 0;
+	struct config_sock *socks = calloc(2 * n, sizeof(*socks));
+	struct config_hop *hops = calloc(n, sizeof(*hops));
+	struct localaddr local = { 0 };
+
+	if (!socks || !hops) {
+		config_errors_add(ctx->errs, "%s: out of memory", ctx->path);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		for (int k = 0; k < 2; k++)
+			if (valid[i] && (cfg->rules[i].proto & config_protos[k])) {
+				socks[nsocks].key = config_sock_key(
+					config_protos[k], (const struct sockaddr *)&cfg->rules[i].listen);
+				socks[nsocks++].rule = i;
+			}
+	qsort(socks, nsocks, sizeof(*socks), config_sock_cmp);
+	for (size_t i = 0; i < n; i++)
+		for (int k = 0; k < 2; k++)
+			hops[i].next[k] = valid[i] && (cfg->rules[i].proto & config_protos[k])
+						  ? config_next_hop(socks, nsocks, &local, &cfg->rules[i],
+								    config_protos[k])
+						  : CONFIG_NO_RULE;
+	for (int k = 0; k < 2; k++)
+		config_find_loops(hops, n, k);
+	for (size_t i = 0; i < n; i++) {
+		if (hops[i].heads == RULE_PROTO_BOTH && config_same_loop(hops, i)) {
+			config_report_loop(ctx, list, cfg, hops, i, 0, RULE_PROTO_BOTH);
+			continue;
+		}
+		for (int k = 0; k < 2; k++)
+			if (hops[i].heads & config_protos[k])
+				config_report_loop(ctx, list, cfg, hops, i, k, config_protos[k]);
+	}
+out:
+	localaddr_free(&local);
+	free(hops);
+	free(socks);
+}
+
 static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 			     struct config *cfg)
 {
@@ -589,6 +831,7 @@ static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 	ctx->scope = NULL;
 	/* Cross-checks compare the rules that are complete on their own. */
 	config_check_rules(ctx, list, cfg, valid);
+	config_check_loops(ctx, list, cfg, valid);
 	free(valid);
 }
 

@@ -45,6 +45,8 @@ struct config_errors {
 /*
  * Reads and validates PATH. Returns 0 with CFG filled (free it with
  * config_free), or -1 with at least one message in ERRS and CFG empty.
+ * Rules whose traffic would come back to them (forwarding loops) are
+ * errors; finding those may read this host's addresses (getifaddrs(3)).
  */
 int config_load(const char *path, struct config *cfg,
 		struct config_errors *errs);

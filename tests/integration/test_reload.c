@@ -1,11 +1,14 @@
 /*
  * Live operations against the real daemon: reload under load, refused
- * reloads, draining, disable/enable, kill, check and metrics.
+ * reloads (forwarding loops among them), draining, disable/enable, kill,
+ * check and metrics.
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -28,6 +31,7 @@ static const char *bin(const char *var, const char *fallback)
 	return v && *v ? v : fallback;
 }
 
+#define PORTFWD bin("PORTFWD_BIN", "build/default/portfwd")
 #define PORTFWDCTL bin("PORTFWDCTL_BIN", "build/default/portfwdctl")
 
 /* portfwdctl -s SOCK A1 [A2 [A3]]: the exit status, the output in *OUT. */
@@ -1189,6 +1193,95 @@ START_TEST(test_check)
 }
 END_TEST
 
+/* ---- forwarding loops ---- */
+
+/* The line of D's configuration that holds TEXT. */
+static int conf_line_of(struct hdaemon *d, const char *text)
+{
+	char *conf = slurp(d->conf), *at = strstr(conf, text);
+	int line = 1;
+
+	ck_assert_msg(at != NULL, "no \"%s\" in %s", text, d->conf);
+	for (const char *p = conf; p < at; p++)
+		line += *p == '\n';
+	free(conf);
+	return line;
+}
+
+/* reload, check and `portfwd -t` all refuse D's file with "FILE:LINE: MSG",
+ * the line being the target's, and generation 1 forwards on PORT as before. */
+static void assert_loop_refused(struct hdaemon *d, unsigned port, const char *msg)
+{
+	char want[1024], *out;
+	char *argv[] = { (char *)PORTFWD, "-t", "-c", d->conf, NULL };
+
+	snprintf(want, sizeof(want), "%s:%d: %s\n", d->conf, conf_line_of(d, "target ="), msg);
+	ck_assert_int_eq(ctl(d, &out, "reload", NULL, NULL), 1);
+	ck_assert_msg(strstr(out, want) && strstr(out, "generation 1 stays in force"),
+		      "reload: want \"%s\" in:\n%s", want, out);
+	free(out);
+	ck_assert_int_eq(ctl(d, &out, "check", NULL, NULL), 1);
+	ck_assert_msg(strstr(out, want), "check: want \"%s\" in:\n%s", want, out);
+	free(out);
+	ck_assert_int_eq(h_run(argv, &out), 1);
+	ck_assert_msg(strstr(out, want), "portfwd -t: want \"%s\" in:\n%s", want, out);
+	free(out);
+	ck_assert_int_eq(generation(d), 1);
+	ck_assert_int_eq(echo_once(port, 9), 0);
+}
+
+/* An IPv4 address of this host other than loopback, if it has one. */
+static bool host_ipv4(char *buf, size_t len)
+{
+	struct ifaddrs *list, *i;
+	bool found = false;
+
+	if (getifaddrs(&list) < 0)
+		return false;
+	for (i = list; i && !found; i = i->ifa_next) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)i->ifa_addr;
+
+		if (sin && sin->sin_family == AF_INET && (ntohl(sin->sin_addr.s_addr) >> 24) != 127)
+			found = inet_ntop(AF_INET, &sin->sin_addr, buf, (socklen_t)len) != NULL;
+	}
+	freeifaddrs(list);
+	return found;
+}
+
+/* Issue 9: a rule forwarding to itself made portfwd connect to itself
+ * until thousands of connections and sessions were open. Now no way of
+ * loading such a file lets it in. */
+START_TEST(test_loop_refused)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char msg[512], body[512], addr[INET_ADDRSTRLEN];
+
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, echo_rule("echo", port, echo.port));
+	h_write_conf(&d, echo_rule("echo", port, port));
+	snprintf(msg, sizeof(msg),
+		 "rule \"echo\": target: 127.0.0.1:%u is this rule's own listen address (tcp+udp): it would forward to itself",
+		 port);
+	assert_loop_refused(&d, port, msg);
+	/* A wildcard listener takes this host's other addresses as well: the
+	 * daemon knows them (the file is refused, so 0.0.0.0 is never bound). */
+	if (host_ipv4(addr, sizeof(addr))) {
+		snprintf(body, sizeof(body),
+			 "rules: ( { name = \"echo\"; proto = \"tcp\"; listen = \"0.0.0.0:%u\"; target = \"%s:%u\"; } );",
+			 port, addr, port);
+		h_write_conf(&d, body);
+		snprintf(msg, sizeof(msg),
+			 "rule \"echo\": target: %s:%u is covered by this rule's own listen address 0.0.0.0:%u (tcp): it would forward to itself",
+			 addr, port, port);
+		assert_loop_refused(&d, port, msg);
+	}
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
 START_TEST(test_sighup)
 {
 	struct h_backend echo;
@@ -1264,6 +1357,7 @@ int main(void)
 	tcase_add_test(tc, test_kill);
 	tcase_add_test(tc, test_metrics);
 	tcase_add_test(tc, test_check);
+	tcase_add_test(tc, test_loop_refused);
 	tcase_add_test(tc, test_sighup);
 	tcase_add_test(tc, test_reload_bind_failure);
 	suite_add_tcase(s, tc);

@@ -3,16 +3,20 @@
  * every file in tests/conf/bad must fail with exactly the messages in its
  * .expected file (FILE standing for the path), in order.
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <dirent.h>
+#include <ifaddrs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "control.h"
 #include "daemon.h"
 #include "worker.h"
+#include "localaddr.h"
 #include "log.h"
 #include "check_run.h"
 
@@ -177,6 +181,88 @@ START_TEST(test_defaults_and_overrides)
 }
 END_TEST
 
+/* A host whose only interface address, besides loopback, is 192.0.2.7. */
+static int one_interface(struct ifaddrs **list)
+{
+	static struct sockaddr_in sin = { .sin_family = AF_INET };
+	static struct ifaddrs eth0 = { .ifa_name = "eth0", .ifa_addr = (struct sockaddr *)&sin };
+
+	inet_pton(AF_INET, "192.0.2.7", &sin.sin_addr);
+	*list = &eth0;
+	return 0;
+}
+
+/* Loads TEXT from a temporary file; returns config_load's result, the
+ * messages in ERRS with the path replaced by FILE. */
+static int load_text(const char *text, struct config_errors *errs)
+{
+	char path[] = "/tmp/portfwd-test-config-XXXXXX";
+	int fd = mkstemp(path);
+	struct config cfg;
+	size_t len = strlen(text);
+	int rc;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, text, len), (ssize_t)len);
+	close(fd);
+	rc = config_load(path, &cfg, errs);
+	unlink(path);
+	if (rc == 0)
+		config_free(&cfg);
+	for (size_t i = 0; i < errs->count; i++) {
+		char *m = errs->msgs[i];
+
+		ck_assert(strncmp(m, path, strlen(path)) == 0);
+		memcpy(m, "FILE", 4);
+		memmove(m + 4, m + strlen(path), strlen(m + strlen(path)) + 1);
+	}
+	return rc;
+}
+
+/* A target at one of this host's interface addresses comes back to a
+ * wildcard listener on its port; at another host's, it leaves. */
+START_TEST(test_loop_through_interface)
+{
+	struct config_errors errs = { 0 };
+
+	localaddr_set_source(one_interface, NULL);
+	ck_assert_int_eq(load_text("rules = (\n"
+				   "{ name = \"a\"; proto = \"tcp\"; listen = \"0.0.0.0:8000\"; target = \"192.0.2.8:8000\"; },\n"
+				   "{ name = \"b\"; proto = \"tcp\"; listen = \"0.0.0.0:8001\"; target = \"192.0.2.7:8001\"; }\n"
+				   ");\n", &errs), -1);
+	ck_assert_int_eq(errs.count, 1);
+	ck_assert_str_eq(errs.msgs[0], "FILE:3: rule \"b\": target: 192.0.2.7:8001 is covered by this rule's own listen address 0.0.0.0:8001 (tcp): it would forward to itself");
+	config_errors_free(&errs);
+}
+END_TEST
+
+/* A loop through thousands of rules: one message, within the 512 bytes a
+ * message may have, naming the first rules and how many there are. */
+START_TEST(test_long_loop)
+{
+	struct config_errors errs = { 0 };
+	enum { N = 3000 };
+	const char *start = "FILE:2: rule \"rule-0\": target: 127.0.0.1:20001 is the listen address of rule \"rule-1\" (line 3), whose target leads back to this rule (udp): a forwarding loop rule-0 -> rule-1 -> rule-2 -> ";
+	char *text = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&text, &len);
+
+	fprintf(mem, "rules = (\n");
+	for (int i = 0; i < N; i++)
+		fprintf(mem, "{ name = \"rule-%d\"; proto = \"udp\"; listen = \"127.0.0.1:%d\"; target = \"127.0.0.1:%d\"; }%s\n",
+			i, 20000 + i, 20000 + (i + 1) % N, i + 1 < N ? "," : "");
+	fprintf(mem, ");\n");
+	fclose(mem);
+	ck_assert_int_eq(load_text(text, &errs), -1);
+	ck_assert_int_eq(errs.count, 1);
+	ck_assert_msg(strncmp(errs.msgs[0], start, strlen(start)) == 0, "%s", errs.msgs[0]);
+	ck_assert_msg(strstr(errs.msgs[0], " -> ... -> rule-0 (3000 rules)"), "%s", errs.msgs[0]);
+	ck_assert_int_lt(strlen(errs.msgs[0]), 511);
+	config_errors_free(&errs);
+	free(text);
+}
+END_TEST
+
 START_TEST(test_missing_file)
 {
 	struct config_errors errs = { 0 };
@@ -218,15 +304,31 @@ START_TEST(test_fd_budget)
 }
 END_TEST
 
+/* Every test sees a host with loopback only, so the corpus means the same
+ * on any machine (a target at this machine's address could be a loop). */
+static int no_interfaces(struct ifaddrs **list)
+{
+	*list = NULL;
+	return 0;
+}
+
+static void loopback_only(void)
+{
+	localaddr_set_source(no_interfaces, NULL);
+}
+
 int main(void)
 {
 	Suite *s = suite_create("config");
 	TCase *tc = tcase_create("config");
 
+	tcase_add_checked_fixture(tc, loopback_only, NULL);
 	tcase_add_test(tc, test_good_corpus);
 	tcase_add_test(tc, test_bad_corpus);
 	tcase_add_test(tc, test_shipped_examples_are_valid);
 	tcase_add_test(tc, test_defaults_and_overrides);
+	tcase_add_test(tc, test_loop_through_interface);
+	tcase_add_test(tc, test_long_loop);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_fd_budget);
 	suite_add_tcase(s, tc);
