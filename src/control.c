@@ -1,6 +1,7 @@
 #include "control.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -40,7 +42,6 @@ struct control {
 	struct daemon *daemon;
 	struct evconnlistener *lev;
 	char *path;
-	char *made_dir; /* the socket's directory, if portfwd created it */
 	unsigned nclients;
 	LIST_HEAD(, control_client) clients;
 };
@@ -343,123 +344,272 @@ static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 
 /*
  * Decides what to do with an existing PATH: 0 if it is absent or a stale
- * socket (removed), -1 with ERR if a daemon answers or it is not a socket.
+ * socket (removed), -1 with ERR and errno if a daemon answers (EADDRINUSE),
+ * it is not a socket (EEXIST), or a step fails.
  */
 static int control_claim_path(const char *path, char *err, size_t errlen)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct stat st;
-	int fd, r;
+	int fd, r, e;
 
 	if (lstat(path, &st) < 0) {
 		if (errno == ENOENT)
 			return 0;
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		e = errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		errno = e;
 		return -1;
 	}
 	if (!S_ISSOCK(st.st_mode)) {
 		snprintf(err, errlen, "%s exists and is not a socket; remove it or choose another control_socket", path);
+		errno = EEXIST;
 		return -1;
 	}
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
+		e = errno;
+		snprintf(err, errlen, "socket: %s", strerror(e));
+		errno = e;
 		return -1;
 	}
 	r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+	e = errno;
 	close(fd);
 	if (r == 0) {
 		snprintf(err, errlen, "another portfwd is already running on %s (stop it first, or use another control socket with -s)", path);
+		errno = EADDRINUSE;
 		return -1;
 	}
-	if (errno != ECONNREFUSED) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	if (e != ECONNREFUSED) {
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		errno = e;
 		return -1;
 	}
 	log_info("control: replacing the stale socket %s", path);
 	if (unlink(path) < 0 && errno != ENOENT) {
-		snprintf(err, errlen, "cannot remove the stale socket %s: %s", path, strerror(errno));
+		e = errno;
+		snprintf(err, errlen, "cannot remove the stale socket %s: %s", path, strerror(e));
+		errno = e;
 		return -1;
 	}
 	return 0;
 }
 
-/* Creates the socket's own directory, as systemd's RuntimeDirectory= would. */
-static int control_make_dir(const char *path, char **made)
+/* Claims PATH and binds FD to it: the node is created by bind, with the
+ * filesystem identity in force, mode 0660. Returns 0, or -1 with ERR and
+ * errno. */
+static int control_bind(int fd, const char *path, char *err, size_t errlen)
 {
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	mode_t old;
+	int r, e;
+
+	if (control_claim_path(path, err, errlen) < 0)
+		return -1;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	old = umask(0117);
+	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	e = errno;
+	umask(old);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot create the control socket %s: %s%s", path, strerror(e),
+			 e == ENOENT ? " (its directory does not exist)" : "");
+		errno = e;
+	}
+	return r;
+}
+
+/* PATH's directory into DIR ("." for a bare name). */
+static void control_dir_of(const char *path, char *dir, size_t len)
+{
 	char *slash;
 
-	snprintf(dir, sizeof(dir), "%s", path);
+	snprintf(dir, len, "%s", path);
 	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
+	if (!slash)
+		snprintf(dir, len, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+}
+
+/*
+ * Creates PATH's missing directory, as systemd's RuntimeDirectory= would:
+ * as root (the parent is root's, e.g. /run), 0755, then given to UID:GID
+ * (unless -1) through a descriptor opened O_NOFOLLOW on the directory root
+ * just made, never by name. Returns 0, or -1 (errno).
+ */
+static int control_make_dir(const char *path, uid_t uid, gid_t gid)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct stat st;
+	int dfd, e;
+
+	control_dir_of(path, dir, sizeof(dir));
+	if (mkdir(dir, 0700) < 0)
 		return -1;
-	*slash = '\0';
-	/* chmod: the umask in force while binding would strip the x bits. */
-	if (mkdir(dir, 0755) < 0 || chmod(dir, 0755) < 0)
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
 		return -1;
+	/* Still the directory made above: a swapped-in one is not given away. */
+	if (fstat(dfd, &st) < 0 || st.st_uid != geteuid()) {
+		close(dfd);
+		errno = EPERM;
+		return -1;
+	}
+	/* fchmod: the umask would strip the bits others need to reach the socket. */
+	if ((uid != (uid_t)-1 && fchown(dfd, uid, gid) < 0) || fchmod(dfd, 0755) < 0) {
+		e = errno;
+		close(dfd);
+		errno = e;
+		return -1;
+	}
+	close(dfd);
 	log_info("control: created the directory %s", dir);
-	*made = strdup(dir);
 	return 0;
 }
 
-struct control *control_open(struct event_base *base, const char *path,
+/*
+ * Takes the filesystem identity UID:GID for the path operations that
+ * follow (the euid is still root, nothing else changes), or goes back with
+ * 0:0. Per thread: control_open runs before the workers exist.
+ */
+static int control_fsid(uid_t uid, gid_t gid)
+{
+	setfsgid(gid);
+	setfsuid(uid);
+	/* Neither call reports failure: an invalid id asks for the current one. */
+	if ((uid_t)setfsuid((uid_t)-1) != uid || (gid_t)setfsgid((gid_t)-1) != gid)
+		return -1;
+	return 0;
+}
+
+/* True unless UID:GID certainly may not create entries in PATH's directory. */
+static bool control_user_may_write(const char *path, uid_t uid, gid_t gid)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	bool may = true;
+
+	control_dir_of(path, dir, sizeof(dir));
+	if (control_fsid(uid, gid) == 0)
+		/* AT_EACCESS: judged by the filesystem identity, not the real uid. */
+		may = faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) == 0 || errno != EACCES;
+	control_fsid(0, 0);
+	return may;
+}
+
+/*
+ * Binds FD at PATH, making its directory if missing. With OWNER (started
+ * as root, the daemon will become UID:GID), see control_open for why every
+ * step on the path runs as that user.
+ */
+static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gid_t gid,
+			     char *err, size_t errlen)
+{
+	int r, e;
+
+	if (owner && control_fsid(uid, gid) < 0) {
+		control_fsid(0, 0);
+		snprintf(err, errlen, "cannot take uid %u's filesystem identity: %s", (unsigned)uid,
+			 strerror(errno));
+		return -1;
+	}
+	r = control_bind(fd, path, err, errlen);
+	if (r < 0 && errno == ENOENT) {
+		if (owner)
+			control_fsid(0, 0);
+		e = control_make_dir(path, owner ? uid : (uid_t)-1, gid);
+		if (owner && control_fsid(uid, gid) < 0)
+			e = -1;
+		if (e == 0)
+			r = control_bind(fd, path, err, errlen);
+		else
+			errno = ENOENT;
+	}
+	e = errno;
+	if (owner && control_fsid(0, 0) < 0) {
+		/* Going on as root with another fsuid would be wrong everywhere. */
+		log_error("control: cannot take root's filesystem identity back");
+		abort();
+	}
+	if (r < 0 && owner && (e == EACCES || e == EPERM)) {
+		/* The user may not create the socket there. If the user cannot
+		 * write the directory either, nothing in it is the user's to swap:
+		 * root binds and gives the node away, never following a link. */
+		if (control_user_may_write(path, uid, gid)) {
+			snprintf(err + strlen(err), errlen - strlen(err),
+				 " (tried as uid %u, the daemon's user; as that user may write the directory, root does not act there: remove the file)",
+				 (unsigned)uid);
+			return -1;
+		}
+		r = control_bind(fd, path, err, errlen);
+		if (r == 0 && fchownat(AT_FDCWD, path, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
+			snprintf(err, errlen, "cannot give the control socket %s to uid %u: %s", path,
+				 (unsigned)uid, strerror(errno));
+			unlink(path);
+			return -1;
+		}
+		return r;
+	}
+	errno = e;
+	return r;
+}
+
+/*
+ * Who owns the socket, and why no path is ever chowned by name.
+ *
+ * Started as root with daemon.user, the daemon becomes that user once
+ * bound, so the socket must be the user's (its group may connect, 0660;
+ * the user removes it at exit). Its directory is often the user's
+ * (RuntimeDirectory=, or made here), and root must never act on a name
+ * the user can change: between bind and a chown(PATH), the user could put
+ * a symlink or a hard link to /etc/shadow or docker.sock in its place.
+ * So the stale-socket check, its removal and the bind run with the user's
+ * filesystem identity, and bind creates the node already the user's. Root
+ * acts itself only where the user cannot write: it creates a missing
+ * directory (and gives it through a descriptor), and if the user may not
+ * create the socket in a directory the user cannot write either, it binds
+ * and gives the node with fchownat(AT_SYMLINK_NOFOLLOW).
+ */
+struct control *control_open(struct event_base *base, const char *path, uid_t uid, gid_t gid,
 			     struct daemon *d, char *err, size_t errlen)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct sockaddr_un sun;
 	struct control *ctl;
-	char *made = NULL;
-	mode_t old;
-	int fd, r;
+	int fd;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
 		snprintf(err, errlen, "control socket path too long: %s", path);
 		return NULL;
 	}
-	if (control_claim_path(path, err, errlen) < 0)
-		return NULL;
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "socket: %s", strerror(errno));
 		return NULL;
 	}
-	/* The socket file is created by bind: the umask sets its mode, 0660. */
-	old = umask(0117);
-	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	if (r < 0 && errno == ENOENT && control_make_dir(path, &made) == 0)
-		r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	if (r < 0) {
-		int e = errno;
-
-		umask(old);
+	if (control_bind_path(fd, path, geteuid() == 0 && uid != (uid_t)-1, uid, gid, err,
+			      errlen) < 0) {
 		close(fd);
-		snprintf(err, errlen, "cannot create the control socket %s: %s%s", path, strerror(e),
-			 e == ENOENT ? " (its directory does not exist)" : "");
-		free(made);
 		return NULL;
 	}
-	umask(old);
 	if (listen(fd, 16) < 0) {
 		snprintf(err, errlen, "listen on %s: %s", path, strerror(errno));
 		close(fd);
 		unlink(path);
-		free(made);
 		return NULL;
 	}
 	ctl = calloc(1, sizeof(*ctl));
 	if (!ctl || !(ctl->path = strdup(path))) {
 		free(ctl);
-		free(made);
 		close(fd);
 		unlink(path);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	ctl->daemon = d;
-	ctl->made_dir = made;
-	made = NULL;
 	LIST_INIT(&ctl->clients);
 	ctl->lev = evconnlistener_new(base, control_accept_cb, ctl,
 				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
@@ -483,22 +633,5 @@ void control_close(struct control *ctl)
 		evconnlistener_free(ctl->lev);
 	unlink(ctl->path);
 	free(ctl->path);
-	free(ctl->made_dir);
 	free(ctl);
-}
-
-int control_chown(struct control *ctl, uid_t uid, gid_t gid, char *err, size_t errlen)
-{
-	/* The daemon's group may use the socket (0660); its user may remove it. */
-	if (chown(ctl->path, uid, gid) < 0) {
-		snprintf(err, errlen, "cannot give the control socket %s to uid %u: %s", ctl->path,
-			 (unsigned)uid, strerror(errno));
-		return -1;
-	}
-	if (ctl->made_dir && chown(ctl->made_dir, uid, gid) < 0) {
-		snprintf(err, errlen, "cannot give %s to uid %u: %s", ctl->made_dir, (unsigned)uid,
-			 strerror(errno));
-		return -1;
-	}
-	return 0;
 }

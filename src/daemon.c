@@ -458,10 +458,6 @@ static int daemon_drop_privileges(struct daemon *d)
 		return 0;
 	}
 	low = daemon_needs_low_ports(c);
-	if (control_chown(d->control, c->uid, c->gid, err, sizeof(err)) < 0) {
-		log_error("%s", err);
-		return -1;
-	}
 	if (privs_drop(c->uid, c->gid, low, err, sizeof(err)) < 0) {
 		log_error("cannot give up root: %s", err);
 		return -1;
@@ -506,7 +502,9 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		}
 	}
 
-	d->control = control_open(d->base, d->cfg.control_socket, d, err, sizeof(err));
+	/* The socket is made the user's from the start (see control_open). */
+	d->control = control_open(d->base, d->cfg.control_socket,
+				  d->cfg.user ? d->cfg.uid : (uid_t)-1, d->cfg.gid, d, err, sizeof(err));
 	if (!d->control) {
 		log_error("%s", err);
 		return -1;

@@ -8,6 +8,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -431,6 +432,7 @@ START_TEST(test_control_permissions)
 	/* The socket belongs to the daemon's user and group, mode 0660. */
 	ck_assert_int_eq(stat(d.sock, &sb), 0);
 	ck_assert_uint_eq(sb.st_mode & 0777, 0660);
+	ck_assert_uint_eq(sb.st_uid, getpwnam("nobody")->pw_uid);
 	ck_assert_uint_eq(sb.st_gid, nogroup->gr_gid);
 
 	/* A member of the socket's group reads, but may not change anything. */
@@ -467,6 +469,161 @@ START_TEST(test_control_permissions)
 }
 END_TEST
 
+
+/* ---- the control socket's path, as root ---- */
+
+/* A root-owned 0600 file in D's directory, and a symlink to it named LINK. */
+static void make_bait(struct hdaemon *d, char *secret, char *link, size_t len)
+{
+	FILE *fp;
+
+	snprintf(secret, len, "%s/secret", d->dir);
+	snprintf(link, len, "%s/link.tmp", d->dir);
+	fp = fopen(secret, "w");
+	ck_assert_ptr_nonnull(fp);
+	fputs("root:secret\n", fp);
+	fclose(fp);
+	ck_assert_int_eq(chown(secret, 0, 0), 0);
+	ck_assert_int_eq(chmod(secret, 0600), 0);
+	ck_assert_int_eq(symlink(secret, link), 0);
+}
+
+/* N rules on consecutive ports from a free one (some may fail to bind: the
+ * point is the time binding them takes). malloc'd. */
+static char *many_rules(int n)
+{
+	unsigned base = h_free_port(SOCK_STREAM, false);
+	size_t cap = (size_t)n * 160 + 64, used;
+	char *body = malloc(cap);
+
+	if (base > 65535 - (unsigned)n)
+		base = 20000;
+	used = (size_t)snprintf(body, cap, "rules: (");
+	for (int i = 0; i < n; i++)
+		used += (size_t)snprintf(body + used, cap - used,
+					 "%s{ name = \"r%d\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; }",
+					 i ? ",\n" : "", i, base + (unsigned)i);
+	snprintf(body + used, cap - used, " );");
+	return body;
+}
+
+/*
+ * Started as root with daemon.user, the daemon never follows a link at the
+ * socket's path: not one already there, and not one swapped in for the
+ * socket the moment bind creates it (inotify tells the test when), while
+ * start-up binds 200 rules.
+ */
+START_TEST(test_control_socket_no_follow)
+{
+	char secret[400], link[400], *out, *body;
+	char *argv[] = { (char *)bin("PORTFWD_BIN", "build/default/portfwd"), "-c", NULL, NULL };
+	struct passwd *nobody = getpwnam("nobody");
+	struct group *nogroup = getgrnam("nogroup");
+	struct hdaemon d;
+	struct stat sb;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_control_socket_no_follow: not root, skipped\n");
+		return;
+	}
+	ck_assert_ptr_nonnull(nobody);
+	ck_assert_ptr_nonnull(nogroup);
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\";";
+
+	/* A link already in place: refused, the file untouched. */
+	h_prepare(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+	chmod(d.dir, 0777);
+	make_bait(&d, secret, link, sizeof(secret));
+	ck_assert_int_eq(rename(link, d.sock), 0);
+	argv[2] = d.conf;
+	ck_assert_int_eq(h_run(argv, &out), 1);
+	ck_assert_msg(strstr(out, "exists and is not a socket"), "%s", out);
+	free(out);
+	ck_assert_int_eq(stat(secret, &sb), 0);
+	ck_assert_msg(sb.st_uid == 0 && sb.st_gid == 0 && (sb.st_mode & 07777) == 0600,
+		      "the daemon changed %s: uid %u gid %u mode %o", secret, (unsigned)sb.st_uid,
+		      (unsigned)sb.st_gid, (unsigned)(sb.st_mode & 07777));
+	unlink(secret);
+	h_cleanup(&d);
+
+	/* The race, a few times. */
+	body = many_rules(200);
+	for (int round = 0; round < 3; round++) {
+		char evbuf[4096] __attribute__((aligned(8)));
+		bool swapped = false, started;
+		double deadline;
+		int in, st;
+
+		h_prepare(&d, body);
+		chmod(d.dir, 0777);
+		make_bait(&d, secret, link, sizeof(secret));
+		in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+		ck_assert_int_ge(in, 0);
+		ck_assert_int_ge(inotify_add_watch(in, d.dir, IN_CREATE), 0);
+		h_spawn(&d);
+		deadline = h_now() + 10;
+		while (!swapped && h_now() < deadline) {
+			struct pollfd p = { .fd = in, .events = POLLIN };
+			ssize_t n;
+
+			if (poll(&p, 1, 100) <= 0)
+				continue;
+			n = read(in, evbuf, sizeof(evbuf));
+			for (char *e = evbuf; n > 0 && e < evbuf + n;) {
+				struct inotify_event *ev = (struct inotify_event *)e;
+
+				if (ev->len && strcmp(ev->name, "ctl.sock") == 0 && !swapped)
+					swapped = rename(link, d.sock) == 0;
+				e += sizeof(*ev) + ev->len;
+			}
+		}
+		close(in);
+		started = h_wait_log(&d, "started:", 10);
+		/* Stop it before asserting anything, so no daemon outlives a failure. */
+		st = h_kill(&d);
+		ck_assert_msg(swapped, "round %d: the socket never appeared", round);
+		ck_assert_int_eq(stat(secret, &sb), 0);
+		ck_assert_msg(sb.st_uid == 0 && sb.st_gid == 0 && (sb.st_mode & 07777) == 0600,
+			      "round %d: the daemon followed the link to %s: uid %u gid %u mode %o", round,
+			      secret, (unsigned)sb.st_uid, (unsigned)sb.st_gid, (unsigned)(sb.st_mode & 07777));
+		ck_assert_msg(started && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			      "round %d: status %d; see %s", round, st, d.log);
+		unlink(secret);
+		unlink(link);
+		h_cleanup(&d);
+	}
+	free(body);
+
+	/* A missing directory is made by root and given to the user; the socket
+	 * in it is the user's, 0660. */
+	{
+		char sub[280];
+
+		h_prepare(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+		chmod(d.dir, 0755);
+		snprintf(sub, sizeof(sub), "%s/run", d.dir);
+		snprintf(d.sock, sizeof(d.sock), "%s/ctl.sock", sub);
+		h_write_conf(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+		chmod(d.conf, 0644);
+		h_spawn(&d);
+		ck_assert_msg(h_wait_log(&d, "started:", 10), "see %s", d.log);
+		ck_assert_int_eq(lstat(sub, &sb), 0);
+		ck_assert(S_ISDIR(sb.st_mode));
+		ck_assert_uint_eq(sb.st_uid, nobody->pw_uid);
+		ck_assert_uint_eq(sb.st_gid, nogroup->gr_gid);
+		ck_assert_uint_eq(sb.st_mode & 07777, 0755);
+		ck_assert_int_eq(lstat(d.sock, &sb), 0);
+		ck_assert(S_ISSOCK(sb.st_mode));
+		ck_assert_uint_eq(sb.st_uid, nobody->pw_uid);
+		ck_assert_uint_eq(sb.st_gid, nogroup->gr_gid);
+		ck_assert_uint_eq(sb.st_mode & 0777, 0660);
+		h_stop(&d);
+		rmdir(sub);
+		rmdir(d.dir);
+	}
+	h_daemon_extra = NULL;
+}
+END_TEST
 
 /* ---- the unit and make install ---- */
 
@@ -730,6 +887,11 @@ int main(void)
 	tcase_add_test(tc, test_install_destdir);
 	tcase_add_test(tc, test_control_read_timeout);
 	tcase_add_test(tc, test_setrlimit_refused_is_a_warning);
+	suite_add_tcase(s, tc);
+	/* Its own case, to run alone: CK_RUN_CASE=socket_path. */
+	tc = tcase_create("socket_path");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_control_socket_no_follow);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
