@@ -30,6 +30,7 @@ struct control_client {
 	LIST_ENTRY(control_client) link;
 	struct control *ctl;
 	struct bufferevent *bev;
+	struct event *deadline;                /* the request under way must end by then */
 	struct ucred cred;                     /* the peer, from SO_PEERCRED */
 	gid_t groups[CONTROL_PEER_GROUPS];     /* its supplementary groups */
 	int ngroups;
@@ -134,6 +135,7 @@ static void control_client_free(struct control_client *c)
 	LIST_REMOVE(c, link);
 	c->ctl->nclients--;
 	bufferevent_free(c->bev);
+	event_free(c->deadline);
 	free(c);
 }
 
@@ -234,11 +236,16 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 		if (evbuffer_get_length(bufferevent_get_output(bev)) > CONTROL_MAX_PENDING) {
 			c->throttled = true;
 			bufferevent_disable(bev, EV_READ);
+			/* Not the client's delay: the write timeout covers a client
+			 * that does not read. */
+			evtimer_del(c->deadline);
 			return;
 		}
 		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
 		if (!line)
 			break;
+		/* A request is complete: what follows is the next one's deadline. */
+		evtimer_del(c->deadline);
 		if (len > CTL_REQUEST_MAX || strlen(line) != len) {
 			control_reply(bufferevent_get_output(bev), NULL,
 				      strlen(line) != len ? "request contains a NUL byte"
@@ -257,11 +264,32 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 	/* Every request the client sent before its EOF has been answered. */
 	if (c->peer_eof)
 		c->closing = true;
+	if (!c->closing && evbuffer_get_length(in) > 0 &&
+	    !evtimer_pending(c->deadline, NULL)) {
+		struct timeval tv = { CONTROL_REQUEST_SECONDS, 0 };
+
+		evtimer_add(c->deadline, &tv);
+	}
 	if (c->closing) {
 		bufferevent_disable(bev, EV_READ);
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			control_client_free(c);
 	}
+}
+
+/* A request begun CONTROL_REQUEST_SECONDS ago is still not complete: a
+ * client trickling bytes must not hold a slot, whatever the idle timeout. */
+static void control_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct control_client *c = arg;
+	char msg[128];
+
+	(void)fd;
+	(void)what;
+	snprintf(msg, sizeof(msg), "request not complete within %d seconds", CONTROL_REQUEST_SECONDS);
+	control_reply(bufferevent_get_output(c->bev), NULL, msg);
+	c->closing = true;
+	bufferevent_disable(c->bev, EV_READ);
 }
 
 static void control_write_cb(struct bufferevent *bev, void *arg)
@@ -328,9 +356,13 @@ static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c || !(c->bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd,
-						    BEV_OPT_CLOSE_ON_FREE))) {
+						    BEV_OPT_CLOSE_ON_FREE)) ||
+	    !(c->deadline = evtimer_new(evconnlistener_get_base(lev), control_deadline_cb, c))) {
+		if (c && c->bev)
+			bufferevent_free(c->bev);
+		else
+			evutil_closesocket(fd);
 		free(c);
-		evutil_closesocket(fd);
 		return;
 	}
 	c->ctl = ctl;

@@ -15,6 +15,9 @@ struct event_base;
 #define CONTROL_MAX_CLIENTS 32
 /* A client that sends nothing for this long is closed. */
 #define CONTROL_IDLE_SECONDS 5
+/* A request must be complete this long after its first byte arrived, or the
+ * client is told so and closed: bytes trickling in do not keep a slot. */
+#define CONTROL_REQUEST_SECONDS 5
 /* Reply bytes a client may leave unread before the daemon stops reading it. */
 #define CONTROL_MAX_PENDING (256 * 1024)
 

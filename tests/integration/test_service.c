@@ -813,6 +813,66 @@ START_TEST(test_control_read_timeout)
 END_TEST
 
 
+/* Connects to the control socket at PATH; fails the test if it cannot. */
+static int ctl_socket(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	ck_assert_uint_lt(strlen(path), sizeof(sun.sun_path));
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	return fd;
+}
+
+/* Sends DATA a byte a second until the daemon closes FD or SECONDS pass;
+ * returns how long it kept FD open, and what it said in REPLY. */
+static double trickle(int fd, const char *data, double seconds, char *reply, size_t len)
+{
+	double t0 = h_now();
+	size_t sent = 0, got = 0;
+
+	reply[0] = '\0';
+	while (h_now() - t0 < seconds) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 1000) == 1) {
+			n = read(fd, reply + got, len - 1 - got);
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+			reply[got] = '\0';
+			continue;
+		}
+		if (send(fd, data + sent % strlen(data), 1, MSG_NOSIGNAL) != 1)
+			break;
+		sent++;
+	}
+	return h_now() - t0;
+}
+
+/* A client that sends a byte a second (never a whole request) is closed
+ * once its request has taken 5 seconds: it cannot hold a slot for ever. */
+START_TEST(test_control_request_deadline)
+{
+	struct hdaemon d;
+	char reply[512];
+	double held;
+	int fd;
+
+	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+	fd = ctl_socket(d.sock);
+	held = trickle(fd, "status", 20, reply, sizeof(reply));
+	close(fd);
+	ck_assert_msg(held > 4 && held < 8, "the trickling client was held %.1f s", held);
+	ck_assert_msg(strstr(reply, ".error request not complete within 5 seconds"), "%s", reply);
+	h_stop(&d);
+}
+END_TEST
+
 /* ---- a syscall filter that says EPERM ---- */
 
 /*
@@ -885,8 +945,13 @@ int main(void)
 	tcase_add_test(tc, test_control_permissions);
 	tcase_add_test(tc, test_install_and_unit);
 	tcase_add_test(tc, test_install_destdir);
-	tcase_add_test(tc, test_control_read_timeout);
 	tcase_add_test(tc, test_setrlimit_refused_is_a_warning);
+	suite_add_tcase(s, tc);
+	/* The control socket's limits, to run alone: CK_RUN_CASE=control. */
+	tc = tcase_create("control");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_control_read_timeout);
+	tcase_add_test(tc, test_control_request_deadline);
 	suite_add_tcase(s, tc);
 	/* Its own case, to run alone: CK_RUN_CASE=socket_path. */
 	tc = tcase_create("socket_path");
