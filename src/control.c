@@ -1,5 +1,6 @@
 #include "control.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <event2/buffer.h>
@@ -26,6 +27,16 @@
 /* Supplementary groups of a peer we look at, at most. */
 #define CONTROL_PEER_GROUPS 64
 
+/* One request line, parsed and allowed. */
+struct control_request {
+	const struct ctl_cmd *cmd;
+	int argc;
+	char *argv[CTL_ARGS_MAX];
+	bool json;
+	bool has_payload;
+	size_t payload_len; /* announced by --bytes */
+};
+
 struct control_client {
 	LIST_ENTRY(control_client) link;
 	struct control *ctl;
@@ -37,6 +48,8 @@ struct control_client {
 	bool closing;   /* free once the output is flushed */
 	bool throttled; /* reading paused until the client takes its replies */
 	bool peer_eof;  /* the client will send nothing more */
+	char *waiting_line;               /* a request waiting for its payload */
+	struct control_request waiting;   /* it, parsed (argv points into the line) */
 };
 
 struct control {
@@ -136,6 +149,7 @@ static void control_client_free(struct control_client *c)
 	c->ctl->nclients--;
 	bufferevent_free(c->bev);
 	event_free(c->deadline);
+	free(c->waiting_line);
 	free(c);
 }
 
@@ -155,72 +169,179 @@ static void control_reply(struct evbuffer *out, struct evbuffer *body, const cha
 		evbuffer_add_printf(out, "%s\n", CTL_END_OK);
 }
 
-static void control_request(struct control_client *c, char *line)
+/*
+ * Takes "--bytes N" out of ARGV. Returns the new ARGC, *HAS and *LEN saying
+ * whether it was there and N; -1 with ERR if it is there but not "--bytes N"
+ * with N a number.
+ */
+static int control_take_bytes(int argc, char **argv, bool *has, size_t *len, char *err,
+			      size_t errlen)
+{
+	int n = 1;
+
+	*has = false;
+	*len = 0;
+	for (int i = 1; i < argc; i++) {
+		unsigned long long v;
+		char *end;
+
+		if (strcmp(argv[i], CTL_BYTES_FLAG) != 0) {
+			argv[n++] = argv[i];
+			continue;
+		}
+		errno = 0;
+		v = i + 1 < argc ? strtoull(argv[i + 1], &end, 10) : 0;
+		if (*has || i + 1 >= argc || errno || *end || !isdigit((unsigned char)argv[i + 1][0])) {
+			snprintf(err, errlen, "%s takes one byte count: %s N", CTL_BYTES_FLAG, CTL_BYTES_FLAG);
+			return -1;
+		}
+		*has = true;
+		*len = v > CTL_CHECK_MAX ? (size_t)CTL_CHECK_MAX + 1 : (size_t)v;
+		i++;
+	}
+	return n;
+}
+
+/*
+ * Parses and judges LINE (split in place) into R. Returns 0 if it is to
+ * run, 1 for an empty line (nothing asked, nothing answered), -1 with the
+ * refusal in ERR.
+ */
+static int control_parse(struct control_client *c, char *line, struct control_request *r,
+			 char *err, size_t errlen)
+{
+	const struct daemon *d = c->ctl->daemon;
+	int matches;
+
+	memset(r, 0, sizeof(*r));
+	for (char *p = line; *p; p++) {
+		if ((unsigned char)*p < 0x20 && *p != '\t') {
+			snprintf(err, errlen, "request contains control characters");
+			return -1;
+		}
+	}
+	r->argc = ctl_proto_split(line, r->argv, CTL_ARGS_MAX);
+	if (r->argc == 0)
+		return 1;
+	if (r->argc < 0) {
+		snprintf(err, errlen, "too many arguments (at most %d)", CTL_ARGS_MAX - 1);
+		return -1;
+	}
+	r->cmd = ctl_proto_find(r->argv[0], &matches);
+	if (!r->cmd) {
+		char names[256];
+
+		snprintf(err, errlen, "%s command \"%.64s\" (commands: %s)",
+			 matches > 1 ? "ambiguous" : "unknown", r->argv[0],
+			 ctl_proto_names(matches > 1 ? r->argv[0] : "", names, sizeof(names)));
+		return -1;
+	}
+	if (!control_allowed(c, r->cmd)) {
+		log_warning("control: refused \"%s\" from uid %u pid %d", r->cmd->name,
+			    (unsigned)c->cred.uid, (int)c->cred.pid);
+		snprintf(err, errlen, "permission denied: \"%s\" changes the daemon; it is allowed to root, the daemon's user%s%s",
+			 r->cmd->name, d->cfg.admin_group ? " and the group " : "",
+			 d->cfg.admin_group ? d->cfg.admin_group : "");
+		return -1;
+	}
+	r->argc = control_take_json(r->argc, r->argv, &r->json);
+	r->argc = control_take_bytes(r->argc, r->argv, &r->has_payload, &r->payload_len, err, errlen);
+	if (r->argc < 0)
+		return -1;
+	if (r->has_payload && !r->cmd->payload) {
+		snprintf(err, errlen, "%s takes no %s", r->cmd->name, CTL_BYTES_FLAG);
+		return -1;
+	}
+	if (r->payload_len > CTL_CHECK_MAX) {
+		snprintf(err, errlen, "%s: the text is larger than %d bytes", r->cmd->name, CTL_CHECK_MAX);
+		return -1;
+	}
+	if (r->argc - 1 < r->cmd->min_args || r->argc - 1 > r->cmd->max_args) {
+		snprintf(err, errlen, "usage: %s%s%s", r->cmd->name, r->cmd->usage[0] ? " " : "",
+			 r->cmd->usage);
+		return -1;
+	}
+	return 0;
+}
+
+/* Runs R with its PAYLOAD (or NULL) and queues the reply. */
+static void control_run(struct control_client *c, struct control_request *r, const char *payload,
+			size_t len)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct evbuffer *body = evbuffer_new();
-	char *argv[CTL_ARGS_MAX];
 	char err[256] = "";
-	const struct ctl_cmd *cmd;
-	int argc, matches;
-	bool json;
 
 	if (!body) {
 		control_reply(out, NULL, "out of memory");
 		return;
 	}
-	for (char *p = line; *p; p++) {
-		if ((unsigned char)*p < 0x20 && *p != '\t') {
-			snprintf(err, sizeof(err), "request contains control characters");
-			goto done;
-		}
-	}
-	argc = ctl_proto_split(line, argv, CTL_ARGS_MAX);
-	if (argc == 0)
-		goto out; /* an empty line: nothing asked, nothing answered */
-	if (argc < 0) {
-		snprintf(err, sizeof(err), "too many arguments (at most %d)", CTL_ARGS_MAX - 1);
-		goto done;
-	}
-	cmd = ctl_proto_find(argv[0], &matches);
-	if (!cmd) {
-		char names[256];
-
-		snprintf(err, sizeof(err), "%s command \"%.64s\" (commands: %s)",
-			 matches > 1 ? "ambiguous" : "unknown", argv[0],
-			 ctl_proto_names(matches > 1 ? argv[0] : "", names, sizeof(names)));
-		goto done;
-	}
-	if (!control_allowed(c, cmd)) {
-		log_warning("control: refused \"%s\" from uid %u pid %d", cmd->name,
-			    (unsigned)c->cred.uid, (int)c->cred.pid);
-		snprintf(err, sizeof(err), "permission denied: \"%s\" changes the daemon; it is allowed to root, the daemon's user%s%s",
-			 cmd->name, c->ctl->daemon->cfg.admin_group ? " and the group " : "",
-			 c->ctl->daemon->cfg.admin_group ? c->ctl->daemon->cfg.admin_group : "");
-		goto done;
-	}
-	argc = control_take_json(argc, argv, &json);
-	if (argc - 1 < cmd->min_args || argc - 1 > cmd->max_args) {
-		snprintf(err, sizeof(err), "usage: %s%s%s", cmd->name, cmd->usage[0] ? " " : "",
-			 cmd->usage);
-		goto done;
-	}
-	if (cmd->mutating)
-		log_info("control: %s from uid %u pid %d", cmd->name, (unsigned)c->cred.uid,
+	if (r->cmd->mutating)
+		log_info("control: %s from uid %u pid %d", r->cmd->name, (unsigned)c->cred.uid,
 			 (int)c->cred.pid);
 	else
-		log_debug("control: %s", cmd->name);
-	if (cmd->id == CTL_CMD_HELLO)
-		control_cmd_hello(argc, argv, body, err, sizeof(err));
-	else if (cmd->id == CTL_CMD_HELP) {
-		if (control_cmd_help(json, body) < 0)
+		log_debug("control: %s", r->cmd->name);
+	if (r->cmd->id == CTL_CMD_HELLO)
+		control_cmd_hello(r->argc, r->argv, body, err, sizeof(err));
+	else if (r->cmd->id == CTL_CMD_HELP) {
+		if (control_cmd_help(r->json, body) < 0)
 			snprintf(err, sizeof(err), "out of memory");
 	} else
-		commands_run(c->ctl->daemon, cmd->id, argc, argv, json, body, err, sizeof(err));
-done:
+		commands_run(c->ctl->daemon, r->cmd->id, r->argc, r->argv, r->json, payload, len, body,
+			     err, sizeof(err));
 	control_reply(out, body, err[0] ? err : NULL);
-out:
 	evbuffer_free(body);
+}
+
+/*
+ * Answers the request LINE, or keeps it (returns true: the caller must not
+ * free it) until its payload has arrived. A refused request that announced
+ * a payload closes the connection: its bytes cannot be told from requests.
+ */
+static bool control_request(struct control_client *c, char *line)
+{
+	bool announced = strstr(line, CTL_BYTES_FLAG) != NULL;
+	char err[256] = "";
+	int rc;
+
+	rc = control_parse(c, line, &c->waiting, err, sizeof(err));
+	if (rc > 0)
+		return false;
+	if (rc < 0) {
+		control_reply(bufferevent_get_output(c->bev), NULL, err);
+		if (announced)
+			c->closing = true;
+		return false;
+	}
+	if (c->waiting.has_payload) {
+		c->waiting_line = line;
+		return true;
+	}
+	control_run(c, &c->waiting, NULL, 0);
+	return false;
+}
+
+/* The payload of the waiting request, if it has all arrived: runs it. */
+static void control_payload(struct control_client *c, struct evbuffer *in)
+{
+	size_t len = c->waiting.payload_len;
+	char *text;
+
+	if (evbuffer_get_length(in) < len)
+		return;
+	text = malloc(len + 1);
+	if (!text) {
+		control_reply(bufferevent_get_output(c->bev), NULL, "out of memory");
+		c->closing = true;
+		return;
+	}
+	evbuffer_remove(in, text, len);
+	text[len] = '\0';
+	evtimer_del(c->deadline);
+	control_run(c, &c->waiting, text, len);
+	free(text);
+	free(c->waiting_line);
+	c->waiting_line = NULL;
 }
 
 static void control_read_cb(struct bufferevent *bev, void *arg)
@@ -241,30 +362,44 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 			evtimer_del(c->deadline);
 			return;
 		}
+		if (c->waiting_line) {
+			control_payload(c, in);
+			if (c->waiting_line)
+				break; /* more to come */
+			continue;
+		}
 		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
 		if (!line)
 			break;
-		/* A request is complete: what follows is the next one's deadline. */
-		evtimer_del(c->deadline);
 		if (len > CTL_REQUEST_MAX || strlen(line) != len) {
 			control_reply(bufferevent_get_output(bev), NULL,
 				      strlen(line) != len ? "request contains a NUL byte"
 							  : "request longer than 4096 bytes");
 			c->closing = true;
-		} else {
-			control_request(c, line);
+		} else if (control_request(c, line)) {
+			continue; /* kept, waiting for its payload */
 		}
+		/* A request is complete: what follows is the next one's deadline. */
+		evtimer_del(c->deadline);
 		free(line);
 	}
 	/* A line with no end yet: refuse it before it grows without bound. */
-	if (!c->closing && evbuffer_get_length(in) > CTL_REQUEST_MAX) {
+	if (!c->closing && !c->waiting_line && evbuffer_get_length(in) > CTL_REQUEST_MAX) {
 		control_reply(bufferevent_get_output(bev), NULL, "request longer than 4096 bytes");
 		c->closing = true;
 	}
 	/* Every request the client sent before its EOF has been answered. */
-	if (c->peer_eof)
+	if (c->peer_eof && !c->closing) {
+		if (c->waiting_line) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "%s: the connection ended after %zu of %zu bytes",
+				 c->waiting.cmd->name, evbuffer_get_length(in), c->waiting.payload_len);
+			control_reply(bufferevent_get_output(bev), NULL, msg);
+		}
 		c->closing = true;
-	if (!c->closing && evbuffer_get_length(in) > 0 &&
+	}
+	if (!c->closing && (evbuffer_get_length(in) > 0 || c->waiting_line) &&
 	    !evtimer_pending(c->deadline, NULL)) {
 		struct timeval tv = { CONTROL_REQUEST_SECONDS, 0 };
 
@@ -315,6 +450,14 @@ static void control_event_cb(struct bufferevent *bev, short what, void *arg)
 		/* Done asking: answer what is buffered, send it, then close. */
 		c->peer_eof = true;
 		control_read_cb(bev, c);
+		return;
+	}
+	/* Silent with a request under way: the idle timer and the deadline
+	 * end the same way, with the reason. */
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !c->closing &&
+	    evtimer_pending(c->deadline, NULL)) {
+		evtimer_del(c->deadline);
+		control_deadline_cb(-1, 0, c);
 		return;
 	}
 	control_client_free(c);

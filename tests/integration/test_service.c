@@ -873,6 +873,201 @@ START_TEST(test_control_request_deadline)
 }
 END_TEST
 
+/* Sends LEN bytes of DATA on a new connection to SOCK (keeping it open for
+ * writing), reads until the daemon closes it or SECONDS pass. Returns how
+ * long that took; the reply in REPLY. */
+static double ctl_exchange(const char *sock, const void *data, size_t len, double seconds,
+			   char *reply, size_t rlen)
+{
+	double t0 = h_now();
+	size_t got = 0;
+	int fd = ctl_socket(sock);
+
+	ck_assert_int_eq(send(fd, data, len, MSG_NOSIGNAL), (ssize_t)len);
+	reply[0] = '\0';
+	while (h_now() - t0 < seconds) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		n = read(fd, reply + got, rlen - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		reply[got] = '\0';
+	}
+	close(fd);
+	return h_now() - t0;
+}
+
+/* Writes TEXT to PATH with MODE. */
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+	FILE *fp = fopen(path, "w");
+
+	ck_assert_msg(fp != NULL, "%s: %s", path, strerror(errno));
+	fputs(text, fp);
+	fclose(fp);
+	ck_assert_int_eq(chmod(path, mode), 0);
+}
+
+/*
+ * portfwdctl check FILE reads FILE itself and sends its text: the daemon
+ * opens no path a client names and never waits on one; a FIFO, text with
+ * @include, too much text, or a payload that never ends are refused while
+ * the daemon answers everyone else.
+ */
+START_TEST(test_check_payload)
+{
+	struct hdaemon d;
+	char path[400], file[400], req[512], reply[4096], *out, *big;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	double t;
+	bool ok;
+
+	h_start(&d, one_rule(port, 9));
+	snprintf(file, sizeof(file), "%s/other.conf", d.dir);
+
+	/* A FIFO: portfwdctl refuses it at once; the daemon never sees it. */
+	snprintf(path, sizeof(path), "%s/fifo", d.dir);
+	ck_assert_int_eq(mkfifo(path, 0666), 0);
+	t = h_now();
+	ck_assert_int_eq(sh(&out, "timeout -s KILL 5 %s -s %s check %s", PORTFWDCTL, d.sock, path), 1);
+	ck_assert_msg(h_now() - t < 2, "check of a FIFO took %.1f s", h_now() - t);
+	ck_assert_msg(strstr(out, path) && strstr(out, "not a regular file"), "%s", out);
+	free(out);
+	t = h_now();
+	free(h_ctl(d.sock, "status", &ok));
+	ck_assert_msg(ok && h_now() - t < 1, "status after the FIFO: %s in %.1f s", ok ? "ok" : "failed", h_now() - t);
+	/* Nor does portfwd -t wait on one. */
+	t = h_now();
+	ck_assert_int_eq(sh(&out, "timeout -s KILL 5 %s -t -c %s", bin("PORTFWD_BIN", "build/default/portfwd"), path), 1);
+	ck_assert_msg(h_now() - t < 2 && strstr(out, "not a regular file"), "%.1f s: %s", h_now() - t, out);
+	free(out);
+	unlink(path);
+
+	/* Through stdin, named "stdin" in the messages. */
+	write_file(file, "rules = ( { name = \"x\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; } );\n", 0600);
+	ck_assert_int_eq(sh(&out, "%s -s %s check - < %s", PORTFWDCTL, d.sock, file), 1);
+	ck_assert_msg(strstr(out, "stdin:1: rule \"x\": target: required key is missing"), "%s", out);
+	free(out);
+	snprintf(req, sizeof(req), "rules = ( { name = \"x\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );\n", port);
+	write_file(file, req, 0600);
+	ck_assert_int_eq(sh(&out, "%s -s %s check - < %s", PORTFWDCTL, d.sock, file), 0);
+	ck_assert_msg(strstr(out, "stdin: configuration is valid") && strstr(out, "(not applied)"), "%s", out);
+	free(out);
+
+	/* @include would make the daemon open a path: refused, with its line,
+	 * however it is indented. */
+	write_file(file, "# a comment\n \t@include \"/etc/passwd\"\nrules = ();\n", 0600);
+	ck_assert_int_eq(sh(&out, "%s -s %s check %s", PORTFWDCTL, d.sock, file), 1);
+	snprintf(req, sizeof(req), "%s:2: @include is not allowed", file);
+	ck_assert_msg(strstr(out, req) && !strstr(out, "root:"), "%s", out);
+	free(out);
+
+	/* More than the limit: portfwdctl does not send it, the daemon would not take it. */
+	big = malloc((1 << 20) + 2);
+	memset(big, '#', (1 << 20) + 1);
+	big[(1 << 20) + 1] = '\0';
+	write_file(file, big, 0600);
+	free(big);
+	ck_assert_int_eq(sh(&out, "%s -s %s check %s", PORTFWDCTL, d.sock, file), 1);
+	ck_assert_msg(strstr(out, "larger than 1048576 bytes"), "%s", out);
+	free(out);
+	snprintf(req, sizeof(req), "check big.conf --bytes %d\n", (1 << 20) + 1);
+	ctl_exchange(d.sock, req, strlen(req), 5, reply, sizeof(reply));
+	ck_assert_msg(strstr(reply, ".error check: the text is larger than 1048576 bytes"), "%s", reply);
+
+	/* The old form, a path for the daemon to open: refused, with what to do. */
+	ctl_exchange(d.sock, "check /etc/passwd\n", 18, 5, reply, sizeof(reply));
+	ck_assert_msg(strstr(reply, ".error check: the daemon does not open files for clients"), "%s", reply);
+
+	/* A payload that never ends: cut off at the deadline, and meanwhile
+	 * the daemon answers another client at once. */
+	{
+		const char part[] = "check slow.conf --bytes 100\nrules = (";
+		int fd = ctl_socket(d.sock);
+		size_t got = 0;
+
+		t = h_now();
+		ck_assert_int_eq(send(fd, part, sizeof(part) - 1, MSG_NOSIGNAL), (ssize_t)(sizeof(part) - 1));
+		usleep(200000);
+		free(h_ctl(d.sock, "status", &ok));
+		ck_assert_msg(ok && h_now() - t < 1.5, "status during a short payload took %.1f s", h_now() - t);
+		reply[0] = '\0';
+		while (h_now() - t < 10) {
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+			ssize_t n;
+
+			if (poll(&p, 1, 100) != 1)
+				continue;
+			n = read(fd, reply + got, sizeof(reply) - 1 - got);
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+			reply[got] = '\0';
+		}
+		close(fd);
+		ck_assert_msg(h_now() - t > 4 && h_now() - t < 8, "the short payload was held %.1f s", h_now() - t);
+		ck_assert_msg(strstr(reply, ".error request not complete within 5 seconds"), "%s", reply);
+	}
+	unlink(file);
+	h_stop(&d);
+}
+END_TEST
+
+/*
+ * As root, the daemon running as nobody: a file the caller may read and
+ * the daemon's user may not is checked; a file the caller may not read is
+ * refused by portfwdctl, and the daemon never hears of it.
+ */
+START_TEST(test_check_reads_as_caller)
+{
+	struct group *nogroup = getgrnam("nogroup");
+	struct hdaemon d;
+	char file[400], text[512], want[512], *out;
+	char *argv[] = { (char *)PORTFWDCTL, "-s", NULL, "check", file, NULL };
+	unsigned port = h_free_port(SOCK_STREAM, false);
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_check_reads_as_caller: not root, skipped\n");
+		return;
+	}
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\"; admin_group = \"nogroup\";";
+	h_dir_mode = 0777;
+	h_start(&d, one_rule(port, 9));
+	argv[2] = d.sock;
+	snprintf(file, sizeof(file), "%s/root-only.conf", d.dir);
+	snprintf(text, sizeof(text), "rules = ( { name = \"x\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; },\n"
+		 "  { name = \"y\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:99999\"; } );\n", port, port + 1);
+	write_file(file, text, 0600);
+	ck_assert_int_eq(chown(file, 0, 0), 0);
+	/* Root reads it; the errors name the file and line as root gave it. */
+	ck_assert_int_eq(h_run(argv, &out), 1);
+	snprintf(want, sizeof(want), "%s:2: rule \"y\": target: \"127.0.0.1:99999\": port 99999 is out of range", file);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	/* An admin_group member who may not read it: refused before connecting. */
+	ck_assert_int_eq(h_run_as(argv, 12345, nogroup->gr_gid, &out), 1);
+	snprintf(want, sizeof(want), "portfwdctl: check: %s: Permission denied", file);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	ck_assert(!h_log_contains(&d, "control: check from uid 12345"));
+	/* Made readable to that member, it is checked. */
+	ck_assert_int_eq(chown(file, 0, nogroup->gr_gid), 0);
+	ck_assert_int_eq(chmod(file, 0640), 0);
+	ck_assert_int_eq(h_run_as(argv, 12345, nogroup->gr_gid, &out), 1);
+	ck_assert_msg(strstr(out, "port 99999 is out of range"), "%s", out);
+	free(out);
+	ck_assert(h_log_contains(&d, "control: check from uid 12345"));
+	unlink(file);
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_dir_mode = 0;
+}
+END_TEST
+
 /* ---- a syscall filter that says EPERM ---- */
 
 /*
@@ -952,6 +1147,8 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_control_read_timeout);
 	tcase_add_test(tc, test_control_request_deadline);
+	tcase_add_test(tc, test_check_payload);
+	tcase_add_test(tc, test_check_reads_as_caller);
 	suite_add_tcase(s, tc);
 	/* Its own case, to run alone: CK_RUN_CASE=socket_path. */
 	tc = tcase_create("socket_path");
