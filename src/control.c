@@ -110,22 +110,25 @@ static bool control_peer_in_group(const struct control_client *c, gid_t gid)
 	return false;
 }
 
-/*
- * Who may do what. Reading (status, rules, connections, metrics): root, the
- * daemon's user, and the socket's group (the daemon's group), which the
- * socket's mode 0660 already limits connecting to. Changing anything
- * (reload, kill, enable, disable, and check, which reads files as the
- * daemon): root, the daemon's user, and daemon.admin_group.
- */
-static bool control_allowed(const struct control_client *c, const struct ctl_cmd *cmd)
+/* Root, the daemon's own user, or a member of daemon.admin_group. */
+static bool control_privileged(const struct control_client *c)
 {
 	const struct daemon *d = c->ctl->daemon;
 
-	if (c->cred.uid == 0 || c->cred.uid == geteuid())
-		return true;
-	if (cmd->mutating)
-		return d->cfg.admin_group && control_peer_in_group(c, d->cfg.admin_gid);
-	return control_peer_in_group(c, getegid());
+	return c->cred.uid == 0 || c->cred.uid == geteuid() ||
+	       (d->cfg.admin_group && control_peer_in_group(c, d->cfg.admin_gid));
+}
+
+/*
+ * Who may do what. Reading (status, rules, connections, metrics): the
+ * privileged and the socket's group (the daemon's group), which the
+ * socket's mode 0660 already limits connecting to. Changing anything
+ * (reload, kill, enable, disable, and check, which quotes the daemon's file
+ * and takes a payload): root, the daemon's user, and daemon.admin_group.
+ */
+static bool control_allowed(const struct control_client *c, const struct ctl_cmd *cmd)
+{
+	return control_privileged(c) || (!cmd->mutating && control_peer_in_group(c, getegid()));
 }
 
 /* Takes every --json out of ARGV. Returns the new ARGC; *JSON says if there was one. */
@@ -479,37 +482,78 @@ static void control_peer(struct control_client *c, int fd)
 		c->ngroups = (int)(len / sizeof(c->groups[0]));
 }
 
+/*
+ * Whether C (not yet counted) may take a slot; if not, the refusal in ERR.
+ * The last CONTROL_RESERVED slots are kept for the privileged, and a uid
+ * other than root's and the daemon's holds at most CONTROL_PER_UID, so one
+ * local user cannot keep `systemctl reload` (or anyone else) out.
+ */
+static bool control_slot_free(const struct control_client *c, char *err, size_t errlen)
+{
+	const struct control *ctl = c->ctl;
+	const struct control_client *o;
+	unsigned mine = 0;
+
+	if (ctl->nclients >= CONTROL_MAX_CLIENTS) {
+		snprintf(err, errlen, "too many control clients, try again");
+		return false;
+	}
+	if (!control_privileged(c) && ctl->nclients >= CONTROL_MAX_CLIENTS - CONTROL_RESERVED) {
+		snprintf(err, errlen, "too many control clients: the last %d of %d are kept for root, the daemon's user and daemon.admin_group; try again",
+			 CONTROL_RESERVED, CONTROL_MAX_CLIENTS);
+		return false;
+	}
+	if (c->cred.uid == 0 || c->cred.uid == geteuid())
+		return true;
+	LIST_FOREACH(o, &ctl->clients, link)
+		mine += o->cred.uid == c->cred.uid;
+	if (mine >= CONTROL_PER_UID) {
+		snprintf(err, errlen, "too many control connections from uid %u (at most %d per user); close one and try again",
+			 (unsigned)c->cred.uid, CONTROL_PER_UID);
+		return false;
+	}
+	return true;
+}
+
 static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 			      struct sockaddr *sa, int salen, void *arg)
 {
+	struct event_base *base = evconnlistener_get_base(lev);
 	struct control *ctl = arg;
 	struct control_client *c;
 	struct timeval idle = { CONTROL_IDLE_SECONDS, 0 };
+	char err[256];
 
-	(void)lev;
 	(void)sa;
 	(void)salen;
-	if (ctl->nclients >= CONTROL_MAX_CLIENTS) {
-		static const char busy[] = CTL_END_ERROR " too many control clients, try again\n";
-
-		if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-			log_debug("control: %s", strerror(errno));
+	c = calloc(1, sizeof(*c));
+	if (!c) {
 		evutil_closesocket(fd);
 		return;
 	}
-	c = calloc(1, sizeof(*c));
-	if (!c || !(c->bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd,
-						    BEV_OPT_CLOSE_ON_FREE)) ||
-	    !(c->deadline = evtimer_new(evconnlistener_get_base(lev), control_deadline_cb, c))) {
-		if (c && c->bev)
+	c->ctl = ctl;
+	control_peer(c, fd);
+	if (!control_slot_free(c, err, sizeof(err))) {
+		char line[300];
+		int len = snprintf(line, sizeof(line), "%s %s\n", CTL_END_ERROR, err);
+
+		log_debug("control: refused a connection from uid %u pid %d: %s",
+			  (unsigned)c->cred.uid, (int)c->cred.pid, err);
+		if (send(fd, line, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			log_debug("control: %s", strerror(errno));
+		evutil_closesocket(fd);
+		free(c);
+		return;
+	}
+	if (!(c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE)) ||
+	    !(c->deadline = evtimer_new(base, control_deadline_cb, c))) {
+		if (c->bev)
 			bufferevent_free(c->bev);
 		else
 			evutil_closesocket(fd);
 		free(c);
 		return;
 	}
-	c->ctl = ctl;
-	control_peer(c, fd);
 	LIST_INSERT_HEAD(&ctl->clients, c, link);
 	ctl->nclients++;
 	bufferevent_setcb(c->bev, control_read_cb, control_write_cb, control_event_cb, c);

@@ -13,6 +13,11 @@ struct daemon;
 struct event_base;
 
 #define CONTROL_MAX_CLIENTS 32
+/* Of those, the last ones only root, the daemon's user and daemon.admin_group
+ * may take, so that they always get in (systemctl reload). */
+#define CONTROL_RESERVED 8
+/* Connections one uid may hold at once, root's and the daemon's aside. */
+#define CONTROL_PER_UID 4
 /* A client that sends nothing for this long is closed. */
 #define CONTROL_IDLE_SECONDS 5
 /* A request must be complete this long after its first byte arrived, or the

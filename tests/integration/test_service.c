@@ -1068,6 +1068,113 @@ START_TEST(test_check_reads_as_caller)
 }
 END_TEST
 
+/* Connects to SOCK with the effective UID and GID (the test is root):
+ * SO_PEERCRED records them for the daemon. */
+static int ctl_socket_as(const char *sock, uid_t uid, gid_t gid)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
+
+	ck_assert_int_ge(fd, 0);
+	memcpy(sun.sun_path, sock, strlen(sock) + 1);
+	ck_assert_int_eq(setegid(gid), 0);
+	ck_assert_int_eq(seteuid(uid), 0);
+	r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+	/* Back to root before anything can fail. */
+	ck_assert_int_eq(seteuid(0), 0);
+	ck_assert_int_eq(setegid(0), 0);
+	ck_assert_msg(r == 0, "connect as uid %u: %s", (unsigned)uid, strerror(errno));
+	return fd;
+}
+
+/* Says hello on FD and returns the first reply line (or the refusal the
+ * daemon sent on accepting, before closing). */
+static char *slot_reply(int fd)
+{
+	char buf[512] = "";
+	size_t got = 0;
+	double t0 = h_now();
+
+	if (send(fd, "hello 1\n", 8, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET)
+		ck_abort_msg("send: %s", strerror(errno));
+	while (!strchr(buf, '\n') && h_now() - t0 < 5) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		n = read(fd, buf + got, sizeof(buf) - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		buf[got] = '\0';
+	}
+	buf[strcspn(buf, "\n")] = '\0';
+	return strdup(buf);
+}
+
+/*
+ * One local user cannot hold every control slot: at most 4 connections per
+ * uid (root and the daemon's user aside), and the last 8 of the 32 slots are
+ * kept for root, the daemon's user and admin_group, so with every other slot
+ * held root still gets status and reload (systemctl reload works).
+ */
+START_TEST(test_control_slots)
+{
+	struct group *nogroup = getgrnam("nogroup");
+	struct hdaemon d;
+	int fds[40], n = 0;
+	char *r, *out;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_control_slots: not root, skipped\n");
+		return;
+	}
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\";";
+	h_dir_mode = 0777;
+	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+
+	/* A member of the socket's group: four connections, not a fifth. */
+	for (int i = 0; i < 4; i++) {
+		fds[n] = ctl_socket_as(d.sock, 20001, nogroup->gr_gid);
+		r = slot_reply(fds[n++]);
+		ck_assert_msg(strncmp(r, "portfwd-ctl 1 ", 14) == 0, "connection %d: %s", i, r);
+		free(r);
+	}
+	fds[n] = ctl_socket_as(d.sock, 20001, nogroup->gr_gid);
+	r = slot_reply(fds[n]);
+	close(fds[n]);
+	ck_assert_str_eq(r, ".error too many control connections from uid 20001 (at most 4 per user); close one and try again");
+	free(r);
+
+	/* Five more users take the rest of the 24 unreserved slots; the next is refused. */
+	for (uid_t uid = 20002; uid <= 20006; uid++)
+		for (int i = 0; i < 4; i++) {
+			fds[n] = ctl_socket_as(d.sock, uid, nogroup->gr_gid);
+			r = slot_reply(fds[n++]);
+			ck_assert_msg(strncmp(r, "portfwd-ctl 1 ", 14) == 0, "uid %u: %s", (unsigned)uid, r);
+			free(r);
+		}
+	fds[n] = ctl_socket_as(d.sock, 20007, nogroup->gr_gid);
+	r = slot_reply(fds[n]);
+	close(fds[n]);
+	ck_assert_str_eq(r, ".error too many control clients: the last 8 of 32 are kept for root, the daemon's user and daemon.admin_group; try again");
+	free(r);
+
+	/* Root still gets in, to read and to change. */
+	ck_assert_int_eq(ctl_as(0, 0, d.sock, "status", &out), 0);
+	free(out);
+	ck_assert_int_eq(ctl_as(0, 0, d.sock, "reload", &out), 0);
+	free(out);
+	ck_assert(h_log_contains(&d, "control: reload from uid 0"));
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_dir_mode = 0;
+}
+END_TEST
+
 /* ---- a syscall filter that says EPERM ---- */
 
 /*
@@ -1149,6 +1256,7 @@ int main(void)
 	tcase_add_test(tc, test_control_request_deadline);
 	tcase_add_test(tc, test_check_payload);
 	tcase_add_test(tc, test_check_reads_as_caller);
+	tcase_add_test(tc, test_control_slots);
 	suite_add_tcase(s, tc);
 	/* Its own case, to run alone: CK_RUN_CASE=socket_path. */
 	tc = tcase_create("socket_path");
