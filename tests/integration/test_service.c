@@ -873,32 +873,39 @@ START_TEST(test_control_request_deadline)
 }
 END_TEST
 
-/* Sends LEN bytes of DATA on a new connection to SOCK (keeping it open for
- * writing), reads until the daemon closes it or SECONDS pass. Returns how
- * long that took; the reply in REPLY. */
-static double ctl_exchange(const char *sock, const void *data, size_t len, double seconds,
-			   char *reply, size_t rlen)
+/* Reads FD into BUF (LEN bytes with the NUL) until the daemon closes it,
+ * SECONDS pass, or with ONE_LINE a line has come. */
+static void read_reply(int fd, double seconds, bool one_line, char *buf, size_t len)
 {
 	double t0 = h_now();
 	size_t got = 0;
-	int fd = ctl_socket(sock);
 
-	ck_assert_int_eq(send(fd, data, len, MSG_NOSIGNAL), (ssize_t)len);
-	reply[0] = '\0';
-	while (h_now() - t0 < seconds) {
+	buf[0] = '\0';
+	while (h_now() - t0 < seconds && !(one_line && strchr(buf, '\n'))) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		ssize_t n;
 
 		if (poll(&p, 1, 100) != 1)
 			continue;
-		n = read(fd, reply + got, rlen - 1 - got);
+		n = read(fd, buf + got, len - 1 - got);
 		if (n <= 0)
 			break;
 		got += (size_t)n;
-		reply[got] = '\0';
+		buf[got] = '\0';
 	}
+}
+
+/* Sends LEN bytes of DATA on a new connection to SOCK (keeping it open for
+ * writing) and reads the reply into REPLY until the daemon closes it or
+ * SECONDS pass. */
+static void ctl_exchange(const char *sock, const void *data, size_t len, double seconds,
+			 char *reply, size_t rlen)
+{
+	int fd = ctl_socket(sock);
+
+	ck_assert_int_eq(send(fd, data, len, MSG_NOSIGNAL), (ssize_t)len);
+	read_reply(fd, seconds, false, reply, rlen);
 	close(fd);
-	return h_now() - t0;
 }
 
 /* Writes TEXT to PATH with MODE. */
@@ -988,26 +995,13 @@ START_TEST(test_check_payload)
 	{
 		const char part[] = "check slow.conf --bytes 100\nrules = (";
 		int fd = ctl_socket(d.sock);
-		size_t got = 0;
 
 		t = h_now();
 		ck_assert_int_eq(send(fd, part, sizeof(part) - 1, MSG_NOSIGNAL), (ssize_t)(sizeof(part) - 1));
 		usleep(200000);
 		free(h_ctl(d.sock, "status", &ok));
 		ck_assert_msg(ok && h_now() - t < 1.5, "status during a short payload took %.1f s", h_now() - t);
-		reply[0] = '\0';
-		while (h_now() - t < 10) {
-			struct pollfd p = { .fd = fd, .events = POLLIN };
-			ssize_t n;
-
-			if (poll(&p, 1, 100) != 1)
-				continue;
-			n = read(fd, reply + got, sizeof(reply) - 1 - got);
-			if (n <= 0)
-				break;
-			got += (size_t)n;
-			reply[got] = '\0';
-		}
+		read_reply(fd, 10, false, reply, sizeof(reply));
 		close(fd);
 		ck_assert_msg(h_now() - t > 4 && h_now() - t < 8, "the short payload was held %.1f s", h_now() - t);
 		ck_assert_msg(strstr(reply, ".error request not complete within 5 seconds"), "%s", reply);
@@ -1091,24 +1085,11 @@ static int ctl_socket_as(const char *sock, uid_t uid, gid_t gid)
  * daemon sent on accepting, before closing). */
 static char *slot_reply(int fd)
 {
-	char buf[512] = "";
-	size_t got = 0;
-	double t0 = h_now();
+	char buf[512];
 
 	if (send(fd, "hello 1\n", 8, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET)
 		ck_abort_msg("send: %s", strerror(errno));
-	while (!strchr(buf, '\n') && h_now() - t0 < 5) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&p, 1, 100) != 1)
-			continue;
-		n = read(fd, buf + got, sizeof(buf) - 1 - got);
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-		buf[got] = '\0';
-	}
+	read_reply(fd, 5, true, buf, sizeof(buf));
 	buf[strcspn(buf, "\n")] = '\0';
 	return strdup(buf);
 }
