@@ -410,6 +410,7 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 	}
 	if (c->closing) {
 		bufferevent_disable(bev, EV_READ);
+		evtimer_del(c->deadline);
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			control_client_free(c);
 	}
@@ -424,6 +425,8 @@ static void control_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (c->closing)
+		return; /* already said why */
 	snprintf(msg, sizeof(msg), "request not complete within %d seconds", CONTROL_REQUEST_SECONDS);
 	control_reply(bufferevent_get_output(c->bev), NULL, msg);
 	c->closing = true;
