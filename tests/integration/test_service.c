@@ -1094,6 +1094,32 @@ static char *slot_reply(int fd)
 	return strdup(buf);
 }
 
+/* Opens four connections to SOCK as UID:GID into FDS, each answered.
+ * Returns 4. */
+static int hold_slots(const char *sock, uid_t uid, gid_t gid, int *fds)
+{
+	for (int i = 0; i < 4; i++) {
+		char *r;
+
+		fds[i] = ctl_socket_as(sock, uid, gid);
+		r = slot_reply(fds[i]);
+		ck_assert_msg(strncmp(r, "portfwd-ctl 1 ", 14) == 0, "uid %u, connection %d: %s",
+			      (unsigned)uid, i, r);
+		free(r);
+	}
+	return 4;
+}
+
+/* What the daemon says to one more connection as UID:GID (closed). */
+static char *refused_slot(const char *sock, uid_t uid, gid_t gid)
+{
+	int fd = ctl_socket_as(sock, uid, gid);
+	char *r = slot_reply(fd);
+
+	close(fd);
+	return r;
+}
+
 /*
  * One local user cannot hold every control slot: at most 4 connections per
  * uid (root and the daemon's user aside), and the last 8 of the 32 slots are
@@ -1116,29 +1142,15 @@ START_TEST(test_control_slots)
 	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
 
 	/* A member of the socket's group: four connections, not a fifth. */
-	for (int i = 0; i < 4; i++) {
-		fds[n] = ctl_socket_as(d.sock, 20001, nogroup->gr_gid);
-		r = slot_reply(fds[n++]);
-		ck_assert_msg(strncmp(r, "portfwd-ctl 1 ", 14) == 0, "connection %d: %s", i, r);
-		free(r);
-	}
-	fds[n] = ctl_socket_as(d.sock, 20001, nogroup->gr_gid);
-	r = slot_reply(fds[n]);
-	close(fds[n]);
+	n += hold_slots(d.sock, 20001, nogroup->gr_gid, fds + n);
+	r = refused_slot(d.sock, 20001, nogroup->gr_gid);
 	ck_assert_str_eq(r, ".error too many control connections from uid 20001 (at most 4 per user); close one and try again");
 	free(r);
 
 	/* Five more users take the rest of the 24 unreserved slots; the next is refused. */
 	for (uid_t uid = 20002; uid <= 20006; uid++)
-		for (int i = 0; i < 4; i++) {
-			fds[n] = ctl_socket_as(d.sock, uid, nogroup->gr_gid);
-			r = slot_reply(fds[n++]);
-			ck_assert_msg(strncmp(r, "portfwd-ctl 1 ", 14) == 0, "uid %u: %s", (unsigned)uid, r);
-			free(r);
-		}
-	fds[n] = ctl_socket_as(d.sock, 20007, nogroup->gr_gid);
-	r = slot_reply(fds[n]);
-	close(fds[n]);
+		n += hold_slots(d.sock, uid, nogroup->gr_gid, fds + n);
+	r = refused_slot(d.sock, 20007, nogroup->gr_gid);
 	ck_assert_str_eq(r, ".error too many control clients: the last 8 of 32 are kept for root, the daemon's user and daemon.admin_group; try again");
 	free(r);
 
