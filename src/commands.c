@@ -337,27 +337,35 @@ static int commands_reload(struct daemon *d, bool json, struct evbuffer *out, ch
 	return rc;
 }
 
-static int commands_check(struct daemon *d, int argc, char **argv, bool json,
-			  struct evbuffer *out, char *err, size_t errlen)
+/*
+ * check: the daemon's own file, or the text a client sent (portfwdctl reads
+ * FILE with the caller's rights), NAME only its label. A bare path is the
+ * protocol's old form, in which the daemon opened it: never again.
+ */
+static int commands_check(struct daemon *d, int argc, char **argv, bool json, const char *text,
+			  size_t len, struct evbuffer *out, char *err, size_t errlen)
 {
-	const char *path = argc > 1 ? argv[1] : d->cfg.path;
 	struct daemon_reload_result res;
 	int rc;
 
-	if (path[0] != '/') {
-		snprintf(err, errlen, "check: FILE must be an absolute path (the daemon's directory is not yours)");
+	if (argc > 1 && !text) {
+		snprintf(err, errlen, "check: the daemon does not open files for clients; portfwdctl check FILE reads FILE as you and sends its text (update portfwdctl, or send \"check NAME --bytes N\" and the N bytes)");
 		return -1;
 	}
-	daemon_check(d, path, &res);
+	if (argc == 1 && text) {
+		snprintf(err, errlen, "usage: check NAME --bytes N (NAME labels the text's messages)");
+		return -1;
+	}
+	daemon_check(d, argc > 1 ? argv[1] : NULL, text, len, &res);
 	if (!json && res.status == 0)
-		evbuffer_add_printf(out, "%s: configuration is valid\n", path);
+		evbuffer_add_printf(out, "%s: configuration is valid\n", text ? argv[1] : d->cfg.path);
 	rc = commands_result(d, &res, "check", json, out, err, errlen);
 	config_errors_free(&res.msgs);
 	return rc;
 }
 
 int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bool json,
-		 struct evbuffer *out, char *err, size_t errlen)
+		 const char *payload, size_t len, struct evbuffer *out, char *err, size_t errlen)
 {
 	switch (id) {
 	case CTL_CMD_STATUS:
@@ -375,7 +383,7 @@ int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bo
 	case CTL_CMD_RELOAD:
 		return commands_reload(d, json, out, err, errlen);
 	case CTL_CMD_CHECK:
-		return commands_check(d, argc, argv, json, out, err, errlen);
+		return commands_check(d, argc, argv, json, payload, len, out, err, errlen);
 	case CTL_CMD_METRICS:
 		if (json)
 			return commands_json_out(json_pack("{s:o}", "metrics", metrics_json(d)), out,

@@ -16,11 +16,12 @@ struct evbuffer;
 
 /*
  * Runs command ID with ARGV[1..ARGC-1] (ARGV[0] is its name, the --json
- * flag already taken out). Writes the body to OUT. Returns 0, or -1 with
- * the end-line message in ERR (the body may still say more, e.g. the
- * configuration errors of a refused reload).
+ * and --bytes flags already taken out) and PAYLOAD, the LEN bytes (and a
+ * NUL) sent after the request, or NULL. Writes the body to OUT. Returns 0,
+ * or -1 with the end-line message in ERR (the body may still say more,
+ * e.g. the configuration errors of a refused reload).
  */
 int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bool json,
-		 struct evbuffer *out, char *err, size_t errlen);
+		 const char *payload, size_t len, struct evbuffer *out, char *err, size_t errlen);
 
 #endif

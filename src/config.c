@@ -872,47 +872,108 @@ void config_free(struct config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
-int config_load(const char *path, struct config *cfg, struct config_errors *errs)
+/*
+ * What the text itself may not hold, found before libconfig sees it: a NUL
+ * (libconfig would stop reading there), and in a client's text a line
+ * that libconfig 1.5's scanner takes for a directive, ^[ \t]*@include
+ * (it would open the named path as the daemon, and quote it in errors).
+ * Any line starting so is refused, in a string or a comment too. Returns
+ * the number of messages added.
+ */
+static size_t config_screen_text(const char *label, const char *text, size_t len, bool client,
+				 struct config_errors *errs)
 {
-	struct config_ctx ctx = { .path = path, .errs = errs };
-	config_t lc;
-	FILE *fp;
+	unsigned line = 1;
+	bool bol = true;
+
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] == '\0') {
+			config_errors_add(errs, "%s:%u: the file contains a NUL byte", label, line);
+			return 1;
+		}
+		if (bol && client) {
+			size_t j = i;
+
+			while (j < len && (text[j] == ' ' || text[j] == '\t'))
+				j++;
+			if (len - j >= 8 && memcmp(text + j, "@include", 8) == 0) {
+				config_errors_add(errs, "%s:%u: @include is not allowed in a file checked through the control socket (the daemon opens no file for a client): check each file on its own",
+						  label, line);
+				return 1;
+			}
+		}
+		bol = text[i] == '\n' || text[i] == '\r' || text[i] == '\f';
+		line += text[i] == '\n';
+	}
+	return 0;
+}
+
+/* Validates TEXT (LEN bytes, NUL-terminated) into CFG, naming LABEL in the
+ * messages: config_load and config_load_text are both this. */
+static int config_parse(const char *label, const char *text, size_t len, bool client,
+			struct config *cfg, struct config_errors *errs)
+{
+	struct config_ctx ctx = { .path = label, .errs = errs };
 	size_t before = errs->count;
+	config_t lc;
 
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->path = strdup(path);
+	cfg->path = strdup(label);
 	cfg->control_socket = strdup(CONFIG_DEFAULT_SOCKET);
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->log_connections = true;
 	cfg->allow_root = true;
 	rule_settings_init(&cfg->defaults);
 	if (!cfg->path || !cfg->control_socket) {
-		config_errors_add(errs, "%s: out of memory", path);
+		config_errors_add(errs, "%s: out of memory", label);
 		config_free(cfg);
 		return -1;
 	}
-
-	/* Open it ourselves so an unreadable file says why. */
-	fp = fopen(path, "r");
-	if (!fp) {
-		config_errors_add(errs, "%s: cannot open: %s", path, strerror(errno));
+	if (config_screen_text(label, text, len, client, errs)) {
 		config_free(cfg);
 		return -1;
 	}
 	config_init(&lc);
-	if (config_read(&lc, fp) != CONFIG_TRUE) {
-		config_errors_add(errs, "%s:%d: %s", path, config_error_line(&lc),
+	if (config_read_string(&lc, text) != CONFIG_TRUE) {
+		config_errors_add(errs, "%s:%d: %s", label, config_error_line(&lc),
 				  config_error_text(&lc));
 	} else {
 		config_read_root(&ctx, &lc, cfg);
 	}
 	config_destroy(&lc);
-	fclose(fp);
 
 	if (errs->count != before) {
-		config_sort_errors(errs, before, path);
+		config_sort_errors(errs, before, label);
 		config_free(cfg);
 		return -1;
 	}
 	return 0;
+}
+
+int config_load(const char *path, struct config *cfg, struct config_errors *errs)
+{
+	size_t len;
+	char *text;
+	int rc;
+
+	/* Read it ourselves: an unreadable file says why, and a FIFO or a
+	 * device never makes the main loop wait. */
+	text = ctl_proto_read_file(path, &len);
+	if (!text) {
+		int e = errno;
+
+		memset(cfg, 0, sizeof(*cfg));
+		config_errors_add(errs, "%s: %s%s", path, e == EINVAL || e == EFBIG ? "" : "cannot open: ",
+				  ctl_proto_file_error(e));
+		return -1;
+	}
+	rc = config_parse(path, text, len, false, cfg, errs);
+	free(text);
+	return rc;
+}
+
+int config_load_text(const char *label, const char *text, size_t len, struct config *cfg,
+		     struct config_errors *errs)
+{
+	return config_parse(label, text, len, true, cfg, errs);
 }

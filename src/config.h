@@ -43,13 +43,23 @@ struct config_errors {
 };
 
 /*
- * Reads and validates PATH. Returns 0 with CFG filled (free it with
- * config_free), or -1 with at least one message in ERRS and CFG empty.
+ * Reads and validates PATH, a regular file of at most CTL_CHECK_MAX bytes
+ * (opened without blocking: a FIFO is refused, never waited on). Its
+ * @include directives are followed. Returns 0 with CFG filled (free it
+ * with config_free), or -1 with at least one message in ERRS and CFG empty.
  * Rules whose traffic would come back to them (forwarding loops) are
  * errors; finding those may read this host's addresses (getifaddrs(3)).
  */
 int config_load(const char *path, struct config *cfg,
 		struct config_errors *errs);
+
+/*
+ * The same for TEXT (LEN bytes and a NUL) that a control client sent,
+ * LABEL naming it in the messages (LABEL:LINE: message). Opens nothing:
+ * text with an @include directive (or a NUL byte) is refused with its line.
+ */
+int config_load_text(const char *label, const char *text, size_t len, struct config *cfg,
+		     struct config_errors *errs);
 
 void config_free(struct config *cfg);
 

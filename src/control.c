@@ -1,6 +1,8 @@
 #include "control.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -24,23 +27,35 @@
 /* Supplementary groups of a peer we look at, at most. */
 #define CONTROL_PEER_GROUPS 64
 
+/* One request line, parsed and allowed. */
+struct control_request {
+	const struct ctl_cmd *cmd;
+	int argc;
+	char *argv[CTL_ARGS_MAX];
+	bool json;
+	bool has_payload;
+	size_t payload_len; /* announced by --bytes */
+};
+
 struct control_client {
 	LIST_ENTRY(control_client) link;
 	struct control *ctl;
 	struct bufferevent *bev;
+	struct event *deadline;                /* the request under way must end by then */
 	struct ucred cred;                     /* the peer, from SO_PEERCRED */
 	gid_t groups[CONTROL_PEER_GROUPS];     /* its supplementary groups */
 	int ngroups;
 	bool closing;   /* free once the output is flushed */
 	bool throttled; /* reading paused until the client takes its replies */
 	bool peer_eof;  /* the client will send nothing more */
+	char *waiting_line;               /* a request waiting for its payload */
+	struct control_request waiting;   /* it, parsed (argv points into the line) */
 };
 
 struct control {
 	struct daemon *daemon;
 	struct evconnlistener *lev;
 	char *path;
-	char *made_dir; /* the socket's directory, if portfwd created it */
 	unsigned nclients;
 	LIST_HEAD(, control_client) clients;
 };
@@ -95,22 +110,25 @@ static bool control_peer_in_group(const struct control_client *c, gid_t gid)
 	return false;
 }
 
-/*
- * Who may do what. Reading (status, rules, connections, metrics): root, the
- * daemon's user, and the socket's group (the daemon's group), which the
- * socket's mode 0660 already limits connecting to. Changing anything
- * (reload, kill, enable, disable, and check, which reads files as the
- * daemon): root, the daemon's user, and daemon.admin_group.
- */
-static bool control_allowed(const struct control_client *c, const struct ctl_cmd *cmd)
+/* Root, the daemon's own user, or a member of daemon.admin_group. */
+static bool control_privileged(const struct control_client *c)
 {
 	const struct daemon *d = c->ctl->daemon;
 
-	if (c->cred.uid == 0 || c->cred.uid == geteuid())
-		return true;
-	if (cmd->mutating)
-		return d->cfg.admin_group && control_peer_in_group(c, d->cfg.admin_gid);
-	return control_peer_in_group(c, getegid());
+	return c->cred.uid == 0 || c->cred.uid == geteuid() ||
+	       (d->cfg.admin_group && control_peer_in_group(c, d->cfg.admin_gid));
+}
+
+/*
+ * Who may do what. Reading (status, rules, connections, metrics): the
+ * privileged and the socket's group (the daemon's group), which the
+ * socket's mode 0660 already limits connecting to. Changing anything
+ * (reload, kill, enable, disable, and check, which quotes the daemon's file
+ * and takes a payload): root, the daemon's user, and daemon.admin_group.
+ */
+static bool control_allowed(const struct control_client *c, const struct ctl_cmd *cmd)
+{
+	return control_privileged(c) || (!cmd->mutating && control_peer_in_group(c, getegid()));
 }
 
 /* Takes every --json out of ARGV. Returns the new ARGC; *JSON says if there was one. */
@@ -133,6 +151,8 @@ static void control_client_free(struct control_client *c)
 	LIST_REMOVE(c, link);
 	c->ctl->nclients--;
 	bufferevent_free(c->bev);
+	event_free(c->deadline);
+	free(c->waiting_line);
 	free(c);
 }
 
@@ -152,72 +172,179 @@ static void control_reply(struct evbuffer *out, struct evbuffer *body, const cha
 		evbuffer_add_printf(out, "%s\n", CTL_END_OK);
 }
 
-static void control_request(struct control_client *c, char *line)
+/*
+ * Takes "--bytes N" out of ARGV. Returns the new ARGC, *HAS and *LEN saying
+ * whether it was there and N; -1 with ERR if it is there but not "--bytes N"
+ * with N a number.
+ */
+static int control_take_bytes(int argc, char **argv, bool *has, size_t *len, char *err,
+			      size_t errlen)
+{
+	int n = 1;
+
+	*has = false;
+	*len = 0;
+	for (int i = 1; i < argc; i++) {
+		unsigned long long v;
+		char *end;
+
+		if (strcmp(argv[i], CTL_BYTES_FLAG) != 0) {
+			argv[n++] = argv[i];
+			continue;
+		}
+		errno = 0;
+		v = i + 1 < argc ? strtoull(argv[i + 1], &end, 10) : 0;
+		if (*has || i + 1 >= argc || errno || *end || !isdigit((unsigned char)argv[i + 1][0])) {
+			snprintf(err, errlen, "%s takes one byte count: %s N", CTL_BYTES_FLAG, CTL_BYTES_FLAG);
+			return -1;
+		}
+		*has = true;
+		*len = v > CTL_CHECK_MAX ? (size_t)CTL_CHECK_MAX + 1 : (size_t)v;
+		i++;
+	}
+	return n;
+}
+
+/*
+ * Parses and judges LINE (split in place) into R. Returns 0 if it is to
+ * run, 1 for an empty line (nothing asked, nothing answered), -1 with the
+ * refusal in ERR.
+ */
+static int control_parse(struct control_client *c, char *line, struct control_request *r,
+			 char *err, size_t errlen)
+{
+	const struct daemon *d = c->ctl->daemon;
+	int matches;
+
+	memset(r, 0, sizeof(*r));
+	for (char *p = line; *p; p++) {
+		if ((unsigned char)*p < 0x20 && *p != '\t') {
+			snprintf(err, errlen, "request contains control characters");
+			return -1;
+		}
+	}
+	r->argc = ctl_proto_split(line, r->argv, CTL_ARGS_MAX);
+	if (r->argc == 0)
+		return 1;
+	if (r->argc < 0) {
+		snprintf(err, errlen, "too many arguments (at most %d)", CTL_ARGS_MAX - 1);
+		return -1;
+	}
+	r->cmd = ctl_proto_find(r->argv[0], &matches);
+	if (!r->cmd) {
+		char names[256];
+
+		snprintf(err, errlen, "%s command \"%.64s\" (commands: %s)",
+			 matches > 1 ? "ambiguous" : "unknown", r->argv[0],
+			 ctl_proto_names(matches > 1 ? r->argv[0] : "", names, sizeof(names)));
+		return -1;
+	}
+	if (!control_allowed(c, r->cmd)) {
+		log_warning("control: refused \"%s\" from uid %u pid %d", r->cmd->name,
+			    (unsigned)c->cred.uid, (int)c->cred.pid);
+		snprintf(err, errlen, "permission denied: \"%s\" changes the daemon; it is allowed to root, the daemon's user%s%s",
+			 r->cmd->name, d->cfg.admin_group ? " and the group " : "",
+			 d->cfg.admin_group ? d->cfg.admin_group : "");
+		return -1;
+	}
+	r->argc = control_take_json(r->argc, r->argv, &r->json);
+	r->argc = control_take_bytes(r->argc, r->argv, &r->has_payload, &r->payload_len, err, errlen);
+	if (r->argc < 0)
+		return -1;
+	if (r->has_payload && !r->cmd->payload) {
+		snprintf(err, errlen, "%s takes no %s", r->cmd->name, CTL_BYTES_FLAG);
+		return -1;
+	}
+	if (r->payload_len > CTL_CHECK_MAX) {
+		snprintf(err, errlen, "%s: the text is larger than %d bytes", r->cmd->name, CTL_CHECK_MAX);
+		return -1;
+	}
+	if (r->argc - 1 < r->cmd->min_args || r->argc - 1 > r->cmd->max_args) {
+		snprintf(err, errlen, "usage: %s%s%s", r->cmd->name, r->cmd->usage[0] ? " " : "",
+			 r->cmd->usage);
+		return -1;
+	}
+	return 0;
+}
+
+/* Runs R with its PAYLOAD (or NULL) and queues the reply. */
+static void control_run(struct control_client *c, struct control_request *r, const char *payload,
+			size_t len)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct evbuffer *body = evbuffer_new();
-	char *argv[CTL_ARGS_MAX];
 	char err[256] = "";
-	const struct ctl_cmd *cmd;
-	int argc, matches;
-	bool json;
 
 	if (!body) {
 		control_reply(out, NULL, "out of memory");
 		return;
 	}
-	for (char *p = line; *p; p++) {
-		if ((unsigned char)*p < 0x20 && *p != '\t') {
-			snprintf(err, sizeof(err), "request contains control characters");
-			goto done;
-		}
-	}
-	argc = ctl_proto_split(line, argv, CTL_ARGS_MAX);
-	if (argc == 0)
-		goto out; /* an empty line: nothing asked, nothing answered */
-	if (argc < 0) {
-		snprintf(err, sizeof(err), "too many arguments (at most %d)", CTL_ARGS_MAX - 1);
-		goto done;
-	}
-	cmd = ctl_proto_find(argv[0], &matches);
-	if (!cmd) {
-		char names[256];
-
-		snprintf(err, sizeof(err), "%s command \"%.64s\" (commands: %s)",
-			 matches > 1 ? "ambiguous" : "unknown", argv[0],
-			 ctl_proto_names(matches > 1 ? argv[0] : "", names, sizeof(names)));
-		goto done;
-	}
-	if (!control_allowed(c, cmd)) {
-		log_warning("control: refused \"%s\" from uid %u pid %d", cmd->name,
-			    (unsigned)c->cred.uid, (int)c->cred.pid);
-		snprintf(err, sizeof(err), "permission denied: \"%s\" changes the daemon; it is allowed to root, the daemon's user%s%s",
-			 cmd->name, c->ctl->daemon->cfg.admin_group ? " and the group " : "",
-			 c->ctl->daemon->cfg.admin_group ? c->ctl->daemon->cfg.admin_group : "");
-		goto done;
-	}
-	argc = control_take_json(argc, argv, &json);
-	if (argc - 1 < cmd->min_args || argc - 1 > cmd->max_args) {
-		snprintf(err, sizeof(err), "usage: %s%s%s", cmd->name, cmd->usage[0] ? " " : "",
-			 cmd->usage);
-		goto done;
-	}
-	if (cmd->mutating)
-		log_info("control: %s from uid %u pid %d", cmd->name, (unsigned)c->cred.uid,
+	if (r->cmd->mutating)
+		log_info("control: %s from uid %u pid %d", r->cmd->name, (unsigned)c->cred.uid,
 			 (int)c->cred.pid);
 	else
-		log_debug("control: %s", cmd->name);
-	if (cmd->id == CTL_CMD_HELLO)
-		control_cmd_hello(argc, argv, body, err, sizeof(err));
-	else if (cmd->id == CTL_CMD_HELP) {
-		if (control_cmd_help(json, body) < 0)
+		log_debug("control: %s", r->cmd->name);
+	if (r->cmd->id == CTL_CMD_HELLO)
+		control_cmd_hello(r->argc, r->argv, body, err, sizeof(err));
+	else if (r->cmd->id == CTL_CMD_HELP) {
+		if (control_cmd_help(r->json, body) < 0)
 			snprintf(err, sizeof(err), "out of memory");
 	} else
-		commands_run(c->ctl->daemon, cmd->id, argc, argv, json, body, err, sizeof(err));
-done:
+		commands_run(c->ctl->daemon, r->cmd->id, r->argc, r->argv, r->json, payload, len, body,
+			     err, sizeof(err));
 	control_reply(out, body, err[0] ? err : NULL);
-out:
 	evbuffer_free(body);
+}
+
+/*
+ * Answers the request LINE, or keeps it (returns true: the caller must not
+ * free it) until its payload has arrived. A refused request that announced
+ * a payload closes the connection: its bytes cannot be told from requests.
+ */
+static bool control_request(struct control_client *c, char *line)
+{
+	bool announced = strstr(line, CTL_BYTES_FLAG) != NULL;
+	char err[256] = "";
+	int rc;
+
+	rc = control_parse(c, line, &c->waiting, err, sizeof(err));
+	if (rc > 0)
+		return false;
+	if (rc < 0) {
+		control_reply(bufferevent_get_output(c->bev), NULL, err);
+		if (announced)
+			c->closing = true;
+		return false;
+	}
+	if (c->waiting.has_payload) {
+		c->waiting_line = line;
+		return true;
+	}
+	control_run(c, &c->waiting, NULL, 0);
+	return false;
+}
+
+/* The payload of the waiting request, if it has all arrived: runs it. */
+static void control_payload(struct control_client *c, struct evbuffer *in)
+{
+	size_t len = c->waiting.payload_len;
+	char *text;
+
+	if (evbuffer_get_length(in) < len)
+		return;
+	text = malloc(len + 1);
+	if (!text) {
+		control_reply(bufferevent_get_output(c->bev), NULL, "out of memory");
+		c->closing = true;
+		return;
+	}
+	evbuffer_remove(in, text, len);
+	text[len] = '\0';
+	evtimer_del(c->deadline);
+	control_run(c, &c->waiting, text, len);
+	free(text);
+	free(c->waiting_line);
+	c->waiting_line = NULL;
 }
 
 static void control_read_cb(struct bufferevent *bev, void *arg)
@@ -233,7 +360,16 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 		if (evbuffer_get_length(bufferevent_get_output(bev)) > CONTROL_MAX_PENDING) {
 			c->throttled = true;
 			bufferevent_disable(bev, EV_READ);
+			/* Not the client's delay: the write timeout covers a client
+			 * that does not read. */
+			evtimer_del(c->deadline);
 			return;
+		}
+		if (c->waiting_line) {
+			control_payload(c, in);
+			if (c->waiting_line)
+				break; /* more to come */
+			continue;
 		}
 		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
 		if (!line)
@@ -243,24 +379,58 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 				      strlen(line) != len ? "request contains a NUL byte"
 							  : "request longer than 4096 bytes");
 			c->closing = true;
-		} else {
-			control_request(c, line);
+		} else if (control_request(c, line)) {
+			continue; /* kept, waiting for its payload */
 		}
+		/* A request is complete: what follows is the next one's deadline. */
+		evtimer_del(c->deadline);
 		free(line);
 	}
 	/* A line with no end yet: refuse it before it grows without bound. */
-	if (!c->closing && evbuffer_get_length(in) > CTL_REQUEST_MAX) {
+	if (!c->closing && !c->waiting_line && evbuffer_get_length(in) > CTL_REQUEST_MAX) {
 		control_reply(bufferevent_get_output(bev), NULL, "request longer than 4096 bytes");
 		c->closing = true;
 	}
 	/* Every request the client sent before its EOF has been answered. */
-	if (c->peer_eof)
+	if (c->peer_eof && !c->closing) {
+		if (c->waiting_line) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "%s: the connection ended after %zu of %zu bytes",
+				 c->waiting.cmd->name, evbuffer_get_length(in), c->waiting.payload_len);
+			control_reply(bufferevent_get_output(bev), NULL, msg);
+		}
 		c->closing = true;
+	}
+	if (!c->closing && (evbuffer_get_length(in) > 0 || c->waiting_line) &&
+	    !evtimer_pending(c->deadline, NULL)) {
+		struct timeval tv = { CONTROL_REQUEST_SECONDS, 0 };
+
+		evtimer_add(c->deadline, &tv);
+	}
 	if (c->closing) {
 		bufferevent_disable(bev, EV_READ);
+		evtimer_del(c->deadline);
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			control_client_free(c);
 	}
+}
+
+/* A request begun CONTROL_REQUEST_SECONDS ago is still not complete: a
+ * client trickling bytes must not hold a slot, whatever the idle timeout. */
+static void control_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct control_client *c = arg;
+	char msg[128];
+
+	(void)fd;
+	(void)what;
+	if (c->closing)
+		return; /* already said why */
+	snprintf(msg, sizeof(msg), "request not complete within %d seconds", CONTROL_REQUEST_SECONDS);
+	control_reply(bufferevent_get_output(c->bev), NULL, msg);
+	c->closing = true;
+	bufferevent_disable(c->bev, EV_READ);
 }
 
 static void control_write_cb(struct bufferevent *bev, void *arg)
@@ -288,6 +458,14 @@ static void control_event_cb(struct bufferevent *bev, short what, void *arg)
 		control_read_cb(bev, c);
 		return;
 	}
+	/* Silent with a request under way: the idle timer and the deadline
+	 * end the same way, with the reason. */
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !c->closing &&
+	    evtimer_pending(c->deadline, NULL)) {
+		evtimer_del(c->deadline);
+		control_deadline_cb(-1, 0, c);
+		return;
+	}
 	control_client_free(c);
 }
 
@@ -307,33 +485,78 @@ static void control_peer(struct control_client *c, int fd)
 		c->ngroups = (int)(len / sizeof(c->groups[0]));
 }
 
+/*
+ * Whether C (not yet counted) may take a slot; if not, the refusal in ERR.
+ * The last CONTROL_RESERVED slots are kept for the privileged, and a uid
+ * other than root's and the daemon's holds at most CONTROL_PER_UID, so one
+ * local user cannot keep `systemctl reload` (or anyone else) out.
+ */
+static bool control_slot_free(const struct control_client *c, char *err, size_t errlen)
+{
+	const struct control *ctl = c->ctl;
+	const struct control_client *o;
+	unsigned mine = 0;
+
+	if (ctl->nclients >= CONTROL_MAX_CLIENTS) {
+		snprintf(err, errlen, "too many control clients, try again");
+		return false;
+	}
+	if (!control_privileged(c) && ctl->nclients >= CONTROL_MAX_CLIENTS - CONTROL_RESERVED) {
+		snprintf(err, errlen, "too many control clients: the last %d of %d are kept for root, the daemon's user and daemon.admin_group; try again",
+			 CONTROL_RESERVED, CONTROL_MAX_CLIENTS);
+		return false;
+	}
+	if (c->cred.uid == 0 || c->cred.uid == geteuid())
+		return true;
+	LIST_FOREACH(o, &ctl->clients, link)
+		mine += o->cred.uid == c->cred.uid;
+	if (mine >= CONTROL_PER_UID) {
+		snprintf(err, errlen, "too many control connections from uid %u (at most %d per user); close one and try again",
+			 (unsigned)c->cred.uid, CONTROL_PER_UID);
+		return false;
+	}
+	return true;
+}
+
 static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 			      struct sockaddr *sa, int salen, void *arg)
 {
+	struct event_base *base = evconnlistener_get_base(lev);
 	struct control *ctl = arg;
 	struct control_client *c;
 	struct timeval idle = { CONTROL_IDLE_SECONDS, 0 };
+	char err[256];
 
-	(void)lev;
 	(void)sa;
 	(void)salen;
-	if (ctl->nclients >= CONTROL_MAX_CLIENTS) {
-		static const char busy[] = CTL_END_ERROR " too many control clients, try again\n";
-
-		if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-			log_debug("control: %s", strerror(errno));
-		evutil_closesocket(fd);
-		return;
-	}
 	c = calloc(1, sizeof(*c));
-	if (!c || !(c->bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd,
-						    BEV_OPT_CLOSE_ON_FREE))) {
-		free(c);
+	if (!c) {
 		evutil_closesocket(fd);
 		return;
 	}
 	c->ctl = ctl;
 	control_peer(c, fd);
+	if (!control_slot_free(c, err, sizeof(err))) {
+		char line[300];
+		int len = snprintf(line, sizeof(line), "%s %s\n", CTL_END_ERROR, err);
+
+		log_debug("control: refused a connection from uid %u pid %d: %s",
+			  (unsigned)c->cred.uid, (int)c->cred.pid, err);
+		if (send(fd, line, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			log_debug("control: %s", strerror(errno));
+		evutil_closesocket(fd);
+		free(c);
+		return;
+	}
+	if (!(c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE)) ||
+	    !(c->deadline = evtimer_new(base, control_deadline_cb, c))) {
+		if (c->bev)
+			bufferevent_free(c->bev);
+		else
+			evutil_closesocket(fd);
+		free(c);
+		return;
+	}
 	LIST_INSERT_HEAD(&ctl->clients, c, link);
 	ctl->nclients++;
 	bufferevent_setcb(c->bev, control_read_cb, control_write_cb, control_event_cb, c);
@@ -343,123 +566,272 @@ static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 
 /*
  * Decides what to do with an existing PATH: 0 if it is absent or a stale
- * socket (removed), -1 with ERR if a daemon answers or it is not a socket.
+ * socket (removed), -1 with ERR and errno if a daemon answers (EADDRINUSE),
+ * it is not a socket (EEXIST), or a step fails.
  */
 static int control_claim_path(const char *path, char *err, size_t errlen)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct stat st;
-	int fd, r;
+	int fd, r, e;
 
 	if (lstat(path, &st) < 0) {
 		if (errno == ENOENT)
 			return 0;
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		e = errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		errno = e;
 		return -1;
 	}
 	if (!S_ISSOCK(st.st_mode)) {
 		snprintf(err, errlen, "%s exists and is not a socket; remove it or choose another control_socket", path);
+		errno = EEXIST;
 		return -1;
 	}
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
+		e = errno;
+		snprintf(err, errlen, "socket: %s", strerror(e));
+		errno = e;
 		return -1;
 	}
 	r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+	e = errno;
 	close(fd);
 	if (r == 0) {
 		snprintf(err, errlen, "another portfwd is already running on %s (stop it first, or use another control socket with -s)", path);
+		errno = EADDRINUSE;
 		return -1;
 	}
-	if (errno != ECONNREFUSED) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	if (e != ECONNREFUSED) {
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		errno = e;
 		return -1;
 	}
 	log_info("control: replacing the stale socket %s", path);
 	if (unlink(path) < 0 && errno != ENOENT) {
-		snprintf(err, errlen, "cannot remove the stale socket %s: %s", path, strerror(errno));
+		e = errno;
+		snprintf(err, errlen, "cannot remove the stale socket %s: %s", path, strerror(e));
+		errno = e;
 		return -1;
 	}
 	return 0;
 }
 
-/* Creates the socket's own directory, as systemd's RuntimeDirectory= would. */
-static int control_make_dir(const char *path, char **made)
+/* Claims PATH and binds FD to it: the node is created by bind, with the
+ * filesystem identity in force, mode 0660. Returns 0, or -1 with ERR and
+ * errno. */
+static int control_bind(int fd, const char *path, char *err, size_t errlen)
 {
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	mode_t old;
+	int r, e;
+
+	if (control_claim_path(path, err, errlen) < 0)
+		return -1;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	old = umask(0117);
+	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	e = errno;
+	umask(old);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot create the control socket %s: %s%s", path, strerror(e),
+			 e == ENOENT ? " (its directory does not exist)" : "");
+		errno = e;
+	}
+	return r;
+}
+
+/* PATH's directory into DIR ("." for a bare name). */
+static void control_dir_of(const char *path, char *dir, size_t len)
+{
 	char *slash;
 
-	snprintf(dir, sizeof(dir), "%s", path);
+	snprintf(dir, len, "%s", path);
 	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
+	if (!slash)
+		snprintf(dir, len, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+}
+
+/*
+ * Creates PATH's missing directory, as systemd's RuntimeDirectory= would:
+ * as root (the parent is root's, e.g. /run), 0755, then given to UID:GID
+ * (unless -1) through a descriptor opened O_NOFOLLOW on the directory root
+ * just made, never by name. Returns 0, or -1 (errno).
+ */
+static int control_make_dir(const char *path, uid_t uid, gid_t gid)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct stat st;
+	int dfd, e;
+
+	control_dir_of(path, dir, sizeof(dir));
+	if (mkdir(dir, 0700) < 0)
 		return -1;
-	*slash = '\0';
-	/* chmod: the umask in force while binding would strip the x bits. */
-	if (mkdir(dir, 0755) < 0 || chmod(dir, 0755) < 0)
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
 		return -1;
+	/* Still the directory made above: a swapped-in one is not given away. */
+	if (fstat(dfd, &st) < 0 || st.st_uid != geteuid()) {
+		close(dfd);
+		errno = EPERM;
+		return -1;
+	}
+	/* fchmod: the umask would strip the bits others need to reach the socket. */
+	if ((uid != (uid_t)-1 && fchown(dfd, uid, gid) < 0) || fchmod(dfd, 0755) < 0) {
+		e = errno;
+		close(dfd);
+		errno = e;
+		return -1;
+	}
+	close(dfd);
 	log_info("control: created the directory %s", dir);
-	*made = strdup(dir);
 	return 0;
 }
 
-struct control *control_open(struct event_base *base, const char *path,
+/*
+ * Takes the filesystem identity UID:GID for the path operations that
+ * follow (the euid is still root, nothing else changes), or goes back with
+ * 0:0. Per thread: control_open runs before the workers exist.
+ */
+static int control_fsid(uid_t uid, gid_t gid)
+{
+	setfsgid(gid);
+	setfsuid(uid);
+	/* Neither call reports failure: an invalid id asks for the current one. */
+	if ((uid_t)setfsuid((uid_t)-1) != uid || (gid_t)setfsgid((gid_t)-1) != gid)
+		return -1;
+	return 0;
+}
+
+/* True unless UID:GID certainly may not create entries in PATH's directory. */
+static bool control_user_may_write(const char *path, uid_t uid, gid_t gid)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	bool may = true;
+
+	control_dir_of(path, dir, sizeof(dir));
+	if (control_fsid(uid, gid) == 0)
+		/* AT_EACCESS: judged by the filesystem identity, not the real uid. */
+		may = faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) == 0 || errno != EACCES;
+	control_fsid(0, 0);
+	return may;
+}
+
+/*
+ * Binds FD at PATH, making its directory if missing. With OWNER (started
+ * as root, the daemon will become UID:GID), see control_open for why every
+ * step on the path runs as that user.
+ */
+static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gid_t gid,
+			     char *err, size_t errlen)
+{
+	int r, e;
+
+	if (owner && control_fsid(uid, gid) < 0) {
+		control_fsid(0, 0);
+		snprintf(err, errlen, "cannot take uid %u's filesystem identity: %s", (unsigned)uid,
+			 strerror(errno));
+		return -1;
+	}
+	r = control_bind(fd, path, err, errlen);
+	if (r < 0 && errno == ENOENT) {
+		if (owner)
+			control_fsid(0, 0);
+		e = control_make_dir(path, owner ? uid : (uid_t)-1, gid);
+		if (owner && control_fsid(uid, gid) < 0)
+			e = -1;
+		if (e == 0)
+			r = control_bind(fd, path, err, errlen);
+		else
+			errno = ENOENT;
+	}
+	e = errno;
+	if (owner && control_fsid(0, 0) < 0) {
+		/* Going on as root with another fsuid would be wrong everywhere. */
+		log_error("control: cannot take root's filesystem identity back");
+		abort();
+	}
+	if (r < 0 && owner && (e == EACCES || e == EPERM)) {
+		/* The user may not create the socket there. If the user cannot
+		 * write the directory either, nothing in it is the user's to swap:
+		 * root binds and gives the node away, never following a link. */
+		if (control_user_may_write(path, uid, gid)) {
+			snprintf(err + strlen(err), errlen - strlen(err),
+				 " (tried as uid %u, the daemon's user; as that user may write the directory, root does not act there: remove the file)",
+				 (unsigned)uid);
+			return -1;
+		}
+		r = control_bind(fd, path, err, errlen);
+		if (r == 0 && fchownat(AT_FDCWD, path, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
+			snprintf(err, errlen, "cannot give the control socket %s to uid %u: %s", path,
+				 (unsigned)uid, strerror(errno));
+			unlink(path);
+			return -1;
+		}
+		return r;
+	}
+	errno = e;
+	return r;
+}
+
+/*
+ * Who owns the socket, and why no path is ever chowned by name.
+ *
+ * Started as root with daemon.user, the daemon becomes that user once
+ * bound, so the socket must be the user's (its group may connect, 0660;
+ * the user removes it at exit). Its directory is often the user's
+ * (RuntimeDirectory=, or made here), and root must never act on a name
+ * the user can change: between bind and a chown(PATH), the user could put
+ * a symlink or a hard link to /etc/shadow or docker.sock in its place.
+ * So the stale-socket check, its removal and the bind run with the user's
+ * filesystem identity, and bind creates the node already the user's. Root
+ * acts itself only where the user cannot write: it creates a missing
+ * directory (and gives it through a descriptor), and if the user may not
+ * create the socket in a directory the user cannot write either, it binds
+ * and gives the node with fchownat(AT_SYMLINK_NOFOLLOW).
+ */
+struct control *control_open(struct event_base *base, const char *path, uid_t uid, gid_t gid,
 			     struct daemon *d, char *err, size_t errlen)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct sockaddr_un sun;
 	struct control *ctl;
-	char *made = NULL;
-	mode_t old;
-	int fd, r;
+	int fd;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
 		snprintf(err, errlen, "control socket path too long: %s", path);
 		return NULL;
 	}
-	if (control_claim_path(path, err, errlen) < 0)
-		return NULL;
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "socket: %s", strerror(errno));
 		return NULL;
 	}
-	/* The socket file is created by bind: the umask sets its mode, 0660. */
-	old = umask(0117);
-	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	if (r < 0 && errno == ENOENT && control_make_dir(path, &made) == 0)
-		r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	if (r < 0) {
-		int e = errno;
-
-		umask(old);
+	if (control_bind_path(fd, path, geteuid() == 0 && uid != (uid_t)-1, uid, gid, err,
+			      errlen) < 0) {
 		close(fd);
-		snprintf(err, errlen, "cannot create the control socket %s: %s%s", path, strerror(e),
-			 e == ENOENT ? " (its directory does not exist)" : "");
-		free(made);
 		return NULL;
 	}
-	umask(old);
 	if (listen(fd, 16) < 0) {
 		snprintf(err, errlen, "listen on %s: %s", path, strerror(errno));
 		close(fd);
 		unlink(path);
-		free(made);
 		return NULL;
 	}
 	ctl = calloc(1, sizeof(*ctl));
 	if (!ctl || !(ctl->path = strdup(path))) {
 		free(ctl);
-		free(made);
 		close(fd);
 		unlink(path);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	ctl->daemon = d;
-	ctl->made_dir = made;
-	made = NULL;
 	LIST_INIT(&ctl->clients);
 	ctl->lev = evconnlistener_new(base, control_accept_cb, ctl,
 				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
@@ -483,22 +855,5 @@ void control_close(struct control *ctl)
 		evconnlistener_free(ctl->lev);
 	unlink(ctl->path);
 	free(ctl->path);
-	free(ctl->made_dir);
 	free(ctl);
-}
-
-int control_chown(struct control *ctl, uid_t uid, gid_t gid, char *err, size_t errlen)
-{
-	/* The daemon's group may use the socket (0660); its user may remove it. */
-	if (chown(ctl->path, uid, gid) < 0) {
-		snprintf(err, errlen, "cannot give the control socket %s to uid %u: %s", ctl->path,
-			 (unsigned)uid, strerror(errno));
-		return -1;
-	}
-	if (ctl->made_dir && chown(ctl->made_dir, uid, gid) < 0) {
-		snprintf(err, errlen, "cannot give %s to uid %u: %s", ctl->made_dir, (unsigned)uid,
-			 strerror(errno));
-		return -1;
-	}
-	return 0;
 }

@@ -1,31 +1,38 @@
 #include "ctl_proto.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Ordered as `help` lists them. */
 const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT] = {
 	{ CTL_CMD_HELLO, "hello", "VERSION",
-	  "check that the daemon speaks protocol VERSION", 1, 1, false, true },
-	{ CTL_CMD_HELP, "help", "", "list the commands", 0, 0, false, false },
+	  "check that the daemon speaks protocol VERSION", 1, 1, false, true, false },
+	{ CTL_CMD_HELP, "help", "", "list the commands", 0, 0, false, false, false },
 	{ CTL_CMD_STATUS, "status", "",
-	  "daemon, reloads and per-rule state and counters", 0, 1, false, false },
+	  "daemon, reloads and per-rule state and counters", 0, 1, false, false, false },
 	{ CTL_CMD_RULES, "rules", "",
-	  "the rules in force with every setting, defaults applied", 0, 0, false, false },
+	  "the rules in force with every setting, defaults applied", 0, 0, false, false, false },
 	{ CTL_CMD_CONNECTIONS, "connections", "[RULE]",
-	  "live TCP connections and UDP sessions, of every rule or of RULE", 0, 1, false, false },
+	  "live TCP connections and UDP sessions, of every rule or of RULE", 0, 1, false, false, false },
 	{ CTL_CMD_KILL, "kill", "ID | --rule RULE",
-	  "close connection or UDP session ID, or all of RULE's", 1, 2, true, false },
+	  "close connection or UDP session ID, or all of RULE's", 1, 2, true, false, false },
 	{ CTL_CMD_DISABLE, "disable", "RULE",
-	  "stop listening for RULE and free its port; its connections carry on (until reload)", 1, 1, true, false },
-	{ CTL_CMD_ENABLE, "enable", "RULE", "listen for RULE again", 1, 1, true, false },
+	  "stop listening for RULE and free its port; its connections carry on (until reload)", 1, 1, true, false, false },
+	{ CTL_CMD_ENABLE, "enable", "RULE", "listen for RULE again", 1, 1, true, false, false },
 	{ CTL_CMD_RELOAD, "reload", "",
-	  "read the configuration file again and apply it; nothing changes if it is invalid", 0, 0, true, false },
-	/* Reads any file the daemon can read and quotes it in errors: privileged. */
-	{ CTL_CMD_CHECK, "check", "[FILE]",
-	  "validate FILE (default: the daemon's) as reload would, without applying it", 0, 1, true, false },
+	  "read the configuration file again and apply it; nothing changes if it is invalid", 0, 0, true, false, false },
+	/* Quotes the daemon's own file in errors, and takes up to CTL_CHECK_MAX
+	 * bytes of the daemon's memory: privileged. */
+	{ CTL_CMD_CHECK, "check", "[FILE | -]",
+	  "validate FILE (read as you; - for stdin; default: the daemon's own) as reload would, without applying it",
+	  0, 1, true, false, true },
 	{ CTL_CMD_METRICS, "metrics", "",
-	  "every counter in the Prometheus text exposition format", 0, 0, false, false },
+	  "every counter in the Prometheus text exposition format", 0, 0, false, false, false },
 };
 
 const struct ctl_cmd *ctl_proto_find(const char *name, int *matches)
@@ -110,4 +117,75 @@ enum ctl_line ctl_proto_parse_reply(const char *line, const char **text)
 const char *ctl_proto_stuffing(const char *line)
 {
 	return line[0] == '.' ? "." : "";
+}
+
+char *ctl_proto_read_file(const char *path, size_t *len)
+{
+	size_t cap = 0, used = 0;
+	char *buf = NULL, *grown;
+	struct stat st;
+	int fd, e;
+	ssize_t n;
+
+	fd = path ? open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) : STDIN_FILENO;
+	if (fd < 0)
+		return NULL;
+	if (path && fstat(fd, &st) < 0) {
+		e = errno;
+		goto fail;
+	}
+	if (path && !S_ISREG(st.st_mode)) {
+		e = EINVAL;
+		goto fail;
+	}
+	for (;;) {
+		/* Room for one byte past the limit (that tells a file too large) and the NUL. */
+		if (cap - used < 2) {
+			cap = cap ? cap * 2 : 65536;
+			if (cap > (size_t)CTL_CHECK_MAX + 2)
+				cap = (size_t)CTL_CHECK_MAX + 2;
+			grown = realloc(buf, cap);
+			if (!grown) {
+				e = ENOMEM;
+				goto fail;
+			}
+			buf = grown;
+		}
+		n = read(fd, buf + used, cap - 1 - used);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			e = errno;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		used += (size_t)n;
+		if (used > CTL_CHECK_MAX) {
+			e = EFBIG;
+			goto fail;
+		}
+	}
+	if (path)
+		close(fd);
+	buf[used] = '\0';
+	*len = used;
+	return buf;
+fail:
+	if (path)
+		close(fd);
+	free(buf);
+	errno = e;
+	return NULL;
+}
+
+_Static_assert(CTL_CHECK_MAX == 1048576, "ctl_proto_file_error names the limit");
+
+const char *ctl_proto_file_error(int e)
+{
+	if (e == EINVAL)
+		return "not a regular file";
+	if (e == EFBIG)
+		return "larger than 1048576 bytes";
+	return strerror(e);
 }

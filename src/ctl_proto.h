@@ -12,6 +12,25 @@
  * (as in SMTP), so no body line can look like an end line. Several
  * requests may be sent on one connection; replies come in order.
  * "hello VERSION" checks that both sides speak the same protocol.
+ *
+ * A request may carry a payload (version 1 as well; only "check" takes one):
+ *
+ *   request = command *(" " argument) " --bytes " N LF  N*OCTET
+ *
+ * the N raw bytes following the line at once, 0 <= N <= CTL_CHECK_MAX. The
+ * request line and its payload must be complete within the daemon's
+ * deadline (5 s) from the first byte; a payload request that is refused
+ * (permission, size, syntax) is answered and the connection closed, as the
+ * bytes that follow cannot be told from requests.
+ *
+ *   check                       validate the daemon's own configuration file
+ *   check NAME --bytes N TEXT   validate TEXT, a configuration; NAME only
+ *                               labels its messages (NAME:LINE: message)
+ *
+ * The daemon never opens a path a client names: portfwdctl reads FILE with
+ * the caller's rights and sends its text. TEXT with an @include directive
+ * is refused. "check PATH" without --bytes (protocol 1 before payloads,
+ * where the daemon opened PATH) is refused with what to do instead.
  */
 #ifndef PORTFWD_CTL_PROTO_H
 #define PORTFWD_CTL_PROTO_H
@@ -25,6 +44,11 @@
 #define CTL_ARGS_MAX 16
 #define CTL_END_OK ".ok"
 #define CTL_END_ERROR ".error"
+/* The payload flag, and the most a payload (a configuration's text) may be;
+ * the daemon's own configuration file has the same bound, so whatever it
+ * loads can also be checked. */
+#define CTL_BYTES_FLAG "--bytes"
+#define CTL_CHECK_MAX (1 << 20)
 
 enum ctl_cmd_id {
 	CTL_CMD_HELLO,
@@ -51,8 +75,9 @@ struct ctl_cmd {
 	const char *usage; /* arguments, for help and usage errors */
 	const char *help;  /* one line */
 	int min_args, max_args;
-	bool mutating;     /* changes the daemon's state (or reads files as the daemon) */
+	bool mutating;     /* changes the daemon's state (or quotes the daemon's file) */
 	bool internal;     /* protocol plumbing, not a portfwdctl command */
+	bool payload;      /* may carry --bytes N and N bytes */
 };
 
 extern const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT];
@@ -90,5 +115,17 @@ enum ctl_line ctl_proto_parse_reply(const char *line, const char **text);
 
 /* The prefix that a body line needs: "." if LINE starts with ".". */
 const char *ctl_proto_stuffing(const char *line);
+
+/*
+ * Reads the regular file PATH (or, with PATH NULL, all of standard input,
+ * whatever it is) into a malloc'd NUL-terminated buffer of *LEN bytes. It
+ * opens with O_NONBLOCK, so a FIFO or a device never makes it wait, and
+ * refuses anything but a regular file (errno EINVAL) and more than
+ * CTL_CHECK_MAX bytes (EFBIG). Returns NULL with errno on failure.
+ */
+char *ctl_proto_read_file(const char *path, size_t *len);
+
+/* What ctl_proto_read_file's errno E means, for a message. */
+const char *ctl_proto_file_error(int e);
 
 #endif

@@ -264,10 +264,13 @@ static void daemon_result_init(struct daemon_reload_result *res)
 	memset(res, 0, sizeof(*res));
 }
 
-/* Loads PATH into NC, or fills RES with the errors and returns -1. */
-static int daemon_load(const char *path, struct config *nc, struct daemon_reload_result *res)
+/* Loads PATH, or with TEXT set that text labelled PATH, into NC; or fills
+ * RES with the errors and returns -1. */
+static int daemon_load(const char *path, const char *text, size_t len, struct config *nc,
+		       struct daemon_reload_result *res)
 {
-	if (config_load(path, nc, &res->msgs) < 0) {
+	if ((text ? config_load_text(path, text, len, nc, &res->msgs)
+		  : config_load(path, nc, &res->msgs)) < 0) {
 		res->status = -1;
 		return -1;
 	}
@@ -301,14 +304,16 @@ static void daemon_plan(struct daemon *d, const struct config *nc, struct forwar
 		res->removed += !taken[j];
 }
 
-void daemon_check(struct daemon *d, const char *path, struct daemon_reload_result *res)
+void daemon_check(struct daemon *d, const char *name, const char *text, size_t len,
+		  struct daemon_reload_result *res)
 {
+	const char *path = text ? name : d->cfg.path;
 	struct forward **match;
 	struct config nc;
 	bool *taken;
 
 	daemon_result_init(res);
-	if (daemon_load(path, &nc, res) < 0)
+	if (daemon_load(path, text, len, &nc, res) < 0)
 		return;
 	match = calloc(nc.nrules, sizeof(*match));
 	taken = calloc(d->nrules + 1, sizeof(*taken));
@@ -334,7 +339,7 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
 		      (unsigned long long)(t0 * 1e6), d->cfg.path);
 	log_info("reload (%s): reading %s", why, d->cfg.path);
-	if (daemon_load(d->cfg.path, &nc, res) < 0) {
+	if (daemon_load(d->cfg.path, NULL, 0, &nc, res) < 0) {
 		for (size_t i = 0; i < res->msgs.count; i++)
 			log_error("reload: %s", res->msgs.msgs[i]);
 		log_error("reload failed: the configuration is not valid; generation %llu stays in force, nothing changed",
@@ -475,10 +480,6 @@ static int daemon_drop_privileges(struct daemon *d)
 		return 0;
 	}
 	low = daemon_needs_low_ports(c);
-	if (control_chown(d->control, c->uid, c->gid, err, sizeof(err)) < 0) {
-		log_error("%s", err);
-		return -1;
-	}
 	if (privs_drop(c->uid, c->gid, low, err, sizeof(err)) < 0) {
 		log_error("cannot give up root: %s", err);
 		return -1;
@@ -523,7 +524,9 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		}
 	}
 
-	d->control = control_open(d->base, d->cfg.control_socket, d, err, sizeof(err));
+	/* The socket is made the user's from the start (see control_open). */
+	d->control = control_open(d->base, d->cfg.control_socket,
+				  d->cfg.user ? d->cfg.uid : (uid_t)-1, d->cfg.gid, d, err, sizeof(err));
 	if (!d->control) {
 		log_error("%s", err);
 		return -1;

@@ -85,9 +85,12 @@ void daemon_stop(struct daemon *d);
  */
 void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_result *res);
 
-/* Validates PATH as a reload would, without applying it: RES gets the
+/* Validates a configuration as a reload would, without applying it: with
+ * TEXT NULL the daemon's own file, else TEXT (LEN bytes and a NUL, from a
+ * client: no @include) with NAME labelling its messages. RES gets the
  * errors, or what a reload would add, remove and change. */
-void daemon_check(struct daemon *d, const char *path, struct daemon_reload_result *res);
+void daemon_check(struct daemon *d, const char *name, const char *text, size_t len,
+		  struct daemon_reload_result *res);
 
 /*
  * The file descriptors CFG's rules may need at once with NWORKERS workers:

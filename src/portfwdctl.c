@@ -136,9 +136,27 @@ static int ctl_read_reply(FILE *in, FILE *body, FILE *errbody, const char *path)
 	return rc;
 }
 
-/* Sends the hello and REQUEST, and prints the reply to OUT (errors' bodies
- * to ERRBODY if set). Returns an exit code. */
-static int ctl_run(const char *path, const char *request, FILE *out, FILE *errbody)
+/* Sends LEN bytes of BUF on FD. Returns 0, or -1 with errno. */
+static int ctl_send(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Sends the hello, REQUEST and its PAYLOAD (PLEN bytes, or NULL), and
+ * prints the reply to OUT (errors' bodies to ERRBODY if set). Returns an
+ * exit code. */
+static int ctl_run(const char *path, const char *request, const char *payload, size_t plen,
+		   FILE *out, FILE *errbody)
 {
 	char buf[CTL_REQUEST_MAX + 32];
 	int fd, rc, len;
@@ -153,7 +171,7 @@ static int ctl_run(const char *path, const char *request, FILE *out, FILE *errbo
 		close(fd);
 		return EXIT_USAGE;
 	}
-	if (send(fd, buf, (size_t)len, MSG_NOSIGNAL) != len) {
+	if (ctl_send(fd, buf, (size_t)len) < 0 || (payload && ctl_send(fd, payload, plen) < 0)) {
 		fprintf(stderr, "portfwdctl: %s: cannot send the request: %s\n", path, strerror(errno));
 		close(fd);
 		return EXIT_CONNECT;
@@ -171,9 +189,10 @@ static int ctl_run(const char *path, const char *request, FILE *out, FILE *errbo
 	return rc == 0 ? EXIT_OK : EXIT_REPLY_ERROR;
 }
 
-/* Runs REQUEST (which asks for JSON) and pretty-prints the document, also
- * when the reply is an error (a refused reload's errors are in it). */
-static int ctl_run_json(const char *path, const char *request)
+/* Runs REQUEST (which asks for JSON) with its PAYLOAD and pretty-prints the
+ * document, also when the reply is an error (a refused reload's errors are
+ * in it). */
+static int ctl_run_json(const char *path, const char *request, const char *payload, size_t plen)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -185,7 +204,7 @@ static int ctl_run_json(const char *path, const char *request)
 	mem = open_memstream(&text, &len);
 	if (!mem)
 		return EXIT_REPLY_ERROR;
-	rc = ctl_run(path, request, mem, mem);
+	rc = ctl_run(path, request, payload, plen, mem, mem);
 	fclose(mem);
 	if (rc != EXIT_OK && rc != EXIT_REPLY_ERROR) {
 		free(text);
@@ -232,9 +251,10 @@ int main(int argc, char **argv)
 	char request[CTL_REQUEST_MAX + 1] = "";
 	const struct ctl_cmd *cmd;
 	char *args[CTL_ARGS_MAX];
-	char names[256];
+	char names[256], *payload = NULL;
+	size_t plen = 0;
 	bool json = false;
-	int opt, nargs = 0, matches;
+	int opt, nargs = 0, matches, rc;
 
 	if (!path || !*path)
 		path = CTL_DEFAULT_SOCKET;
@@ -272,7 +292,8 @@ int main(int argc, char **argv)
 	for (int i = optind + 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
 			json = true;
-		else if (argv[i][0] == '-' && !(cmd->id == CTL_CMD_KILL && strcmp(argv[i], "--rule") == 0)) {
+		else if (argv[i][0] == '-' && argv[i][1] != '\0' &&
+			 !(cmd->id == CTL_CMD_KILL && strcmp(argv[i], "--rule") == 0)) {
 			fprintf(stderr, "portfwdctl: %s: unknown option \"%s\"\n", cmd->name, argv[i]);
 			usage(stderr);
 			return EXIT_USAGE;
@@ -293,27 +314,36 @@ int main(int argc, char **argv)
 	}
 	if (ctl_add_word(request, sizeof(request), cmd->name) < 0)
 		return EXIT_USAGE;
-	for (int i = 0; i < nargs; i++) {
-		char *abs = NULL;
-		int r;
+	/* check FILE: read here, with the caller's rights, and sent as text;
+	 * the daemon never opens a path a client names. */
+	if (cmd->id == CTL_CMD_CHECK && nargs == 1) {
+		bool in = strcmp(args[0], "-") == 0;
+		char bytes[32];
 
-		/* The daemon reads the file from its own directory: send a full path. */
-		if (cmd->id == CTL_CMD_CHECK && args[i][0] != '/') {
-			abs = realpath(args[i], NULL);
-			if (!abs) {
-				fprintf(stderr, "portfwdctl: check: %s: %s\n", args[i], strerror(errno));
-				return EXIT_REPLY_ERROR;
-			}
+		payload = ctl_proto_read_file(in ? NULL : args[0], &plen);
+		if (!payload) {
+			fprintf(stderr, "portfwdctl: check: %s: %s\n", in ? "standard input" : args[0],
+				ctl_proto_file_error(errno));
+			return EXIT_REPLY_ERROR;
 		}
-		r = ctl_add_word(request, sizeof(request), abs ? abs : args[i]);
-		free(abs);
-		if (r < 0)
+		snprintf(bytes, sizeof(bytes), "%zu", plen);
+		if (ctl_add_word(request, sizeof(request), in ? "stdin" : args[0]) < 0 ||
+		    ctl_add_word(request, sizeof(request), CTL_BYTES_FLAG) < 0 ||
+		    ctl_add_word(request, sizeof(request), bytes) < 0) {
+			free(payload);
 			return EXIT_USAGE;
+		}
+		nargs = 0;
 	}
-	if (json) {
-		if (ctl_add_word(request, sizeof(request), CTL_JSON_FLAG) < 0)
+	for (int i = 0; i < nargs; i++)
+		if (ctl_add_word(request, sizeof(request), args[i]) < 0)
 			return EXIT_USAGE;
-		return ctl_run_json(path, request);
-	}
-	return ctl_run(path, request, stdout, stderr);
+	if (json)
+		rc = ctl_add_word(request, sizeof(request), CTL_JSON_FLAG) < 0
+			     ? EXIT_USAGE
+			     : ctl_run_json(path, request, payload, plen);
+	else
+		rc = ctl_run(path, request, payload, plen, stdout, stderr);
+	free(payload);
+	return rc;
 }

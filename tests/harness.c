@@ -169,20 +169,12 @@ static const char *h_bin(const char *var, const char *fallback)
 	return v && *v ? v : fallback;
 }
 
-static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid, rlim_t nofile)
+/* Forks and executes portfwd on D's configuration, its stderr to D's log. */
+static void h_exec(struct hdaemon *d, uid_t uid, gid_t gid, rlim_t nofile)
 {
 	const char *bin = h_bin("PORTFWD_BIN", "build/default/portfwd");
-	double deadline;
-	pid_t pid;
+	pid_t pid = fork();
 
-	h_prepare(d, body);
-	if (h_dir_mode)
-		chmod(d->dir, h_dir_mode);
-	if (uid != 0) {
-		chmod(d->dir, 0777);
-		chmod(d->conf, 0644);
-	}
-	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -215,6 +207,59 @@ static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid, 
 		_exit(127);
 	}
 	d->pid = pid;
+}
+
+void h_spawn(struct hdaemon *d)
+{
+	h_exec(d, 0, 0, 0);
+}
+
+bool h_wait_log(struct hdaemon *d, const char *text, double seconds)
+{
+	double deadline = h_now() + seconds;
+
+	while (h_now() < deadline) {
+		if (h_log_contains(d, text))
+			return true;
+		if (d->pid > 0 && waitpid(d->pid, &d->status, WNOHANG) == d->pid) {
+			d->pid = 0;
+			return h_log_contains(d, text);
+		}
+		h_sleep(0.02);
+	}
+	return h_log_contains(d, text);
+}
+
+int h_kill(struct hdaemon *d)
+{
+	double deadline = h_now() + 10;
+	int st = -1;
+
+	if (d->pid <= 0)
+		return d->status; /* already reaped by h_wait_log */
+	kill(d->pid, SIGTERM);
+	while (h_now() < deadline && waitpid(d->pid, &st, WNOHANG) != d->pid)
+		h_sleep(0.01);
+	if (h_now() >= deadline) {
+		kill(d->pid, SIGKILL);
+		waitpid(d->pid, &st, 0);
+	}
+	d->pid = 0;
+	return st;
+}
+
+static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid, rlim_t nofile)
+{
+	double deadline;
+
+	h_prepare(d, body);
+	if (h_dir_mode)
+		chmod(d->dir, h_dir_mode);
+	if (uid != 0) {
+		chmod(d->dir, 0777);
+		chmod(d->conf, 0644);
+	}
+	h_exec(d, uid, gid, nofile);
 	deadline = h_now() + 10;
 	while (h_now() < deadline) {
 		bool ok = false;
@@ -224,7 +269,7 @@ static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid, 
 		free(r);
 		if (ok)
 			return;
-		if (waitpid(pid, &st, WNOHANG) == pid) {
+		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
 			d->pid = 0;
 			ck_abort_msg("portfwd exited during start-up (status %d); see %s", st, d->log);
 		}

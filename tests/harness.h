@@ -18,6 +18,7 @@
 
 struct hdaemon {
 	pid_t pid;
+	int status; /* the wait status, once h_wait_log saw it exit */
 	char dir[256];
 	char conf[300];
 	char sock[300];
@@ -94,6 +95,18 @@ extern const char *h_daemon_netns;
 
 /* Runs a shell command line; returns its exit status, output in *OUT (malloc'd). */
 int h_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Starts portfwd on D's configuration (see h_prepare) and returns at once,
+ * for a test that watches the start-up itself. Stop it with h_kill. */
+void h_spawn(struct hdaemon *d);
+
+/* Waits until D's log contains TEXT: true, or false once the daemon has
+ * exited or SECONDS have passed without it. */
+bool h_wait_log(struct hdaemon *d, const char *text, double seconds);
+
+/* SIGTERM (SIGKILL after 10 s) and reap, asserting nothing, so a test can
+ * stop the daemon before it checks what it saw. Returns the wait status. */
+int h_kill(struct hdaemon *d);
 
 /* SIGTERM, wait (10 s at most), assert exit 0, the socket gone and no
  * sanitizer report in the log. */

@@ -1167,23 +1167,27 @@ START_TEST(test_check)
 	struct h_backend echo;
 	struct hdaemon d;
 	unsigned port = h_free_port(SOCK_STREAM, false);
-	char *out, want[1024], cwd[512];
+	char *out;
 
 	h_backend_start(&echo, H_ECHO, false);
 	h_start(&d, echo_rule("echo", port, echo.port));
 	ck_assert_int_eq(ctl(&d, &out, "check", NULL, NULL), 0);
 	ck_assert_msg(strstr(out, "configuration is valid") && strstr(out, "0 added, 0 removed, 0 changed, 1 unchanged"), "%s", out);
 	free(out);
-	/* A relative FILE is the caller's, not the daemon's. */
+	/* portfwdctl reads FILE (relative to the caller) and the messages name
+	 * it as the caller gave it. */
 	ck_assert_int_eq(ctl(&d, &out, "check", "tests/conf/bad/mixed.conf", NULL), 1);
-	ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
-	snprintf(want, sizeof(want), "%s/tests/conf/bad/mixed.conf:2: defaults: buffer_size: 1 is out of range (4096-67108864)", cwd);
-	ck_assert_msg(strstr(out, want), "%s", out);
+	{
+		const char *at = strstr(out, "tests/conf/bad/mixed.conf:2: defaults: buffer_size: 1 is out of range (4096-67108864)\n");
+
+		ck_assert_msg(at && (at == out || at[-1] == '\n'), "%s", out);
+	}
 	free(out);
 	ck_assert_int_eq(ctl(&d, &out, "check", "conf/portfwd.conf", "--json"), 0);
 	ck_assert_msg(strstr(out, "\"added\": 4") && strstr(out, "\"removed\": 1"), "%s", out);
 	free(out);
 	ck_assert_int_eq(ctl(&d, &out, "check", "no/such/file.conf", NULL), 1);
+	ck_assert_msg(strstr(out, "portfwdctl: check: no/such/file.conf: No such file or directory"), "%s", out);
 	free(out);
 	/* Checking applies nothing. */
 	ck_assert_int_eq(generation(&d), 1);

@@ -8,6 +8,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -17,7 +18,6 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -431,6 +431,7 @@ START_TEST(test_control_permissions)
 	/* The socket belongs to the daemon's user and group, mode 0660. */
 	ck_assert_int_eq(stat(d.sock, &sb), 0);
 	ck_assert_uint_eq(sb.st_mode & 0777, 0660);
+	ck_assert_uint_eq(sb.st_uid, getpwnam("nobody")->pw_uid);
 	ck_assert_uint_eq(sb.st_gid, nogroup->gr_gid);
 
 	/* A member of the socket's group reads, but may not change anything. */
@@ -468,21 +469,162 @@ START_TEST(test_control_permissions)
 END_TEST
 
 
-/* ---- the unit and make install ---- */
+/* ---- the control socket's path, as root ---- */
 
-/* Runs a shell command line; returns its exit status, output in *OUT. */
-static int sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sh(char **out, const char *fmt, ...)
+/* A root-owned 0600 file in D's directory, and a symlink to it named LINK. */
+static void make_bait(struct hdaemon *d, char *secret, char *link, size_t len)
 {
-	char cmd[2048];
-	char *argv[] = { "/bin/sh", "-c", cmd, NULL };
-	va_list ap;
+	FILE *fp;
 
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return h_run(argv, out);
+	snprintf(secret, len, "%s/secret", d->dir);
+	snprintf(link, len, "%s/link.tmp", d->dir);
+	fp = fopen(secret, "w");
+	ck_assert_ptr_nonnull(fp);
+	fputs("root:secret\n", fp);
+	fclose(fp);
+	ck_assert_int_eq(chown(secret, 0, 0), 0);
+	ck_assert_int_eq(chmod(secret, 0600), 0);
+	ck_assert_int_eq(symlink(secret, link), 0);
 }
+
+/* N rules on consecutive ports from a free one (some may fail to bind: the
+ * point is the time binding them takes). malloc'd. */
+static char *many_rules(int n)
+{
+	unsigned base = h_free_port(SOCK_STREAM, false);
+	size_t cap = (size_t)n * 160 + 64, used;
+	char *body = malloc(cap);
+
+	if (base > 65535 - (unsigned)n)
+		base = 20000;
+	used = (size_t)snprintf(body, cap, "rules: (");
+	for (int i = 0; i < n; i++)
+		used += (size_t)snprintf(body + used, cap - used,
+					 "%s{ name = \"r%d\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; }",
+					 i ? ",\n" : "", i, base + (unsigned)i);
+	snprintf(body + used, cap - used, " );");
+	return body;
+}
+
+/*
+ * Started as root with daemon.user, the daemon never follows a link at the
+ * socket's path: not one already there, and not one swapped in for the
+ * socket the moment bind creates it (inotify tells the test when), while
+ * start-up binds 200 rules.
+ */
+START_TEST(test_control_socket_no_follow)
+{
+	char secret[400], link[400], *out, *body;
+	char *argv[] = { (char *)bin("PORTFWD_BIN", "build/default/portfwd"), "-c", NULL, NULL };
+	struct passwd *nobody = getpwnam("nobody");
+	struct group *nogroup = getgrnam("nogroup");
+	struct hdaemon d;
+	struct stat sb;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_control_socket_no_follow: not root, skipped\n");
+		return;
+	}
+	ck_assert_ptr_nonnull(nobody);
+	ck_assert_ptr_nonnull(nogroup);
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\";";
+
+	/* A link already in place: refused, the file untouched. */
+	h_prepare(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+	chmod(d.dir, 0777);
+	make_bait(&d, secret, link, sizeof(secret));
+	ck_assert_int_eq(rename(link, d.sock), 0);
+	argv[2] = d.conf;
+	ck_assert_int_eq(h_run(argv, &out), 1);
+	ck_assert_msg(strstr(out, "exists and is not a socket"), "%s", out);
+	free(out);
+	ck_assert_int_eq(stat(secret, &sb), 0);
+	ck_assert_msg(sb.st_uid == 0 && sb.st_gid == 0 && (sb.st_mode & 07777) == 0600,
+		      "the daemon changed %s: uid %u gid %u mode %o", secret, (unsigned)sb.st_uid,
+		      (unsigned)sb.st_gid, (unsigned)(sb.st_mode & 07777));
+	unlink(secret);
+	h_cleanup(&d);
+
+	/* The race, a few times. */
+	body = many_rules(200);
+	for (int round = 0; round < 3; round++) {
+		char evbuf[4096] __attribute__((aligned(8)));
+		bool swapped = false, started;
+		double deadline;
+		int in, st;
+
+		h_prepare(&d, body);
+		chmod(d.dir, 0777);
+		make_bait(&d, secret, link, sizeof(secret));
+		in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+		ck_assert_int_ge(in, 0);
+		ck_assert_int_ge(inotify_add_watch(in, d.dir, IN_CREATE), 0);
+		h_spawn(&d);
+		deadline = h_now() + 10;
+		while (!swapped && h_now() < deadline) {
+			struct pollfd p = { .fd = in, .events = POLLIN };
+			ssize_t n;
+
+			if (poll(&p, 1, 100) <= 0)
+				continue;
+			n = read(in, evbuf, sizeof(evbuf));
+			for (char *e = evbuf; n > 0 && e < evbuf + n;) {
+				struct inotify_event *ev = (struct inotify_event *)e;
+
+				if (ev->len && strcmp(ev->name, "ctl.sock") == 0 && !swapped)
+					swapped = rename(link, d.sock) == 0;
+				e += sizeof(*ev) + ev->len;
+			}
+		}
+		close(in);
+		started = h_wait_log(&d, "started:", 10);
+		/* Stop it before asserting anything, so no daemon outlives a failure. */
+		st = h_kill(&d);
+		ck_assert_msg(swapped, "round %d: the socket never appeared", round);
+		ck_assert_int_eq(stat(secret, &sb), 0);
+		ck_assert_msg(sb.st_uid == 0 && sb.st_gid == 0 && (sb.st_mode & 07777) == 0600,
+			      "round %d: the daemon followed the link to %s: uid %u gid %u mode %o", round,
+			      secret, (unsigned)sb.st_uid, (unsigned)sb.st_gid, (unsigned)(sb.st_mode & 07777));
+		ck_assert_msg(started && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			      "round %d: status %d; see %s", round, st, d.log);
+		unlink(secret);
+		unlink(link);
+		h_cleanup(&d);
+	}
+	free(body);
+
+	/* A missing directory is made by root and given to the user; the socket
+	 * in it is the user's, 0660. */
+	{
+		char sub[280];
+
+		h_prepare(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+		chmod(d.dir, 0755);
+		snprintf(sub, sizeof(sub), "%s/run", d.dir);
+		snprintf(d.sock, sizeof(d.sock), "%s/ctl.sock", sub);
+		h_write_conf(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+		chmod(d.conf, 0644);
+		h_spawn(&d);
+		ck_assert_msg(h_wait_log(&d, "started:", 10), "see %s", d.log);
+		ck_assert_int_eq(lstat(sub, &sb), 0);
+		ck_assert(S_ISDIR(sb.st_mode));
+		ck_assert_uint_eq(sb.st_uid, nobody->pw_uid);
+		ck_assert_uint_eq(sb.st_gid, nogroup->gr_gid);
+		ck_assert_uint_eq(sb.st_mode & 07777, 0755);
+		ck_assert_int_eq(lstat(d.sock, &sb), 0);
+		ck_assert(S_ISSOCK(sb.st_mode));
+		ck_assert_uint_eq(sb.st_uid, nobody->pw_uid);
+		ck_assert_uint_eq(sb.st_gid, nogroup->gr_gid);
+		ck_assert_uint_eq(sb.st_mode & 0777, 0660);
+		h_stop(&d);
+		rmdir(sub);
+		rmdir(d.dir);
+	}
+	h_daemon_extra = NULL;
+}
+END_TEST
+
+/* ---- the unit and make install ---- */
 
 static char *read_text(const char *path)
 {
@@ -511,7 +653,7 @@ START_TEST(test_install_and_unit)
 
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	/* A real prefix (no DESTDIR), so the unit's paths exist for verify. */
-	ck_assert_msg(sh(&out, "make -s install PREFIX=%s SYSCONFDIR=%s/etc SYSTEMD_SETUP=no", dir, dir) == 0, "%s", out);
+	ck_assert_msg(h_sh(&out, "make -s install PREFIX=%s SYSCONFDIR=%s/etc SYSTEMD_SETUP=no", dir, dir) == 0, "%s", out);
 	ck_assert_msg(strstr(out, "is the example: edit its rules"), "%s", out);
 	free(out);
 	for (int i = 0; files[i]; i++) {
@@ -538,22 +680,22 @@ START_TEST(test_install_and_unit)
 	ck_assert_msg(strstr(text, "\nu     portfwd "), "%s", text);
 	free(text);
 	/* The installed daemon accepts the installed example. */
-	ck_assert_msg(sh(&out, "%s/sbin/portfwd -t -c %s/etc/portfwd.conf", dir, dir) == 0, "%s", out);
+	ck_assert_msg(h_sh(&out, "%s/sbin/portfwd -t -c %s/etc/portfwd.conf", dir, dir) == 0, "%s", out);
 	free(out);
 
 	/* systemd's own checks: verify says nothing, exposure at most 1.5. */
 	snprintf(path, sizeof(path), "%s/lib/systemd/system/portfwd.service", dir);
-	ck_assert_msg(sh(&out, "MANPATH=%s/share/man systemd-analyze verify %s", dir, path) == 0, "%s", out);
+	ck_assert_msg(h_sh(&out, "MANPATH=%s/share/man systemd-analyze verify %s", dir, path) == 0, "%s", out);
 	ck_assert_msg(out[0] == '\0', "systemd-analyze verify: %s", out);
 	free(out);
-	ck_assert_msg(sh(&out, "systemd-analyze security --offline=yes --threshold=15 %s", path) == 0, "%s", out);
+	ck_assert_msg(h_sh(&out, "systemd-analyze security --offline=yes --threshold=15 %s", path) == 0, "%s", out);
 	ck_assert_msg(strstr(out, "Overall exposure level for portfwd.service: 1."), "%s", out);
 	free(out);
 
 	/* Bash completion: commands, and rule names from the running daemon. */
 	h_backend_start(&echo, H_ECHO, false);
 	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), echo.port));
-	ck_assert_int_eq(sh(&out, "PATH=%s/bin:$PATH bash -c '. %s/share/bash-completion/completions/portfwdctl; "
+	ck_assert_int_eq(h_sh(&out, "PATH=%s/bin:$PATH bash -c '. %s/share/bash-completion/completions/portfwdctl; "
 			      "COMP_WORDS=(portfwdctl rel); COMP_CWORD=1; _portfwdctl; echo \"${COMPREPLY[*]}\"; "
 			      "COMP_WORDS=(portfwdctl -s %s disable e); COMP_CWORD=4; _portfwdctl; echo \"${COMPREPLY[*]}\"'",
 			      dir, dir, d.sock), 0);
@@ -570,7 +712,7 @@ START_TEST(test_install_and_unit)
 		fputs("# edited by the operator\n", fp);
 		fclose(fp);
 	}
-	ck_assert_msg(sh(&out, "make -s install PREFIX=%s SYSCONFDIR=%s/etc SYSTEMD_SETUP=no", dir, dir) == 0, "%s", out);
+	ck_assert_msg(h_sh(&out, "make -s install PREFIX=%s SYSCONFDIR=%s/etc SYSTEMD_SETUP=no", dir, dir) == 0, "%s", out);
 	ck_assert_msg(strstr(out, "keeping the existing"), "%s", out);
 	free(out);
 	text = read_text(path);
@@ -578,14 +720,14 @@ START_TEST(test_install_and_unit)
 	free(text);
 
 	/* Uninstall removes all but the configuration. */
-	ck_assert_msg(sh(&out, "make -s uninstall PREFIX=%s SYSCONFDIR=%s/etc", dir, dir) == 0, "%s", out);
+	ck_assert_msg(h_sh(&out, "make -s uninstall PREFIX=%s SYSCONFDIR=%s/etc", dir, dir) == 0, "%s", out);
 	free(out);
 	for (int i = 0; files[i]; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
 		ck_assert_msg((stat(path, &sb) == 0) == (strcmp(files[i], "etc/portfwd.conf") == 0),
 			      "after uninstall: %s", path);
 	}
-	ck_assert_int_eq(sh(&out, "rm -rf %s", dir), 0);
+	ck_assert_int_eq(h_sh(&out, "rm -rf %s", dir), 0);
 	free(out);
 }
 END_TEST
@@ -599,7 +741,7 @@ START_TEST(test_install_destdir)
 	struct stat sb;
 
 	ck_assert_ptr_nonnull(mkdtemp(dir));
-	ck_assert_msg(sh(&out, "make -s install DESTDIR=%s SYSTEMD_SETUP=no", dir) == 0, "%s", out);
+	ck_assert_msg(h_sh(&out, "make -s install DESTDIR=%s SYSTEMD_SETUP=no", dir) == 0, "%s", out);
 	free(out);
 	snprintf(path, sizeof(path), "%s/usr/local/lib/systemd/system/portfwd.service", dir);
 	unit = read_text(path);
@@ -620,7 +762,7 @@ START_TEST(test_install_destdir)
 	snprintf(path, sizeof(path), "%s/usr/local/lib/sysusers.d/portfwd.conf", dir);
 	ck_assert_int_eq(stat(path, &sb), 0);
 	free(unit);
-	ck_assert_int_eq(sh(&out, "rm -rf %s", dir), 0);
+	ck_assert_int_eq(h_sh(&out, "rm -rf %s", dir), 0);
 	free(out);
 }
 END_TEST
@@ -655,6 +797,361 @@ START_TEST(test_control_read_timeout)
 }
 END_TEST
 
+
+/* Connects to the control socket at PATH; fails the test if it cannot. */
+static int ctl_socket(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	ck_assert_uint_lt(strlen(path), sizeof(sun.sun_path));
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	return fd;
+}
+
+/* Sends DATA a byte a second until the daemon closes FD or SECONDS pass;
+ * returns how long it kept FD open, and what it said in REPLY. */
+static double trickle(int fd, const char *data, double seconds, char *reply, size_t len)
+{
+	double t0 = h_now();
+	size_t sent = 0, got = 0;
+
+	reply[0] = '\0';
+	while (h_now() - t0 < seconds) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 1000) == 1) {
+			n = read(fd, reply + got, len - 1 - got);
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+			reply[got] = '\0';
+			continue;
+		}
+		if (send(fd, data + sent % strlen(data), 1, MSG_NOSIGNAL) != 1)
+			break;
+		sent++;
+	}
+	return h_now() - t0;
+}
+
+/* A client that sends a byte a second (never a whole request) is closed
+ * once its request has taken 5 seconds: it cannot hold a slot for ever. */
+START_TEST(test_control_request_deadline)
+{
+	struct hdaemon d;
+	char reply[512];
+	double held;
+	int fd;
+
+	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+	fd = ctl_socket(d.sock);
+	held = trickle(fd, "status", 20, reply, sizeof(reply));
+	close(fd);
+	ck_assert_msg(held > 4 && held < 8, "the trickling client was held %.1f s", held);
+	ck_assert_msg(strstr(reply, ".error request not complete within 5 seconds"), "%s", reply);
+	h_stop(&d);
+}
+END_TEST
+
+/* Reads FD into BUF (LEN bytes with the NUL) until the daemon closes it,
+ * SECONDS pass, or with ONE_LINE a line has come. */
+static void read_reply(int fd, double seconds, bool one_line, char *buf, size_t len)
+{
+	double t0 = h_now();
+	size_t got = 0;
+
+	buf[0] = '\0';
+	while (h_now() - t0 < seconds && !(one_line && strchr(buf, '\n'))) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		n = read(fd, buf + got, len - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		buf[got] = '\0';
+	}
+}
+
+/* Sends LEN bytes of DATA on a new connection to SOCK (keeping it open for
+ * writing) and reads the reply into REPLY until the daemon closes it or
+ * SECONDS pass. */
+static void ctl_exchange(const char *sock, const void *data, size_t len, double seconds,
+			 char *reply, size_t rlen)
+{
+	int fd = ctl_socket(sock);
+
+	ck_assert_int_eq(send(fd, data, len, MSG_NOSIGNAL), (ssize_t)len);
+	read_reply(fd, seconds, false, reply, rlen);
+	close(fd);
+}
+
+/* Writes TEXT to PATH with MODE. */
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+	FILE *fp = fopen(path, "w");
+
+	ck_assert_msg(fp != NULL, "%s: %s", path, strerror(errno));
+	fputs(text, fp);
+	fclose(fp);
+	ck_assert_int_eq(chmod(path, mode), 0);
+}
+
+/*
+ * portfwdctl check FILE reads FILE itself and sends its text: the daemon
+ * opens no path a client names and never waits on one; a FIFO, text with
+ * @include, too much text, or a payload that never ends are refused while
+ * the daemon answers everyone else.
+ */
+START_TEST(test_check_payload)
+{
+	struct hdaemon d;
+	char path[400], file[400], req[512], reply[4096], *out, *big;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	double t;
+	bool ok;
+
+	h_start(&d, one_rule(port, 9));
+	snprintf(file, sizeof(file), "%s/other.conf", d.dir);
+
+	/* A FIFO: portfwdctl refuses it at once; the daemon never sees it. */
+	snprintf(path, sizeof(path), "%s/fifo", d.dir);
+	ck_assert_int_eq(mkfifo(path, 0666), 0);
+	t = h_now();
+	ck_assert_int_eq(h_sh(&out, "timeout -s KILL 5 %s -s %s check %s", PORTFWDCTL, d.sock, path), 1);
+	ck_assert_msg(h_now() - t < 2, "check of a FIFO took %.1f s", h_now() - t);
+	ck_assert_msg(strstr(out, path) && strstr(out, "not a regular file"), "%s", out);
+	free(out);
+	t = h_now();
+	free(h_ctl(d.sock, "status", &ok));
+	ck_assert_msg(ok && h_now() - t < 1, "status after the FIFO: %s in %.1f s", ok ? "ok" : "failed", h_now() - t);
+	/* Nor does portfwd -t wait on one. */
+	t = h_now();
+	ck_assert_int_eq(h_sh(&out, "timeout -s KILL 5 %s -t -c %s", bin("PORTFWD_BIN", "build/default/portfwd"), path), 1);
+	ck_assert_msg(h_now() - t < 2 && strstr(out, "not a regular file"), "%.1f s: %s", h_now() - t, out);
+	free(out);
+	unlink(path);
+
+	/* Through stdin, named "stdin" in the messages. */
+	write_file(file, "rules = ( { name = \"x\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; } );\n", 0600);
+	ck_assert_int_eq(h_sh(&out, "%s -s %s check - < %s", PORTFWDCTL, d.sock, file), 1);
+	ck_assert_msg(strstr(out, "stdin:1: rule \"x\": target: required key is missing"), "%s", out);
+	free(out);
+	snprintf(req, sizeof(req), "rules = ( { name = \"x\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );\n", port);
+	write_file(file, req, 0600);
+	ck_assert_int_eq(h_sh(&out, "%s -s %s check - < %s", PORTFWDCTL, d.sock, file), 0);
+	ck_assert_msg(strstr(out, "stdin: configuration is valid") && strstr(out, "(not applied)"), "%s", out);
+	free(out);
+
+	/* @include would make the daemon open a path: refused, with its line,
+	 * however it is indented. */
+	write_file(file, "# a comment\n \t@include \"/etc/passwd\"\nrules = ();\n", 0600);
+	ck_assert_int_eq(h_sh(&out, "%s -s %s check %s", PORTFWDCTL, d.sock, file), 1);
+	snprintf(req, sizeof(req), "%s:2: @include is not allowed", file);
+	ck_assert_msg(strstr(out, req) && !strstr(out, "root:"), "%s", out);
+	free(out);
+
+	/* More than the limit: portfwdctl does not send it, the daemon would not take it. */
+	big = malloc((1 << 20) + 2);
+	memset(big, '#', (1 << 20) + 1);
+	big[(1 << 20) + 1] = '\0';
+	write_file(file, big, 0600);
+	free(big);
+	ck_assert_int_eq(h_sh(&out, "%s -s %s check %s", PORTFWDCTL, d.sock, file), 1);
+	ck_assert_msg(strstr(out, "larger than 1048576 bytes"), "%s", out);
+	free(out);
+	snprintf(req, sizeof(req), "check big.conf --bytes %d\n", (1 << 20) + 1);
+	ctl_exchange(d.sock, req, strlen(req), 5, reply, sizeof(reply));
+	ck_assert_msg(strstr(reply, ".error check: the text is larger than 1048576 bytes"), "%s", reply);
+
+	/* The old form, a path for the daemon to open: refused, with what to do. */
+	ctl_exchange(d.sock, "check /etc/passwd\n", 18, 5, reply, sizeof(reply));
+	ck_assert_msg(strstr(reply, ".error check: the daemon does not open files for clients"), "%s", reply);
+
+	/* A payload that never ends: cut off at the deadline, and meanwhile
+	 * the daemon answers another client at once. */
+	{
+		const char part[] = "check slow.conf --bytes 100\nrules = (";
+		int fd = ctl_socket(d.sock);
+
+		t = h_now();
+		ck_assert_int_eq(send(fd, part, sizeof(part) - 1, MSG_NOSIGNAL), (ssize_t)(sizeof(part) - 1));
+		usleep(200000);
+		free(h_ctl(d.sock, "status", &ok));
+		ck_assert_msg(ok && h_now() - t < 1.5, "status during a short payload took %.1f s", h_now() - t);
+		read_reply(fd, 10, false, reply, sizeof(reply));
+		close(fd);
+		ck_assert_msg(h_now() - t > 4 && h_now() - t < 8, "the short payload was held %.1f s", h_now() - t);
+		ck_assert_msg(strstr(reply, ".error request not complete within 5 seconds"), "%s", reply);
+	}
+	unlink(file);
+	h_stop(&d);
+}
+END_TEST
+
+/*
+ * As root, the daemon running as nobody: a file the caller may read and
+ * the daemon's user may not is checked; a file the caller may not read is
+ * refused by portfwdctl, and the daemon never hears of it.
+ */
+START_TEST(test_check_reads_as_caller)
+{
+	struct group *nogroup = getgrnam("nogroup");
+	struct hdaemon d;
+	char file[400], text[512], want[512], *out;
+	char *argv[] = { (char *)PORTFWDCTL, "-s", NULL, "check", file, NULL };
+	unsigned port = h_free_port(SOCK_STREAM, false);
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_check_reads_as_caller: not root, skipped\n");
+		return;
+	}
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\"; admin_group = \"nogroup\";";
+	h_dir_mode = 0777;
+	h_start(&d, one_rule(port, 9));
+	argv[2] = d.sock;
+	snprintf(file, sizeof(file), "%s/root-only.conf", d.dir);
+	snprintf(text, sizeof(text), "rules = ( { name = \"x\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; },\n"
+		 "  { name = \"y\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:99999\"; } );\n", port, port + 1);
+	write_file(file, text, 0600);
+	ck_assert_int_eq(chown(file, 0, 0), 0);
+	/* Root reads it; the errors name the file and line as root gave it. */
+	ck_assert_int_eq(h_run(argv, &out), 1);
+	snprintf(want, sizeof(want), "%s:2: rule \"y\": target: \"127.0.0.1:99999\": port 99999 is out of range", file);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	/* An admin_group member who may not read it: refused before connecting. */
+	ck_assert_int_eq(h_run_as(argv, 12345, nogroup->gr_gid, &out), 1);
+	snprintf(want, sizeof(want), "portfwdctl: check: %s: Permission denied", file);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	ck_assert(!h_log_contains(&d, "control: check from uid 12345"));
+	/* Made readable to that member, it is checked. */
+	ck_assert_int_eq(chown(file, 0, nogroup->gr_gid), 0);
+	ck_assert_int_eq(chmod(file, 0640), 0);
+	ck_assert_int_eq(h_run_as(argv, 12345, nogroup->gr_gid, &out), 1);
+	ck_assert_msg(strstr(out, "port 99999 is out of range"), "%s", out);
+	free(out);
+	ck_assert(h_log_contains(&d, "control: check from uid 12345"));
+	unlink(file);
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_dir_mode = 0;
+}
+END_TEST
+
+/* Connects to SOCK with the effective UID and GID (the test is root):
+ * SO_PEERCRED records them for the daemon. */
+static int ctl_socket_as(const char *sock, uid_t uid, gid_t gid)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
+
+	ck_assert_int_ge(fd, 0);
+	memcpy(sun.sun_path, sock, strlen(sock) + 1);
+	ck_assert_int_eq(setegid(gid), 0);
+	ck_assert_int_eq(seteuid(uid), 0);
+	r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+	/* Back to root before anything can fail. */
+	ck_assert_int_eq(seteuid(0), 0);
+	ck_assert_int_eq(setegid(0), 0);
+	ck_assert_msg(r == 0, "connect as uid %u: %s", (unsigned)uid, strerror(errno));
+	return fd;
+}
+
+/* Says hello on FD and returns the first reply line (or the refusal the
+ * daemon sent on accepting, before closing). */
+static char *slot_reply(int fd)
+{
+	char buf[512];
+
+	if (send(fd, "hello 1\n", 8, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET)
+		ck_abort_msg("send: %s", strerror(errno));
+	read_reply(fd, 5, true, buf, sizeof(buf));
+	buf[strcspn(buf, "\n")] = '\0';
+	return strdup(buf);
+}
+
+/* Opens four connections to SOCK as UID:GID into FDS, each answered.
+ * Returns 4. */
+static int hold_slots(const char *sock, uid_t uid, gid_t gid, int *fds)
+{
+	for (int i = 0; i < 4; i++) {
+		char *r;
+
+		fds[i] = ctl_socket_as(sock, uid, gid);
+		r = slot_reply(fds[i]);
+		ck_assert_msg(strncmp(r, "portfwd-ctl 1 ", 14) == 0, "uid %u, connection %d: %s",
+			      (unsigned)uid, i, r);
+		free(r);
+	}
+	return 4;
+}
+
+/* What the daemon says to one more connection as UID:GID (closed). */
+static char *refused_slot(const char *sock, uid_t uid, gid_t gid)
+{
+	int fd = ctl_socket_as(sock, uid, gid);
+	char *r = slot_reply(fd);
+
+	close(fd);
+	return r;
+}
+
+/*
+ * One local user cannot hold every control slot: at most 4 connections per
+ * uid (root and the daemon's user aside), and the last 8 of the 32 slots are
+ * kept for root, the daemon's user and admin_group, so with every other slot
+ * held root still gets status and reload (systemctl reload works).
+ */
+START_TEST(test_control_slots)
+{
+	struct group *nogroup = getgrnam("nogroup");
+	struct hdaemon d;
+	int fds[40], n = 0;
+	char *r, *out;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_control_slots: not root, skipped\n");
+		return;
+	}
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\";";
+	h_dir_mode = 0777;
+	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+
+	/* A member of the socket's group: four connections, not a fifth. */
+	n += hold_slots(d.sock, 20001, nogroup->gr_gid, fds + n);
+	r = refused_slot(d.sock, 20001, nogroup->gr_gid);
+	ck_assert_str_eq(r, ".error too many control connections from uid 20001 (at most 4 per user); close one and try again");
+	free(r);
+
+	/* Five more users take the rest of the 24 unreserved slots; the next is refused. */
+	for (uid_t uid = 20002; uid <= 20006; uid++)
+		n += hold_slots(d.sock, uid, nogroup->gr_gid, fds + n);
+	r = refused_slot(d.sock, 20007, nogroup->gr_gid);
+	ck_assert_str_eq(r, ".error too many control clients: the last 8 of 32 are kept for root, the daemon's user and daemon.admin_group; try again");
+	free(r);
+
+	/* Root still gets in, to read and to change. */
+	ck_assert_int_eq(ctl_as(0, 0, d.sock, "status", &out), 0);
+	free(out);
+	ck_assert_int_eq(ctl_as(0, 0, d.sock, "reload", &out), 0);
+	free(out);
+	ck_assert(h_log_contains(&d, "control: reload from uid 0"));
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_dir_mode = 0;
+}
+END_TEST
 
 /* ---- a syscall filter that says EPERM ---- */
 
@@ -728,8 +1225,21 @@ int main(void)
 	tcase_add_test(tc, test_control_permissions);
 	tcase_add_test(tc, test_install_and_unit);
 	tcase_add_test(tc, test_install_destdir);
-	tcase_add_test(tc, test_control_read_timeout);
 	tcase_add_test(tc, test_setrlimit_refused_is_a_warning);
+	suite_add_tcase(s, tc);
+	/* The control socket's limits, to run alone: CK_RUN_CASE=control. */
+	tc = tcase_create("control");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_control_read_timeout);
+	tcase_add_test(tc, test_control_request_deadline);
+	tcase_add_test(tc, test_check_payload);
+	tcase_add_test(tc, test_check_reads_as_caller);
+	tcase_add_test(tc, test_control_slots);
+	suite_add_tcase(s, tc);
+	/* Its own case, to run alone: CK_RUN_CASE=socket_path. */
+	tc = tcase_create("socket_path");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_control_socket_no_follow);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -317,6 +318,92 @@ static void loopback_only(void)
 	localaddr_set_source(no_interfaces, NULL);
 }
 
+/* Text from a client: never an @include (libconfig 1.5 takes a line
+ * ^[ \t]*@include[ \t]+" for one), never a NUL, messages named by the label. */
+START_TEST(test_text_refuses_include)
+{
+	static const struct {
+		const char *text;
+		size_t len;
+		const char *msg; /* NULL: past the screening (libconfig judges it) */
+	} cases[] = {
+		{ "@include \"/etc/passwd\"\n", 0, "label:1: @include is not allowed" },
+		{ "# c\n \t@include \"/etc/passwd\"\n", 0, "label:2: @include is not allowed" },
+		{ "a = \"x\n@include \\\"y\\\"\";\n", 0, "label:2: @include is not allowed" },
+		{ "/* c\n@include \"y\" */\n", 0, "label:2: @include is not allowed" },
+		{ "a = 1;\r@include \"y\"\n", 0, "label:1: @include is not allowed" },
+		{ "@include\"y\"\n", 0, "label:1: @include is not allowed" },
+		{ "rules = ();\n\0@include \"y\"\n", 25, "label:2: the file contains a NUL byte" },
+		{ "a = 1; @include \"/etc/passwd\"\n", 0, "label:1: syntax error" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config_errors errs = { 0 };
+		struct config cfg;
+		size_t len = cases[i].len ? cases[i].len : strlen(cases[i].text);
+
+		ck_assert_int_eq(config_load_text("label", cases[i].text, len, &cfg, &errs), -1);
+		ck_assert_int_ge(errs.count, 1);
+		ck_assert_msg(strncmp(errs.msgs[0], cases[i].msg, strlen(cases[i].msg)) == 0,
+			      "case %zu: %s", i, errs.msgs[0]);
+		for (size_t j = 0; j < errs.count; j++)
+			ck_assert_msg(!strstr(errs.msgs[j], "root:"), "case %zu quotes a file: %s", i, errs.msgs[j]);
+		config_errors_free(&errs);
+	}
+}
+END_TEST
+
+/* The daemon's own file: a regular file of at most CTL_CHECK_MAX bytes,
+ * never waited on; its @include directives are followed. */
+START_TEST(test_file_kinds)
+{
+	char dir[] = "/tmp/portfwd-config.XXXXXX", path[128], inc[128], *big;
+	struct config_errors errs = { 0 };
+	struct config cfg;
+	FILE *fp;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/fifo", dir);
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+	ck_assert_int_eq(config_load(path, &cfg, &errs), -1);
+	ck_assert_int_eq(errs.count, 1);
+	ck_assert_msg(strstr(errs.msgs[0], "/fifo: not a regular file"), "%s", errs.msgs[0]);
+	config_errors_free(&errs);
+	unlink(path);
+
+	ck_assert_int_eq(config_load(dir, &cfg, &errs), -1);
+	ck_assert_msg(strstr(errs.msgs[0], ": not a regular file"), "%s", errs.msgs[0]);
+	config_errors_free(&errs);
+
+	snprintf(path, sizeof(path), "%s/big.conf", dir);
+	big = malloc(CTL_CHECK_MAX + 1);
+	memset(big, '#', CTL_CHECK_MAX + 1);
+	fp = fopen(path, "w");
+	ck_assert_int_eq(fwrite(big, 1, CTL_CHECK_MAX + 1, fp), CTL_CHECK_MAX + 1);
+	fclose(fp);
+	free(big);
+	ck_assert_int_eq(config_load(path, &cfg, &errs), -1);
+	ck_assert_msg(strstr(errs.msgs[0], "/big.conf: larger than 1048576 bytes"), "%s", errs.msgs[0]);
+	config_errors_free(&errs);
+	unlink(path);
+
+	snprintf(inc, sizeof(inc), "%s/rules.inc", dir);
+	fp = fopen(inc, "w");
+	fputs("rules = ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; target = \"127.0.0.1:2\"; } );\n", fp);
+	fclose(fp);
+	snprintf(path, sizeof(path), "%s/main.conf", dir);
+	fp = fopen(path, "w");
+	fprintf(fp, "@include \"%s\"\n", inc);
+	fclose(fp);
+	ck_assert_int_eq(config_load(path, &cfg, &errs), 0);
+	ck_assert_int_eq(cfg.nrules, 1);
+	config_free(&cfg);
+	unlink(inc);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -331,6 +418,8 @@ int main(void)
 	tcase_add_test(tc, test_long_loop);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_fd_budget);
+	tcase_add_test(tc, test_text_refuses_include);
+	tcase_add_test(tc, test_file_kinds);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
