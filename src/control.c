@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <grp.h>
+#include <limits.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -643,48 +645,127 @@ static int control_bind(int fd, const char *path, char *err, size_t errlen)
 	return r;
 }
 
-/* PATH's directory into DIR ("." for a bare name). */
-static void control_dir_of(const char *path, char *dir, size_t len)
+/* PATH's directory into DIR ("." for a bare name) and, if BASE, its last
+ * component into BASE. */
+static void control_split(const char *path, char *dir, size_t len, char *base, size_t baselen)
 {
-	char *slash;
+	const char *slash = strrchr(path, '/');
 
-	snprintf(dir, len, "%s", path);
-	slash = strrchr(dir, '/');
+	if (base)
+		snprintf(base, baselen, "%s", slash ? slash + 1 : path);
 	if (!slash)
 		snprintf(dir, len, ".");
-	else if (slash == dir)
-		dir[1] = '\0';
+	else if (slash == path)
+		snprintf(dir, len, "/");
 	else
-		*slash = '\0';
+		snprintf(dir, len, "%.*s", (int)(slash - path), path);
+}
+
+/* True if only root can change which names DIR holds: it is root's, and
+ * writable by root alone, or sticky (others may add names, not replace
+ * root's). A POSIX ACL granting writes shows in the group bits (its mask). */
+static bool control_root_only(const struct stat *st)
+{
+	return S_ISDIR(st->st_mode) && st->st_uid == 0 &&
+	       (!(st->st_mode & (S_IWGRP | S_IWOTH)) || (st->st_mode & S_ISVTX));
 }
 
 /*
- * Creates PATH's missing directory, as systemd's RuntimeDirectory= would:
- * as root (the parent is root's, e.g. /run), 0755, then given to UID:GID
- * (unless -1) through a descriptor opened O_NOFOLLOW on the directory root
- * just made, never by name. Returns 0, or -1 (errno).
+ * Opens DIR (O_PATH) for root to act in, walking from "/" (or the working
+ * directory's absolute path) one component at a time without following a
+ * link, and only if no one but root can change where any name on the way
+ * leads (control_root_only for "/" and every directory below it). Returns
+ * the descriptor, or -1 with errno: EPERM when a directory on the way is
+ * not root's alone, ELOOP for a link, ENOENT when one is missing.
  */
-static int control_make_dir(const char *path, uid_t uid, gid_t gid)
+static int control_root_dir(const char *dir)
 {
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char abs[2 * PATH_MAX], *save = NULL, *comp;
 	struct stat st;
-	int dfd, e;
+	int fd;
 
-	control_dir_of(path, dir, sizeof(dir));
-	if (mkdir(dir, 0700) < 0)
+	if (dir[0] == '/') {
+		snprintf(abs, sizeof(abs), "%s", dir);
+	} else {
+		char cwd[PATH_MAX];
+
+		if (!getcwd(cwd, sizeof(cwd)))
+			return -1;
+		if ((size_t)snprintf(abs, sizeof(abs), "%s/%s", cwd, dir) >= sizeof(abs)) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+	}
+	fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
 		return -1;
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dfd < 0)
+	for (comp = strtok_r(abs, "/", &save);; comp = strtok_r(NULL, "/", &save)) {
+		int next;
+
+		if (fstat(fd, &st) < 0) {
+			int e = errno;
+
+			close(fd);
+			errno = e;
+			return -1;
+		}
+		if (!control_root_only(&st)) {
+			close(fd);
+			errno = EPERM;
+			return -1;
+		}
+		if (!comp)
+			return fd;
+		if (strcmp(comp, ".") == 0)
+			continue;
+		if (strcmp(comp, "..") == 0) {
+			close(fd);
+			errno = EPERM;
+			return -1;
+		}
+		next = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		close(fd);
+		if (next < 0)
+			return -1;
+		fd = next;
+	}
+}
+
+/*
+ * Creates PATH's missing directory, as systemd's RuntimeDirectory= would.
+ * With OWNER (root, for the user UID:GID): only under a parent that is
+ * root's alone (control_root_dir), relative to it, then given to the user
+ * through a descriptor of the directory just made, never by name. Returns
+ * 0, or -1 (errno).
+ */
+static int control_make_dir(const char *path, bool owner, uid_t uid, gid_t gid)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)], parent[sizeof(dir)], name[sizeof(dir)];
+	struct stat st;
+	int pfd, dfd, e;
+
+	control_split(path, dir, sizeof(dir), NULL, 0);
+	control_split(dir, parent, sizeof(parent), name, sizeof(name));
+	pfd = owner ? control_root_dir(parent) : open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (pfd < 0)
 		return -1;
-	/* Still the directory made above: a swapped-in one is not given away. */
-	if (fstat(dfd, &st) < 0 || st.st_uid != geteuid()) {
-		close(dfd);
-		errno = EPERM;
+	if (mkdirat(pfd, name, 0700) < 0) {
+		e = errno;
+		close(pfd);
+		errno = e;
+		return -1;
+	}
+	dfd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	e = errno;
+	close(pfd);
+	if (dfd < 0) {
+		errno = e;
 		return -1;
 	}
 	/* fchmod: the umask would strip the bits others need to reach the socket. */
-	if ((uid != (uid_t)-1 && fchown(dfd, uid, gid) < 0) || fchmod(dfd, 0755) < 0) {
-		e = errno;
+	if (fstat(dfd, &st) < 0 || st.st_uid != geteuid() ||
+	    (owner && fchown(dfd, uid, gid) < 0) || fchmod(dfd, 0755) < 0) {
+		e = errno ? errno : EPERM;
 		close(dfd);
 		errno = e;
 		return -1;
@@ -696,8 +777,9 @@ static int control_make_dir(const char *path, uid_t uid, gid_t gid)
 
 /*
  * Takes the filesystem identity UID:GID for the path operations that
- * follow (the euid is still root, nothing else changes), or goes back with
- * 0:0. Per thread: control_open runs before the workers exist.
+ * follow (the euid is still root; effective file capabilities go while it
+ * is not 0), or goes back with 0:0. Per thread: control_open runs before
+ * the workers exist.
  */
 static int control_fsid(uid_t uid, gid_t gid)
 {
@@ -709,27 +791,10 @@ static int control_fsid(uid_t uid, gid_t gid)
 	return 0;
 }
 
-/* True unless UID:GID certainly may not create entries in PATH's directory. */
-static bool control_user_may_write(const char *path, uid_t uid, gid_t gid)
-{
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	bool may = true;
-
-	control_dir_of(path, dir, sizeof(dir));
-	if (control_fsid(uid, gid) == 0)
-		/* AT_EACCESS: judged by the filesystem identity, not the real uid. */
-		may = faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) == 0 || errno != EACCES;
-	control_fsid(0, 0);
-	return may;
-}
-
-/*
- * Binds FD at PATH, making its directory if missing. With OWNER (started
- * as root, the daemon will become UID:GID), see control_open for why every
- * step on the path runs as that user.
- */
-static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gid_t gid,
-			     char *err, size_t errlen)
+/* Claims PATH and binds FD there with the identity UID:GID (OWNER) or
+ * root's. Returns 0, or -1 with ERR and errno. */
+static int control_bind_as(int fd, const char *path, bool owner, uid_t uid, gid_t gid, char *err,
+			   size_t errlen)
 {
 	int r, e;
 
@@ -740,43 +805,69 @@ static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gi
 		return -1;
 	}
 	r = control_bind(fd, path, err, errlen);
-	if (r < 0 && errno == ENOENT) {
-		if (owner)
-			control_fsid(0, 0);
-		e = control_make_dir(path, owner ? uid : (uid_t)-1, gid);
-		if (owner && control_fsid(uid, gid) < 0)
-			e = -1;
-		if (e == 0)
-			r = control_bind(fd, path, err, errlen);
-		else
-			errno = ENOENT;
-	}
 	e = errno;
 	if (owner && control_fsid(0, 0) < 0) {
 		/* Going on as root with another fsuid would be wrong everywhere. */
 		log_error("control: cannot take root's filesystem identity back");
 		abort();
 	}
-	if (r < 0 && owner && (e == EACCES || e == EPERM)) {
-		/* The user may not create the socket there. If the user cannot
-		 * write the directory either, nothing in it is the user's to swap:
-		 * root binds and gives the node away, never following a link. */
-		if (control_user_may_write(path, uid, gid)) {
-			snprintf(err + strlen(err), errlen - strlen(err),
-				 " (tried as uid %u, the daemon's user; as that user may write the directory, root does not act there: remove the file)",
-				 (unsigned)uid);
-			return -1;
-		}
-		r = control_bind(fd, path, err, errlen);
-		if (r == 0 && fchownat(AT_FDCWD, path, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
-			snprintf(err, errlen, "cannot give the control socket %s to uid %u: %s", path,
-				 (unsigned)uid, strerror(errno));
-			unlink(path);
-			return -1;
-		}
-		return r;
-	}
 	errno = e;
+	return r;
+}
+
+/*
+ * Binds FD at PATH, making its directory if missing. With OWNER (started
+ * as root, the daemon will become UID:GID), see control_open for why every
+ * step on the path runs as that user unless the path is root's alone.
+ */
+static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gid_t gid,
+			     char *err, size_t errlen)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)], base[sizeof(dir)];
+	int r, dfd;
+
+	/* The daemon gives its supplementary groups up with root anyway
+	 * (privs_drop); without them the identity below is the user's. */
+	if (owner && setgroups(0, NULL) < 0) {
+		snprintf(err, errlen, "setgroups: %s", strerror(errno));
+		return -1;
+	}
+	r = control_bind_as(fd, path, owner, uid, gid, err, errlen);
+	if (r < 0 && errno == ENOENT) {
+		if (control_make_dir(path, owner, uid, gid) < 0) {
+			int e = errno;
+
+			control_split(path, dir, sizeof(dir), NULL, 0);
+			snprintf(err, errlen, "cannot create the control socket %s: cannot make its directory %s: %s%s",
+				 path, dir, strerror(e),
+				 owner && e == EPERM ? " (root makes it only where every directory above is root's alone)" : "");
+			return -1;
+		}
+		r = control_bind_as(fd, path, owner, uid, gid, err, errlen);
+	}
+	if (r == 0 || !owner || (errno != EACCES && errno != EPERM))
+		return r;
+	/*
+	 * The user may not create the socket there. Root does it only where no
+	 * one but root can change what the names on the way lead to; then it
+	 * binds and gives the node away, never following a link.
+	 */
+	control_split(path, dir, sizeof(dir), base, sizeof(base));
+	dfd = control_root_dir(dir);
+	if (dfd < 0) {
+		snprintf(err + strlen(err), errlen - strlen(err),
+			 " (as uid %u, the daemon's user; root does not act there either, as %s or a directory above it is not root's alone)",
+			 (unsigned)uid, dir);
+		return -1;
+	}
+	r = control_bind(fd, path, err, errlen);
+	if (r == 0 && fchownat(dfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
+		snprintf(err, errlen, "cannot give the control socket %s to uid %u: %s", path,
+			 (unsigned)uid, strerror(errno));
+		unlinkat(dfd, base, 0);
+		r = -1;
+	}
+	close(dfd);
 	return r;
 }
 
@@ -788,13 +879,14 @@ static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gi
  * the user removes it at exit). Its directory is often the user's
  * (RuntimeDirectory=, or made here), and root must never act on a name
  * the user can change: between bind and a chown(PATH), the user could put
- * a symlink or a hard link to /etc/shadow or docker.sock in its place.
- * So the stale-socket check, its removal and the bind run with the user's
- * filesystem identity, and bind creates the node already the user's. Root
- * acts itself only where the user cannot write: it creates a missing
- * directory (and gives it through a descriptor), and if the user may not
- * create the socket in a directory the user cannot write either, it binds
- * and gives the node with fchownat(AT_SYMLINK_NOFOLLOW).
+ * a symlink or a hard link to /etc/shadow or docker.sock in its place, in
+ * the socket's directory or in any directory above it. So the stale-socket
+ * check, its removal and the bind run with the user's filesystem identity,
+ * and bind creates the node already the user's. Root acts itself only on
+ * a path that is root's alone from "/" down (control_root_dir): it creates
+ * a missing directory there (and gives it through a descriptor), and if
+ * the user may not create the socket in such a directory, root binds and
+ * gives the node with fchownat(AT_SYMLINK_NOFOLLOW).
  */
 struct control *control_open(struct event_base *base, const char *path, uid_t uid, gid_t gid,
 			     struct daemon *d, char *err, size_t errlen)

@@ -624,6 +624,88 @@ START_TEST(test_control_socket_no_follow)
 }
 END_TEST
 
+/*
+ * Root acts on the socket's path only where it is root's alone from "/"
+ * down. A root-only directory the user may not write: root binds and gives
+ * the socket away. A link in a directory the user owns, to a root-only
+ * directory: nothing is made through it, the daemon refuses to start.
+ */
+START_TEST(test_control_socket_root_paths)
+{
+	struct passwd *nobody = getpwnam("nobody");
+	struct group *nogroup = getgrnam("nogroup");
+	char rootdir[270], userdir[270], link[280], *out;
+	/* Bounded: a daemon that did start must not hang the test. */
+	char *argv[] = { "/usr/bin/timeout", "10", (char *)bin("PORTFWD_BIN", "build/default/portfwd"),
+			 "-c", NULL, NULL };
+	struct hdaemon d;
+	struct stat sb;
+	int st;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_control_socket_root_paths: not root, skipped\n");
+		return;
+	}
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\";";
+
+	/* The socket in a root-only directory (0755): made there by root for the user. */
+	h_prepare(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+	chmod(d.dir, 0755);
+	chmod(d.conf, 0644);
+	h_spawn(&d);
+	ck_assert_msg(h_wait_log(&d, "started:", 10), "see %s", d.log);
+	ck_assert_int_eq(lstat(d.sock, &sb), 0);
+	ck_assert(S_ISSOCK(sb.st_mode));
+	ck_assert_uint_eq(sb.st_uid, nobody->pw_uid);
+	ck_assert_uint_eq(sb.st_gid, nogroup->gr_gid);
+	ck_assert_uint_eq(sb.st_mode & 0777, 0660);
+	st = h_kill(&d);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d; see %s", st, d.log);
+	/* The user could not remove it from root's directory; the next start
+	 * replaces it. */
+	h_spawn(&d);
+	ck_assert_msg(h_wait_log(&d, "replacing the stale socket", 10), "see %s", d.log);
+	ck_assert_msg(h_wait_log(&d, "started:", 10), "see %s", d.log);
+	h_kill(&d);
+	unlink(d.sock);
+	h_cleanup(&d);
+
+	/* A directory of the user's with a link to a root-only one. */
+	h_prepare(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+	chmod(d.dir, 0755);
+	chmod(d.conf, 0644);
+	snprintf(rootdir, sizeof(rootdir), "%s/rootdir", d.dir);
+	snprintf(userdir, sizeof(userdir), "%s/userdir", d.dir);
+	snprintf(link, sizeof(link), "%s/x", userdir);
+	ck_assert_int_eq(mkdir(rootdir, 0755), 0);
+	ck_assert_int_eq(mkdir(userdir, 0755), 0);
+	ck_assert_int_eq(chown(userdir, nobody->pw_uid, nogroup->gr_gid), 0);
+	ck_assert_int_eq(symlink(rootdir, link), 0);
+	for (int sub = 0; sub < 2; sub++) {
+		ck_assert_uint_lt((size_t)snprintf(d.sock, sizeof(d.sock), "%.280s%s/ctl.sock", link,
+						   sub ? "/sub" : ""), sizeof(d.sock));
+		h_write_conf(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+		argv[4] = d.conf;
+		ck_assert_int_eq(h_run(argv, &out), 1);
+		ck_assert_msg(strstr(out, "root's alone"), "%s", out);
+		free(out);
+	}
+	{
+		char made[360];
+
+		snprintf(made, sizeof(made), "%s/ctl.sock", rootdir);
+		ck_assert_msg(lstat(made, &sb) != 0, "root made %s through the user's link", made);
+		snprintf(made, sizeof(made), "%s/sub", rootdir);
+		ck_assert_msg(lstat(made, &sb) != 0, "root made %s through the user's link", made);
+	}
+	unlink(link);
+	rmdir(userdir);
+	rmdir(rootdir);
+	h_cleanup(&d);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
 /* ---- the unit and make install ---- */
 
 static char *read_text(const char *path)
@@ -1240,6 +1322,7 @@ int main(void)
 	tc = tcase_create("socket_path");
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_control_socket_no_follow);
+	tcase_add_test(tc, test_control_socket_root_paths);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
