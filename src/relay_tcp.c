@@ -5,10 +5,12 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -63,6 +65,7 @@ struct relay_tcp_conn {
 	uint64_t bytes[2]; /* bytes read from each side */
 	bool waiting;      /* accepted over max_connections, not relayed yet */
 	bool connected;
+	unsigned long outq; /* bytes the kernel held for both sides at the last idle check */
 	bool eof[2];   /* the side sent FIN: nothing more to read from it */
 	bool shut[2];  /* we sent FIN to the side, after everything for it */
 	int first_eof; /* who closed first, for the log; -1 if nobody yet */
@@ -206,6 +209,7 @@ static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
 		if (n > 0) {
+			c->last_active = clock_now();
 			dir->piped -= (size_t)n;
 			dir->pipe_full = false; /* slots freed: the reader may go on */
 			if (dir->piped == 0)
@@ -220,10 +224,15 @@ static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 			return -1;
 		}
 	}
-	if (!dir->splice && dir->buf && evbuffer_get_length(dir->buf) > 0 &&
-	    evbuffer_write(dir->buf, c->fd[d]) < 0 && !relay_again(errno)) {
-		relay_tcp_fail(c, d, errno);
-		return -1;
+	if (!dir->splice && dir->buf && evbuffer_get_length(dir->buf) > 0) {
+		int n = evbuffer_write(dir->buf, c->fd[d]);
+
+		if (n > 0)
+			c->last_active = clock_now();
+		else if (n < 0 && !relay_again(errno)) {
+			relay_tcp_fail(c, d, errno);
+			return -1;
+		}
 	}
 	if (c->eof[!d] && !c->shut[d] && relay_dir_queued(dir) == 0) {
 		shutdown(c->fd[d], SHUT_WR);
@@ -403,6 +412,20 @@ static void relay_tcp_target_write_cb(evutil_socket_t fd, short what, void *arg)
 	relay_tcp_write(arg, SIDE_TARGET);
 }
 
+/* Bytes both sockets still hold to send, or sent and not yet acknowledged. */
+static unsigned long relay_tcp_outq(const struct relay_tcp_conn *c)
+{
+	unsigned long total = 0;
+
+	for (int s = 0; s < 2; s++) {
+		int n = 0;
+
+		if (c->fd[s] >= 0 && ioctl(c->fd[s], SIOCOUTQ, &n) == 0 && n > 0)
+			total += (unsigned long)n;
+	}
+	return total;
+}
+
 static void relay_tcp_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct relay_tcp_conn *c = arg;
@@ -420,6 +443,16 @@ static void relay_tcp_timer_cb(evutil_socket_t fd, short what, void *arg)
 	limit = c->cfg->set.idle_timeout;
 	idle = clock_now() - c->last_active;
 	if (idle + 0.001 >= limit) {
+		/* Everything may be in the kernel's hands, a slow reader still
+		 * taking it: while what the sockets hold goes down, it is not idle. */
+		unsigned long outq = relay_tcp_outq(c);
+
+		if (outq > 0 && outq != c->outq) {
+			c->outq = outq;
+			c->last_active = clock_now();
+			relay_tcp_arm_timer(c, limit);
+			return;
+		}
 		snprintf(why, sizeof(why), "idle for %gs", limit);
 		relay_tcp_close(c, LOG_LVL_INFO, why);
 		return;

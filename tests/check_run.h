@@ -15,10 +15,15 @@ static inline void check_add_test(TCase *tc, const TTest *t)
 	const char *only = getenv("PORTFWD_TEST_ONLY");
 
 	if (only && *only) {
-		const char *hit = strstr(only, t->name);
 		size_t len = strlen(t->name);
+		const char *w = only;
 
-		if (!hit || (hit > only && hit[-1] != ' ') || (hit[len] && hit[len] != ' '))
+		/* One of the space-separated words is the name. */
+		while (*w && !(strncmp(w, t->name, len) == 0 && (w[len] == ' ' || !w[len]))) {
+			w += strcspn(w, " ");
+			w += strspn(w, " ");
+		}
+		if (!*w)
 			return;
 	}
 	_tcase_add_test(tc, t, 0, 0, 0, 1);

@@ -459,6 +459,56 @@ START_TEST(test_idle_timeout)
 END_TEST
 
 /*
+ * A download slower than idle_timeout per buffer: the target has sent all
+ * 1 MiB and closed, the kernel holds most of it for a client that reads
+ * 16 KiB every 50 ms (4 s in all, idle_timeout 1 s). Bytes still reaching
+ * the client are traffic: the download completes, intact, in order.
+ */
+START_TEST(test_idle_timeout_slow_download)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	const size_t len = 1u << 20;
+	unsigned port;
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
+	unsigned char buf[16384], want[16384];
+	struct h_stream s;
+	size_t got = 0;
+	double deadline;
+	int fd, small = 16384;
+	ssize_t n = 1;
+
+	b.source_len = len;
+	port = start_pair(&d, &b, H_SOURCE, "idle_timeout = 1.0;");
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	sin.sin_port = htons((uint16_t)port);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	h_stream_init(&s, 42);
+	deadline = h_now() + 30;
+	while (n > 0 && h_now() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		usleep(50000);
+		if (poll(&p, 1, 1000) != 1)
+			continue;
+		n = read(fd, buf, sizeof(buf));
+		if (n > 0) {
+			h_stream_fill(&s, want, (size_t)n);
+			ck_assert_msg(memcmp(buf, want, (size_t)n) == 0, "corrupted at byte %zu", got);
+			got += (size_t)n;
+		}
+	}
+	ck_assert_msg(n == 0 && got == len, "got %zu of %zu bytes, then %s", got, len,
+		      n == 0 ? "the end" : n < 0 ? strerror(errno) : "nothing (time out)");
+	ck_assert(!h_log_contains(&d, "idle for 1s"));
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/*
  * Out of file descriptors: clients wait in the queue instead of being
  * dropped, none hangs for good, the daemon stays up, and once descriptors
  * are free again every client is served.
@@ -623,6 +673,7 @@ int main(void)
 	tcase_add_test(tc, test_ipv6_and_mixed);
 	tcase_add_test(tc, test_max_connections_pauses_accept);
 	tcase_add_test(tc, test_idle_timeout);
+	tcase_add_test(tc, test_idle_timeout_slow_download);
 	tcase_add_test(tc, test_out_of_descriptors);
 	tcase_add_test(tc, test_sigterm_with_open_connections);
 	suite_add_tcase(s, tc);
