@@ -4,6 +4,7 @@
 #include "udp_table.h"
 
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <string.h>
 
 int udp_table_key(const struct sockaddr *sa, const struct udp_local *local, struct udp_key *key)
@@ -109,10 +110,14 @@ size_t udp_local_to_cmsg(const struct udp_local *local, union udp_cmsg *ctl)
 		return CMSG_SPACE(sizeof(pi));
 	}
 	if (local->family == AF_INET6) {
-		/* A link-local source is only meaningful with its interface. */
+		/* A link-local source is only meaningful with its interface. A
+		 * datagram sent to a group (ff02::1) is answered from the
+		 * interface's own address: the kernel picks it for "::". */
+		bool group = IN6_IS_ADDR_MULTICAST(&local->addr.v6);
 		struct in6_pktinfo pi = {
-			.ipi6_addr = local->addr.v6,
-			.ipi6_ifindex = IN6_IS_ADDR_LINKLOCAL(&local->addr.v6) ? local->ifindex : 0,
+			.ipi6_addr = group ? in6addr_any : local->addr.v6,
+			.ipi6_ifindex = group || IN6_IS_ADDR_LINKLOCAL(&local->addr.v6) ? local->ifindex
+											  : 0,
 		};
 
 		c->cmsg_level = IPPROTO_IPV6;

@@ -524,15 +524,40 @@ bool h_netns_make(struct h_netns *n)
 		  " ip -n %2$s addr add 10.77.0.2/24 dev %4$s; ip -n %2$s addr add fd77::2/64 dev %4$s nodad;"
 		  " ip -n %1$s link set %3$s up; ip -n %2$s link set %4$s up",
 		  n->srv, n->cli, n->srv_if, n->cli_if);
-	if (rc != 0) {
+	if (rc != 0)
 		fprintf(stderr, "cannot make network namespaces (exit %d): %s\n", rc, out ? out : "");
+	free(out);
+	out = NULL;
+	/* IPv6 on a link that just came up: the link-local address and the
+	 * multicast route come a moment later. Wait for them (bounded). */
+	for (double end = h_now() + 10; rc == 0;) {
+		rc = h_sh(&out, "for ns in %s %s; do ip -n $ns -6 route show table local | grep -q '^multicast ff00::/8' || exit 1;"
+			  " ip -n $ns -6 addr | grep -q tentative && exit 1; done; exit 0", n->srv, n->cli);
 		free(out);
+		out = NULL;
+		if (rc == 0)
+			break;
+		if (h_now() > end)
+			break;
+		rc = 0;
+		h_sleep(0.05);
+	}
+	if (rc != 0) {
+		fprintf(stderr, "cannot make network namespaces (exit %d)\n", rc);
 		h_netns_destroy(n);
 		return false;
 	}
-	free(out);
 	n->ok = true;
 	return true;
+}
+
+bool h_netns_ready(const struct h_netns *n)
+{
+	if (n->ok)
+		return true;
+	ck_assert_msg(geteuid() != 0, "running as root, but the network namespaces could not be made (see above)");
+	fprintf(stderr, "not root: a network namespace test is skipped\n");
+	return false;
 }
 
 void h_netns_destroy(struct h_netns *n)

@@ -83,6 +83,11 @@ struct h_netns {
 /* Makes N (names from the calling process's pid). Returns N->ok; why not on stderr. */
 bool h_netns_make(struct h_netns *n);
 
+/* In a test: true if N is there to use. False, and the test is skipped
+ * (said on stderr), when not root; as root, a namespace that could not be
+ * made fails the test rather than skipping what it covers. */
+bool h_netns_ready(const struct h_netns *n);
+
 /* Deletes N's namespaces (their interfaces go with them). */
 void h_netns_destroy(struct h_netns *n);
 

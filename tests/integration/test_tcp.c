@@ -613,7 +613,7 @@ START_TEST(test_vanished_client_found_by_keepalive_and_reset)
 	double deadline;
 	int fd, finished = 0;
 
-	if (!ns.ok)
+	if (!h_netns_ready(&ns))
 		return;
 	h_netns_enter(ns.srv);
 	h_backend_start(&b, H_GREET_HOLD, false);

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -290,6 +291,40 @@ START_TEST(test_ipv6_client)
 }
 END_TEST
 
+/*
+ * A rule on 0.0.0.0 and a client that sends to 127.0.0.2 (any of 127/8 is
+ * this host's): the reply comes from 127.0.0.2, not from the address the
+ * kernel would pick for the client (127.0.0.1). Needs no root.
+ */
+START_TEST(test_reply_from_loopback_alias)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = h_free_port(SOCK_DGRAM, false);
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(0x7f000002) }, from;
+	socklen_t fromlen = sizeof(from);
+	char conf[512], buf[16];
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	h_backend_start(&b, H_UDP_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"u\"; proto = \"udp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 port, b.port);
+	h_start(&d, conf);
+	ck_assert_int_eq(sendto(fd, "alias", 5, 0, (struct sockaddr *)&to, sizeof(to)), 5);
+	ck_assert_int_eq(poll(&p, 1, 5000), 1);
+	ck_assert_int_eq(recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fromlen), 5);
+	ck_assert_msg(from.sin_addr.s_addr == htonl(0x7f000002) && from.sin_port == to.sin_port,
+		      "sent to 127.0.0.2:%u, the reply came from %s:%u", port, inet_ntoa(from.sin_addr),
+		      ntohs(from.sin_port));
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 /* ---- in network namespaces: a host with two addresses on one interface ---- */
 
 static struct h_netns ns;
@@ -364,7 +399,7 @@ START_TEST(test_reply_from_the_address_sent_to)
 	char conf[512], buf[16];
 	int u4, u6, c4, c6;
 
-	if (!ns.ok)
+	if (!h_netns_ready(&ns))
 		return;
 	h_netns_enter(ns.srv);
 	h_backend_start(&b, H_UDP_ECHO, false);
@@ -398,6 +433,31 @@ START_TEST(test_reply_from_the_address_sent_to)
 	ck_assert_int_eq(h_counter(&d, "v6", "udp", "sessions_created"), 3);
 	ck_assert_int_eq(h_counter(&d, "v4", "udp", "datagrams_to_client"), 4);
 	ck_assert_int_eq(h_counter(&d, "v6", "udp", "dropped_error"), 0);
+
+	/* To the IPv4 broadcast and the IPv6 all-nodes group: answered from an
+	 * address of the host's interface (each worker's socket gets a copy, so
+	 * one reply or more). */
+	h_netns_enter(ns.cli);
+	{
+		struct sockaddr_in6 all = { .sin6_family = AF_INET6, .sin6_port = htons(27001),
+					    .sin6_scope_id = if_nametoindex(ns.cli_if) };
+		struct sockaddr_storage from;
+		socklen_t fromlen = sizeof(from);
+		int one = 1;
+
+		inet_pton(AF_INET6, "ff02::1", &all.sin6_addr);
+		ck_assert_msg(sendto(u6, "group", 5, 0, (struct sockaddr *)&all, sizeof(all)) == 5, "sendto ff02::1%%%s (%u): %s", ns.cli_if, all.sin6_scope_id, strerror(errno));
+		ck_assert_msg(recv_within(u6, buf, sizeof(buf), 5000) == 5,
+			      "no reply to a datagram sent to ff02::1");
+		setsockopt(u4, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one));
+		sockaddr_of("10.77.0.255", 27001, &ss);
+		ck_assert_int_eq(sendto(u4, "bcast", 5, 0, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 5);
+		ck_assert_msg(poll(&(struct pollfd){ .fd = u4, .events = POLLIN }, 1, 5000) == 1,
+			      "no reply to a datagram sent to 10.77.0.255");
+		ck_assert_int_eq(recvfrom(u4, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fromlen), 5);
+		ck_assert_uint_eq(((struct sockaddr_in *)&from)->sin_addr.s_addr, htonl(0x0a4d0001));
+	}
+	h_netns_enter(NULL);
 	close(u4);
 	close(u6);
 	close(c4);
@@ -420,6 +480,7 @@ int main(void)
 	tcase_add_test(tc, test_max_udp_sessions_drops_new_clients);
 	tcase_add_test(tc, test_tcp_and_udp_rule);
 	tcase_add_test(tc, test_ipv6_client);
+	tcase_add_test(tc, test_reply_from_loopback_alias);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("netns");

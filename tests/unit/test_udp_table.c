@@ -173,6 +173,13 @@ START_TEST(test_pktinfo_round_trip)
 	memcpy(&pi, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(pi));
 	ck_assert_uint_eq(pi.ipi6_ifindex, 7);
 
+	/* To a group: from the interface's own address ("::" and the interface). */
+	inet_pton(AF_INET6, "ff02::1", &in.addr.v6);
+	msg.msg_controllen = udp_local_to_cmsg(&in, &ctl);
+	memcpy(&pi, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(pi));
+	ck_assert(IN6_IS_ADDR_UNSPECIFIED(&pi.ipi6_addr));
+	ck_assert_uint_eq(pi.ipi6_ifindex, 7);
+
 	in = (struct udp_local){ .family = AF_INET };
 	in.addr.v4.s_addr = htonl(0x0a4d0003);
 	msg.msg_controllen = udp_local_to_cmsg(&in, &ctl);
