@@ -171,11 +171,14 @@ static int ctl_run(const char *path, const char *request, const char *payload, s
 		close(fd);
 		return EXIT_USAGE;
 	}
-	if (ctl_send(fd, buf, (size_t)len) < 0 || (payload && ctl_send(fd, payload, plen) < 0)) {
+	if ((ctl_send(fd, buf, (size_t)len) < 0 || (payload && ctl_send(fd, payload, plen) < 0)) &&
+	    errno != EPIPE && errno != ECONNRESET) {
 		fprintf(stderr, "portfwdctl: %s: cannot send the request: %s\n", path, strerror(errno));
 		close(fd);
 		return EXIT_CONNECT;
 	}
+	/* EPIPE: the daemon answered before it took everything (it refused a
+	 * payload it will not read) and closed; its reply, already here, says why. */
 	shutdown(fd, SHUT_WR);
 	in = fdopen(fd, "r");
 	if (!in) {

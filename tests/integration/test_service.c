@@ -410,6 +410,8 @@ static int ctl_as(uid_t uid, gid_t gid, const char *sock, const char *cmd, char 
 	return h_run_as(argv, uid, gid, out);
 }
 
+static void write_file(const char *path, const char *text, mode_t mode);
+
 START_TEST(test_control_permissions)
 {
 	struct h_backend echo;
@@ -444,6 +446,23 @@ START_TEST(test_control_permissions)
 	ck_assert_msg(strstr(out, "permission denied"), "%s", out);
 	free(out);
 	ck_assert(h_log_contains(&d, "control: refused \"reload\" from uid 12345"));
+	/* The same for a check whose text is larger than the socket takes at
+	 * once: the daemon refuses before it has read it all, and portfwdctl
+	 * still shows the refusal (not "Broken pipe"). */
+	{
+		char big[400], *text = malloc(900 * 1024);
+		char *argv[] = { (char *)PORTFWDCTL, "-s", d.sock, "check", big, NULL };
+
+		snprintf(big, sizeof(big), "%s/big.conf", d.dir);
+		memset(text, '#', 900 * 1024 - 1);
+		text[900 * 1024 - 1] = '\0';
+		write_file(big, text, 0644);
+		free(text);
+		ck_assert_int_eq(h_run_as(argv, other, nogroup->gr_gid, &out), 1);
+		ck_assert_msg(strstr(out, "permission denied"), "%s", out);
+		free(out);
+		unlink(big);
+	}
 	/* Someone outside the group cannot even connect. */
 	ck_assert_int_eq(ctl_as(other, other, d.sock, "status", &out), 3);
 	ck_assert_msg(strstr(out, "permission denied"), "%s", out);
