@@ -69,9 +69,10 @@ static int forward_socket(const struct forward *fw, int socktype, bool reuseport
 		goto fail;
 	if (bind(fd, sa, fw->cfg.listen_len) < 0)
 		goto fail;
-	/* Accepted sockets inherit it: no system call per connection. */
+	/* Accepted sockets inherit it: no system call per connection. Not
+	 * worth refusing the rule for, as a reload would not either. */
 	if (socktype == SOCK_STREAM && relay_tcp_keepalive(fd, &fw->cfg.set) < 0)
-		goto fail;
+		log_warning("rule %s: cannot set tcp_keepalive: %s", fw->cfg.name, strerror(errno));
 	if (listening && listen(fd, FORWARD_BACKLOG) < 0)
 		goto fail;
 	return fd;

@@ -1,5 +1,6 @@
 #include "relay_udp.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <stdlib.h>
@@ -353,12 +354,11 @@ bool relay_udp_close_id(struct listener *l, uint64_t id, const char *reason)
 
 void relay_udp_describe(struct listener *l, json_t *out, double now)
 {
-	char client[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+	char client[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN], local[INET6_ADDRSTRLEN];
 	struct udp_session *s, *tmp;
 
-	HASH_ITER(hh, l->sessions, s, tmp)
-		json_array_append_new(
-			out, json_pack("{s:I, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, s:I, s:I, s:s, s:b}",
+	HASH_ITER(hh, l->sessions, s, tmp) {
+		json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, s:I, s:I, s:s, s:b}",
 				       "id", (json_int_t)s->id,
 				       "rule", s->cfg->name,
 				       "proto", "udp",
@@ -371,5 +371,13 @@ void relay_udp_describe(struct listener *l, json_t *out, double now)
 				       "bytes_to_target", (json_int_t)s->bytes_to_target,
 				       "bytes_to_client", (json_int_t)s->bytes_to_client,
 				       "state", "active",
-				       "draining", l->fw->draining));
+				       "draining", l->fw->draining);
+
+		/* On a wildcard rule: the address the client sent to, which its
+		 * replies come from (one client may have a session per address). */
+		if (o && s->local.family &&
+		    inet_ntop(s->local.family, &s->local.addr, local, sizeof(local)))
+			json_object_set_new(o, "local", json_string(local));
+		json_array_append_new(out, o);
+	}
 }

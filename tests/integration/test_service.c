@@ -955,6 +955,13 @@ START_TEST(test_control_request_deadline)
 	close(fd);
 	ck_assert_msg(held > 4 && held < 8, "the trickling client was held %.1f s", held);
 	ck_assert_msg(strstr(reply, ".error request not complete within 5 seconds"), "%s", reply);
+	/* The same for a payload sent a byte a second after a whole request line. */
+	fd = ctl_socket(d.sock);
+	ck_assert_int_eq(send(fd, "check t --bytes 100\n", 20, MSG_NOSIGNAL), 20);
+	held = trickle(fd, "#", 20, reply, sizeof(reply));
+	close(fd);
+	ck_assert_msg(held > 4 && held < 8, "the client trickling a payload was held %.1f s", held);
+	ck_assert_msg(strstr(reply, ".error request not complete within 5 seconds"), "%s", reply);
 	h_stop(&d);
 }
 END_TEST

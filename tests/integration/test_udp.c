@@ -434,6 +434,16 @@ START_TEST(test_reply_from_the_address_sent_to)
 	ck_assert_int_eq(h_counter(&d, "v4", "udp", "datagrams_to_client"), 4);
 	ck_assert_int_eq(h_counter(&d, "v6", "udp", "dropped_error"), 0);
 
+	/* connections shows each session's local address. */
+	{
+		bool ok;
+		char *r = h_ctl(d.sock, "connections v4 --json", &ok);
+
+		ck_assert_msg(r && ok && strstr(r, "\"local\":\"10.77.0.3\"") && strstr(r, "\"local\":\"10.77.0.1\""),
+			      "%s", r ? r : "(no reply)");
+		free(r);
+	}
+
 	/* To the IPv4 broadcast and the IPv6 all-nodes group: answered from an
 	 * address of the host's interface (each worker's socket gets a copy, so
 	 * one reply or more). */
