@@ -43,9 +43,11 @@ struct udp_key {
 /* Room for the IP_PKTINFO or IPV6_PKTINFO control message of one datagram. */
 #define UDP_PKTINFO_SPACE CMSG_SPACE(sizeof(struct in6_pktinfo))
 
+/* Aligned as a struct cmsghdr (its cmsg_len is a size_t); not holding one,
+ * whose flexible array would make this a variable-sized type for clang. */
 union udp_cmsg {
 	char buf[UDP_PKTINFO_SPACE];
-	struct cmsghdr align;
+	size_t align;
 };
 
 struct udp_session {
