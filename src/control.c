@@ -646,140 +646,32 @@ static int control_bind(int fd, const char *path, char *err, size_t errlen)
 }
 
 /* PATH's directory into DIR ("." for a bare name) and, if BASE, its last
- * component into BASE. */
+ * component into BASE; trailing slashes do not count ("/run/x/" is "/run/x"). */
 static void control_split(const char *path, char *dir, size_t len, char *base, size_t baselen)
 {
-	const char *slash = strrchr(path, '/');
+	char p[PATH_MAX];
+	size_t n;
+	char *slash;
 
+	snprintf(p, sizeof(p), "%s", path);
+	for (n = strlen(p); n > 1 && p[n - 1] == '/'; n--)
+		p[n - 1] = '\0';
+	slash = strrchr(p, '/');
 	if (base)
-		snprintf(base, baselen, "%s", slash ? slash + 1 : path);
+		snprintf(base, baselen, "%s", slash ? slash + 1 : p);
 	if (!slash)
 		snprintf(dir, len, ".");
-	else if (slash == path)
+	else if (slash == p)
 		snprintf(dir, len, "/");
 	else
-		snprintf(dir, len, "%.*s", (int)(slash - path), path);
-}
-
-/* True if only root can change which names DIR holds: it is root's, and
- * writable by root alone, or sticky (others may add names, not replace
- * root's). A POSIX ACL granting writes shows in the group bits (its mask). */
-static bool control_root_only(const struct stat *st)
-{
-	return S_ISDIR(st->st_mode) && st->st_uid == 0 &&
-	       (!(st->st_mode & (S_IWGRP | S_IWOTH)) || (st->st_mode & S_ISVTX));
-}
-
-/*
- * Opens DIR (O_PATH) for root to act in, walking from "/" (or the working
- * directory's absolute path) one component at a time without following a
- * link, and only if no one but root can change where any name on the way
- * leads (control_root_only for "/" and every directory below it). Returns
- * the descriptor, or -1 with errno: EPERM when a directory on the way is
- * not root's alone, ELOOP for a link, ENOENT when one is missing.
- */
-static int control_root_dir(const char *dir)
-{
-	char abs[2 * PATH_MAX], *save = NULL, *comp;
-	struct stat st;
-	int fd;
-
-	if (dir[0] == '/') {
-		snprintf(abs, sizeof(abs), "%s", dir);
-	} else {
-		char cwd[PATH_MAX];
-
-		if (!getcwd(cwd, sizeof(cwd)))
-			return -1;
-		if ((size_t)snprintf(abs, sizeof(abs), "%s/%s", cwd, dir) >= sizeof(abs)) {
-			errno = ENAMETOOLONG;
-			return -1;
-		}
-	}
-	fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	for (comp = strtok_r(abs, "/", &save);; comp = strtok_r(NULL, "/", &save)) {
-		int next;
-
-		if (fstat(fd, &st) < 0) {
-			int e = errno;
-
-			close(fd);
-			errno = e;
-			return -1;
-		}
-		if (!control_root_only(&st)) {
-			close(fd);
-			errno = EPERM;
-			return -1;
-		}
-		if (!comp)
-			return fd;
-		if (strcmp(comp, ".") == 0)
-			continue;
-		if (strcmp(comp, "..") == 0) {
-			close(fd);
-			errno = EPERM;
-			return -1;
-		}
-		next = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		close(fd);
-		if (next < 0)
-			return -1;
-		fd = next;
-	}
-}
-
-/*
- * Creates PATH's missing directory, as systemd's RuntimeDirectory= would.
- * With OWNER (root, for the user UID:GID): only under a parent that is
- * root's alone (control_root_dir), relative to it, then given to the user
- * through a descriptor of the directory just made, never by name. Returns
- * 0, or -1 (errno).
- */
-static int control_make_dir(const char *path, bool owner, uid_t uid, gid_t gid)
-{
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)], parent[sizeof(dir)], name[sizeof(dir)];
-	struct stat st;
-	int pfd, dfd, e;
-
-	control_split(path, dir, sizeof(dir), NULL, 0);
-	control_split(dir, parent, sizeof(parent), name, sizeof(name));
-	pfd = owner ? control_root_dir(parent) : open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (pfd < 0)
-		return -1;
-	if (mkdirat(pfd, name, 0700) < 0) {
-		e = errno;
-		close(pfd);
-		errno = e;
-		return -1;
-	}
-	dfd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	e = errno;
-	close(pfd);
-	if (dfd < 0) {
-		errno = e;
-		return -1;
-	}
-	/* fchmod: the umask would strip the bits others need to reach the socket. */
-	if (fstat(dfd, &st) < 0 || st.st_uid != geteuid() ||
-	    (owner && fchown(dfd, uid, gid) < 0) || fchmod(dfd, 0755) < 0) {
-		e = errno ? errno : EPERM;
-		close(dfd);
-		errno = e;
-		return -1;
-	}
-	close(dfd);
-	log_info("control: created the directory %s", dir);
-	return 0;
+		snprintf(dir, len, "%.*s", (int)(slash - p), p);
 }
 
 /*
  * Takes the filesystem identity UID:GID for the path operations that
  * follow (the euid is still root; effective file capabilities go while it
- * is not 0), or goes back with 0:0. Per thread: control_open runs before
- * the workers exist.
+ * is not 0). Per thread: control_open runs before the workers exist.
+ * Returns 0, or -1: then call control_fsid_restore all the same.
  */
 static int control_fsid(uid_t uid, gid_t gid)
 {
@@ -791,6 +683,229 @@ static int control_fsid(uid_t uid, gid_t gid)
 	return 0;
 }
 
+/* Back to root's filesystem identity; going on with another would be
+ * wrong everywhere, so a failure ends the daemon. */
+static void control_fsid_restore(void)
+{
+	if (control_fsid(0, 0) < 0) {
+		log_error("control: cannot take root's filesystem identity back");
+		abort();
+	}
+}
+
+/* True if only root can change which names DIR holds: it is root's, and
+ * writable by root alone, or sticky (others may add names, not replace
+ * root's). A POSIX ACL granting writes shows in the group bits (its mask). */
+static bool control_root_only(const struct stat *st)
+{
+	return S_ISDIR(st->st_mode) && st->st_uid == 0 &&
+	       (!(st->st_mode & (S_IWGRP | S_IWOTH)) || (st->st_mode & S_ISVTX));
+}
+
+/* Links followed while resolving a socket's directory, at most. */
+#define CONTROL_MAX_LINKS 40
+
+/*
+ * Opens DIR (O_PATH) for root to act in, and writes its path without
+ * links into RESOLVED (LEN bytes). DIR (relative to the working directory
+ * if not absolute) is resolved from "/" one component at a time, never
+ * letting the kernel follow a link, and taken only if no one but root can
+ * change where any name on the way leads: "/" and every directory passed
+ * are root's alone (control_root_only), and a link is followed only if it
+ * is root's (in a directory root's alone, so no one else can swap it; as
+ * /var/run -> /run). Returns the descriptor, or -1 with errno: EPERM when
+ * the path is not root's alone, ENOENT when a directory is missing.
+ */
+static int control_root_dir(const char *dir, char *resolved, size_t len)
+{
+	char rem[2 * PATH_MAX], cur[PATH_MAX] = "";
+	struct stat st;
+	int fd, links = 0;
+
+	if (dir[0] == '/') {
+		snprintf(rem, sizeof(rem), "%s", dir);
+	} else {
+		char cwd[PATH_MAX];
+
+		if (!getcwd(cwd, sizeof(cwd)))
+			return -1;
+		if ((size_t)snprintf(rem, sizeof(rem), "%s/%s", cwd, dir) >= sizeof(rem)) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+	}
+	fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		goto fail;
+	if (!control_root_only(&st))
+		goto perm;
+	for (char *p = rem;;) {
+		char comp[NAME_MAX + 1], target[PATH_MAX], rest[2 * PATH_MAX];
+		size_t n;
+		ssize_t tl;
+		int next;
+
+		p += strspn(p, "/");
+		if (!*p)
+			break;
+		n = strcspn(p, "/");
+		if (n > NAME_MAX) {
+			errno = ENAMETOOLONG;
+			goto fail;
+		}
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		p += n;
+		if (strcmp(comp, ".") == 0)
+			continue;
+		/* Up: every directory above this one was checked on the way down. */
+		next = openat(fd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0 || fstat(next, &st) < 0) {
+			if (next >= 0)
+				close(next);
+			goto fail;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			close(next);
+			if (st.st_uid != 0 || ++links > CONTROL_MAX_LINKS)
+				goto perm;
+			tl = readlinkat(fd, comp, target, sizeof(target) - 1);
+			if (tl < 0)
+				goto fail;
+			target[tl] = '\0';
+			snprintf(rest, sizeof(rest), "%s", p);
+			if ((size_t)snprintf(rem, sizeof(rem), "%s/%s", target, rest) >= sizeof(rem)) {
+				errno = ENAMETOOLONG;
+				goto fail;
+			}
+			p = rem;
+			if (target[0] == '/') {
+				close(fd);
+				cur[0] = '\0';
+				fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+				if (fd < 0)
+					goto fail;
+			}
+			continue;
+		}
+		close(fd);
+		fd = next;
+		if (!S_ISDIR(st.st_mode)) {
+			errno = ENOTDIR;
+			goto fail;
+		}
+		if (!control_root_only(&st))
+			goto perm;
+		if (strcmp(comp, "..") == 0) {
+			char *slash = strrchr(cur, '/');
+
+			if (slash)
+				*slash = '\0';
+		} else if (strlen(cur) + 1 + n < sizeof(cur)) {
+			strcat(cur, "/");
+			strcat(cur, comp);
+		} else {
+			errno = ENAMETOOLONG;
+			goto fail;
+		}
+	}
+	if (strlen(cur[0] ? cur : "/") >= len) {
+		errno = ENAMETOOLONG;
+		goto fail;
+	}
+	snprintf(resolved, len, "%s", cur[0] ? cur : "/");
+	return fd;
+perm:
+	errno = EPERM;
+fail:
+	if (fd >= 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+	}
+	return -1;
+}
+
+/*
+ * Makes directory NAME in PFD, mode 0755, owned by OWNER_UID (the identity
+ * in force) and then given to GIVE_UID:GIVE_GID through its descriptor if
+ * GIVE_UID is not -1, never by name. On failure it is removed again.
+ * Returns 0, or -1 (errno).
+ */
+static int control_mkdir_in(int pfd, const char *name, uid_t owner_uid, uid_t give_uid,
+			    gid_t give_gid)
+{
+	struct stat st;
+	int dfd, e;
+
+	if (mkdirat(pfd, name, 0700) < 0)
+		return -1;
+	dfd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		goto fail;
+	/* fchmod: the umask would strip the bits others need to reach the socket. */
+	if (fstat(dfd, &st) < 0)
+		goto fail;
+	if (st.st_uid != owner_uid) {
+		errno = EPERM; /* not the directory just made */
+		goto fail;
+	}
+	if ((give_uid != (uid_t)-1 && fchown(dfd, give_uid, give_gid) < 0) || fchmod(dfd, 0755) < 0)
+		goto fail;
+	close(dfd);
+	return 0;
+fail:
+	e = errno;
+	if (dfd >= 0)
+		close(dfd);
+	unlinkat(pfd, name, AT_REMOVEDIR);
+	errno = e;
+	return -1;
+}
+
+/*
+ * Creates PATH's missing directory, as systemd's RuntimeDirectory= would.
+ * With OWNER (root, for the user UID:GID): by root under a parent that is
+ * root's alone (control_root_dir), relative to it, then given to the user
+ * through its descriptor; under any other parent, by the user's own
+ * filesystem identity, as the user could. Returns 0, or -1 (errno).
+ */
+static int control_make_dir(const char *path, bool owner, uid_t uid, gid_t gid)
+{
+	char dir[PATH_MAX], parent[PATH_MAX], name[PATH_MAX], real[PATH_MAX];
+	int pfd, r, e;
+
+	control_split(path, dir, sizeof(dir), NULL, 0);
+	control_split(dir, parent, sizeof(parent), name, sizeof(name));
+	if (!owner) {
+		pfd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		r = pfd < 0 ? -1 : control_mkdir_in(pfd, name, geteuid(), (uid_t)-1, (gid_t)-1);
+	} else if ((pfd = control_root_dir(parent, real, sizeof(real))) >= 0) {
+		r = control_mkdir_in(pfd, name, 0, uid, gid);
+	} else if (errno == EPERM) {
+		/* Not root's alone: the user's to make, so made as the user. */
+		if (control_fsid(uid, gid) == 0) {
+			pfd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+			r = pfd < 0 ? -1 : control_mkdir_in(pfd, name, uid, (uid_t)-1, (gid_t)-1);
+		} else {
+			r = -1;
+		}
+		e = errno;
+		control_fsid_restore();
+		errno = e;
+	} else {
+		r = -1;
+	}
+	e = errno;
+	if (pfd >= 0)
+		close(pfd);
+	errno = e;
+	if (r == 0)
+		log_info("control: created the directory %s", dir);
+	return r;
+}
+
 /* Claims PATH and binds FD there with the identity UID:GID (OWNER) or
  * root's. Returns 0, or -1 with ERR and errno. */
 static int control_bind_as(int fd, const char *path, bool owner, uid_t uid, gid_t gid, char *err,
@@ -799,18 +914,14 @@ static int control_bind_as(int fd, const char *path, bool owner, uid_t uid, gid_
 	int r, e;
 
 	if (owner && control_fsid(uid, gid) < 0) {
-		control_fsid(0, 0);
-		snprintf(err, errlen, "cannot take uid %u's filesystem identity: %s", (unsigned)uid,
-			 strerror(errno));
+		control_fsid_restore();
+		snprintf(err, errlen, "cannot take uid %u's filesystem identity", (unsigned)uid);
 		return -1;
 	}
 	r = control_bind(fd, path, err, errlen);
 	e = errno;
-	if (owner && control_fsid(0, 0) < 0) {
-		/* Going on as root with another fsuid would be wrong everywhere. */
-		log_error("control: cannot take root's filesystem identity back");
-		abort();
-	}
+	if (owner)
+		control_fsid_restore();
 	errno = e;
 	return r;
 }
@@ -823,7 +934,8 @@ static int control_bind_as(int fd, const char *path, bool owner, uid_t uid, gid_
 static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gid_t gid,
 			     char *err, size_t errlen)
 {
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)], base[sizeof(dir)];
+	char dir[PATH_MAX], base[PATH_MAX], real[PATH_MAX];
+	char full[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	int r, dfd;
 
 	/* The daemon gives its supplementary groups up with root anyway
@@ -840,7 +952,9 @@ static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gi
 			control_split(path, dir, sizeof(dir), NULL, 0);
 			snprintf(err, errlen, "cannot create the control socket %s: cannot make its directory %s: %s%s",
 				 path, dir, strerror(e),
-				 owner && e == EPERM ? " (root makes it only where every directory above is root's alone)" : "");
+				 owner && (e == EPERM || e == EACCES)
+					 ? " (root makes it only where every directory above is root's alone, else the daemon's user must be able to)"
+					 : "");
 			return -1;
 		}
 		r = control_bind_as(fd, path, owner, uid, gid, err, errlen);
@@ -853,14 +967,21 @@ static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gi
 	 * binds and gives the node away, never following a link.
 	 */
 	control_split(path, dir, sizeof(dir), base, sizeof(base));
-	dfd = control_root_dir(dir);
+	dfd = control_root_dir(dir, real, sizeof(real));
 	if (dfd < 0) {
 		snprintf(err + strlen(err), errlen - strlen(err),
 			 " (as uid %u, the daemon's user; root does not act there either, as %s or a directory above it is not root's alone)",
 			 (unsigned)uid, dir);
 		return -1;
 	}
-	r = control_bind(fd, path, err, errlen);
+	/* By the resolved name: every directory on it is root's alone. */
+	if ((size_t)snprintf(full, sizeof(full), "%s/%s", strcmp(real, "/") ? real : "", base) >=
+	    sizeof(full)) {
+		snprintf(err, errlen, "control socket path too long once resolved: %s/%s", real, base);
+		close(dfd);
+		return -1;
+	}
+	r = control_bind(fd, full, err, errlen);
 	if (r == 0 && fchownat(dfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
 		snprintf(err, errlen, "cannot give the control socket %s to uid %u: %s", path,
 			 (unsigned)uid, strerror(errno));
@@ -869,6 +990,20 @@ static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gi
 	}
 	close(dfd);
 	return r;
+}
+
+/* Removes the socket just made when start-up fails after all: as the user
+ * when it is the user's (a socket left in root's directory is replaced by
+ * the next start). */
+static void control_unlink(const char *path, bool owner, uid_t uid, gid_t gid)
+{
+	if (owner && control_fsid(uid, gid) < 0) {
+		control_fsid_restore();
+		return;
+	}
+	unlink(path);
+	if (owner)
+		control_fsid_restore();
 }
 
 /*
@@ -891,6 +1026,7 @@ static int control_bind_path(int fd, const char *path, bool owner, uid_t uid, gi
 struct control *control_open(struct event_base *base, const char *path, uid_t uid, gid_t gid,
 			     struct daemon *d, char *err, size_t errlen)
 {
+	bool owner = geteuid() == 0 && uid != (uid_t)-1;
 	struct sockaddr_un sun;
 	struct control *ctl;
 	int fd;
@@ -904,22 +1040,21 @@ struct control *control_open(struct event_base *base, const char *path, uid_t ui
 		snprintf(err, errlen, "socket: %s", strerror(errno));
 		return NULL;
 	}
-	if (control_bind_path(fd, path, geteuid() == 0 && uid != (uid_t)-1, uid, gid, err,
-			      errlen) < 0) {
+	if (control_bind_path(fd, path, owner, uid, gid, err, errlen) < 0) {
 		close(fd);
 		return NULL;
 	}
 	if (listen(fd, 16) < 0) {
 		snprintf(err, errlen, "listen on %s: %s", path, strerror(errno));
 		close(fd);
-		unlink(path);
+		control_unlink(path, owner, uid, gid);
 		return NULL;
 	}
 	ctl = calloc(1, sizeof(*ctl));
 	if (!ctl || !(ctl->path = strdup(path))) {
 		free(ctl);
 		close(fd);
-		unlink(path);
+		control_unlink(path, owner, uid, gid);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}

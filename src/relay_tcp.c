@@ -75,6 +75,14 @@ static const char *const side_name[2] = { "client", "target" };
 
 static void relay_tcp_end(struct relay_tcp_conn *c, bool orderly, int level, const char *reason);
 
+/* Bytes moved: the idle clock starts again, and so does its look at what
+ * the kernel holds (relay_tcp_timer_cb). */
+static void relay_tcp_traffic(struct relay_tcp_conn *c)
+{
+	c->last_active = clock_now();
+	c->outq = 0;
+}
+
 /*
  * Ends the connection anywhere but at its orderly end (an error on either
  * side, a failed connect, a timeout, kill, drain_timeout, shutdown): both
@@ -209,7 +217,7 @@ static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
 		if (n > 0) {
-			c->last_active = clock_now();
+			relay_tcp_traffic(c);
 			dir->piped -= (size_t)n;
 			dir->pipe_full = false; /* slots freed: the reader may go on */
 			if (dir->piped == 0)
@@ -228,7 +236,7 @@ static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 		int n = evbuffer_write(dir->buf, c->fd[d]);
 
 		if (n > 0)
-			c->last_active = clock_now();
+			relay_tcp_traffic(c);
 		else if (n < 0 && !relay_again(errno)) {
 			relay_tcp_fail(c, d, errno);
 			return -1;
@@ -319,7 +327,7 @@ static void relay_tcp_read(struct relay_tcp_conn *c, int s)
 			STAT_ADD(&c->rule->stats, tcp_bytes_to_target, n);
 		else
 			STAT_ADD(&c->rule->stats, tcp_bytes_to_client, n);
-		c->last_active = clock_now();
+		relay_tcp_traffic(c);
 	}
 	if (relay_tcp_flush(c, !s) < 0)
 		return;

@@ -689,6 +689,29 @@ START_TEST(test_control_socket_root_paths)
 	unlink(d.sock);
 	h_cleanup(&d);
 
+	/* Root's own links are followed (/var/run is /run): a missing
+	 * directory there is made and given to the user, the socket is the user's. */
+	{
+		char run[128];
+
+		snprintf(run, sizeof(run), "/var/run/portfwd-test-%d", (int)getpid());
+		h_prepare(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+		chmod(d.dir, 0755);
+		chmod(d.conf, 0644);
+		snprintf(d.sock, sizeof(d.sock), "%s//ctl.sock", run);
+		h_write_conf(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+		h_spawn(&d);
+		ck_assert_msg(h_wait_log(&d, "started:", 10), "see %s", d.log);
+		ck_assert_int_eq(stat(run, &sb), 0);
+		ck_assert_uint_eq(sb.st_uid, nobody->pw_uid);
+		ck_assert_int_eq(lstat(d.sock, &sb), 0);
+		ck_assert_uint_eq(sb.st_uid, nobody->pw_uid);
+		st = h_kill(&d);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d; see %s", st, d.log);
+		rmdir(run);
+		h_cleanup(&d);
+	}
+
 	/* A directory of the user's with a link to a root-only one. */
 	h_prepare(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
 	chmod(d.dir, 0755);
@@ -708,6 +731,22 @@ START_TEST(test_control_socket_root_paths)
 		ck_assert_int_eq(h_run(argv, &out), 1);
 		ck_assert_msg(strstr(out, "root's alone"), "%s", out);
 		free(out);
+	}
+	/* A missing directory under the user's own: made as the user. */
+	ck_assert_uint_lt((size_t)snprintf(d.sock, sizeof(d.sock), "%.270s/run/ctl.sock", userdir),
+			  sizeof(d.sock));
+	h_write_conf(&d, one_rule(h_free_port(SOCK_STREAM, false), 9));
+	h_spawn(&d);
+	ck_assert_msg(h_wait_log(&d, "started:", 10), "see %s", d.log);
+	{
+		char run[300];
+
+		snprintf(run, sizeof(run), "%.270s/run", userdir);
+		ck_assert_int_eq(stat(run, &sb), 0);
+		ck_assert_uint_eq(sb.st_uid, nobody->pw_uid);
+		st = h_kill(&d);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d; see %s", st, d.log);
+		rmdir(run);
 	}
 	{
 		char made[360];
