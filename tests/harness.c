@@ -36,7 +36,7 @@ static void h_sleep(double s)
 	nanosleep(&ts, NULL);
 }
 
-static socklen_t h_sockaddr(const char *host, unsigned port, struct sockaddr_storage *ss)
+socklen_t h_sockaddr(const char *host, unsigned port, struct sockaddr_storage *ss)
 {
 	memset(ss, 0, sizeof(*ss));
 	if (strchr(host, ':')) {
@@ -560,6 +560,27 @@ bool h_netns_ready(const struct h_netns *n)
 	return false;
 }
 
+struct h_netns h_ns;
+
+static void h_netns_setup(void)
+{
+	h_netns_make(&h_ns);
+}
+
+static void h_netns_teardown(void)
+{
+	h_netns_destroy(&h_ns);
+}
+
+TCase *h_netns_tcase(void)
+{
+	TCase *tc = tcase_create("netns");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_unchecked_fixture(tc, h_netns_setup, h_netns_teardown);
+	return tc;
+}
+
 void h_netns_destroy(struct h_netns *n)
 {
 	char *out = NULL;
@@ -947,6 +968,21 @@ void h_backend_start_on(struct h_backend *b, enum h_backend_mode mode, bool v6, 
 		     : ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	ck_assert_int_eq(pthread_create(&b->thread, NULL,
 					mode == H_UDP_ECHO ? h_udp_thread : h_accept_thread, b), 0);
+}
+
+int h_backend_wait_finished(struct h_backend *b, int want, double seconds)
+{
+	double deadline = h_now() + seconds;
+	int finished;
+
+	for (;;) {
+		pthread_mutex_lock(&b->lock);
+		finished = b->finished;
+		pthread_mutex_unlock(&b->lock);
+		if (finished >= want || h_now() >= deadline)
+			return finished;
+		h_sleep(0.01);
+	}
 }
 
 void h_backend_stop(struct h_backend *b)

@@ -7,6 +7,7 @@
 #ifndef PORTFWD_TEST_HARNESS_H
 #define PORTFWD_TEST_HARNESS_H
 
+#include <check.h>
 #include <jansson.h>
 #include <stdatomic.h>
 #include <pthread.h>
@@ -24,6 +25,10 @@ struct hdaemon {
 	char sock[300];
 	char log[300];
 };
+
+/* The numeric address HOST (IPv4, or IPv6 if it has a colon) and PORT in
+ * SS; returns its length. */
+socklen_t h_sockaddr(const char *host, unsigned port, struct sockaddr_storage *ss);
 
 /* A free port on 127.0.0.1 (or ::1 if V6) for SOCKTYPE. */
 unsigned h_free_port(int socktype, bool v6);
@@ -97,6 +102,14 @@ void h_netns_enter(const char *name);
 
 /* If set, h_start runs the daemon inside this namespace. */
 extern const char *h_daemon_netns;
+
+/* The namespaces of a suite's test case made by h_netns_tcase. */
+extern struct h_netns h_ns;
+
+/* A test case whose tests use h_ns: the namespaces are made before its
+ * first test and deleted after its last (in the parent, so also when a
+ * test fails). */
+TCase *h_netns_tcase(void);
 
 /* Runs a shell command line; returns its exit status, output in *OUT (malloc'd). */
 int h_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -208,5 +221,9 @@ void h_backend_start(struct h_backend *b, enum h_backend_mode mode, bool v6);
 /* The same on PORT (0: any free one). */
 void h_backend_start_on(struct h_backend *b, enum h_backend_mode mode, bool v6, unsigned port);
 void h_backend_stop(struct h_backend *b);
+
+/* Waits (SECONDS at most) until B has recorded WANT finished connections
+ * (H_GREET_READ, H_GREET_HOLD); returns how many it has. */
+int h_backend_wait_finished(struct h_backend *b, int want, double seconds);
 
 #endif

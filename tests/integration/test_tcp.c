@@ -142,8 +142,7 @@ START_TEST(test_half_close_from_target)
 	struct h_stream s;
 	char greet[16] = "";
 	uint64_t want;
-	double deadline;
-	int fd, finished = 0;
+	int fd;
 
 	h_stream_init(&s, 9);
 	h_stream_fill(&s, buf, len);
@@ -164,16 +163,7 @@ START_TEST(test_half_close_from_target)
 	ck_assert_str_eq(greet, "hello\n");
 	ck_assert_int_eq(h_write_stream(fd, len, 9, 30), 0);
 	shutdown(fd, SHUT_WR);
-	deadline = h_now() + 10;
-	while (h_now() < deadline) {
-		pthread_mutex_lock(&b.lock);
-		finished = b.finished;
-		pthread_mutex_unlock(&b.lock);
-		if (finished)
-			break;
-		usleep(10000);
-	}
-	ck_assert_msg(finished == 1, "the target never saw the client's EOF");
+	ck_assert_msg(h_backend_wait_finished(&b, 1, 10) == 1, "the target never saw the client's EOF");
 	ck_assert_int_eq(b.got_bytes, (long long)len);
 	ck_assert(b.got_hash == want);
 	close(fd);
@@ -587,17 +577,6 @@ END_TEST
 
 /* ---- in network namespaces: a client on another host ---- */
 
-static struct h_netns ns;
-
-static void ns_setup(void)
-{
-	h_netns_make(&ns);
-}
-
-static void ns_teardown(void)
-{
-	h_netns_destroy(&ns);
-}
 
 /*
  * A client on another host vanishes (its link goes down: no FIN, no RST
@@ -610,22 +589,21 @@ START_TEST(test_vanished_client_found_by_keepalive_and_reset)
 	struct hdaemon d;
 	struct h_backend b;
 	char conf[512], buf[16], *out = NULL;
-	double deadline;
-	int fd, finished = 0;
+	int fd;
 
-	if (!h_netns_ready(&ns))
+	if (!h_netns_ready(&h_ns))
 		return;
-	h_netns_enter(ns.srv);
+	h_netns_enter(h_ns.srv);
 	h_backend_start(&b, H_GREET_HOLD, false);
 	h_netns_enter(NULL);
 	snprintf(conf, sizeof(conf),
 		 "defaults: { idle_timeout = 0; tcp_keepalive = { idle = 1; interval = 1; count = 2; }; };\n"
 		 "rules: ( { name = \"t\"; proto = \"tcp\"; listen = \"10.77.0.1:2200\"; target = \"127.0.0.1:%u\"; } );",
 		 b.port);
-	h_daemon_netns = ns.srv;
+	h_daemon_netns = h_ns.srv;
 	h_start(&d, conf);
 	h_daemon_netns = NULL;
-	h_netns_enter(ns.cli);
+	h_netns_enter(h_ns.cli);
 	fd = h_connect("10.77.0.1", 2200);
 	h_netns_enter(NULL);
 	ck_assert_int_ge(fd, 0);
@@ -635,20 +613,11 @@ START_TEST(test_vanished_client_found_by_keepalive_and_reset)
 	/* Gone without a word: the client's host drops everything for it from
 	 * now on (its address removed, forwarding off: no RST, no ICMP). */
 	ck_assert_int_eq(h_sh(&out, "ip netns exec %s sysctl -qw net.ipv4.conf.all.forwarding=0 && ip -n %s addr flush dev %s",
-			      ns.cli, ns.cli, ns.cli_if), 0);
+			      h_ns.cli, h_ns.cli, h_ns.cli_if), 0);
 	free(out);
 	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 15), 0);
 	ck_assert(h_log_contains(&d, "client error: Connection timed out"));
-	deadline = h_now() + 5;
-	while (h_now() < deadline) {
-		pthread_mutex_lock(&b.lock);
-		finished = b.finished;
-		pthread_mutex_unlock(&b.lock);
-		if (finished)
-			break;
-		usleep(20000);
-	}
-	ck_assert_int_eq(finished, 1);
+	ck_assert_int_eq(h_backend_wait_finished(&b, 1, 5), 1);
 	ck_assert_msg(b.got_bytes == -1, "the target saw an orderly end (%lld bytes), not a reset",
 		      b.got_bytes);
 	close(fd);
@@ -678,9 +647,7 @@ int main(void)
 	tcase_add_test(tc, test_sigterm_with_open_connections);
 	suite_add_tcase(s, tc);
 
-	tc = tcase_create("netns");
-	tcase_set_timeout(tc, 60);
-	tcase_add_unchecked_fixture(tc, ns_setup, ns_teardown);
+	tc = h_netns_tcase();
 	tcase_add_test(tc, test_vanished_client_found_by_keepalive_and_reset);
 	suite_add_tcase(s, tc);
 	return check_run(s);

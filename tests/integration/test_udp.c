@@ -327,44 +327,13 @@ END_TEST
 
 /* ---- in network namespaces: a host with two addresses on one interface ---- */
 
-static struct h_netns ns;
-
-static void ns_setup(void)
-{
-	h_netns_make(&ns);
-}
-
-static void ns_teardown(void)
-{
-	h_netns_destroy(&ns);
-}
-
-/* A numeric address and port in SS; returns its length. */
-static socklen_t sockaddr_of(const char *addr, unsigned port, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (strchr(addr, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)port);
-		ck_assert_int_eq(inet_pton(AF_INET6, addr, &s6->sin6_addr), 1);
-		return sizeof(*s6);
-	}
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-
-	s4->sin_family = AF_INET;
-	s4->sin_port = htons((uint16_t)port);
-	ck_assert_int_eq(inet_pton(AF_INET, addr, &s4->sin_addr), 1);
-	return sizeof(*s4);
-}
 
 /* Sends a datagram from FD to ADDR:PORT; the echo must come back whole and
  * from ADDR:PORT, the address it was sent to. */
 static void assert_reply_from(int fd, const char *addr, unsigned port)
 {
 	struct sockaddr_storage to, from;
-	socklen_t tolen = sockaddr_of(addr, port, &to), fromlen = sizeof(from);
+	socklen_t tolen = h_sockaddr(addr, port, &to), fromlen = sizeof(from);
 	char msg[64], buf[64], host[INET6_ADDRSTRLEN] = "?";
 	int len = snprintf(msg, sizeof(msg), "to %s", addr);
 	struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -399,20 +368,20 @@ START_TEST(test_reply_from_the_address_sent_to)
 	char conf[512], buf[16];
 	int u4, u6, c4, c6;
 
-	if (!h_netns_ready(&ns))
+	if (!h_netns_ready(&h_ns))
 		return;
-	h_netns_enter(ns.srv);
+	h_netns_enter(h_ns.srv);
 	h_backend_start(&b, H_UDP_ECHO, false);
 	h_netns_enter(NULL);
 	snprintf(conf, sizeof(conf),
 		 "rules: ( { name = \"v4\"; proto = \"udp\"; listen = \"0.0.0.0:27001\"; target = \"127.0.0.1:%u\"; },\n"
 		 "         { name = \"v6\"; proto = \"udp\"; listen = \"[::]:27001\"; target = \"127.0.0.1:%u\"; } );",
 		 b.port, b.port);
-	h_daemon_netns = ns.srv;
+	h_daemon_netns = h_ns.srv;
 	h_start(&d, conf);
 	h_daemon_netns = NULL;
 
-	h_netns_enter(ns.cli);
+	h_netns_enter(h_ns.cli);
 	u4 = socket(AF_INET, SOCK_DGRAM, 0);
 	u6 = socket(AF_INET6, SOCK_DGRAM, 0);
 	for (int i = 0; i < 3; i++) {
@@ -420,9 +389,9 @@ START_TEST(test_reply_from_the_address_sent_to)
 		assert_reply_from(u6, v6[i], 27001);
 	}
 	c4 = socket(AF_INET, SOCK_DGRAM, 0);
-	ck_assert_int_eq(connect(c4, (struct sockaddr *)&ss, sockaddr_of("10.77.0.3", 27001, &ss)), 0);
+	ck_assert_int_eq(connect(c4, (struct sockaddr *)&ss, h_sockaddr("10.77.0.3", 27001, &ss)), 0);
 	c6 = socket(AF_INET6, SOCK_DGRAM, 0);
-	ck_assert_int_eq(connect(c6, (struct sockaddr *)&ss, sockaddr_of("fd77::3", 27001, &ss)), 0);
+	ck_assert_int_eq(connect(c6, (struct sockaddr *)&ss, h_sockaddr("fd77::3", 27001, &ss)), 0);
 	h_netns_enter(NULL);
 	ck_assert_int_eq(send(c4, "nat", 3, 0), 3);
 	ck_assert_int_eq(recv_within(c4, buf, sizeof(buf), 5000), 3);
@@ -447,20 +416,20 @@ START_TEST(test_reply_from_the_address_sent_to)
 	/* To the IPv4 broadcast and the IPv6 all-nodes group: answered from an
 	 * address of the host's interface (each worker's socket gets a copy, so
 	 * one reply or more). */
-	h_netns_enter(ns.cli);
+	h_netns_enter(h_ns.cli);
 	{
 		struct sockaddr_in6 all = { .sin6_family = AF_INET6, .sin6_port = htons(27001),
-					    .sin6_scope_id = if_nametoindex(ns.cli_if) };
+					    .sin6_scope_id = if_nametoindex(h_ns.cli_if) };
 		struct sockaddr_storage from;
 		socklen_t fromlen = sizeof(from);
 		int one = 1;
 
 		inet_pton(AF_INET6, "ff02::1", &all.sin6_addr);
-		ck_assert_msg(sendto(u6, "group", 5, 0, (struct sockaddr *)&all, sizeof(all)) == 5, "sendto ff02::1%%%s (%u): %s", ns.cli_if, all.sin6_scope_id, strerror(errno));
+		ck_assert_msg(sendto(u6, "group", 5, 0, (struct sockaddr *)&all, sizeof(all)) == 5, "sendto ff02::1%%%s (%u): %s", h_ns.cli_if, all.sin6_scope_id, strerror(errno));
 		ck_assert_msg(recv_within(u6, buf, sizeof(buf), 5000) == 5,
 			      "no reply to a datagram sent to ff02::1");
 		setsockopt(u4, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one));
-		sockaddr_of("10.77.0.255", 27001, &ss);
+		h_sockaddr("10.77.0.255", 27001, &ss);
 		ck_assert_int_eq(sendto(u4, "bcast", 5, 0, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 5);
 		ck_assert_msg(poll(&(struct pollfd){ .fd = u4, .events = POLLIN }, 1, 5000) == 1,
 			      "no reply to a datagram sent to 10.77.0.255");
@@ -493,9 +462,7 @@ int main(void)
 	tcase_add_test(tc, test_reply_from_loopback_alias);
 	suite_add_tcase(s, tc);
 
-	tc = tcase_create("netns");
-	tcase_set_timeout(tc, 60);
-	tcase_add_unchecked_fixture(tc, ns_setup, ns_teardown);
+	tc = h_netns_tcase();
 	tcase_add_test(tc, test_reply_from_the_address_sent_to);
 	suite_add_tcase(s, tc);
 	return check_run(s);
