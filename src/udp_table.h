@@ -45,7 +45,10 @@ struct udp_key {
 
 union udp_cmsg {
 	char buf[UDP_PKTINFO_SPACE];
-	struct cmsghdr align;
+	/* struct cmsghdr's alignment, that of its size_t cmsg_len. Not the
+	 * struct itself: glibc ends it in a flexible array, which makes this
+	 * union a variable-sized type that clang refuses inside a struct. */
+	size_t align;
 };
 
 struct udp_session {
