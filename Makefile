@@ -17,15 +17,31 @@ SYSTEMD_SETUP ?= auto
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 
+# yes: every compile and link first runs scripts/install-deps (quick when
+# nothing is missing); no: never (package builds, which have Build-Depends).
+INSTALL_DEPS ?= yes
+
 PKGS := libevent libevent_pthreads libconfig jansson libcap-ng
+# pkg-config is asked when the first recipe that needs its answer runs, which
+# is after `deps` (an order-only prerequisite of every compile and link) has
+# installed the -dev packages, and the answer is kept for the rest of the run.
+# Asked while the Makefile is read, a fresh machine's first build would get
+# no flags at all and fail to compile or link.
+pkg = $(eval $1 := $$(shell $(PKG_CONFIG) $2 2>/dev/null))$(if $(filter 0,$(.SHELLSTATUS)),$($1),$(error \
+	$(PKG_CONFIG) $2: $(shell $(PKG_CONFIG) --print-errors $2 2>&1 >/dev/null) (scripts/install-deps installs what is missing)))
+PKG_CFLAGS = $(call pkg,PKG_CFLAGS,--cflags $(PKGS))
+PKG_LIBS = $(call pkg,PKG_LIBS,--libs $(PKGS))
+CHECK_CFLAGS = $(call pkg,CHECK_CFLAGS,--cflags check)
+CHECK_LIBS = $(call pkg,CHECK_LIBS,--libs check) -lpthread
+
 CFLAGS ?= -O2 -g
 WARNINGS := -Wall -Wextra -Wformat=2 -Wshadow
 ifeq ($(WERROR),1)
 WARNINGS += -Werror
 endif
-ALL_CFLAGS := -std=gnu11 $(WARNINGS) -D_GNU_SOURCE $(CFLAGS) \
-	$(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
-LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lm -lpthread
+# Recursive (=), so PKG_CFLAGS is only looked at in a recipe.
+ALL_CFLAGS = -std=gnu11 $(WARNINGS) -D_GNU_SOURCE $(CPPFLAGS) $(CFLAGS) $(PKG_CFLAGS)
+LIBS = $(PKG_LIBS) -lm -lpthread
 
 # Sanitizer builds live in their own tree so the objects never mix.
 ifeq ($(SANITIZE),1)
@@ -49,8 +65,6 @@ LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 PORTFWD := $(BUILD)/portfwd
 PORTFWDCTL := $(BUILD)/portfwdctl
 
-CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
-CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null) -lpthread
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
 HARNESS_OBJ := $(BUILD)/tests/harness.o
@@ -58,38 +72,41 @@ HARNESS_OBJ := $(BUILD)/tests/harness.o
 .PHONY: all deps run check tests bench clean install uninstall
 all: $(PORTFWD) $(PORTFWDCTL)
 
+# Once per run, before anything that compiles or links.
 deps:
+ifneq ($(INSTALL_DEPS),no)
 	@scripts/install-deps
+endif
 
-$(BUILD)/src/%.o: src/%.c
+$(BUILD)/src/%.o: src/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(PORTFWD): $(BUILD)/src/portfwd.o $(LIB_OBJS)
+$(PORTFWD): $(BUILD)/src/portfwd.o $(LIB_OBJS) | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(PORTFWDCTL): $(BUILD)/src/portfwdctl.o $(BUILD)/src/ctl_proto.o
+$(PORTFWDCTL): $(BUILD)/src/portfwdctl.o $(BUILD)/src/ctl_proto.o | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/%.o: tests/unit/%.c
+$(BUILD)/tests/%.o: tests/unit/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 
-$(BUILD)/tests/%.o: tests/integration/%.c
+$(BUILD)/tests/%.o: tests/integration/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 
-$(BUILD)/tests/harness.o: tests/harness.c
+$(BUILD)/tests/harness.o: tests/harness.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 
-$(UNIT_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJS)
+$(UNIT_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJS) | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
 
-$(INTEGRATION_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(LIB_OBJS)
+$(INTEGRATION_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(LIB_OBJS) | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
 
-$(BUILD)/pfbench: bench/pfbench.c
+$(BUILD)/pfbench: bench/pfbench.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread
 
