@@ -59,12 +59,17 @@ static void one_rule(char *buf, size_t len, const char *name, unsigned port, uns
 		 name, port, target);
 }
 
+/* -t says how many rules a valid file has: the example none (a fresh
+ * install forwards nothing). */
 START_TEST(test_check_flag_valid)
 {
 	char *out;
 
 	ck_assert_int_eq(run_portfwd(&out, "-t", "-c", "conf/portfwd.conf", NULL), 0);
-	ck_assert_msg(strstr(out, "conf/portfwd.conf: configuration is valid") != NULL, "%s", out);
+	ck_assert_str_eq(out, "conf/portfwd.conf: configuration is valid, 0 rules\n");
+	free(out);
+	ck_assert_int_eq(run_portfwd(&out, "-t", "-c", "tests/conf/good/minimal.conf", NULL), 0);
+	ck_assert_str_eq(out, "tests/conf/good/minimal.conf: configuration is valid, 1 rule\n");
 	free(out);
 }
 END_TEST
@@ -240,6 +245,45 @@ START_TEST(test_bind_failure_and_retry)
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(h_echo_exchange(fd, 4096, 2, 10), 0);
 	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* rules = ( ) is valid: the daemon starts, warns, forwards nothing, and a
+ * reload brings rules in and takes them out again. */
+START_TEST(test_no_rules)
+{
+	struct h_backend b;
+	struct hdaemon d;
+	char conf[512], *out;
+	char *reload[] = { (char *)PORTFWDCTL, "-s", NULL, "reload", NULL };
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	int fd;
+
+	h_backend_start(&b, H_ECHO, false);
+	h_start(&d, "rules = ( );");
+	reload[2] = d.sock;
+	ck_assert(h_log_contains(&d, "has no rules: nothing is forwarded until a reload brings some"));
+	ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", NULL), 0);
+	ck_assert_msg(strstr(out, "generation 1, 0 rules: 0 listening"), "%s", out);
+	free(out);
+
+	one_rule(conf, sizeof(conf), "late", port, b.port);
+	h_write_conf(&d, conf);
+	ck_assert_int_eq(h_run(reload, &out), 0);
+	ck_assert_msg(strstr(out, "1 added, 0 removed"), "%s", out);
+	free(out);
+	fd = h_connect("127.0.0.1", port);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(h_echo_exchange(fd, 4096, 5, 10), 0);
+	close(fd);
+
+	h_write_conf(&d, "rules = ( );");
+	ck_assert_int_eq(h_run(reload, &out), 0);
+	ck_assert_msg(strstr(out, "0 added, 1 removed"), "%s", out);
+	free(out);
+	ck_assert_int_eq(h_connect("127.0.0.1", port), -1);
 	h_stop(&d);
 	h_backend_stop(&b);
 }
@@ -597,6 +641,7 @@ int main(void)
 	tcase_add_test(tc, test_control_bad_requests);
 	tcase_add_test(tc, test_control_pipelined_requests);
 	tcase_add_test(tc, test_portfwdctl);
+	tcase_add_test(tc, test_no_rules);
 	tcase_add_test(tc, test_permissions);
 	tcase_add_test(tc, test_client_reset_mid_stream);
 	tcase_add_test(tc, test_fd_limit_counts_pipes);
