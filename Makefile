@@ -1,5 +1,9 @@
 # portfwd: plain GNU make. `make`, `make run`, `make check`, `make check SANITIZE=1`.
 
+# The one version: src/version.h. The binaries and the installed man pages
+# read it; debian/changelog must agree (test_daemon checks).
+VERSION := $(shell sed -n 's/^\#define PORTFWD_VERSION "\(.*\)"$$/\1/p' src/version.h)
+
 PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR ?= $(PREFIX)/bin
@@ -69,6 +73,9 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
 HARNESS_OBJ := $(BUILD)/tests/harness.o
 
+# The man pages as installed: their footer names the version.
+MANPAGES := $(addprefix $(BUILD)/man/,portfwd.8 portfwdctl.8 portfwd.conf.5)
+
 .PHONY: all deps run check tests bench clean install uninstall
 all: $(PORTFWD) $(PORTFWDCTL)
 
@@ -120,15 +127,19 @@ run: deps all
 
 tests: $(UNIT_TESTS) $(INTEGRATION_TESTS)
 
-check: deps all tests
-	mandoc -Tlint -W warning man/portfwd.8 man/portfwdctl.8 man/portfwd.conf.5
+$(BUILD)/man/%: man/% src/version.h
+	@mkdir -p $(dir $@)
+	sed 's/^\.Os$$/.Os portfwd $(VERSION)/' $< > $@
+
+check: deps all tests $(MANPAGES)
+	mandoc -Tlint -W warning $(MANPAGES)
 	@PORTFWD_BIN=$(abspath $(PORTFWD)) PORTFWDCTL_BIN=$(abspath $(PORTFWDCTL)) \
 		scripts/run-tests $(UNIT_TESTS) -- $(INTEGRATION_TESTS)
 
 # Installs everything; /etc/portfwd.conf only if there is none (never a
 # user's file). Without DESTDIR on a systemd machine it also creates the
 # portfwd user and tells systemd about the unit.
-install: all
+install: all $(MANPAGES)
 	@# The unit with this installation's paths, made anew each time (PREFIX may differ).
 	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
 		-e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/portfwd.service.in > $(BUILD)/portfwd.service
@@ -140,8 +151,8 @@ install: all
 	install -m 0644 $(BUILD)/portfwd.service $(DESTDIR)$(UNITDIR)/portfwd.service
 	install -m 0644 systemd/portfwd.sysusers $(DESTDIR)$(SYSUSERSDIR)/portfwd.conf
 	install -m 0644 systemd/portfwd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/portfwd.conf
-	install -m 0644 man/portfwd.conf.5 $(DESTDIR)$(MANDIR)/man5/portfwd.conf.5
-	install -m 0644 man/portfwd.8 man/portfwdctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 $(BUILD)/man/portfwd.conf.5 $(DESTDIR)$(MANDIR)/man5/portfwd.conf.5
+	install -m 0644 $(BUILD)/man/portfwd.8 $(BUILD)/man/portfwdctl.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 scripts/portfwdctl.bash-completion $(DESTDIR)$(COMPLETIONDIR)/portfwdctl
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/portfwd.conf ]; then \
 		echo "install: keeping the existing $(DESTDIR)$(SYSCONFDIR)/portfwd.conf"; \

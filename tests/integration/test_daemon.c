@@ -20,6 +20,7 @@
 
 #include "harness.h"
 #include "check_run.h"
+#include "version.h"
 
 /* Fills a Unix socket address; the test paths are short by construction. */
 static void set_path(struct sockaddr_un *sun, const char *path)
@@ -289,6 +290,38 @@ START_TEST(test_no_rules)
 }
 END_TEST
 
+/* One version, in src/version.h: both programs, the protocol greeting, the
+ * metrics and debian/changelog (the package's version) all say it. */
+START_TEST(test_version)
+{
+	struct hdaemon d;
+	char *out, *r;
+	bool ok;
+
+	ck_assert_int_eq(run_portfwd(&out, "-V", NULL, NULL, NULL), 0);
+	ck_assert_str_eq(out, "portfwd " PORTFWD_VERSION "\n");
+	free(out);
+	ck_assert_int_eq(run_ctl(&out, "-V", NULL, NULL, NULL), 0);
+#define WANT "portfwdctl " PORTFWD_VERSION " (protocol "
+	ck_assert_msg(strncmp(out, WANT, sizeof(WANT) - 1) == 0, "%s", out);
+#undef WANT
+	free(out);
+	ck_assert_int_eq(h_sh(&out, "head -n 1 debian/changelog"), 0);
+#define WANT "portfwd (" PORTFWD_VERSION ") "
+	ck_assert_msg(strncmp(out, WANT, sizeof(WANT) - 1) == 0,
+		      "debian/changelog does not start at version %s: %s", PORTFWD_VERSION, out);
+#undef WANT
+	free(out);
+
+	h_start(&d, "rules = ( );");
+	r = h_ctl(d.sock, "metrics", &ok);
+	ck_assert(ok);
+	ck_assert_msg(strstr(r, "\nportfwd_info{version=\"" PORTFWD_VERSION "\"} 1\n"), "%s", r);
+	free(r);
+	h_stop(&d);
+}
+END_TEST
+
 /* Sends raw bytes on a new control connection; returns what came back (malloc'd). */
 static char *ctl_raw(const char *sock, const void *data, size_t len)
 {
@@ -454,7 +487,7 @@ START_TEST(test_portfwdctl)
 	h_start(&d, conf);
 
 	ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", NULL), 0);
-	ck_assert_msg(strstr(out, "portfwd 0.1.0, pid ") && strstr(out, "webapp  tcp  127.0.0.1:") &&
+	ck_assert_msg(strstr(out, "portfwd " PORTFWD_VERSION ", pid ") && strstr(out, "webapp  tcp  127.0.0.1:") &&
 			      strstr(out, "listening") && strstr(out, d.conf),
 		      "%s", out);
 	free(out);
@@ -462,7 +495,7 @@ START_TEST(test_portfwdctl)
 	ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", "--json"), 0);
 	doc = json_loads(out, 0, &err);
 	ck_assert_msg(doc != NULL, "not JSON: %s\n%s", err.text, out);
-	ck_assert_str_eq(json_string_value(json_object_get(doc, "version")), "0.1.0");
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "version")), PORTFWD_VERSION);
 	ck_assert_int_eq(json_integer_value(json_object_get(doc, "pid")), d.pid);
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(doc, "rules"), 0), "name")),
 			 "webapp");
@@ -642,6 +675,7 @@ int main(void)
 	tcase_add_test(tc, test_control_pipelined_requests);
 	tcase_add_test(tc, test_portfwdctl);
 	tcase_add_test(tc, test_no_rules);
+	tcase_add_test(tc, test_version);
 	tcase_add_test(tc, test_permissions);
 	tcase_add_test(tc, test_client_reset_mid_stream);
 	tcase_add_test(tc, test_fd_limit_counts_pipes);
