@@ -1,7 +1,7 @@
-# portfwd: plain GNU make. `make`, `make run`, `make check`, `make check SANITIZE=1`.
+# portfwd: plain GNU make. `make`, `make run`, `make check`, `make check SANITIZE=1`, `make deb`.
 
-# The one version: src/version.h. The binaries and the installed man pages
-# read it; debian/changelog must agree (test_daemon checks).
+# The one version: src/version.h. The binaries, the man pages (installed),
+# the package (debian/changelog must agree; `make deb` checks) all read it.
 VERSION := $(shell sed -n 's/^\#define PORTFWD_VERSION "\(.*\)"$$/\1/p' src/version.h)
 
 PREFIX ?= /usr/local
@@ -71,18 +71,24 @@ PORTFWDCTL := $(BUILD)/portfwdctl
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
+# Built with the others, run only by `make check-deb` (it installs a package).
+PACKAGE_TEST := $(BUILD)/tests/test_deb
 HARNESS_OBJ := $(BUILD)/tests/harness.o
 
 # The man pages as installed: their footer names the version.
 MANPAGES := $(addprefix $(BUILD)/man/,portfwd.8 portfwdctl.8 portfwd.conf.5)
 
-.PHONY: all deps run check tests bench clean install uninstall
+# What `make deb` makes, here.
+DEB = portfwd_$(VERSION)_$(shell dpkg --print-architecture).deb
+
+.PHONY: all deps run check tests bench clean install uninstall deb check-deb
 all: $(PORTFWD) $(PORTFWDCTL)
 
-# Once per run, before anything that compiles or links.
+# Once per run, before anything that compiles or links; `make deb` and
+# `make check-deb` want the package tools as well.
 deps:
 ifneq ($(INSTALL_DEPS),no)
-	@scripts/install-deps
+	@scripts/install-deps $(if $(filter deb check-deb,$(MAKECMDGOALS)),deb)
 endif
 
 $(BUILD)/src/%.o: src/%.c | deps
@@ -110,7 +116,11 @@ $(BUILD)/tests/harness.o: tests/harness.c | deps
 $(UNIT_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJS) | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
 
-$(INTEGRATION_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(LIB_OBJS) | deps
+$(BUILD)/tests/%.o: tests/package/%.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
+
+$(INTEGRATION_TESTS) $(PACKAGE_TEST): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(LIB_OBJS) | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
 
 $(BUILD)/pfbench: bench/pfbench.c | deps
@@ -125,7 +135,7 @@ bench: deps all $(BUILD)/pfbench
 run: deps all
 	@scripts/demo $(PORTFWD) $(PORTFWDCTL)
 
-tests: $(UNIT_TESTS) $(INTEGRATION_TESTS)
+tests: $(UNIT_TESTS) $(INTEGRATION_TESTS) $(PACKAGE_TEST)
 
 $(BUILD)/man/%: man/% src/version.h
 	@mkdir -p $(dir $@)
@@ -175,7 +185,31 @@ uninstall:
 		$(DESTDIR)$(COMPLETIONDIR)/portfwdctl
 	@echo "uninstall: $(DESTDIR)$(SYSCONFDIR)/portfwd.conf is left in place"
 
-clean:
-	rm -rf build
+# The Debian package, here: built from a copy of this tree in build/deb
+# (dpkg-buildpackage writes beside the tree it builds, and fills debian/
+# with its own files), then lintian must report no error and no warning;
+# debian/portfwd.lintian-overrides gives the reason for each tag it hides.
+# `deps` installs debhelper, dpkg-dev and lintian for it.
+deb: deps
+	@v=$$(dpkg-parsechangelog -S Version) && [ "$$v" = "$(VERSION)" ] || { \
+		echo "deb: debian/changelog is at $$v, src/version.h at $(VERSION): add a changelog entry" >&2; exit 1; }
+	rm -rf build/deb && mkdir -p build/deb/portfwd
+	tar -cf - --exclude=./build --exclude=./demo --exclude=./.git --exclude='./portfwd_*.deb' . | \
+		tar -xf - -C build/deb/portfwd
+	@echo "deb: dpkg-buildpackage, log in build/deb/build.log"
+	@cd build/deb/portfwd && dpkg-buildpackage -b -us -uc -J >../build.log 2>&1 || { tail -n 40 ../build.log; exit 1; }
+	lintian --fail-on error,warning --display-info build/deb/$(DEB)
+	cp build/deb/$(DEB) .
+	@echo "deb: $(DEB)"
 
--include $(shell find build -name '*.d' 2>/dev/null)
+# Builds the package, then installs, upgrades, removes and purges it on this
+# machine (as root; for CI and throwaway machines: it refuses to run where
+# portfwd is installed already) and checks what each step leaves.
+check-deb: deb $(PACKAGE_TEST)
+	PORTFWD_DEB=$(abspath $(DEB)) $(PACKAGE_TEST)
+
+clean:
+	rm -rf build portfwd_*.deb
+
+# (Not build/deb's: that is another tree's build.)
+-include $(shell find build -path build/deb -prune -o -name '*.d' -print 2>/dev/null)
