@@ -95,7 +95,7 @@ int udp_local_from_msg(const struct msghdr *msg, struct udp_local *local)
 
 size_t udp_local_to_cmsg(const struct udp_local *local, union udp_cmsg *ctl)
 {
-	struct cmsghdr *c = (struct cmsghdr *)ctl->buf; /* aligned by the union */
+	struct cmsghdr *c = (struct cmsghdr *)ctl->buf;
 
 	memset(ctl, 0, sizeof(*ctl));
 	if (local->family == AF_INET) {

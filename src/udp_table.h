@@ -43,11 +43,10 @@ struct udp_key {
 /* Room for the IP_PKTINFO or IPV6_PKTINFO control message of one datagram. */
 #define UDP_PKTINFO_SPACE CMSG_SPACE(sizeof(struct in6_pktinfo))
 
+/* Aligned as a struct cmsghdr (its cmsg_len is a size_t); not holding one,
+ * whose flexible array would make this a variable-sized type for clang. */
 union udp_cmsg {
 	char buf[UDP_PKTINFO_SPACE];
-	/* struct cmsghdr's alignment, that of its size_t cmsg_len. Not the
-	 * struct itself: glibc ends it in a flexible array, which makes this
-	 * union a variable-sized type that clang refuses inside a struct. */
 	size_t align;
 };
 
