@@ -1,4 +1,8 @@
-# portfwd: plain GNU make. `make`, `make run`, `make check`, `make check SANITIZE=1`.
+# portfwd: plain GNU make. `make`, `make run`, `make check`, `make check SANITIZE=1`, `make deb`.
+
+# The one version: src/version.h. The binaries, the man pages (installed),
+# the package (debian/changelog must agree; `make deb` checks) all read it.
+VERSION := $(shell sed -n 's/^\#define PORTFWD_VERSION "\(.*\)"$$/\1/p' src/version.h)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -17,15 +21,31 @@ SYSTEMD_SETUP ?= auto
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 
+# yes: every compile and link first runs scripts/install-deps (quick when
+# nothing is missing); no: never (package builds, which have Build-Depends).
+INSTALL_DEPS ?= yes
+
 PKGS := libevent libevent_pthreads libconfig jansson libcap-ng
+# pkg-config is asked when the first recipe that needs its answer runs, which
+# is after `deps` (an order-only prerequisite of every compile and link) has
+# installed the -dev packages, and the answer is kept for the rest of the run.
+# Asked while the Makefile is read, a fresh machine's first build would get
+# no flags at all and fail to compile or link.
+pkg = $(eval $1 := $$(shell $(PKG_CONFIG) $2 2>/dev/null))$(if $(filter 0,$(.SHELLSTATUS)),$($1),$(error \
+	$(PKG_CONFIG) $2: $(shell $(PKG_CONFIG) --print-errors $2 2>&1 >/dev/null) (scripts/install-deps installs what is missing)))
+PKG_CFLAGS = $(call pkg,PKG_CFLAGS,--cflags $(PKGS))
+PKG_LIBS = $(call pkg,PKG_LIBS,--libs $(PKGS))
+CHECK_CFLAGS = $(call pkg,CHECK_CFLAGS,--cflags check)
+CHECK_LIBS = $(call pkg,CHECK_LIBS,--libs check) -lpthread
+
 CFLAGS ?= -O2 -g
 WARNINGS := -Wall -Wextra -Wformat=2 -Wshadow
 ifeq ($(WERROR),1)
 WARNINGS += -Werror
 endif
-ALL_CFLAGS := -std=gnu11 $(WARNINGS) -D_GNU_SOURCE $(CFLAGS) \
-	$(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
-LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lm -lpthread
+# Recursive (=), so PKG_CFLAGS is only looked at in a recipe.
+ALL_CFLAGS = -std=gnu11 $(WARNINGS) -D_GNU_SOURCE $(CPPFLAGS) $(CFLAGS) $(PKG_CFLAGS)
+LIBS = $(PKG_LIBS) -lm -lpthread
 
 # Sanitizer builds live in their own tree so the objects never mix.
 ifeq ($(SANITIZE),1)
@@ -49,47 +69,61 @@ LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 PORTFWD := $(BUILD)/portfwd
 PORTFWDCTL := $(BUILD)/portfwdctl
 
-CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
-CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null) -lpthread
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
+# Built with the others, run only by `make check-deb` (it installs a package).
+PACKAGE_TEST := $(BUILD)/tests/test_deb
 HARNESS_OBJ := $(BUILD)/tests/harness.o
 
-.PHONY: all deps run check tests bench clean install uninstall
+# The man pages as installed: their footer names the version.
+MANPAGES := $(addprefix $(BUILD)/man/,portfwd.8 portfwdctl.8 portfwd.conf.5)
+
+# What `make deb` makes, here.
+DEB = portfwd_$(VERSION)_$(shell dpkg --print-architecture).deb
+
+.PHONY: all deps run check tests bench clean install uninstall deb check-deb
 all: $(PORTFWD) $(PORTFWDCTL)
 
+# Once per run, before anything that compiles or links; `make deb` and
+# `make check-deb` want the package tools as well.
 deps:
-	@scripts/install-deps
+ifneq ($(INSTALL_DEPS),no)
+	@scripts/install-deps $(if $(filter deb check-deb,$(MAKECMDGOALS)),deb)
+endif
 
-$(BUILD)/src/%.o: src/%.c
+$(BUILD)/src/%.o: src/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(PORTFWD): $(BUILD)/src/portfwd.o $(LIB_OBJS)
+$(PORTFWD): $(BUILD)/src/portfwd.o $(LIB_OBJS) | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(PORTFWDCTL): $(BUILD)/src/portfwdctl.o $(BUILD)/src/ctl_proto.o
+$(PORTFWDCTL): $(BUILD)/src/portfwdctl.o $(BUILD)/src/ctl_proto.o | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/%.o: tests/unit/%.c
+$(BUILD)/tests/%.o: tests/unit/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 
-$(BUILD)/tests/%.o: tests/integration/%.c
+$(BUILD)/tests/%.o: tests/integration/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 
-$(BUILD)/tests/harness.o: tests/harness.c
+$(BUILD)/tests/harness.o: tests/harness.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 
-$(UNIT_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJS)
+$(UNIT_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJS) | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
 
-$(INTEGRATION_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(LIB_OBJS)
+$(BUILD)/tests/%.o: tests/package/%.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
+
+$(INTEGRATION_TESTS) $(PACKAGE_TEST): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(LIB_OBJS) | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
 
-$(BUILD)/pfbench: bench/pfbench.c
+$(BUILD)/pfbench: bench/pfbench.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread
 
@@ -101,17 +135,21 @@ bench: deps all $(BUILD)/pfbench
 run: deps all
 	@scripts/demo $(PORTFWD) $(PORTFWDCTL)
 
-tests: $(UNIT_TESTS) $(INTEGRATION_TESTS)
+tests: $(UNIT_TESTS) $(INTEGRATION_TESTS) $(PACKAGE_TEST)
 
-check: deps all tests
-	mandoc -Tlint -W warning man/portfwd.8 man/portfwdctl.8 man/portfwd.conf.5
+$(BUILD)/man/%: man/% src/version.h
+	@mkdir -p $(dir $@)
+	sed 's/^\.Os$$/.Os portfwd $(VERSION)/' $< > $@
+
+check: deps all tests $(MANPAGES)
+	mandoc -Tlint -W warning $(MANPAGES)
 	@PORTFWD_BIN=$(abspath $(PORTFWD)) PORTFWDCTL_BIN=$(abspath $(PORTFWDCTL)) \
 		scripts/run-tests $(UNIT_TESTS) -- $(INTEGRATION_TESTS)
 
 # Installs everything; /etc/portfwd.conf only if there is none (never a
 # user's file). Without DESTDIR on a systemd machine it also creates the
 # portfwd user and tells systemd about the unit.
-install: all
+install: all $(MANPAGES)
 	@# The unit with this installation's paths, made anew each time (PREFIX may differ).
 	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
 		-e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/portfwd.service.in > $(BUILD)/portfwd.service
@@ -123,8 +161,8 @@ install: all
 	install -m 0644 $(BUILD)/portfwd.service $(DESTDIR)$(UNITDIR)/portfwd.service
 	install -m 0644 systemd/portfwd.sysusers $(DESTDIR)$(SYSUSERSDIR)/portfwd.conf
 	install -m 0644 systemd/portfwd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/portfwd.conf
-	install -m 0644 man/portfwd.conf.5 $(DESTDIR)$(MANDIR)/man5/portfwd.conf.5
-	install -m 0644 man/portfwd.8 man/portfwdctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 $(BUILD)/man/portfwd.conf.5 $(DESTDIR)$(MANDIR)/man5/portfwd.conf.5
+	install -m 0644 $(BUILD)/man/portfwd.8 $(BUILD)/man/portfwdctl.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 scripts/portfwdctl.bash-completion $(DESTDIR)$(COMPLETIONDIR)/portfwdctl
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/portfwd.conf ]; then \
 		echo "install: keeping the existing $(DESTDIR)$(SYSCONFDIR)/portfwd.conf"; \
@@ -147,7 +185,31 @@ uninstall:
 		$(DESTDIR)$(COMPLETIONDIR)/portfwdctl
 	@echo "uninstall: $(DESTDIR)$(SYSCONFDIR)/portfwd.conf is left in place"
 
-clean:
-	rm -rf build
+# The Debian package, here: built from a copy of this tree in build/deb
+# (dpkg-buildpackage writes beside the tree it builds, and fills debian/
+# with its own files), then lintian must report no error and no warning;
+# debian/portfwd.lintian-overrides gives the reason for each tag it hides.
+# `deps` installs debhelper, dpkg-dev and lintian for it.
+deb: deps
+	@v=$$(dpkg-parsechangelog -S Version) && [ "$$v" = "$(VERSION)" ] || { \
+		echo "deb: debian/changelog is at $$v, src/version.h at $(VERSION): add a changelog entry" >&2; exit 1; }
+	rm -rf build/deb && mkdir -p build/deb/portfwd
+	tar -cf - --exclude=./build --exclude=./demo --exclude=./.git --exclude='./portfwd_*.deb' . | \
+		tar -xf - -C build/deb/portfwd
+	@echo "deb: dpkg-buildpackage, log in build/deb/build.log"
+	@cd build/deb/portfwd && dpkg-buildpackage -b -us -uc -J >../build.log 2>&1 || { tail -n 40 ../build.log; exit 1; }
+	lintian --fail-on error,warning --display-info build/deb/$(DEB)
+	cp build/deb/$(DEB) .
+	@echo "deb: $(DEB)"
 
--include $(shell find build -name '*.d' 2>/dev/null)
+# Builds the package, then installs, upgrades, removes and purges it on this
+# machine (as root; for CI and throwaway machines: it refuses to run where
+# portfwd is installed already) and checks what each step leaves.
+check-deb: deb $(PACKAGE_TEST)
+	PORTFWD_DEB=$(abspath $(DEB)) $(PACKAGE_TEST)
+
+clean:
+	rm -rf build portfwd_*.deb
+
+# (Not build/deb's: that is another tree's build.)
+-include $(shell find build -path build/deb -prune -o -name '*.d' -print 2>/dev/null)

@@ -810,10 +810,10 @@ static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 		return;
 	}
 	n = config_setting_length(list);
-	if (n == 0) {
-		config_err(ctx, list, "rules: the list is empty; at least one rule is required");
+	/* An empty list is valid: the daemon runs and forwards nothing until a
+	 * reload brings rules (the packaged /etc/portfwd.conf starts so). */
+	if (n == 0)
 		return;
-	}
 	cfg->rules = calloc((size_t)n, sizeof(*cfg->rules));
 	if (!cfg->rules) {
 		config_errors_add(ctx->errs, "%s: out of memory", ctx->path);

@@ -315,7 +315,7 @@ void daemon_check(struct daemon *d, const char *name, const char *text, size_t l
 	daemon_result_init(res);
 	if (daemon_load(path, text, len, &nc, res) < 0)
 		return;
-	match = calloc(nc.nrules, sizeof(*match));
+	match = calloc(nc.nrules + 1, sizeof(*match));
 	taken = calloc(d->nrules + 1, sizeof(*taken));
 	if (match && taken) {
 		daemon_plan(d, &nc, match, taken, res);
@@ -346,7 +346,7 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 			  (unsigned long long)d->generation);
 		goto refused;
 	}
-	rules = calloc(nc.nrules, sizeof(*rules));
+	rules = calloc(nc.nrules + 1, sizeof(*rules));
 	taken = calloc(d->nrules + 1, sizeof(*taken));
 	draining = realloc(d->draining, (d->ndraining + d->nrules + 1) * sizeof(*draining));
 	if (!rules || !taken || !draining) {
@@ -534,7 +534,7 @@ int daemon_start(struct daemon *d, struct config *cfg)
 
 	n = daemon_worker_count(&d->cfg);
 	d->workers = calloc(n, sizeof(*d->workers));
-	d->rules = calloc(d->cfg.nrules, sizeof(*d->rules));
+	d->rules = calloc(d->cfg.nrules + 1, sizeof(*d->rules));
 	if (!d->workers || !d->rules) {
 		log_error("out of memory");
 		return -1;
@@ -577,6 +577,8 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	log_info("portfwd %s started: %zu of %zu rules listening, %zu worker%s, control socket %s",
 		 PORTFWD_VERSION, ready, d->nrules, d->nworkers, d->nworkers == 1 ? "" : "s",
 		 d->cfg.control_socket);
+	if (d->nrules == 0)
+		log_warning("%s has no rules: nothing is forwarded until a reload brings some", d->cfg.path);
 	return 0;
 }
 

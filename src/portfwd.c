@@ -82,7 +82,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (test) {
-		printf("%s: configuration is valid\n", path);
+		printf("%s: configuration is valid, %zu rule%s\n", path, cfg.nrules, cfg.nrules == 1 ? "" : "s");
 		config_free(&cfg);
 		return 0;
 	}

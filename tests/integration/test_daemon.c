@@ -20,6 +20,7 @@
 
 #include "harness.h"
 #include "check_run.h"
+#include "version.h"
 
 /* Fills a Unix socket address; the test paths are short by construction. */
 static void set_path(struct sockaddr_un *sun, const char *path)
@@ -59,12 +60,17 @@ static void one_rule(char *buf, size_t len, const char *name, unsigned port, uns
 		 name, port, target);
 }
 
+/* -t says how many rules a valid file has: the example none (a fresh
+ * install forwards nothing). */
 START_TEST(test_check_flag_valid)
 {
 	char *out;
 
 	ck_assert_int_eq(run_portfwd(&out, "-t", "-c", "conf/portfwd.conf", NULL), 0);
-	ck_assert_msg(strstr(out, "conf/portfwd.conf: configuration is valid") != NULL, "%s", out);
+	ck_assert_str_eq(out, "conf/portfwd.conf: configuration is valid, 0 rules\n");
+	free(out);
+	ck_assert_int_eq(run_portfwd(&out, "-t", "-c", "tests/conf/good/minimal.conf", NULL), 0);
+	ck_assert_str_eq(out, "tests/conf/good/minimal.conf: configuration is valid, 1 rule\n");
 	free(out);
 }
 END_TEST
@@ -245,6 +251,77 @@ START_TEST(test_bind_failure_and_retry)
 }
 END_TEST
 
+/* rules = ( ) is valid: the daemon starts, warns, forwards nothing, and a
+ * reload brings rules in and takes them out again. */
+START_TEST(test_no_rules)
+{
+	struct h_backend b;
+	struct hdaemon d;
+	char conf[512], *out;
+	char *reload[] = { (char *)PORTFWDCTL, "-s", NULL, "reload", NULL };
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	int fd;
+
+	h_backend_start(&b, H_ECHO, false);
+	h_start(&d, "rules = ( );");
+	reload[2] = d.sock;
+	ck_assert(h_log_contains(&d, "has no rules: nothing is forwarded until a reload brings some"));
+	ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", NULL), 0);
+	ck_assert_msg(strstr(out, "generation 1, 0 rules: 0 listening"), "%s", out);
+	free(out);
+
+	one_rule(conf, sizeof(conf), "late", port, b.port);
+	h_write_conf(&d, conf);
+	ck_assert_int_eq(h_run(reload, &out), 0);
+	ck_assert_msg(strstr(out, "1 added, 0 removed"), "%s", out);
+	free(out);
+	fd = h_connect("127.0.0.1", port);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(h_echo_exchange(fd, 4096, 5, 10), 0);
+	close(fd);
+
+	h_write_conf(&d, "rules = ( );");
+	ck_assert_int_eq(h_run(reload, &out), 0);
+	ck_assert_msg(strstr(out, "0 added, 1 removed"), "%s", out);
+	free(out);
+	ck_assert_int_eq(h_connect("127.0.0.1", port), -1);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* One version, in src/version.h: both programs, the protocol greeting, the
+ * metrics and debian/changelog (the package's version) all say it. */
+START_TEST(test_version)
+{
+	struct hdaemon d;
+	char *out, *r;
+	bool ok;
+
+	ck_assert_int_eq(run_portfwd(&out, "-V", NULL, NULL, NULL), 0);
+	ck_assert_str_eq(out, "portfwd " PORTFWD_VERSION "\n");
+	free(out);
+	ck_assert_int_eq(run_ctl(&out, "-V", NULL, NULL, NULL), 0);
+#define WANT "portfwdctl " PORTFWD_VERSION " (protocol "
+	ck_assert_msg(strncmp(out, WANT, sizeof(WANT) - 1) == 0, "%s", out);
+#undef WANT
+	free(out);
+	ck_assert_int_eq(h_sh(&out, "head -n 1 debian/changelog"), 0);
+#define WANT "portfwd (" PORTFWD_VERSION ") "
+	ck_assert_msg(strncmp(out, WANT, sizeof(WANT) - 1) == 0,
+		      "debian/changelog does not start at version %s: %s", PORTFWD_VERSION, out);
+#undef WANT
+	free(out);
+
+	h_start(&d, "rules = ( );");
+	r = h_ctl(d.sock, "metrics", &ok);
+	ck_assert(ok);
+	ck_assert_msg(strstr(r, "\nportfwd_info{version=\"" PORTFWD_VERSION "\"} 1\n"), "%s", r);
+	free(r);
+	h_stop(&d);
+}
+END_TEST
+
 /* Sends raw bytes on a new control connection; returns what came back (malloc'd). */
 static char *ctl_raw(const char *sock, const void *data, size_t len)
 {
@@ -410,7 +487,7 @@ START_TEST(test_portfwdctl)
 	h_start(&d, conf);
 
 	ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", NULL), 0);
-	ck_assert_msg(strstr(out, "portfwd 0.1.0, pid ") && strstr(out, "webapp  tcp  127.0.0.1:") &&
+	ck_assert_msg(strstr(out, "portfwd " PORTFWD_VERSION ", pid ") && strstr(out, "webapp  tcp  127.0.0.1:") &&
 			      strstr(out, "listening") && strstr(out, d.conf),
 		      "%s", out);
 	free(out);
@@ -418,7 +495,7 @@ START_TEST(test_portfwdctl)
 	ck_assert_int_eq(run_ctl(&out, "-s", d.sock, "status", "--json"), 0);
 	doc = json_loads(out, 0, &err);
 	ck_assert_msg(doc != NULL, "not JSON: %s\n%s", err.text, out);
-	ck_assert_str_eq(json_string_value(json_object_get(doc, "version")), "0.1.0");
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "version")), PORTFWD_VERSION);
 	ck_assert_int_eq(json_integer_value(json_object_get(doc, "pid")), d.pid);
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(doc, "rules"), 0), "name")),
 			 "webapp");
@@ -597,6 +674,8 @@ int main(void)
 	tcase_add_test(tc, test_control_bad_requests);
 	tcase_add_test(tc, test_control_pipelined_requests);
 	tcase_add_test(tc, test_portfwdctl);
+	tcase_add_test(tc, test_no_rules);
+	tcase_add_test(tc, test_version);
 	tcase_add_test(tc, test_permissions);
 	tcase_add_test(tc, test_client_reset_mid_stream);
 	tcase_add_test(tc, test_fd_limit_counts_pipes);

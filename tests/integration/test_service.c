@@ -29,6 +29,7 @@
 
 #include "check_run.h"
 #include "harness.h"
+#include "version.h"
 
 static const char *bin(const char *var, const char *fallback)
 {
@@ -821,6 +822,11 @@ START_TEST(test_install_and_unit)
 	free(text);
 	/* The installed daemon accepts the installed example. */
 	ck_assert_msg(h_sh(&out, "%s/sbin/portfwd -t -c %s/etc/portfwd.conf", dir, dir) == 0, "%s", out);
+	free(out);
+	/* The installed man pages name the version in their footer. */
+	ck_assert_int_eq(h_sh(&out, "cd %s/share/man && grep -c '^\\.Os portfwd " PORTFWD_VERSION "$' "
+			      "man8/portfwd.8 man8/portfwdctl.8 man5/portfwd.conf.5", dir), 0);
+	ck_assert_str_eq(out, "man8/portfwd.8:1\nman8/portfwdctl.8:1\nman5/portfwd.conf.5:1\n");
 	free(out);
 
 	/* systemd's own checks: verify says nothing, exposure at most 1.5. */

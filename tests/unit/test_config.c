@@ -69,8 +69,26 @@ static void expect_valid(const char *path)
 
 	ck_assert_msg(rc == 0, "%s: rejected: %s", path, errs.count ? errs.msgs[0] : "?");
 	ck_assert_int_eq(errs.count, 0);
-	ck_assert_int_gt(cfg.nrules, 0);
 	config_free(&cfg);
+}
+
+/* The example, conf/portfwd.conf, has no rules; its examples are comments
+ * ("  # { name = ..."). Writes it with them uncommented to a temporary
+ * file, whose path goes in PATH (LEN bytes), to unlink after. */
+static void example_uncommented(char *path, size_t len)
+{
+	char *text = read_file("conf/portfwd.conf");
+	FILE *fp;
+	int fd;
+
+	snprintf(path, len, "/tmp/portfwd-example-XXXXXX");
+	fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	fp = fdopen(fd, "w");
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+		fprintf(fp, "%s\n", strncmp(line, "  # {", 5) == 0 ? line + 4 : line);
+	fclose(fp);
+	free(text);
 }
 
 static void expect_errors(const char *path)
@@ -114,8 +132,24 @@ END_TEST
 
 START_TEST(test_shipped_examples_are_valid)
 {
-	expect_valid("conf/portfwd.conf");
+	struct config_errors errs = { 0 };
+	struct config cfg;
+	char path[64];
+
 	expect_valid("conf/demo.conf");
+	/* What a fresh install forwards: nothing. */
+	ck_assert_int_eq(config_load("conf/portfwd.conf", &cfg, &errs), 0);
+	ck_assert_int_eq(cfg.nrules, 0);
+	config_free(&cfg);
+	/* Its examples, once the "#" is taken off: four valid rules. */
+	example_uncommented(path, sizeof(path));
+	ck_assert_int_eq(config_load(path, &cfg, &errs), 0);
+	ck_assert_int_eq(cfg.nrules, 4);
+	config_free(&cfg);
+	unlink(path);
+	ck_assert_int_eq(config_load(CONF_DIR "/good/no_rules.conf", &cfg, &errs), 0);
+	ck_assert_int_eq(cfg.nrules, 0);
+	config_free(&cfg);
 }
 END_TEST
 
@@ -124,8 +158,11 @@ START_TEST(test_defaults_and_overrides)
 {
 	struct config_errors errs = { 0 };
 	struct config cfg;
+	char path[64];
 
-	ck_assert_int_eq(config_load("conf/portfwd.conf", &cfg, &errs), 0);
+	example_uncommented(path, sizeof(path));
+	ck_assert_int_eq(config_load(path, &cfg, &errs), 0);
+	unlink(path);
 	ck_assert_str_eq(cfg.control_socket, "/run/portfwd/portfwd.sock");
 	ck_assert_int_eq(cfg.log_level, LOG_LVL_INFO);
 	ck_assert(cfg.log_connections);
