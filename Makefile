@@ -36,7 +36,9 @@ pkg = $(eval $1 := $$(shell $(PKG_CONFIG) $2 2>/dev/null))$(if $(filter 0,$(.SHE
 PKG_CFLAGS = $(call pkg,PKG_CFLAGS,--cflags $(PKGS))
 PKG_LIBS = $(call pkg,PKG_LIBS,--libs $(PKGS))
 CHECK_CFLAGS = $(call pkg,CHECK_CFLAGS,--cflags check)
-CHECK_LIBS = $(call pkg,CHECK_LIBS,--libs check) -lpthread
+# (pkg redefines the variable it fills: what is added goes outside it.)
+CHECK_PKG_LIBS = $(call pkg,CHECK_PKG_LIBS,--libs check)
+CHECK_LIBS = $(CHECK_PKG_LIBS) -lpthread
 
 CFLAGS ?= -O2 -g
 WARNINGS := -Wall -Wextra -Wformat=2 -Wshadow
@@ -48,6 +50,10 @@ ALL_CFLAGS = -std=gnu11 $(WARNINGS) -D_GNU_SOURCE $(CPPFLAGS) $(CFLAGS) $(PKG_CF
 LIBS = $(PKG_LIBS) -lm -lpthread
 
 # Sanitizer builds live in their own tree so the objects never mix.
+ifeq ($(filter-out 1 thread,$(SANITIZE)),)
+else
+$(error SANITIZE=$(SANITIZE): use SANITIZE=1 (address and undefined) or SANITIZE=thread)
+endif
 ifeq ($(SANITIZE),1)
 BUILD := build/sanitize
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -86,9 +92,14 @@ all: $(PORTFWD) $(PORTFWDCTL)
 
 # Once per run, before anything that compiles or links; `make deb` and
 # `make check-deb` want the package tools as well.
+# The groups the goals need: building and the demo always; Check, the
+# linters and the namespaces' tools for the tests; the package tools.
+DEPS_GROUPS := build demo \
+	$(if $(filter check tests bench deb check-deb,$(MAKECMDGOALS)),test) \
+	$(if $(filter deb check-deb,$(MAKECMDGOALS)),deb)
 deps:
 ifneq ($(INSTALL_DEPS),no)
-	@scripts/install-deps $(if $(filter deb check-deb,$(MAKECMDGOALS)),deb)
+	@scripts/install-deps $(DEPS_GROUPS)
 endif
 
 $(BUILD)/src/%.o: src/%.c | deps
@@ -191,7 +202,8 @@ uninstall:
 # debian/portfwd.lintian-overrides gives the reason for each tag it hides.
 # `deps` installs debhelper, dpkg-dev and lintian for it.
 deb: deps
-	@v=$$(dpkg-parsechangelog -S Version) && [ "$$v" = "$(VERSION)" ] || { \
+	@v=$$(dpkg-parsechangelog -S Version) || { echo "deb: dpkg-parsechangelog failed (dpkg-dev: scripts/install-deps deb)" >&2; exit 1; }; \
+	[ "$$v" = "$(VERSION)" ] || { \
 		echo "deb: debian/changelog is at $$v, src/version.h at $(VERSION): add a changelog entry" >&2; exit 1; }
 	rm -rf build/deb && mkdir -p build/deb/portfwd
 	tar -cf - --exclude=./build --exclude=./demo --exclude=./.git --exclude='./portfwd_*.deb' . | \

@@ -444,9 +444,13 @@ refused:
 	daemon_notify_ready(d, "reload failed, the previous configuration stays: ");
 }
 
-/* True if a rule listens on a port below 1024 (which needs privilege). */
+/* True if a rule listens on a port below 1024 (which needs privilege), or
+ * there is no rule yet. */
 static bool daemon_needs_low_ports(const struct config *cfg)
 {
+	/* No rules yet (a fresh install): the ones a reload brings may. */
+	if (cfg->nrules == 0)
+		return true;
 	for (size_t i = 0; i < cfg->nrules; i++)
 		if (rule_addr_port((const struct sockaddr *)&cfg->rules[i].listen) < 1024)
 			return true;
@@ -486,8 +490,9 @@ static int daemon_drop_privileges(struct daemon *d)
 	}
 	log_info("running as user %s, group %s%s; no_new_privs set", c->user,
 		 c->group ? c->group : "(the user's)",
-		 low ? ", keeping only CAP_NET_BIND_SERVICE (a rule listens below 1024)"
-		     : ", with no capabilities");
+		 !low ? ", with no capabilities"
+		 : c->nrules ? ", keeping only CAP_NET_BIND_SERVICE (a rule listens below 1024)"
+			     : ", keeping only CAP_NET_BIND_SERVICE (no rules yet: a reload may bring one below 1024)");
 	return 0;
 }
 

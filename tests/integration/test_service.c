@@ -343,6 +343,39 @@ START_TEST(test_privilege_drop)
 }
 END_TEST
 
+/* Started with no rules (as a fresh install is): the capability stays, and
+ * the first reload may bring a rule below 1024. */
+START_TEST(test_privilege_drop_no_rules)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	unsigned low = low_port();
+	char body[512], *out;
+	char *argv[] = { (char *)PORTFWDCTL, "-s", NULL, "reload", NULL };
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_privilege_drop_no_rules: not root, skipped\n");
+		return;
+	}
+	h_backend_start(&echo, H_ECHO, false);
+	h_daemon_extra = "user = \"nobody\";";
+	h_dir_mode = 0777;
+	h_start(&d, "rules = ( );");
+	ck_assert(h_log_contains(&d, "keeping only CAP_NET_BIND_SERVICE"));
+	snprintf(body, sizeof(body), "rules: ( { name = \"low\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 low, echo.port);
+	h_write_conf(&d, body);
+	argv[2] = d.sock;
+	ck_assert_int_eq(h_run(argv, &out), 0);
+	free(out);
+	ck_assert_int_eq(echo_through(low), 0);
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_dir_mode = 0;
+	h_backend_stop(&echo);
+}
+END_TEST
+
 /* No rule below 1024: no capability at all, and a reload cannot add one. */
 START_TEST(test_privilege_drop_no_caps)
 {
@@ -1374,6 +1407,7 @@ int main(void)
 	tcase_add_test(tc, test_notify_protocol);
 	tcase_add_test(tc, test_privilege_drop);
 	tcase_add_test(tc, test_privilege_drop_no_caps);
+	tcase_add_test(tc, test_privilege_drop_no_rules);
 	tcase_add_test(tc, test_refuse_root);
 	tcase_add_test(tc, test_control_permissions);
 	tcase_add_test(tc, test_install_and_unit);

@@ -29,6 +29,9 @@
 /* Where the list of paths that existed before the install is kept between
  * the tests (each runs in its own process). */
 #define BEFORE "/tmp/portfwd-test-deb.before"
+/* Made once the install succeeded: the later tests go on only with it, so
+ * a failed install is never followed by an upgrade, removal or purge. */
+#define INSTALLED "/tmp/portfwd-test-deb.installed"
 /* The trees compared before the install and after the purge (dpkg's and
  * apt's records, caches and logs are theirs to keep). */
 #define TREES "/etc /lib/systemd /usr/lib/systemd /usr/lib/sysusers.d /usr/lib/tmpfiles.d " \
@@ -87,6 +90,11 @@ static bool exists(const char *path)
 	return lstat(path, &sb) == 0;
 }
 
+static void require_installed(void)
+{
+	ck_assert_msg(exists(INSTALLED), "the install failed: nothing more is tried");
+}
+
 /* A sorted list of every path under TREES, in FILE. */
 static void snapshot(const char *file)
 {
@@ -121,6 +129,7 @@ START_TEST(test_install)
 	out = pkg_state();
 	ck_assert_str_eq(out, "installed " PORTFWD_VERSION);
 	free(out);
+	sh_ok("touch " INSTALLED);
 }
 END_TEST
 
@@ -147,6 +156,8 @@ START_TEST(test_files)
 	struct group *gr;
 	struct stat sb;
 	char *out;
+
+	require_installed();
 
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
 		expect_mode(files[i].path, files[i].mode, false);
@@ -212,6 +223,8 @@ START_TEST(test_runs)
 	unsigned port = h_free_port(SOCK_STREAM, false);
 	int fd;
 
+	require_installed();
+
 	setenv("PORTFWD_BIN", "/usr/sbin/portfwd", 1);
 	h_backend_start(&echo, H_ECHO, false);
 	snprintf(body, sizeof(body),
@@ -242,6 +255,8 @@ END_TEST
 START_TEST(test_upgrade)
 {
 	char cmd[2048], *out;
+
+	require_installed();
 
 	sh_ok("printf '# edited by the operator\\n' >> /etc/portfwd.conf");
 	snprintf(cmd, sizeof(cmd), "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall %s 2>&1", deb());
@@ -279,6 +294,8 @@ START_TEST(test_remove)
 {
 	char *out;
 
+	require_installed();
+
 	sh_ok("dpkg -r portfwd 2>&1");
 	out = pkg_state();
 	ck_assert_msg(strncmp(out, "config-files ", 13) == 0, "%s", out);
@@ -297,6 +314,8 @@ START_TEST(test_purge)
 {
 	char cmd[1024], *out;
 
+	require_installed();
+
 	sh_ok("dpkg -P portfwd 2>&1");
 	out = pkg_state();
 	ck_assert_msg(out[0] == '\0' || strncmp(out, "not-installed", 13) == 0, "%s", out);
@@ -311,6 +330,125 @@ START_TEST(test_purge)
 	ck_assert_ptr_nonnull(getpwnam("portfwd"));
 	unlink(BEFORE);
 	unlink(BEFORE ".after");
+	unlink(INSTALLED);
+}
+END_TEST
+
+/* ---- starting and stopping, as on a machine that runs systemd ---- */
+
+/* What the maintainer scripts asked of systemd, a line each. */
+#define CALLS "/tmp/portfwd-test-deb.calls"
+#define STUB_DIR "/usr/local/sbin"
+
+static bool fake_systemd;
+
+/*
+ * Where systemd is not PID 1 (CI, containers), the scripts skip every
+ * start and stop. To see what they would do, make it look as if it ran:
+ * /run/systemd/system, and systemctl and deb-systemd-invoke that only
+ * write down how they were called (dpkg puts /usr/local/sbin first on the
+ * scripts' PATH). In the parent, before the test case and after it, also
+ * when it fails. Where systemd does run, nothing is faked.
+ */
+static void fake_systemd_setup(void)
+{
+	static const char stub[] = "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> " CALLS "\n";
+	static const char *const tools[] = { STUB_DIR "/systemctl", STUB_DIR "/deb-systemd-invoke" };
+	FILE *fp;
+
+	if (exists("/run/systemd/system") || exists(tools[0]) || exists(tools[1]))
+		return;
+	if (mkdir("/run/systemd", 0755) < 0 && !exists("/run/systemd"))
+		return;
+	if (mkdir("/run/systemd/system", 0755) < 0)
+		return;
+	fake_systemd = true;
+	for (int i = 0; i < 2; i++) {
+		fp = fopen(tools[i], "w");
+		if (!fp)
+			continue;
+		fputs(stub, fp);
+		fclose(fp);
+		chmod(tools[i], 0755);
+	}
+}
+
+static void fake_systemd_teardown(void)
+{
+	if (!fake_systemd)
+		return;
+	unlink(STUB_DIR "/systemctl");
+	unlink(STUB_DIR "/deb-systemd-invoke");
+	rmdir("/run/systemd/system");
+	rmdir("/run/systemd");
+	unlink(CALLS);
+}
+
+/* The calls so far, then forgotten. */
+static char *calls(void)
+{
+	char *out = sh_expect(0, "cat " CALLS " 2>/dev/null; rm -f " CALLS);
+
+	return out;
+}
+
+static bool called(const char *all, const char *line)
+{
+	size_t n = strlen(line);
+
+	for (const char *p = all; (p = strstr(p, line)); p += n)
+		if ((p == all || p[-1] == '\n') && (p[n] == '\n' || !p[n]))
+			return true;
+	return false;
+}
+
+/*
+ * A first install starts nothing (the shipped file has no rules); an
+ * upgrade try-restarts; a removal stops; an install over a kept file with
+ * rules starts the service.
+ */
+START_TEST(test_start_and_stop)
+{
+	char cmd[1024], *out;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+
+	if (!fake_systemd) {
+		fprintf(stderr, "test_start_and_stop: systemd runs here (or its tools are in " STUB_DIR "): not faked, skipped\n");
+		return;
+	}
+	ck_assert_msg(!exists("/etc/portfwd.conf"), "a purge before this test left /etc/portfwd.conf");
+	snprintf(cmd, sizeof(cmd), "DEBIAN_FRONTEND=noninteractive apt-get install -y -q %s 2>&1", deb());
+	sh_ok(cmd);
+	out = calls();
+	ck_assert_msg(!called(out, "deb-systemd-invoke start portfwd.service"),
+		      "a first install, with no rules, started the service:\n%s", out);
+	free(out);
+
+	snprintf(cmd, sizeof(cmd),
+		 "printf 'rules = ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );\n' > /etc/portfwd.conf",
+		 port);
+	sh_ok(cmd);
+	snprintf(cmd, sizeof(cmd), "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall -o Dpkg::Options::=--force-confold %s 2>&1", deb());
+	sh_ok(cmd);
+	out = calls();
+	ck_assert_msg(called(out, "deb-systemd-invoke try-restart portfwd.service") &&
+			      !called(out, "deb-systemd-invoke start portfwd.service"),
+		      "an upgrade must try-restart, not start:\n%s", out);
+	free(out);
+
+	sh_ok("dpkg -r portfwd 2>&1");
+	out = calls();
+	ck_assert_msg(called(out, "deb-systemd-invoke stop portfwd.service"), "a removal must stop:\n%s", out);
+	free(out);
+
+	snprintf(cmd, sizeof(cmd), "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confold %s 2>&1", deb());
+	sh_ok(cmd);
+	out = calls();
+	ck_assert_msg(called(out, "deb-systemd-invoke start portfwd.service"),
+		      "an install over a file with rules must start the service:\n%s", out);
+	free(out);
+	sh_ok("dpkg -P portfwd 2>&1");
+	free(calls());
 }
 END_TEST
 
@@ -318,6 +456,20 @@ int main(void)
 {
 	Suite *s = suite_create("deb");
 	TCase *tc = tcase_create("deb");
+	struct stat sb;
+
+	/* Refused before any test runs: a failing test would not stop the
+	 * next ones from removing and purging what is here. */
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_deb: the package test installs a package: run it as root\n");
+		return 1;
+	}
+	if (lstat("/etc/portfwd.conf", &sb) == 0 ||
+	    system("dpkg-query -W -f='${db:Status-Status}\\n' portfwd 2>/dev/null | grep -qv '^not-installed$'") == 0) {
+		fprintf(stderr, "test_deb: portfwd or /etc/portfwd.conf is on this machine already: the package test would remove or purge it; it runs only where neither is\n");
+		return 1;
+	}
+	unlink(INSTALLED);
 
 	/* apt-get and the man-db trigger take their time on a busy machine. */
 	tcase_set_timeout(tc, 300);
@@ -327,6 +479,12 @@ int main(void)
 	tcase_add_test(tc, test_upgrade);
 	tcase_add_test(tc, test_remove);
 	tcase_add_test(tc, test_purge);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("start_and_stop");
+	tcase_set_timeout(tc, 300);
+	tcase_add_unchecked_fixture(tc, fake_systemd_setup, fake_systemd_teardown);
+	tcase_add_test(tc, test_start_and_stop);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
