@@ -339,6 +339,9 @@ END_TEST
 /* What the maintainer scripts asked of systemd, a line each. */
 #define CALLS "/tmp/portfwd-test-deb.calls"
 #define STUB_DIR "/usr/local/sbin"
+/* apt runs dpkg with PATH=/usr/sbin:/usr/bin:/sbin:/bin (DPkg::Path): put
+ * the stubs first. */
+#define APT_STUBS "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Path=" STUB_DIR ":/usr/sbin:/usr/bin:/sbin:/bin"
 
 static bool fake_systemd;
 
@@ -346,8 +349,8 @@ static bool fake_systemd;
  * Where systemd is not PID 1 (CI, containers), the scripts skip every
  * start and stop. To see what they would do, make it look as if it ran:
  * /run/systemd/system, and systemctl and deb-systemd-invoke that only
- * write down how they were called (dpkg puts /usr/local/sbin first on the
- * scripts' PATH). In the parent, before the test case and after it, also
+ * write down how they were called, found first on the scripts' PATH
+ * (APT_STUBS; dpkg itself keeps the caller's). In the parent, before the test case and after it, also
  * when it fails. Where systemd does run, nothing is faked.
  */
 static void fake_systemd_setup(void)
@@ -377,6 +380,9 @@ static void fake_systemd_teardown(void)
 {
 	if (!fake_systemd)
 		return;
+	/* A failed test leaves the package: it was not here before (main). */
+	if (system("dpkg -P portfwd >/dev/null 2>&1") != 0)
+		fprintf(stderr, "test_deb: dpkg -P portfwd failed\n");
 	unlink(STUB_DIR "/systemctl");
 	unlink(STUB_DIR "/deb-systemd-invoke");
 	rmdir("/run/systemd/system");
@@ -417,7 +423,7 @@ START_TEST(test_start_and_stop)
 		return;
 	}
 	ck_assert_msg(!exists("/etc/portfwd.conf"), "a purge before this test left /etc/portfwd.conf");
-	snprintf(cmd, sizeof(cmd), "DEBIAN_FRONTEND=noninteractive apt-get install -y -q %s 2>&1", deb());
+	snprintf(cmd, sizeof(cmd), APT_STUBS " install -y -q %s 2>&1", deb());
 	sh_ok(cmd);
 	out = calls();
 	ck_assert_msg(!called(out, "deb-systemd-invoke start portfwd.service"),
@@ -428,7 +434,7 @@ START_TEST(test_start_and_stop)
 		 "printf 'rules = ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );\n' > /etc/portfwd.conf",
 		 port);
 	sh_ok(cmd);
-	snprintf(cmd, sizeof(cmd), "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall -o Dpkg::Options::=--force-confold %s 2>&1", deb());
+	snprintf(cmd, sizeof(cmd), APT_STUBS " install -y -q --reinstall -o Dpkg::Options::=--force-confold %s 2>&1", deb());
 	sh_ok(cmd);
 	out = calls();
 	ck_assert_msg(called(out, "deb-systemd-invoke try-restart portfwd.service") &&
@@ -441,7 +447,7 @@ START_TEST(test_start_and_stop)
 	ck_assert_msg(called(out, "deb-systemd-invoke stop portfwd.service"), "a removal must stop:\n%s", out);
 	free(out);
 
-	snprintf(cmd, sizeof(cmd), "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confold %s 2>&1", deb());
+	snprintf(cmd, sizeof(cmd), APT_STUBS " install -y -q -o Dpkg::Options::=--force-confold %s 2>&1", deb());
 	sh_ok(cmd);
 	out = calls();
 	ck_assert_msg(called(out, "deb-systemd-invoke start portfwd.service"),
