@@ -398,6 +398,8 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 				rules[n] = rules[i];
 				nc.rules[n] = nc.rules[i];
 				n++;
+			} else {
+				access_policy_unref(nc.rules[i].access);
 			}
 		nc.nrules = n;
 	}
