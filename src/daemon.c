@@ -11,6 +11,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "admit.h"
+#include "bans.h"
 #include "clock.h"
 #include "control.h"
 #include "forward.h"
@@ -446,6 +448,14 @@ refused:
 	daemon_notify_ready(d, "reload failed, the previous configuration stays: ");
 }
 
+/* A ban, an unban or an expiry: every worker gets the new set before it returns. */
+static void daemon_publish_bans(void *arg, struct ban_set *set)
+{
+	struct daemon *d = arg;
+
+	admit_publish_bans(d->workers, d->nworkers, set);
+}
+
 /* True if a rule listens on a port below 1024 (which needs privilege), or
  * there is no rule yet. */
 static bool daemon_needs_low_ports(const struct config *cfg)
@@ -554,6 +564,11 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		if (worker_init(d->workers[i], (int)i, d->cfg.log_connections) < 0)
 			return -1;
 	}
+	d->bans = bans_new(d->base, daemon_publish_bans, d);
+	if (!d->bans) {
+		log_error("out of memory");
+		return -1;
+	}
 	for (size_t i = 0; i < d->cfg.nrules; i++) {
 		d->rules[i] = forward_new(d->base, d->workers, d->nworkers, &d->cfg.rules[i]);
 		if (!d->rules[i]) {
@@ -627,6 +642,8 @@ void daemon_stop(struct daemon *d)
 	if (d->drain_timer)
 		event_free(d->drain_timer);
 	d->drain_timer = NULL;
+	bans_free(d->bans);
+	d->bans = NULL;
 	config_errors_free(&d->last_errors);
 	for (size_t i = 0; i < d->nworkers; i++) {
 		worker_free(d->workers[i]);

@@ -511,6 +511,30 @@ bool forward_kill_id(struct forward *fw, uint64_t id)
 	return k.closed > 0;
 }
 
+struct forward_kill_if {
+	bool (*match)(const struct sockaddr *client, const void *arg);
+	const void *arg;
+	const char *reason;
+	unsigned closed;
+};
+
+static void forward_kill_if_cb(struct listener *l, void *arg)
+{
+	struct forward_kill_if *k = arg;
+
+	k->closed += relay_tcp_close_if(l, k->match, k->arg, k->reason);
+	k->closed += relay_udp_close_if(l, k->match, k->arg, k->reason);
+}
+
+unsigned forward_kill_if(struct forward *fw, bool (*match)(const struct sockaddr *client, const void *arg),
+			 const void *arg, const char *reason)
+{
+	struct forward_kill_if k = { match, arg, reason, 0 };
+
+	forward_each_sync(fw, forward_kill_if_cb, &k);
+	return k.closed;
+}
+
 bool forward_drained(const struct forward *fw)
 {
 	/* held first: a connection's last act is to drop it, after it posted
