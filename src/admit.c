@@ -54,15 +54,23 @@ static void admit_count(struct listener *l, unsigned proto, enum admit_reason wh
 static void admit_log(struct listener *l, const struct sockaddr *sa, unsigned proto,
 		      enum admit_reason why)
 {
-	struct ratelog_missed missed;
+	struct admit_log *shared = l->worker->admit.log;
+	struct ratelog_missed missed = { 0, 0 };
 	char addr[INET6_ADDRSTRLEN] = "?", more[160] = "";
+	bool due = true;
 	unsigned port = rule_addr_port(sa);
 	const void *a = sa->sa_family == AF_INET
 				? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
 				: (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
 
-	if (LOG_LVL_INFO > log_get_level() ||
-	    !ratelog_allow(&l->worker->admit.log, sa, clock_now(), &missed))
+	if (LOG_LVL_INFO > log_get_level())
+		return;
+	if (shared) {
+		pthread_mutex_lock(&shared->lock);
+		due = ratelog_allow(&shared->rl, sa, clock_now(), &missed);
+		pthread_mutex_unlock(&shared->lock);
+	}
+	if (!due)
 		return;
 	inet_ntop(sa->sa_family, a, addr, sizeof(addr));
 	if (missed.same && missed.others)
@@ -132,5 +140,16 @@ void admit_worker_free(struct admit_worker *w)
 {
 	ban_set_unref(w->bans);
 	w->bans = NULL;
-	ratelog_free(&w->log);
+}
+
+void admit_log_init(struct admit_log *log)
+{
+	memset(log, 0, sizeof(*log));
+	pthread_mutex_init(&log->lock, NULL);
+}
+
+void admit_log_free(struct admit_log *log)
+{
+	ratelog_free(&log->rl);
+	pthread_mutex_destroy(&log->lock);
 }

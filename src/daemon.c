@@ -519,6 +519,7 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	d->started_mono = clock_now();
 	d->started_wall = time(NULL);
+	admit_log_init(&d->denylog);
 	d->generation = 1;
 	sdnotify_init();
 	daemon_check_fd_limit(&d->cfg, daemon_worker_count(&d->cfg));
@@ -563,6 +564,7 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		d->nworkers++;
 		if (worker_init(d->workers[i], (int)i, d->cfg.log_connections) < 0)
 			return -1;
+		d->workers[i]->admit.log = &d->denylog;
 	}
 	d->bans = bans_new(d->base, daemon_publish_bans, d);
 	if (!d->bans) {
@@ -644,6 +646,7 @@ void daemon_stop(struct daemon *d)
 	d->drain_timer = NULL;
 	bans_free(d->bans);
 	d->bans = NULL;
+	admit_log_free(&d->denylog);
 	config_errors_free(&d->last_errors);
 	for (size_t i = 0; i < d->nworkers; i++) {
 		worker_free(d->workers[i]);

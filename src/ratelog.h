@@ -3,9 +3,9 @@
  * source address per RATELOG_INTERVAL, telling how many were not logged
  * since; and over all sources at most RATELOG_BURST lines at once and
  * RATELOG_RATE a second, so that a scan from many addresses cannot flood
- * the journal either. Each worker has its own: no locks. It remembers
- * RATELOG_SLOTS sources; a source pushed out by others is logged again
- * as if new.
+ * the journal either. Not thread-safe: its owner locks it (admit.h). It
+ * remembers RATELOG_SLOTS sources; a source pushed out by others is logged
+ * again as if new.
  */
 #ifndef PORTFWD_RATELOG_H
 #define PORTFWD_RATELOG_H
