@@ -302,6 +302,8 @@ static size_t access_merge4(struct access_r4 *r, size_t n)
 {
 	size_t out = 0;
 
+	if (n == 0)
+		return 0; /* qsort wants an array, even of none */
 	qsort(r, n, sizeof(*r), access_r4_cmp);
 	for (size_t i = 0; i < n; i++) {
 		/* Touches the last one kept: r[i].lo <= hi + 1, without overflow. */
@@ -319,6 +321,8 @@ static size_t access_merge6(struct access_r6 *r, size_t n)
 {
 	size_t out = 0;
 
+	if (n == 0)
+		return 0; /* qsort wants an array, even of none */
 	qsort(r, n, sizeof(*r), access_r6_cmp);
 	for (size_t i = 0; i < n; i++) {
 		if (out) {
