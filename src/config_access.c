@@ -249,7 +249,7 @@ static void config_access_read_file(struct config_access *ca, struct config_list
 	l->info.file = strdup(fe.path);
 	bad = access_file_read(fe.path, b, &l->info.entries, config_access_file_err, &fe);
 	if (bad < 0)
-		config_access_err(ca, f, scope, "file: cannot read \"%.200s\": %s", fe.path,
+		config_access_err(ca, f, scope, "file: cannot read \"%.200s\": %s", path,
 				  access_file_error(errno));
 	else if (fe.bad > CONFIG_ACCESS_FILE_ERRORS)
 		config_errors_add(ca->errs, "%s: list \"%s\": %lu more bad lines not shown", fe.path,
