@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ctl_proto.h"
+
 /* Ranges, first and last address included, in host order. */
 struct access_r4 {
 	uint32_t lo, hi;
@@ -623,11 +625,8 @@ _Static_assert(ACCESS_FILE_MAX == 67108864, "access_file_error names the limit")
 
 const char *access_file_error(int e)
 {
-	if (e == EINVAL)
-		return "not a regular file";
-	if (e == EFBIG)
-		return "larger than 67108864 bytes";
-	return strerror(e);
+	/* The rest as the configuration file's own errors say it. */
+	return e == EFBIG ? "larger than 67108864 bytes" : ctl_proto_file_error(e);
 }
 
 void access_lists_free(struct access_list *lists, size_t n)

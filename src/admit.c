@@ -28,22 +28,14 @@ static const char *const admit_reason_text[] = {
 static void admit_count(struct listener *l, unsigned proto, enum admit_reason why)
 {
 	struct rule_counters *c = &l->stats;
+	_Atomic uint64_t *const counters[2][3] = {
+		{ &c->tcp_denied_list, &c->tcp_denied_allow, &c->tcp_denied_ban },
+		{ &c->udp_denied_list, &c->udp_denied_allow, &c->udp_denied_ban },
+	};
+	_Atomic uint64_t *n = counters[proto == RULE_PROTO_TCP ? 0 : 1][why];
 
-	if (proto == RULE_PROTO_TCP) {
-		if (why == ADMIT_DENY_LIST)
-			STAT_ADD(c, tcp_denied_list, 1);
-		else if (why == ADMIT_NOT_ALLOWED)
-			STAT_ADD(c, tcp_denied_allow, 1);
-		else
-			STAT_ADD(c, tcp_denied_ban, 1);
-	} else {
-		if (why == ADMIT_DENY_LIST)
-			STAT_ADD(c, udp_denied_list, 1);
-		else if (why == ADMIT_NOT_ALLOWED)
-			STAT_ADD(c, udp_denied_allow, 1);
-		else
-			STAT_ADD(c, udp_denied_ban, 1);
-	}
+	/* As STAT_ADD: only this worker writes it. */
+	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1, memory_order_relaxed);
 }
 
 /*
