@@ -8,6 +8,10 @@
  *   pfbench tcp-hash PORT MIB             MIB through an echo, compared byte for byte
  *   pfbench tcp-halfclose PORT            send, half-close, expect all back, then EOF
  *   pfbench tcp-idle PORT N SECONDS       hold N idle connections open
+ *   pfbench tcp-conns PORT SECONDS THREADS  new connections a second: connect, a byte
+ *                                         there and back, close; THREADS at once
+ *   pfbench udp-sessions PORT SECONDS     new UDP clients a second: each a new socket,
+ *                                         one datagram there and back
  *
  * Results are one JSON object on stdout. Every wait is bounded.
  */
@@ -336,6 +340,71 @@ static int tcp_idle(int port, int n, double seconds)
 	return 0;
 }
 
+struct conns {
+	int port;
+	double end;
+	long ok, failed;
+};
+
+static void *tcp_conns_thread(void *arg)
+{
+	struct conns *c = arg;
+	char b = 'x';
+
+	while (now() < c->end) {
+		int fd = connected(SOCK_STREAM, c->port);
+
+		if (fd >= 0 && send(fd, &b, 1, MSG_NOSIGNAL) == 1 && recv(fd, &b, 1, 0) == 1)
+			c->ok++;
+		else
+			c->failed++;
+		if (fd >= 0)
+			close(fd);
+	}
+	return NULL;
+}
+
+static int tcp_conns(int port, double seconds, int threads)
+{
+	struct conns *c = calloc((size_t)threads, sizeof(*c));
+	pthread_t *t = calloc((size_t)threads, sizeof(*t));
+	double t0 = now();
+	long ok = 0, failed = 0;
+
+	for (int i = 0; i < threads; i++) {
+		c[i] = (struct conns){ port, t0 + seconds, 0, 0 };
+		pthread_create(&t[i], NULL, tcp_conns_thread, &c[i]);
+	}
+	for (int i = 0; i < threads; i++) {
+		pthread_join(t[i], NULL);
+		ok += c[i].ok;
+		failed += c[i].failed;
+	}
+	printf("{\"conns_per_s\": %.0f, \"failed\": %ld}\n", (double)ok / (now() - t0), failed);
+	return 0;
+}
+
+static int udp_sessions(int port, double seconds)
+{
+	double t0 = now(), end = t0 + seconds;
+	long ok = 0, lost = 0;
+	char b[8];
+
+	while (now() < end) {
+		int fd = connected(SOCK_DGRAM, port);
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		if (fd >= 0 && send(fd, "s", 1, 0) == 1 && poll(&p, 1, 200) == 1 && recv(fd, b, sizeof(b), 0) == 1)
+			ok++;
+		else
+			lost++;
+		if (fd >= 0)
+			close(fd);
+	}
+	printf("{\"sessions_per_s\": %.0f, \"lost\": %ld}\n", (double)ok / (now() - t0), lost);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -353,6 +422,10 @@ int main(int argc, char **argv)
 		return tcp_halfclose(atoi(argv[2]));
 	if (argc >= 5 && strcmp(argv[1], "tcp-idle") == 0)
 		return tcp_idle(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
+	if (argc >= 5 && strcmp(argv[1], "tcp-conns") == 0)
+		return tcp_conns(atoi(argv[2]), atof(argv[3]), atoi(argv[4]));
+	if (argc >= 4 && strcmp(argv[1], "udp-sessions") == 0)
+		return udp_sessions(atoi(argv[2]), atof(argv[3]));
 	fprintf(stderr, "usage: see the comment at the top of bench/pfbench.c\n");
 	return 2;
 }

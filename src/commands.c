@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "access.h"
+#include "bans.h"
 #include "clock.h"
 #include "daemon.h"
 #include "forward.h"
@@ -71,13 +73,14 @@ static json_t *commands_rule_json(const struct forward *fw)
 {
 	const struct rule_config *r = &fw->cfg;
 	char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+	json_t *o;
 	json_t *keepalive = r->set.keepalive
 				    ? json_pack("{s:i, s:i, s:i}", "idle", (int)r->set.keepalive_idle,
 						"interval", (int)r->set.keepalive_interval,
 						"count", (int)r->set.keepalive_count)
 				    : json_false();
 
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:i, s:i, s:I, s:b, s:o}",
+	o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:i, s:i, s:I, s:b, s:o}",
 			 "name", r->name, "proto", rule_proto_name(r->proto),
 			 "listen", rule_format_addr((const struct sockaddr *)&r->listen, listen, sizeof(listen)),
 			 "target", rule_format_addr((const struct sockaddr *)&r->target, target, sizeof(target)),
@@ -89,6 +92,8 @@ static json_t *commands_rule_json(const struct forward *fw)
 			 "max_udp_sessions", (int)r->set.max_udp_sessions,
 			 "buffer_size", (json_int_t)r->set.buffer_size,
 			 "splice", r->set.splice, "tcp_keepalive", keepalive);
+	json_object_update_missing_new(o, status_access_json(r->access));
+	return o;
 }
 
 static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
@@ -127,6 +132,7 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 					    r->set.keepalive_count);
 		else
 			evbuffer_add_printf(out, "  tcp_keepalive false\n");
+		status_access_text(r->access, out);
 	}
 	json_decref(rules);
 	return 0;
@@ -364,6 +370,176 @@ static int commands_check(struct daemon *d, int argc, char **argv, bool json, co
 	return rc;
 }
 
+/* ---- ban, unban, bans ---- */
+
+/* What ban and unban were asked: ADDRESS|CIDR [--rule RULE] [--for DURATION] [--kill]. */
+struct commands_ban_req {
+	struct access_prefix prefix;
+	const char *rule; /* "" for every rule */
+	double seconds;   /* 0: until unban or restart */
+	bool kill;
+};
+
+static int commands_ban_parse(struct daemon *d, int argc, char **argv, bool ban,
+			      struct commands_ban_req *r, char *err, size_t errlen)
+{
+	const char *addr = NULL;
+	char why[160];
+
+	memset(r, 0, sizeof(*r));
+	r->rule = "";
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--rule") == 0 && i + 1 < argc) {
+			r->rule = argv[++i];
+		} else if (ban && strcmp(argv[i], "--for") == 0 && i + 1 < argc) {
+			if (bans_parse_duration(argv[++i], &r->seconds, why, sizeof(why)) < 0) {
+				snprintf(err, errlen, "%s: --for: %s", argv[0], why);
+				return -1;
+			}
+		} else if (ban && strcmp(argv[i], "--kill") == 0) {
+			r->kill = true;
+		} else if (!addr && argv[i][0] != '-') {
+			addr = argv[i];
+		} else {
+			snprintf(err, errlen, "usage: %s %s", argv[0], ctl_cmds[ban ? CTL_CMD_BAN : CTL_CMD_UNBAN].usage);
+			return -1;
+		}
+	}
+	if (!addr) {
+		snprintf(err, errlen, "usage: %s %s", argv[0], ctl_cmds[ban ? CTL_CMD_BAN : CTL_CMD_UNBAN].usage);
+		return -1;
+	}
+	if (access_prefix_parse(addr, &r->prefix, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: \"%.64s\": %s", argv[0], addr, why);
+		return -1;
+	}
+	/* A new ban names a rule in force (a typo would ban nothing); an old
+	 * one may outlive its rule. */
+	if (ban && r->rule[0] && !daemon_find_rule(d, r->rule)) {
+		commands_no_rule(d, r->rule, err, errlen);
+		return -1;
+	}
+	return 0;
+}
+
+static bool commands_ban_match(const struct sockaddr *client, const void *prefix)
+{
+	return access_prefix_contains(prefix, client);
+}
+
+static void commands_wall(time_t t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	localtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static json_t *commands_ban_json(const struct ban *b, double now)
+{
+	char addr[ACCESS_PREFIX_STRLEN];
+
+	return json_pack("{s:s, s:s?, s:I, s:o, s:o}", "address",
+			 access_prefix_format(&b->prefix, addr, sizeof(addr)), "rule",
+			 b->rule[0] ? b->rule : NULL, "added", (json_int_t)b->added, "until",
+			 b->until ? json_integer((json_int_t)b->until) : json_null(), "left",
+			 b->expires > 0 ? json_real(b->expires - now) : json_null());
+}
+
+static int commands_ban(struct daemon *d, int argc, char **argv, bool json, struct evbuffer *out,
+			char *err, size_t errlen)
+{
+	struct commands_ban_req r;
+	unsigned closed = 0;
+	char addr[ACCESS_PREFIX_STRLEN], until[64] = "";
+	struct forward *fw;
+	int rc;
+
+	if (commands_ban_parse(d, argc, argv, true, &r, err, errlen) < 0)
+		return -1;
+	/* In force in every worker when this returns: nothing gets in after. */
+	rc = bans_add(d->bans, &r.prefix, r.rule, r.seconds, err, errlen);
+	if (rc < 0)
+		return -1;
+	for (size_t i = 0; r.kill && (fw = daemon_rule_at(d, i)); i++)
+		if (!r.rule[0] || strcmp(fw->cfg.name, r.rule) == 0)
+			closed += forward_kill_if(fw, commands_ban_match, &r.prefix, "banned by portfwdctl");
+	if (json) {
+		const struct ban *b = NULL;
+
+		for (size_t i = 0; i < d->bans->n; i++)
+			if (memcmp(&d->bans->list[i].prefix, &r.prefix, sizeof(r.prefix)) == 0 &&
+			    strcmp(d->bans->list[i].rule, r.rule) == 0)
+				b = &d->bans->list[i];
+		return commands_json_out(json_pack("{s:o, s:b, s:i}", "ban", commands_ban_json(b, clock_now()),
+						   "renewed", rc == 1, "closed", (int)closed),
+					 out, err, errlen);
+	}
+	if (r.seconds > 0)
+		commands_wall(time(NULL) + (time_t)r.seconds, until, sizeof(until));
+	evbuffer_add_printf(out, "%s %s on %s%s, %s%s%s",
+			    rc == 1 ? "renewed the ban of" : "banned",
+			    access_prefix_format(&r.prefix, addr, sizeof(addr)),
+			    r.rule[0] ? "rule " : "every rule", r.rule,
+			    r.seconds > 0 ? "until " : "until unban or restart", until,
+			    r.kill ? "" : "\n");
+	if (r.kill)
+		evbuffer_add_printf(out, "; closed %u connection%s and session%s\n", closed,
+				    closed == 1 ? "" : "s", closed == 1 ? "" : "s");
+	return 0;
+}
+
+static int commands_unban(struct daemon *d, int argc, char **argv, bool json, struct evbuffer *out,
+			  char *err, size_t errlen)
+{
+	struct commands_ban_req r;
+	char addr[ACCESS_PREFIX_STRLEN];
+
+	if (commands_ban_parse(d, argc, argv, false, &r, err, errlen) < 0)
+		return -1;
+	access_prefix_format(&r.prefix, addr, sizeof(addr));
+	if (bans_remove(d->bans, &r.prefix, r.rule) < 0) {
+		snprintf(err, errlen, "no ban of %s on %s%s (see portfwdctl bans)", addr,
+			 r.rule[0] ? "rule " : "every rule", r.rule);
+		return -1;
+	}
+	if (json)
+		return commands_json_out(json_pack("{s:s, s:s?}", "unbanned", addr, "rule",
+						   r.rule[0] ? r.rule : NULL),
+					 out, err, errlen);
+	evbuffer_add_printf(out, "unbanned %s on %s%s\n", addr, r.rule[0] ? "rule " : "every rule",
+			    r.rule);
+	return 0;
+}
+
+static int commands_bans(struct daemon *d, bool json, struct evbuffer *out, char *err, size_t errlen)
+{
+	double now = clock_now();
+	json_t *list;
+
+	if (json) {
+		list = json_array();
+		for (size_t i = 0; list && i < d->bans->n; i++)
+			json_array_append_new(list, commands_ban_json(&d->bans->list[i], now));
+		return commands_json_out(json_pack("{s:o}", "bans", list), out, err, errlen);
+	}
+	evbuffer_add_printf(out, "%-43s %-16s %-9s %s\n", "ADDRESS", "RULE", "LEFT", "UNTIL");
+	for (size_t i = 0; i < d->bans->n; i++) {
+		const struct ban *b = &d->bans->list[i];
+		char addr[ACCESS_PREFIX_STRLEN], left[16] = "-", until[64] = "unban or restart";
+
+		if (b->expires > 0) {
+			commands_secs(b->expires - now, left, sizeof(left));
+			commands_wall(b->until, until, sizeof(until));
+		}
+		evbuffer_add_printf(out, "%-43s %-16s %-9s %s\n",
+				    access_prefix_format(&b->prefix, addr, sizeof(addr)),
+				    b->rule[0] ? b->rule : "(every rule)", left, until);
+	}
+	evbuffer_add_printf(out, "%zu ban%s\n", d->bans->n, d->bans->n == 1 ? "" : "s");
+	return 0;
+}
+
 int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bool json,
 		 const char *payload, size_t len, struct evbuffer *out, char *err, size_t errlen)
 {
@@ -390,6 +566,12 @@ int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bo
 						 err, errlen);
 		metrics_text(d, out);
 		return 0;
+	case CTL_CMD_BAN:
+		return commands_ban(d, argc, argv, json, out, err, errlen);
+	case CTL_CMD_UNBAN:
+		return commands_unban(d, argc, argv, json, out, err, errlen);
+	case CTL_CMD_BANS:
+		return commands_bans(d, json, out, err, errlen);
 	default:
 		snprintf(err, errlen, "not a daemon command");
 		return -1;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_access.h"
 #include "localaddr.h"
 #include "log.h"
 
@@ -20,6 +21,7 @@ struct config_ctx {
 	const char *path;
 	struct config_errors *errs;
 	const char *scope; /* "daemon", "defaults", "rule \"ssh\"", ... */
+	struct config_access *access; /* lists, allow and deny (config_access.h) */
 };
 
 void config_errors_add(struct config_errors *errs, const char *fmt, ...)
@@ -248,7 +250,7 @@ static const char *config_get_string(struct config_ctx *ctx,
 #define SETTINGS_KEYS                                                      \
 	"connect_timeout", "idle_timeout", "udp_idle_timeout",             \
 		"max_connections", "max_udp_sessions", "buffer_size", "splice", \
-		"tcp_keepalive"
+		"tcp_keepalive", CONFIG_ACCESS_KEYS
 
 /*
  * tcp_keepalive = true | false | { idle = S; interval = S; count = N; }:
@@ -488,6 +490,7 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 		config_err(ctx, s, "target: %s", why);
 
 	config_read_settings(ctx, group, &rule->set);
+	rule->access = config_access_rule(ctx->access, group, ctx->scope);
 	return ctx->errs->count == before ? 0 : -1;
 }
 
@@ -773,7 +776,7 @@ out:
 static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 			     struct config *cfg)
 {
-	static const char *const keys[] = { "daemon", "defaults", "rules", NULL };
+	static const char *const keys[] = { "daemon", "lists", "defaults", "rules", NULL };
 	static const char *const default_keys[] = { SETTINGS_KEYS, NULL };
 	const config_setting_t *root = config_root_setting(lc);
 	const config_setting_t *s, *list;
@@ -784,6 +787,8 @@ static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 
 	if ((s = config_setting_get_member(root, "daemon")))
 		config_read_daemon(ctx, s, cfg);
+	if ((s = config_setting_get_member(root, "lists")))
+		config_access_lists(ctx->access, s);
 
 	if ((s = config_setting_get_member(root, "defaults"))) {
 		ctx->scope = "defaults";
@@ -793,6 +798,7 @@ static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 		} else {
 			config_check_keys(ctx, s, default_keys);
 			config_read_settings(ctx, s, &cfg->defaults);
+			config_access_defaults(ctx->access, s);
 		}
 	}
 
@@ -868,7 +874,10 @@ void config_free(struct config *cfg)
 	free(cfg->user);
 	free(cfg->group);
 	free(cfg->admin_group);
+	for (size_t i = 0; i < cfg->nrules; i++)
+		access_policy_unref(cfg->rules[i].access);
 	free(cfg->rules);
+	access_lists_free(cfg->lists, cfg->nlists);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -938,7 +947,9 @@ static int config_parse(const char *label, const char *text, size_t len, bool cl
 		config_errors_add(errs, "%s:%d: %s", label, config_error_line(&lc),
 				  config_error_text(&lc));
 	} else {
+		ctx.access = config_access_new(label, client, errs);
 		config_read_root(&ctx, &lc, cfg);
+		config_access_finish(ctx.access, cfg);
 	}
 	config_destroy(&lc);
 

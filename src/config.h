@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "access.h"
 #include "ctl_proto.h"
 #include "rule.h"
 
@@ -35,6 +36,8 @@ struct config {
 	struct rule_settings defaults;
 	struct rule_config *rules;
 	size_t nrules;
+	struct access_list *lists; /* the named lists (access.h), for status */
+	size_t nlists;
 };
 
 struct config_errors {

@@ -33,7 +33,38 @@ const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT] = {
 	  0, 1, true, false, true },
 	{ CTL_CMD_METRICS, "metrics", "",
 	  "every counter in the Prometheus text exposition format", 0, 0, false, false, false },
+	{ CTL_CMD_BAN, "ban", "ADDRESS|CIDR [--rule RULE] [--for DURATION] [--kill]",
+	  "refuse ADDRESS or CIDR on every rule (or RULE) until unban, or for DURATION (90s, 10m, 1h30m, 2d); --kill also closes its connections and sessions",
+	  1, 6, true, false, false },
+	{ CTL_CMD_UNBAN, "unban", "ADDRESS|CIDR [--rule RULE]",
+	  "lift the ban of ADDRESS or CIDR (on RULE, if it was banned on RULE only)", 1, 3, true, false, false },
+	{ CTL_CMD_BANS, "bans", "", "the bans in force, with the time each has left", 0, 0, false, false,
+	  false },
 };
+
+/* The options a command takes, beside --json and --bytes. */
+static const struct {
+	enum ctl_cmd_id id;
+	const char *options;
+} ctl_options[] = {
+	{ CTL_CMD_KILL, "--rule" },
+	{ CTL_CMD_BAN, "--rule --for --kill" },
+	{ CTL_CMD_UNBAN, "--rule" },
+};
+
+bool ctl_proto_takes_option(const struct ctl_cmd *c, const char *opt)
+{
+	size_t len = strlen(opt);
+	const char *o = NULL;
+
+	for (size_t i = 0; i < sizeof(ctl_options) / sizeof(ctl_options[0]); i++)
+		if (ctl_options[i].id == c->id)
+			o = ctl_options[i].options;
+	for (; o && *o; o += strcspn(o, " "), o += strspn(o, " "))
+		if (strncmp(o, opt, len) == 0 && (o[len] == ' ' || o[len] == '\0'))
+			return true;
+	return false;
+}
 
 const struct ctl_cmd *ctl_proto_find(const char *name, int *matches)
 {

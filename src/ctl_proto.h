@@ -62,6 +62,9 @@ enum ctl_cmd_id {
 	CTL_CMD_RELOAD,
 	CTL_CMD_CHECK,
 	CTL_CMD_METRICS,
+	CTL_CMD_BAN,
+	CTL_CMD_UNBAN,
+	CTL_CMD_BANS,
 	CTL_CMD_COUNT,
 };
 
@@ -88,6 +91,9 @@ extern const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT];
  * (may be NULL) gets how many matched. Internal commands match only whole.
  */
 const struct ctl_cmd *ctl_proto_find(const char *name, int *matches);
+
+/* True if command C takes the option OPT ("--rule"). */
+bool ctl_proto_takes_option(const struct ctl_cmd *c, const char *opt);
 
 /*
  * Writes the names of the commands starting with PREFIX ("" for all, no

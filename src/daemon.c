@@ -11,6 +11,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "admit.h"
+#include "bans.h"
 #include "clock.h"
 #include "control.h"
 #include "forward.h"
@@ -398,6 +400,8 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 				rules[n] = rules[i];
 				nc.rules[n] = nc.rules[i];
 				n++;
+			} else {
+				access_policy_unref(nc.rules[i].access);
 			}
 		nc.nrules = n;
 	}
@@ -442,6 +446,14 @@ refused:
 	for (size_t i = 0; i < res->msgs.count; i++)
 		config_errors_add(&d->last_errors, "%s", res->msgs.msgs[i]);
 	daemon_notify_ready(d, "reload failed, the previous configuration stays: ");
+}
+
+/* A ban, an unban or an expiry: every worker gets the new set before it returns. */
+static void daemon_publish_bans(void *arg, struct ban_set *set)
+{
+	struct daemon *d = arg;
+
+	admit_publish_bans(d->workers, d->nworkers, set);
 }
 
 /* True if a rule listens on a port below 1024 (which needs privilege), or
@@ -507,6 +519,7 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	d->started_mono = clock_now();
 	d->started_wall = time(NULL);
+	admit_log_init(&d->denylog);
 	d->generation = 1;
 	sdnotify_init();
 	daemon_check_fd_limit(&d->cfg, daemon_worker_count(&d->cfg));
@@ -551,6 +564,12 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		d->nworkers++;
 		if (worker_init(d->workers[i], (int)i, d->cfg.log_connections) < 0)
 			return -1;
+		d->workers[i]->admit.log = &d->denylog;
+	}
+	d->bans = bans_new(d->base, daemon_publish_bans, d);
+	if (!d->bans) {
+		log_error("out of memory");
+		return -1;
 	}
 	for (size_t i = 0; i < d->cfg.nrules; i++) {
 		d->rules[i] = forward_new(d->base, d->workers, d->nworkers, &d->cfg.rules[i]);
@@ -625,6 +644,9 @@ void daemon_stop(struct daemon *d)
 	if (d->drain_timer)
 		event_free(d->drain_timer);
 	d->drain_timer = NULL;
+	bans_free(d->bans);
+	d->bans = NULL;
+	admit_log_free(&d->denylog);
 	config_errors_free(&d->last_errors);
 	for (size_t i = 0; i < d->nworkers; i++) {
 		worker_free(d->workers[i]);

@@ -12,8 +12,10 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "admit.h"
 #include "config.h"
 
+struct bans;
 struct control;
 struct event;
 struct event_base;
@@ -37,6 +39,8 @@ struct daemon {
 	_Atomic unsigned pongs;     /* workers that answered the last watchdog round */
 	bool pinged;                /* a round is out */
 	struct control *control;
+	struct bans *bans; /* portfwdctl ban: kept across reloads */
+	struct admit_log denylog; /* the workers' refusals: how often they are logged */
 	struct event *signals[4];
 	bool log_level_fixed; /* -l given: a reload keeps it */
 	bool socket_fixed;    /* -s given: the file's control_socket is not looked at */

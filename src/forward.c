@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "listener.h"
 #include "log.h"
 #include "portinfo.h"
@@ -91,6 +92,7 @@ struct forward_snap *forward_snap_new(const struct rule_config *rule)
 		return NULL;
 	atomic_init(&snap->refs, 1);
 	snap->rule = *rule;
+	access_policy_ref(rule->access);
 	return snap;
 }
 
@@ -103,8 +105,10 @@ struct forward_snap *forward_snap_ref(struct forward_snap *snap)
 void forward_snap_unref(struct forward_snap *snap)
 {
 	/* acq_rel: the last owner sees every other owner's reads done. */
-	if (snap && atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) == 1)
+	if (snap && atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) == 1) {
+		access_policy_unref(snap->rule.access);
 		free(snap);
+	}
 }
 
 void forward_hold(struct forward *fw)
@@ -295,6 +299,16 @@ static void forward_retry_cb(evutil_socket_t fd, short what, void *arg)
 	forward_start(arg);
 }
 
+/* fw->cfg = *CFG, with the reference to its policy that the copy owns. */
+static void forward_set_cfg(struct forward *fw, const struct rule_config *cfg)
+{
+	struct access_policy *old = fw->cfg.access;
+
+	fw->cfg = *cfg;
+	access_policy_ref(fw->cfg.access);
+	access_policy_unref(old);
+}
+
 static void forward_insert_cb(struct listener *l, void *arg)
 {
 	(void)arg;
@@ -309,7 +323,7 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
 
 	if (!fw)
 		return NULL;
-	fw->cfg = *cfg;
+	forward_set_cfg(fw, cfg);
 	fw->base = base;
 	fw->workers = workers;
 	fw->nworkers = nworkers;
@@ -335,6 +349,7 @@ fail:
 	if (fw->bind_retry)
 		event_free(fw->bind_retry);
 	forward_snap_unref(fw->snap);
+	access_policy_unref(fw->cfg.access);
 	free(fw->listeners);
 	free(fw);
 	return NULL;
@@ -358,7 +373,7 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	if (fw->disabled)
 		forward_enable(fw);
 	if (rule_config_equal(&fw->snap->rule, cfg)) {
-		fw->cfg = *cfg; /* at most its line moved */
+		forward_set_cfg(fw, cfg); /* at most its line (or its lists' spelling) moved */
 		return 0;
 	}
 	snap = forward_snap_new(cfg);
@@ -371,7 +386,7 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	forward_each_sync(fw, forward_set_snap_cb, snap);
 	forward_snap_unref(fw->snap);
 	fw->snap = snap;
-	fw->cfg = *cfg;
+	forward_set_cfg(fw, cfg);
 	return 0;
 }
 
@@ -496,6 +511,30 @@ bool forward_kill_id(struct forward *fw, uint64_t id)
 	return k.closed > 0;
 }
 
+struct forward_kill_if {
+	bool (*match)(const struct sockaddr *client, const void *arg);
+	const void *arg;
+	const char *reason;
+	unsigned closed;
+};
+
+static void forward_kill_if_cb(struct listener *l, void *arg)
+{
+	struct forward_kill_if *k = arg;
+
+	k->closed += relay_tcp_close_if(l, k->match, k->arg, k->reason);
+	k->closed += relay_udp_close_if(l, k->match, k->arg, k->reason);
+}
+
+unsigned forward_kill_if(struct forward *fw, bool (*match)(const struct sockaddr *client, const void *arg),
+			 const void *arg, const char *reason)
+{
+	struct forward_kill_if k = { match, arg, reason, 0 };
+
+	forward_each_sync(fw, forward_kill_if_cb, &k);
+	return k.closed;
+}
+
 bool forward_drained(const struct forward *fw)
 {
 	/* held first: a connection's last act is to drop it, after it posted
@@ -540,6 +579,7 @@ void forward_free(struct forward *fw)
 		return;
 	forward_stop(fw);
 	forward_snap_unref(fw->snap);
+	access_policy_unref(fw->cfg.access);
 	free(fw->listeners);
 	free(fw);
 }

@@ -132,6 +132,11 @@ unsigned forward_kill_all(struct forward *fw, const char *reason);
  * if it did. */
 bool forward_kill_id(struct forward *fw, uint64_t id);
 
+/* Closes every connection and session of the rule whose client MATCH(client,
+ * ARG) says, logging REASON. Returns how many were closed. */
+unsigned forward_kill_if(struct forward *fw, bool (*match)(const struct sockaddr *client, const void *arg),
+			 const void *arg, const char *reason);
+
 /* True when a draining rule has nothing left and can be freed. */
 bool forward_drained(const struct forward *fw);
 

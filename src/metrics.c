@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "access.h"
+#include "bans.h"
 #include "clock.h"
 #include "daemon.h"
 #include "forward.h"
@@ -100,8 +102,51 @@ static const struct metrics_rule_family metrics_rule_families[] = {
 	  "UDP datagrams dropped: from new clients over max_udp_sessions (limit), or refused by a socket (error).",
 	  "reason", "limit", MF(udp_dropped_limit), RULE_PROTO_UDP },
 	{ NULL, NULL, NULL, "reason", "error", MF(udp_dropped_error), RULE_PROTO_UDP },
+	{ "portfwd_tcp_connections_denied_total", "counter",
+	  "TCP connections reset at once, by reason: on a deny list, not on the allow list, banned.",
+	  "reason", "deny_list", MF(tcp_denied_list), RULE_PROTO_TCP },
+	{ NULL, NULL, NULL, "reason", "not_allowed", MF(tcp_denied_allow), RULE_PROTO_TCP },
+	{ NULL, NULL, NULL, "reason", "banned", MF(tcp_denied_ban), RULE_PROTO_TCP },
+	{ "portfwd_udp_datagrams_denied_total", "counter",
+	  "UDP datagrams dropped from clients without a session, by reason: on a deny list, not on the allow list, banned.",
+	  "reason", "deny_list", MF(udp_denied_list), RULE_PROTO_UDP },
+	{ NULL, NULL, NULL, "reason", "not_allowed", MF(udp_denied_allow), RULE_PROTO_UDP },
+	{ NULL, NULL, NULL, "reason", "banned", MF(udp_denied_ban), RULE_PROTO_UDP },
 };
 #undef MF
+
+/* The lists in force and the bans: sizes, never the entries. */
+static void metrics_access(const struct daemon *d, struct metrics_out *m)
+{
+	metrics_family(m, "portfwd_list_entries", "gauge",
+		       "Entries of each named list, as written (a list file: its lines with an address).");
+	for (size_t i = 0; i < d->cfg.nlists; i++)
+		metrics_sample(m, "portfwd_list_entries", (double)d->cfg.lists[i].entries, 1, "list",
+			       d->cfg.lists[i].name);
+	metrics_family(m, "portfwd_list_ranges", "gauge",
+		       "Address ranges of each named list once merged, by family.");
+	for (size_t i = 0; i < d->cfg.nlists; i++) {
+		metrics_sample(m, "portfwd_list_ranges", (double)access_set_ranges4(d->cfg.lists[i].set), 2,
+			       "list", d->cfg.lists[i].name, "family", "ipv4");
+		metrics_sample(m, "portfwd_list_ranges", (double)access_set_ranges6(d->cfg.lists[i].set), 2,
+			       "list", d->cfg.lists[i].name, "family", "ipv6");
+	}
+	metrics_family(m, "portfwd_rule_list_ranges", "gauge",
+		       "Address ranges of each rule's allow and deny list (absent: the rule has none).");
+	for (size_t i = 0; i < d->nrules; i++) {
+		const struct access_policy *p = d->rules[i]->cfg.access;
+		const struct access_set *sets[2] = { p ? p->allow : NULL, p ? p->deny : NULL };
+		static const char *const kind[2] = { "allow", "deny" };
+
+		for (int k = 0; k < 2; k++)
+			if (sets[k])
+				metrics_sample(m, "portfwd_rule_list_ranges",
+					       (double)(access_set_ranges4(sets[k]) + access_set_ranges6(sets[k])),
+					       2, "rule", d->rules[i]->cfg.name, "list", kind[k]);
+	}
+	metrics_family(m, "portfwd_bans", "gauge", "Bans in force (portfwdctl ban).");
+	metrics_sample(m, "portfwd_bans", d->bans ? (double)d->bans->n : 0, 0);
+}
 
 static void metrics_write(const struct daemon *d, struct metrics_out *m)
 {
@@ -175,6 +220,7 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 				metrics_sample(m, name, v, 1, "rule", d->rules[i]->cfg.name);
 		}
 	}
+	metrics_access(d, m);
 	free(st);
 }
 

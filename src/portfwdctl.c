@@ -295,8 +295,7 @@ int main(int argc, char **argv)
 	for (int i = optind + 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
 			json = true;
-		else if (argv[i][0] == '-' && argv[i][1] != '\0' &&
-			 !(cmd->id == CTL_CMD_KILL && strcmp(argv[i], "--rule") == 0)) {
+		else if (argv[i][0] == '-' && argv[i][1] != '\0' && !ctl_proto_takes_option(cmd, argv[i])) {
 			fprintf(stderr, "portfwdctl: %s: unknown option \"%s\"\n", cmd->name, argv[i]);
 			usage(stderr);
 			return EXIT_USAGE;

@@ -13,6 +13,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "admit.h"
 #include "clock.h"
 #include "forward.h"
 #include "listener.h"
@@ -582,10 +583,18 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 		      const struct sockaddr *sa, int salen)
 {
+	static const struct linger reset = { 1, 0 };
 	struct event_base *base = l->worker->base;
-	struct relay_tcp_conn *c = calloc(1, sizeof(*c));
+	struct relay_tcp_conn *c;
 	int one = 1;
 
+	/* Not admitted (lists, bans): a reset at once, nothing opened to the target. */
+	if (!admit_client(l, sa, RULE_PROTO_TCP)) {
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+		evutil_closesocket(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
 	if (!c) {
 		log_error("tcp %s: out of memory; dropping a new connection", l->cfg->name);
 		evutil_closesocket(fd);
@@ -643,6 +652,26 @@ unsigned relay_tcp_close_all(struct listener *l, const char *reason)
 		relay_tcp_close(TAILQ_FIRST(&l->waiting), LOG_LVL_INFO, reason);
 	for (; !TAILQ_EMPTY(&l->conns); n++)
 		relay_tcp_close(TAILQ_FIRST(&l->conns), LOG_LVL_INFO, reason);
+	return n;
+}
+
+unsigned relay_tcp_close_if(struct listener *l,
+			    bool (*match)(const struct sockaddr *client, const void *arg),
+			    const void *arg, const char *reason)
+{
+	struct relay_tcp_list *lists[2] = { &l->waiting, &l->conns };
+	struct relay_tcp_conn *c, *next;
+	unsigned n = 0;
+
+	/* The waiting ones first, as in relay_tcp_close_all. */
+	for (int i = 0; i < 2; i++)
+		for (c = TAILQ_FIRST(lists[i]); c; c = next) {
+			next = TAILQ_NEXT(c, link);
+			if (match((const struct sockaddr *)&c->client_addr, arg)) {
+				relay_tcp_close(c, LOG_LVL_INFO, reason);
+				n++;
+			}
+		}
 	return n;
 }
 

@@ -36,6 +36,12 @@ void relay_tcp_start_waiting(struct listener *l);
  * Returns how many. */
 unsigned relay_tcp_close_all(struct listener *l, const char *reason);
 
+/* Ends every connection of L whose client MATCH(client, ARG) says, logging
+ * REASON. Returns how many. */
+unsigned relay_tcp_close_if(struct listener *l,
+			    bool (*match)(const struct sockaddr *client, const void *arg),
+			    const void *arg, const char *reason);
+
 /* Ends connection ID of L, if it is there. Returns true if it was. */
 bool relay_tcp_close_id(struct listener *l, uint64_t id, const char *reason);
 

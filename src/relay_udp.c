@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admit.h"
 #include "clock.h"
 #include "forward.h"
 #include "listener.h"
@@ -236,6 +237,9 @@ static struct udp_session *relay_udp_session_for(struct listener *l,
 
 	if (s)
 		return s;
+	/* Not admitted (lists, bans): dropped before a session exists. */
+	if (!admit_client(l, (const struct sockaddr *)from, RULE_PROTO_UDP))
+		return NULL;
 	if (l->udp_draining) {
 		/* A removed rule serves the sessions it has, and no new client. */
 		STAT_ADD(&l->stats, udp_dropped_draining, 1);
@@ -337,6 +341,21 @@ unsigned relay_udp_close_all(struct listener *l, const char *reason)
 		relay_udp_session_end(s, reason);
 		n++;
 	}
+	return n;
+}
+
+unsigned relay_udp_close_if(struct listener *l,
+			    bool (*match)(const struct sockaddr *client, const void *arg),
+			    const void *arg, const char *reason)
+{
+	struct udp_session *s, *tmp;
+	unsigned n = 0;
+
+	HASH_ITER(hh, l->sessions, s, tmp)
+		if (match((const struct sockaddr *)&s->client, arg)) {
+			relay_udp_session_end(s, reason);
+			n++;
+		}
 	return n;
 }
 

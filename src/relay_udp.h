@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 struct listener;
 
@@ -18,6 +19,12 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg);
 
 /* Ends every session of L, logging REASON. Returns how many. */
 unsigned relay_udp_close_all(struct listener *l, const char *reason);
+
+/* Ends every session of L whose client MATCH(client, ARG) says, logging
+ * REASON. Returns how many. */
+unsigned relay_udp_close_if(struct listener *l,
+			    bool (*match)(const struct sockaddr *client, const void *arg),
+			    const void *arg, const char *reason);
 
 /* Ends session ID of L, if it is there. Returns true if it was. */
 bool relay_udp_close_id(struct listener *l, uint64_t id, const char *reason);

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "access.h"
+
 void rule_settings_init(struct rule_settings *set)
 {
 	set->connect_timeout = 5.0;
@@ -241,7 +243,7 @@ bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
 			       (const struct sockaddr *)&b->listen) &&
 	       rule_addr_equal((const struct sockaddr *)&a->target,
 			       (const struct sockaddr *)&b->target) &&
-	       rule_settings_equal(&a->set, &b->set);
+	       rule_settings_equal(&a->set, &b->set) && access_policy_equal(a->access, b->access);
 }
 
 bool rule_same_listener(const struct rule_config *a, const struct rule_config *b)

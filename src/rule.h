@@ -14,6 +14,8 @@
 /* "[" + IPv6 text + "]:" + port + NUL */
 #define RULE_ADDR_STRLEN 56
 
+struct access_policy;
+
 enum rule_proto {
 	RULE_PROTO_TCP = 1,
 	RULE_PROTO_UDP = 2,
@@ -45,6 +47,9 @@ struct rule_config {
 	struct sockaddr_storage target;
 	socklen_t target_len;
 	struct rule_settings set;
+	/* Who may connect (access.h): NULL lets everyone in. Each holder of a
+	 * copy of the rule (its config, its forward, a snapshot) owns a reference. */
+	struct access_policy *access;
 	int line; /* where the rule starts in its file, for messages */
 };
 
@@ -86,7 +91,8 @@ bool rule_addr_is_wildcard(const struct sockaddr *a);
  */
 bool rule_addr_collide(const struct sockaddr *a, const struct sockaddr *b);
 
-/* Same settings; same rule apart from where it stands in its file. */
+/* Same settings; same rule apart from where it stands in its file (and
+ * how its lists are spelt: the same addresses allowed and denied). */
 bool rule_settings_equal(const struct rule_settings *a, const struct rule_settings *b);
 bool rule_config_equal(const struct rule_config *a, const struct rule_config *b);
 

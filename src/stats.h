@@ -30,7 +30,13 @@
 	X(udp_bytes_to_client)                                                   \
 	X(udp_dropped_limit) /* datagrams from new clients over max_udp_sessions */ \
 	X(udp_dropped_error) /* datagrams a socket refused to send */           \
-	X(udp_dropped_draining) /* from new clients of a rule a reload removed */
+	X(udp_dropped_draining) /* from new clients of a rule a reload removed */ \
+	X(tcp_denied_list)   /* connections refused: the client is on the deny list */ \
+	X(tcp_denied_allow)  /* ... is not on the allow list */                  \
+	X(tcp_denied_ban)    /* ... is banned (portfwdctl ban) */                \
+	X(udp_denied_list)   /* datagrams dropped, from new clients, the same */ \
+	X(udp_denied_allow)                                                      \
+	X(udp_denied_ban)
 
 /* The live counters, written by one worker. */
 struct rule_counters {

@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access.h"
+#include "bans.h"
 #include "clock.h"
 #include "daemon.h"
 #include "forward.h"
@@ -114,6 +116,107 @@ static json_t *status_totals_json(const struct rule_stats *t)
 			 "udp_dropped", (json_int_t)(t->udp_dropped_limit + t->udp_dropped_error));
 }
 
+/* ---- who may connect: lists, bans, refusals ---- */
+
+static json_t *status_set_json(const struct access_set *set, const char *text)
+{
+	if (!set)
+		return json_null();
+	return json_pack("{s:s, s:I, s:I}", "entries", text ? text : "", "ranges_v4",
+			 (json_int_t)access_set_ranges4(set), "ranges_v6",
+			 (json_int_t)access_set_ranges6(set));
+}
+
+json_t *status_access_json(const struct access_policy *p)
+{
+	return json_pack("{s:o, s:o}", "allow", status_set_json(p ? p->allow : NULL, p ? p->allow_text : NULL),
+			 "deny", status_set_json(p ? p->deny : NULL, p ? p->deny_text : NULL));
+}
+
+static void status_set_text(const char *key, const struct access_set *set, const char *text,
+			    struct evbuffer *out)
+{
+	size_t n4 = access_set_ranges4(set), n6 = access_set_ranges6(set);
+
+	if (!set)
+		return;
+	evbuffer_add_printf(out, "  %-6s %s  (ranges: %zu IPv4, %zu IPv6)\n", key, text ? text : "", n4, n6);
+}
+
+void status_access_text(const struct access_policy *p, struct evbuffer *out)
+{
+	if (!p)
+		return;
+	status_set_text("allow", p->allow, p->allow_text, out);
+	status_set_text("deny", p->deny, p->deny_text, out);
+}
+
+/* "denied": all refusals, "denied_by": per reason, into O (a tcp or udp object). */
+static void status_denied_json(json_t *o, uint64_t list, uint64_t allow, uint64_t ban)
+{
+	json_object_set_new(o, "denied", json_integer((json_int_t)(list + allow + ban)));
+	json_object_set_new(o, "denied_by", json_pack("{s:I, s:I, s:I}", "deny_list", (json_int_t)list,
+						      "not_allowed", (json_int_t)allow, "banned",
+						      (json_int_t)ban));
+}
+
+static json_t *status_lists_json(const struct daemon *d)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < d->cfg.nlists; i++) {
+		const struct access_list *l = &d->cfg.lists[i];
+
+		json_array_append_new(a, json_pack("{s:s, s:s?, s:I, s:I, s:I, s:i}", "name", l->name,
+						   "file", l->file, "entries", (json_int_t)l->entries,
+						   "ranges_v4", (json_int_t)access_set_ranges4(l->set),
+						   "ranges_v6", (json_int_t)access_set_ranges6(l->set),
+						   "line", l->line));
+	}
+	return a;
+}
+
+/* The daemon's lists and bans, a line each list. */
+static void status_lists_text(const struct daemon *d, struct evbuffer *out)
+{
+	for (size_t i = 0; i < d->cfg.nlists; i++) {
+		const struct access_list *l = &d->cfg.lists[i];
+
+		evbuffer_add_printf(out, "list %s: %s%s%zu entr%s, %zu IPv4 and %zu IPv6 ranges\n", l->name,
+				    l->file ? l->file : "", l->file ? ", " : "", l->entries,
+				    l->entries == 1 ? "y" : "ies", access_set_ranges4(l->set),
+				    access_set_ranges6(l->set));
+	}
+	if (d->bans && d->bans->n)
+		evbuffer_add_printf(out, "%zu ban%s in force (portfwdctl bans)\n", d->bans->n,
+				    d->bans->n == 1 ? "" : "s");
+}
+
+/* A rule's lists and, when it has any or refused anyone, its refusals. */
+static void status_rule_access_text(const struct forward *fw, const struct rule_stats *st,
+				    struct evbuffer *out)
+{
+	const uint64_t tcp = st->tcp_denied_list + st->tcp_denied_allow + st->tcp_denied_ban;
+	const uint64_t udp = st->udp_denied_list + st->udp_denied_allow + st->udp_denied_ban;
+
+	char what[96] = "";
+	unsigned proto = fw->cfg.proto;
+
+	status_access_text(fw->cfg.access, out);
+	if (!fw->cfg.access && !tcp && !udp)
+		return;
+	if (proto & RULE_PROTO_TCP)
+		snprintf(what, sizeof(what), "%llu TCP connection%s", (unsigned long long)tcp, tcp == 1 ? "" : "s");
+	if (proto & RULE_PROTO_UDP)
+		snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s%llu UDP datagram%s",
+			 proto & RULE_PROTO_TCP ? ", " : "", (unsigned long long)udp, udp == 1 ? "" : "s");
+	evbuffer_add_printf(out, "  denied %s: %llu on the deny list, %llu not on the allow list, %llu banned\n",
+			    what,
+			    (unsigned long long)(st->tcp_denied_list + st->udp_denied_list),
+			    (unsigned long long)(st->tcp_denied_allow + st->udp_denied_allow),
+			    (unsigned long long)(st->tcp_denied_ban + st->udp_denied_ban));
+}
+
 /* The user the daemon runs as, by name where it has one. */
 static const char *status_user(char *buf, size_t len)
 {
@@ -146,10 +249,17 @@ json_t *status_json(const struct daemon *d)
 				      "splice", fw->cfg.set.splice);
 
 		forward_stats(fw, &st);
-		if (fw->cfg.proto & RULE_PROTO_TCP)
+		if (fw->cfg.proto & RULE_PROTO_TCP) {
 			json_object_set_new(r, "tcp", status_tcp_json(fw, &st));
-		if (fw->cfg.proto & RULE_PROTO_UDP)
+			status_denied_json(json_object_get(r, "tcp"), st.tcp_denied_list,
+					   st.tcp_denied_allow, st.tcp_denied_ban);
+		}
+		if (fw->cfg.proto & RULE_PROTO_UDP) {
 			json_object_set_new(r, "udp", status_udp_json(fw, &st));
+			status_denied_json(json_object_get(r, "udp"), st.udp_denied_list,
+					   st.udp_denied_allow, st.udp_denied_ban);
+		}
+		json_object_update_missing_new(r, status_access_json(fw->cfg.access));
 		json_array_append_new(rules, r);
 		stats_sum(&total, &st);
 	}
@@ -172,6 +282,12 @@ json_t *status_json(const struct daemon *d)
 			 "draining", status_draining_json(d, clock_now()),
 			 "rules", rules,
 			 "totals", status_totals_json(&total));
+	json_object_set_new(root, "lists", status_lists_json(d));
+	json_object_set_new(root, "bans", json_integer(d->bans ? (json_int_t)d->bans->n : 0));
+	status_denied_json(json_object_get(root, "totals"),
+			   total.tcp_denied_list + total.udp_denied_list,
+			   total.tcp_denied_allow + total.udp_denied_allow,
+			   total.tcp_denied_ban + total.udp_denied_ban);
 	return root;
 }
 
@@ -262,6 +378,7 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 			    d->cfg.path, (unsigned long long)d->generation, d->nrules,
 			    d->nrules == 1 ? "" : "s", ok, d->nrules - ok - off, off);
 	status_text_reloads(d, out);
+	status_lists_text(d, out);
 	for (size_t i = 0; i < d->nrules; i++) {
 		const struct forward *fw = d->rules[i];
 		struct rule_stats stats, *st = &stats;
@@ -295,5 +412,6 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 					    status_bytes(st->udp_bytes_to_client, b2, sizeof(b2)),
 					    (unsigned long long)(st->udp_dropped_limit + st->udp_dropped_error));
 		}
+		status_rule_access_text(fw, st, out);
 	}
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct access_policy;
 struct daemon;
 struct evbuffer;
 
@@ -14,6 +15,14 @@ json_t *status_json(const struct daemon *d);
 
 /* The same facts as aligned text for a person, appended to OUT. */
 void status_text(const struct daemon *d, struct evbuffer *out);
+
+/* A rule's allow and deny lists, sizes not entries: {"allow": {"entries":
+ * "@lan, 203.0.113.7", "ranges_v4": 2, "ranges_v6": 1} or null, "deny": ...}. */
+json_t *status_access_json(const struct access_policy *p);
+
+/* The same as "  allow  @lan, 203.0.113.7  (2 IPv4 and 1 IPv6 ranges)"
+ * lines, none for a rule that lets everyone in. */
+void status_access_text(const struct access_policy *p, struct evbuffer *out);
 
 /* N bytes as "512 B" or "1.5 MiB" into BUF (16 bytes are enough). */
 const char *status_bytes(uint64_t n, char *buf, size_t len);

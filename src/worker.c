@@ -163,6 +163,7 @@ void worker_pipe_trim(struct worker *w)
 void worker_free(struct worker *w)
 {
 	worker_pipe_trim(w);
+	admit_worker_free(&w->admit);
 	free(w->pipes);
 	free(w->dgram);
 	if (w->base)

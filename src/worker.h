@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "admit.h"
+
 struct event_base;
 struct listener;
 
@@ -48,6 +50,10 @@ struct worker {
 
 	/* Scratch space for a batch of datagrams: relaying allocates nothing. */
 	unsigned char (*dgram)[WORKER_DGRAM_MAX];
+
+	/* Who may connect, as this worker sees it: the bans the main thread
+	 * posts, and the rate limit of the refusals' log lines (admit.h). */
+	struct admit_worker admit;
 };
 
 /* Sets W up with its own event loop. Returns 0, or -1 after logging why. */

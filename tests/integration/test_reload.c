@@ -389,6 +389,9 @@ START_TEST(test_bad_reload_changes_nothing)
 		for (line = strtok_r(expected, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 			char want[1024];
 
+			/* About a list file beside the corpus file, not beside the copy. */
+			if (strncmp(line, "DIR/", 4) == 0)
+				continue;
 			ck_assert(strncmp(line, "FILE", 4) == 0);
 			snprintf(want, sizeof(want), "%s%s\n", d.conf, line + 4);
 			ck_assert_msg(strstr(out, want), "%s: missing \"%s\" in:\n%s", e->d_name, want, out);

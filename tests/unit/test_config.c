@@ -1,7 +1,8 @@
 /*
  * The configuration corpus: every file in tests/conf/good must load, and
  * every file in tests/conf/bad must fail with exactly the messages in its
- * .expected file (FILE standing for the path), in order.
+ * .expected file (FILE standing for the path, DIR for its directory, as in
+ * the messages about a list file beside it), in order.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -107,9 +108,14 @@ static void expect_errors(const char *path)
 	mem = open_memstream(&got, &got_len);
 	for (size_t i = 0; i < errs.count; i++) {
 		const char *m = errs.msgs[i];
+		size_t dirlen = strlen(CONF_DIR "/bad/");
 
-		ck_assert_msg(strncmp(m, path, strlen(path)) == 0, "message does not name the file: %s", m);
-		fprintf(mem, "FILE%s\n", m + strlen(path));
+		if (strncmp(m, path, strlen(path)) == 0) {
+			fprintf(mem, "FILE%s\n", m + strlen(path));
+			continue;
+		}
+		ck_assert_msg(strncmp(m, CONF_DIR "/bad/", dirlen) == 0, "message does not name the file: %s", m);
+		fprintf(mem, "DIR/%s\n", m + dirlen);
 	}
 	fclose(mem);
 	ck_assert_msg(strcmp(got, expected) == 0, "%s:\n--- expected\n%s--- got\n%s", path, expected, got);
@@ -441,6 +447,140 @@ START_TEST(test_file_kinds)
 }
 END_TEST
 
+static bool set_has(const struct access_set *s, const char *host)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (strchr(host, ':')) {
+		s6->sin6_family = AF_INET6;
+		ck_assert_int_eq(inet_pton(AF_INET6, host, &s6->sin6_addr), 1);
+	} else {
+		s4->sin_family = AF_INET;
+		ck_assert_int_eq(inet_pton(AF_INET, host, &s4->sin_addr), 1);
+	}
+	return access_set_contains(s, (struct sockaddr *)&ss);
+}
+
+/* Lists: shared by the rules that name them, never copied; a rule's own
+ * key replaces the defaults' one; the same file loaded twice is the same
+ * rules for a reload. */
+START_TEST(test_lists_shared)
+{
+	struct config_errors errs = { 0 };
+	struct config a, b;
+	const struct access_list *bad = NULL;
+
+	ck_assert_int_eq(config_load(CONF_DIR "/good/lists.conf", &a, &errs), 0);
+	ck_assert_uint_eq(a.nlists, 5);
+	for (size_t i = 0; i < a.nlists; i++)
+		if (strcmp(a.lists[i].name, "bad") == 0)
+			bad = &a.lists[i];
+	ck_assert_ptr_nonnull(bad);
+	ck_assert_str_eq(bad->file, CONF_DIR "/good/lists.txt");
+	ck_assert_uint_eq(bad->entries, 3);
+	ck_assert_int_eq(bad->line, 7);
+	/* ssh: its allow, the defaults' deny: the list's own set. */
+	ck_assert(access_policy_has_allow(a.rules[0].access));
+	ck_assert_ptr_eq(a.rules[0].access->deny, bad->set);
+	ck_assert(set_has(a.rules[0].access->allow, "192.168.3.4") && set_has(a.rules[0].access->allow, "10.8.0.9") &&
+		  set_has(a.rules[0].access->allow, "203.0.113.7") && set_has(a.rules[0].access->allow, "198.51.100.77") &&
+		  set_has(a.rules[0].access->allow, "fd00::1") && !set_has(a.rules[0].access->allow, "10.8.1.1"));
+	ck_assert_str_eq(a.rules[0].access->allow_text,
+			 "@lan, @vpn, 203.0.113.7, 2001:db8::/32, ::ffff:198.51.100.0/120");
+	ck_assert_str_eq(a.rules[0].access->deny_text, "@bad");
+	/* web: its own deny replaces the defaults'. */
+	ck_assert_ptr_ne(a.rules[1].access->deny, bad->set);
+	ck_assert(set_has(a.rules[1].access->deny, "192.168.66.1") && set_has(a.rules[1].access->deny, "203.0.113.66"));
+	ck_assert(set_has(a.rules[1].access->allow, "169.254.1.1") && set_has(a.rules[1].access->allow, "172.20.0.1"));
+	/* dns: nothing of its own, the defaults' policy itself. */
+	ck_assert(!access_policy_has_allow(a.rules[2].access));
+	ck_assert_ptr_eq(a.rules[2].access->deny, bad->set);
+	/* open: [] is no list: everyone. */
+	ck_assert_ptr_null(a.rules[3].access);
+	/* home: a list of lists, built-in ones too. */
+	ck_assert(set_has(a.rules[4].access->allow, "127.0.0.1") && set_has(a.rules[4].access->allow, "::1") &&
+		  set_has(a.rules[4].access->allow, "192.168.0.1") && !set_has(a.rules[4].access->allow, "8.8.8.8"));
+
+	ck_assert_int_eq(config_load(CONF_DIR "/good/lists.conf", &b, &errs), 0);
+	for (size_t i = 0; i < a.nrules; i++)
+		ck_assert_msg(rule_config_equal(&a.rules[i], &b.rules[i]), "rule %zu", i);
+	ck_assert_ptr_eq(b.rules[0].access->deny, bad->set);
+	config_free(&b);
+	config_free(&a);
+}
+END_TEST
+
+/* A changed list is a changed rule for a reload; the same addresses
+ * written otherwise are not. */
+START_TEST(test_lists_change)
+{
+	static const char *texts[] = {
+		"lists: { l = [ \"10.0.0.0/8\" ]; };\nrules = ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; target = \"127.0.0.1:2\"; allow = [ \"@l\" ]; } );\n",
+		"lists: { l = [ \"10.0.0.0/9\", \"10.128.0.0/9\" ]; };\nrules = ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; target = \"127.0.0.1:2\"; allow = [ \"@l\" ]; } );\n",
+		"lists: { l = [ \"10.0.0.0/8\", \"10.0.0.1\" ]; };\nrules = ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; target = \"127.0.0.1:2\"; allow = [ \"@l\" ]; } );\n",
+		"lists: { l = [ \"11.0.0.0/8\" ]; };\nrules = ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; target = \"127.0.0.1:2\"; allow = [ \"@l\" ]; } );\n",
+		"lists: { l = [ \"10.0.0.0/8\" ]; };\nrules = ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; target = \"127.0.0.1:2\"; deny = [ \"@l\" ]; } );\n",
+	};
+	struct config c[5];
+	struct config_errors errs = { 0 };
+
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(config_load_text("t", texts[i], strlen(texts[i]), &c[i], &errs), 0);
+	ck_assert(rule_config_equal(&c[0].rules[0], &c[1].rules[0]));
+	ck_assert(rule_config_equal(&c[0].rules[0], &c[2].rules[0]));
+	ck_assert(!rule_config_equal(&c[0].rules[0], &c[3].rules[0]));
+	ck_assert(!rule_config_equal(&c[0].rules[0], &c[4].rules[0]));
+	for (int i = 0; i < 5; i++)
+		config_free(&c[i]);
+}
+END_TEST
+
+/* A text from a client names no list file for the daemon to open. */
+START_TEST(test_text_refuses_list_file)
+{
+	static const char text[] = "lists: { bad = { file = \"/etc/shadow\"; }; };\nrules = ( );\n";
+	struct config_errors errs = { 0 };
+	struct config cfg;
+
+	ck_assert_int_eq(config_load_text("label", text, strlen(text), &cfg, &errs), -1);
+	ck_assert_int_eq(errs.count, 1);
+	ck_assert_str_eq(errs.msgs[0], "label:1: lists: \"bad\": file: \"/etc/shadow\" is not read for a configuration sent through the control socket (the daemon opens no file a client names); check it with portfwd -t -c FILE");
+	config_errors_free(&errs);
+}
+END_TEST
+
+/* More than 20 bad lines in a list file: the first 20, then how many more. */
+START_TEST(test_list_file_many_errors)
+{
+	char dir[] = "/tmp/portfwd-lists.XXXXXX", path[128], list[128];
+	struct config_errors errs = { 0 };
+	struct config cfg;
+	FILE *fp;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(list, sizeof(list), "%s/list.txt", dir);
+	fp = fopen(list, "w");
+	for (int i = 0; i < 500; i++)
+		fprintf(fp, "root:x:%d:0::/root:/bin/bash\n", i);
+	fclose(fp);
+	snprintf(path, sizeof(path), "%s/portfwd.conf", dir);
+	fp = fopen(path, "w");
+	fprintf(fp, "lists: { l = { file = \"list.txt\"; }; };\nrules = ( );\n");
+	fclose(fp);
+	ck_assert_int_eq(config_load(path, &cfg, &errs), -1);
+	ck_assert_int_eq(errs.count, 21);
+	ck_assert_msg(strstr(errs.msgs[0], "/list.txt:1: list \"l\": \"root:x:0:0::/root:/bin/bash\": not an IPv4 or IPv6 address"), "%s", errs.msgs[0]);
+	ck_assert_msg(strstr(errs.msgs[20], "/list.txt: list \"l\": 480 more bad lines not shown"), "%s", errs.msgs[20]);
+	config_errors_free(&errs);
+	unlink(list);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -457,6 +597,10 @@ int main(void)
 	tcase_add_test(tc, test_fd_budget);
 	tcase_add_test(tc, test_text_refuses_include);
 	tcase_add_test(tc, test_file_kinds);
+	tcase_add_test(tc, test_lists_shared);
+	tcase_add_test(tc, test_lists_change);
+	tcase_add_test(tc, test_text_refuses_list_file);
+	tcase_add_test(tc, test_list_file_many_errors);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -56,6 +56,20 @@ START_TEST(test_command_table)
 	ck_assert(ctl_proto_find("reload", NULL)->mutating);
 	ck_assert(ctl_proto_find("kill", NULL)->mutating);
 	ck_assert(!ctl_proto_find("metrics", NULL)->mutating);
+	ck_assert(ctl_proto_find("ban", NULL)->mutating);
+	ck_assert(ctl_proto_find("unban", NULL)->mutating);
+	ck_assert(!ctl_proto_find("bans", NULL)->mutating);
+	/* The options each command takes, for portfwdctl's checks. */
+	ck_assert(ctl_proto_takes_option(ctl_proto_find("kill", NULL), "--rule"));
+	ck_assert(ctl_proto_takes_option(ctl_proto_find("ban", NULL), "--rule"));
+	ck_assert(ctl_proto_takes_option(ctl_proto_find("ban", NULL), "--for"));
+	ck_assert(ctl_proto_takes_option(ctl_proto_find("ban", NULL), "--kill"));
+	ck_assert(!ctl_proto_takes_option(ctl_proto_find("ban", NULL), "--ki"));
+	ck_assert(!ctl_proto_takes_option(ctl_proto_find("ban", NULL), "--killer"));
+	ck_assert(ctl_proto_takes_option(ctl_proto_find("unban", NULL), "--rule"));
+	ck_assert(!ctl_proto_takes_option(ctl_proto_find("unban", NULL), "--for"));
+	ck_assert(!ctl_proto_takes_option(ctl_proto_find("bans", NULL), "--rule"));
+	ck_assert(!ctl_proto_takes_option(ctl_proto_find("status", NULL), "--rule"));
 }
 END_TEST
 
@@ -75,6 +89,12 @@ START_TEST(test_command_prefixes)
 	ck_assert_int_eq(n, 2);
 	ck_assert_str_eq(ctl_proto_names("r", names, sizeof(names)), "rules, reload");
 	ck_assert_ptr_null(ctl_proto_find("c", &n));
+	ck_assert_int_eq(n, 2);
+	/* "ban" is a command of its own, though "bans" starts with it. */
+	ck_assert_int_eq(ctl_proto_find("ban", &n)->id, CTL_CMD_BAN);
+	ck_assert_int_eq(ctl_proto_find("bans", NULL)->id, CTL_CMD_BANS);
+	ck_assert_int_eq(ctl_proto_find("unb", NULL)->id, CTL_CMD_UNBAN);
+	ck_assert_ptr_null(ctl_proto_find("b", &n));
 	ck_assert_int_eq(n, 2);
 	ck_assert_ptr_null(ctl_proto_find("nope", &n));
 	ck_assert_int_eq(n, 0);
