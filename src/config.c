@@ -248,7 +248,9 @@ static const char *config_get_string(struct config_ctx *ctx,
 #define SETTINGS_KEYS                                                      \
 	"connect_timeout", "idle_timeout", "udp_idle_timeout",             \
 		"max_connections", "max_udp_sessions", "buffer_size", "splice", \
-		"tcp_keepalive"
+		"tcp_keepalive", SOURCES_SETTINGS_KEYS
+/* Per-source limits (config_read_per_source). */
+#define SOURCES_SETTINGS_KEYS "udp_unreplied_timeout", "per_source"
 
 /*
  * tcp_keepalive = true | false | { idle = S; interval = S; count = N; }:
@@ -295,6 +297,57 @@ static void config_read_keepalive(struct config_ctx *ctx, const config_setting_t
 	ctx->scope = scope;
 }
 
+/*
+ * per_source = { max_connections = N; new_per_minute = N; udp_sessions = N;
+ * udp_datagrams_per_second = N; ipv6_prefix = BITS; }: a group changes the
+ * keys it names, the others staying as the defaults have them (so a rule's
+ * group adds to the defaults' one); 0 turns a limit off.
+ */
+static void config_read_per_source(struct config_ctx *ctx, const config_setting_t *group,
+				   struct rule_settings *set)
+{
+	static const char *const keys[] = { "max_connections", "new_per_minute", "udp_sessions",
+					    "udp_datagrams_per_second", "ipv6_prefix", NULL };
+	static const struct {
+		const char *name;
+		long long min, max;
+		size_t offset;
+	} fields[] = {
+		{ "max_connections", 0, 1000000, offsetof(struct rule_per_source, max_connections) },
+		{ "new_per_minute", 0, 1000000, offsetof(struct rule_per_source, new_per_minute) },
+		{ "udp_sessions", 0, 1000000, offsetof(struct rule_per_source, udp_sessions) },
+		{ "udp_datagrams_per_second", 0, 1000000,
+		  offsetof(struct rule_per_source, udp_datagrams_per_second) },
+		{ "ipv6_prefix", 1, 128, offsetof(struct rule_per_source, ipv6_prefix) },
+	};
+	const config_setting_t *s;
+	const char *scope = ctx->scope;
+	char sub[RULE_NAME_MAX + 64];
+	long long iv;
+	double dv;
+
+	if ((s = config_setting_get_member(group, "udp_unreplied_timeout")) &&
+	    config_get_number(ctx, s, 0.001, 86400, &dv) == 0)
+		set->udp_unreplied_timeout = dv;
+	if (!(s = config_setting_get_member(group, "per_source")))
+		return;
+	if (!config_setting_is_group(s)) {
+		config_err(ctx, s, "per_source: expected a group { max_connections = 16; new_per_minute = 120; udp_sessions = 4; udp_datagrams_per_second = 2000; ipv6_prefix = 64; }, got %s",
+			   config_type_name(config_setting_type(s)));
+		return;
+	}
+	snprintf(sub, sizeof(sub), "%s%sper_source", scope ? scope : "", scope ? ": " : "");
+	ctx->scope = sub;
+	config_check_keys(ctx, s, keys);
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		const config_setting_t *f = config_setting_get_member(s, fields[i].name);
+
+		if (f && config_get_integer(ctx, f, fields[i].min, fields[i].max, &iv) == 0)
+			*(unsigned *)((char *)&set->per_source + fields[i].offset) = (unsigned)iv;
+	}
+	ctx->scope = scope;
+}
+
 /* Applies the members of GROUP that are rule settings on top of SET. */
 static void config_read_settings(struct config_ctx *ctx,
 				 const config_setting_t *group,
@@ -326,6 +379,7 @@ static void config_read_settings(struct config_ctx *ctx,
 		config_get_bool(ctx, s, &set->splice);
 	if ((s = config_setting_get_member(group, "tcp_keepalive")))
 		config_read_keepalive(ctx, s, set);
+	config_read_per_source(ctx, group, set);
 }
 
 /* daemon.user, group and admin_group: names that must exist on this system. */
@@ -379,7 +433,7 @@ static void config_read_daemon(struct config_ctx *ctx,
 {
 	static const char *const keys[] = { "control_socket", "log_level", "log_connections",
 					    "workers", "drain_timeout", "user", "group",
-					    "admin_group", "allow_root", NULL };
+					    "admin_group", "allow_root", "max_tracked_sources", NULL };
 	long long iv;
 	double dv;
 	const config_setting_t *s;
@@ -421,6 +475,9 @@ static void config_read_daemon(struct config_ctx *ctx,
 		cfg->drain_timeout = dv;
 	if ((s = config_setting_get_member(group, "allow_root")))
 		config_get_bool(ctx, s, &cfg->allow_root);
+	if ((s = config_setting_get_member(group, "max_tracked_sources")) &&
+	    config_get_integer(ctx, s, CONFIG_MIN_TRACKED_SOURCES, CONFIG_MAX_TRACKED_SOURCES, &iv) == 0)
+		cfg->max_tracked_sources = (unsigned)iv;
 	config_read_identity(ctx, group, cfg);
 }
 
@@ -923,6 +980,7 @@ static int config_parse(const char *label, const char *text, size_t len, bool cl
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->log_connections = true;
 	cfg->allow_root = true;
+	cfg->max_tracked_sources = CONFIG_DEFAULT_TRACKED_SOURCES;
 	rule_settings_init(&cfg->defaults);
 	if (!cfg->path || !cfg->control_socket) {
 		config_errors_add(errs, "%s: out of memory", label);

@@ -23,6 +23,10 @@ void rule_settings_init(struct rule_settings *set)
 	set->keepalive_idle = 300;
 	set->keepalive_interval = 30;
 	set->keepalive_count = 4;
+	/* As conntrack's unreplied UDP state: a spoofed source never answers,
+	 * so its sessions free their slot long before udp_idle_timeout. */
+	set->udp_unreplied_timeout = 5.0;
+	set->per_source = (struct rule_per_source){ .ipv6_prefix = 64 };
 }
 
 unsigned rule_proto_parse(const char *text)
@@ -231,7 +235,9 @@ bool rule_settings_equal(const struct rule_settings *a, const struct rule_settin
 	       a->splice == b->splice && a->keepalive == b->keepalive &&
 	       a->keepalive_idle == b->keepalive_idle &&
 	       a->keepalive_interval == b->keepalive_interval &&
-	       a->keepalive_count == b->keepalive_count;
+	       a->keepalive_count == b->keepalive_count &&
+	       a->udp_unreplied_timeout == b->udp_unreplied_timeout &&
+	       memcmp(&a->per_source, &b->per_source, sizeof(a->per_source)) == 0;
 }
 
 bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)

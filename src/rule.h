@@ -20,6 +20,18 @@ enum rule_proto {
 	RULE_PROTO_BOTH = RULE_PROTO_TCP | RULE_PROTO_UDP,
 };
 
+/*
+ * Limits per source of one rule (per_source): a source is an IPv4 address,
+ * or the first ipv6_prefix bits of an IPv6 address. 0 = no limit.
+ */
+struct rule_per_source {
+	unsigned max_connections;          /* concurrent TCP connections */
+	unsigned new_per_minute;           /* new TCP connections a minute */
+	unsigned udp_sessions;             /* concurrent UDP sessions */
+	unsigned udp_datagrams_per_second; /* to the target, and replies to the source */
+	unsigned ipv6_prefix;              /* 1-128 */
+};
+
 /* The tunables that `defaults` sets and every rule may override. */
 struct rule_settings {
 	double connect_timeout;  /* seconds, > 0 */
@@ -35,6 +47,9 @@ struct rule_settings {
 	unsigned keepalive_idle;     /* seconds without traffic before the first probe */
 	unsigned keepalive_interval; /* seconds between probes */
 	unsigned keepalive_count;    /* unanswered probes before the connection is dead */
+	/* seconds before a UDP session that its target never answered ends */
+	double udp_unreplied_timeout;
+	struct rule_per_source per_source;
 };
 
 struct rule_config {
