@@ -17,6 +17,7 @@
 #include "log.h"
 #include "privs.h"
 #include "sdnotify.h"
+#include "sources.h"
 #include "version.h"
 #include "worker.h"
 
@@ -241,6 +242,11 @@ static void daemon_keep_fixed(struct daemon *d, struct config *nc)
 		t = nc->group, nc->group = d->cfg.group, d->cfg.group = t;
 		nc->uid = d->cfg.uid;
 		nc->gid = d->cfg.gid;
+	}
+	if (nc->max_tracked_sources != d->cfg.max_tracked_sources) {
+		log_warning("reload: daemon.max_tracked_sources changed from %u to %u; that takes a restart, keeping %u",
+			    d->cfg.max_tracked_sources, nc->max_tracked_sources, d->cfg.max_tracked_sources);
+		nc->max_tracked_sources = d->cfg.max_tracked_sources;
 	}
 	if (nc->workers != d->cfg.workers) {
 		log_warning("reload: daemon.workers changed from %u to %u; that takes a restart, keeping %u",
@@ -537,6 +543,13 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		return -1;
 	}
 
+	/* Before the workers, which all share it; its size is for the daemon's life. */
+	d->sources = sources_new(d->cfg.max_tracked_sources);
+	if (!d->sources) {
+		log_error("cannot map the per-source table (%u entries): %s", d->cfg.max_tracked_sources,
+			  strerror(errno));
+		return -1;
+	}
 	n = daemon_worker_count(&d->cfg);
 	d->workers = calloc(n, sizeof(*d->workers));
 	d->rules = calloc(d->cfg.nrules + 1, sizeof(*d->rules));
@@ -551,6 +564,7 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		d->nworkers++;
 		if (worker_init(d->workers[i], (int)i, d->cfg.log_connections) < 0)
 			return -1;
+		d->workers[i]->sources = d->sources;
 	}
 	for (size_t i = 0; i < d->cfg.nrules; i++) {
 		d->rules[i] = forward_new(d->base, d->workers, d->nworkers, &d->cfg.rules[i]);
@@ -633,6 +647,8 @@ void daemon_stop(struct daemon *d)
 	free(d->workers);
 	d->workers = NULL;
 	d->nworkers = 0;
+	sources_free(d->sources);
+	d->sources = NULL;
 	for (size_t i = 0; i < sizeof(d->signals) / sizeof(d->signals[0]); i++)
 		if (d->signals[i])
 			event_free(d->signals[i]);

@@ -18,6 +18,7 @@ struct control;
 struct event;
 struct event_base;
 struct forward;
+struct sources;
 struct worker;
 
 /* Seconds between looks at the draining rules. */
@@ -37,6 +38,7 @@ struct daemon {
 	_Atomic unsigned pongs;     /* workers that answered the last watchdog round */
 	bool pinged;                /* a round is out */
 	struct control *control;
+	struct sources *sources; /* the per-source table the workers share */
 	struct event *signals[4];
 	bool log_level_fixed; /* -l given: a reload keeps it */
 	bool socket_fixed;    /* -s given: the file's control_socket is not looked at */

@@ -18,6 +18,7 @@
 
 struct event_base;
 struct listener;
+struct sources;
 
 /* Large enough for any UDP payload (65507 over IPv4, 65527 over IPv6). */
 #define WORKER_DGRAM_MAX 65536
@@ -48,6 +49,10 @@ struct worker {
 
 	/* Scratch space for a batch of datagrams: relaying allocates nothing. */
 	unsigned char (*dgram)[WORKER_DGRAM_MAX];
+
+	/* The per-source table that every worker shares (sources.h), set
+	 * before the thread starts; NULL: no per-source limits. */
+	struct sources *sources;
 };
 
 /* Sets W up with its own event loop. Returns 0, or -1 after logging why. */
