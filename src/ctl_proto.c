@@ -33,6 +33,9 @@ const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT] = {
 	  0, 1, true, false, true },
 	{ CTL_CMD_METRICS, "metrics", "",
 	  "every counter in the Prometheus text exposition format", 0, 0, false, false, false },
+	{ CTL_CMD_SOURCES, "sources", "RULE",
+	  "the busiest sources of RULE now (per_source limits): connections, sessions, rates, times limited",
+	  1, 1, false, false, false },
 };
 
 const struct ctl_cmd *ctl_proto_find(const char *name, int *matches)

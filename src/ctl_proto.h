@@ -62,6 +62,7 @@ enum ctl_cmd_id {
 	CTL_CMD_RELOAD,
 	CTL_CMD_CHECK,
 	CTL_CMD_METRICS,
+	CTL_CMD_SOURCES,
 	CTL_CMD_COUNT,
 };
 

@@ -11,6 +11,7 @@
 #include "daemon.h"
 #include "forward.h"
 #include "privs.h"
+#include "sources.h"
 #include "version.h"
 
 static const char *status_state_name(enum forward_state s)
@@ -114,6 +115,53 @@ static json_t *status_totals_json(const struct rule_stats *t)
 			 "udp_dropped", (json_int_t)(t->udp_dropped_limit + t->udp_dropped_error));
 }
 
+/* What the per-source limits refused, by limit, into the rule's tcp and
+ * udp objects of R (status --json). */
+static void status_limited_json(const struct rule_stats *st, json_t *r)
+{
+	json_t *tcp = json_object_get(r, "tcp"), *udp = json_object_get(r, "udp");
+
+	if (tcp)
+		json_object_set_new(tcp, "limited",
+				    json_pack("{s:I, s:I, s:I}",
+					      "connections", (json_int_t)st->tcp_limited_connections,
+					      "rate", (json_int_t)st->tcp_limited_rate,
+					      "table_full", (json_int_t)st->tcp_limited_full));
+	if (udp) {
+		json_object_set_new(udp, "limited",
+				    json_pack("{s:I, s:I, s:I}",
+					      "sessions", (json_int_t)st->udp_limited_sessions,
+					      "datagrams", (json_int_t)st->udp_limited_datagrams,
+					      "table_full", (json_int_t)st->udp_limited_full));
+		json_object_set_new(udp, "sessions_evicted", json_integer((json_int_t)st->udp_sessions_evicted));
+	}
+}
+
+/* The per-source line of a rule (status text), when it has limits or was limited. */
+static void status_limited_text(const struct forward *fw, const struct rule_stats *st,
+				struct evbuffer *out)
+{
+	const struct rule_per_source *ps = &fw->cfg.set.per_source;
+	uint64_t tcp = st->tcp_limited_connections + st->tcp_limited_rate + st->tcp_limited_full;
+	uint64_t udp = st->udp_limited_sessions + st->udp_limited_datagrams + st->udp_limited_full;
+
+	if ((fw->cfg.proto & RULE_PROTO_TCP) && (tcp || sources_tracks(ps, SOURCES_TCP)))
+		evbuffer_add_printf(out, "  tcp  limited per source: %llu (%llu at max_connections, %llu at new_per_minute, %llu table full)\n",
+				    (unsigned long long)tcp,
+				    (unsigned long long)st->tcp_limited_connections,
+				    (unsigned long long)st->tcp_limited_rate,
+				    (unsigned long long)st->tcp_limited_full);
+	if ((fw->cfg.proto & RULE_PROTO_UDP) && (udp || sources_tracks(ps, SOURCES_UDP)))
+		evbuffer_add_printf(out, "  udp  limited per source: %llu datagrams (%llu at udp_sessions, %llu at udp_datagrams_per_second, %llu table full)\n",
+				    (unsigned long long)udp,
+				    (unsigned long long)st->udp_limited_sessions,
+				    (unsigned long long)st->udp_limited_datagrams,
+				    (unsigned long long)st->udp_limited_full);
+	if ((fw->cfg.proto & RULE_PROTO_UDP) && st->udp_sessions_evicted)
+		evbuffer_add_printf(out, "  udp  %llu unanswered sessions gave their place to new clients (max_udp_sessions)\n",
+				    (unsigned long long)st->udp_sessions_evicted);
+}
+
 /* The user the daemon runs as, by name where it has one. */
 static const char *status_user(char *buf, size_t len)
 {
@@ -150,6 +198,7 @@ json_t *status_json(const struct daemon *d)
 			json_object_set_new(r, "tcp", status_tcp_json(fw, &st));
 		if (fw->cfg.proto & RULE_PROTO_UDP)
 			json_object_set_new(r, "udp", status_udp_json(fw, &st));
+		status_limited_json(&st, r);
 		json_array_append_new(rules, r);
 		stats_sum(&total, &st);
 	}
@@ -172,6 +221,12 @@ json_t *status_json(const struct daemon *d)
 			 "draining", status_draining_json(d, clock_now()),
 			 "rules", rules,
 			 "totals", status_totals_json(&total));
+	json_object_set_new(json_object_get(root, "totals"), "tcp_limited",
+			    json_integer((json_int_t)(total.tcp_limited_connections + total.tcp_limited_rate +
+						      total.tcp_limited_full)));
+	json_object_set_new(json_object_get(root, "totals"), "udp_limited",
+			    json_integer((json_int_t)(total.udp_limited_sessions +
+						      total.udp_limited_datagrams + total.udp_limited_full)));
 	return root;
 }
 
@@ -295,5 +350,6 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 					    status_bytes(st->udp_bytes_to_client, b2, sizeof(b2)),
 					    (unsigned long long)(st->udp_dropped_limit + st->udp_dropped_error));
 		}
+		status_limited_text(fw, st, out);
 	}
 }
