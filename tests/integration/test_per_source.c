@@ -565,8 +565,10 @@ static int answered_in_flood(int fd, const char *msg)
 }
 
 /*
- * 100,000 spoofed sources (PORTFWD_FLOOD_SOURCES for more, e.g. 1000000 by
- * hand), each sending one datagram that the target never answers: at most
+ * 100,000 spoofed sources (by hand, more: PORTFWD_FLOOD_SOURCES=1000000; and
+ * PORTFWD_FLOOD_TABLE, PORTFWD_FLOOD_SESSIONS for max_tracked_sources and
+ * max_udp_sessions, 4096 and 256 here), each sending one datagram that the
+ * target never answers: at most
  * max_udp_sessions sessions at any time, ended after udp_unreplied_timeout
  * or for a newcomer; the table stays at its size; the daemon's memory
  * stops growing; a client with an answered session keeps it throughout,
@@ -575,24 +577,32 @@ static int answered_in_flood(int fd, const char *msg)
 START_TEST(test_udp_spoofed_flood)
 {
 	const char *env = getenv("PORTFWD_FLOOD_SOURCES");
+	const char *table = getenv("PORTFWD_FLOOD_TABLE"), *sessions = getenv("PORTFWD_FLOOD_SESSIONS");
 	int total = env && atoi(env) > 0 ? atoi(env) : 100000, burst = 1000, newcomers = 0;
+	int cap = table && atoi(table) > 0 ? atoi(table) : 4096;
+	int max = sessions && atoi(sessions) > 0 ? atoi(sessions) : 256;
+	char extra[64], settings[256];
 	struct hdaemon d;
 	struct ubackend b;
 	unsigned port;
 	int real, spoofer, worst = 1;
 	long rss_start, rss_half = 0, rss_end;
+	long long cpu0;
 	double t0;
 	json_t *doc;
 
 	ubackend_start(&b, 1, "real");
-	h_daemon_extra = "max_tracked_sources = 4096;";
-	port = start_rule(&d, "udp", b.port,
-			  "max_udp_sessions = 256; udp_unreplied_timeout = 1; per_source: { udp_sessions = 4; };");
+	snprintf(extra, sizeof(extra), "max_tracked_sources = %d;", cap);
+	snprintf(settings, sizeof(settings),
+		 "max_udp_sessions = %d; udp_unreplied_timeout = 1; per_source: { udp_sessions = 4; };", max);
+	h_daemon_extra = extra;
+	port = start_rule(&d, "udp", b.port, settings);
 	h_daemon_extra = NULL;
 	real = udp_from("127.0.0.2", port);
 	ck_assert(udp_answered(real, "real", 5000));
 	spoofer = socket(AF_INET, SOCK_DGRAM, 0);
 	rss_start = h_rss_kib(d.pid);
+	cpu0 = h_cpu_ticks(d.pid);
 	t0 = h_now();
 	for (int sent = 0; sent < total; sent += burst) {
 		int tries;
@@ -616,13 +626,14 @@ START_TEST(test_udp_spoofed_flood)
 		}
 		if (!rss_half && sent >= total / 2)
 			rss_half = h_rss_kib(d.pid);
-		ck_assert_int_le(h_counter(&d, "r", "udp", "active"), 256);
+		ck_assert_int_le(h_counter(&d, "r", "udp", "active"), max);
 	}
 	rss_end = h_rss_kib(d.pid);
-	fprintf(stderr, "flood: %d spoofed sources in %.1fs; RSS %ld KiB at the start, %ld at half, %ld at the end; worst %d tries for the answered client; %d newcomers served\n",
-		total, h_now() - t0, rss_start, rss_half, rss_end, worst, newcomers);
+	fprintf(stderr, "flood: %d spoofed sources in %.1fs (daemon CPU %.1fs); RSS %ld KiB at the start, %ld at half, %ld at the end; worst %d tries for the answered client; %d newcomers served\n",
+		total, h_now() - t0, (double)(h_cpu_ticks(d.pid) - cpu0) / (double)sysconf(_SC_CLK_TCK),
+		rss_start, rss_half, rss_end, worst, newcomers);
 	doc = sources_json(&d, "r");
-	ck_assert_int_le(json_integer_value(json_object_get(json_object_get(doc, "table"), "used")), 4096);
+	ck_assert_int_le(json_integer_value(json_object_get(json_object_get(doc, "table"), "used")), cap);
 	ck_assert_int_gt(json_integer_value(json_object_get(json_object_get(doc, "table"), "evicted")), 0);
 	ck_assert_ptr_nonnull(source_entry(doc, "127.0.0.2"));
 	json_decref(doc);
