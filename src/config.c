@@ -252,6 +252,41 @@ static const char *config_get_string(struct config_ctx *ctx,
 /* Per-source limits (config_read_per_source). */
 #define SOURCES_SETTINGS_KEYS "udp_unreplied_timeout", "per_source"
 
+/* An unsigned member of a group setting, at OFFSET in the struct read into. */
+struct config_field {
+	const char *name;
+	long long min, max;
+	size_t offset;
+};
+
+/*
+ * Reads the members of group S that FIELDS (N of them) name into the
+ * unsigned fields of BASE; any other member is an error. Messages name
+ * WHAT after the scope ("rule \"ssh\": tcp_keepalive: idle: ...").
+ */
+static void config_read_fields(struct config_ctx *ctx, const config_setting_t *s, const char *what,
+			       const struct config_field *fields, size_t n, void *base)
+{
+	const char *keys[8];
+	const char *scope = ctx->scope;
+	char sub[RULE_NAME_MAX + 64];
+	long long iv;
+
+	for (size_t i = 0; i < n && i < 7; i++)
+		keys[i] = fields[i].name;
+	keys[n < 7 ? n : 7] = NULL;
+	snprintf(sub, sizeof(sub), "%s%s%s", scope ? scope : "", scope ? ": " : "", what);
+	ctx->scope = sub;
+	config_check_keys(ctx, s, keys);
+	for (size_t i = 0; i < n; i++) {
+		const config_setting_t *f = config_setting_get_member(s, fields[i].name);
+
+		if (f && config_get_integer(ctx, f, fields[i].min, fields[i].max, &iv) == 0)
+			*(unsigned *)((char *)base + fields[i].offset) = (unsigned)iv;
+	}
+	ctx->scope = scope;
+}
+
 /*
  * tcp_keepalive = true | false | { idle = S; interval = S; count = N; }:
  * a group turns keepalive on and changes the values it names, the others
@@ -261,19 +296,11 @@ static const char *config_get_string(struct config_ctx *ctx,
 static void config_read_keepalive(struct config_ctx *ctx, const config_setting_t *s,
 				  struct rule_settings *set)
 {
-	static const char *const keys[] = { "idle", "interval", "count", NULL };
-	static const struct {
-		const char *name;
-		long long max;
-		size_t offset;
-	} fields[] = {
-		{ "idle", 32767, offsetof(struct rule_settings, keepalive_idle) },
-		{ "interval", 32767, offsetof(struct rule_settings, keepalive_interval) },
-		{ "count", 127, offsetof(struct rule_settings, keepalive_count) },
+	static const struct config_field fields[] = {
+		{ "idle", 1, 32767, offsetof(struct rule_settings, keepalive_idle) },
+		{ "interval", 1, 32767, offsetof(struct rule_settings, keepalive_interval) },
+		{ "count", 1, 127, offsetof(struct rule_settings, keepalive_count) },
 	};
-	const char *scope = ctx->scope;
-	char sub[RULE_NAME_MAX + 64];
-	long long iv;
 
 	if (config_setting_type(s) == CONFIG_TYPE_BOOL) {
 		set->keepalive = config_setting_get_bool(s);
@@ -284,35 +311,21 @@ static void config_read_keepalive(struct config_ctx *ctx, const config_setting_t
 			   config_type_name(config_setting_type(s)));
 		return;
 	}
-	snprintf(sub, sizeof(sub), "%s%stcp_keepalive", scope ? scope : "", scope ? ": " : "");
-	ctx->scope = sub;
-	config_check_keys(ctx, s, keys);
 	set->keepalive = true;
-	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-		const config_setting_t *f = config_setting_get_member(s, fields[i].name);
-
-		if (f && config_get_integer(ctx, f, 1, fields[i].max, &iv) == 0)
-			*(unsigned *)((char *)set + fields[i].offset) = (unsigned)iv;
-	}
-	ctx->scope = scope;
+	config_read_fields(ctx, s, "tcp_keepalive", fields, sizeof(fields) / sizeof(fields[0]), set);
 }
 
 /*
  * per_source = { max_connections = N; new_per_minute = N; udp_sessions = N;
  * udp_datagrams_per_second = N; ipv6_prefix = BITS; }: a group changes the
  * keys it names, the others staying as the defaults have them (so a rule's
- * group adds to the defaults' one); 0 turns a limit off.
+ * group adds to the defaults' one); 0 turns a limit off. And
+ * udp_unreplied_timeout, which goes with them.
  */
 static void config_read_per_source(struct config_ctx *ctx, const config_setting_t *group,
 				   struct rule_settings *set)
 {
-	static const char *const keys[] = { "max_connections", "new_per_minute", "udp_sessions",
-					    "udp_datagrams_per_second", "ipv6_prefix", NULL };
-	static const struct {
-		const char *name;
-		long long min, max;
-		size_t offset;
-	} fields[] = {
+	static const struct config_field fields[] = {
 		{ "max_connections", 0, 1000000, offsetof(struct rule_per_source, max_connections) },
 		{ "new_per_minute", 0, 1000000, offsetof(struct rule_per_source, new_per_minute) },
 		{ "udp_sessions", 0, 1000000, offsetof(struct rule_per_source, udp_sessions) },
@@ -321,9 +334,6 @@ static void config_read_per_source(struct config_ctx *ctx, const config_setting_
 		{ "ipv6_prefix", 1, 128, offsetof(struct rule_per_source, ipv6_prefix) },
 	};
 	const config_setting_t *s;
-	const char *scope = ctx->scope;
-	char sub[RULE_NAME_MAX + 64];
-	long long iv;
 	double dv;
 
 	if ((s = config_setting_get_member(group, "udp_unreplied_timeout")) &&
@@ -336,16 +346,8 @@ static void config_read_per_source(struct config_ctx *ctx, const config_setting_
 			   config_type_name(config_setting_type(s)));
 		return;
 	}
-	snprintf(sub, sizeof(sub), "%s%sper_source", scope ? scope : "", scope ? ": " : "");
-	ctx->scope = sub;
-	config_check_keys(ctx, s, keys);
-	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-		const config_setting_t *f = config_setting_get_member(s, fields[i].name);
-
-		if (f && config_get_integer(ctx, f, fields[i].min, fields[i].max, &iv) == 0)
-			*(unsigned *)((char *)&set->per_source + fields[i].offset) = (unsigned)iv;
-	}
-	ctx->scope = scope;
+	config_read_fields(ctx, s, "per_source", fields, sizeof(fields) / sizeof(fields[0]),
+			   &set->per_source);
 }
 
 /* Applies the members of GROUP that are rule settings on top of SET. */

@@ -79,16 +79,26 @@ static void relay_sources_limited(struct listener *l, const struct rule_config *
 		 client, why, ratelog_suffix(&note, more, sizeof(more)));
 }
 
-int relay_sources_tcp_open(struct listener *l, int fd, const struct sockaddr *sa, uint32_t *slot)
+/* Asks the table for one more KIND of source SA on L; -1 (counted, logged) if not. */
+static int relay_sources_open(struct listener *l, enum sources_kind kind, const struct sockaddr *sa,
+			      uint32_t *slot)
 {
-	static const struct linger reset = { 1, 0 };
 	double now = clock_now();
 	enum sources_verdict v = sources_open(l->worker->sources, l->fw->source_id,
-					      &l->cfg->set.per_source, SOURCES_TCP, sa, now, slot);
+					      &l->cfg->set.per_source, kind, sa, now, slot);
 
 	if (v == SOURCES_OK)
 		return 0;
-	relay_sources_limited(l, l->cfg, sa, v, SOURCES_TCP, SOURCES_IN, now);
+	relay_sources_limited(l, l->cfg, sa, v, kind, SOURCES_IN, now);
+	return -1;
+}
+
+int relay_sources_tcp_open(struct listener *l, int fd, const struct sockaddr *sa, uint32_t *slot)
+{
+	static const struct linger reset = { 1, 0 };
+
+	if (relay_sources_open(l, SOURCES_TCP, sa, slot) == 0)
+		return 0;
 	/* A reset, so the client knows at once rather than after a timeout. */
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
 	close(fd);
@@ -97,14 +107,7 @@ int relay_sources_tcp_open(struct listener *l, int fd, const struct sockaddr *sa
 
 int relay_sources_udp_open(struct listener *l, const struct sockaddr *sa, uint32_t *slot)
 {
-	double now = clock_now();
-	enum sources_verdict v = sources_open(l->worker->sources, l->fw->source_id,
-					      &l->cfg->set.per_source, SOURCES_UDP, sa, now, slot);
-
-	if (v == SOURCES_OK)
-		return 0;
-	relay_sources_limited(l, l->cfg, sa, v, SOURCES_UDP, SOURCES_IN, now);
-	return -1;
+	return relay_sources_open(l, SOURCES_UDP, sa, slot);
 }
 
 void relay_sources_close(struct listener *l, uint32_t slot, enum sources_kind kind)

@@ -115,26 +115,28 @@ static json_t *status_totals_json(const struct rule_stats *t)
 			 "udp_dropped", (json_int_t)(t->udp_dropped_limit + t->udp_dropped_error));
 }
 
+/* PROTO's "limited" object: refusals by limit (K1, K2) and for want of room. */
+static void status_limited_set(json_t *proto, const char *k1, uint64_t v1, const char *k2,
+			       uint64_t v2, uint64_t full)
+{
+	if (proto)
+		json_object_set_new(proto, "limited",
+				    json_pack("{s:I, s:I, s:I}", k1, (json_int_t)v1, k2, (json_int_t)v2,
+					      "table_full", (json_int_t)full));
+}
+
 /* What the per-source limits refused, by limit, into the rule's tcp and
  * udp objects of R (status --json). */
 static void status_limited_json(const struct rule_stats *st, json_t *r)
 {
-	json_t *tcp = json_object_get(r, "tcp"), *udp = json_object_get(r, "udp");
+	json_t *udp = json_object_get(r, "udp");
 
-	if (tcp)
-		json_object_set_new(tcp, "limited",
-				    json_pack("{s:I, s:I, s:I}",
-					      "connections", (json_int_t)st->tcp_limited_connections,
-					      "rate", (json_int_t)st->tcp_limited_rate,
-					      "table_full", (json_int_t)st->tcp_limited_full));
-	if (udp) {
-		json_object_set_new(udp, "limited",
-				    json_pack("{s:I, s:I, s:I}",
-					      "sessions", (json_int_t)st->udp_limited_sessions,
-					      "datagrams", (json_int_t)st->udp_limited_datagrams,
-					      "table_full", (json_int_t)st->udp_limited_full));
+	status_limited_set(json_object_get(r, "tcp"), "connections", st->tcp_limited_connections,
+			   "rate", st->tcp_limited_rate, st->tcp_limited_full);
+	status_limited_set(udp, "sessions", st->udp_limited_sessions, "datagrams",
+			   st->udp_limited_datagrams, st->udp_limited_full);
+	if (udp)
 		json_object_set_new(udp, "sessions_evicted", json_integer((json_int_t)st->udp_sessions_evicted));
-	}
 }
 
 /* The per-source line of a rule (status text), when it has limits or was limited. */
@@ -142,21 +144,30 @@ static void status_limited_text(const struct forward *fw, const struct rule_stat
 				struct evbuffer *out)
 {
 	const struct rule_per_source *ps = &fw->cfg.set.per_source;
-	uint64_t tcp = st->tcp_limited_connections + st->tcp_limited_rate + st->tcp_limited_full;
-	uint64_t udp = st->udp_limited_sessions + st->udp_limited_datagrams + st->udp_limited_full;
+	static const struct {
+		unsigned proto;
+		enum sources_kind kind;
+		const char *name, *unit, *limits[2];
+	} lines[2] = {
+		{ RULE_PROTO_TCP, SOURCES_TCP, "tcp", "", { "max_connections", "new_per_minute" } },
+		{ RULE_PROTO_UDP, SOURCES_UDP, "udp", " datagrams",
+		  { "udp_sessions", "udp_datagrams_per_second" } },
+	};
+	const uint64_t counts[2][3] = {
+		{ st->tcp_limited_connections, st->tcp_limited_rate, st->tcp_limited_full },
+		{ st->udp_limited_sessions, st->udp_limited_datagrams, st->udp_limited_full },
+	};
 
-	if ((fw->cfg.proto & RULE_PROTO_TCP) && (tcp || sources_tracks(ps, SOURCES_TCP)))
-		evbuffer_add_printf(out, "  tcp  limited per source: %llu (%llu at max_connections, %llu at new_per_minute, %llu table full)\n",
-				    (unsigned long long)tcp,
-				    (unsigned long long)st->tcp_limited_connections,
-				    (unsigned long long)st->tcp_limited_rate,
-				    (unsigned long long)st->tcp_limited_full);
-	if ((fw->cfg.proto & RULE_PROTO_UDP) && (udp || sources_tracks(ps, SOURCES_UDP)))
-		evbuffer_add_printf(out, "  udp  limited per source: %llu datagrams (%llu at udp_sessions, %llu at udp_datagrams_per_second, %llu table full)\n",
-				    (unsigned long long)udp,
-				    (unsigned long long)st->udp_limited_sessions,
-				    (unsigned long long)st->udp_limited_datagrams,
-				    (unsigned long long)st->udp_limited_full);
+	for (int k = 0; k < 2; k++) {
+		uint64_t sum = counts[k][0] + counts[k][1] + counts[k][2];
+
+		if ((fw->cfg.proto & lines[k].proto) && (sum || sources_tracks(ps, lines[k].kind)))
+			evbuffer_add_printf(out, "  %s  limited per source: %llu%s (%llu at %s, %llu at %s, %llu table full)\n",
+					    lines[k].name, (unsigned long long)sum, lines[k].unit,
+					    (unsigned long long)counts[k][0], lines[k].limits[0],
+					    (unsigned long long)counts[k][1], lines[k].limits[1],
+					    (unsigned long long)counts[k][2]);
+	}
 	if ((fw->cfg.proto & RULE_PROTO_UDP) && st->udp_sessions_evicted)
 		evbuffer_add_printf(out, "  udp  %llu unanswered sessions gave their place to new clients (max_udp_sessions)\n",
 				    (unsigned long long)st->udp_sessions_evicted);

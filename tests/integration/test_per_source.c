@@ -68,6 +68,15 @@ static bool reset_within(int fd, int ms)
 	return poll(&p, 1, ms) == 1 && read(fd, &c, 1) <= 0;
 }
 
+/* N TCP connections from SRC to PORT in FDS, each checked to echo. */
+static void hold(int *fds, int n, const char *src, unsigned port)
+{
+	for (int i = 0; i < n; i++) {
+		fds[i] = tcp_from(src, port);
+		ck_assert(echoes(fds[i], 5000));
+	}
+}
+
 /* Sends MSG; true if an answer of the same length comes within MS. */
 static bool udp_answered(int fd, const char *msg, int ms)
 {
@@ -232,10 +241,7 @@ START_TEST(test_tcp_max_connections_per_source)
 
 	h_backend_start(&b, H_ECHO, false);
 	port = start_rule(&d, "tcp", b.port, "per_source: { max_connections = 2; };");
-	for (int i = 0; i < 2; i++) {
-		a[i] = tcp_from("127.0.0.2", port);
-		ck_assert(echoes(a[i], 5000));
-	}
+	hold(a, 2, "127.0.0.2", port);
 	/* The third from the same address is reset; another address is served. */
 	x = tcp_from("127.0.0.2", port);
 	ck_assert_msg(reset_within(x, 5000), "a third connection from 127.0.0.2 was not reset");
@@ -677,12 +683,8 @@ START_TEST(test_sources_command)
 
 	h_backend_start(&b, H_ECHO, false);
 	port = start_rule(&d, "tcp", b.port, "per_source: { max_connections = 3; };");
-	for (int i = 0; i < 3; i++) {
-		two[i] = tcp_from("127.0.0.2", port);
-		ck_assert(echoes(two[i], 5000));
-	}
-	three = tcp_from("127.0.0.3", port);
-	ck_assert(echoes(three, 5000));
+	hold(two, 3, "127.0.0.2", port);
+	hold(&three, 1, "127.0.0.3", port);
 	x = tcp_from("127.0.0.2", port);
 	ck_assert(reset_within(x, 5000));
 	ck_assert_int_eq(wait_limited(&d, "r", "tcp", "connections", 1, 5), 1);

