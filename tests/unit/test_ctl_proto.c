@@ -56,6 +56,8 @@ START_TEST(test_command_table)
 	ck_assert(ctl_proto_find("reload", NULL)->mutating);
 	ck_assert(ctl_proto_find("kill", NULL)->mutating);
 	ck_assert(!ctl_proto_find("metrics", NULL)->mutating);
+	ck_assert(!ctl_proto_find("sources", NULL)->mutating);
+	ck_assert_int_eq(ctl_proto_find("so", NULL)->id, CTL_CMD_SOURCES);
 }
 END_TEST
 
