@@ -57,13 +57,13 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 	if (atomic_load_explicit(&l->worker->log_connections, memory_order_relaxed))
 		log_msg(s->replied ? LOG_LVL_INFO : LOG_LVL_DEBUG,
 			"udp %s: %s -> %s session ended after %.3fs, %llu datagrams (%llu bytes) to target, %llu datagrams (%llu bytes) to client: %s",
-			 s->cfg->name,
-			 rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
-			 rule_format_addr((struct sockaddr *)&s->cfg->target, target, sizeof(target)),
-			 clock_now() - s->started, (unsigned long long)s->dgrams_to_target,
-			 (unsigned long long)s->bytes_to_target,
-			 (unsigned long long)s->dgrams_to_client,
-			 (unsigned long long)s->bytes_to_client, reason);
+			s->cfg->name,
+			rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
+			rule_format_addr((struct sockaddr *)&s->cfg->target, target, sizeof(target)),
+			clock_now() - s->started, (unsigned long long)s->dgrams_to_target,
+			(unsigned long long)s->bytes_to_target,
+			(unsigned long long)s->dgrams_to_client,
+			(unsigned long long)s->bytes_to_client, reason);
 	udp_table_remove(&l->sessions, s);
 	if (!s->replied)
 		TAILQ_REMOVE(&l->unreplied, s, unreplied_link);
