@@ -10,6 +10,7 @@
 #include "forward.h"
 #include "listener.h"
 #include "log.h"
+#include "ratelog.h"
 #include "worker.h"
 
 /* Why a client was refused: the log's words, and its counter per protocol. */
@@ -42,40 +43,28 @@ static void admit_count(struct listener *l, unsigned proto, enum admit_reason wh
  * "tcp ssh: denied 203.0.113.9 port 51234: not on the allow list": the
  * address apart from the port, as sshd writes it, so that fail2ban's
  * <HOST> takes IPv4 and IPv6 alike (conf/fail2ban/filter.d/portfwd.conf).
+ * At most one line a minute per source address, whichever rule and worker
+ * (ratelog.h, lock-free).
  */
+static struct ratelog admit_ratelog;
+
 static void admit_log(struct listener *l, const struct sockaddr *sa, unsigned proto,
 		      enum admit_reason why)
 {
-	struct admit_log *shared = l->worker->admit.log;
-	struct ratelog_missed missed = { 0, 0 };
-	char addr[INET6_ADDRSTRLEN] = "?", more[160] = "";
-	bool due = true;
-	unsigned port = rule_addr_port(sa);
+	struct ratelog_note note;
+	char client[RULE_CLIENT_STRLEN], more[128];
 	const void *a = sa->sa_family == AF_INET
 				? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
 				: (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+	size_t alen = sa->sa_family == AF_INET ? sizeof(struct in_addr) : sizeof(struct in6_addr);
 
 	if (LOG_LVL_INFO > log_get_level())
 		return;
-	if (shared) {
-		pthread_mutex_lock(&shared->lock);
-		due = ratelog_allow(&shared->rl, sa, clock_now(), &missed);
-		pthread_mutex_unlock(&shared->lock);
-	}
-	if (!due)
+	if (!ratelog_allow(&admit_ratelog, a, alen, clock_now(), &note))
 		return;
-	inet_ntop(sa->sa_family, a, addr, sizeof(addr));
-	if (missed.same && missed.others)
-		snprintf(more, sizeof(more), " (%llu more from it and %llu from others not logged)",
-			 (unsigned long long)missed.same, (unsigned long long)missed.others);
-	else if (missed.same)
-		snprintf(more, sizeof(more), " (%llu more from it not logged in %.0fs)",
-			 (unsigned long long)missed.same, RATELOG_INTERVAL);
-	else if (missed.others)
-		snprintf(more, sizeof(more), " (%llu from others not logged)",
-			 (unsigned long long)missed.others);
-	log_info("%s %s: denied %s port %u: %s%s", rule_proto_name(proto), l->cfg->name, addr,
-		 port, admit_reason_text[why], more);
+	log_info("%s %s: denied %s: %s%s", rule_proto_name(proto), l->cfg->name,
+		 rule_format_client(sa, client, sizeof(client)), admit_reason_text[why],
+		 ratelog_suffix(&note, more, sizeof(more)));
 }
 
 bool admit_client(struct listener *l, const struct sockaddr *sa, unsigned proto)
@@ -132,16 +121,4 @@ void admit_worker_free(struct admit_worker *w)
 {
 	ban_set_unref(w->bans);
 	w->bans = NULL;
-}
-
-void admit_log_init(struct admit_log *log)
-{
-	memset(log, 0, sizeof(*log));
-	pthread_mutex_init(&log->lock, NULL);
-}
-
-void admit_log_free(struct admit_log *log)
-{
-	ratelog_free(&log->rl);
-	pthread_mutex_destroy(&log->lock);
 }

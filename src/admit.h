@@ -6,33 +6,22 @@
  * comes from the rule's policy in its snapshot (allow and deny lists) and
  * from the worker's view of the runtime bans. A refusal is counted per
  * rule and reason, and logged at most once a minute per source (ratelog.h),
- * over all workers.
+ * over all rules and workers.
  */
 #ifndef PORTFWD_ADMIT_H
 #define PORTFWD_ADMIT_H
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
-
-#include "ratelog.h"
 
 struct ban_set;
 struct listener;
 struct worker;
 
-/* The rate limit of the refusals' log lines, shared by the workers (the
- * daemon's). Taken only to log a refusal, never for a client let in. */
-struct admit_log {
-	pthread_mutex_t lock;
-	struct ratelog rl;
-};
-
 /* What each worker keeps for it; its thread only. Zeroed is empty. */
 struct admit_worker {
-	struct ban_set *bans;  /* the bans in force as this worker sees them (a reference), or NULL */
-	struct admit_log *log; /* NULL: every refusal is logged */
+	struct ban_set *bans; /* the bans in force as this worker sees them (a reference), or NULL */
 };
 
 /* True if the client at SA may use L's rule over PROTO (RULE_PROTO_TCP or
@@ -45,9 +34,5 @@ void admit_publish_bans(struct worker **workers, size_t n, struct ban_set *set);
 
 /* Frees what W's view holds. */
 void admit_worker_free(struct admit_worker *w);
-
-/* Sets up and frees a shared log limit. */
-void admit_log_init(struct admit_log *log);
-void admit_log_free(struct admit_log *log);
 
 #endif

@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "forward.h"
 #include "metrics.h"
+#include "sources.h"
 #include "status.h"
 #include "version.h"
 
@@ -69,6 +70,14 @@ static int commands_status(struct daemon *d, int argc, char **argv, bool json,
 	return 0;
 }
 
+static json_t *commands_per_source_json(const struct rule_per_source *ps)
+{
+	return json_pack("{s:i, s:i, s:i, s:i, s:i}", "max_connections", (int)ps->max_connections,
+			 "new_per_minute", (int)ps->new_per_minute, "udp_sessions", (int)ps->udp_sessions,
+			 "udp_datagrams_per_second", (int)ps->udp_datagrams_per_second,
+			 "ipv6_prefix", (int)ps->ipv6_prefix);
+}
+
 static json_t *commands_rule_json(const struct forward *fw)
 {
 	const struct rule_config *r = &fw->cfg;
@@ -92,7 +101,12 @@ static json_t *commands_rule_json(const struct forward *fw)
 			 "max_udp_sessions", (int)r->set.max_udp_sessions,
 			 "buffer_size", (json_int_t)r->set.buffer_size,
 			 "splice", r->set.splice, "tcp_keepalive", keepalive);
-	json_object_update_missing_new(o, status_access_json(r->access));
+
+	if (o) {
+		json_object_set_new(o, "udp_unreplied_timeout", json_real(r->set.udp_unreplied_timeout));
+		json_object_set_new(o, "per_source", commands_per_source_json(&r->set.per_source));
+		json_object_update_missing_new(o, status_access_json(r->access));
+	}
 	return o;
 }
 
@@ -133,6 +147,11 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 		else
 			evbuffer_add_printf(out, "  tcp_keepalive false\n");
 		status_access_text(r->access, out);
+		evbuffer_add_printf(out, "  udp_unreplied_timeout %g; per_source max_connections %u, new_per_minute %u, udp_sessions %u, udp_datagrams_per_second %u, ipv6_prefix %u\n",
+				    r->set.udp_unreplied_timeout, r->set.per_source.max_connections,
+				    r->set.per_source.new_per_minute, r->set.per_source.udp_sessions,
+				    r->set.per_source.udp_datagrams_per_second,
+				    r->set.per_source.ipv6_prefix);
 	}
 	json_decref(rules);
 	return 0;
@@ -540,6 +559,70 @@ static int commands_bans(struct daemon *d, bool json, struct evbuffer *out, char
 	return 0;
 }
 
+/* sources RULE: the rule's busiest sources now, at most SOURCES_TOP_MAX. */
+static int commands_sources(struct daemon *d, char **argv, bool json, struct evbuffer *out,
+			    char *err, size_t errlen)
+{
+	struct sources_entry top[SOURCES_TOP_MAX];
+	struct forward *fw = daemon_find_rule(d, argv[1]);
+	const struct rule_per_source *ps;
+	struct sources_census c;
+	bool tracked;
+	size_t n;
+
+	if (!fw) {
+		commands_no_rule(d, argv[1], err, errlen);
+		return -1;
+	}
+	ps = &fw->cfg.set.per_source;
+	tracked = ((fw->cfg.proto & RULE_PROTO_TCP) && sources_tracks(ps, SOURCES_TCP)) ||
+		  ((fw->cfg.proto & RULE_PROTO_UDP) && sources_tracks(ps, SOURCES_UDP));
+	n = sources_top(d->sources, fw->source_id, clock_now(), top, SOURCES_TOP_MAX, &c);
+	if (json) {
+		json_t *a = json_array();
+
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(
+				a, json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:I, s:f}", "source", top[i].name,
+					     "connections", (int)top[i].connections,
+					     "sessions", (int)top[i].sessions,
+					     "new_per_minute", top[i].new_per_minute,
+					     "datagrams_per_second", top[i].datagrams_in,
+					     "replies_per_second", top[i].datagrams_out,
+					     "limited", (json_int_t)top[i].limited, "idle", top[i].idle));
+		return commands_json_out(json_pack("{s:s, s:b, s:o, s:i, s:{s:i, s:i, s:I, s:I}, s:o}",
+						   "rule", fw->cfg.name, "tracked", tracked,
+						   "per_source", commands_per_source_json(ps),
+						   "sources_tracked", (int)c.tracked,
+						   "table", "capacity", (int)c.capacity, "used", (int)c.used,
+						   "evicted", (json_int_t)c.evicted,
+						   "full", (json_int_t)c.full, "sources", a),
+					 out, err, errlen);
+	}
+	if (!tracked)
+		evbuffer_add_printf(out, "rule %s has no per_source limits: its sources are not tracked\n",
+				    fw->cfg.name);
+	evbuffer_add_printf(out, "rule %s: %u source%s tracked; table %u of %u entries in use, %llu evicted, %llu refused for want of room\n",
+			    fw->cfg.name, c.tracked, c.tracked == 1 ? "" : "s", c.used, c.capacity,
+			    (unsigned long long)c.evicted, (unsigned long long)c.full);
+	if (n == 0)
+		return 0;
+	evbuffer_add_printf(out, "%-43s %5s %8s %7s %9s %9s %7s %8s\n", "SOURCE", "CONNS", "SESSIONS",
+			    "NEW/MIN", "DGRAMS/S", "REPLIES/S", "LIMITED", "IDLE");
+	for (size_t i = 0; i < n; i++) {
+		char idle[16];
+
+		evbuffer_add_printf(out, "%-43s %5u %8u %7.0f %9.0f %9.0f %7lu %8s\n", top[i].name,
+				    top[i].connections, top[i].sessions, top[i].new_per_minute,
+				    top[i].datagrams_in, top[i].datagrams_out,
+				    (unsigned long)top[i].limited,
+				    commands_secs(top[i].idle, idle, sizeof(idle)));
+	}
+	if (c.tracked > n)
+		evbuffer_add_printf(out, "(the %zu busiest of %u)\n", n, c.tracked);
+	return 0;
+}
+
 int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bool json,
 		 const char *payload, size_t len, struct evbuffer *out, char *err, size_t errlen)
 {
@@ -572,6 +655,8 @@ int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bo
 		return commands_unban(d, argc, argv, json, out, err, errlen);
 	case CTL_CMD_BANS:
 		return commands_bans(d, json, out, err, errlen);
+	case CTL_CMD_SOURCES:
+		return commands_sources(d, argv, json, out, err, errlen);
 	default:
 		snprintf(err, errlen, "not a daemon command");
 		return -1;

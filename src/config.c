@@ -250,7 +250,44 @@ static const char *config_get_string(struct config_ctx *ctx,
 #define SETTINGS_KEYS                                                      \
 	"connect_timeout", "idle_timeout", "udp_idle_timeout",             \
 		"max_connections", "max_udp_sessions", "buffer_size", "splice", \
-		"tcp_keepalive", CONFIG_ACCESS_KEYS
+		"tcp_keepalive", SOURCES_SETTINGS_KEYS, CONFIG_ACCESS_KEYS
+/* Per-source limits (config_read_per_source). */
+#define SOURCES_SETTINGS_KEYS "udp_unreplied_timeout", "per_source"
+
+/* An unsigned member of a group setting, at OFFSET in the struct read into. */
+struct config_field {
+	const char *name;
+	long long min, max;
+	size_t offset;
+};
+
+/*
+ * Reads the members of group S that FIELDS (N of them) name into the
+ * unsigned fields of BASE; any other member is an error. Messages name
+ * WHAT after the scope ("rule \"ssh\": tcp_keepalive: idle: ...").
+ */
+static void config_read_fields(struct config_ctx *ctx, const config_setting_t *s, const char *what,
+			       const struct config_field *fields, size_t n, void *base)
+{
+	const char *keys[8];
+	const char *scope = ctx->scope;
+	char sub[RULE_NAME_MAX + 64];
+	long long iv;
+
+	for (size_t i = 0; i < n && i < 7; i++)
+		keys[i] = fields[i].name;
+	keys[n < 7 ? n : 7] = NULL;
+	snprintf(sub, sizeof(sub), "%s%s%s", scope ? scope : "", scope ? ": " : "", what);
+	ctx->scope = sub;
+	config_check_keys(ctx, s, keys);
+	for (size_t i = 0; i < n; i++) {
+		const config_setting_t *f = config_setting_get_member(s, fields[i].name);
+
+		if (f && config_get_integer(ctx, f, fields[i].min, fields[i].max, &iv) == 0)
+			*(unsigned *)((char *)base + fields[i].offset) = (unsigned)iv;
+	}
+	ctx->scope = scope;
+}
 
 /*
  * tcp_keepalive = true | false | { idle = S; interval = S; count = N; }:
@@ -261,19 +298,11 @@ static const char *config_get_string(struct config_ctx *ctx,
 static void config_read_keepalive(struct config_ctx *ctx, const config_setting_t *s,
 				  struct rule_settings *set)
 {
-	static const char *const keys[] = { "idle", "interval", "count", NULL };
-	static const struct {
-		const char *name;
-		long long max;
-		size_t offset;
-	} fields[] = {
-		{ "idle", 32767, offsetof(struct rule_settings, keepalive_idle) },
-		{ "interval", 32767, offsetof(struct rule_settings, keepalive_interval) },
-		{ "count", 127, offsetof(struct rule_settings, keepalive_count) },
+	static const struct config_field fields[] = {
+		{ "idle", 1, 32767, offsetof(struct rule_settings, keepalive_idle) },
+		{ "interval", 1, 32767, offsetof(struct rule_settings, keepalive_interval) },
+		{ "count", 1, 127, offsetof(struct rule_settings, keepalive_count) },
 	};
-	const char *scope = ctx->scope;
-	char sub[RULE_NAME_MAX + 64];
-	long long iv;
 
 	if (config_setting_type(s) == CONFIG_TYPE_BOOL) {
 		set->keepalive = config_setting_get_bool(s);
@@ -284,17 +313,43 @@ static void config_read_keepalive(struct config_ctx *ctx, const config_setting_t
 			   config_type_name(config_setting_type(s)));
 		return;
 	}
-	snprintf(sub, sizeof(sub), "%s%stcp_keepalive", scope ? scope : "", scope ? ": " : "");
-	ctx->scope = sub;
-	config_check_keys(ctx, s, keys);
 	set->keepalive = true;
-	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-		const config_setting_t *f = config_setting_get_member(s, fields[i].name);
+	config_read_fields(ctx, s, "tcp_keepalive", fields, sizeof(fields) / sizeof(fields[0]), set);
+}
 
-		if (f && config_get_integer(ctx, f, 1, fields[i].max, &iv) == 0)
-			*(unsigned *)((char *)set + fields[i].offset) = (unsigned)iv;
+/*
+ * per_source = { max_connections = N; new_per_minute = N; udp_sessions = N;
+ * udp_datagrams_per_second = N; ipv6_prefix = BITS; }: a group changes the
+ * keys it names, the others staying as the defaults have them (so a rule's
+ * group adds to the defaults' one); 0 turns a limit off. And
+ * udp_unreplied_timeout, which goes with them.
+ */
+static void config_read_per_source(struct config_ctx *ctx, const config_setting_t *group,
+				   struct rule_settings *set)
+{
+	static const struct config_field fields[] = {
+		{ "max_connections", 0, 1000000, offsetof(struct rule_per_source, max_connections) },
+		{ "new_per_minute", 0, 1000000, offsetof(struct rule_per_source, new_per_minute) },
+		{ "udp_sessions", 0, 1000000, offsetof(struct rule_per_source, udp_sessions) },
+		{ "udp_datagrams_per_second", 0, 1000000,
+		  offsetof(struct rule_per_source, udp_datagrams_per_second) },
+		{ "ipv6_prefix", 1, 128, offsetof(struct rule_per_source, ipv6_prefix) },
+	};
+	const config_setting_t *s;
+	double dv;
+
+	if ((s = config_setting_get_member(group, "udp_unreplied_timeout")) &&
+	    config_get_number(ctx, s, 0.001, 86400, &dv) == 0)
+		set->udp_unreplied_timeout = dv;
+	if (!(s = config_setting_get_member(group, "per_source")))
+		return;
+	if (!config_setting_is_group(s)) {
+		config_err(ctx, s, "per_source: expected a group { max_connections = 16; new_per_minute = 120; udp_sessions = 4; udp_datagrams_per_second = 2000; ipv6_prefix = 64; }, got %s",
+			   config_type_name(config_setting_type(s)));
+		return;
 	}
-	ctx->scope = scope;
+	config_read_fields(ctx, s, "per_source", fields, sizeof(fields) / sizeof(fields[0]),
+			   &set->per_source);
 }
 
 /* Applies the members of GROUP that are rule settings on top of SET. */
@@ -328,6 +383,7 @@ static void config_read_settings(struct config_ctx *ctx,
 		config_get_bool(ctx, s, &set->splice);
 	if ((s = config_setting_get_member(group, "tcp_keepalive")))
 		config_read_keepalive(ctx, s, set);
+	config_read_per_source(ctx, group, set);
 }
 
 /* daemon.user, group and admin_group: names that must exist on this system. */
@@ -381,7 +437,7 @@ static void config_read_daemon(struct config_ctx *ctx,
 {
 	static const char *const keys[] = { "control_socket", "log_level", "log_connections",
 					    "workers", "drain_timeout", "user", "group",
-					    "admin_group", "allow_root", NULL };
+					    "admin_group", "allow_root", "max_tracked_sources", NULL };
 	long long iv;
 	double dv;
 	const config_setting_t *s;
@@ -423,6 +479,9 @@ static void config_read_daemon(struct config_ctx *ctx,
 		cfg->drain_timeout = dv;
 	if ((s = config_setting_get_member(group, "allow_root")))
 		config_get_bool(ctx, s, &cfg->allow_root);
+	if ((s = config_setting_get_member(group, "max_tracked_sources")) &&
+	    config_get_integer(ctx, s, CONFIG_MIN_TRACKED_SOURCES, CONFIG_MAX_TRACKED_SOURCES, &iv) == 0)
+		cfg->max_tracked_sources = (unsigned)iv;
 	config_read_identity(ctx, group, cfg);
 }
 
@@ -932,6 +991,7 @@ static int config_parse(const char *label, const char *text, size_t len, bool cl
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->log_connections = true;
 	cfg->allow_root = true;
+	cfg->max_tracked_sources = CONFIG_DEFAULT_TRACKED_SOURCES;
 	rule_settings_init(&cfg->defaults);
 	if (!cfg->path || !cfg->control_socket) {
 		config_errors_add(errs, "%s: out of memory", label);

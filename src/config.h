@@ -17,6 +17,11 @@
 #define CONFIG_DEFAULT_PATH "/etc/portfwd.conf"
 #define CONFIG_DEFAULT_SOCKET CTL_DEFAULT_SOCKET
 #define CONFIG_MAX_WORKERS 64 /* connection ids give the worker 6 bits (worker.h) */
+/* daemon.max_tracked_sources: entries of the per-source table (sources.h),
+ * 64 bytes each; `portfwdctl sources` reads all of them on the main loop. */
+#define CONFIG_DEFAULT_TRACKED_SOURCES 65536
+#define CONFIG_MIN_TRACKED_SOURCES 256
+#define CONFIG_MAX_TRACKED_SOURCES 1048576
 
 struct config {
 	char *path;
@@ -33,6 +38,7 @@ struct config {
 	char *admin_group;    /* may also change things through the control socket */
 	gid_t admin_gid;
 	bool allow_root;      /* false: refuse to run as root with no user */
+	unsigned max_tracked_sources; /* entries of the per-source table; fixed at start */
 	struct rule_settings defaults;
 	struct rule_config *rules;
 	size_t nrules;

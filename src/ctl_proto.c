@@ -40,6 +40,9 @@ const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT] = {
 	  "lift the ban of ADDRESS or CIDR (on RULE, if it was banned on RULE only)", 1, 3, true, false, false },
 	{ CTL_CMD_BANS, "bans", "", "the bans in force, with the time each has left", 0, 0, false, false,
 	  false },
+	{ CTL_CMD_SOURCES, "sources", "RULE",
+	  "the busiest sources of RULE now (per_source limits): connections, sessions, rates, times limited",
+	  1, 1, false, false, false },
 };
 
 /* The options a command takes, beside --json and --bytes. */

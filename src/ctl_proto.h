@@ -65,6 +65,7 @@ enum ctl_cmd_id {
 	CTL_CMD_BAN,
 	CTL_CMD_UNBAN,
 	CTL_CMD_BANS,
+	CTL_CMD_SOURCES,
 	CTL_CMD_COUNT,
 };
 

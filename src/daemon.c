@@ -19,6 +19,7 @@
 #include "log.h"
 #include "privs.h"
 #include "sdnotify.h"
+#include "sources.h"
 #include "version.h"
 #include "worker.h"
 
@@ -243,6 +244,11 @@ static void daemon_keep_fixed(struct daemon *d, struct config *nc)
 		t = nc->group, nc->group = d->cfg.group, d->cfg.group = t;
 		nc->uid = d->cfg.uid;
 		nc->gid = d->cfg.gid;
+	}
+	if (nc->max_tracked_sources != d->cfg.max_tracked_sources) {
+		log_warning("reload: daemon.max_tracked_sources changed from %u to %u; that takes a restart, keeping %u",
+			    d->cfg.max_tracked_sources, nc->max_tracked_sources, d->cfg.max_tracked_sources);
+		nc->max_tracked_sources = d->cfg.max_tracked_sources;
 	}
 	if (nc->workers != d->cfg.workers) {
 		log_warning("reload: daemon.workers changed from %u to %u; that takes a restart, keeping %u",
@@ -519,7 +525,6 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	d->started_mono = clock_now();
 	d->started_wall = time(NULL);
-	admit_log_init(&d->denylog);
 	d->generation = 1;
 	sdnotify_init();
 	daemon_check_fd_limit(&d->cfg, daemon_worker_count(&d->cfg));
@@ -550,6 +555,13 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		return -1;
 	}
 
+	/* Before the workers, which all share it; its size is for the daemon's life. */
+	d->sources = sources_new(d->cfg.max_tracked_sources);
+	if (!d->sources) {
+		log_error("cannot map the per-source table (%u entries): %s", d->cfg.max_tracked_sources,
+			  strerror(errno));
+		return -1;
+	}
 	n = daemon_worker_count(&d->cfg);
 	d->workers = calloc(n, sizeof(*d->workers));
 	d->rules = calloc(d->cfg.nrules + 1, sizeof(*d->rules));
@@ -564,7 +576,7 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		d->nworkers++;
 		if (worker_init(d->workers[i], (int)i, d->cfg.log_connections) < 0)
 			return -1;
-		d->workers[i]->admit.log = &d->denylog;
+		d->workers[i]->sources = d->sources;
 	}
 	d->bans = bans_new(d->base, daemon_publish_bans, d);
 	if (!d->bans) {
@@ -646,7 +658,6 @@ void daemon_stop(struct daemon *d)
 	d->drain_timer = NULL;
 	bans_free(d->bans);
 	d->bans = NULL;
-	admit_log_free(&d->denylog);
 	config_errors_free(&d->last_errors);
 	for (size_t i = 0; i < d->nworkers; i++) {
 		worker_free(d->workers[i]);
@@ -655,6 +666,8 @@ void daemon_stop(struct daemon *d)
 	free(d->workers);
 	d->workers = NULL;
 	d->nworkers = 0;
+	sources_free(d->sources);
+	d->sources = NULL;
 	for (size_t i = 0; i < sizeof(d->signals) / sizeof(d->signals[0]); i++)
 		if (d->signals[i])
 			event_free(d->signals[i]);

@@ -20,6 +20,7 @@ struct control;
 struct event;
 struct event_base;
 struct forward;
+struct sources;
 struct worker;
 
 /* Seconds between looks at the draining rules. */
@@ -40,7 +41,7 @@ struct daemon {
 	bool pinged;                /* a round is out */
 	struct control *control;
 	struct bans *bans; /* portfwdctl ban: kept across reloads */
-	struct admit_log denylog; /* the workers' refusals: how often they are logged */
+	struct sources *sources; /* the per-source table the workers share */
 	struct event *signals[4];
 	bool log_level_fixed; /* -l given: a reload keeps it */
 	bool socket_fixed;    /* -s given: the file's control_socket is not looked at */

@@ -16,6 +16,10 @@
 #include "worker.h"
 
 #define FORWARD_BACKLOG 511
+
+/* Each rule's number in the per-source table, never reused, so a new rule
+ * never inherits the counts of a removed one. */
+static _Atomic uint32_t forward_source_ids;
 #define FORWARD_UDP_BUFFER (4 << 20)
 
 /*
@@ -327,6 +331,7 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
 	fw->base = base;
 	fw->workers = workers;
 	fw->nworkers = nworkers;
+	fw->source_id = atomic_fetch_add(&forward_source_ids, 1) + 1;
 	atomic_init(&fw->max_tcp, cfg->set.max_connections);
 	atomic_init(&fw->max_udp, cfg->set.max_udp_sessions);
 	fw->snap = forward_snap_new(cfg);

@@ -81,6 +81,7 @@ struct forward {
 	 * that have not run yet. A draining rule is freed when both are 0. */
 	_Atomic unsigned held;
 	_Atomic unsigned inflight;
+	uint32_t source_id; /* the rule in the per-source table (sources.h); for its life */
 };
 
 struct forward_snap *forward_snap_new(const struct rule_config *rule);

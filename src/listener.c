@@ -127,6 +127,7 @@ struct listener *listener_new(struct worker *w, struct forward *fw, struct forwa
 	l->udp_fd = -1;
 	TAILQ_INIT(&l->conns);
 	TAILQ_INIT(&l->waiting);
+	TAILQ_INIT(&l->unreplied);
 	l->accept_retry = evtimer_new(w->base, listener_accept_retry_cb, l);
 	if (!l->accept_retry) {
 		forward_snap_unref(l->snap);

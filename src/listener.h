@@ -47,6 +47,9 @@ struct listener {
 	bool udp_pktinfo; /* bound to a wildcard: datagrams carry their destination */
 	struct event *udp_ev;
 	struct udp_session *sessions; /* uthash head, keyed by client address */
+	/* Sessions the target has not answered yet, oldest first: the ones
+	 * that end first (udp_unreplied_timeout) or make room for a new client. */
+	TAILQ_HEAD(udp_session_list, udp_session) unreplied;
 };
 
 /* Creates FW's listener for worker W (no sockets yet) holding a reference

@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "daemon.h"
 #include "forward.h"
+#include "sources.h"
 #include "version.h"
 
 /*
@@ -112,6 +113,19 @@ static const struct metrics_rule_family metrics_rule_families[] = {
 	  "reason", "deny_list", MF(udp_denied_list), RULE_PROTO_UDP },
 	{ NULL, NULL, NULL, "reason", "not_allowed", MF(udp_denied_allow), RULE_PROTO_UDP },
 	{ NULL, NULL, NULL, "reason", "banned", MF(udp_denied_ban), RULE_PROTO_UDP },
+	{ "portfwd_tcp_connections_limited_total", "counter",
+	  "TCP connections refused (reset) by a per_source limit, by limit; table_full: no room to track a new source.",
+	  "limit", "max_connections", MF(tcp_limited_connections), RULE_PROTO_TCP },
+	{ NULL, NULL, NULL, "limit", "new_per_minute", MF(tcp_limited_rate), RULE_PROTO_TCP },
+	{ NULL, NULL, NULL, "limit", "table_full", MF(tcp_limited_full), RULE_PROTO_TCP },
+	{ "portfwd_udp_datagrams_limited_total", "counter",
+	  "UDP datagrams dropped by a per_source limit, by limit (udp_datagrams_per_second counts replies too); table_full: no room to track a new source.",
+	  "limit", "udp_sessions", MF(udp_limited_sessions), RULE_PROTO_UDP },
+	{ NULL, NULL, NULL, "limit", "udp_datagrams_per_second", MF(udp_limited_datagrams), RULE_PROTO_UDP },
+	{ NULL, NULL, NULL, "limit", "table_full", MF(udp_limited_full), RULE_PROTO_UDP },
+	{ "portfwd_udp_sessions_evicted_total", "counter",
+	  "UDP sessions their target never answered, ended at max_udp_sessions to make room for a new client.",
+	  NULL, NULL, MF(udp_sessions_evicted), RULE_PROTO_UDP },
 };
 #undef MF
 
@@ -146,6 +160,23 @@ static void metrics_access(const struct daemon *d, struct metrics_out *m)
 	}
 	metrics_family(m, "portfwd_bans", "gauge", "Bans in force (portfwdctl ban).");
 	metrics_sample(m, "portfwd_bans", d->bans ? (double)d->bans->n : 0, 0);
+}
+
+/* The per-source table: its size, what it holds, what it had to forget or refuse. */
+static void metrics_sources(const struct daemon *d, struct metrics_out *m)
+{
+	struct sources_census c;
+
+	sources_census(d->sources, &c);
+	metrics_family(m, "portfwd_sources_tracked", "gauge",
+		       "Entries of the per-source table that hold a source (of any rule).");
+	metrics_sample(m, "portfwd_sources_tracked", c.used, 0);
+	metrics_family(m, "portfwd_sources_capacity", "gauge",
+		       "Entries of the per-source table (daemon.max_tracked_sources).");
+	metrics_sample(m, "portfwd_sources_capacity", c.capacity, 0);
+	metrics_family(m, "portfwd_sources_evicted_total", "counter",
+		       "Idle sources forgotten to make room for new ones.");
+	metrics_sample(m, "portfwd_sources_evicted_total", (double)c.evicted, 0);
 }
 
 static void metrics_write(const struct daemon *d, struct metrics_out *m)
@@ -186,6 +217,8 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 	metrics_family(m, "portfwd_draining_connections", "gauge",
 		       "TCP connections and UDP sessions of removed rules, still open.");
 	metrics_sample(m, "portfwd_draining_connections", draining_conns, 0);
+
+	metrics_sources(d, m);
 
 	metrics_family(m, "portfwd_rule_up", "gauge",
 		       "1 if the rule is listening for the protocol, 0 if its bind failed or it is disabled.");

@@ -1,127 +1,87 @@
 #include "ratelog.h"
 
-#include <netinet/in.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stdio.h>
 
-/* Slots looked at for one source: where it hashes and the next few. */
-#define RATELOG_PROBE 4
+#define RATELOG_HELD_MAX ((1ULL << 24) - 1)
 
-struct ratelog_slot {
-	unsigned char key[17]; /* family, then the address */
-	bool used;
-	double last;         /* when its last line was written */
-	uint64_t suppressed; /* lines about it not written since */
-};
-
-static void ratelog_key(const struct sockaddr *sa, unsigned char *key)
+/* FNV-1a: the key only spreads lines over places; never 0 (unused). */
+static uint64_t ratelog_hash(const void *key, size_t len)
 {
-	memset(key, 0, 17);
-	key[0] = (unsigned char)sa->sa_family;
-	if (sa->sa_family == AF_INET)
-		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-	else if (sa->sa_family == AF_INET6)
-		memcpy(key + 1, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	const unsigned char *p = key;
+	uint64_t h = 14695981039346656037ULL;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 1099511628211ULL;
+	return h | 1;
 }
 
-static size_t ratelog_hash(const unsigned char *key)
+/* The overall budget, as a GCRA: RATELOG_PER_SECOND, bursts of RATELOG_BURST. */
+static bool ratelog_budget(struct ratelog *r, uint64_t ms)
 {
-	uint64_t h = 1469598103934665603ULL;
+	const uint64_t step = 1000 / RATELOG_PER_SECOND, slack = step * (RATELOG_BURST - 1);
+	uint64_t tat = atomic_load_explicit(&r->budget_tat, memory_order_relaxed);
 
-	for (int i = 0; i < 17; i++)
-		h = (h ^ key[i]) * 1099511628211ULL;
-	return (size_t)(h ^ h >> 32);
-}
+	for (;;) {
+		uint64_t from = tat > ms ? tat : ms;
 
-/*
- * The slot of KEY, or where it would go: a free slot among those probed,
- * else the one whose last line is oldest (*EVICT set). NULL without memory.
- */
-static struct ratelog_slot *ratelog_slot(struct ratelog *rl, const unsigned char *key, bool *found,
-					 bool *evict)
-{
-	size_t at = ratelog_hash(key) % RATELOG_SLOTS;
-	struct ratelog_slot *free_slot = NULL, *oldest = NULL;
-
-	*found = *evict = false;
-	if (!rl->slots && !(rl->slots = calloc(RATELOG_SLOTS, sizeof(*rl->slots))))
-		return NULL;
-	for (size_t i = 0; i < RATELOG_PROBE; i++) {
-		struct ratelog_slot *s = &rl->slots[(at + i) % RATELOG_SLOTS];
-
-		if (!s->used) {
-			if (!free_slot)
-				free_slot = s;
-			continue;
-		}
-		if (memcmp(s->key, key, sizeof(s->key)) == 0) {
-			*found = true;
-			return s;
-		}
-		if (!oldest || s->last < oldest->last)
-			oldest = s;
+		if (from - ms > slack)
+			return false;
+		if (atomic_compare_exchange_weak_explicit(&r->budget_tat, &tat, from + step,
+							  memory_order_relaxed, memory_order_relaxed))
+			return true;
 	}
-	if (free_slot)
-		return free_slot;
-	*evict = true;
-	return oldest;
 }
 
-/* Takes one line from the budget over all sources, if there is one. */
-static bool ratelog_budget(struct ratelog *rl, double now)
+bool ratelog_allow(struct ratelog *r, const void *key, size_t len, double now,
+		   struct ratelog_note *note)
 {
-	if (!rl->started) {
-		rl->started = true;
-		rl->tokens = RATELOG_BURST;
-	} else if (now > rl->stamp) {
-		rl->tokens += (now - rl->stamp) * RATELOG_RATE;
-		if (rl->tokens > RATELOG_BURST)
-			rl->tokens = RATELOG_BURST;
+	uint64_t h = ratelog_hash(key, len), ms = now > 0 ? (uint64_t)(now * 1000) : 0;
+	struct ratelog_slot *s = &r->slots[h % RATELOG_SLOTS];
+	uint64_t next = ms + RATELOG_INTERVAL * 1000ULL;
+	uint64_t old;
+
+	note->held = 0;
+	if (atomic_load_explicit(&s->key, memory_order_relaxed) != h) {
+		/* A new key (or another one's turn in this place). */
+		atomic_store_explicit(&s->key, h, memory_order_relaxed);
+		atomic_store_explicit(&s->state, next << 24, memory_order_relaxed);
+	} else {
+		old = atomic_load_explicit(&s->state, memory_order_relaxed);
+		for (;;) {
+			uint64_t held = old & RATELOG_HELD_MAX, want;
+			bool due = ms >= old >> 24;
+
+			want = due ? next << 24 : (old & ~RATELOG_HELD_MAX) | (held < RATELOG_HELD_MAX ? held + 1 : held);
+			if (atomic_compare_exchange_weak_explicit(&s->state, &old, want,
+								  memory_order_relaxed,
+								  memory_order_relaxed)) {
+				if (!due)
+					return false;
+				note->held = held;
+				break;
+			}
+		}
 	}
-	rl->stamp = now;
-	if (rl->tokens < 1)
+	if (!ratelog_budget(r, ms)) {
+		atomic_fetch_add_explicit(&r->held_overall, 1 + note->held, memory_order_relaxed);
 		return false;
-	rl->tokens -= 1;
+	}
+	note->held_overall = atomic_exchange_explicit(&r->held_overall, 0, memory_order_relaxed);
 	return true;
 }
 
-bool ratelog_allow(struct ratelog *rl, const struct sockaddr *sa, double now,
-		   struct ratelog_missed *missed)
+const char *ratelog_suffix(const struct ratelog_note *note, char *buf, size_t len)
 {
-	unsigned char key[17];
-	struct ratelog_slot *s;
-	bool found, evict;
-
-	ratelog_key(sa, key);
-	s = ratelog_slot(rl, key, &found, &evict);
-	if (found && now - s->last < RATELOG_INTERVAL) {
-		s->suppressed++;
-		return false;
-	}
-	if (!ratelog_budget(rl, now)) {
-		if (found)
-			s->suppressed++;
-		else
-			rl->others++;
-		return false;
-	}
-	missed->same = found ? s->suppressed : 0;
-	missed->others = rl->others;
-	rl->others = 0;
-	if (s) {
-		/* A source pushed out takes what it had not logged along, into others. */
-		if (evict)
-			rl->others += s->suppressed;
-		memcpy(s->key, key, sizeof(s->key));
-		s->used = true;
-		s->last = now;
-		s->suppressed = 0;
-	}
-	return true;
-}
-
-void ratelog_free(struct ratelog *rl)
-{
-	free(rl->slots);
-	memset(rl, 0, sizeof(*rl));
+	if (note->held && note->held_overall)
+		snprintf(buf, len, " (%llu more since the last such line; %llu lines about others held back)",
+			 (unsigned long long)note->held, (unsigned long long)note->held_overall);
+	else if (note->held)
+		snprintf(buf, len, " (%llu more since the last such line)",
+			 (unsigned long long)note->held);
+	else if (note->held_overall)
+		snprintf(buf, len, " (%llu lines about others held back)",
+			 (unsigned long long)note->held_overall);
+	else if (len)
+		buf[0] = '\0';
+	return buf;
 }

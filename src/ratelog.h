@@ -1,48 +1,51 @@
 /*
- * How often to log about a client (denied, limited): at most one line per
- * source address per RATELOG_INTERVAL, telling how many were not logged
- * since; and over all sources at most RATELOG_BURST lines at once and
- * RATELOG_RATE a second, so that a scan from many addresses cannot flood
- * the journal either. Not thread-safe: its owner locks it (admit.h). It
- * remembers RATELOG_SLOTS sources; a source pushed out by others is logged
- * again as if new.
+ * Rate-limited log lines about clients that the data path refuses (over a
+ * per-source limit, or denied): a flood of them must neither fill the
+ * journal nor hide what happened. At most one line per key (a source and
+ * its rule, as the caller makes it) per RATELOG_INTERVAL seconds, and at
+ * most RATELOG_BURST lines at once overall (then RATELOG_PER_SECOND a
+ * second); each line that is written says how many were held back since
+ * the last one, for its key and overall.
+ *
+ * Lock-free (atomics), for any thread; a zeroed struct ratelog is ready.
+ * Keys share RATELOG_SLOTS places: two keys in one place take turns, which
+ * at worst lets a line more through.
  */
 #ifndef PORTFWD_RATELOG_H
 #define PORTFWD_RATELOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 
-#define RATELOG_INTERVAL 60.0
-#define RATELOG_BURST 20.0
-#define RATELOG_RATE 5.0
 #define RATELOG_SLOTS 1024
+#define RATELOG_INTERVAL 60
+#define RATELOG_BURST 20
+#define RATELOG_PER_SECOND 2
 
-struct ratelog_slot;
-
-/* Zero it to start; ratelog_free when done. */
 struct ratelog {
-	struct ratelog_slot *slots; /* made on first use */
-	double tokens, stamp;       /* the budget over all sources */
-	bool started;
-	uint64_t others;            /* lines not written for lack of budget, not counted in a slot */
+	struct ratelog_slot {
+		_Atomic uint64_t key;   /* the key's hash, 0: unused */
+		_Atomic uint64_t state; /* next line allowed (ms, 40 bits) | held back (24 bits) */
+	} slots[RATELOG_SLOTS];
+	_Atomic uint64_t budget_tat; /* the overall budget: theoretical arrival time (ms) */
+	_Atomic uint64_t held_overall;
 };
 
-/* What a line that is written says about the ones that were not. */
-struct ratelog_missed {
-	uint64_t same;   /* about this source, since its last line */
-	uint64_t others; /* about other sources, for the budget over all */
+/* What the line to be written should add. */
+struct ratelog_note {
+	uint64_t held;         /* lines about this key held back since its last one */
+	uint64_t held_overall; /* lines about any key held back by the overall budget */
 };
 
-/*
- * A line about the source address of SA is due at NOW (seconds, any
- * steady clock): true if it may be written, with *MISSED saying what was
- * left out; false if it is left out (and counted).
- */
-bool ratelog_allow(struct ratelog *rl, const struct sockaddr *sa, double now,
-		   struct ratelog_missed *missed);
+/* May a line about KEY (LEN bytes) be written at NOW (clock_now seconds)?
+ * True with NOTE filled; false when it is held back (and counted). */
+bool ratelog_allow(struct ratelog *r, const void *key, size_t len, double now,
+		   struct ratelog_note *note);
 
-void ratelog_free(struct ratelog *rl);
+/* Writes into BUF the end of a line for NOTE: "" when nothing was held
+ * back, else " (N more ... held back)". Returns BUF. */
+const char *ratelog_suffix(const struct ratelog_note *note, char *buf, size_t len);
 
 #endif

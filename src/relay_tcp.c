@@ -18,6 +18,7 @@
 #include "forward.h"
 #include "listener.h"
 #include "log.h"
+#include "relay_sources.h"
 #include "worker.h"
 
 /*
@@ -70,6 +71,7 @@ struct relay_tcp_conn {
 	bool eof[2];   /* the side sent FIN: nothing more to read from it */
 	bool shut[2];  /* we sent FIN to the side, after everything for it */
 	int first_eof; /* who closed first, for the log; -1 if nobody yet */
+	uint32_t source; /* its source's entry (per_source limits), or SOURCES_NONE */
 };
 
 static const char *const side_name[2] = { "client", "target" };
@@ -517,6 +519,7 @@ static void relay_tcp_end(struct relay_tcp_conn *c, bool orderly, int level, con
 		STAT_SUB(&l->stats, tcp_active, 1);
 		forward_tcp_release(l->fw);
 	}
+	relay_sources_close(l, c->source, SOURCES_TCP);
 	forward_snap_unref(c->snap);
 	free(c);
 	/* Last: a draining rule may be freed from here on. */
@@ -586,6 +589,7 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	static const struct linger reset = { 1, 0 };
 	struct event_base *base = l->worker->base;
 	struct relay_tcp_conn *c;
+	uint32_t source;
 	int one = 1;
 
 	/* Not admitted (lists, bans): a reset at once, nothing opened to the target. */
@@ -594,12 +598,17 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
+	/* Before anything is spent on it: a source over its limits is reset. */
+	if (relay_sources_tcp_open(l, fd, sa, &source) < 0)
+		return;
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		log_error("tcp %s: out of memory; dropping a new connection", l->cfg->name);
+		relay_sources_close(l, source, SOURCES_TCP);
 		evutil_closesocket(fd);
 		return;
 	}
+	c->source = source;
 	c->rule = l;
 	c->snap = forward_snap_ref(l->snap);
 	c->cfg = &c->snap->rule;

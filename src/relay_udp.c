@@ -13,6 +13,7 @@
 #include "forward.h"
 #include "listener.h"
 #include "log.h"
+#include "relay_sources.h"
 #include "udp_table.h"
 #include "worker.h"
 
@@ -33,21 +34,41 @@
 /* Batches read per readiness event, so one busy socket cannot starve the rest. */
 #define RELAY_UDP_ROUNDS 4
 
+/*
+ * A session its target never answered ends after udp_unreplied_timeout
+ * (when that is the shorter): a spoofed source never answers, so a flood
+ * of them holds session slots for seconds, not for udp_idle_timeout.
+ */
+static double relay_udp_timeout(const struct udp_session *s)
+{
+	const struct rule_settings *set = &s->cfg->set;
+
+	if (!s->replied && set->udp_unreplied_timeout < set->udp_idle_timeout)
+		return set->udp_unreplied_timeout;
+	return set->udp_idle_timeout;
+}
+
 static void relay_udp_session_end(struct udp_session *s, const char *reason)
 {
 	struct listener *l = s->rule;
 	char client[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
 
+	/* Unanswered sessions at debug level: a flood of spoofed sources
+	 * would otherwise write a line for each. */
 	if (atomic_load_explicit(&l->worker->log_connections, memory_order_relaxed))
-		log_info("udp %s: %s -> %s session ended after %.3fs, %llu datagrams (%llu bytes) to target, %llu datagrams (%llu bytes) to client: %s",
-			 s->cfg->name,
-			 rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
-			 rule_format_addr((struct sockaddr *)&s->cfg->target, target, sizeof(target)),
-			 clock_now() - s->started, (unsigned long long)s->dgrams_to_target,
-			 (unsigned long long)s->bytes_to_target,
-			 (unsigned long long)s->dgrams_to_client,
-			 (unsigned long long)s->bytes_to_client, reason);
+		log_msg(s->replied ? LOG_LVL_INFO : LOG_LVL_DEBUG,
+			"udp %s: %s -> %s session ended after %.3fs, %llu datagrams (%llu bytes) to target, %llu datagrams (%llu bytes) to client: %s",
+			s->cfg->name,
+			rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
+			rule_format_addr((struct sockaddr *)&s->cfg->target, target, sizeof(target)),
+			clock_now() - s->started, (unsigned long long)s->dgrams_to_target,
+			(unsigned long long)s->bytes_to_target,
+			(unsigned long long)s->dgrams_to_client,
+			(unsigned long long)s->bytes_to_client, reason);
 	udp_table_remove(&l->sessions, s);
+	if (!s->replied)
+		TAILQ_REMOVE(&l->unreplied, s, unreplied_link);
+	relay_sources_close(l, s->source, SOURCES_UDP);
 	if (s->ev)
 		event_free(s->ev);
 	if (s->idle)
@@ -65,7 +86,7 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 static void relay_udp_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct udp_session *s = arg;
-	double limit = s->cfg->set.udp_idle_timeout;
+	double limit = relay_udp_timeout(s);
 	double idle = clock_now() - s->last_active;
 	struct timeval tv;
 
@@ -75,7 +96,7 @@ static void relay_udp_idle_cb(evutil_socket_t fd, short what, void *arg)
 		char why[64];
 
 		STAT_ADD(&s->rule->stats, udp_sessions_expired, 1);
-		snprintf(why, sizeof(why), "idle for %gs", limit);
+		snprintf(why, sizeof(why), "%s for %gs", s->replied ? "idle" : "unanswered", limit);
 		relay_udp_session_end(s, why);
 		return;
 	}
@@ -126,6 +147,32 @@ static int relay_udp_send(int fd, struct mmsghdr *msgs, int n)
 	return sent;
 }
 
+/*
+ * The reflection guard: replies to a tracked source count against its
+ * udp_datagrams_per_second too, so whatever the target sends for one
+ * datagram, a (possibly spoofed) source gets no more than that. Keeps
+ * the first N of MSGS that pass, in order; returns how many.
+ */
+static int relay_udp_reply_limit(struct udp_session *s, struct mmsghdr *msgs, struct iovec *iov,
+				 int n)
+{
+	double now = s->last_active;
+	int kept = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (!relay_sources_datagram(s->rule, s->cfg, s->source,
+					    (const struct sockaddr *)&s->client, SOURCES_OUT, now))
+			continue;
+		if (kept != i) {
+			iov[kept] = iov[i];
+			msgs[kept] = msgs[i];
+			msgs[kept].msg_hdr.msg_iov = &iov[kept];
+		}
+		kept++;
+	}
+	return kept;
+}
+
 /* Replies from the target: back to the session's client, through the listener. */
 static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -148,6 +195,12 @@ static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		s->last_active = clock_now();
+		if (!s->replied) {
+			s->replied = true;
+			TAILQ_REMOVE(&l->unreplied, s, unreplied_link);
+		}
+		if (s->source != SOURCES_NONE)
+			n = relay_udp_reply_limit(s, msgs, iov, n);
 		for (int i = 0; i < n; i++) {
 			iov[i].iov_len = msgs[i].msg_len;
 			msgs[i].msg_hdr.msg_name = &s->client;
@@ -175,15 +228,16 @@ static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
 static struct udp_session *relay_udp_session_new(struct listener *l,
 						 const struct sockaddr_storage *client,
 						 socklen_t client_len,
-						 const struct udp_local *local)
+						 const struct udp_local *local, uint32_t source)
 {
 	const struct sockaddr *target = (const struct sockaddr *)&l->cfg->target;
 	struct udp_session *s = calloc(1, sizeof(*s));
-	struct timeval tv = clock_timeval(l->cfg->set.udp_idle_timeout);
+	struct timeval tv;
 	char addr[RULE_ADDR_STRLEN];
 
 	if (!s)
 		return NULL;
+	s->source = source;
 	s->rule = l;
 	s->snap = l->snap;
 	s->cfg = l->cfg;
@@ -204,10 +258,12 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	}
 	s->ev = event_new(l->worker->base, s->fd, EV_READ | EV_PERSIST, relay_udp_session_cb, s);
 	s->idle = evtimer_new(l->worker->base, relay_udp_idle_cb, s);
+	tv = clock_timeval(relay_udp_timeout(s));
 	if (!s->ev || !s->idle || event_add(s->ev, NULL) < 0 || evtimer_add(s->idle, &tv) < 0)
 		goto fail;
 	if (udp_table_add(&l->sessions, s) < 0)
 		goto fail;
+	TAILQ_INSERT_TAIL(&l->unreplied, s, unreplied_link);
 	forward_snap_ref(s->snap);
 	forward_hold(l->fw);
 	STAT_ADD(&l->stats, udp_active, 1);
@@ -226,14 +282,43 @@ fail:
 	return NULL;
 }
 
+/*
+ * At max_udp_sessions: ends this worker's oldest session that its target
+ * never answered, to make room for a new client, and takes its slot. An
+ * answered session is never ended for this. Datagrams of the batch being
+ * read (BATCH, N) that were meant for it are dropped. Returns true with
+ * the slot claimed.
+ */
+static bool relay_udp_make_room(struct listener *l, struct udp_session **batch, int n)
+{
+	struct udp_session *old = TAILQ_FIRST(&l->unreplied);
+
+	if (!old)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (batch[i] == old) {
+			batch[i] = NULL;
+			STAT_ADD(&l->stats, udp_dropped_limit, 1);
+		}
+	if (STAT_GET(&l->stats, udp_sessions_evicted) == 0)
+		log_warning("udp %s: %u sessions, the max_udp_sessions limit; new clients take the places of sessions their target never answered",
+			    l->cfg->name, l->cfg->set.max_udp_sessions);
+	STAT_ADD(&l->stats, udp_sessions_evicted, 1);
+	relay_udp_session_end(old, "unanswered, its place taken by a new client");
+	return forward_udp_claim(l->fw);
+}
+
 /* The session of a datagram from FROM to LOCAL, made if there is room;
- * NULL drops it. */
+ * NULL drops it. BATCH holds the sessions of the N datagrams before it in
+ * the batch being read. */
 static struct udp_session *relay_udp_session_for(struct listener *l,
 						 const struct sockaddr_storage *from,
 						 socklen_t fromlen,
-						 const struct udp_local *local)
+						 const struct udp_local *local,
+						 struct udp_session **batch, int n)
 {
 	struct udp_session *s = udp_table_find(l->sessions, (const struct sockaddr *)from, local);
+	uint32_t source;
 
 	if (s)
 		return s;
@@ -245,16 +330,20 @@ static struct udp_session *relay_udp_session_for(struct listener *l,
 		STAT_ADD(&l->stats, udp_dropped_draining, 1);
 		return NULL;
 	}
-	if (!forward_udp_claim(l->fw)) {
+	if (relay_sources_udp_open(l, (const struct sockaddr *)from, &source) < 0)
+		return NULL;
+	if (!forward_udp_claim(l->fw) && !relay_udp_make_room(l, batch, n)) {
+		relay_sources_close(l, source, SOURCES_UDP);
 		if (STAT_GET(&l->stats, udp_dropped_limit) == 0)
 			log_warning("udp %s: %u sessions, the max_udp_sessions limit; dropping datagrams from new clients",
 				    l->cfg->name, l->cfg->set.max_udp_sessions);
 		STAT_ADD(&l->stats, udp_dropped_limit, 1);
 		return NULL;
 	}
-	s = relay_udp_session_new(l, from, fromlen, local);
+	s = relay_udp_session_new(l, from, fromlen, local, source);
 	if (!s) {
 		forward_udp_release(l->fw);
+		relay_sources_close(l, source, SOURCES_UDP);
 		STAT_ADD(&l->stats, udp_dropped_error, 1);
 	}
 	return s;
@@ -294,7 +383,13 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 				STAT_ADD(&l->stats, udp_dropped_error, 1);
 			} else {
 				sess[i] = relay_udp_session_for(l, &from[i], msgs[i].msg_hdr.msg_namelen,
-								&local);
+								&local, sess, i);
+				/* Per source, either way (relay_udp_reply_limit). */
+				if (sess[i] && sess[i]->source != SOURCES_NONE &&
+				    !relay_sources_datagram(l, sess[i]->cfg, sess[i]->source,
+							    (const struct sockaddr *)&from[i],
+							    SOURCES_IN, now))
+					sess[i] = NULL;
 			}
 			iov[i].iov_len = msgs[i].msg_len;
 			/* The session socket is connected: no address on the way out. */
@@ -392,6 +487,8 @@ void relay_udp_describe(struct listener *l, json_t *out, double now)
 				       "state", "active",
 				       "draining", l->fw->draining);
 
+		if (o)
+			json_object_set_new(o, "answered", json_boolean(s->replied));
 		/* On a wildcard rule: the address the client sent to, which its
 		 * replies come from (one client may have a session per address). */
 		if (o && s->local.family &&

@@ -25,6 +25,10 @@ void rule_settings_init(struct rule_settings *set)
 	set->keepalive_idle = 300;
 	set->keepalive_interval = 30;
 	set->keepalive_count = 4;
+	/* As conntrack's unreplied UDP state: a spoofed source never answers,
+	 * so its sessions free their slot long before udp_idle_timeout. */
+	set->udp_unreplied_timeout = 5.0;
+	set->per_source = (struct rule_per_source){ .ipv6_prefix = 64 };
 }
 
 unsigned rule_proto_parse(const char *text)
@@ -177,6 +181,24 @@ const char *rule_format_addr(const struct sockaddr *sa, char *buf,
 	return buf;
 }
 
+const char *rule_format_client(const struct sockaddr *sa, char *buf, size_t buflen)
+{
+	char addr[INET6_ADDRSTRLEN] = "?";
+
+	if (sa->sa_family == AF_INET) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(a6))
+			inet_ntop(AF_INET, &a6->s6_addr[12], addr, sizeof(addr));
+		else
+			inet_ntop(AF_INET6, a6, addr, sizeof(addr));
+	}
+	snprintf(buf, buflen, "%s port %u", addr, rule_addr_port(sa));
+	return buf;
+}
+
 unsigned rule_addr_port(const struct sockaddr *sa)
 {
 	if (sa->sa_family == AF_INET)
@@ -233,7 +255,9 @@ bool rule_settings_equal(const struct rule_settings *a, const struct rule_settin
 	       a->splice == b->splice && a->keepalive == b->keepalive &&
 	       a->keepalive_idle == b->keepalive_idle &&
 	       a->keepalive_interval == b->keepalive_interval &&
-	       a->keepalive_count == b->keepalive_count;
+	       a->keepalive_count == b->keepalive_count &&
+	       a->udp_unreplied_timeout == b->udp_unreplied_timeout &&
+	       memcmp(&a->per_source, &b->per_source, sizeof(a->per_source)) == 0;
 }
 
 bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)

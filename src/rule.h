@@ -22,6 +22,18 @@ enum rule_proto {
 	RULE_PROTO_BOTH = RULE_PROTO_TCP | RULE_PROTO_UDP,
 };
 
+/*
+ * Limits per source of one rule (per_source): a source is an IPv4 address,
+ * or the first ipv6_prefix bits of an IPv6 address. 0 = no limit.
+ */
+struct rule_per_source {
+	unsigned max_connections;          /* concurrent TCP connections */
+	unsigned new_per_minute;           /* new TCP connections a minute */
+	unsigned udp_sessions;             /* concurrent UDP sessions */
+	unsigned udp_datagrams_per_second; /* to the target, and replies to the source */
+	unsigned ipv6_prefix;              /* 1-128 */
+};
+
 /* The tunables that `defaults` sets and every rule may override. */
 struct rule_settings {
 	double connect_timeout;  /* seconds, > 0 */
@@ -37,6 +49,9 @@ struct rule_settings {
 	unsigned keepalive_idle;     /* seconds without traffic before the first probe */
 	unsigned keepalive_interval; /* seconds between probes */
 	unsigned keepalive_count;    /* unanswered probes before the connection is dead */
+	/* seconds before a UDP session that its target never answered ends */
+	double udp_unreplied_timeout;
+	struct rule_per_source per_source;
 };
 
 struct rule_config {
@@ -74,6 +89,15 @@ int rule_parse_addr(const char *text, struct sockaddr_storage *ss,
 /* Writes "1.2.3.4:80" or "[::1]:80" into BUF (RULE_ADDR_STRLEN bytes). */
 const char *rule_format_addr(const struct sockaddr *sa, char *buf,
 			     size_t buflen);
+
+/*
+ * Writes a client as log lines about refused clients name it, the address
+ * apart from the port as sshd does ("203.0.113.9 port 51234", "2001:db8::7
+ * port 5353"), so that fail2ban's <ADDR> takes both families; an IPv4
+ * client on an IPv6 socket is written as IPv4. BUF: RULE_ADDR_STRLEN + 8.
+ */
+#define RULE_CLIENT_STRLEN (RULE_ADDR_STRLEN + 8)
+const char *rule_format_client(const struct sockaddr *sa, char *buf, size_t buflen);
 
 /* The port of an AF_INET or AF_INET6 address, in host order. */
 unsigned rule_addr_port(const struct sockaddr *sa);

@@ -21,6 +21,13 @@
 	X(tcp_bytes_to_target)                                                   \
 	X(tcp_bytes_to_client)                                                   \
 	X(tcp_bytes_spliced) /* of those, moved kernel to kernel by splice */   \
+	X(tcp_limited_connections) /* refused: the source's per_source max_connections */ \
+	X(tcp_limited_rate)        /* refused: the source's per_source new_per_minute */ \
+	X(tcp_limited_full)        /* refused: no room to track the source */          \
+	X(udp_limited_sessions)    /* datagrams dropped: the source's udp_sessions */  \
+	X(udp_limited_datagrams)   /* dropped, either way: udp_datagrams_per_second */ \
+	X(udp_limited_full)        /* datagrams dropped: no room to track the source */ \
+	X(udp_sessions_evicted)    /* unanswered sessions ended for a new client */    \
 	X(udp_active)                                                            \
 	X(udp_sessions_created)                                                  \
 	X(udp_sessions_expired)                                                  \

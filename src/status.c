@@ -13,6 +13,7 @@
 #include "daemon.h"
 #include "forward.h"
 #include "privs.h"
+#include "sources.h"
 #include "version.h"
 
 static const char *status_state_name(enum forward_state s)
@@ -217,6 +218,64 @@ static void status_rule_access_text(const struct forward *fw, const struct rule_
 			    (unsigned long long)(st->tcp_denied_ban + st->udp_denied_ban));
 }
 
+/* PROTO's "limited" object: refusals by limit (K1, K2) and for want of room. */
+static void status_limited_set(json_t *proto, const char *k1, uint64_t v1, const char *k2,
+			       uint64_t v2, uint64_t full)
+{
+	if (proto)
+		json_object_set_new(proto, "limited",
+				    json_pack("{s:I, s:I, s:I}", k1, (json_int_t)v1, k2, (json_int_t)v2,
+					      "table_full", (json_int_t)full));
+}
+
+/* What the per-source limits refused, by limit, into the rule's tcp and
+ * udp objects of R (status --json). */
+static void status_limited_json(const struct rule_stats *st, json_t *r)
+{
+	json_t *udp = json_object_get(r, "udp");
+
+	status_limited_set(json_object_get(r, "tcp"), "connections", st->tcp_limited_connections,
+			   "rate", st->tcp_limited_rate, st->tcp_limited_full);
+	status_limited_set(udp, "sessions", st->udp_limited_sessions, "datagrams",
+			   st->udp_limited_datagrams, st->udp_limited_full);
+	if (udp)
+		json_object_set_new(udp, "sessions_evicted", json_integer((json_int_t)st->udp_sessions_evicted));
+}
+
+/* The per-source line of a rule (status text), when it has limits or was limited. */
+static void status_limited_text(const struct forward *fw, const struct rule_stats *st,
+				struct evbuffer *out)
+{
+	const struct rule_per_source *ps = &fw->cfg.set.per_source;
+	static const struct {
+		unsigned proto;
+		enum sources_kind kind;
+		const char *name, *unit, *limits[2];
+	} lines[2] = {
+		{ RULE_PROTO_TCP, SOURCES_TCP, "tcp", "", { "max_connections", "new_per_minute" } },
+		{ RULE_PROTO_UDP, SOURCES_UDP, "udp", " datagrams",
+		  { "udp_sessions", "udp_datagrams_per_second" } },
+	};
+	const uint64_t counts[2][3] = {
+		{ st->tcp_limited_connections, st->tcp_limited_rate, st->tcp_limited_full },
+		{ st->udp_limited_sessions, st->udp_limited_datagrams, st->udp_limited_full },
+	};
+
+	for (int k = 0; k < 2; k++) {
+		uint64_t sum = counts[k][0] + counts[k][1] + counts[k][2];
+
+		if ((fw->cfg.proto & lines[k].proto) && (sum || sources_tracks(ps, lines[k].kind)))
+			evbuffer_add_printf(out, "  %s  limited per source: %llu%s (%llu at %s, %llu at %s, %llu table full)\n",
+					    lines[k].name, (unsigned long long)sum, lines[k].unit,
+					    (unsigned long long)counts[k][0], lines[k].limits[0],
+					    (unsigned long long)counts[k][1], lines[k].limits[1],
+					    (unsigned long long)counts[k][2]);
+	}
+	if ((fw->cfg.proto & RULE_PROTO_UDP) && st->udp_sessions_evicted)
+		evbuffer_add_printf(out, "  udp  %llu unanswered sessions gave their place to new clients (max_udp_sessions)\n",
+				    (unsigned long long)st->udp_sessions_evicted);
+}
+
 /* The user the daemon runs as, by name where it has one. */
 static const char *status_user(char *buf, size_t len)
 {
@@ -260,6 +319,7 @@ json_t *status_json(const struct daemon *d)
 					   st.udp_denied_allow, st.udp_denied_ban);
 		}
 		json_object_update_missing_new(r, status_access_json(fw->cfg.access));
+		status_limited_json(&st, r);
 		json_array_append_new(rules, r);
 		stats_sum(&total, &st);
 	}
@@ -288,6 +348,12 @@ json_t *status_json(const struct daemon *d)
 			   total.tcp_denied_list + total.udp_denied_list,
 			   total.tcp_denied_allow + total.udp_denied_allow,
 			   total.tcp_denied_ban + total.udp_denied_ban);
+	json_object_set_new(json_object_get(root, "totals"), "tcp_limited",
+			    json_integer((json_int_t)(total.tcp_limited_connections + total.tcp_limited_rate +
+						      total.tcp_limited_full)));
+	json_object_set_new(json_object_get(root, "totals"), "udp_limited",
+			    json_integer((json_int_t)(total.udp_limited_sessions +
+						      total.udp_limited_datagrams + total.udp_limited_full)));
 	return root;
 }
 
@@ -413,5 +479,6 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 					    (unsigned long long)(st->udp_dropped_limit + st->udp_dropped_error));
 		}
 		status_rule_access_text(fw, st, out);
+		status_limited_text(fw, st, out);
 	}
 }

@@ -7,7 +7,9 @@
 #define PORTFWD_UDP_TABLE_H
 
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <uthash.h>
 
@@ -70,6 +72,9 @@ struct udp_session {
 	double last_active;
 	uint64_t dgrams_to_target, dgrams_to_client;
 	uint64_t bytes_to_target, bytes_to_client;
+	bool replied; /* the target answered: udp_idle_timeout applies, not udp_unreplied_timeout */
+	TAILQ_ENTRY(udp_session) unreplied_link; /* in the listener's unreplied list until then */
+	uint32_t source; /* its entry in the per-source table, or SOURCES_NONE */
 };
 
 /* Builds the key of client SA (AF_INET or AF_INET6) sending to LOCAL (NULL

@@ -20,6 +20,7 @@
 
 struct event_base;
 struct listener;
+struct sources;
 
 /* Large enough for any UDP payload (65507 over IPv4, 65527 over IPv6). */
 #define WORKER_DGRAM_MAX 65536
@@ -52,8 +53,11 @@ struct worker {
 	unsigned char (*dgram)[WORKER_DGRAM_MAX];
 
 	/* Who may connect, as this worker sees it: the bans the main thread
-	 * posts, and the rate limit of the refusals' log lines (admit.h). */
+	 * posts (admit.h). */
 	struct admit_worker admit;
+	/* The per-source table that every worker shares (sources.h), set
+	 * before the thread starts; NULL: no per-source limits. */
+	struct sources *sources;
 };
 
 /* Sets W up with its own event loop. Returns 0, or -1 after logging why. */

@@ -16,7 +16,6 @@
 
 #include "access.h"
 #include "bans.h"
-#include "ratelog.h"
 #include "check_run.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -632,50 +631,6 @@ START_TEST(test_file_200k)
 }
 END_TEST
 
-START_TEST(test_ratelog)
-{
-	struct ratelog rl = { 0 };
-	struct ratelog_missed m;
-	struct sockaddr_storage a = sa_of("203.0.113.1"), b = sa_of("2001:db8::1");
-
-	ck_assert(ratelog_allow(&rl, (struct sockaddr *)&a, 100, &m));
-	ck_assert_uint_eq(m.same, 0);
-	ck_assert_uint_eq(m.others, 0);
-	for (int i = 0; i < 5; i++)
-		ck_assert(!ratelog_allow(&rl, (struct sockaddr *)&a, 100 + i, &m));
-	/* Another source has its own interval. */
-	ck_assert(ratelog_allow(&rl, (struct sockaddr *)&b, 101, &m));
-	ck_assert(!ratelog_allow(&rl, (struct sockaddr *)&a, 100 + RATELOG_INTERVAL - 0.5, &m));
-	ck_assert(ratelog_allow(&rl, (struct sockaddr *)&a, 100 + RATELOG_INTERVAL, &m));
-	ck_assert_uint_eq(m.same, 6);
-	ck_assert_uint_eq(m.others, 0);
-	ratelog_free(&rl);
-
-	/* A scan from many sources: a burst, then RATELOG_RATE a second. */
-	{
-		int written = 0;
-		uint64_t missed = 0;
-
-		for (unsigned i = 0; i < 1000; i++) {
-			struct sockaddr_in sin = { .sin_family = AF_INET };
-
-			sin.sin_addr.s_addr = htonl(0xc6336400u + i);
-			if (ratelog_allow(&rl, (struct sockaddr *)&sin, 200.0 + i / 1000.0, &m)) {
-				written++;
-				missed += m.others; /* each line tells what was left out before it */
-			}
-		}
-		ck_assert_int_ge(written, (int)RATELOG_BURST);
-		ck_assert_int_le(written, (int)RATELOG_BURST + 6);
-		/* The next line says how many others were left out. */
-		ck_assert(ratelog_allow(&rl, (struct sockaddr *)&a, 260.0, &m));
-		missed += m.others;
-		ck_assert_uint_eq(missed + (uint64_t)written, 1000);
-	}
-	ratelog_free(&rl);
-}
-END_TEST
-
 START_TEST(test_ban_set)
 {
 	struct ban bans[3];
@@ -742,7 +697,6 @@ int main(void)
 	tcase_add_test(tc, test_policy);
 	tcase_add_test(tc, test_file);
 	tcase_add_test(tc, test_file_200k);
-	tcase_add_test(tc, test_ratelog);
 	tcase_add_test(tc, test_ban_set);
 	tcase_add_test(tc, test_durations);
 	suite_add_tcase(s, tc);

@@ -225,6 +225,43 @@ START_TEST(test_defaults_and_overrides)
 }
 END_TEST
 
+/* per_source: the defaults' group, a rule's group changing some of its keys;
+ * udp_unreplied_timeout; daemon.max_tracked_sources; the built-in values. */
+START_TEST(test_per_source_settings)
+{
+	struct config_errors errs = { 0 };
+	struct config cfg;
+	const struct rule_per_source *ssh, *game, *dns;
+
+	ck_assert_int_eq(config_load(CONF_DIR "/good/per_source.conf", &cfg, &errs), 0);
+	ck_assert_uint_eq(cfg.max_tracked_sources, 1024);
+	ssh = &cfg.rules[0].set.per_source;
+	game = &cfg.rules[1].set.per_source;
+	dns = &cfg.rules[2].set.per_source;
+	ck_assert_uint_eq(ssh->max_connections, 4);
+	ck_assert_uint_eq(ssh->new_per_minute, 0); /* turned off for this rule */
+	ck_assert_uint_eq(ssh->udp_sessions, 4);   /* from defaults */
+	ck_assert_uint_eq(ssh->ipv6_prefix, 64);
+	ck_assert_uint_eq(game->ipv6_prefix, 56);
+	ck_assert_uint_eq(game->max_connections, 16);
+	ck_assert_uint_eq(game->udp_datagrams_per_second, 2000);
+	ck_assert_uint_eq(dns->new_per_minute, 120);
+	ck_assert(cfg.rules[0].set.udp_unreplied_timeout == 2.0);
+	ck_assert(cfg.rules[1].set.udp_unreplied_timeout == 0.5);
+	/* The same rule with other limits is a changed rule for a reload. */
+	ck_assert(!rule_settings_equal(&cfg.rules[0].set, &cfg.rules[2].set));
+	config_free(&cfg);
+
+	ck_assert_int_eq(config_load(CONF_DIR "/good/minimal.conf", &cfg, &errs), 0);
+	ck_assert_uint_eq(cfg.max_tracked_sources, 65536);
+	ck_assert(cfg.rules[0].set.udp_unreplied_timeout == 5.0);
+	ck_assert_uint_eq(cfg.rules[0].set.per_source.max_connections, 0);
+	ck_assert_uint_eq(cfg.rules[0].set.per_source.udp_datagrams_per_second, 0);
+	ck_assert_uint_eq(cfg.rules[0].set.per_source.ipv6_prefix, 64);
+	config_free(&cfg);
+}
+END_TEST
+
 /* A host whose only interface address, besides loopback, is 192.0.2.7. */
 static int one_interface(struct ifaddrs **list)
 {
@@ -588,6 +625,7 @@ int main(void)
 
 	tcase_add_checked_fixture(tc, loopback_only, NULL);
 	tcase_add_test(tc, test_good_corpus);
+	tcase_add_test(tc, test_per_source_settings);
 	tcase_add_test(tc, test_bad_corpus);
 	tcase_add_test(tc, test_shipped_examples_are_valid);
 	tcase_add_test(tc, test_defaults_and_overrides);

@@ -70,6 +70,8 @@ START_TEST(test_command_table)
 	ck_assert(!ctl_proto_takes_option(ctl_proto_find("unban", NULL), "--for"));
 	ck_assert(!ctl_proto_takes_option(ctl_proto_find("bans", NULL), "--rule"));
 	ck_assert(!ctl_proto_takes_option(ctl_proto_find("status", NULL), "--rule"));
+	ck_assert(!ctl_proto_find("sources", NULL)->mutating);
+	ck_assert_int_eq(ctl_proto_find("so", NULL)->id, CTL_CMD_SOURCES);
 }
 END_TEST
 
