@@ -70,6 +70,8 @@ endif
 # Every object but the two mains, so the tests can link them all.
 LIB_SRCS := commands.c config.c control.c ctl_proto.c daemon.c forward.c listener.c localaddr.c log.c metrics.c portinfo.c privs.c sdnotify.c \
 	relay_tcp.c relay_udp.c rule.c stats.c status.c udp_table.c worker.c
+# Who may connect: interface binding and exposure warnings (issue 11).
+LIB_SRCS += exposure.c iface.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd
