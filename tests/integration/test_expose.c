@@ -20,20 +20,13 @@
 #include "check_run.h"
 #include "iface.h"
 
-static const char *bin(const char *var, const char *fallback)
+#define PORTFWD h_bin("PORTFWD_BIN", "build/default/portfwd")
+#define PORTFWDCTL h_bin("PORTFWDCTL_BIN", "build/default/portfwdctl")
+
+/* `portfwd -t [--strict] -c PATH`: the exit status, stdout and stderr in *OUT. */
+static int check_file(char **out, const char *path, bool strict)
 {
-	const char *v = getenv(var);
-
-	return v && *v ? v : fallback;
-}
-
-#define PORTFWD bin("PORTFWD_BIN", "build/default/portfwd")
-#define PORTFWDCTL bin("PORTFWDCTL_BIN", "build/default/portfwdctl")
-
-/* portfwd with up to four arguments; the exit status, stdout and stderr in *OUT. */
-static int run_portfwd(char **out, const char *a1, const char *a2, const char *a3, const char *a4)
-{
-	char *argv[] = { (char *)PORTFWD, (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL };
+	char *argv[] = { (char *)PORTFWD, "-t", "-c", (char *)path, strict ? "--strict" : NULL, NULL };
 
 	return h_run(argv, out);
 }
@@ -46,74 +39,62 @@ static int run_ctl(struct hdaemon *d, char **out, const char *a1, const char *a2
 	return h_run(argv, out);
 }
 
-/* Writes TEXT to a temporary file whose path goes in PATH (unlink it after). */
-static void temp_conf(char *path, size_t len, const char *text)
-{
-	FILE *fp;
-	int fd;
-
-	snprintf(path, len, "/tmp/portfwd-expose-XXXXXX");
-	fd = mkstemp(path);
-	ck_assert_int_ge(fd, 0);
-	fp = fdopen(fd, "w");
-	fputs(text, fp);
-	fclose(fp);
-}
-
 #define SSH_WARNING \
 	"forwards to port 22 (ssh), which scanners hunt (password guessing), from 0.0.0.0:2222 (every address of this host) with no allow list: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")"
 #define OUT_NOTE \
 	"target 198.51.100.7:443 is a public address (not private, link-local or loopback): the traffic goes out to the internet; check that this is the host you mean"
 
 /* -t prints the warnings and notes (FILE:LINE) and says the file is valid;
- * --strict fails, with 3, only when there is a warning. */
+ * --strict fails, with 3, only when there is a warning. Each file starts
+ * with the harness's daemon line and "defaults", its rules at line 3. */
 START_TEST(test_check_flag_warnings)
 {
-	char exposed[64], noted[64], quiet[64], want[1024], *out;
+	struct hdaemon exposed, noted, quiet;
+	char want[1024], *out;
+	char *usage[] = { (char *)PORTFWD, "--strict", "-c", quiet.conf, NULL };
 
-	temp_conf(exposed, sizeof(exposed),
-		  "rules = (\n"
-		  "  { name = \"ssh\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; },\n"
-		  "  { name = \"out\"; proto = \"tcp\"; listen = \"127.0.0.1:8443\"; target = \"198.51.100.7:443\"; }\n"
-		  ");\n");
-	temp_conf(noted, sizeof(noted),
-		  "rules = ( { name = \"out\"; proto = \"tcp\"; listen = \"127.0.0.1:8443\"; target = \"198.51.100.7:443\"; } );\n");
-	temp_conf(quiet, sizeof(quiet),
-		  "rules = ( { name = \"vpn\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; interface = \"wg0\"; } );\n");
+	h_prepare(&exposed,
+		  "defaults: { };\n"
+		  "rules = ( { name = \"ssh\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; },\n"
+		  "          { name = \"out\"; proto = \"tcp\"; listen = \"127.0.0.1:8443\"; target = \"198.51.100.7:443\"; } );");
+	h_prepare(&noted, "defaults: { };\n"
+		  "rules = ( { name = \"out\"; proto = \"tcp\"; listen = \"127.0.0.1:8443\"; target = \"198.51.100.7:443\"; } );");
+	h_prepare(&quiet, "defaults: { };\n"
+		  "rules = ( { name = \"vpn\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; interface = \"wg0\"; } );");
 
-	ck_assert_int_eq(run_portfwd(&out, "-t", "-c", exposed, NULL), 0);
-	snprintf(want, sizeof(want), "%s:2: warning: rule \"ssh\": " SSH_WARNING "\n", exposed);
+	ck_assert_int_eq(check_file(&out, exposed.conf, false), 0);
+	snprintf(want, sizeof(want), "%s:3: warning: rule \"ssh\": " SSH_WARNING "\n", exposed.conf);
 	ck_assert_msg(strstr(out, want), "%s", out);
-	snprintf(want, sizeof(want), "%s:3: note: rule \"out\": " OUT_NOTE "\n", exposed);
+	snprintf(want, sizeof(want), "%s:4: note: rule \"out\": " OUT_NOTE "\n", exposed.conf);
 	ck_assert_msg(strstr(out, want), "%s", out);
-	snprintf(want, sizeof(want), "%s: configuration is valid, 2 rules, 1 warning, 1 note\n", exposed);
+	snprintf(want, sizeof(want), "%s: configuration is valid, 2 rules, 1 warning, 1 note\n", exposed.conf);
 	ck_assert_msg(strstr(out, want), "%s", out);
 	free(out);
-	ck_assert_int_eq(run_portfwd(&out, "-t", "--strict", "-c", exposed), 3);
+	ck_assert_int_eq(check_file(&out, exposed.conf, true), 3);
 	ck_assert_msg(strstr(out, want) && strstr(out, "portfwd: --strict: 1 warning\n"), "%s", out);
 	free(out);
 
 	/* Notes never fail. */
-	ck_assert_int_eq(run_portfwd(&out, "-t", "--strict", "-c", noted), 0);
-	snprintf(want, sizeof(want), "%s: configuration is valid, 1 rule, 1 note\n", noted);
+	ck_assert_int_eq(check_file(&out, noted.conf, true), 0);
+	snprintf(want, sizeof(want), "%s: configuration is valid, 1 rule, 1 note\n", noted.conf);
 	ck_assert_msg(strstr(out, want), "%s", out);
 	free(out);
 
 	/* A rule bound to an interface is not exposed. */
-	ck_assert_int_eq(run_portfwd(&out, "-c", quiet, "-t", "--strict"), 0);
-	snprintf(want, sizeof(want), "%s: configuration is valid, 1 rule\n", quiet);
+	ck_assert_int_eq(check_file(&out, quiet.conf, true), 0);
+	snprintf(want, sizeof(want), "%s: configuration is valid, 1 rule\n", quiet.conf);
 	ck_assert_str_eq(out, want);
 	free(out);
 
-	/* An invalid file is still 1; --strict alone is a usage error. */
-	ck_assert_int_eq(run_portfwd(&out, "-t", "--strict", "-c", "tests/conf/bad/interfaces.conf"), 1);
+	/* An invalid file is still 1; --strict without -t is a usage error. */
+	ck_assert_int_eq(check_file(&out, "tests/conf/bad/interfaces.conf", true), 1);
 	free(out);
-	ck_assert_int_eq(run_portfwd(&out, "--strict", "-c", quiet, NULL), 2);
+	ck_assert_int_eq(h_run(usage, &out), 2);
 	ck_assert_msg(strstr(out, "--strict goes with -t"), "%s", out);
 	free(out);
-	unlink(exposed);
-	unlink(noted);
-	unlink(quiet);
+	h_cleanup(&exposed);
+	h_cleanup(&noted);
+	h_cleanup(&quiet);
 }
 END_TEST
 
@@ -262,6 +243,22 @@ static void assert_only_via(const char *addr, const char *other)
 	ck_assert(!udp_echo_via(h_ns.cli, other, 2600));
 }
 
+/* The late link comes: "vpn" binds and answers through it only; it goes
+ * and is made again (a VPN restarted, another index): "vpn" fails, then
+ * binds to the new one. */
+static void late_cycle(struct hdaemon *d)
+{
+	late_link(true);
+	ck_assert_msg(wait_state(d, "vpn", "listening", 10), "the rule did not bind once its interface came");
+	assert_only_via("10.78.0.1", "10.77.0.1");
+	late_link(false);
+	ck_assert(wait_state(d, "vpn", "failed", 10));
+	late_link(true);
+	ck_assert(wait_state(d, "vpn", "listening", 10));
+	assert_only_via("10.78.0.1", "10.77.0.1");
+	late_link(false);
+}
+
 /*
  * A rule bound to an interface that is not there yet: a failed bind that
  * says so, retried until the interface comes; then it answers through that
@@ -299,19 +296,9 @@ START_TEST(test_interface_comes_later)
 	/* The other rule is unaffected. */
 	ck_assert_int_eq(tcp_echo_via(h_ns.cli, "10.77.0.1", 2601), 0);
 
-	late_link(true);
-	ck_assert_msg(wait_state(&d, "vpn", "listening", 10), "the rule did not bind once its interface came");
-	assert_only_via("10.78.0.1", "10.77.0.1");
-
-	/* Down and up again: another interface of the same name. */
-	late_link(false);
-	ck_assert(wait_state(&d, "vpn", "failed", 10));
-	late_link(true);
-	ck_assert(wait_state(&d, "vpn", "listening", 10));
+	late_cycle(&d);
 	snprintf(want, sizeof(want), "rule vpn: interface %s went away: binding its sockets again", late_if);
 	ck_assert(h_log_contains(&d, want));
-	assert_only_via("10.78.0.1", "10.77.0.1");
-	late_link(false);
 	h_stop(&d);
 	h_backend_stop(&bt);
 	h_backend_stop(&bu);
@@ -412,15 +399,7 @@ START_TEST(test_interface_after_privilege_drop)
 	free(caps);
 	ck_assert(h_log_contains(&d, iface_bind_needs_cap() ? "keeping only CAP_NET_RAW" : "with no capabilities"));
 
-	late_link(true);
-	ck_assert_msg(wait_state(&d, "vpn", "listening", 10), "no bind after the drop");
-	assert_only_via("10.78.0.1", "10.77.0.1");
-	late_link(false);
-	ck_assert(wait_state(&d, "vpn", "failed", 10));
-	late_link(true);
-	ck_assert(wait_state(&d, "vpn", "listening", 10));
-	assert_only_via("10.78.0.1", "10.77.0.1");
-	late_link(false);
+	late_cycle(&d);
 	h_stop(&d);
 	h_daemon_extra = NULL;
 	h_dir_mode = 0;
