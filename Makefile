@@ -71,6 +71,8 @@ endif
 LIB_SRCS := commands.c config.c control.c ctl_proto.c daemon.c forward.c listener.c localaddr.c log.c metrics.c portinfo.c privs.c sdnotify.c \
 	relay_tcp.c relay_udp.c rule.c stats.c status.c udp_table.c worker.c \
 	access.c admit.c bans.c config_access.c sources.c ratelog.c relay_sources.c
+# Who may connect: interface binding and exposure warnings.
+LIB_SRCS += exposure.c iface.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd

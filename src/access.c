@@ -519,6 +519,21 @@ int access_builtin_add(const char *name, struct access_builder *b)
 	return -1;
 }
 
+const char *access_builtin_of(const struct sockaddr *sa)
+{
+	for (size_t i = 0; i < sizeof(access_builtins) / sizeof(access_builtins[0]); i++) {
+		for (const char *const *e = access_builtins[i].entries; *e; e++) {
+			struct access_prefix p;
+			char err[8];
+
+			if (access_prefix_parse(*e, &p, err, sizeof(err)) == 0 &&
+			    access_prefix_contains(&p, sa))
+				return access_builtins[i].name;
+		}
+	}
+	return NULL;
+}
+
 /* ---- list files ---- */
 
 /* Quotes at most 64 characters of TEXT, anything unprintable as '?'. */
@@ -685,6 +700,13 @@ bool access_policy_equal(const struct access_policy *a, const struct access_poli
 	/* Interned sets: the same addresses are the same set. */
 	return (a ? a->allow : NULL) == (b ? b->allow : NULL) &&
 	       (a ? a->deny : NULL) == (b ? b->deny : NULL);
+}
+
+bool access_set_covers_all(const struct access_set *s)
+{
+	return s && ((s->n4 == 1 && s->r4[0].lo == 0 && s->r4[0].hi == UINT32_MAX) ||
+		     (s->n6 == 1 && s->r6[0].lo.h == 0 && s->r6[0].lo.l == 0 &&
+		      s->r6[0].hi.h == UINT64_MAX && s->r6[0].hi.l == UINT64_MAX));
 }
 
 bool access_policy_has_allow(const struct access_policy *p)

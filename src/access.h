@@ -84,6 +84,10 @@ void access_set_unref(struct access_set *s);
  * S may be NULL (the empty set). */
 bool access_set_contains(const struct access_set *s, const struct sockaddr *sa);
 
+/* True if S holds every IPv4 address or every IPv6 address (0.0.0.0/0,
+ * ::/0, or ranges that add up to one): an allow list that keeps nobody out. */
+bool access_set_covers_all(const struct access_set *s);
+
 /* Merged ranges of each family: what the set costs, and its size. */
 size_t access_set_ranges4(const struct access_set *s);
 size_t access_set_ranges6(const struct access_set *s);
@@ -95,6 +99,11 @@ size_t access_set_ranges6(const struct access_set *s);
  */
 int access_builtin_add(const char *name, struct access_builder *b);
 #define ACCESS_BUILTINS "private, loopback, link-local"
+
+/* The built-in list that holds SA's address ("private", "loopback",
+ * "link-local"; IPv4-mapped IPv6 as IPv4), or NULL: a public address (or
+ * a wildcard, which the caller tells apart). */
+const char *access_builtin_of(const struct sockaddr *sa);
 
 /*
  * Reads the list file PATH: one address or CIDR a line, "#" starts a

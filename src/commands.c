@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,14 +83,14 @@ static json_t *commands_rule_json(const struct forward *fw)
 {
 	const struct rule_config *r = &fw->cfg;
 	char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
-	json_t *o;
 	json_t *keepalive = r->set.keepalive
 				    ? json_pack("{s:i, s:i, s:i}", "idle", (int)r->set.keepalive_idle,
 						"interval", (int)r->set.keepalive_interval,
 						"count", (int)r->set.keepalive_count)
 				    : json_false();
+	json_t *doc;
 
-	o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:i, s:i, s:I, s:b, s:o}",
+	doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:i, s:i, s:I, s:b, s:o}",
 			 "name", r->name, "proto", rule_proto_name(r->proto),
 			 "listen", rule_format_addr((const struct sockaddr *)&r->listen, listen, sizeof(listen)),
 			 "target", rule_format_addr((const struct sockaddr *)&r->target, target, sizeof(target)),
@@ -101,13 +102,13 @@ static json_t *commands_rule_json(const struct forward *fw)
 			 "max_udp_sessions", (int)r->set.max_udp_sessions,
 			 "buffer_size", (json_int_t)r->set.buffer_size,
 			 "splice", r->set.splice, "tcp_keepalive", keepalive);
-
-	if (o) {
-		json_object_set_new(o, "udp_unreplied_timeout", json_real(r->set.udp_unreplied_timeout));
-		json_object_set_new(o, "per_source", commands_per_source_json(&r->set.per_source));
-		json_object_update_missing_new(o, status_access_json(r->access));
+	if (doc) {
+		json_object_set_new(doc, "interface", r->interface[0] ? json_string(r->interface) : json_null());
+		json_object_set_new(doc, "udp_unreplied_timeout", json_real(r->set.udp_unreplied_timeout));
+		json_object_set_new(doc, "per_source", commands_per_source_json(&r->set.per_source));
+		json_object_update_missing_new(doc, status_access_json(r->access));
 	}
-	return o;
+	return doc;
 }
 
 static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
@@ -135,6 +136,8 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 				    rule_format_addr((const struct sockaddr *)&r->listen, listen, sizeof(listen)),
 				    rule_format_addr((const struct sockaddr *)&r->target, target, sizeof(target)),
 				    forward_state_name(d->rules[i]), r->line);
+		if (r->interface[0])
+			evbuffer_add_printf(out, "  interface %s\n", r->interface);
 		evbuffer_add_printf(out, "  connect_timeout %g, idle_timeout %g, udp_idle_timeout %g\n",
 				    r->set.connect_timeout, r->set.idle_timeout, r->set.udp_idle_timeout);
 		evbuffer_add_printf(out, "  max_connections %u, max_udp_sessions %u, buffer_size %zu, splice %s\n",
@@ -322,11 +325,15 @@ static int commands_result(struct daemon *d, const struct daemon_reload_result *
 					"added", (int)res->added, "removed", (int)res->removed,
 					"changed", (int)res->changed, "unchanged", (int)res->unchanged);
 
+		if (doc)
+			json_object_set_new(doc, "warnings", exposure_json(&res->warnings, SIZE_MAX));
 		if (commands_json_out(doc, out, err, errlen) < 0)
 			return -1;
 	} else {
 		for (size_t i = 0; i < res->msgs.count; i++)
 			evbuffer_add_printf(out, "%s\n", res->msgs.msgs[i]);
+		for (size_t i = 0; i < res->warnings.count; i++)
+			evbuffer_add_printf(out, "%s\n", res->warnings.items[i].text);
 	}
 	if (res->status < 0) {
 		snprintf(err, errlen, "%s: the configuration is not valid (%zu error%s); generation %llu stays in force",
@@ -359,6 +366,7 @@ static int commands_reload(struct daemon *d, bool json, struct evbuffer *out, ch
 				    (unsigned long long)d->generation, d->last_reload_seconds * 1000);
 	rc = commands_result(d, &res, "reload", json, out, err, errlen);
 	config_errors_free(&res.msgs);
+	exposure_list_free(&res.warnings);
 	return rc;
 }
 
@@ -386,6 +394,7 @@ static int commands_check(struct daemon *d, int argc, char **argv, bool json, co
 		evbuffer_add_printf(out, "%s: configuration is valid\n", text ? argv[1] : d->cfg.path);
 	rc = commands_result(d, &res, "check", json, out, err, errlen);
 	config_errors_free(&res.msgs);
+	exposure_list_free(&res.warnings);
 	return rc;
 }
 

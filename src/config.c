@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "config_access.h"
+#include "iface.h"
 #include "localaddr.h"
 #include "log.h"
 
@@ -485,13 +486,29 @@ static void config_read_daemon(struct config_ctx *ctx,
 	config_read_identity(ctx, group, cfg);
 }
 
+/* interface = "wg0": the rule's sockets take only what comes through it. */
+static void config_read_interface(struct config_ctx *ctx, const config_setting_t *group,
+				  struct rule_config *rule)
+{
+	const config_setting_t *s = config_setting_get_member(group, "interface");
+	const char *str;
+
+	if (!s || !(str = config_get_string(ctx, s)))
+		return;
+	if (!iface_name_valid(str))
+		config_err(ctx, s, "interface: \"%.64s\" is not an interface name (1-15 printable characters, no spaces, \"/\" or \":\")",
+			   str);
+	else
+		snprintf(rule->interface, sizeof(rule->interface), "%s", str);
+}
+
 /* Reads one rule. Returns 0 if it is complete and valid, -1 otherwise. */
 static int config_read_rule(struct config_ctx *ctx, const config_setting_t *group,
 			    int index, const struct rule_settings *defaults,
 			    struct rule_config *rule)
 {
 	static const char *const keys[] = { "name", "proto", "listen", "target",
-					    SETTINGS_KEYS, NULL };
+					    "interface", SETTINGS_KEYS, NULL };
 	size_t before = ctx->errs->count;
 	const config_setting_t *s;
 	const char *str;
@@ -548,6 +565,7 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 				 sizeof(why)) < 0)
 		config_err(ctx, s, "target: %s", why);
 
+	config_read_interface(ctx, group, rule);
 	config_read_settings(ctx, group, &rule->set);
 	rule->access = config_access_rule(ctx->access, group, ctx->scope);
 	return ctx->errs->count == before ? 0 : -1;

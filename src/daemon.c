@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "control.h"
 #include "forward.h"
+#include "iface.h"
 #include "log.h"
 #include "privs.h"
 #include "sdnotify.h"
@@ -33,6 +34,7 @@ static void daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 
 		daemon_reload(d, "SIGHUP", &res);
 		config_errors_free(&res.msgs);
+		exposure_list_free(&res.warnings);
 		return;
 	}
 	log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -312,6 +314,13 @@ static void daemon_plan(struct daemon *d, const struct config *nc, struct forwar
 		res->removed += !taken[j];
 }
 
+/* The exposure warnings of CFG into OUT; out of memory, logged and fewer. */
+static void daemon_exposure(const struct config *cfg, struct exposure_list *out)
+{
+	if (exposure_check(cfg, out) < 0)
+		log_error("out of memory: not every exposure warning is shown");
+}
+
 void daemon_check(struct daemon *d, const char *name, const char *text, size_t len,
 		  struct daemon_reload_result *res)
 {
@@ -327,6 +336,7 @@ void daemon_check(struct daemon *d, const char *name, const char *text, size_t l
 	taken = calloc(d->nrules + 1, sizeof(*taken));
 	if (match && taken) {
 		daemon_plan(d, &nc, match, taken, res);
+		daemon_exposure(&nc, &res->warnings);
 	} else {
 		config_errors_add(&res->msgs, "%s: out of memory", path);
 		res->status = -1;
@@ -426,6 +436,8 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	free(taken);
 	config_free(&d->cfg);
 	d->cfg = nc;
+	daemon_exposure(&d->cfg, &d->exposure);
+	daemon_exposure(&d->cfg, &res->warnings);
 	if (!d->log_level_fixed)
 		log_set_level(d->cfg.log_level);
 	for (size_t i = 0; i < d->nworkers; i++)
@@ -440,6 +452,7 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 		 why, (unsigned long long)d->generation, d->last_reload_seconds, res->added,
 		 res->removed, res->changed, res->unchanged,
 		 res->status ? "; some rules are not listening" : "");
+	exposure_log(&d->exposure);
 	daemon_notify_ready(d, res->status ? "reloaded, some rules failed: " : "");
 	return;
 refused:
@@ -475,6 +488,17 @@ static bool daemon_needs_low_ports(const struct config *cfg)
 	return false;
 }
 
+/* True if a rule is bound to an interface on a kernel that wants
+ * CAP_NET_RAW for it (before Linux 5.7, iface.h): a bind retried after the
+ * privilege drop (the interface comes up later) needs it still. */
+static bool daemon_needs_raw(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nrules; i++)
+		if (cfg->rules[i].interface[0])
+			return iface_bind_needs_cap();
+	return false;
+}
+
 /*
  * Started as root: with daemon.user, become it now that the listeners are
  * bound (keeping only what binding below 1024 needs); without, refuse or
@@ -484,7 +508,7 @@ static int daemon_drop_privileges(struct daemon *d)
 {
 	const struct config *c = &d->cfg;
 	char err[256];
-	bool low;
+	bool low, raw;
 
 	if (geteuid() != 0) {
 		if (c->user && geteuid() != c->uid)
@@ -502,15 +526,19 @@ static int daemon_drop_privileges(struct daemon *d)
 		return 0;
 	}
 	low = daemon_needs_low_ports(c);
-	if (privs_drop(c->uid, c->gid, low, err, sizeof(err)) < 0) {
+	raw = daemon_needs_raw(c);
+	if (privs_drop(c->uid, c->gid, low, raw, err, sizeof(err)) < 0) {
 		log_error("cannot give up root: %s", err);
 		return -1;
 	}
-	log_info("running as user %s, group %s%s; no_new_privs set", c->user,
+	log_info("running as user %s, group %s, %s%s%s%s; no_new_privs set", c->user,
 		 c->group ? c->group : "(the user's)",
-		 !low ? ", with no capabilities"
-		 : c->nrules ? ", keeping only CAP_NET_BIND_SERVICE (a rule listens below 1024)"
-			     : ", keeping only CAP_NET_BIND_SERVICE (no rules yet: a reload may bring one below 1024)");
+		 low || raw ? "keeping only " : "with no capabilities",
+		 !low ? ""
+		 : c->nrules ? "CAP_NET_BIND_SERVICE (a rule listens below 1024)"
+			     : "CAP_NET_BIND_SERVICE (no rules yet: a reload may bring one below 1024)",
+		 low && raw ? " and " : "",
+		 raw ? "CAP_NET_RAW (a rule is bound to an interface, which needs it before Linux 5.7)" : "");
 	return 0;
 }
 
@@ -528,6 +556,8 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	d->generation = 1;
 	sdnotify_init();
 	daemon_check_fd_limit(&d->cfg, daemon_worker_count(&d->cfg));
+	daemon_exposure(&d->cfg, &d->exposure);
+	exposure_log(&d->exposure);
 
 	/* Workers and the main thread call into each other's loops. */
 	if (evthread_use_pthreads() < 0 || !(d->base = event_base_new())) {
@@ -659,6 +689,7 @@ void daemon_stop(struct daemon *d)
 	bans_free(d->bans);
 	d->bans = NULL;
 	config_errors_free(&d->last_errors);
+	exposure_list_free(&d->exposure);
 	for (size_t i = 0; i < d->nworkers; i++) {
 		worker_free(d->workers[i]);
 		free(d->workers[i]);

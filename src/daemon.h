@@ -14,6 +14,7 @@
 
 #include "admit.h"
 #include "config.h"
+#include "exposure.h"
 
 struct bans;
 struct control;
@@ -56,6 +57,10 @@ struct daemon {
 	time_t last_failed;        /* wall time of the last refused reload, 0 if none */
 	struct config_errors last_errors; /* why it was refused */
 	bool last_refused;         /* the last reload tried was refused */
+
+	/* The exposure warnings of the configuration in force (exposure.h),
+	 * their rule indexes those of rules[]. */
+	struct exposure_list exposure;
 };
 
 /* The outcome of a reload or a check, for the control reply. */
@@ -63,6 +68,7 @@ struct daemon_reload_result {
 	int status;                 /* 0 in force, 1 in force but some rule failed, -1 refused */
 	struct config_errors msgs;  /* config errors (refused) or failed rules */
 	unsigned added, removed, changed, unchanged;
+	struct exposure_list warnings; /* of the valid file; free with exposure_list_free */
 };
 
 /*
@@ -86,7 +92,9 @@ void daemon_stop(struct daemon *d);
  * sockets and connections and takes a changed target or limits for new
  * connections; a new rule is bound; a removed rule stops listening and
  * drains. Status 1 when a rule could not be bound (named in RES). WHY names
- * the trigger for the log. Free RES->msgs with config_errors_free.
+ * the trigger for the log. Free RES->msgs with config_errors_free and
+ * RES->warnings (the exposure warnings, which change no status) with
+ * exposure_list_free.
  */
 void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_result *res);
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "access.h"
+#include "iface.h"
 #include "listener.h"
 #include "log.h"
 #include "portinfo.h"
@@ -62,6 +63,8 @@ static int forward_socket(const struct forward *fw, int socktype, bool reuseport
 	/* [::] means IPv6 only, so a 0.0.0.0 rule on the same port can coexist. */
 	if (sa->sa_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+		goto fail;
+	if (fw->cfg.interface[0] && iface_bind(fd, fw->cfg.interface) < 0)
 		goto fail;
 	if (socktype == SOCK_DGRAM)
 		forward_grow_buffers(fd);
@@ -265,8 +268,10 @@ static int forward_start_proto(struct forward *fw, int socktype)
 		 * port reads all of /proc, too much to repeat every retry. */
 		if (p->state != FORWARD_FAILED || err != p->err) {
 			p->err = err;
-			portinfo_bind_error(err, socktype, (const struct sockaddr *)&fw->cfg.listen,
-					    p->error, sizeof(p->error));
+			if (!fw->cfg.interface[0] ||
+			    !iface_bind_error(err, fw->cfg.interface, p->error, sizeof(p->error)))
+				portinfo_bind_error(err, socktype, (const struct sockaddr *)&fw->cfg.listen,
+						    p->error, sizeof(p->error));
 			log_error("rule %s: cannot listen on %s %s: %s (retrying every %ds)",
 				  fw->cfg.name, name, addr, p->error, FORWARD_RETRY_SECONDS);
 		}
@@ -276,7 +281,13 @@ static int forward_start_proto(struct forward *fw, int socktype)
 	p->state = FORWARD_LISTENING;
 	p->error[0] = '\0';
 	p->err = 0;
-	log_info("rule %s: listening on %s %s", fw->cfg.name, name, addr);
+	if (fw->cfg.interface[0]) {
+		fw->ifindex = iface_index(fw->cfg.interface);
+		log_info("rule %s: listening on %s %s, interface %s", fw->cfg.name, name, addr,
+			 fw->cfg.interface);
+	} else {
+		log_info("rule %s: listening on %s %s", fw->cfg.name, name, addr);
+	}
 	return 0;
 }
 
@@ -291,16 +302,28 @@ static int forward_start(struct forward *fw)
 		failed |= forward_start_proto(fw, SOCK_STREAM) < 0;
 	if ((fw->cfg.proto & RULE_PROTO_UDP) && fw->udp.state != FORWARD_LISTENING)
 		failed |= forward_start_proto(fw, SOCK_DGRAM) < 0;
-	if (failed && fw->bind_retry)
+	if ((failed || fw->cfg.interface[0]) && fw->bind_retry)
 		evtimer_add(fw->bind_retry, &tv);
 	return failed ? -1 : 0;
 }
 
+static void forward_rebind(struct forward *fw, const char *reason);
+
 static void forward_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct forward *fw = arg;
+	char why[64];
+
 	(void)fd;
 	(void)what;
-	forward_start(arg);
+	/* The sockets are bound to an index: an interface deleted and made
+	 * again (wg-quick down and up) is another one, or none for a while. */
+	if (fw->ifindex && iface_index(fw->cfg.interface) != fw->ifindex) {
+		snprintf(why, sizeof(why), "interface %s went away", fw->cfg.interface);
+		forward_rebind(fw, why);
+		return;
+	}
+	forward_start(fw);
 }
 
 /* fw->cfg = *CFG, with the reference to its policy that the copy owns. */
@@ -373,6 +396,7 @@ static void forward_recheck_cb(struct listener *l, void *arg)
 
 int forward_update(struct forward *fw, const struct rule_config *cfg)
 {
+	bool rebind = strcmp(fw->cfg.interface, cfg->interface) != 0;
 	struct forward_snap *snap;
 
 	if (fw->disabled)
@@ -392,6 +416,8 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	forward_snap_unref(fw->snap);
 	fw->snap = snap;
 	forward_set_cfg(fw, cfg);
+	if (rebind)
+		forward_rebind(fw, "its interface changed");
 	return 0;
 }
 
@@ -439,6 +465,17 @@ int forward_enable(struct forward *fw)
 	fw->disabled = false;
 	log_info("rule %s: enabled", fw->cfg.name);
 	return forward_start(fw);
+}
+
+/* Closes the listening sockets and binds them again, with fw->cfg's
+ * interface: TCP connections carry on, UDP sessions end (forward_disable). */
+static void forward_rebind(struct forward *fw, const char *reason)
+{
+	log_info("rule %s: %s: binding its sockets again", fw->cfg.name, reason);
+	forward_close(fw, forward_close_cb, (void *)reason);
+	forward_each_sync(fw, forward_reopen_cb, NULL);
+	fw->ifindex = 0;
+	forward_start(fw);
 }
 
 static void forward_drain_cb(struct listener *l, void *arg)

@@ -64,7 +64,10 @@ struct forward {
 	size_t nworkers;
 	struct listener **listeners; /* [nworkers] */
 	struct forward_proto tcp, udp;
+	/* Retries failed binds; on a rule with an interface it also runs while
+	 * listening, to bind anew when the interface is made again. */
 	struct event *bind_retry;
+	unsigned ifindex; /* the interface the sockets are bound to; 0: none */
 
 	bool disabled;       /* by portfwdctl disable, until enable or reload */
 	bool draining;       /* removed by a reload; freed once empty */
@@ -100,7 +103,9 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
 /*
  * Applies a changed configuration of the same (proto, listen) rule: new
  * connections and sessions use it, existing ones keep what they started
- * with. The listening sockets are not touched. Re-enables a disabled rule.
+ * with. The listening sockets are not touched, unless the interface changed:
+ * then they are bound anew (TCP connections carry on, UDP sessions end, as
+ * in forward_disable). Re-enables a disabled rule.
  * Returns 0, or -1 when out of memory (the old settings stay).
  */
 int forward_update(struct forward *fw, const struct rule_config *cfg);

@@ -7,21 +7,60 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "exposure.h"
 #include "log.h"
 #include "version.h"
+
+/* -t --strict: the configuration is valid but has exposure warnings. */
+#define PORTFWD_EXIT_WARNINGS 3
 
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: portfwd [-c FILE] [-t] [-s SOCKET] [-l LEVEL] [-V] [-h]\n"
+		"usage: portfwd [-c FILE] [-t [--strict]] [-s SOCKET] [-l LEVEL] [-V] [-h]\n"
 		"  -c FILE    configuration file (default %s)\n"
-		"  -t         check the configuration and exit: 0 if valid, 1 if not\n"
+		"  -t         check the configuration and exit: 0 if valid, 1 if not;\n"
+		"             exposure warnings are printed and do not count\n"
+		"  --strict   with -t: exit %d if the valid configuration has warnings\n"
 		"  -s SOCKET  control socket path, overriding daemon.control_socket\n"
 		"  -l LEVEL   log level: error, warning, info or debug\n"
 		"  -V         print the version and exit\n"
 		"  -h         print this help and exit\n"
 		"portfwd stays in the foreground and logs to stderr. See portfwd(8).\n",
-		CONFIG_DEFAULT_PATH);
+		CONFIG_DEFAULT_PATH, PORTFWD_EXIT_WARNINGS);
+}
+
+/*
+ * -t: the exposure warnings and notes of the valid CFG on stderr, then the
+ * verdict on stdout. Returns the exit status: 0, or with STRICT
+ * PORTFWD_EXIT_WARNINGS if there is a warning (notes never count).
+ */
+static int check_exposure(const struct config *cfg, bool strict)
+{
+	struct exposure_list l = { 0 };
+	size_t warnings, notes;
+
+	if (exposure_check(cfg, &l) < 0) {
+		fprintf(stderr, "portfwd: out of memory\n");
+		exposure_list_free(&l);
+		return 1;
+	}
+	for (size_t i = 0; i < l.count; i++)
+		fprintf(stderr, "%s\n", l.items[i].text);
+	warnings = exposure_count(&l, EXPOSURE_WARNING);
+	notes = exposure_count(&l, EXPOSURE_NOTE);
+	printf("%s: configuration is valid, %zu rule%s", cfg->path, cfg->nrules, cfg->nrules == 1 ? "" : "s");
+	if (warnings)
+		printf(", %zu warning%s", warnings, warnings == 1 ? "" : "s");
+	if (notes)
+		printf(", %zu note%s", notes, notes == 1 ? "" : "s");
+	printf("\n");
+	exposure_list_free(&l);
+	if (strict && warnings) {
+		fprintf(stderr, "portfwd: --strict: %zu warning%s\n", warnings, warnings == 1 ? "" : "s");
+		return PORTFWD_EXIT_WARNINGS;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -30,11 +69,16 @@ int main(int argc, char **argv)
 	struct config_errors errs = { 0 };
 	struct config cfg;
 	struct daemon d;
-	bool test = false;
+	static const struct option longopts[] = { { "strict", no_argument, NULL, 'S' },
+						   { NULL, 0, NULL, 0 } };
+	bool test = false, strict = false;
 	int opt, rc, lvl = -1;
 
-	while ((opt = getopt(argc, argv, "c:ts:l:Vh")) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:ts:l:Vh", longopts, NULL)) != -1) {
 		switch (opt) {
+		case 'S':
+			strict = true;
+			break;
 		case 'c':
 			path = optarg;
 			break;
@@ -63,6 +107,11 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (strict && !test) {
+		fprintf(stderr, "portfwd: --strict goes with -t\n");
+		usage(stderr);
+		return 2;
+	}
 	if (level && (lvl = log_level_parse(level)) < 0) {
 		fprintf(stderr, "portfwd: -l: \"%s\" is not one of error, warning, info, debug\n", level);
 		return 2;
@@ -82,9 +131,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (test) {
-		printf("%s: configuration is valid, %zu rule%s\n", path, cfg.nrules, cfg.nrules == 1 ? "" : "s");
+		rc = check_exposure(&cfg, strict);
 		config_free(&cfg);
-		return 0;
+		return rc;
 	}
 	/* Reload reads the file again: name it so a changed directory cannot matter. */
 	{

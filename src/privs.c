@@ -7,7 +7,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-int privs_drop(uid_t uid, gid_t gid, bool keep_bind, char *err, size_t errlen)
+int privs_drop(uid_t uid, gid_t gid, bool keep_bind, bool keep_raw, char *err, size_t errlen)
 {
 	int rc;
 
@@ -15,6 +15,10 @@ int privs_drop(uid_t uid, gid_t gid, bool keep_bind, char *err, size_t errlen)
 	if (keep_bind &&
 	    capng_update(CAPNG_ADD, CAPNG_EFFECTIVE | CAPNG_PERMITTED, CAP_NET_BIND_SERVICE) < 0) {
 		snprintf(err, errlen, "cannot keep CAP_NET_BIND_SERVICE");
+		return -1;
+	}
+	if (keep_raw && capng_update(CAPNG_ADD, CAPNG_EFFECTIVE | CAPNG_PERMITTED, CAP_NET_RAW) < 0) {
+		snprintf(err, errlen, "cannot keep CAP_NET_RAW");
 		return -1;
 	}
 	/* setgroups(0), setresgid, setresuid keeping the set above, bounding set cleared. */

@@ -267,7 +267,8 @@ bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
 			       (const struct sockaddr *)&b->listen) &&
 	       rule_addr_equal((const struct sockaddr *)&a->target,
 			       (const struct sockaddr *)&b->target) &&
-	       rule_settings_equal(&a->set, &b->set) && access_policy_equal(a->access, b->access);
+	       rule_settings_equal(&a->set, &b->set) && access_policy_equal(a->access, b->access) &&
+	       strcmp(a->interface, b->interface) == 0;
 }
 
 bool rule_same_listener(const struct rule_config *a, const struct rule_config *b)

@@ -7,6 +7,7 @@
 #define PORTFWD_RULE_H
 
 #include <stdbool.h>
+#include <net/if.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -66,6 +67,10 @@ struct rule_config {
 	 * copy of the rule (its config, its forward, a snapshot) owns a reference. */
 	struct access_policy *access;
 	int line; /* where the rule starts in its file, for messages */
+	/* The interface its sockets are bound to (SO_BINDTODEVICE, see
+	 * iface.h); "" for none. Not part of the listener's identity: a
+	 * changed interface rebinds the rule's sockets on reload. */
+	char interface[IFNAMSIZ];
 };
 
 /* The built-in defaults, used where the file says nothing. */

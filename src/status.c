@@ -288,6 +288,28 @@ static const char *status_user(char *buf, size_t len)
 	return buf;
 }
 
+/* Rule I's interface (null: none) and exposure warnings, into its object R. */
+static void status_exposure_json(const struct daemon *d, size_t i, json_t *r)
+{
+	const char *ifname = d->rules[i]->cfg.interface;
+
+	json_object_set_new(r, "interface", ifname[0] ? json_string(ifname) : json_null());
+	json_object_set_new(r, "warnings", exposure_json(&d->exposure, i));
+}
+
+/* Rule I's interface and exposure warnings, one line each, under its name. */
+static void status_exposure_text(const struct daemon *d, size_t i, struct evbuffer *out)
+{
+	if (d->rules[i]->cfg.interface[0])
+		evbuffer_add_printf(out, "  interface %s\n", d->rules[i]->cfg.interface);
+	for (size_t k = 0; k < d->exposure.count; k++) {
+		const struct exposure_item *it = &d->exposure.items[k];
+
+		if (it->rule == i)
+			evbuffer_add_printf(out, "  %s: %s\n", exposure_level_name(it->level), it->message);
+	}
+}
+
 json_t *status_json(const struct daemon *d)
 {
 	char user[64];
@@ -308,6 +330,7 @@ json_t *status_json(const struct daemon *d)
 				      "splice", fw->cfg.set.splice);
 
 		forward_stats(fw, &st);
+		status_exposure_json(d, i, r);
 		if (fw->cfg.proto & RULE_PROTO_TCP) {
 			json_object_set_new(r, "tcp", status_tcp_json(fw, &st));
 			status_denied_json(json_object_get(r, "tcp"), st.tcp_denied_list,
@@ -455,6 +478,7 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 				    rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
 				    rule_format_addr((const struct sockaddr *)&fw->cfg.target, target, sizeof(target)),
 				    fw->disabled ? "disabled" : forward_ready(fw) ? "listening" : "FAILED");
+		status_exposure_text(d, i, out);
 		if (fw->cfg.proto & RULE_PROTO_TCP) {
 			if (fw->tcp.state == FORWARD_FAILED)
 				evbuffer_add_printf(out, "  tcp failed: %s\n", fw->tcp.error);

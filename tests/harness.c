@@ -162,7 +162,7 @@ void h_prepare(struct hdaemon *d, const char *body)
 	h_write_conf(d, body);
 }
 
-static const char *h_bin(const char *var, const char *fallback)
+const char *h_bin(const char *var, const char *fallback)
 {
 	const char *v = getenv(var);
 

@@ -53,6 +53,10 @@ extern unsigned h_dir_mode;
  */
 int h_socket_inodes(unsigned port, bool udp, unsigned long *out, int max);
 
+/* The program in environment variable VAR (PORTFWD_BIN, PORTFWDCTL_BIN),
+ * or FALLBACK where it is unset or empty. */
+const char *h_bin(const char *var, const char *fallback);
+
 /* Makes a temporary directory for D and writes BODY as its configuration. */
 void h_prepare(struct hdaemon *d, const char *body);
 

@@ -1,0 +1,100 @@
+/*
+ * Exposure: what a valid configuration opens to the internet, said as
+ * warnings that never stop anything. One function (exposure_check) makes
+ * the list; `portfwd -t` prints it (and fails with --strict), the daemon
+ * logs it at start and after each reload, `check` and `reload` replies
+ * carry it, and `status` shows each rule's next to the rule.
+ *
+ *  - warning: a TCP rule listening on a wildcard (0.0.0.0, [::]) or public
+ *    address, not bound to an interface, with no allow list, whose target
+ *    port is a service that scanners hunt (ssh, telnet, smb, rdp, vnc,
+ *    databases, docker; exposure_hunted).
+ *  - note: a target on a public address (not private, link-local or
+ *    loopback).
+ * A target that leads back to portfwd's own listeners is an error, not a
+ * warning: config.c refuses it (forwarding loops).
+ */
+#ifndef PORTFWD_EXPOSURE_H
+#define PORTFWD_EXPOSURE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "rule.h"
+
+struct config;
+
+/* Where an address is, as exposure sees it. */
+enum exposure_addr {
+	EXPOSURE_ADDR_WILDCARD,   /* 0.0.0.0, :: : every address of this host */
+	EXPOSURE_ADDR_LOOPBACK,   /* 127.0.0.0/8, ::1 */
+	EXPOSURE_ADDR_PRIVATE,    /* 10/8, 172.16/12, 192.168/16, 100.64/10 (CGNAT), fc00::/7 */
+	EXPOSURE_ADDR_LINK_LOCAL, /* 169.254/16, fe80::/10 */
+	EXPOSURE_ADDR_PUBLIC,     /* anything else */
+};
+
+/* The class of SA's address (AF_INET or AF_INET6; an IPv4-mapped IPv6
+ * address counts as its IPv4 address). */
+enum exposure_addr exposure_addr_class(const struct sockaddr *sa);
+
+/* A service that scanners hunt, by port. */
+struct exposure_service {
+	unsigned port;
+	const char *name; /* "ssh" */
+	const char *risk; /* what they hunt it for, "password guessing" */
+};
+
+/* The hunted service on PORT, or NULL. */
+const struct exposure_service *exposure_hunted(unsigned port);
+
+/* True if R has an allow list that keeps someone out (not 0.0.0.0/0 or
+ * ::/0): only the addresses on it may connect. */
+bool exposure_rule_has_allow(const struct rule_config *r);
+
+enum exposure_level {
+	EXPOSURE_NOTE,
+	EXPOSURE_WARNING,
+};
+
+struct exposure_item {
+	size_t rule; /* index in the configuration's rules */
+	char name[RULE_NAME_MAX + 1];
+	int line;
+	enum exposure_level level;
+	char *message; /* what and why, without file, line or rule */
+	char *text;    /* "FILE:LINE: warning: rule \"NAME\": MESSAGE" */
+};
+
+struct exposure_list {
+	struct exposure_item *items;
+	size_t count;
+};
+
+/*
+ * Replaces OUT (free it first, or start from { 0 }) with the warnings and
+ * notes for CFG's rules, in rule order, FILE being CFG->path. Returns 0,
+ * or -1 when out of memory (OUT has what fitted).
+ */
+int exposure_check(const struct config *cfg, struct exposure_list *out);
+
+void exposure_list_free(struct exposure_list *l);
+
+/* How many items of LEVEL L has. */
+size_t exposure_count(const struct exposure_list *l, enum exposure_level level);
+
+/* "warning" or "note". */
+const char *exposure_level_name(enum exposure_level level);
+
+/* { "rule", "line", "level", "message" } for one item. */
+json_t *exposure_item_json(const struct exposure_item *it);
+
+/* The items of L as a JSON array: all of them, or with RULE not SIZE_MAX
+ * those of rule index RULE. */
+json_t *exposure_json(const struct exposure_list *l, size_t rule);
+
+/* Logs every item as its text: warnings as warnings, notes as info. */
+void exposure_log(const struct exposure_list *l);
+
+#endif

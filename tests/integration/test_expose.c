@@ -1,0 +1,507 @@
+/*
+ * Who may connect, as an operator sees it: exposure warnings from
+ * `portfwd -t` (and --strict), in check and reload replies, in the log and
+ * in status; rules bound to an interface, in two network namespaces the
+ * test makes, with an interface that comes later, goes and comes back,
+ * changes on reload, and after the daemon gave root up.
+ */
+#include <check.h>
+#include <errno.h>
+#include <poll.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "check_run.h"
+#include "iface.h"
+
+#define PORTFWD h_bin("PORTFWD_BIN", "build/default/portfwd")
+#define PORTFWDCTL h_bin("PORTFWDCTL_BIN", "build/default/portfwdctl")
+
+/* `portfwd -t [--strict] -c PATH`: the exit status, stdout and stderr in *OUT. */
+static int check_file(char **out, const char *path, bool strict)
+{
+	char *argv[] = { (char *)PORTFWD, "-t", "-c", (char *)path, strict ? "--strict" : NULL, NULL };
+
+	return h_run(argv, out);
+}
+
+/* portfwdctl -s D's socket with up to three arguments. */
+static int run_ctl(struct hdaemon *d, char **out, const char *a1, const char *a2, const char *a3)
+{
+	char *argv[] = { (char *)PORTFWDCTL, "-s", d->sock, (char *)a1, (char *)a2, (char *)a3, NULL };
+
+	return h_run(argv, out);
+}
+
+#define SSH_WARNING \
+	"forwards to port 22 (ssh), which scanners hunt (password guessing), from 0.0.0.0:2222 (every address of this host) with no allow list: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")"
+#define OUT_NOTE \
+	"target 198.51.100.7:443 is a public address (not private, link-local or loopback): the traffic goes out to the internet; check that this is the host you mean"
+
+/* -t prints the warnings and notes (FILE:LINE) and says the file is valid;
+ * --strict fails, with 3, only when there is a warning. Each file starts
+ * with the harness's daemon line and "defaults", its rules at line 3. */
+START_TEST(test_check_flag_warnings)
+{
+	struct hdaemon exposed, noted, quiet;
+	char want[1024], *out;
+	char *usage[] = { (char *)PORTFWD, "--strict", "-c", quiet.conf, NULL };
+
+	h_prepare(&exposed,
+		  "defaults: { };\n"
+		  "rules = ( { name = \"ssh\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; },\n"
+		  "          { name = \"out\"; proto = \"tcp\"; listen = \"127.0.0.1:8443\"; target = \"198.51.100.7:443\"; } );");
+	h_prepare(&noted, "defaults: { };\n"
+		  "rules = ( { name = \"out\"; proto = \"tcp\"; listen = \"127.0.0.1:8443\"; target = \"198.51.100.7:443\"; } );");
+	h_prepare(&quiet, "defaults: { };\n"
+		  "rules = ( { name = \"vpn\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; interface = \"wg0\"; } );");
+
+	ck_assert_int_eq(check_file(&out, exposed.conf, false), 0);
+	snprintf(want, sizeof(want), "%s:3: warning: rule \"ssh\": " SSH_WARNING "\n", exposed.conf);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	snprintf(want, sizeof(want), "%s:4: note: rule \"out\": " OUT_NOTE "\n", exposed.conf);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	snprintf(want, sizeof(want), "%s: configuration is valid, 2 rules, 1 warning, 1 note\n", exposed.conf);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	ck_assert_int_eq(check_file(&out, exposed.conf, true), 3);
+	ck_assert_msg(strstr(out, want) && strstr(out, "portfwd: --strict: 1 warning\n"), "%s", out);
+	free(out);
+
+	/* Notes never fail. */
+	ck_assert_int_eq(check_file(&out, noted.conf, true), 0);
+	snprintf(want, sizeof(want), "%s: configuration is valid, 1 rule, 1 note\n", noted.conf);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+
+	/* A rule bound to an interface is not exposed. */
+	ck_assert_int_eq(check_file(&out, quiet.conf, true), 0);
+	snprintf(want, sizeof(want), "%s: configuration is valid, 1 rule\n", quiet.conf);
+	ck_assert_str_eq(out, want);
+	free(out);
+
+	/* An invalid file is still 1; --strict without -t is a usage error. */
+	ck_assert_int_eq(check_file(&out, "tests/conf/bad/interfaces.conf", true), 1);
+	free(out);
+	ck_assert_int_eq(h_run(usage, &out), 2);
+	ck_assert_msg(strstr(out, "--strict goes with -t"), "%s", out);
+	free(out);
+	h_cleanup(&exposed);
+	h_cleanup(&noted);
+	h_cleanup(&quiet);
+}
+END_TEST
+
+/* ---- in network namespaces ---- */
+
+/* The rule named NAME in D's status, NULL if none; *DOC to json_decref. */
+static json_t *rule_status(struct hdaemon *d, const char *name, json_t **doc)
+{
+	json_t *r;
+	size_t i;
+
+	*doc = h_status(d);
+	json_array_foreach(json_object_get(*doc, "rules"), i, r)
+		if (strcmp(json_string_value(json_object_get(r, "name")), name) == 0)
+			return r;
+	return NULL;
+}
+
+/* Waits (SECONDS at most) until rule NAME's state is STATE. */
+static bool wait_state(struct hdaemon *d, const char *name, const char *state, double seconds)
+{
+	double deadline = h_now() + seconds;
+
+	for (;;) {
+		json_t *doc, *r = rule_status(d, name, &doc);
+		bool ok = r && strcmp(json_string_value(json_object_get(r, "state")), state) == 0;
+
+		json_decref(doc);
+		if (ok || h_now() > deadline)
+			return ok;
+		usleep(100000);
+	}
+}
+
+/* A TCP connection from namespace NS to HOST:PORT: 0 and an echo through
+ * it, or the connect's errno (3 s at most). */
+static int tcp_echo_via(const char *ns, const char *host, unsigned port)
+{
+	struct timeval tv = { 3, 0 };
+	struct sockaddr_storage ss;
+	socklen_t len = h_sockaddr(host, port, &ss);
+	int fd, rc;
+
+	h_netns_enter(ns);
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	h_netns_enter(NULL);
+	ck_assert_int_ge(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+		rc = errno;
+		close(fd);
+		return rc;
+	}
+	rc = h_echo_exchange(fd, 4000, port, 5) == 0 ? 0 : -1;
+	close(fd);
+	return rc;
+}
+
+/* True if a datagram from namespace NS to HOST:PORT comes back within 1 s. */
+static bool udp_echo_via(const char *ns, const char *host, unsigned port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = h_sockaddr(host, port, &ss);
+	struct pollfd p;
+	char buf[16];
+	bool ok;
+	int fd;
+
+	h_netns_enter(ns);
+	fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	h_netns_enter(NULL);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&ss, len), 0);
+	ck_assert_int_eq(send(fd, "ping", 4, 0), 4);
+	p = (struct pollfd){ .fd = fd, .events = POLLIN };
+	ok = poll(&p, 1, 1000) == 1 && recv(fd, buf, sizeof(buf), 0) == 4 && memcmp(buf, "ping", 4) == 0;
+	close(fd);
+	return ok;
+}
+
+/*
+ * A second link between the namespaces that a test makes and deletes while
+ * the daemon runs, as a VPN interface comes and goes: the server's end,
+ * late_if, has 10.78.0.1/24, the client's 10.78.0.2/24. The harness's link
+ * (10.77.0.1) is the other way in.
+ */
+static char late_if[16], late_peer[16];
+
+/* Names the link (for this test's process) without making it. */
+static void late_names(void)
+{
+	snprintf(late_if, sizeof(late_if), "pf%dv", (int)getpid());
+	snprintf(late_peer, sizeof(late_peer), "pf%dw", (int)getpid());
+}
+
+static void late_link(bool make)
+{
+	char *out = NULL;
+	int rc;
+
+	late_names();
+	if (make)
+		rc = h_sh(&out, "set -e; ip link add %1$s netns %3$s type veth peer name %2$s netns %4$s;"
+			  " ip -n %3$s addr add 10.78.0.1/24 dev %1$s; ip -n %4$s addr add 10.78.0.2/24 dev %2$s;"
+			  " ip -n %3$s link set %1$s up; ip -n %4$s link set %2$s up",
+			  late_if, late_peer, h_ns.srv, h_ns.cli);
+	else
+		rc = h_sh(&out, "ip -n %s link del %s", h_ns.srv, late_if);
+	ck_assert_msg(rc == 0, "%s", out);
+	free(out);
+}
+
+/* Echo backends in the server's namespace, TCP and UDP on one port of 127.0.0.1. */
+static unsigned backends_start(struct h_backend *tcp, struct h_backend *udp)
+{
+	h_netns_enter(h_ns.srv);
+	h_backend_start(tcp, H_ECHO, false);
+	h_backend_start_on(udp, H_UDP_ECHO, false, tcp->port);
+	h_netns_enter(NULL);
+	return tcp->port;
+}
+
+/* D's configuration: the rule "vpn", tcp+udp on 0.0.0.0:2600 to TARGET,
+ * bound to IFNAME unless it is NULL, and "plain" on 0.0.0.0:2601. */
+static const char *vpn_conf(char *buf, size_t len, unsigned target, const char *ifname)
+{
+	char key[64] = "";
+
+	if (ifname)
+		snprintf(key, sizeof(key), " interface = \"%s\";", ifname);
+	snprintf(buf, len,
+		 "defaults: { };\n"
+		 "rules: ( { name = \"vpn\"; proto = \"tcp+udp\"; listen = \"0.0.0.0:2600\"; target = \"127.0.0.1:%u\";%s },\n"
+		 "         { name = \"plain\"; proto = \"tcp\"; listen = \"0.0.0.0:2601\"; target = \"127.0.0.1:%u\"; } );",
+		 target, key, target);
+	return buf;
+}
+
+/* Only the way in through IFNAME's address reaches "vpn"; the other is
+ * refused (TCP) or unanswered (UDP). */
+static void assert_only_via(const char *addr, const char *other)
+{
+	ck_assert_int_eq(tcp_echo_via(h_ns.cli, addr, 2600), 0);
+	ck_assert(udp_echo_via(h_ns.cli, addr, 2600));
+	ck_assert_int_eq(tcp_echo_via(h_ns.cli, other, 2600), ECONNREFUSED);
+	ck_assert(!udp_echo_via(h_ns.cli, other, 2600));
+}
+
+/* The late link comes: "vpn" binds and answers through it only; it goes
+ * and is made again (a VPN restarted, another index): "vpn" fails, then
+ * binds to the new one. */
+static void late_cycle(struct hdaemon *d)
+{
+	late_link(true);
+	ck_assert_msg(wait_state(d, "vpn", "listening", 10), "the rule did not bind once its interface came");
+	assert_only_via("10.78.0.1", "10.77.0.1");
+	late_link(false);
+	ck_assert(wait_state(d, "vpn", "failed", 10));
+	late_link(true);
+	ck_assert(wait_state(d, "vpn", "listening", 10));
+	assert_only_via("10.78.0.1", "10.77.0.1");
+	late_link(false);
+}
+
+/*
+ * A rule bound to an interface that is not there yet: a failed bind that
+ * says so, retried until the interface comes; then it answers through that
+ * interface only. The interface deleted and made again (a VPN restarted)
+ * is another index: the rule fails, then binds to the new one.
+ */
+START_TEST(test_interface_comes_later)
+{
+	struct h_backend bt, bu;
+	struct hdaemon d;
+	char conf[1024], want[128], *out;
+	json_t *doc, *r;
+
+	if (!h_netns_ready(&h_ns))
+		return;
+	late_names();
+	backends_start(&bt, &bu);
+	h_daemon_netns = h_ns.srv;
+	h_start(&d, vpn_conf(conf, sizeof(conf), bt.port, late_if));
+	h_daemon_netns = NULL;
+
+	r = rule_status(&d, "vpn", &doc);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")), "failed");
+	ck_assert_str_eq(json_string_value(json_object_get(r, "interface")), late_if);
+	snprintf(want, sizeof(want), "no such interface %s", late_if);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "tcp"), "error")), want);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "udp"), "error")), want);
+	json_decref(doc);
+	ck_assert_int_eq(run_ctl(&d, &out, "status", NULL, NULL), 0);
+	snprintf(want, sizeof(want), "  interface %s\n  tcp failed: no such interface %s\n", late_if, late_if);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	snprintf(want, sizeof(want), ": no such interface %s (retrying every 3s)", late_if);
+	ck_assert(h_log_contains(&d, want));
+	/* The other rule is unaffected. */
+	ck_assert_int_eq(tcp_echo_via(h_ns.cli, "10.77.0.1", 2601), 0);
+
+	late_cycle(&d);
+	snprintf(want, sizeof(want), "rule vpn: interface %s went away: binding its sockets again", late_if);
+	ck_assert(h_log_contains(&d, want));
+	h_stop(&d);
+	h_backend_stop(&bt);
+	h_backend_stop(&bu);
+}
+END_TEST
+
+/* A reload that changes, removes and adds a rule's interface rebinds it. */
+START_TEST(test_interface_reload)
+{
+	struct h_backend bt, bu;
+	struct hdaemon d;
+	char conf[1024], *out;
+	json_t *doc, *r;
+
+	if (!h_netns_ready(&h_ns))
+		return;
+	late_link(true);
+	backends_start(&bt, &bu);
+	h_daemon_netns = h_ns.srv;
+	h_start(&d, vpn_conf(conf, sizeof(conf), bt.port, late_if));
+	h_daemon_netns = NULL;
+	ck_assert(wait_state(&d, "vpn", "listening", 5));
+	assert_only_via("10.78.0.1", "10.77.0.1");
+
+	/* To the harness's link: a changed rule, bound again there. */
+	h_write_conf(&d, vpn_conf(conf, sizeof(conf), bt.port, h_ns.srv_if));
+	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, "0 added, 0 removed, 1 changed, 1 unchanged"), "%s", out);
+	free(out);
+	r = rule_status(&d, "vpn", &doc);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "interface")), h_ns.srv_if);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")), "listening");
+	json_decref(doc);
+	assert_only_via("10.77.0.1", "10.78.0.1");
+	ck_assert(h_log_contains(&d, "rule vpn: its interface changed: binding its sockets again"));
+
+	/* None: every interface. */
+	h_write_conf(&d, vpn_conf(conf, sizeof(conf), bt.port, NULL));
+	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 0);
+	free(out);
+	r = rule_status(&d, "vpn", &doc);
+	ck_assert(json_is_null(json_object_get(r, "interface")));
+	json_decref(doc);
+	ck_assert_int_eq(tcp_echo_via(h_ns.cli, "10.77.0.1", 2600), 0);
+	ck_assert_int_eq(tcp_echo_via(h_ns.cli, "10.78.0.1", 2600), 0);
+	ck_assert(udp_echo_via(h_ns.cli, "10.77.0.1", 2600));
+	ck_assert(udp_echo_via(h_ns.cli, "10.78.0.1", 2600));
+
+	/* And back; `rules` shows it. */
+	h_write_conf(&d, vpn_conf(conf, sizeof(conf), bt.port, late_if));
+	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 0);
+	free(out);
+	assert_only_via("10.78.0.1", "10.77.0.1");
+	ck_assert_int_eq(run_ctl(&d, &out, "rules", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, "  interface pf"), "%s", out);
+	free(out);
+	late_link(false);
+	h_stop(&d);
+	h_backend_stop(&bt);
+	h_backend_stop(&bu);
+}
+END_TEST
+
+/* The value of CapEff for PID, from /proc. */
+static char *cap_eff(pid_t pid)
+{
+	char *out = NULL;
+
+	ck_assert_int_eq(h_sh(&out, "sed -n 's/^CapEff:\\t//p' /proc/%d/status", (int)pid), 0);
+	out[strcspn(out, "\n")] = '\0';
+	return out;
+}
+
+/*
+ * Started as root with daemon.user: binding to an interface needs no
+ * capability on this kernel (5.7 and later; CAP_NET_RAW alone before), so
+ * the daemon keeps none, and the binds retried after the drop, when the
+ * interface comes and when it is made again, work.
+ */
+START_TEST(test_interface_after_privilege_drop)
+{
+	struct h_backend bt, bu;
+	struct hdaemon d;
+	char conf[1024], *caps;
+
+	if (!h_netns_ready(&h_ns))
+		return;
+	ck_assert_ptr_nonnull(getpwnam("nobody"));
+	late_names();
+	backends_start(&bt, &bu);
+	h_daemon_extra = "user = \"nobody\";";
+	h_dir_mode = 0777;
+	h_daemon_netns = h_ns.srv;
+	h_start(&d, vpn_conf(conf, sizeof(conf), bt.port, late_if));
+	h_daemon_netns = NULL;
+	caps = cap_eff(d.pid);
+	ck_assert_str_eq(caps, iface_bind_needs_cap() ? "0000000000002000" : "0000000000000000");
+	free(caps);
+	ck_assert(h_log_contains(&d, iface_bind_needs_cap() ? "keeping only CAP_NET_RAW" : "with no capabilities"));
+
+	late_cycle(&d);
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_dir_mode = 0;
+	h_backend_stop(&bt);
+	h_backend_stop(&bu);
+}
+END_TEST
+
+/* The warnings logged at start and after a reload, in check and reload
+ * replies (text and JSON), and in status next to their rule. */
+START_TEST(test_warnings_in_replies_log_and_status)
+{
+	static const char *const body =
+		"defaults: { };\n"
+		"rules: ( { name = \"ssh\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"127.0.0.1:22\"; },\n"
+		"         { name = \"web\"; proto = \"tcp\"; listen = \"127.0.0.1:8080\"; target = \"127.0.0.1:80\"; }%s );";
+	struct hdaemon d;
+	char conf[1024], want[2048], *out;
+	json_t *doc, *r, *w;
+
+	if (!h_netns_ready(&h_ns))
+		return;
+	snprintf(conf, sizeof(conf), body, "");
+	h_daemon_netns = h_ns.srv;
+	h_start(&d, conf);
+	h_daemon_netns = NULL;
+	snprintf(want, sizeof(want), "%s:3: warning: rule \"ssh\": " SSH_WARNING, d.conf);
+	ck_assert(h_log_contains(&d, want));
+
+	/* status: under the rule, and in its JSON. */
+	ck_assert_int_eq(run_ctl(&d, &out, "status", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, "\nssh  tcp  0.0.0.0:2222 -> 127.0.0.1:22  listening\n  warning: " SSH_WARNING "\n"), "%s", out);
+	ck_assert_msg(!strstr(out, "\n  interface "), "%s", out);
+	free(out);
+	r = rule_status(&d, "ssh", &doc);
+	w = json_object_get(r, "warnings");
+	ck_assert_int_eq(json_array_size(w), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "level")), "warning");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "rule")), "ssh");
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(w, 0), "line")), 3);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "message")), SSH_WARNING);
+	ck_assert(json_is_null(json_object_get(r, "interface")));
+	json_decref(doc);
+	r = rule_status(&d, "web", &doc);
+	ck_assert_int_eq(json_array_size(json_object_get(r, "warnings")), 0);
+	json_decref(doc);
+
+	/* A rule with a public target comes: check says so, not applying it. */
+	snprintf(conf, sizeof(conf), body,
+		 ",\n         { name = \"out\"; proto = \"tcp\"; listen = \"127.0.0.1:8443\"; target = \"198.51.100.7:443\"; }");
+	h_write_conf(&d, conf);
+	ck_assert_int_eq(run_ctl(&d, &out, "check", NULL, NULL), 0);
+	snprintf(want, sizeof(want), "%s:3: warning: rule \"ssh\": " SSH_WARNING "\n%s:5: note: rule \"out\": " OUT_NOTE
+		 "\ncheck: 1 added, 0 removed, 0 changed, 2 unchanged (not applied)\n", d.conf, d.conf);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	/* A file the client sends: named as the client gave it. */
+	ck_assert_int_eq(run_ctl(&d, &out, "check", d.conf, "--json"), 0);
+	doc = json_loads(out, 0, NULL);
+	ck_assert_ptr_nonnull(doc);
+	w = json_object_get(doc, "warnings");
+	ck_assert_int_eq(json_array_size(w), 2);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 1), "level")), "note");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 1), "rule")), "out");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 1), "message")), OUT_NOTE);
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "result")), "ok");
+	json_decref(doc);
+	free(out);
+
+	/* reload: the warnings in the reply and the log; still a success. */
+	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 0);
+	snprintf(want, sizeof(want), "%s:5: note: rule \"out\": " OUT_NOTE "\nreload: 1 added", d.conf);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	snprintf(want, sizeof(want), "%s:5: note: rule \"out\": " OUT_NOTE, d.conf);
+	ck_assert(h_wait_log(&d, want, 5));
+	ck_assert_int_eq(run_ctl(&d, &out, "reload", "--json", NULL), 0);
+	doc = json_loads(out, 0, NULL);
+	ck_assert_int_eq(json_array_size(json_object_get(doc, "warnings")), 2);
+	json_decref(doc);
+	free(out);
+	ck_assert_int_eq(run_ctl(&d, &out, "status", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, "\nout  tcp  127.0.0.1:8443 -> 198.51.100.7:443  listening\n  note: " OUT_NOTE "\n"), "%s", out);
+	free(out);
+	h_stop(&d);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("expose");
+	TCase *tc = tcase_create("expose");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_check_flag_warnings);
+	suite_add_tcase(s, tc);
+
+	tc = h_netns_tcase();
+	tcase_add_test(tc, test_warnings_in_replies_log_and_status);
+	tcase_add_test(tc, test_interface_comes_later);
+	tcase_add_test(tc, test_interface_reload);
+	tcase_add_test(tc, test_interface_after_privilege_drop);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
