@@ -657,6 +657,123 @@ START_TEST(test_ban_kill)
 }
 END_TEST
 
+/* The bans in force, as bans --json lists their addresses ("a b "). */
+static void bans_of(struct hdaemon *d, char *buf, size_t len)
+{
+	char *r = ctl_ok(d, "bans --json");
+	json_t *doc = json_loads(r, 0, NULL), *b;
+	size_t i, n = 0;
+
+	buf[0] = '\0';
+	json_array_foreach(json_object_get(doc, "bans"), i, b)
+		n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s ",
+				      json_string_value(json_object_get(b, "address")));
+	json_decref(doc);
+	free(r);
+}
+
+/*
+ * conf/fail2ban with the real fail2ban (Debian's, 1.0): its server reads
+ * the daemon's log through the shipped filter and bans through the shipped
+ * action. A client not on the allow list (denied) and one over its
+ * per_source limit (limited) are banned in portfwd, the limited one's open
+ * connection closed by --kill; lines about a source already banned do not
+ * count. fail2ban stopping lifts its bans. CI installs fail2ban; without
+ * it the test says so and passes (make check does not put a security
+ * daemon on a developer's machine).
+ */
+START_TEST(test_fail2ban)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char conf[768], dir[] = "/tmp/portfwd-f2b.XXXXXX", ctl_dir[512], bans[256] = "", *out = NULL;
+	const char *ctl = h_bin("PORTFWDCTL_BIN", "build/default/portfwdctl");
+	int held, rc;
+	double t0;
+
+	if (access("/usr/bin/fail2ban-server", X_OK) != 0) {
+		fprintf(stderr, "test_fail2ban: fail2ban is not installed (apt-get install fail2ban): skipped\n");
+		return;
+	}
+	h_backend_start(&b, H_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"ssh\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\";\n"
+		 "           allow = [ \"127.0.0.2\", \"127.0.0.3\" ]; per_source: { max_connections = 1; }; } );",
+		 port, b.port);
+	h_start(&d, conf);
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(ctl_dir, sizeof(ctl_dir), "%s", ctl);
+	*strrchr(ctl_dir, '/') = '\0';
+	/* The shipped files as /etc/fail2ban lays them out, common.conf from
+	 * the system; a jail.local turns the jail on for the daemon's log file,
+	 * one line enough, and points the action at the test's socket. */
+	rc = h_sh(&out,
+		  "set -e; cd %1$s; mkdir filter.d action.d jail.d;"
+		  " cp %2$s/conf/fail2ban/filter.d/portfwd.conf filter.d/;"
+		  " cp %2$s/conf/fail2ban/action.d/portfwd.conf action.d/;"
+		  " cp %2$s/conf/fail2ban/jail.d/portfwd.conf jail.d/;"
+		  " ln -s /etc/fail2ban/filter.d/common.conf filter.d/common.conf;"
+		  " printf '[Definition]\\nloglevel = INFO\\nlogtarget = %1$s/fail2ban.log\\nsocket = %1$s/f2b.sock\\npidfile = %1$s/f2b.pid\\ndbfile = :memory:\\n' > fail2ban.conf;"
+		  " printf '[DEFAULT]\\n' > jail.conf;"
+		  " printf '[portfwd]\\nenabled = true\\nbackend = polling\\nlogpath = %3$s\\nmaxretry = 1\\naction = portfwd[socket_opt=\"-s %4$s\"]\\n' > jail.local;"
+		  /* In the foreground under timeout: gone within 2 minutes even
+		   * when the test fails before it stops it. */
+		  " PATH=%5$s:$PATH timeout 120 fail2ban-server -f -x -c %1$s -s %1$s/f2b.sock -p %1$s/f2b.pid >%1$s/server.out 2>&1 &"
+		  " timeout 30 sh -c 'until fail2ban-client -c %1$s -s %1$s/f2b.sock status portfwd >/dev/null 2>&1; do sleep 0.2; done'",
+		  dir, getenv("PWD") ? getenv("PWD") : ".", d.log, d.sock, ctl_dir);
+	ck_assert_msg(rc == 0, "fail2ban did not start: %s", out);
+	free(out);
+
+	/* One connection of 127.0.0.3's held; a second is over its limit. */
+	held = connect_from("127.0.0.3", "127.0.0.1", port);
+	ck_assert_int_ge(held, 0);
+	ck_assert_int_eq(echo_line(held), ECHOED);
+	assert_tcp("127.0.0.3", "127.0.0.1", port, RESET);
+	assert_tcp("127.0.0.4", "127.0.0.1", port, RESET);
+	assert_tcp("127.0.0.2", "127.0.0.1", port, ECHOED);
+	ck_assert(h_log_contains(&d, "tcp ssh: limited 127.0.0.3 port "));
+	ck_assert(h_log_contains(&d, "tcp ssh: denied 127.0.0.4 port "));
+
+	/* fail2ban polls the file every second or so. */
+	t0 = h_now();
+	while (h_now() - t0 < 30) {
+		bans_of(&d, bans, sizeof(bans));
+		if (strstr(bans, "127.0.0.3 ") && strstr(bans, "127.0.0.4 "))
+			break;
+		usleep(200 * 1000);
+	}
+	ck_assert_msg(strstr(bans, "127.0.0.3 ") && strstr(bans, "127.0.0.4 "), "bans: \"%s\"", bans);
+	ck_assert_msg(!strstr(bans, "127.0.0.2 "), "bans: \"%s\"", bans);
+	/* --kill: the held connection is gone; banned sources are refused. */
+	ck_assert_int_eq(echo_line(held), RESET);
+	close(held);
+	assert_tcp("127.0.0.3", "127.0.0.1", port, RESET);
+	ck_assert(h_log_contains(&d, "tcp ssh: denied 127.0.0.3 port "));
+	ck_assert(h_log_contains(&d, ": banned"));
+	assert_tcp("127.0.0.2", "127.0.0.1", port, ECHOED);
+
+	/* Stopping fail2ban lifts what it banned. */
+	rc = h_sh(&out, "timeout 30 fail2ban-client -c %1$s -s %1$s/f2b.sock stop", dir);
+	ck_assert_msg(rc == 0, "%s", out);
+	free(out);
+	t0 = h_now();
+	do {
+		bans_of(&d, bans, sizeof(bans));
+		if (!bans[0])
+			break;
+		usleep(200 * 1000);
+	} while (h_now() - t0 < 30);
+	ck_assert_msg(!bans[0], "bans after fail2ban stopped: \"%s\"", bans);
+	assert_tcp("127.0.0.4", "127.0.0.1", port, RESET); /* still not on the allow list */
+	assert_tcp("127.0.0.3", "127.0.0.1", port, ECHOED);
+	h_sh(&out, "rm -rf %s", dir);
+	free(out);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 /*
  * IPv6 and IPv4 sources in network namespaces: the client side gets a
  * second address of each family; the allow lists name the first.
@@ -732,6 +849,7 @@ int main(void)
 	tcase_add_test(tc, test_reload_under_load);
 	tcase_add_test(tc, test_bans);
 	tcase_add_test(tc, test_ban_kill);
+	tcase_add_test(tc, test_fail2ban);
 	suite_add_tcase(s, tc);
 
 	tc = h_netns_tcase();

@@ -150,6 +150,9 @@ START_TEST(test_files)
 		{ "/usr/share/bash-completion/completions/portfwdctl", 0644 },
 		{ "/usr/share/doc/portfwd/copyright", 0644 },
 		{ "/usr/share/doc/portfwd/changelog.gz", 0644 },
+		{ "/usr/share/doc/portfwd/examples/fail2ban/filter.d/portfwd.conf", 0644 },
+		{ "/usr/share/doc/portfwd/examples/fail2ban/action.d/portfwd.conf", 0644 },
+		{ "/usr/share/doc/portfwd/examples/fail2ban/jail.d/portfwd.conf", 0644 },
 		{ "/etc/portfwd.conf", 0644 },
 	};
 	struct passwd *pw;
