@@ -394,30 +394,48 @@ static void forward_recheck_cb(struct listener *l, void *arg)
 	listener_tcp_recheck(l);
 }
 
+static void forward_close_cb(struct listener *l, void *arg);
+static void forward_close(struct forward *fw, void (*fn)(struct listener *l, void *arg),
+			  void *arg);
+static void forward_reopen_cb(struct listener *l, void *arg);
+
 int forward_update(struct forward *fw, const struct rule_config *cfg)
 {
 	bool rebind = strcmp(fw->cfg.interface, cfg->interface) != 0;
-	struct forward_snap *snap;
+	bool reopen = rebind || fw->disabled;
+	struct forward_snap *snap = NULL;
 
-	if (fw->disabled)
-		forward_enable(fw);
-	if (rule_config_equal(&fw->snap->rule, cfg)) {
-		forward_set_cfg(fw, cfg); /* at most its line (or its lists' spelling) moved */
-		return 0;
+	if (!rule_config_equal(&fw->snap->rule, cfg)) {
+		snap = forward_snap_new(cfg);
+		if (!snap)
+			return -1;
 	}
-	snap = forward_snap_new(cfg);
-	if (!snap)
-		return -1;
-	/* The limits first: each listener re-checks them (and starts clients
-	 * that waited for room) when the snapshot arrives. */
-	atomic_store(&fw->max_tcp, cfg->set.max_connections);
-	atomic_store(&fw->max_udp, cfg->set.max_udp_sessions);
-	forward_each_sync(fw, forward_set_snap_cb, snap);
-	forward_snap_unref(fw->snap);
-	fw->snap = snap;
+	/* Sockets bound the old way close before the new settings are in
+	 * force, and a disabled rule opens only with them: nothing is accepted
+	 * through another interface than the one the file now names. */
+	if (rebind && !fw->disabled) {
+		log_info("rule %s: its interface changed: binding its sockets again", cfg->name);
+		forward_close(fw, forward_close_cb, "its interface changed");
+	}
+	if (snap) {
+		/* The limits first: each listener re-checks them (and starts
+		 * clients that waited for room) when the snapshot arrives. */
+		atomic_store(&fw->max_tcp, cfg->set.max_connections);
+		atomic_store(&fw->max_udp, cfg->set.max_udp_sessions);
+		forward_each_sync(fw, forward_set_snap_cb, snap);
+		forward_snap_unref(fw->snap);
+		fw->snap = snap;
+	}
+	/* Else at most its line (or its lists' spelling) moved. */
 	forward_set_cfg(fw, cfg);
-	if (rebind)
-		forward_rebind(fw, "its interface changed");
+	if (reopen) {
+		if (fw->disabled)
+			log_info("rule %s: enabled", fw->cfg.name);
+		forward_each_sync(fw, forward_reopen_cb, NULL);
+		fw->disabled = false;
+		fw->ifindex = 0;
+		forward_start(fw);
+	}
 	return 0;
 }
 

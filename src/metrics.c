@@ -177,6 +177,9 @@ static void metrics_sources(const struct daemon *d, struct metrics_out *m)
 	metrics_family(m, "portfwd_sources_evicted_total", "counter",
 		       "Idle sources forgotten to make room for new ones.");
 	metrics_sample(m, "portfwd_sources_evicted_total", (double)c.evicted, 0);
+	metrics_family(m, "portfwd_sources_full_total", "counter",
+		       "New sources refused because every entry near their place held a connected source (table_full); refusals start well before every entry is in use.");
+	metrics_sample(m, "portfwd_sources_full_total", (double)c.full, 0);
 }
 
 static void metrics_write(const struct daemon *d, struct metrics_out *m)

@@ -15,6 +15,11 @@ static uint64_t ratelog_hash(const void *key, size_t len)
 	return h | 1;
 }
 
+size_t ratelog_home(const void *key, size_t len)
+{
+	return ratelog_hash(key, len) % RATELOG_SLOTS;
+}
+
 /* The overall budget, as a GCRA: RATELOG_PER_SECOND, bursts of RATELOG_BURST. */
 static bool ratelog_budget(struct ratelog *r, uint64_t ms)
 {
@@ -32,20 +37,48 @@ static bool ratelog_budget(struct ratelog *r, uint64_t ms)
 	}
 }
 
+/*
+ * The place of key hash H: one of RATELOG_WAYS neighbours of its home. Its
+ * own if it has one; else an unused one, or one whose key's next line is
+ * due anyway (that key is not being held back: losing its place loses at
+ * most the count of its held lines); else NULL, and the key goes by the
+ * overall budget alone, so that keys that collide never reset each other's
+ * minute.
+ */
+static struct ratelog_slot *ratelog_place(struct ratelog *r, uint64_t h, uint64_t ms, bool *own)
+{
+	struct ratelog_slot *spare = NULL;
+
+	*own = false;
+	for (unsigned w = 0; w < RATELOG_WAYS; w++) {
+		struct ratelog_slot *c = &r->slots[(h + w) % RATELOG_SLOTS];
+		uint64_t k = atomic_load_explicit(&c->key, memory_order_relaxed);
+
+		if (k == h) {
+			*own = true;
+			return c;
+		}
+		if (!spare && (k == 0 || ms >= atomic_load_explicit(&c->state, memory_order_relaxed) >> 24))
+			spare = c;
+	}
+	return spare;
+}
+
 bool ratelog_allow(struct ratelog *r, const void *key, size_t len, double now,
 		   struct ratelog_note *note)
 {
 	uint64_t h = ratelog_hash(key, len), ms = now > 0 ? (uint64_t)(now * 1000) : 0;
-	struct ratelog_slot *s = &r->slots[h % RATELOG_SLOTS];
 	uint64_t next = ms + RATELOG_INTERVAL * 1000ULL;
+	bool own;
+	struct ratelog_slot *s = ratelog_place(r, h, ms, &own);
 	uint64_t old;
 
 	note->held = 0;
-	if (atomic_load_explicit(&s->key, memory_order_relaxed) != h) {
-		/* A new key (or another one's turn in this place). */
+	if (s && !own) {
+		/* A new key (or one back after its place was given up). */
 		atomic_store_explicit(&s->key, h, memory_order_relaxed);
 		atomic_store_explicit(&s->state, next << 24, memory_order_relaxed);
-	} else {
+	} else if (s) {
 		old = atomic_load_explicit(&s->state, memory_order_relaxed);
 		for (;;) {
 			uint64_t held = old & RATELOG_HELD_MAX, want;

@@ -8,8 +8,11 @@
  * the last one, for its key and overall.
  *
  * Lock-free (atomics), for any thread; a zeroed struct ratelog is ready.
- * Keys share RATELOG_SLOTS places: two keys in one place take turns, which
- * at worst lets a line more through.
+ * Keys share RATELOG_SLOTS places, each key one of RATELOG_WAYS next to its
+ * hash's; a key never takes the place of another that is holding lines
+ * back. When all of its places are taken that way (more than RATELOG_WAYS
+ * keys of one neighbourhood logged within the interval: over a thousand
+ * busy keys), the key's lines go by the overall budget alone.
  */
 #ifndef PORTFWD_RATELOG_H
 #define PORTFWD_RATELOG_H
@@ -20,6 +23,7 @@
 #include <stdint.h>
 
 #define RATELOG_SLOTS 1024
+#define RATELOG_WAYS 4
 #define RATELOG_INTERVAL 60
 #define RATELOG_BURST 20
 #define RATELOG_PER_SECOND 2
@@ -32,6 +36,9 @@ struct ratelog {
 	_Atomic uint64_t budget_tat; /* the overall budget: theoretical arrival time (ms) */
 	_Atomic uint64_t held_overall;
 };
+
+/* The home place of KEY (LEN bytes): for tests of keys that share one. */
+size_t ratelog_home(const void *key, size_t len);
 
 /* What the line to be written should add. */
 struct ratelog_note {

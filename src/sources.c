@@ -230,11 +230,25 @@ static uint32_t sources_tick(const struct sources *t, double now)
 	return (uint32_t)(sources_ms(t, now) * TICKS_PER_SECOND / 1000);
 }
 
+/* Ticks from SEEN to TICK; 0 when SEEN is later (another worker's clock
+ * read a moment after this caller's): a source seen just now is never old. */
+static uint32_t sources_age(uint32_t tick, uint32_t seen)
+{
+	int32_t d = (int32_t)(tick - seen);
+
+	return d > 0 ? (uint32_t)d : 0;
+}
+
 static void sources_seen(struct sources_slot *s, uint32_t tick)
 {
-	/* Most calls come within the same tick: no write then. */
-	if (atomic_load_explicit(&s->seen, memory_order_relaxed) != tick)
-		atomic_store_explicit(&s->seen, tick, memory_order_relaxed);
+	uint32_t seen = atomic_load_explicit(&s->seen, memory_order_relaxed);
+
+	/* Most calls come within the same tick: no write then; and never
+	 * backwards, for a caller whose clock is a moment behind. */
+	while ((int32_t)(tick - seen) > 0 &&
+	       !atomic_compare_exchange_weak_explicit(&s->seen, &seen, tick, memory_order_relaxed,
+						      memory_order_relaxed))
+		;
 }
 
 static uint64_t st_make(uint64_t ver, unsigned kind, uint64_t conns, uint64_t sess)
@@ -246,31 +260,42 @@ static uint64_t st_make(uint64_t ver, unsigned kind, uint64_t conns, uint64_t se
  * way (the current window, plus the previous one weighted by how much of
  * it the last WIDTH still covers) ---- */
 
-/* W rolled forward to the window of NOW_MS. */
-static uint64_t win_roll(uint64_t w, uint64_t now_ms, unsigned width_ms)
+/*
+ * W rolled forward to the window of NOW_MS; *INTO is how far into that
+ * window NOW_MS is. Workers read the clock at different moments before they
+ * get here, so NOW_MS may be a little behind the window W is in (another
+ * worker's later reading rolled it first): that counts as the start of W's
+ * window, never as a roll backwards, which would forget both counts.
+ */
+static uint64_t win_roll(uint64_t w, uint64_t now_ms, unsigned width_ms, uint64_t *into)
 {
 	uint64_t idx = (now_ms / width_ms) & WIN_IDX_MASK;
 
+	*into = now_ms % width_ms;
 	if (WIN_IDX(w) == idx)
 		return w;
+	if (((idx + 1) & WIN_IDX_MASK) == WIN_IDX(w)) {
+		*into = 0;
+		return w;
+	}
 	if (((WIN_IDX(w) + 1) & WIN_IDX_MASK) == idx)
 		return idx << 40 | WIN_CUR(w) << 20;
 	return idx << 40;
 }
 
-/* Events in the last WIDTH as estimated from rolled W, times WIDTH (exact integers). */
-static uint64_t win_scaled(uint64_t w, uint64_t now_ms, unsigned width_ms)
+/* Events in the last WIDTH as estimated from rolled W, INTO its window,
+ * times WIDTH (exact integers). */
+static uint64_t win_scaled(uint64_t w, uint64_t into, unsigned width_ms)
 {
-	uint64_t into = now_ms % width_ms;
-
 	return WIN_PREV(w) * (width_ms - into) + WIN_CUR(w) * width_ms;
 }
 
 static double win_rate(const _Atomic uint64_t *win, uint64_t now_ms, unsigned width_ms)
 {
-	uint64_t w = win_roll(atomic_load_explicit(win, memory_order_relaxed), now_ms, width_ms);
+	uint64_t into;
+	uint64_t w = win_roll(atomic_load_explicit(win, memory_order_relaxed), now_ms, width_ms, &into);
 
-	return (double)win_scaled(w, now_ms, width_ms) / width_ms;
+	return (double)win_scaled(w, into, width_ms) / width_ms;
 }
 
 /* Counts one event if that keeps the last WIDTH within LIMIT (0: no
@@ -280,9 +305,10 @@ static bool win_take(_Atomic uint64_t *win, uint64_t now_ms, unsigned width_ms, 
 	uint64_t old = atomic_load_explicit(win, memory_order_relaxed);
 
 	for (;;) {
-		uint64_t w = win_roll(old, now_ms, width_ms);
+		uint64_t into;
+		uint64_t w = win_roll(old, now_ms, width_ms, &into);
 
-		if (limit && win_scaled(w, now_ms, width_ms) + width_ms > (uint64_t)limit * width_ms)
+		if (limit && win_scaled(w, into, width_ms) + width_ms > (uint64_t)limit * width_ms)
 			return false;
 		if (WIN_CUR(w) < WIN_COUNT_MAX)
 			w++;
@@ -358,7 +384,7 @@ static uint32_t sources_claim(struct sources *t, uint32_t home, uint32_t tick, u
 			}
 			if (ST_KIND(a) != KIND_LIVE || ST_CONNS(a) || ST_SESS(a))
 				continue;
-			age = tick - atomic_load_explicit(&s->seen, memory_order_relaxed);
+			age = sources_age(tick, atomic_load_explicit(&s->seen, memory_order_relaxed));
 			if (best == SOURCES_NONE || age > best_age) {
 				best = i;
 				best_age = age;
@@ -423,12 +449,16 @@ static enum sources_verdict sources_admit(struct sources *t, uint32_t i, uint64_
 		return SOURCES_FULL;
 	if (r == TAKE_OK && kind == SOURCES_TCP &&
 	    !win_take(&s->conn_win, ms, 60000, lim->new_per_minute)) {
-		/* Held by us since the take: it cannot change hands meanwhile. */
-		atomic_fetch_sub_explicit(&s->state, 1, memory_order_acq_rel);
+		/* Held by us since the take: it cannot change hands until the
+		 * give-back, so the count goes to this source. */
 		atomic_fetch_add_explicit(&s->limited, 1, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&s->state, 1, memory_order_acq_rel);
 		return SOURCES_RATE;
 	}
 	if (r == TAKE_OVER) {
+		/* Others hold it (its count is at the limit); should they all close
+		 * and the entry go to a new source meanwhile, this count (shown by
+		 * portfwdctl sources, never a limit) lands there: harmless. */
 		atomic_fetch_add_explicit(&s->limited, 1, memory_order_relaxed);
 		return kind == SOURCES_TCP ? SOURCES_CONNECTIONS : SOURCES_SESSIONS;
 	}
@@ -443,7 +473,7 @@ static void sources_fill(struct sources *t, uint32_t i, uint64_t st, const struc
 
 	for (int w = 0; w < 3; w++)
 		atomic_store_explicit(&s->key[w], k->w[w], memory_order_relaxed);
-	atomic_store_explicit(&s->conn_win, win_roll(0, ms, 60000) + (kind == SOURCES_TCP),
+	atomic_store_explicit(&s->conn_win, ((ms / 60000) & WIN_IDX_MASK) << 40 | (kind == SOURCES_TCP),
 			      memory_order_relaxed);
 	atomic_store_explicit(&s->dgram_win[SOURCES_IN], 0, memory_order_relaxed);
 	atomic_store_explicit(&s->dgram_win[SOURCES_OUT], 0, memory_order_relaxed);
@@ -574,8 +604,10 @@ static bool sources_read(struct sources_slot *s, uint64_t a, uint64_t ms, uint32
 	e->datagrams_in = win_rate(&s->dgram_win[SOURCES_IN], ms, 1000);
 	e->datagrams_out = win_rate(&s->dgram_win[SOURCES_OUT], ms, 1000);
 	e->limited = atomic_load_explicit(&s->limited, memory_order_relaxed);
-	e->idle = (double)(uint32_t)(tick - atomic_load_explicit(&s->seen, memory_order_relaxed)) /
+	e->idle = (double)sources_age(tick, atomic_load_explicit(&s->seen, memory_order_relaxed)) /
 		  TICKS_PER_SECOND;
+	/* As a seqlock's reader: the loads above before the state's second look. */
+	atomic_thread_fence(memory_order_acquire);
 	b = atomic_load_explicit(&s->state, memory_order_acquire);
 	if (ST_VER(b) != ST_VER(a) || ST_KIND(b) != KIND_LIVE)
 		return false;

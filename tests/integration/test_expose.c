@@ -305,12 +305,26 @@ START_TEST(test_interface_comes_later)
 }
 END_TEST
 
+/* How many times TEXT is in D's log. */
+static int log_count(struct hdaemon *d, const char *text)
+{
+	char *buf = NULL, *p;
+	int n = 0;
+
+	ck_assert_int_eq(h_sh(&buf, "cat %s", d->log), 0);
+	for (p = buf; (p = strstr(p, text)); p += strlen(text))
+		n++;
+	free(buf);
+	return n;
+}
+
 /* A reload that changes, removes and adds a rule's interface rebinds it. */
 START_TEST(test_interface_reload)
 {
 	struct h_backend bt, bu;
 	struct hdaemon d;
 	char conf[1024], *out;
+	int unbound;
 	json_t *doc, *r;
 
 	if (!h_netns_ready(&h_ns))
@@ -347,11 +361,19 @@ START_TEST(test_interface_reload)
 	ck_assert(udp_echo_via(h_ns.cli, "10.77.0.1", 2600));
 	ck_assert(udp_echo_via(h_ns.cli, "10.78.0.1", 2600));
 
-	/* And back; `rules` shows it. */
+	/* And back, on a disabled rule (a reload enables it): it opens bound
+	 * to the new interface only, never for a moment on every interface
+	 * as it was before it was disabled. `rules` shows it. */
+	ck_assert_int_eq(run_ctl(&d, &out, "disable", "vpn", NULL), 0);
+	free(out);
+	unbound = log_count(&d, "rule vpn: listening on tcp 0.0.0.0:2600\n");
+	ck_assert_int_ge(unbound, 1);
 	h_write_conf(&d, vpn_conf(conf, sizeof(conf), bt.port, late_if));
 	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 0);
 	free(out);
 	assert_only_via("10.78.0.1", "10.77.0.1");
+	ck_assert_int_eq(log_count(&d, "rule vpn: listening on tcp 0.0.0.0:2600\n"), unbound);
+	ck_assert_int_eq(log_count(&d, "rule vpn: listening on udp 0.0.0.0:2600\n"), unbound);
 	ck_assert_int_eq(run_ctl(&d, &out, "rules", NULL, NULL), 0);
 	ck_assert_msg(strstr(out, "  interface pf"), "%s", out);
 	free(out);

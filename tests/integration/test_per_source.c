@@ -733,7 +733,8 @@ START_TEST(test_sources_command)
 	r = h_ctl(d.sock, "metrics", &ok);
 	ck_assert_msg(r && ok &&
 			      strstr(r, "portfwd_tcp_connections_limited_total{rule=\"r\",limit=\"max_connections\"} 1\n") &&
-			      strstr(r, "portfwd_sources_capacity 65536\n"),
+			      strstr(r, "portfwd_sources_capacity 65536\n") &&
+			      strstr(r, "portfwd_sources_full_total 0\n"),
 		      "%s", r);
 	free(r);
 	/* The connections end: the sources are idle, still known. */

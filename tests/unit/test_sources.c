@@ -471,6 +471,87 @@ START_TEST(test_threads)
 }
 END_TEST
 
+/*
+ * Workers read the clock at different moments: a call a moment behind the
+ * window another worker rolled to must count in that window, not roll it
+ * back (which forgot both counts: a stale datagram each second let about
+ * 166 a second through a limit of 100).
+ */
+START_TEST(test_clock_a_moment_behind)
+{
+	struct sources *t = sources_new(1024);
+	struct rule_per_source lim = limits(0, 0, 0, 100);
+	struct sockaddr_storage a = v4(0xc6336402);
+	double t0 = clock_now(); /* the table's epoch, within microseconds */
+	uint32_t slot;
+	int passed = 0;
+
+	ck_assert_int_eq(sources_open(t, 7, &lim, SOURCES_UDP, SA(a), t0, &slot), SOURCES_OK);
+	for (int k = 1; k <= 20; k++) {
+		for (int i = 0; i < 150; i++)
+			passed += sources_datagram(t, slot, &lim, SOURCES_IN, t0 + k + 0.5);
+		/* Another worker's datagram, its clock read 0.9 s earlier. */
+		passed += sources_datagram(t, slot, &lim, SOURCES_IN, t0 + k - 0.4);
+		for (int i = 0; i < 150; i++)
+			passed += sources_datagram(t, slot, &lim, SOURCES_IN, t0 + k + 0.6);
+	}
+	/* Any 1 s holds at most 100: over 20 s at most 2,100 (the first window
+	 * full, then the sliding estimate). */
+	ck_assert_msg(passed <= 2100, "%d datagrams passed a limit of 100/s in 20 s", passed);
+	ck_assert_int_ge(passed, 1300);
+	sources_close(t, slot, SOURCES_UDP, t0 + 21);
+	sources_free(t);
+}
+END_TEST
+
+/*
+ * A source seen a moment after the caller read its clock is the newest, not
+ * the oldest: placing a new source evicts the idle one seen longest ago,
+ * and sources shows the fresh one idle for no time (it showed 777 days).
+ */
+START_TEST(test_seen_a_moment_ahead)
+{
+	enum { CAP = 32 }; /* one window: every source competes for it */
+	struct sources *t = sources_new(CAP);
+	struct rule_per_source lim = limits(0, 5, 0, 0);
+	struct sources_entry e[CAP + 1];
+	struct sources_census c;
+	double t0 = clock_now();
+	bool oldest = false, fresh = false;
+	uint32_t slot;
+
+	for (int i = 0; i < CAP; i++) {
+		struct sockaddr_storage a = v4(0x0a000000u + (uint32_t)i);
+
+		ck_assert_int_eq(open_close(t, &lim, &a, t0 + i * 0.05), SOURCES_OK);
+	}
+	/* 10.0.0.5 seen again at t0 + 3, by a worker whose clock is ahead. */
+	{
+		struct sockaddr_storage a = v4(0x0a000005u);
+
+		ck_assert_int_eq(open_close(t, &lim, &a, t0 + 3), SOURCES_OK);
+	}
+	/* A new source placed by a worker whose clock read t0 + 2.9. */
+	{
+		struct sockaddr_storage n = v4(0x0b000000u);
+
+		ck_assert_int_eq(sources_open(t, 1, &lim, SOURCES_TCP, SA(n), t0 + 2.9, &slot), SOURCES_OK);
+		sources_close(t, slot, SOURCES_TCP, t0 + 2.9);
+	}
+	ck_assert_int_eq(sources_top(t, 1, t0 + 2.9, e, CAP + 1, &c), CAP);
+	for (int i = 0; i < CAP; i++) {
+		oldest |= strcmp(e[i].name, "10.0.0.0") == 0;
+		if (strcmp(e[i].name, "10.0.0.5") == 0) {
+			fresh = true;
+			ck_assert_msg(e[i].idle < 1, "idle %.0f s", e[i].idle);
+		}
+	}
+	ck_assert_msg(!oldest, "10.0.0.0, the oldest idle source, is still there");
+	ck_assert_msg(fresh, "10.0.0.5, seen last, was evicted");
+	sources_free(t);
+}
+END_TEST
+
 /* ---- ratelog ---- */
 
 START_TEST(test_ratelog_per_key)
@@ -491,6 +572,44 @@ START_TEST(test_ratelog_per_key)
 	ck_assert_uint_eq(note.held, 5);
 	ck_assert_str_eq(ratelog_suffix(&note, buf, sizeof(buf)), " (5 more since the last such line)");
 	ck_assert(!ratelog_allow(&r, "a", 1, t0 + RATELOG_INTERVAL + 1, &note));
+}
+END_TEST
+
+/*
+ * Keys that share a neighbourhood of places never reset each other's
+ * minute: four keep theirs, a fifth (no place left) goes by the overall
+ * budget. Before, two keys in one place took turns and each got a line
+ * every time.
+ */
+START_TEST(test_ratelog_colliding_keys)
+{
+	static struct ratelog r;
+	struct ratelog_note note;
+	char keys[6][32];
+	int n = 0, lines[6] = { 0 };
+	size_t home = SIZE_MAX;
+	double t0 = 9000;
+
+	memset(&r, 0, sizeof(r));
+	/* Six keys with the same home place. */
+	for (unsigned i = 0; n < 6 && i < 10000000; i++) {
+		char k[32];
+
+		snprintf(k, sizeof(k), "1 tcp 10.%u.%u.%u", i >> 16 & 0xff, i >> 8 & 0xff, i & 0xff);
+		if (home == SIZE_MAX)
+			home = ratelog_home(k, strlen(k));
+		if (ratelog_home(k, strlen(k)) == home)
+			snprintf(keys[n++], sizeof(keys[0]), "%s", k);
+	}
+	ck_assert_int_eq(n, 6);
+	for (int sec = 0; sec < 59; sec++)
+		for (int k = 0; k < 6; k++)
+			lines[k] += ratelog_allow(&r, keys[k], strlen(keys[k]), t0 + sec, &note);
+	for (int k = 0; k < RATELOG_WAYS; k++)
+		ck_assert_msg(lines[k] == 1, "key %d: %d lines in a minute", k, lines[k]);
+	/* A minute on, each of them again, saying what was held back. */
+	ck_assert(ratelog_allow(&r, keys[0], strlen(keys[0]), t0 + RATELOG_INTERVAL, &note));
+	ck_assert_uint_eq(note.held, 58);
 }
 END_TEST
 
@@ -532,7 +651,10 @@ int main(void)
 	tcase_add_test(tc, test_full_refuses_new_sources);
 	tcase_add_test(tc, test_top_is_bounded_and_sorted);
 	tcase_add_test(tc, test_threads);
+	tcase_add_test(tc, test_clock_a_moment_behind);
+	tcase_add_test(tc, test_seen_a_moment_ahead);
 	tcase_add_test(tc, test_ratelog_per_key);
+	tcase_add_test(tc, test_ratelog_colliding_keys);
 	tcase_add_test(tc, test_ratelog_overall_budget);
 	suite_add_tcase(s, tc);
 	return check_run(s);
