@@ -233,6 +233,13 @@ bool access_prefix_contains(const struct access_prefix *p, const struct sockaddr
 
 /* ---- building ---- */
 
+static void *(*access_realloc)(void *, size_t) = realloc;
+
+void access_set_realloc(void *(*fn)(void *, size_t))
+{
+	access_realloc = fn ? fn : realloc;
+}
+
 /* Makes room for one more element of SIZE in *ARR (N used of *CAP). */
 static bool access_grow(void **arr, size_t n, size_t *cap, size_t size)
 {
@@ -242,7 +249,7 @@ static bool access_grow(void **arr, size_t n, size_t *cap, size_t size)
 	if (n < *cap)
 		return true;
 	want = *cap ? *cap * 2 : 16;
-	grown = realloc(*arr, want * size);
+	grown = access_realloc(*arr, want * size);
 	if (!grown)
 		return false;
 	*arr = grown;
@@ -250,16 +257,27 @@ static bool access_grow(void **arr, size_t n, size_t *cap, size_t size)
 	return true;
 }
 
+/* Once out of memory, a builder takes nothing more: finish says so. */
 static void access_add_r4(struct access_builder *b, struct access_r4 r)
 {
-	if (b->oom || !(b->oom = !access_grow((void **)&b->r4, b->n4, &b->cap4, sizeof(r))))
-		b->r4[b->n4++] = r;
+	if (b->oom)
+		return;
+	if (!access_grow((void **)&b->r4, b->n4, &b->cap4, sizeof(r))) {
+		b->oom = true;
+		return;
+	}
+	b->r4[b->n4++] = r;
 }
 
 static void access_add_r6(struct access_builder *b, struct access_r6 r)
 {
-	if (b->oom || !(b->oom = !access_grow((void **)&b->r6, b->n6, &b->cap6, sizeof(r))))
-		b->r6[b->n6++] = r;
+	if (b->oom)
+		return;
+	if (!access_grow((void **)&b->r6, b->n6, &b->cap6, sizeof(r))) {
+		b->oom = true;
+		return;
+	}
+	b->r6[b->n6++] = r;
 }
 
 void access_builder_add(struct access_builder *b, const struct access_prefix *p)

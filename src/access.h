@@ -77,6 +77,10 @@ struct access_set *access_builder_finish(struct access_builder *b);
 /* Frees what B holds (after an error, instead of finish). */
 void access_builder_free(struct access_builder *b);
 
+/* For tests of running out of memory: the builders grow with FN instead of
+ * realloc(3); NULL restores realloc. */
+void access_set_realloc(void *(*fn)(void *, size_t));
+
 struct access_set *access_set_ref(struct access_set *s);
 void access_set_unref(struct access_set *s);
 

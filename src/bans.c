@@ -128,15 +128,22 @@ static const char *bans_describe(const struct ban *ban, char *buf, size_t len)
 }
 
 /* Builds and publishes the set of the list as it is. Returns 0 or -1 (out of memory). */
-static int bans_publish(struct bans *b)
+/* Gives the workers the set of the N bans of LIST (in force when it
+ * returns). -1 when out of memory: they keep the set they have. */
+static int bans_publish_list(struct bans *b, const struct ban *list, size_t n)
 {
 	bool oom;
-	struct ban_set *bs = ban_set_build(b->list, b->n, &oom);
+	struct ban_set *bs = ban_set_build(list, n, &oom);
 
 	if (oom)
 		return -1;
 	b->publish(b->arg, bs);
 	return 0;
+}
+
+static int bans_publish(struct bans *b)
+{
+	return bans_publish_list(b, b->list, b->n);
 }
 
 /* Sets the timer to the first expiry, if any ban has one. */
@@ -164,21 +171,31 @@ static void bans_expire_cb(evutil_socket_t fd, short what, void *arg)
 	char what_s[ACCESS_PREFIX_STRLEN + RULE_NAME_MAX + 32];
 	size_t kept = 0;
 
+	struct ban *left = b->n ? malloc(b->n * sizeof(*left)) : NULL;
+
 	(void)fd;
 	(void)what;
-	for (size_t i = 0; i < b->n; i++) {
-		if (b->list[i].expires > 0 && b->list[i].expires <= now) {
+	for (size_t i = 0; left && i < b->n; i++)
+		if (!(b->list[i].expires > 0 && b->list[i].expires <= now))
+			left[kept++] = b->list[i];
+	/* The list changes only once the workers have the set without the
+	 * expired bans: what bans shows is what is enforced. */
+	if (!left || (kept != b->n && bans_publish_list(b, left, kept) < 0)) {
+		struct timeval again = { 1, 0 };
+
+		log_error("bans: out of memory; expired bans stay in force, trying again in a second");
+		free(left);
+		evtimer_add(b->timer, &again);
+		return;
+	}
+	for (size_t i = 0; i < b->n; i++)
+		if (b->list[i].expires > 0 && b->list[i].expires <= now)
 			log_info("ban of %s expired", bans_describe(&b->list[i], what_s, sizeof(what_s)));
-			continue;
-		}
-		b->list[kept++] = b->list[i];
-	}
 	if (kept != b->n) {
+		memcpy(b->list, left, kept * sizeof(*left));
 		b->n = kept;
-		/* Out of memory: the expired bans stay in the workers' set until the next change. */
-		if (bans_publish(b) < 0)
-			log_error("bans: out of memory; expired bans stay in force until the next ban or unban");
 	}
+	free(left);
 	bans_arm(b);
 }
 
@@ -275,15 +292,24 @@ int bans_remove(struct bans *b, const struct access_prefix *prefix, const char *
 	struct ban *ban = bans_find(b, prefix, rule);
 	char what[ACCESS_PREFIX_STRLEN + RULE_NAME_MAX + 32];
 
+	struct ban saved;
+	size_t at;
+
 	if (!ban)
 		return -1;
-	log_info("unban: %s", bans_describe(ban, what, sizeof(what)));
-	memmove(ban, ban + 1, (size_t)(b->list + b->n - (ban + 1)) * sizeof(*ban));
+	saved = *ban;
+	at = (size_t)(ban - b->list);
+	memmove(ban, ban + 1, (b->n - at - 1) * sizeof(*ban));
 	b->n--;
-	/* Fewer bans: if even that set cannot be built, keep the old one rather
-	 * than none, and say so. */
-	if (bans_publish(b) < 0)
-		log_error("unban: out of memory; the ban stays in force until the next ban or unban");
+	/* Out of memory: the workers keep the set with the ban, so the list
+	 * keeps it too (bans shows what is enforced) and unban says so. */
+	if (bans_publish(b) < 0) {
+		memmove(b->list + at + 1, b->list + at, (b->n - at) * sizeof(*ban));
+		b->list[at] = saved;
+		b->n++;
+		return -2;
+	}
+	log_info("unban: %s", bans_describe(&saved, what, sizeof(what)));
 	bans_arm(b);
 	return 0;
 }

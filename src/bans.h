@@ -68,7 +68,8 @@ void bans_free(struct bans *b);
 int bans_add(struct bans *b, const struct access_prefix *prefix, const char *rule, double seconds,
 	     char *err, size_t errlen);
 
-/* Lifts the ban of exactly PREFIX on RULE. Returns 0, or -1 if there is none. */
+/* Lifts the ban of exactly PREFIX on RULE. Returns 0, -1 if there is none,
+ * or -2 when out of memory (the ban stays, in force and listed). */
 int bans_remove(struct bans *b, const struct access_prefix *prefix, const char *rule);
 
 /*

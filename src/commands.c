@@ -522,11 +522,17 @@ static int commands_unban(struct daemon *d, int argc, char **argv, bool json, st
 {
 	struct commands_ban_req r;
 	char addr[ACCESS_PREFIX_STRLEN];
+	int rc;
 
 	if (commands_ban_parse(d, argc, argv, false, &r, err, errlen) < 0)
 		return -1;
 	access_prefix_format(&r.prefix, addr, sizeof(addr));
-	if (bans_remove(d->bans, &r.prefix, r.rule) < 0) {
+	rc = bans_remove(d->bans, &r.prefix, r.rule);
+	if (rc == -2) {
+		snprintf(err, errlen, "out of memory: the ban of %s stays in force; try again", addr);
+		return -1;
+	}
+	if (rc < 0) {
 		snprintf(err, errlen, "no ban of %s on %s%s (see portfwdctl bans)", addr,
 			 r.rule[0] ? "rule " : "every rule", r.rule);
 		return -1;

@@ -918,30 +918,47 @@ static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 	free(valid);
 }
 
-/* The line number in "PATH:LINE: ...", or 0 for a file-wide message. */
-static unsigned long config_error_line_of(const char *msg, size_t pathlen)
+/* The line number in "PATH:LINE: ..." (PATH the configuration's, PLEN
+ * long); 0 for a file-wide message; -1 for one about another file (a list
+ * file's "LISTFILE:LINE: ..."). */
+static long config_error_line_of(const char *msg, const char *path, size_t plen)
 {
-	if (strlen(msg) > pathlen && msg[pathlen] == ':')
-		return strtoul(msg + pathlen + 1, NULL, 10);
-	return 0;
+	if (strncmp(msg, path, plen) != 0 || msg[plen] != ':')
+		return -1;
+	return (long)strtoul(msg + plen + 1, NULL, 10);
 }
 
-/* Orders the messages from FIRST on by line, keeping equal lines in order. */
+/*
+ * Orders the messages from FIRST on by the configuration's line, keeping
+ * equal lines in order. A message about another file (a list file's lines)
+ * goes with the message before it, the configuration's line that named it.
+ */
 static void config_sort_errors(struct config_errors *errs, size_t first, const char *path)
 {
-	size_t plen = strlen(path);
+	size_t plen = strlen(path), n = errs->count - first;
+	long *key = malloc((n ? n : 1) * sizeof(*key));
 
-	for (size_t i = first + 1; i < errs->count; i++) {
-		char *m = errs->msgs[i];
-		unsigned long line = config_error_line_of(m, plen);
+	if (!key)
+		return; /* out of memory: left in the order they came */
+	for (size_t i = 0; i < n; i++) {
+		long line = config_error_line_of(errs->msgs[first + i], path, plen);
+
+		key[i] = line >= 0 ? line : i ? key[i - 1] : 0;
+	}
+	for (size_t i = 1; i < n; i++) {
+		char *m = errs->msgs[first + i];
+		long k = key[i];
 		size_t j = i;
 
-		while (j > first && config_error_line_of(errs->msgs[j - 1], plen) > line) {
-			errs->msgs[j] = errs->msgs[j - 1];
+		while (j > 0 && key[j - 1] > k) {
+			errs->msgs[first + j] = errs->msgs[first + j - 1];
+			key[j] = key[j - 1];
 			j--;
 		}
-		errs->msgs[j] = m;
+		errs->msgs[first + j] = m;
+		key[j] = k;
 	}
+	free(key);
 }
 
 void config_free(struct config *cfg)

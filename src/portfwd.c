@@ -1,9 +1,11 @@
 /* portfwd: the daemon's main. Options, start-up order, exit codes. */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "daemon.h"
@@ -72,6 +74,7 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = { { "strict", no_argument, NULL, 'S' },
 						   { NULL, 0, NULL, 0 } };
 	bool test = false, strict = false;
+	char *abs_path = NULL;
 	int opt, rc, lvl = -1;
 
 	while ((opt = getopt_long(argc, argv, "c:ts:l:Vh", longopts, NULL)) != -1) {
@@ -121,7 +124,26 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	if (config_load(path, &cfg, &errs) < 0) {
+	/* The daemon reads the file again at each reload, whatever its working
+	 * directory: an absolute name from the start, with symbolic links left
+	 * alone, so that the file and the list files it names relative to its
+	 * directory are the same ones at the start and at every reload (and a
+	 * link pointed elsewhere is followed anew). -t names it as given. */
+	if (!test && path[0] != '/') {
+		char *cwd = getcwd(NULL, 0);
+
+		if (!cwd || asprintf(&abs_path, "%s/%s", cwd, path) < 0) {
+			fprintf(stderr, "portfwd: cannot name %s from the working directory: %s\n", path,
+				strerror(errno));
+			free(cwd);
+			return 1;
+		}
+		free(cwd);
+		path = abs_path;
+	}
+	rc = config_load(path, &cfg, &errs);
+	free(abs_path); /* cfg.path has its own copy */
+	if (rc < 0) {
 		for (size_t i = 0; i < errs.count; i++)
 			fprintf(stderr, "%s\n", errs.msgs[i]);
 		if (!test)
@@ -134,15 +156,6 @@ int main(int argc, char **argv)
 		rc = check_exposure(&cfg, strict);
 		config_free(&cfg);
 		return rc;
-	}
-	/* Reload reads the file again: name it so a changed directory cannot matter. */
-	{
-		char *abs = realpath(cfg.path, NULL);
-
-		if (abs) {
-			free(cfg.path);
-			cfg.path = abs;
-		}
 	}
 	if (sock) {
 		free(cfg.control_socket);

@@ -657,6 +657,50 @@ START_TEST(test_ban_kill)
 }
 END_TEST
 
+/*
+ * The configuration named through a symbolic link (/etc/portfwd.conf ->
+ * /srv/cfg/portfwd.conf): a list file named relative to it is the one
+ * beside the link at the start and at every reload. The daemon resolved
+ * the link after the start, so a reload looked beside the target, found no
+ * file there and was refused.
+ */
+START_TEST(test_list_file_beside_a_link)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char conf[512], link[300], path[600], *out = NULL;
+	double t0;
+
+	h_backend_start(&b, H_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "lists: { blocked = { file = \"block.txt\"; }; };\n"
+		 "rules: ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; deny = [ \"@blocked\" ]; } );",
+		 port, b.port);
+	h_prepare(&d, conf);
+	ck_assert_int_eq(h_sh(&out, "set -e; cd %s; mkdir etc real; mv portfwd.conf real/; ln -s ../real/portfwd.conf etc/portfwd.conf;"
+			      " echo 127.0.0.3 > etc/block.txt", d.dir), 0);
+	free(out);
+	snprintf(link, sizeof(link), "%s/etc/portfwd.conf", d.dir);
+	snprintf(d.conf, sizeof(d.conf), "%s", link);
+	h_spawn(&d);
+	t0 = h_now();
+	while (h_now() - t0 < 10 && !h_log_contains(&d, "listening on tcp"))
+		usleep(20 * 1000);
+	ck_assert_msg(h_log_contains(&d, "listening on tcp"), "the daemon did not start; see %s", d.log);
+	assert_tcp("127.0.0.3", "127.0.0.1", port, RESET);
+	assert_tcp("127.0.0.2", "127.0.0.1", port, ECHOED);
+	/* A reload reads the same list file, beside the link, changed. */
+	snprintf(path, sizeof(path), "%s/etc/block.txt", d.dir);
+	write_file(path, "127.0.0.2\n");
+	free(ctl_ok(&d, "reload"));
+	assert_tcp("127.0.0.2", "127.0.0.1", port, RESET);
+	assert_tcp("127.0.0.3", "127.0.0.1", port, ECHOED);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 /* The bans in force, as bans --json lists their addresses ("a b "). */
 static void bans_of(struct hdaemon *d, char *buf, size_t len)
 {
@@ -850,6 +894,7 @@ int main(void)
 	tcase_add_test(tc, test_bans);
 	tcase_add_test(tc, test_ban_kill);
 	tcase_add_test(tc, test_fail2ban);
+	tcase_add_test(tc, test_list_file_beside_a_link);
 	suite_add_tcase(s, tc);
 
 	tc = h_netns_tcase();

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "access.h"
 #include "bans.h"
 #include "check_run.h"
@@ -659,6 +661,81 @@ START_TEST(test_ban_set)
 }
 END_TEST
 
+/* realloc that fails once FAIL_AFTER more calls have succeeded. */
+static int fail_after;
+
+static void *failing_realloc(void *p, size_t n)
+{
+	if (fail_after-- <= 0)
+		return NULL;
+	return realloc(p, n);
+}
+
+static void take_set(void *arg, struct ban_set *set)
+{
+	struct ban_set **in_force = arg;
+
+	ban_set_unref(*in_force);
+	*in_force = set;
+}
+
+/*
+ * Out of memory while a set is built: the builder takes nothing more (it
+ * wrote past its array, seen under AddressSanitizer), finish says so, and
+ * an unban that cannot build the smaller set keeps the ban listed, as the
+ * workers keep enforcing it.
+ */
+START_TEST(test_out_of_memory)
+{
+	struct access_builder b = { 0 };
+	struct event_base *base = event_base_new();
+	struct ban_set *in_force = NULL;
+	struct bans *bans = bans_new(base, take_set, &in_force);
+	struct access_prefix p;
+	struct sockaddr_storage a = sa_of("198.51.100.3");
+	char err[160];
+
+	ck_assert_ptr_nonnull(bans);
+	fail_after = 1; /* room for 16, then no more */
+	access_set_realloc(failing_realloc);
+	for (unsigned i = 0; i < 40; i++) {
+		char text[32];
+
+		snprintf(text, sizeof(text), "10.0.%u.0/24", i * 2);
+		ck_assert_int_eq(access_prefix_parse(text, &p, err, sizeof(err)), 0);
+		access_builder_add(&b, &p);
+		ck_assert_int_eq(access_prefix_parse("2001:db8::/32", &p, err, sizeof(err)), 0);
+		access_builder_add(&b, &p);
+	}
+	ck_assert(b.oom);
+	ck_assert_uint_le(b.n4, b.cap4);
+	ck_assert_uint_le(b.n6, b.cap6);
+	ck_assert_ptr_null(access_builder_finish(&b));
+	access_builder_free(&b);
+
+	/* Two bans in force; lifting one cannot build the set of the other. */
+	access_set_realloc(NULL);
+	ck_assert_int_eq(access_prefix_parse("198.51.100.0/24", &p, err, sizeof(err)), 0);
+	ck_assert_int_eq(bans_add(bans, &p, "", 0, err, sizeof(err)), 0);
+	ck_assert_int_eq(access_prefix_parse("203.0.113.0/24", &p, err, sizeof(err)), 0);
+	ck_assert_int_eq(bans_add(bans, &p, "", 0, err, sizeof(err)), 0);
+	fail_after = 0;
+	access_set_realloc(failing_realloc);
+	ck_assert_int_eq(access_prefix_parse("198.51.100.0/24", &p, err, sizeof(err)), 0);
+	ck_assert_int_eq(bans_remove(bans, &p, ""), -2);
+	access_set_realloc(NULL);
+	ck_assert_uint_eq(bans->n, 2);
+	ck_assert(ban_set_match(in_force, "ssh", (struct sockaddr *)&a));
+	/* With memory again it goes, from the list and the workers' set. */
+	ck_assert_int_eq(bans_remove(bans, &p, ""), 0);
+	ck_assert_uint_eq(bans->n, 1);
+	ck_assert(!ban_set_match(in_force, "ssh", (struct sockaddr *)&a));
+	bans_free(bans);
+	ban_set_unref(in_force);
+	event_base_free(base);
+}
+END_TEST
+
 START_TEST(test_durations)
 {
 	static const struct {
@@ -698,6 +775,7 @@ int main(void)
 	tcase_add_test(tc, test_file);
 	tcase_add_test(tc, test_file_200k);
 	tcase_add_test(tc, test_ban_set);
+	tcase_add_test(tc, test_out_of_memory);
 	tcase_add_test(tc, test_durations);
 	suite_add_tcase(s, tc);
 	return check_run(s);
