@@ -720,11 +720,14 @@ bool access_policy_equal(const struct access_policy *a, const struct access_poli
 	       (a ? a->deny : NULL) == (b ? b->deny : NULL);
 }
 
-bool access_set_covers_all(const struct access_set *s)
+bool access_set_covers_family(const struct access_set *s, int family)
 {
-	return s && ((s->n4 == 1 && s->r4[0].lo == 0 && s->r4[0].hi == UINT32_MAX) ||
-		     (s->n6 == 1 && s->r6[0].lo.h == 0 && s->r6[0].lo.l == 0 &&
-		      s->r6[0].hi.h == UINT64_MAX && s->r6[0].hi.l == UINT64_MAX));
+	if (!s)
+		return false;
+	if (family == AF_INET)
+		return s->n4 == 1 && s->r4[0].lo == 0 && s->r4[0].hi == UINT32_MAX;
+	return s->n6 == 1 && s->r6[0].lo.h == 0 && s->r6[0].lo.l == 0 &&
+	       s->r6[0].hi.h == UINT64_MAX && s->r6[0].hi.l == UINT64_MAX;
 }
 
 bool access_policy_has_allow(const struct access_policy *p)

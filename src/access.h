@@ -88,9 +88,10 @@ void access_set_unref(struct access_set *s);
  * S may be NULL (the empty set). */
 bool access_set_contains(const struct access_set *s, const struct sockaddr *sa);
 
-/* True if S holds every IPv4 address or every IPv6 address (0.0.0.0/0,
- * ::/0, or ranges that add up to one): an allow list that keeps nobody out. */
-bool access_set_covers_all(const struct access_set *s);
+/* True if S holds every address of FAMILY (AF_INET: 0.0.0.0/0, AF_INET6:
+ * ::/0, or ranges that add up to it): an allow list that keeps nobody of
+ * that family out. */
+bool access_set_covers_family(const struct access_set *s, int family);
 
 /* Merged ranges of each family: what the set costs, and its size. */
 size_t access_set_ranges4(const struct access_set *s);

@@ -10,6 +10,7 @@
 
 #include "access.h"
 #include "config.h"
+#include "iface.h"
 #include "log.h"
 
 /* Private, loopback and link-local are access.c's built-in lists
@@ -64,7 +65,16 @@ const struct exposure_service *exposure_hunted(unsigned port)
 
 bool exposure_rule_has_allow(const struct rule_config *r)
 {
-	return access_policy_has_allow(r->access) && !access_set_covers_all(r->access->allow);
+	const struct sockaddr *listen = (const struct sockaddr *)&r->listen;
+	int family = listen->sa_family;
+
+	/* Who reaches the rule: its listen address's family (IPv6 sockets take
+	 * IPv6 only; an IPv4-mapped listen address takes IPv4). */
+	if (family == AF_INET6 &&
+	    IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)listen)->sin6_addr))
+		family = AF_INET;
+	return access_policy_has_allow(r->access) &&
+	       !access_set_covers_family(r->access->allow, family);
 }
 
 void exposure_list_free(struct exposure_list *l)
@@ -130,21 +140,35 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 {
 	const struct rule_config *r = &cfg->rules[i];
 	const struct sockaddr *listen = (const struct sockaddr *)&r->listen;
+	const struct sockaddr *target = (const struct sockaddr *)&r->target;
 	enum exposure_addr where = exposure_addr_class(listen);
-	const struct exposure_service *svc =
-		exposure_hunted(rule_addr_port((const struct sockaddr *)&r->target));
-	char addr[RULE_ADDR_STRLEN];
+	const struct exposure_service *to = exposure_hunted(rule_addr_port(target));
+	const struct exposure_service *at = exposure_hunted(rule_addr_port(listen));
+	char addr[RULE_ADDR_STRLEN], taddr[RULE_ADDR_STRLEN], what[160], facing[160] = "", how[96];
 
-	/* Scanners hunt these over TCP; a rule bound to an interface answers
-	 * only there (a VPN, the LAN). */
-	if (!svc || !(r->proto & RULE_PROTO_TCP) || r->interface[0] || exposure_rule_has_allow(r) ||
+	/* Scanners hunt these over TCP, on the port they knock at (this rule's
+	 * listen port) for the service behind it (the target's). */
+	if ((!to && !at) || !(r->proto & RULE_PROTO_TCP) || exposure_rule_has_allow(r) ||
 	    (where != EXPOSURE_ADDR_WILDCARD && where != EXPOSURE_ADDR_PUBLIC))
 		return 0;
+	/* A rule bound to an interface answers only there: a VPN or the LAN
+	 * is no exposure; the interface the internet comes in by is. */
+	if (r->interface[0]) {
+		if (!iface_faces_internet(r->interface, how, sizeof(how)))
+			return 0;
+		snprintf(facing, sizeof(facing), " through interface %s, which %s", r->interface, how);
+	}
+	if (to)
+		snprintf(what, sizeof(what), "forwards to port %u (%s), which scanners hunt (%s),",
+			 to->port, to->name, to->risk);
+	else
+		snprintf(what, sizeof(what), "listens on port %u (%s), which scanners hunt (%s), and forwards it to %s,",
+			 at->port, at->name, at->risk, rule_format_addr(target, taddr, sizeof(taddr)));
 	return exposure_add(out, cfg, i, EXPOSURE_WARNING,
-			    "forwards to port %u (%s), which scanners hunt (%s), from %s (%s) with no allow list: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")",
-			    svc->port, svc->name, svc->risk,
-			    rule_format_addr(listen, addr, sizeof(addr)),
-			    where == EXPOSURE_ADDR_WILDCARD ? "every address of this host" : "a public address");
+			    "%s from %s (%s)%s with no allow list that keeps anyone out: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")",
+			    what, rule_format_addr(listen, addr, sizeof(addr)),
+			    where == EXPOSURE_ADDR_WILDCARD ? "every address of this host" : "a public address",
+			    facing);
 }
 
 int exposure_check(const struct config *cfg, struct exposure_list *out)

@@ -6,9 +6,11 @@
  * carry it, and `status` shows each rule's next to the rule.
  *
  *  - warning: a TCP rule listening on a wildcard (0.0.0.0, [::]) or public
- *    address, not bound to an interface, with no allow list, whose target
- *    port is a service that scanners hunt (ssh, telnet, smb, rdp, vnc,
- *    databases, docker; exposure_hunted).
+ *    address, not bound to an interface or bound to one the internet comes
+ *    in by (iface_faces_internet), with no allow list that keeps anyone of
+ *    its family out, whose target port or listen port is a service that
+ *    scanners hunt (ssh, telnet, smb, rdp, vnc, databases, docker;
+ *    exposure_hunted).
  *  - note: a target on a public address (not private, link-local or
  *    loopback).
  * A target that leads back to portfwd's own listeners is an error, not a

@@ -44,4 +44,19 @@ bool iface_release_before(const char *release, int major, int minor);
 /* True if this kernel wants CAP_NET_RAW for SO_BINDTODEVICE (before 5.7). */
 bool iface_bind_needs_cap(void);
 
+/*
+ * True if traffic from the internet may come in through interface NAME,
+ * with why in WHY: it carries a default route (behind a home router, the
+ * ports it forwards arrive there) or has a public address. False when it
+ * has neither, or is not there now (a VPN that comes up later).
+ */
+bool iface_faces_internet(const char *name, char *why, size_t len);
+
+/* For tests: the directory of the route and ipv6_route files (NULL:
+ * /proc/net) and the interfaces' addresses as getifaddrs(3) gives them
+ * (NULL: getifaddrs and freeifaddrs). */
+struct ifaddrs;
+void iface_set_sources(const char *proc_net, int (*get)(struct ifaddrs **),
+		       void (*release)(struct ifaddrs *));
+
 #endif

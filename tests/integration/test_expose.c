@@ -40,7 +40,7 @@ static int run_ctl(struct hdaemon *d, char **out, const char *a1, const char *a2
 }
 
 #define SSH_WARNING \
-	"forwards to port 22 (ssh), which scanners hunt (password guessing), from 0.0.0.0:2222 (every address of this host) with no allow list: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")"
+	"forwards to port 22 (ssh), which scanners hunt (password guessing), from 0.0.0.0:2222 (every address of this host) with no allow list that keeps anyone out: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")"
 #define OUT_NOTE \
 	"target 198.51.100.7:443 is a public address (not private, link-local or loopback): the traffic goes out to the internet; check that this is the host you mean"
 

@@ -2,7 +2,9 @@
  * Exposure warnings (what a rule opens to the internet) and interface
  * names: the rules of src/exposure.c and src/iface.c, case by case.
  */
+#include <arpa/inet.h>
 #include <check.h>
+#include <ifaddrs.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,14 +173,14 @@ START_TEST(test_which_rules_warn)
 	make_config(&cfg, rules, sizeof(rules) / sizeof(rules[0]));
 	ck_assert_int_eq(items_of(&cfg, &l), 4);
 	ck_assert_str_eq(l.items[0].text,
-			 "FILE:1: warning: rule \"any4\": forwards to port 22 (ssh), which scanners hunt (password guessing), from 0.0.0.0:2222 (every address of this host) with no allow list: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")");
+			 "FILE:1: warning: rule \"any4\": forwards to port 22 (ssh), which scanners hunt (password guessing), from 0.0.0.0:2222 (every address of this host) with no allow list that keeps anyone out: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")");
 	ck_assert_str_eq(l.items[0].name, "any4");
 	ck_assert_int_eq(l.items[0].rule, 0);
 	ck_assert_int_eq(l.items[0].line, 1);
 	ck_assert_str_eq(l.items[1].name, "any6");
 	ck_assert_msg(strstr(l.items[1].message, "from [::]:2222 (every address of this host)"), "%s", l.items[1].message);
 	ck_assert_str_eq(l.items[2].text,
-			 "FILE:3: warning: rule \"public\": forwards to port 3389 (rdp), which scanners hunt (password guessing and remote desktop exploits), from 203.0.113.5:3390 (a public address) with no allow list: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")");
+			 "FILE:3: warning: rule \"public\": forwards to port 3389 (rdp), which scanners hunt (password guessing and remote desktop exploits), from 203.0.113.5:3390 (a public address) with no allow list that keeps anyone out: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")");
 	ck_assert_str_eq(l.items[3].name, "public6");
 	ck_assert_int_eq(l.items[3].rule, 3);
 	ck_assert_int_eq(exposure_count(&l, EXPOSURE_WARNING), 4);
@@ -265,7 +267,9 @@ START_TEST(test_allow_silences)
 		" { name = \"halves\"; proto = \"tcp\"; listen = \"0.0.0.0:2204\"; target = \"192.168.0.2:22\"; allow = [ \"0.0.0.0/1\", \"128.0.0.0/1\" ]; },\n"
 		" { name = \"all6\"; proto = \"tcp\"; listen = \"[::]:2205\"; target = \"192.168.0.2:22\"; allow = [ \"::/0\" ]; },\n"
 		" { name = \"denyonly\"; proto = \"tcp\"; listen = \"0.0.0.0:2206\"; target = \"192.168.0.2:22\"; deny = [ \"203.0.113.0/24\" ]; },\n"
-		" { name = \"empty\"; proto = \"tcp\"; listen = \"0.0.0.0:2207\"; target = \"192.168.0.2:22\"; allow = [ ]; }\n"
+		" { name = \"empty\"; proto = \"tcp\"; listen = \"0.0.0.0:2207\"; target = \"192.168.0.2:22\"; allow = [ ]; },\n"
+		" { name = \"v6only\"; proto = \"tcp\"; listen = \"0.0.0.0:2208\"; target = \"192.168.0.2:22\"; allow = [ \"::/0\" ]; },\n"
+		" { name = \"v4only\"; proto = \"tcp\"; listen = \"[::]:2209\"; target = \"192.168.0.2:22\"; allow = [ \"0.0.0.0/0\" ]; }\n"
 		");\n";
 	static const char *const warned[] = { "all4", "halves", "all6", "denyonly", "empty" };
 	struct exposure_list l = { 0 };
@@ -274,8 +278,11 @@ START_TEST(test_allow_silences)
 	load_config(text, &cfg);
 	ck_assert(exposure_rule_has_allow(&cfg.rules[0]));
 	ck_assert(exposure_rule_has_allow(&cfg.rules[1]));
-	for (size_t i = 2; i < cfg.nrules; i++)
+	for (size_t i = 2; i < 7; i++)
 		ck_assert_msg(!exposure_rule_has_allow(&cfg.rules[i]), "%s", cfg.rules[i].name);
+	/* An allow list of the other family only lets nobody of the rule's in. */
+	ck_assert(exposure_rule_has_allow(&cfg.rules[7]));
+	ck_assert(exposure_rule_has_allow(&cfg.rules[8]));
 	ck_assert_int_eq(items_of(&cfg, &l), 5);
 	for (size_t i = 0; i < 5; i++) {
 		ck_assert_str_eq(l.items[i].name, warned[i]);
@@ -292,6 +299,105 @@ START_TEST(test_allow_silences)
 	ck_assert_int_eq(items_of(&cfg, &l), 0);
 	exposure_list_free(&l);
 	config_free(&cfg);
+}
+END_TEST
+
+/* Scanners knock at the listen port: a hunted one warns whatever the
+ * target's port, naming where it goes. */
+START_TEST(test_hunted_listen_port)
+{
+	static const char *const rules[] = {
+		"ssh22 tcp 0.0.0.0:22 192.168.0.2:2222",
+		"rdp tcp [::]:3389 192.168.0.2:13389",
+		"both tcp 0.0.0.0:2222 192.168.0.2:22",
+		"web tcp 0.0.0.0:8080 192.168.0.2:8081",
+	};
+	struct exposure_list l = { 0 };
+	struct config cfg;
+
+	make_config(&cfg, rules, sizeof(rules) / sizeof(rules[0]));
+	ck_assert_int_eq(items_of(&cfg, &l), 3);
+	ck_assert_str_eq(l.items[0].message,
+			 "listens on port 22 (ssh), which scanners hunt (password guessing), and forwards it to 192.168.0.2:2222, from 0.0.0.0:22 (every address of this host) with no allow list that keeps anyone out: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")");
+	ck_assert_msg(strstr(l.items[1].message, "listens on port 3389 (rdp)"), "%s", l.items[1].message);
+	ck_assert_msg(strstr(l.items[2].message, "forwards to port 22 (ssh)"), "%s", l.items[2].message);
+	exposure_list_free(&l);
+	config_free(&cfg);
+}
+END_TEST
+
+/* The machine as the tests describe it: eth0 with a private address and
+ * the default route (a home lab behind a router), wan with a public
+ * address, wg0 and lan with neither, he6 an IPv6 default route, blk a
+ * reject route. */
+static int fake_ifaddrs(struct ifaddrs **list)
+{
+	static struct sockaddr_in eth0_a = { .sin_family = AF_INET }, wan_a = { .sin_family = AF_INET },
+				  wg0_a = { .sin_family = AF_INET };
+	static struct ifaddrs wg0 = { .ifa_name = "wg0", .ifa_addr = (struct sockaddr *)&wg0_a };
+	static struct ifaddrs wan = { .ifa_next = &wg0, .ifa_name = "wan", .ifa_addr = (struct sockaddr *)&wan_a };
+	static struct ifaddrs eth0 = { .ifa_next = &wan, .ifa_name = "eth0", .ifa_addr = (struct sockaddr *)&eth0_a };
+
+	inet_pton(AF_INET, "192.168.1.10", &eth0_a.sin_addr);
+	inet_pton(AF_INET, "203.0.113.5", &wan_a.sin_addr);
+	inet_pton(AF_INET, "10.8.0.1", &wg0_a.sin_addr);
+	*list = &eth0;
+	return 0;
+}
+
+/*
+ * A rule bound to an interface is quiet when the interface is a VPN or the
+ * LAN, and warned about when the internet comes in by it: the default
+ * route's interface (behind a home router, the forwarded ports arrive
+ * there) or one with a public address.
+ */
+START_TEST(test_interface_facing_the_internet)
+{
+	static const char *const rules[] = {
+		"eth0 tcp 0.0.0.0:2201 192.168.0.2:22 eth0",
+		"wan tcp 0.0.0.0:2202 192.168.0.2:22 wan",
+		"wg0 tcp 0.0.0.0:2203 192.168.0.2:22 wg0",
+		"he6 tcp [::]:2204 192.168.0.2:22 he6",
+		"blk tcp [::]:2205 192.168.0.2:22 blk",
+		"gone tcp 0.0.0.0:2206 192.168.0.2:22 gone0",
+	};
+	char dir[] = "/tmp/portfwd-test-route-XXXXXX", path[128];
+	struct exposure_list l = { 0 };
+	struct config cfg;
+	FILE *fp;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/route", dir);
+	fp = fopen(path, "w");
+	fputs("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+	      "eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+	      "eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+	      "wg0\t0000080A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n", fp);
+	fclose(fp);
+	snprintf(path, sizeof(path), "%s/ipv6_route", dir);
+	fp = fopen(path, "w");
+	fputs("00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db8000000000000000000000001 00000400 00000002 00000000 00000003      he6\n"
+	      "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200      blk\n"
+	      "fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001      wg0\n", fp);
+	fclose(fp);
+	iface_set_sources(dir, fake_ifaddrs, NULL);
+	make_config(&cfg, rules, sizeof(rules) / sizeof(rules[0]));
+	ck_assert_int_eq(items_of(&cfg, &l), 3);
+	ck_assert_str_eq(l.items[0].name, "eth0");
+	ck_assert_msg(strstr(l.items[0].message, "from 0.0.0.0:2201 (every address of this host) through interface eth0, which carries the default route (what the router forwards from the internet arrives there) with no allow list"),
+		      "%s", l.items[0].message);
+	ck_assert_str_eq(l.items[1].name, "wan");
+	ck_assert_msg(strstr(l.items[1].message, "through interface wan, which has the public address 203.0.113.5 with no allow list"),
+		      "%s", l.items[1].message);
+	ck_assert_str_eq(l.items[2].name, "he6");
+	exposure_list_free(&l);
+	config_free(&cfg);
+	iface_set_sources(NULL, NULL, NULL);
+	snprintf(path, sizeof(path), "%s/route", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/ipv6_route", dir);
+	unlink(path);
+	rmdir(dir);
 }
 END_TEST
 
@@ -374,6 +480,8 @@ int main(void)
 	tcase_add_test(tc, test_which_rules_warn);
 	tcase_add_test(tc, test_public_target_note);
 	tcase_add_test(tc, test_allow_silences);
+	tcase_add_test(tc, test_hunted_listen_port);
+	tcase_add_test(tc, test_interface_facing_the_internet);
 	tcase_add_test(tc, test_interface_names);
 	tcase_add_test(tc, test_kernel_release);
 	tcase_add_test(tc, test_bind_errors);
