@@ -342,9 +342,14 @@ static int commands_result(struct daemon *d, const struct daemon_reload_result *
 		return -1;
 	}
 	if (res->status > 0) {
-		snprintf(err, errlen, "%s: generation %llu is in force, but %zu rule%s not listening",
-			 what, (unsigned long long)d->generation, res->msgs.count,
-			 res->msgs.count == 1 ? " is" : "s are");
+		if (res->not_listening)
+			snprintf(err, errlen, "%s: generation %llu is in force, but %u rule%s not listening (retried every %ds)",
+				 what, (unsigned long long)d->generation, res->not_listening,
+				 res->not_listening == 1 ? " is" : "s are", FORWARD_RETRY_SECONDS);
+		else
+			snprintf(err, errlen, "%s: generation %llu is in force, but %zu change%s could not be made",
+				 what, (unsigned long long)d->generation, res->msgs.count,
+				 res->msgs.count == 1 ? "" : "s");
 		return -1;
 	}
 	if (!json)

@@ -429,6 +429,8 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 			if (p[k]->state == FORWARD_FAILED)
 				config_errors_add(&res->msgs, "rule %s: cannot listen on %s: %s",
 						  fw->cfg.name, k == 0 ? "tcp" : "udp", p[k]->error);
+		/* A tcp+udp rule is one rule, however many of its sockets failed. */
+		res->not_listening += p[0]->state == FORWARD_FAILED || p[1]->state == FORWARD_FAILED;
 	}
 	free(d->rules);
 	d->rules = rules;

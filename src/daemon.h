@@ -68,6 +68,7 @@ struct daemon_reload_result {
 	int status;                 /* 0 in force, 1 in force but some rule failed, -1 refused */
 	struct config_errors msgs;  /* config errors (refused) or failed rules */
 	unsigned added, removed, changed, unchanged;
+	unsigned not_listening;     /* rules in force with a socket that failed to bind */
 	struct exposure_list warnings; /* of the valid file; free with exposure_list_free */
 };
 

@@ -260,6 +260,10 @@ static int forward_start_proto(struct forward *fw, int socktype)
 	struct forward_proto *p = socktype == SOCK_STREAM ? &fw->tcp : &fw->udp;
 	const char *name = socktype == SOCK_STREAM ? "tcp" : "udp";
 	char addr[RULE_ADDR_STRLEN];
+	/* The index before the sockets are bound (by name): should the
+	 * interface be made again meanwhile, the watch sees another index and
+	 * binds them anew, never believing dead sockets are on the new one. */
+	unsigned ifindex = fw->cfg.interface[0] ? iface_index(fw->cfg.interface) : 0;
 	int err = forward_bind(fw, socktype);
 
 	rule_format_addr((const struct sockaddr *)&fw->cfg.listen, addr, sizeof(addr));
@@ -282,7 +286,9 @@ static int forward_start_proto(struct forward *fw, int socktype)
 	p->error[0] = '\0';
 	p->err = 0;
 	if (fw->cfg.interface[0]) {
-		fw->ifindex = iface_index(fw->cfg.interface);
+		/* Both protocols' sockets must be on the index recorded first. */
+		if (!fw->ifindex || fw->ifindex != ifindex)
+			fw->ifindex = fw->ifindex ? (unsigned)-1 : ifindex;
 		log_info("rule %s: listening on %s %s, interface %s", fw->cfg.name, name, addr,
 			 fw->cfg.interface);
 	} else {

@@ -295,6 +295,10 @@ START_TEST(test_interface_comes_later)
 	ck_assert(h_log_contains(&d, want));
 	/* The other rule is unaffected. */
 	ck_assert_int_eq(tcp_echo_via(h_ns.cli, "10.77.0.1", 2601), 0);
+	/* A reload meanwhile: one rule (tcp+udp, both failed) not listening. */
+	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 1);
+	ck_assert_msg(strstr(out, "is in force, but 1 rule is not listening (retried every 3s)"), "%s", out);
+	free(out);
 
 	late_cycle(&d);
 	snprintf(want, sizeof(want), "rule vpn: interface %s went away: binding its sockets again", late_if);

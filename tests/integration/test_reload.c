@@ -1326,7 +1326,7 @@ START_TEST(test_reload_bind_failure)
 	h_write_conf(&d, two_rules(keep, held, echo.port));
 	ck_assert_int_eq(ctl(&d, &out, "reload", NULL, NULL), 1);
 	ck_assert_msg(strstr(out, "rule gone: cannot listen on tcp: address already in use"), "%s", out);
-	ck_assert_msg(strstr(out, "generation 2 is in force, but 1 rule is not listening"), "%s", out);
+	ck_assert_msg(strstr(out, "generation 2 is in force, but 1 rule is not listening (retried every 3s)"), "%s", out);
 	free(out);
 	/* The rest of the file applied. */
 	ck_assert_int_eq(generation(&d), 2);
