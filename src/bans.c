@@ -180,7 +180,7 @@ static void bans_expire_cb(evutil_socket_t fd, short what, void *arg)
 			left[kept++] = b->list[i];
 	/* The list changes only once the workers have the set without the
 	 * expired bans: what bans shows is what is enforced. */
-	if (!left || (kept != b->n && bans_publish_list(b, left, kept) < 0)) {
+	if ((b->n && !left) || (kept != b->n && bans_publish_list(b, left, kept) < 0)) {
 		struct timeval again = { 1, 0 };
 
 		log_error("bans: out of memory; expired bans stay in force, trying again in a second");

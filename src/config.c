@@ -25,16 +25,14 @@ struct config_ctx {
 	struct config_access *access; /* lists, allow and deny (config_access.h) */
 };
 
-void config_errors_add(struct config_errors *errs, const char *fmt, ...)
+static void config_errors_vadd(struct config_errors *errs, long line, const char *fmt, va_list ap)
 {
 	char *msg = NULL;
 	char **grown;
-	va_list ap;
+	long *lines;
 
-	va_start(ap, fmt);
 	if (vasprintf(&msg, fmt, ap) < 0)
 		msg = NULL;
-	va_end(ap);
 	if (!msg)
 		return;
 	grown = realloc(errs->msgs, (errs->count + 1) * sizeof(*grown));
@@ -43,7 +41,32 @@ void config_errors_add(struct config_errors *errs, const char *fmt, ...)
 		return;
 	}
 	errs->msgs = grown;
+	lines = realloc(errs->lines, (errs->count + 1) * sizeof(*lines));
+	if (!lines) {
+		free(msg);
+		return;
+	}
+	errs->lines = lines;
+	errs->lines[errs->count] = line;
 	errs->msgs[errs->count++] = msg;
+}
+
+void config_errors_add(struct config_errors *errs, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	config_errors_vadd(errs, -1, fmt, ap);
+	va_end(ap);
+}
+
+void config_errors_add_at(struct config_errors *errs, long line, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	config_errors_vadd(errs, line, fmt, ap);
+	va_end(ap);
 }
 
 void config_errors_free(struct config_errors *errs)
@@ -51,7 +74,9 @@ void config_errors_free(struct config_errors *errs)
 	for (size_t i = 0; i < errs->count; i++)
 		free(errs->msgs[i]);
 	free(errs->msgs);
+	free(errs->lines);
 	errs->msgs = NULL;
+	errs->lines = NULL;
 	errs->count = 0;
 }
 
@@ -918,47 +943,42 @@ static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 	free(valid);
 }
 
-/* The line number in "PATH:LINE: ..." (PATH the configuration's, PLEN
- * long); 0 for a file-wide message; -1 for one about another file (a list
- * file's "LISTFILE:LINE: ..."). */
-static long config_error_line_of(const char *msg, const char *path, size_t plen)
+/* The line number in "PATH:LINE: ...", or 0 for a file-wide message. */
+static long config_error_line_of(const struct config_errors *errs, size_t i, const char *path,
+				 size_t plen)
 {
+	const char *msg = errs->msgs[i];
+
+	if (errs->lines && errs->lines[i] >= 0)
+		return errs->lines[i];
 	if (strncmp(msg, path, plen) != 0 || msg[plen] != ':')
-		return -1;
+		return 0;
 	return (long)strtoul(msg + plen + 1, NULL, 10);
 }
 
-/*
- * Orders the messages from FIRST on by the configuration's line, keeping
- * equal lines in order. A message about another file (a list file's lines)
- * goes with the message before it, the configuration's line that named it.
- */
+/* Orders the messages from FIRST on by the configuration's line, keeping
+ * equal lines in order; a list file's go with the line that names it. */
 static void config_sort_errors(struct config_errors *errs, size_t first, const char *path)
 {
-	size_t plen = strlen(path), n = errs->count - first;
-	long *key = malloc((n ? n : 1) * sizeof(*key));
+	size_t plen = strlen(path);
 
-	if (!key)
-		return; /* out of memory: left in the order they came */
-	for (size_t i = 0; i < n; i++) {
-		long line = config_error_line_of(errs->msgs[first + i], path, plen);
-
-		key[i] = line >= 0 ? line : i ? key[i - 1] : 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		char *m = errs->msgs[first + i];
-		long k = key[i];
+	if (!errs->lines)
+		return;
+	for (size_t i = first; i < errs->count; i++)
+		errs->lines[i] = config_error_line_of(errs, i, path, plen);
+	for (size_t i = first + 1; i < errs->count; i++) {
+		char *m = errs->msgs[i];
+		long line = errs->lines[i];
 		size_t j = i;
 
-		while (j > 0 && key[j - 1] > k) {
-			errs->msgs[first + j] = errs->msgs[first + j - 1];
-			key[j] = key[j - 1];
+		while (j > first && errs->lines[j - 1] > line) {
+			errs->msgs[j] = errs->msgs[j - 1];
+			errs->lines[j] = errs->lines[j - 1];
 			j--;
 		}
-		errs->msgs[first + j] = m;
-		key[j] = k;
+		errs->msgs[j] = m;
+		errs->lines[j] = line;
 	}
-	free(key);
 }
 
 void config_free(struct config *cfg)

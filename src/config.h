@@ -49,6 +49,7 @@ struct config {
 struct config_errors {
 	char **msgs;
 	size_t count;
+	long *lines; /* per message, the configuration's line it sorts at; -1: the one it names */
 };
 
 /*
@@ -74,6 +75,10 @@ void config_free(struct config *cfg);
 
 void config_errors_add(struct config_errors *errs, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* A message about another file (a list file's "LISTFILE:LINE: ..."), which
+ * sorts with the configuration's LINE that named that file. */
+void config_errors_add_at(struct config_errors *errs, long line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 void config_errors_free(struct config_errors *errs);
 
 #endif

@@ -201,6 +201,7 @@ struct config_access_file {
 	struct config_access *ca;
 	const char *path, *name;
 	unsigned long bad;
+	long at; /* the configuration's line that names the file */
 };
 
 static void config_access_file_err(void *arg, unsigned line, const char *msg)
@@ -208,7 +209,8 @@ static void config_access_file_err(void *arg, unsigned line, const char *msg)
 	struct config_access_file *f = arg;
 
 	if (++f->bad <= CONFIG_ACCESS_FILE_ERRORS)
-		config_errors_add(f->ca->errs, "%s:%u: list \"%s\": %s", f->path, line, f->name, msg);
+		config_errors_add_at(f->ca->errs, f->at, "%s:%u: list \"%s\": %s", f->path, line,
+				     f->name, msg);
 }
 
 /* name = { file = "PATH"; }: the file, relative to the configuration's directory. */
@@ -217,7 +219,7 @@ static void config_access_read_file(struct config_access *ca, struct config_list
 {
 	const config_setting_t *f = config_setting_get_member(l->s, "file");
 	const char *path, *slash = strrchr(ca->path, '/');
-	struct config_access_file fe = { ca, NULL, l->info.name, 0 };
+	struct config_access_file fe = { ca, NULL, l->info.name, 0, 0 };
 	int len = config_setting_length(l->s);
 	char *full = NULL;
 	long bad;
@@ -246,14 +248,15 @@ static void config_access_read_file(struct config_access *ca, struct config_list
 	if (path[0] != '/' && slash && asprintf(&full, "%.*s/%s", (int)(slash - ca->path), ca->path, path) < 0)
 		full = NULL;
 	fe.path = full ? full : path;
+	fe.at = config_setting_source_line(f);
 	l->info.file = strdup(fe.path);
 	bad = access_file_read(fe.path, b, &l->info.entries, config_access_file_err, &fe);
 	if (bad < 0)
 		config_access_err(ca, f, scope, "file: cannot read \"%.200s\": %s", path,
 				  access_file_error(errno));
 	else if (fe.bad > CONFIG_ACCESS_FILE_ERRORS)
-		config_errors_add(ca->errs, "%s: list \"%s\": %lu more bad lines not shown", fe.path,
-				  l->info.name, fe.bad - CONFIG_ACCESS_FILE_ERRORS);
+		config_errors_add_at(ca->errs, fe.at, "%s: list \"%s\": %lu more bad lines not shown",
+				     fe.path, l->info.name, fe.bad - CONFIG_ACCESS_FILE_ERRORS);
 	free(full);
 }
 
@@ -309,7 +312,7 @@ void config_access_lists(struct config_access *ca, const config_setting_t *lists
 		struct config_list *l;
 
 		if (!rule_name_valid(name)) {
-			config_access_err(ca, s, "lists", "\"%.80s\": a list name is 1-%d characters of A-Z a-z 0-9 . _ -",
+			config_access_err(ca, s, "lists", "\"%.80s\": a list name is 1-%d characters of A-Z a-z 0-9 _ -, beginning with a letter",
 					  name, ACCESS_NAME_MAX);
 			continue;
 		}

@@ -63,18 +63,22 @@ const struct exposure_service *exposure_hunted(unsigned port)
 	return NULL;
 }
 
-bool exposure_rule_has_allow(const struct rule_config *r)
+/* Who reaches rule R: its listen address's family (IPv6 sockets take IPv6
+ * only; an IPv4-mapped listen address takes IPv4). */
+static int exposure_family(const struct rule_config *r)
 {
 	const struct sockaddr *listen = (const struct sockaddr *)&r->listen;
-	int family = listen->sa_family;
 
-	/* Who reaches the rule: its listen address's family (IPv6 sockets take
-	 * IPv6 only; an IPv4-mapped listen address takes IPv4). */
-	if (family == AF_INET6 &&
+	if (listen->sa_family == AF_INET6 &&
 	    IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)listen)->sin6_addr))
-		family = AF_INET;
+		return AF_INET;
+	return listen->sa_family;
+}
+
+bool exposure_rule_has_allow(const struct rule_config *r)
+{
 	return access_policy_has_allow(r->access) &&
-	       !access_set_covers_family(r->access->allow, family);
+	       !access_set_covers_family(r->access->allow, exposure_family(r));
 }
 
 void exposure_list_free(struct exposure_list *l)
@@ -144,7 +148,7 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 	enum exposure_addr where = exposure_addr_class(listen);
 	const struct exposure_service *to = exposure_hunted(rule_addr_port(target));
 	const struct exposure_service *at = exposure_hunted(rule_addr_port(listen));
-	char addr[RULE_ADDR_STRLEN], taddr[RULE_ADDR_STRLEN], what[160], facing[160] = "", how[96];
+	char addr[RULE_ADDR_STRLEN], taddr[RULE_ADDR_STRLEN], what[320], facing[200] = "", how[128];
 
 	/* Scanners hunt these over TCP, on the port they knock at (this rule's
 	 * listen port) for the service behind it (the target's). */
@@ -154,7 +158,7 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 	/* A rule bound to an interface answers only there: a VPN or the LAN
 	 * is no exposure; the interface the internet comes in by is. */
 	if (r->interface[0]) {
-		if (!iface_faces_internet(r->interface, how, sizeof(how)))
+		if (!iface_faces_internet(r->interface, exposure_family(r), how, sizeof(how)))
 			return 0;
 		snprintf(facing, sizeof(facing), " through interface %s, which %s", r->interface, how);
 	}

@@ -286,9 +286,14 @@ static int forward_start_proto(struct forward *fw, int socktype)
 	p->error[0] = '\0';
 	p->err = 0;
 	if (fw->cfg.interface[0]) {
-		/* Both protocols' sockets must be on the index recorded first. */
-		if (!fw->ifindex || fw->ifindex != ifindex)
-			fw->ifindex = fw->ifindex ? (unsigned)-1 : ifindex;
+		/* The index before and after the bind: the same one, or the
+		 * interface came or was made again meanwhile and which one the
+		 * sockets are on is not known (-1: the watch binds them anew).
+		 * Both protocols' sockets must be on the one recorded first. */
+		unsigned after = iface_index(fw->cfg.interface);
+		unsigned on = ifindex && ifindex == after ? ifindex : (unsigned)-1;
+
+		fw->ifindex = !fw->ifindex || fw->ifindex == on ? on : (unsigned)-1;
 		log_info("rule %s: listening on %s %s, interface %s", fw->cfg.name, name, addr,
 			 fw->cfg.interface);
 	} else {
@@ -318,14 +323,14 @@ static void forward_rebind(struct forward *fw, const char *reason);
 static void forward_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct forward *fw = arg;
-	char why[64];
+	char why[96];
 
 	(void)fd;
 	(void)what;
 	/* The sockets are bound to an index: an interface deleted and made
 	 * again (wg-quick down and up) is another one, or none for a while. */
 	if (fw->ifindex && iface_index(fw->cfg.interface) != fw->ifindex) {
-		snprintf(why, sizeof(why), "interface %s went away", fw->cfg.interface);
+		snprintf(why, sizeof(why), "interface %s went away or was made again", fw->cfg.interface);
 		forward_rebind(fw, why);
 		return;
 	}
@@ -456,6 +461,7 @@ static void forward_close(struct forward *fw, void (*fn)(struct listener *l, voi
 			  void *arg)
 {
 	forward_each_sync(fw, fn, arg);
+	fw->ifindex = 0; /* no socket is bound to any */
 	if (fw->bind_retry)
 		evtimer_del(fw->bind_retry);
 	if (fw->cfg.proto & RULE_PROTO_TCP)

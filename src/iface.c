@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
+#include <unistd.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 
 #include "access.h"
 
@@ -81,57 +84,99 @@ bool iface_bind_needs_cap(void)
 
 /* ---- does the internet come in through it? ---- */
 
-static const char *iface_proc_net = "/proc/net";
+/* The main table's default route of FAMILY out of interface NAME, asked of
+ * the kernel over rtnetlink (the table the host's own traffic takes; a
+ * VPN's full-tunnel route in a table of its own is not the way in). */
+static bool iface_netlink_default_route(const char *name, int family)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct rtmsg rt;
+	} req;
+	unsigned index = if_nametoindex(name);
+	struct timeval tv = { 1, 0 };
+	bool found = false, done = false;
+	char buf[16384];
+	int fd;
+
+	if (!index)
+		return false;
+	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (fd < 0)
+		return false;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	memset(&req, 0, sizeof(req));
+	req.nh.nlmsg_len = sizeof(req);
+	req.nh.nlmsg_type = RTM_GETROUTE;
+	req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req.nh.nlmsg_seq = 1;
+	req.rt.rtm_family = (unsigned char)family;
+	if (send(fd, &req, sizeof(req), 0) < 0) {
+		close(fd);
+		return false;
+	}
+	while (!done) {
+		ssize_t got = recv(fd, buf, sizeof(buf), 0);
+		int n = (int)got;
+
+		if (got <= 0)
+			break;
+		for (struct nlmsghdr *nh = (struct nlmsghdr *)buf; NLMSG_OK(nh, n); nh = NLMSG_NEXT(nh, n)) {
+			struct rtmsg *rt = NLMSG_DATA(nh);
+			unsigned table, oif = 0;
+			bool via = false;
+			int len;
+
+			if (nh->nlmsg_type == NLMSG_DONE || nh->nlmsg_type == NLMSG_ERROR) {
+				done = true;
+				break;
+			}
+			if (nh->nlmsg_type != RTM_NEWROUTE)
+				continue;
+			table = rt->rtm_table;
+			len = (int)RTM_PAYLOAD(nh);
+			for (struct rtattr *at = RTM_RTA(rt); RTA_OK(at, len); at = RTA_NEXT(at, len)) {
+				if (at->rta_type == RTA_TABLE && RTA_PAYLOAD(at) >= sizeof(uint32_t)) {
+					memcpy(&table, RTA_DATA(at), sizeof(uint32_t));
+				} else if (at->rta_type == RTA_OIF && RTA_PAYLOAD(at) >= sizeof(uint32_t)) {
+					memcpy(&oif, RTA_DATA(at), sizeof(uint32_t));
+				} else if (at->rta_type == RTA_MULTIPATH) {
+					int left = (int)RTA_PAYLOAD(at);
+
+					for (struct rtnexthop *hop = RTA_DATA(at); RTNH_OK(hop, left);
+					     left -= (int)RTNH_ALIGN(hop->rtnh_len), hop = RTNH_NEXT(hop))
+						via |= (unsigned)hop->rtnh_ifindex == index;
+				}
+			}
+			if (rt->rtm_dst_len == 0 && table == RT_TABLE_MAIN && rt->rtm_type == RTN_UNICAST &&
+			    (oif == index || via))
+				found = true;
+		}
+	}
+	close(fd);
+	return found;
+}
+
+static bool (*iface_default_route)(const char *, int) = iface_netlink_default_route;
 static int (*iface_getifaddrs)(struct ifaddrs **) = getifaddrs;
 static void (*iface_freeifaddrs)(struct ifaddrs *) = freeifaddrs;
 
-void iface_set_sources(const char *proc_net, int (*get)(struct ifaddrs **),
-		       void (*release)(struct ifaddrs *))
+void iface_set_sources(bool (*default_route)(const char *name, int family),
+		       int (*get)(struct ifaddrs **), void (*release)(struct ifaddrs *))
 {
-	iface_proc_net = proc_net ? proc_net : "/proc/net";
+	iface_default_route = default_route ? default_route : iface_netlink_default_route;
 	iface_getifaddrs = get ? get : getifaddrs;
 	iface_freeifaddrs = get ? release : freeifaddrs;
 }
 
-/* True if FILE (route or ipv6_route under iface_proc_net) has a default
- * route that is up, not a reject route, through NAME. */
-static bool iface_default_route(const char *file, const char *name)
-{
-	char path[256], line[512];
-	bool found = false;
-	FILE *fp;
-
-	snprintf(path, sizeof(path), "%s/%s", iface_proc_net, file);
-	fp = fopen(path, "re");
-	if (!fp)
-		return false;
-	while (!found && fgets(line, sizeof(line), fp)) {
-		char dev[IFNAMSIZ + 1], dst[33], mask[9];
-		unsigned flags, plen;
-
-		if (strcmp(file, "route") == 0) {
-			/* Iface Destination Gateway Flags RefCnt Use Metric Mask ... */
-			if (sscanf(line, "%16s %8s %*s %x %*s %*s %*s %8s", dev, dst, &flags, mask) == 4)
-				found = strcmp(dev, name) == 0 && strcmp(dst, "00000000") == 0 &&
-					strcmp(mask, "00000000") == 0 && (flags & 0x1);
-		} else {
-			/* dst plen src splen nexthop metric refcnt use flags dev */
-			if (sscanf(line, "%32s %x %*s %*s %*s %*s %*s %*s %x %16s", dst, &plen, &flags, dev) == 4)
-				found = strcmp(dev, name) == 0 && plen == 0 &&
-					strspn(dst, "0") == 32 && (flags & 0x1) && !(flags & 0x200);
-		}
-	}
-	fclose(fp);
-	return found;
-}
-
-bool iface_faces_internet(const char *name, char *why, size_t len)
+bool iface_faces_internet(const char *name, int family, char *why, size_t len)
 {
 	struct ifaddrs *list = NULL;
 	bool found = false;
 
-	if (iface_default_route("route", name) || iface_default_route("ipv6_route", name)) {
-		snprintf(why, len, "carries the default route (what the router forwards from the internet arrives there)");
+	if (iface_default_route(name, family)) {
+		snprintf(why, len, "carries the %s default route (what the router forwards from the internet arrives there)",
+			 family == AF_INET ? "IPv4" : "IPv6");
 		return true;
 	}
 	if (iface_getifaddrs(&list) < 0)
@@ -139,12 +184,11 @@ bool iface_faces_internet(const char *name, char *why, size_t len)
 	for (struct ifaddrs *a = list; a && !found; a = a->ifa_next) {
 		char host[INET6_ADDRSTRLEN];
 
-		if (!a->ifa_addr || strcmp(a->ifa_name, name) != 0 ||
-		    (a->ifa_addr->sa_family != AF_INET && a->ifa_addr->sa_family != AF_INET6) ||
+		if (!a->ifa_addr || strcmp(a->ifa_name, name) != 0 || a->ifa_addr->sa_family != family ||
 		    access_builtin_of(a->ifa_addr))
 			continue;
-		inet_ntop(a->ifa_addr->sa_family,
-			  a->ifa_addr->sa_family == AF_INET
+		inet_ntop(family,
+			  family == AF_INET
 				  ? (const void *)&((const struct sockaddr_in *)a->ifa_addr)->sin_addr
 				  : (const void *)&((const struct sockaddr_in6 *)a->ifa_addr)->sin6_addr,
 			  host, sizeof(host));

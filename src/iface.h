@@ -45,18 +45,19 @@ bool iface_release_before(const char *release, int major, int minor);
 bool iface_bind_needs_cap(void);
 
 /*
- * True if traffic from the internet may come in through interface NAME,
- * with why in WHY: it carries a default route (behind a home router, the
- * ports it forwards arrive there) or has a public address. False when it
- * has neither, or is not there now (a VPN that comes up later).
+ * True if traffic of FAMILY (AF_INET or AF_INET6) from the internet may
+ * come in through interface NAME, with why in WHY: it carries the main
+ * table's default route of that family (behind a home router, the ports it
+ * forwards arrive there) or has a public address of that family. False
+ * when it has neither, or is not there now (a VPN that comes up later).
  */
-bool iface_faces_internet(const char *name, char *why, size_t len);
+bool iface_faces_internet(const char *name, int family, char *why, size_t len);
 
-/* For tests: the directory of the route and ipv6_route files (NULL:
- * /proc/net) and the interfaces' addresses as getifaddrs(3) gives them
+/* For tests: whether NAME carries a default route of FAMILY (NULL: ask
+ * the kernel) and the interfaces' addresses as getifaddrs(3) gives them
  * (NULL: getifaddrs and freeifaddrs). */
 struct ifaddrs;
-void iface_set_sources(const char *proc_net, int (*get)(struct ifaddrs **),
-		       void (*release)(struct ifaddrs *));
+void iface_set_sources(bool (*default_route)(const char *name, int family),
+		       int (*get)(struct ifaddrs **), void (*release)(struct ifaddrs *));
 
 #endif

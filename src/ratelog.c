@@ -15,9 +15,15 @@ static uint64_t ratelog_hash(const void *key, size_t len)
 	return h | 1;
 }
 
+/* The hash's low bit is always 1: the home comes from the others. */
+static size_t ratelog_home_of(uint64_t h)
+{
+	return (size_t)((h >> 1) % RATELOG_SLOTS);
+}
+
 size_t ratelog_home(const void *key, size_t len)
 {
-	return ratelog_hash(key, len) % RATELOG_SLOTS;
+	return ratelog_home_of(ratelog_hash(key, len));
 }
 
 /* The overall budget, as a GCRA: RATELOG_PER_SECOND, bursts of RATELOG_BURST. */
@@ -45,21 +51,26 @@ static bool ratelog_budget(struct ratelog *r, uint64_t ms)
  * overall budget alone, so that keys that collide never reset each other's
  * minute.
  */
-static struct ratelog_slot *ratelog_place(struct ratelog *r, uint64_t h, uint64_t ms, bool *own)
+static struct ratelog_slot *ratelog_place(struct ratelog *r, uint64_t h, uint64_t ms, bool *own,
+					  uint64_t *seen)
 {
 	struct ratelog_slot *spare = NULL;
+	size_t home = ratelog_home_of(h);
 
 	*own = false;
 	for (unsigned w = 0; w < RATELOG_WAYS; w++) {
-		struct ratelog_slot *c = &r->slots[(h + w) % RATELOG_SLOTS];
+		struct ratelog_slot *c = &r->slots[(home + w) % RATELOG_SLOTS];
 		uint64_t k = atomic_load_explicit(&c->key, memory_order_relaxed);
+		uint64_t st = atomic_load_explicit(&c->state, memory_order_relaxed);
 
 		if (k == h) {
 			*own = true;
 			return c;
 		}
-		if (!spare && (k == 0 || ms >= atomic_load_explicit(&c->state, memory_order_relaxed) >> 24))
+		if (!spare && (k == 0 || ms >= st >> 24)) {
 			spare = c;
+			*seen = st;
+		}
 	}
 	return spare;
 }
@@ -70,14 +81,19 @@ bool ratelog_allow(struct ratelog *r, const void *key, size_t len, double now,
 	uint64_t h = ratelog_hash(key, len), ms = now > 0 ? (uint64_t)(now * 1000) : 0;
 	uint64_t next = ms + RATELOG_INTERVAL * 1000ULL;
 	bool own;
-	struct ratelog_slot *s = ratelog_place(r, h, ms, &own);
-	uint64_t old;
+	uint64_t old = 0;
+	struct ratelog_slot *s = ratelog_place(r, h, ms, &own, &old);
 
 	note->held = 0;
 	if (s && !own) {
-		/* A new key (or one back after its place was given up). */
-		atomic_store_explicit(&s->key, h, memory_order_relaxed);
-		atomic_store_explicit(&s->state, next << 24, memory_order_relaxed);
+		/* A new key (or one back after its place was given up): the place
+		 * is taken only as it was seen, spare; another thread that took it
+		 * or held a line back meanwhile keeps it, and this key goes by the
+		 * overall budget. */
+		if (atomic_compare_exchange_strong_explicit(&s->state, &old, next << 24,
+							    memory_order_relaxed,
+							    memory_order_relaxed))
+			atomic_store_explicit(&s->key, h, memory_order_relaxed);
 	} else if (s) {
 		old = atomic_load_explicit(&s->state, memory_order_relaxed);
 		for (;;) {

@@ -9,10 +9,11 @@
  *
  * Lock-free (atomics), for any thread; a zeroed struct ratelog is ready.
  * Keys share RATELOG_SLOTS places, each key one of RATELOG_WAYS next to its
- * hash's; a key never takes the place of another that is holding lines
- * back. When all of its places are taken that way (more than RATELOG_WAYS
- * keys of one neighbourhood logged within the interval: over a thousand
- * busy keys), the key's lines go by the overall budget alone.
+ * hash's; a key does not take the place of another that is holding lines
+ * back (two threads placing keys at the same instant may cost a line).
+ * When all of its places are held that way (more than RATELOG_WAYS keys of
+ * one neighbourhood within the interval: likely with a few hundred keys
+ * logging at once), the key's lines go by the overall budget alone.
  */
 #ifndef PORTFWD_RATELOG_H
 #define PORTFWD_RATELOG_H

@@ -230,13 +230,24 @@ static uint32_t sources_tick(const struct sources *t, double now)
 	return (uint32_t)(sources_ms(t, now) * TICKS_PER_SECOND / 1000);
 }
 
-/* Ticks from SEEN to TICK; 0 when SEEN is later (another worker's clock
- * read a moment after this caller's): a source seen just now is never old. */
+/* How far ahead of a caller's clock another worker's may be: a moment
+ * (the time between reading the clock and getting here), never more. */
+#define SOURCES_LEAD_TICKS (60 * TICKS_PER_SECOND)
+
+/* True if SEEN is a little later than TICK: stamped by a worker whose
+ * clock was read a moment after this caller's. */
+static bool sources_ahead(uint32_t tick, uint32_t seen)
+{
+	uint32_t lead = seen - tick;
+
+	return lead != 0 && lead <= SOURCES_LEAD_TICKS;
+}
+
+/* Ticks from SEEN to TICK; 0 when SEEN is a moment later: a source seen
+ * just now is never old. */
 static uint32_t sources_age(uint32_t tick, uint32_t seen)
 {
-	int32_t d = (int32_t)(tick - seen);
-
-	return d > 0 ? (uint32_t)d : 0;
+	return sources_ahead(tick, seen) ? 0 : tick - seen;
 }
 
 static void sources_seen(struct sources_slot *s, uint32_t tick)
@@ -245,7 +256,7 @@ static void sources_seen(struct sources_slot *s, uint32_t tick)
 
 	/* Most calls come within the same tick: no write then; and never
 	 * backwards, for a caller whose clock is a moment behind. */
-	while ((int32_t)(tick - seen) > 0 &&
+	while (seen != tick && !sources_ahead(tick, seen) &&
 	       !atomic_compare_exchange_weak_explicit(&s->seen, &seen, tick, memory_order_relaxed,
 						      memory_order_relaxed))
 		;

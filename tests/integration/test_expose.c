@@ -60,7 +60,7 @@ START_TEST(test_check_flag_warnings)
 	h_prepare(&noted, "defaults: { };\n"
 		  "rules = ( { name = \"out\"; proto = \"tcp\"; listen = \"127.0.0.1:8443\"; target = \"198.51.100.7:443\"; } );");
 	h_prepare(&quiet, "defaults: { };\n"
-		  "rules = ( { name = \"vpn\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; interface = \"wg0\"; } );");
+		  "rules = ( { name = \"vpn\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; interface = \"pfnowhere0\"; } );"); /* no such interface here: quiet */
 
 	ck_assert_int_eq(check_file(&out, exposed.conf, false), 0);
 	snprintf(want, sizeof(want), "%s:3: warning: rule \"ssh\": " SSH_WARNING "\n", exposed.conf);
@@ -301,7 +301,7 @@ START_TEST(test_interface_comes_later)
 	free(out);
 
 	late_cycle(&d);
-	snprintf(want, sizeof(want), "rule vpn: interface %s went away: binding its sockets again", late_if);
+	snprintf(want, sizeof(want), "rule vpn: interface %s went away or was made again: binding its sockets again", late_if);
 	ck_assert(h_log_contains(&d, want));
 	h_stop(&d);
 	h_backend_stop(&bt);
@@ -385,6 +385,70 @@ START_TEST(test_interface_reload)
 	h_stop(&d);
 	h_backend_stop(&bt);
 	h_backend_stop(&bu);
+}
+END_TEST
+
+/* `portfwdctl check` of rules "v4" (0.0.0.0) and "v6" ([::]) to ssh, both
+ * bound to the server's link: the names of the rules warned about. */
+static void warned_rules(struct hdaemon *d, char *names, size_t len)
+{
+	char path[320], *out = NULL;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/check.conf", d->dir);
+	fp = fopen(path, "w");
+	ck_assert_ptr_nonnull(fp);
+	fprintf(fp, "rules: ( { name = \"v4\"; proto = \"tcp\"; listen = \"0.0.0.0:2610\"; target = \"192.168.0.2:22\"; interface = \"%s\"; },\n"
+		    "         { name = \"v6\"; proto = \"tcp\"; listen = \"[::]:2611\"; target = \"192.168.0.2:22\"; interface = \"%s\"; } );\n",
+		h_ns.srv_if, h_ns.srv_if);
+	fclose(fp);
+	ck_assert_int_eq(run_ctl(d, &out, "check", path, NULL), 0);
+	names[0] = '\0';
+	if (strstr(out, "rule \"v4\": forwards to port 22"))
+		snprintf(names + strlen(names), len - strlen(names), "v4 ");
+	if (strstr(out, "rule \"v6\": forwards to port 22"))
+		snprintf(names + strlen(names), len - strlen(names), "v6 ");
+	if (names[0])
+		ck_assert_msg(strstr(out, "which carries the"), "%s", out);
+	free(out);
+}
+
+/*
+ * The daemon asks the kernel (rtnetlink) which interface carries the
+ * default route, per family and in the main table only: the server's link
+ * with no default route is a LAN (quiet); given the IPv4 default route, the
+ * IPv4 rule bound to it is warned about, the IPv6 one not; an IPv6 default
+ * route in a table of its own (wg-quick's full tunnel) changes nothing; in
+ * the main table it does.
+ */
+START_TEST(test_interface_warning_follows_the_default_route)
+{
+	struct hdaemon d;
+	char names[16], *out = NULL;
+
+	if (!h_netns_ready(&h_ns))
+		return;
+	h_daemon_netns = h_ns.srv;
+	h_start(&d, "rules: ( );");
+	h_daemon_netns = NULL;
+	warned_rules(&d, names, sizeof(names));
+	ck_assert_str_eq(names, "");
+	ck_assert_int_eq(h_sh(&out, "ip -n %s route add default via 10.77.0.2 dev %s", h_ns.srv, h_ns.srv_if), 0);
+	free(out);
+	warned_rules(&d, names, sizeof(names));
+	ck_assert_str_eq(names, "v4 ");
+	ck_assert_int_eq(h_sh(&out, "ip -n %s -6 route add default dev %s table 51820", h_ns.srv, h_ns.srv_if), 0);
+	free(out);
+	warned_rules(&d, names, sizeof(names));
+	ck_assert_str_eq(names, "v4 ");
+	ck_assert_int_eq(h_sh(&out, "ip -n %s -6 route add default via fd77::2 dev %s", h_ns.srv, h_ns.srv_if), 0);
+	free(out);
+	warned_rules(&d, names, sizeof(names));
+	ck_assert_str_eq(names, "v4 v6 ");
+	h_sh(&out, "ip -n %1$s route del default; ip -n %1$s -6 route del default; ip -n %1$s -6 route del default table 51820",
+	     h_ns.srv);
+	free(out);
+	h_stop(&d);
 }
 END_TEST
 
@@ -527,6 +591,7 @@ int main(void)
 	tcase_add_test(tc, test_warnings_in_replies_log_and_status);
 	tcase_add_test(tc, test_interface_comes_later);
 	tcase_add_test(tc, test_interface_reload);
+	tcase_add_test(tc, test_interface_warning_follows_the_default_route);
 	tcase_add_test(tc, test_interface_after_privilege_drop);
 	suite_add_tcase(s, tc);
 	return check_run(s);

@@ -327,29 +327,64 @@ START_TEST(test_hunted_listen_port)
 END_TEST
 
 /* The machine as the tests describe it: eth0 with a private address and
- * the default route (a home lab behind a router), wan with a public
- * address, wg0 and lan with neither, he6 an IPv6 default route, blk a
- * reject route. */
+ * the IPv4 default route (a home lab behind a router), wan with a public
+ * IPv4 address, lan with a private IPv4 and a public IPv6 address (prefix
+ * delegation), he6 the IPv6 default route, wg0 nothing of the kind. */
 static int fake_ifaddrs(struct ifaddrs **list)
 {
 	static struct sockaddr_in eth0_a = { .sin_family = AF_INET }, wan_a = { .sin_family = AF_INET },
-				  wg0_a = { .sin_family = AF_INET };
-	static struct ifaddrs wg0 = { .ifa_name = "wg0", .ifa_addr = (struct sockaddr *)&wg0_a };
+				  wg0_a = { .sin_family = AF_INET }, lan_a = { .sin_family = AF_INET };
+	static struct sockaddr_in6 lan_6 = { .sin6_family = AF_INET6 };
+	static struct ifaddrs lan6 = { .ifa_name = "lan", .ifa_addr = (struct sockaddr *)&lan_6 };
+	static struct ifaddrs lan = { .ifa_next = &lan6, .ifa_name = "lan", .ifa_addr = (struct sockaddr *)&lan_a };
+	static struct ifaddrs wg0 = { .ifa_next = &lan, .ifa_name = "wg0", .ifa_addr = (struct sockaddr *)&wg0_a };
 	static struct ifaddrs wan = { .ifa_next = &wg0, .ifa_name = "wan", .ifa_addr = (struct sockaddr *)&wan_a };
 	static struct ifaddrs eth0 = { .ifa_next = &wan, .ifa_name = "eth0", .ifa_addr = (struct sockaddr *)&eth0_a };
 
 	inet_pton(AF_INET, "192.168.1.10", &eth0_a.sin_addr);
 	inet_pton(AF_INET, "203.0.113.5", &wan_a.sin_addr);
 	inet_pton(AF_INET, "10.8.0.1", &wg0_a.sin_addr);
+	inet_pton(AF_INET, "192.168.2.1", &lan_a.sin_addr);
+	inet_pton(AF_INET6, "2001:db8:5::1", &lan_6.sin6_addr);
 	*list = &eth0;
 	return 0;
 }
 
+static bool fake_default_route(const char *name, int family)
+{
+	return (family == AF_INET && strcmp(name, "eth0") == 0) ||
+	       (family == AF_INET6 && strcmp(name, "he6") == 0);
+}
+
+/* Nothing faces the internet: the other tests never read this host's routes. */
+static bool no_default_route(const char *name, int family)
+{
+	(void)name;
+	(void)family;
+	return false;
+}
+
+static int no_ifaddrs(struct ifaddrs **list)
+{
+	*list = NULL;
+	return 0;
+}
+
+static void quiet_host(void)
+{
+	iface_set_sources(no_default_route, no_ifaddrs, NULL);
+}
+
+static void real_host(void)
+{
+	iface_set_sources(NULL, NULL, NULL);
+}
+
 /*
  * A rule bound to an interface is quiet when the interface is a VPN or the
- * LAN, and warned about when the internet comes in by it: the default
- * route's interface (behind a home router, the forwarded ports arrive
- * there) or one with a public address.
+ * LAN, and warned about when the internet comes in by it for the rule's
+ * family: the default route's interface (behind a home router, the
+ * forwarded ports arrive there) or one with a public address.
  */
 START_TEST(test_interface_facing_the_internet)
 {
@@ -358,46 +393,30 @@ START_TEST(test_interface_facing_the_internet)
 		"wan tcp 0.0.0.0:2202 192.168.0.2:22 wan",
 		"wg0 tcp 0.0.0.0:2203 192.168.0.2:22 wg0",
 		"he6 tcp [::]:2204 192.168.0.2:22 he6",
-		"blk tcp [::]:2205 192.168.0.2:22 blk",
-		"gone tcp 0.0.0.0:2206 192.168.0.2:22 gone0",
+		"he6v4 tcp 0.0.0.0:2205 192.168.0.2:22 he6",
+		"eth0v6 tcp [::]:2206 192.168.0.2:22 eth0",
+		"lan4 tcp 0.0.0.0:2207 192.168.0.2:22 lan",
+		"lan6 tcp [::]:2208 192.168.0.2:22 lan",
+		"gone tcp 0.0.0.0:2209 192.168.0.2:22 gone0",
 	};
-	char dir[] = "/tmp/portfwd-test-route-XXXXXX", path[128];
+	static const char *const warned[] = { "eth0", "wan", "he6", "lan6" };
 	struct exposure_list l = { 0 };
 	struct config cfg;
-	FILE *fp;
 
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/route", dir);
-	fp = fopen(path, "w");
-	fputs("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-	      "eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
-	      "eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
-	      "wg0\t0000080A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n", fp);
-	fclose(fp);
-	snprintf(path, sizeof(path), "%s/ipv6_route", dir);
-	fp = fopen(path, "w");
-	fputs("00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db8000000000000000000000001 00000400 00000002 00000000 00000003      he6\n"
-	      "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200      blk\n"
-	      "fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001      wg0\n", fp);
-	fclose(fp);
-	iface_set_sources(dir, fake_ifaddrs, NULL);
+	iface_set_sources(fake_default_route, fake_ifaddrs, NULL);
 	make_config(&cfg, rules, sizeof(rules) / sizeof(rules[0]));
-	ck_assert_int_eq(items_of(&cfg, &l), 3);
-	ck_assert_str_eq(l.items[0].name, "eth0");
-	ck_assert_msg(strstr(l.items[0].message, "from 0.0.0.0:2201 (every address of this host) through interface eth0, which carries the default route (what the router forwards from the internet arrives there) with no allow list"),
+	ck_assert_int_eq(items_of(&cfg, &l), 4);
+	for (int i = 0; i < 4; i++)
+		ck_assert_str_eq(l.items[i].name, warned[i]);
+	ck_assert_msg(strstr(l.items[0].message, "from 0.0.0.0:2201 (every address of this host) through interface eth0, which carries the IPv4 default route (what the router forwards from the internet arrives there) with no allow list"),
 		      "%s", l.items[0].message);
-	ck_assert_str_eq(l.items[1].name, "wan");
 	ck_assert_msg(strstr(l.items[1].message, "through interface wan, which has the public address 203.0.113.5 with no allow list"),
 		      "%s", l.items[1].message);
-	ck_assert_str_eq(l.items[2].name, "he6");
+	ck_assert_msg(strstr(l.items[2].message, "which carries the IPv6 default route"), "%s", l.items[2].message);
+	ck_assert_msg(strstr(l.items[3].message, "which has the public address 2001:db8:5::1"), "%s", l.items[3].message);
 	exposure_list_free(&l);
 	config_free(&cfg);
-	iface_set_sources(NULL, NULL, NULL);
-	snprintf(path, sizeof(path), "%s/route", dir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/ipv6_route", dir);
-	unlink(path);
-	rmdir(dir);
+	quiet_host();
 }
 END_TEST
 
@@ -475,6 +494,7 @@ int main(void)
 	Suite *s = suite_create("exposure");
 	TCase *tc = tcase_create("exposure");
 
+	tcase_add_checked_fixture(tc, quiet_host, real_host);
 	tcase_add_test(tc, test_address_classes);
 	tcase_add_test(tc, test_each_hunted_port);
 	tcase_add_test(tc, test_which_rules_warn);

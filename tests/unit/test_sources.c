@@ -552,6 +552,31 @@ START_TEST(test_seen_a_moment_ahead)
 }
 END_TEST
 
+/* After 400 days of uptime (past 2^31 ticks) an idle source is still old:
+ * its age is the time since it was seen, not taken for a clock ahead. */
+START_TEST(test_idle_for_a_year)
+{
+	struct sources *t = sources_new(1024);
+	struct rule_per_source lim = limits(0, 5, 0, 0);
+	struct sockaddr_storage a = v4(0x0a000007u), b = v4(0x0a000008u);
+	double t0 = clock_now(), later = t0 + 400 * 86400.0;
+	struct sources_entry e[4];
+	struct sources_census c;
+	size_t n;
+
+	ck_assert_int_eq(open_close(t, &lim, &a, t0), SOURCES_OK);
+	ck_assert_int_eq(open_close(t, &lim, &b, later), SOURCES_OK);
+	n = sources_top(t, 1, later, e, 4, &c);
+	ck_assert_int_eq(n, 2);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(e[i].name, "10.0.0.7") == 0)
+			ck_assert_msg(e[i].idle > 399 * 86400.0, "idle %.0f s", e[i].idle);
+		else
+			ck_assert_msg(e[i].idle < 1, "idle %.0f s", e[i].idle);
+	sources_free(t);
+}
+END_TEST
+
 /* ---- ratelog ---- */
 
 START_TEST(test_ratelog_per_key)
@@ -653,6 +678,7 @@ int main(void)
 	tcase_add_test(tc, test_threads);
 	tcase_add_test(tc, test_clock_a_moment_behind);
 	tcase_add_test(tc, test_seen_a_moment_ahead);
+	tcase_add_test(tc, test_idle_for_a_year);
 	tcase_add_test(tc, test_ratelog_per_key);
 	tcase_add_test(tc, test_ratelog_colliding_keys);
 	tcase_add_test(tc, test_ratelog_overall_budget);
