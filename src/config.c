@@ -26,6 +26,9 @@ struct config_ctx {
 };
 
 static void config_errors_vadd(struct config_errors *errs, long line, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+
+static void config_errors_vadd(struct config_errors *errs, long line, const char *fmt, va_list ap)
 {
 	char *msg = NULL;
 	char **grown;

@@ -117,7 +117,7 @@ static bool iface_netlink_default_route(const char *name, int family)
 	}
 	while (!done) {
 		ssize_t got = recv(fd, buf, sizeof(buf), 0);
-		int n = (int)got;
+		unsigned int n = (unsigned int)got;
 
 		if (got <= 0)
 			break;
