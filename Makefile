@@ -73,6 +73,8 @@ LIB_SRCS := commands.c config.c control.c ctl_proto.c daemon.c forward.c listene
 	access.c admit.c bans.c config_access.c sources.c ratelog.c relay_sources.c
 # Who may connect: interface binding and exposure warnings.
 LIB_SRCS += exposure.c iface.c
+# Port knowledge.
+LIB_SRCS += suggest.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd

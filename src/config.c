@@ -16,6 +16,7 @@
 #include "iface.h"
 #include "localaddr.h"
 #include "log.h"
+#include "suggest.h"
 
 /* The context of one validation pass: where messages go and what they name. */
 struct config_ctx {
@@ -128,35 +129,6 @@ static const char *config_type_name(int type)
 	}
 }
 
-/* Edit distance, for "did you mean" on a misspelt key. */
-static size_t config_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	size_t row[64];
-
-	if (lb >= sizeof(row) / sizeof(row[0]) || la >= 64)
-		return (size_t)-1;
-	for (size_t j = 0; j <= lb; j++)
-		row[j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		size_t prev = row[0];
-
-		row[0] = i;
-		for (size_t j = 1; j <= lb; j++) {
-			size_t cur = row[j];
-			size_t best = prev + (a[i - 1] != b[j - 1]);
-
-			if (row[j] + 1 < best)
-				best = row[j] + 1;
-			if (row[j - 1] + 1 < best)
-				best = row[j - 1] + 1;
-			row[j] = best;
-			prev = cur;
-		}
-	}
-	return row[lb];
-}
-
 /* Reports every member of GROUP whose name is not in KNOWN (NULL-ended). */
 static void config_check_keys(struct config_ctx *ctx,
 			      const config_setting_t *group,
@@ -180,7 +152,7 @@ static void config_check_keys(struct config_ctx *ctx,
 				ok = true;
 				break;
 			}
-			d = config_distance(name, *k);
+			d = suggest_distance(name, *k);
 			if (d < best_d) {
 				best_d = d;
 				best = *k;
@@ -581,16 +553,16 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 	if (!s)
 		config_err(ctx, group, "listen: required key is missing");
 	else if ((str = config_get_string(ctx, s)) &&
-		 rule_parse_addr(str, &rule->listen, &rule->listen_len, why,
-				 sizeof(why)) < 0)
+		 rule_parse_addr_for(str, rule->proto, &rule->listen, &rule->listen_len, why,
+				     sizeof(why)) < 0)
 		config_err(ctx, s, "listen: %s", why);
 
 	s = config_setting_get_member(group, "target");
 	if (!s)
 		config_err(ctx, group, "target: required key is missing");
 	else if ((str = config_get_string(ctx, s)) &&
-		 rule_parse_addr(str, &rule->target, &rule->target_len, why,
-				 sizeof(why)) < 0)
+		 rule_parse_addr_for(str, rule->proto, &rule->target, &rule->target_len, why,
+				     sizeof(why)) < 0)
 		config_err(ctx, s, "target: %s", why);
 
 	config_read_interface(ctx, group, rule);

@@ -1,14 +1,17 @@
 #include "portinfo.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <netdb.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "rule.h"
+#include "suggest.h"
 
 const char *portinfo_range(unsigned port)
 {
@@ -161,4 +164,80 @@ void portinfo_bind_error(int err, int socktype, const struct sockaddr *addr,
 		snprintf(out, outlen, "%s", strerror(err));
 		break;
 	}
+}
+
+/* ---- service names ---- */
+
+/*
+ * Ports that home labs forward and netbase's /etc/services (Debian 12)
+ * does not name, each with where its number comes from. The database wins
+ * where it names a port too.
+ */
+static const struct {
+	const char *name;
+	unsigned port;
+	unsigned proto;
+} portinfo_services[] = {
+	{ "rdp", 3389, RULE_PROTO_TCP | RULE_PROTO_UDP },      /* IANA ms-wbt-server; the usual name */
+	{ "home-assistant", 8123, RULE_PROTO_TCP },            /* Home Assistant's default web port */
+	{ "jellyfin", 8096, RULE_PROTO_TCP },                  /* Jellyfin's default HTTP port */
+	{ "syncthing", 22000, RULE_PROTO_TCP | RULE_PROTO_UDP }, /* Syncthing's sync protocol */
+	{ "minecraft", 25565, RULE_PROTO_TCP | RULE_PROTO_UDP }, /* IANA minecraft */
+	{ "plex", 32400, RULE_PROTO_TCP },                     /* Plex Media Server */
+	{ "wireguard", 51820, RULE_PROTO_UDP },                /* wg-quick's customary ListenPort */
+};
+
+/* NAME's port in the services database for PROTO_NAME ("tcp", "udp"), or 0. */
+static unsigned portinfo_db_port(const char *name, const char *proto_name)
+{
+	struct servent se, *res = NULL;
+	char buf[1024];
+
+	if (getservbyname_r(name, proto_name, &se, buf, sizeof(buf), &res) != 0 || !res)
+		return 0;
+	return ntohs((uint16_t)res->s_port);
+}
+
+/* NAME's port for one protocol P (RULE_PROTO_TCP or _UDP), or 0. */
+static unsigned portinfo_one_port(const char *name, unsigned p)
+{
+	unsigned port = portinfo_db_port(name, p == RULE_PROTO_TCP ? "tcp" : "udp");
+
+	for (size_t i = 0; !port && i < sizeof(portinfo_services) / sizeof(portinfo_services[0]); i++)
+		if ((portinfo_services[i].proto & p) && strcmp(portinfo_services[i].name, name) == 0)
+			port = portinfo_services[i].port;
+	return port;
+}
+
+long portinfo_service_port(const char *name, unsigned proto, char *suggest, size_t len)
+{
+	unsigned tcp = proto & RULE_PROTO_TCP ? portinfo_one_port(name, RULE_PROTO_TCP) : 0;
+	unsigned udp = proto & RULE_PROTO_UDP ? portinfo_one_port(name, RULE_PROTO_UDP) : 0;
+	size_t d = (size_t)-1;
+	struct servent se, *res;
+	char buf[1024];
+
+	if (len)
+		suggest[0] = '\0';
+	if (tcp && udp && tcp != udp)
+		return -1;
+	if (tcp || udp)
+		return tcp ? tcp : udp;
+	if (!len)
+		return 0;
+	/* Unknown: the closest name of either table, for any protocol asked. */
+	for (size_t i = 0; i < sizeof(portinfo_services) / sizeof(portinfo_services[0]); i++)
+		if (portinfo_services[i].proto & proto)
+			suggest_offer(name, portinfo_services[i].name, suggest, len, &d);
+	setservent(0);
+	while (getservent_r(&se, buf, sizeof(buf), &res) == 0 && res) {
+		if (!((proto & RULE_PROTO_TCP) && strcmp(res->s_proto, "tcp") == 0) &&
+		    !((proto & RULE_PROTO_UDP) && strcmp(res->s_proto, "udp") == 0))
+			continue;
+		suggest_offer(name, res->s_name, suggest, len, &d);
+		for (char **alias = res->s_aliases; alias && *alias; alias++)
+			suggest_offer(name, *alias, suggest, len, &d);
+	}
+	endservent();
+	return 0;
 }

@@ -24,4 +24,19 @@ int portinfo_holder(int socktype, unsigned port, char *out, size_t outlen);
 void portinfo_bind_error(int err, int socktype, const struct sockaddr *addr,
 			 char *out, size_t outlen);
 
+/*
+ * Service names. The system's services database comes first (netbase's
+ * /etc/services, through getservbyname_r(3): local, never DNS), then
+ * portinfo's own table of ports that home labs use and the database lacks
+ * (portinfo.c says where each comes from).
+ */
+
+/*
+ * The port of service NAME for PROTO (RULE_PROTO_TCP, RULE_PROTO_UDP or
+ * both). Returns the port; 0 when there is no such service for PROTO,
+ * with the closest known name in SUGGEST ("" when none is close); -1 when
+ * NAME is a different port for TCP than for UDP.
+ */
+long portinfo_service_port(const char *name, unsigned proto, char *suggest, size_t len);
+
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "access.h"
+#include "portinfo.h"
 
 void rule_settings_init(struct rule_settings *set)
 {
@@ -87,6 +88,49 @@ static long rule_parse_port(const char *p)
 int rule_parse_addr(const char *text, struct sockaddr_storage *ss,
 		    socklen_t *len, char *err, size_t errlen)
 {
+	return rule_parse_addr_for(text, 0, ss, len, err, errlen);
+}
+
+/* A service name in the port's place, as PROTO has it: the number, or -1
+ * with the error written. */
+static long rule_parse_service(const char *text, const char *name, unsigned proto, char *err,
+			       size_t errlen)
+{
+	char near[64];
+	long port;
+
+	if (!*name || strlen(name) > 32) {
+		snprintf(err, errlen, "\"%s\": port \"%.40s\" is not a number or a service name", text, name);
+		return -1;
+	}
+	port = portinfo_service_port(name, proto, near, sizeof(near));
+	if (port < 0) {
+		snprintf(err, errlen, "\"%s\": service \"%s\" is one port for TCP and another for UDP: give the number",
+			 text, name);
+		return -1;
+	}
+	if (port == 0 && proto != (RULE_PROTO_TCP | RULE_PROTO_UDP)) {
+		unsigned other = proto == RULE_PROTO_TCP ? RULE_PROTO_UDP : RULE_PROTO_TCP;
+		long there = portinfo_service_port(name, other, NULL, 0);
+
+		if (there > 0) {
+			snprintf(err, errlen, "\"%s\": service \"%s\" is %s only (port %ld), and this rule is %s",
+				 text, name, other == RULE_PROTO_TCP ? "TCP" : "UDP", there, rule_proto_name(proto));
+			return -1;
+		}
+	}
+	if (port == 0) {
+		snprintf(err, errlen, "\"%s\": no service \"%s\" for %s in /etc/services or portfwd's own table%s%s%s",
+			 text, name, rule_proto_name(proto), near[0] ? " (did you mean \"" : "", near,
+			 near[0] ? "\"?)" : "");
+		return -1;
+	}
+	return port;
+}
+
+int rule_parse_addr_for(const char *text, unsigned proto, struct sockaddr_storage *ss,
+			socklen_t *len, char *err, size_t errlen)
+{
 	char host[INET6_ADDRSTRLEN + 1];
 	const char *port;
 	size_t hostlen;
@@ -142,7 +186,11 @@ int rule_parse_addr(const char *text, struct sockaddr_storage *ss,
 		return -1;
 	}
 	pnum = rule_parse_port(port);
-	if (pnum < 0) {
+	if (pnum < 0 && proto && isalpha((unsigned char)*port)) {
+		pnum = rule_parse_service(text, port, proto, err, errlen);
+		if (pnum < 0)
+			return -1;
+	} else if (pnum < 0) {
 		snprintf(err, errlen, "\"%s\": port \"%s\" is not a number", text, port);
 		return -1;
 	}
@@ -151,10 +199,16 @@ int rule_parse_addr(const char *text, struct sockaddr_storage *ss,
 		return -1;
 	}
 
-	memset(ss, 0, sizeof(*ss));
-	if (evutil_parse_sockaddr_port(text, (struct sockaddr *)ss, &slen) != 0) {
-		snprintf(err, errlen, "\"%s\": not a valid address", text);
-		return -1;
+	{
+		/* The address with the port as a number (a service name's). */
+		char numeric[INET6_ADDRSTRLEN + 16];
+
+		snprintf(numeric, sizeof(numeric), v6 ? "[%s]:%ld" : "%s:%ld", host, pnum);
+		memset(ss, 0, sizeof(*ss));
+		if (evutil_parse_sockaddr_port(numeric, (struct sockaddr *)ss, &slen) != 0) {
+			snprintf(err, errlen, "\"%s\": not a valid address", text);
+			return -1;
+		}
 	}
 	*len = (socklen_t)slen;
 	return 0;

@@ -91,6 +91,12 @@ bool rule_name_valid(const char *name);
 int rule_parse_addr(const char *text, struct sockaddr_storage *ss,
 		    socklen_t *len, char *err, size_t errlen);
 
+/* The same, where a service name may stand for the port ("192.168.0.2:ssh"),
+ * looked up for PROTO (RULE_PROTO_*; 0: numbers only) in the services
+ * database and portinfo's table (portinfo_service_port): never DNS. */
+int rule_parse_addr_for(const char *text, unsigned proto, struct sockaddr_storage *ss,
+			socklen_t *len, char *err, size_t errlen);
+
 /* Writes "1.2.3.4:80" or "[::1]:80" into BUF (RULE_ADDR_STRLEN bytes). */
 const char *rule_format_addr(const struct sockaddr *sa, char *buf,
 			     size_t buflen);

@@ -63,6 +63,60 @@ START_TEST(test_parse_addr)
 }
 END_TEST
 
+/*
+ * A service name for the port, as the rule's protocol has it: from
+ * netbase's /etc/services (a dependency) and portinfo's own table; an
+ * unknown one suggests the closest; one of the other protocol says so;
+ * without a protocol (rule_parse_addr) only numbers.
+ */
+START_TEST(test_service_names)
+{
+	static const struct {
+		const char *text;
+		unsigned proto;
+		unsigned port;         /* 0: refused */
+		const char *error;
+	} cases[] = {
+		{ "192.168.0.2:ssh", RULE_PROTO_TCP, 22, NULL },
+		{ "192.168.0.2:https", RULE_PROTO_TCP | RULE_PROTO_UDP, 443, NULL },
+		{ "[fd00::2]:http-alt", RULE_PROTO_TCP, 8080, NULL },
+		{ "[::]:domain", RULE_PROTO_UDP, 53, NULL },
+		{ "0.0.0.0:minecraft", RULE_PROTO_TCP | RULE_PROTO_UDP, 25565, NULL },
+		{ "0.0.0.0:wireguard", RULE_PROTO_UDP, 51820, NULL },
+		{ "0.0.0.0:home-assistant", RULE_PROTO_TCP, 8123, NULL },
+		{ "0.0.0.0:rdp", RULE_PROTO_TCP, 3389, NULL },
+		{ "192.168.0.2:shh", RULE_PROTO_TCP, 0,
+		  "\"192.168.0.2:shh\": no service \"shh\" for tcp in /etc/services or portfwd's own table (did you mean \"ssh\"?)" },
+		{ "192.168.0.2:plexx", RULE_PROTO_TCP, 0, "(did you mean \"plex\"?)" },
+		{ "192.168.0.2:zzzzzzzzzz", RULE_PROTO_TCP, 0,
+		  "no service \"zzzzzzzzzz\" for tcp in /etc/services or portfwd's own table" },
+		{ "0.0.0.0:wireguard", RULE_PROTO_TCP, 0,
+		  "\"0.0.0.0:wireguard\": service \"wireguard\" is UDP only (port 51820), and this rule is tcp" },
+		{ "0.0.0.0:8o", RULE_PROTO_TCP, 0, "port \"8o\" is not a number" },
+	};
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char err[512];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = rule_parse_addr_for(cases[i].text, cases[i].proto, &ss, &len, err, sizeof(err));
+
+		if (cases[i].port) {
+			ck_assert_msg(rc == 0, "%s: %s", cases[i].text, err);
+			ck_assert_uint_eq(rule_addr_port((struct sockaddr *)&ss), cases[i].port);
+		} else {
+			ck_assert_msg(rc < 0, "%s accepted", cases[i].text);
+			ck_assert_msg(strstr(err, cases[i].error), "%s: %s", cases[i].text, err);
+			if (!strstr(cases[i].error, "did you mean"))
+				ck_assert_msg(!strstr(err, "did you mean"), "%s: %s", cases[i].text, err);
+		}
+	}
+	/* Numbers only where no protocol says how to look a name up. */
+	ck_assert_int_lt(rule_parse_addr("192.168.0.2:ssh", &ss, &len, err, sizeof(err)), 0);
+	ck_assert_msg(strstr(err, "port \"ssh\" is not a number"), "%s", err);
+}
+END_TEST
+
 START_TEST(test_addr_equal_and_port)
 {
 	struct sockaddr_storage a, b;
@@ -160,6 +214,7 @@ int main(void)
 	TCase *tc = tcase_create("rule");
 
 	tcase_add_loop_test(tc, test_parse_addr, 0, (int)(sizeof(addrs) / sizeof(addrs[0])));
+	tcase_add_test(tc, test_service_names);
 	tcase_add_test(tc, test_addr_equal_and_port);
 	tcase_add_test(tc, test_names_and_protos);
 	tcase_add_test(tc, test_addr_collide);
