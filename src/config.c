@@ -16,6 +16,7 @@
 #include "iface.h"
 #include "localaddr.h"
 #include "log.h"
+#include "portinfo.h"
 #include "suggest.h"
 
 /* The context of one validation pass: where messages go and what they name. */
@@ -553,7 +554,7 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 	if (!s)
 		config_err(ctx, group, "listen: required key is missing");
 	else if ((str = config_get_string(ctx, s)) &&
-		 rule_parse_addr_for(str, rule->proto, &rule->listen, &rule->listen_len, why,
+		 rule_parse_addr_for(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &rule->listen, &rule->listen_len, why,
 				     sizeof(why)) < 0)
 		config_err(ctx, s, "listen: %s", why);
 
@@ -561,7 +562,7 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 	if (!s)
 		config_err(ctx, group, "target: required key is missing");
 	else if ((str = config_get_string(ctx, s)) &&
-		 rule_parse_addr_for(str, rule->proto, &rule->target, &rule->target_len, why,
+		 rule_parse_addr_for(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &rule->target, &rule->target_len, why,
 				     sizeof(why)) < 0)
 		config_err(ctx, s, "target: %s", why);
 
@@ -1016,6 +1017,7 @@ static int config_parse(const char *label, const char *text, size_t len, bool cl
 	config_t lc;
 
 	memset(cfg, 0, sizeof(*cfg));
+	portinfo_suggest_budget(20); /* "did you mean" for the first 20 unknown service names */
 	cfg->path = strdup(label);
 	cfg->control_socket = strdup(CONFIG_DEFAULT_SOCKET);
 	cfg->log_level = LOG_LVL_INFO;

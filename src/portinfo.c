@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <ctype.h>
+#include <stdbool.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #include "rule.h"
 #include "suggest.h"
@@ -173,11 +177,11 @@ void portinfo_bind_error(int err, int socktype, const struct sockaddr *addr,
  * does not name, each with where its number comes from. The database wins
  * where it names a port too.
  */
-static const struct {
+static const struct portinfo_service {
 	const char *name;
 	unsigned port;
 	unsigned proto;
-} portinfo_services[] = {
+} portinfo_builtin[] = {
 	{ "rdp", 3389, RULE_PROTO_TCP | RULE_PROTO_UDP },      /* IANA ms-wbt-server; the usual name */
 	{ "home-assistant", 8123, RULE_PROTO_TCP },            /* Home Assistant's default web port */
 	{ "jellyfin", 8096, RULE_PROTO_TCP },                  /* Jellyfin's default HTTP port */
@@ -187,57 +191,163 @@ static const struct {
 	{ "wireguard", 51820, RULE_PROTO_UDP },                /* wg-quick's customary ListenPort */
 };
 
-/* NAME's port in the services database for PROTO_NAME ("tcp", "udp"), or 0. */
-static unsigned portinfo_db_port(const char *name, const char *proto_name)
-{
-	struct servent se, *res = NULL;
-	char buf[1024];
+/*
+ * The services database, read once through getservent_r(3) (nsswitch: the
+ * system's parser of /etc/services) into memory, and again when the file
+ * changes: lookups and suggestions then cost no file scan, however many
+ * names a configuration holds. Main thread only (the configuration's).
+ */
+static struct {
+	struct portinfo_entry {
+		char *name;
+		unsigned port;
+		unsigned proto; /* RULE_PROTO_TCP or RULE_PROTO_UDP */
+	} *e;
+	size_t n;
+	struct timespec mtime;
+	off_t size;
+	ino_t ino;
+	bool read;
+} portinfo_db;
 
-	if (getservbyname_r(name, proto_name, &se, buf, sizeof(buf), &res) != 0 || !res)
-		return 0;
-	return ntohs((uint16_t)res->s_port);
+static const char *portinfo_services_path = "/etc/services";
+
+void portinfo_set_services_path(const char *path)
+{
+	portinfo_services_path = path ? path : "/etc/services";
+	portinfo_db.read = false;
 }
 
-/* NAME's port for one protocol P (RULE_PROTO_TCP or _UDP), or 0. */
-static unsigned portinfo_one_port(const char *name, unsigned p)
+static void portinfo_db_add(const char *name, unsigned port, unsigned proto)
 {
-	unsigned port = portinfo_db_port(name, p == RULE_PROTO_TCP ? "tcp" : "udp");
+	struct portinfo_entry *grown = realloc(portinfo_db.e, (portinfo_db.n + 1) * sizeof(*grown));
+	char *copy = strdup(name);
 
-	for (size_t i = 0; !port && i < sizeof(portinfo_services) / sizeof(portinfo_services[0]); i++)
-		if ((portinfo_services[i].proto & p) && strcmp(portinfo_services[i].name, name) == 0)
-			port = portinfo_services[i].port;
-	return port;
+	if (!grown || !copy) {
+		if (grown)
+			portinfo_db.e = grown;
+		free(copy);
+		return;
+	}
+	portinfo_db.e = grown;
+	portinfo_db.e[portinfo_db.n++] = (struct portinfo_entry){ copy, port, proto };
 }
 
-long portinfo_service_port(const char *name, unsigned proto, char *suggest, size_t len)
+static void portinfo_db_load(void)
 {
-	unsigned tcp = proto & RULE_PROTO_TCP ? portinfo_one_port(name, RULE_PROTO_TCP) : 0;
-	unsigned udp = proto & RULE_PROTO_UDP ? portinfo_one_port(name, RULE_PROTO_UDP) : 0;
-	size_t d = (size_t)-1;
+	struct stat st;
 	struct servent se, *res;
-	char buf[1024];
+	size_t cap = 1024;
+	char *buf;
 
-	if (len)
-		suggest[0] = '\0';
-	if (tcp && udp && tcp != udp)
-		return -1;
-	if (tcp || udp)
-		return tcp ? tcp : udp;
-	if (!len)
-		return 0;
-	/* Unknown: the closest name of either table, for any protocol asked. */
-	for (size_t i = 0; i < sizeof(portinfo_services) / sizeof(portinfo_services[0]); i++)
-		if (portinfo_services[i].proto & proto)
-			suggest_offer(name, portinfo_services[i].name, suggest, len, &d);
+	if (stat(portinfo_services_path, &st) < 0)
+		memset(&st, 0, sizeof(st));
+	if (portinfo_db.read && st.st_mtim.tv_sec == portinfo_db.mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == portinfo_db.mtime.tv_nsec && st.st_size == portinfo_db.size &&
+	    st.st_ino == portinfo_db.ino)
+		return;
+	for (size_t i = 0; i < portinfo_db.n; i++)
+		free(portinfo_db.e[i].name);
+	free(portinfo_db.e);
+	portinfo_db.e = NULL;
+	portinfo_db.n = 0;
+	portinfo_db.read = true;
+	portinfo_db.mtime = st.st_mtim;
+	portinfo_db.size = st.st_size;
+	portinfo_db.ino = st.st_ino;
+	buf = malloc(cap);
 	setservent(0);
-	while (getservent_r(&se, buf, sizeof(buf), &res) == 0 && res) {
-		if (!((proto & RULE_PROTO_TCP) && strcmp(res->s_proto, "tcp") == 0) &&
-		    !((proto & RULE_PROTO_UDP) && strcmp(res->s_proto, "udp") == 0))
+	while (buf) {
+		int rc = getservent_r(&se, buf, cap, &res);
+		unsigned proto;
+
+		if (rc == ERANGE && cap < (1 << 20)) {
+			/* A long line: again, with room (glibc keeps its place). */
+			char *bigger = realloc(buf, cap * 2);
+
+			if (!bigger)
+				break;
+			buf = bigger;
+			cap *= 2;
 			continue;
-		suggest_offer(name, res->s_name, suggest, len, &d);
+		}
+		if (rc != 0 || !res)
+			break;
+		proto = strcmp(res->s_proto, "tcp") == 0 ? RULE_PROTO_TCP
+			: strcmp(res->s_proto, "udp") == 0 ? RULE_PROTO_UDP : 0;
+		if (!proto)
+			continue;
+		portinfo_db_add(res->s_name, ntohs((uint16_t)res->s_port), proto);
 		for (char **alias = res->s_aliases; alias && *alias; alias++)
-			suggest_offer(name, *alias, suggest, len, &d);
+			portinfo_db_add(*alias, ntohs((uint16_t)res->s_port), proto);
 	}
 	endservent();
+	free(buf);
+}
+
+/* NAME's port for one protocol P: the database's first entry, else the
+ * table's; 0 if neither has it. Names compare without regard to case. */
+static unsigned portinfo_one_port(const char *name, unsigned p)
+{
+	for (size_t i = 0; i < portinfo_db.n; i++)
+		if (portinfo_db.e[i].proto == p && strcasecmp(portinfo_db.e[i].name, name) == 0)
+			return portinfo_db.e[i].port;
+	for (size_t i = 0; i < sizeof(portinfo_builtin) / sizeof(portinfo_builtin[0]); i++)
+		if ((portinfo_builtin[i].proto & p) && strcasecmp(portinfo_builtin[i].name, name) == 0)
+			return portinfo_builtin[i].port;
 	return 0;
+}
+
+long portinfo_service_port(const char *name, unsigned proto, unsigned *tcp, unsigned *udp)
+{
+	unsigned t, u;
+
+	portinfo_db_load();
+	t = proto & RULE_PROTO_TCP ? portinfo_one_port(name, RULE_PROTO_TCP) : 0;
+	u = proto & RULE_PROTO_UDP ? portinfo_one_port(name, RULE_PROTO_UDP) : 0;
+	if (tcp)
+		*tcp = portinfo_one_port(name, RULE_PROTO_TCP);
+	if (udp)
+		*udp = portinfo_one_port(name, RULE_PROTO_UDP);
+	if ((proto & RULE_PROTO_TCP) && (proto & RULE_PROTO_UDP)) {
+		if (t && u && t != u)
+			return -1;
+		return t && u ? t : 0; /* a tcp+udp rule needs the name for both */
+	}
+	return t ? t : u;
+}
+
+bool portinfo_services_empty(void)
+{
+	portinfo_db_load();
+	return portinfo_db.n == 0;
+}
+
+static unsigned portinfo_suggest_left = 20;
+
+void portinfo_suggest_budget(unsigned n)
+{
+	portinfo_suggest_left = n;
+}
+
+void portinfo_service_suggest(const char *name, unsigned proto, char *best, size_t len)
+{
+	char lower[64];
+	size_t d = (size_t)-1, n = 0;
+
+	if (len)
+		best[0] = '\0';
+	if (!portinfo_suggest_left)
+		return;
+	portinfo_suggest_left--;
+	for (; name[n] && n + 1 < sizeof(lower); n++)
+		lower[n] = (char)tolower((unsigned char)name[n]);
+	lower[n] = '\0';
+	portinfo_db_load();
+	for (size_t i = 0; i < sizeof(portinfo_builtin) / sizeof(portinfo_builtin[0]); i++)
+		if (portinfo_builtin[i].proto & proto)
+			suggest_offer(lower, portinfo_builtin[i].name, best, len, &d);
+	for (size_t i = 0; i < portinfo_db.n; i++)
+		if (portinfo_db.e[i].proto & proto)
+			suggest_offer(lower, portinfo_db.e[i].name, best, len, &d);
 }

@@ -2,6 +2,7 @@
 #ifndef PORTFWD_PORTINFO_H
 #define PORTFWD_PORTINFO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -26,17 +27,37 @@ void portinfo_bind_error(int err, int socktype, const struct sockaddr *addr,
 
 /*
  * Service names. The system's services database comes first (netbase's
- * /etc/services, through getservbyname_r(3): local, never DNS), then
- * portinfo's own table of ports that home labs use and the database lacks
- * (portinfo.c says where each comes from).
+ * /etc/services, read through getservent_r(3) as nsswitch says, once and
+ * again when the file changes; with "services: files" it is local, never
+ * DNS), then portinfo's own table of ports that home labs use and the
+ * database lacks (portinfo.c says where each comes from). Names compare
+ * without regard to case. Main thread only.
  */
 
 /*
  * The port of service NAME for PROTO (RULE_PROTO_TCP, RULE_PROTO_UDP or
- * both). Returns the port; 0 when there is no such service for PROTO,
- * with the closest known name in SUGGEST ("" when none is close); -1 when
- * NAME is a different port for TCP than for UDP.
+ * both: then the name must be known for both). Returns the port; 0 when
+ * it is not known for PROTO; -1 when it is one port for TCP and another
+ * for UDP. *TCP and *UDP (either may be NULL) get its port for each
+ * protocol, 0 where it has none.
  */
-long portinfo_service_port(const char *name, unsigned proto, char *suggest, size_t len);
+long portinfo_service_port(const char *name, unsigned proto, unsigned *tcp, unsigned *udp);
+
+/* The known name closest to NAME for PROTO, in BEST ("" when none is
+ * close: a slip of a character or three). */
+void portinfo_service_suggest(const char *name, unsigned proto, char *best, size_t len);
+
+/* How many more suggestions portinfo_service_suggest may look for (each
+ * compares the name with every known one): a file full of bad names must
+ * not keep the daemon's loop busy. The configuration's reader sets it. */
+void portinfo_suggest_budget(unsigned n);
+
+/* True if the services database holds nothing (no /etc/services: netbase
+ * is missing). */
+bool portinfo_services_empty(void);
+
+/* For tests: the file whose changes make the database be read again
+ * (NULL: /etc/services); the database itself is what nsswitch reads. */
+void portinfo_set_services_path(const char *path);
 
 #endif

@@ -96,36 +96,61 @@ int rule_parse_addr(const char *text, struct sockaddr_storage *ss,
 static long rule_parse_service(const char *text, const char *name, unsigned proto, char *err,
 			       size_t errlen)
 {
+	unsigned tcp, udp;
 	char near[64];
 	long port;
 
-	if (!*name || strlen(name) > 32) {
-		snprintf(err, errlen, "\"%s\": port \"%.40s\" is not a number or a service name", text, name);
+	if (strlen(name) > 32) {
+		snprintf(err, errlen, "\"%s\": port \"%.40s...\" is not a number or a service name", text, name);
 		return -1;
 	}
-	port = portinfo_service_port(name, proto, near, sizeof(near));
+	if (proto == RULE_PROTO_ANY) {
+		/* The rule's proto is bad (and said so): any use of the name will do. */
+		portinfo_service_port(name, RULE_PROTO_TCP, &tcp, &udp);
+		if (tcp || udp)
+			return tcp ? tcp : udp;
+		proto = RULE_PROTO_TCP | RULE_PROTO_UDP;
+	}
+	port = portinfo_service_port(name, proto, &tcp, &udp);
 	if (port < 0) {
-		snprintf(err, errlen, "\"%s\": service \"%s\" is one port for TCP and another for UDP: give the number",
+		snprintf(err, errlen, "\"%s\": service \"%s\" is port %u for TCP and %u for UDP: give the number",
+			 text, name, tcp, udp);
+		return -1;
+	}
+	if (port > 0)
+		return port;
+	if (tcp || udp) {
+		snprintf(err, errlen, "\"%s\": service \"%s\" is %s only (port %u), and this rule is %s%s", text,
+			 name, tcp ? "TCP" : "UDP", tcp ? tcp : udp, rule_proto_name(proto),
+			 proto == (RULE_PROTO_TCP | RULE_PROTO_UDP) ? ": give the number" : "");
+		return -1;
+	}
+	if (portinfo_services_empty()) {
+		snprintf(err, errlen, "\"%s\": no service \"%s\" in portfwd's own table, and the services database is empty (no /etc/services: install netbase)",
 			 text, name);
 		return -1;
 	}
-	if (port == 0 && proto != (RULE_PROTO_TCP | RULE_PROTO_UDP)) {
-		unsigned other = proto == RULE_PROTO_TCP ? RULE_PROTO_UDP : RULE_PROTO_TCP;
-		long there = portinfo_service_port(name, other, NULL, 0);
-
-		if (there > 0) {
-			snprintf(err, errlen, "\"%s\": service \"%s\" is %s only (port %ld), and this rule is %s",
-				 text, name, other == RULE_PROTO_TCP ? "TCP" : "UDP", there, rule_proto_name(proto));
-			return -1;
-		}
-	}
-	if (port == 0) {
-		snprintf(err, errlen, "\"%s\": no service \"%s\" for %s in /etc/services or portfwd's own table%s%s%s",
-			 text, name, rule_proto_name(proto), near[0] ? " (did you mean \"" : "", near,
-			 near[0] ? "\"?)" : "");
+	portinfo_service_suggest(name, proto, near, sizeof(near));
+	if (isdigit((unsigned char)name[0]) && !near[0]) {
+		/* "8o": a slip of a number more likely than a service. */
+		snprintf(err, errlen, "\"%s\": port \"%s\" is not a number (nor a known service name)", text,
+			 name);
 		return -1;
 	}
-	return port;
+	snprintf(err, errlen, "\"%s\": no service \"%s\" for %s in the services database or portfwd's own table%s%s%s",
+		 text, name, rule_proto_name(proto), near[0] ? " (did you mean \"" : "", near,
+		 near[0] ? "\"?)" : "");
+	return -1;
+}
+
+/* True if PORT may be a service name: not all digits, with a letter. */
+static bool rule_port_is_name(const char *port)
+{
+	bool letter = false;
+
+	for (const char *p = port; *p; p++)
+		letter |= isalpha((unsigned char)*p) != 0;
+	return letter;
 }
 
 int rule_parse_addr_for(const char *text, unsigned proto, struct sockaddr_storage *ss,
@@ -186,7 +211,7 @@ int rule_parse_addr_for(const char *text, unsigned proto, struct sockaddr_storag
 		return -1;
 	}
 	pnum = rule_parse_port(port);
-	if (pnum < 0 && proto && isalpha((unsigned char)*port)) {
+	if (pnum < 0 && proto && rule_port_is_name(port)) {
 		pnum = rule_parse_service(text, port, proto, err, errlen);
 		if (pnum < 0)
 			return -1;

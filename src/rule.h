@@ -92,8 +92,10 @@ int rule_parse_addr(const char *text, struct sockaddr_storage *ss,
 		    socklen_t *len, char *err, size_t errlen);
 
 /* The same, where a service name may stand for the port ("192.168.0.2:ssh"),
- * looked up for PROTO (RULE_PROTO_*; 0: numbers only) in the services
- * database and portinfo's table (portinfo_service_port): never DNS. */
+ * looked up for PROTO (RULE_PROTO_*; RULE_PROTO_ANY: either will do, for a
+ * rule whose proto is bad; 0: numbers only) in the services database and
+ * portinfo's table (portinfo_service_port). */
+#define RULE_PROTO_ANY 0x100u
 int rule_parse_addr_for(const char *text, unsigned proto, struct sockaddr_storage *ss,
 			socklen_t *len, char *err, size_t errlen);
 

@@ -3,7 +3,11 @@
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <sched.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
 #include "portinfo.h"
 #include "rule.h"
@@ -64,56 +68,130 @@ START_TEST(test_parse_addr)
 END_TEST
 
 /*
- * A service name for the port, as the rule's protocol has it: from
- * netbase's /etc/services (a dependency) and portinfo's own table; an
- * unknown one suggests the closest; one of the other protocol says so;
- * without a protocol (rule_parse_addr) only numbers.
+ * Puts FILE (or an empty file) over /etc/services in a mount namespace of
+ * this test's own (check runs each test in a process of its own). False,
+ * having said why, where that cannot be done (not root).
+ */
+static bool services_file(const char *file)
+{
+	char empty[] = "/tmp/portfwd-test-services-XXXXXX";
+	int fd;
+
+	if (geteuid() != 0 || unshare(CLONE_NEWNS) < 0 ||
+	    mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		fprintf(stderr, "service names from a test file need root (a mount namespace): skipped\n");
+		return false;
+	}
+	if (!file) {
+		fd = mkstemp(empty);
+		ck_assert_int_ge(fd, 0);
+		close(fd);
+		file = empty;
+	}
+	ck_assert_msg(mount(file, "/etc/services", NULL, MS_BIND, NULL) == 0, "bind %s: %s", file,
+		      strerror(errno));
+	if (file == empty)
+		unlink(empty);
+	portinfo_set_services_path(NULL); /* read again */
+	return true;
+}
+
+/* TEXT parsed for PROTO: the port, or 0 with the error in ERR. */
+static unsigned port_of(const char *text, unsigned proto, char *err, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+
+	if (rule_parse_addr_for(text, proto, &ss, &sl, err, len) < 0)
+		return 0;
+	return rule_addr_port((struct sockaddr *)&ss);
+}
+
+#define TCP RULE_PROTO_TCP
+#define UDP RULE_PROTO_UDP
+#define BOTH (RULE_PROTO_TCP | RULE_PROTO_UDP)
+
+/*
+ * A service name for the port, as the rule's protocol has it, from a
+ * services file of the test's own (tests/conf/services.test) and
+ * portinfo's table: aliases, any case, a name that starts with a digit, an
+ * entry after a line longer than the first buffer; a tcp+udp rule needs
+ * the name for both protocols, and one that is two ports must be a number;
+ * an unknown name suggests the closest (within a budget); without a
+ * protocol only numbers.
  */
 START_TEST(test_service_names)
 {
 	static const struct {
 		const char *text;
-		unsigned proto;
-		unsigned port;         /* 0: refused */
+		unsigned proto, port; /* 0: refused */
 		const char *error;
 	} cases[] = {
-		{ "192.168.0.2:ssh", RULE_PROTO_TCP, 22, NULL },
-		{ "192.168.0.2:https", RULE_PROTO_TCP | RULE_PROTO_UDP, 443, NULL },
-		{ "[fd00::2]:http-alt", RULE_PROTO_TCP, 8080, NULL },
-		{ "[::]:domain", RULE_PROTO_UDP, 53, NULL },
-		{ "0.0.0.0:minecraft", RULE_PROTO_TCP | RULE_PROTO_UDP, 25565, NULL },
-		{ "0.0.0.0:wireguard", RULE_PROTO_UDP, 51820, NULL },
-		{ "0.0.0.0:home-assistant", RULE_PROTO_TCP, 8123, NULL },
-		{ "0.0.0.0:rdp", RULE_PROTO_TCP, 3389, NULL },
-		{ "192.168.0.2:shh", RULE_PROTO_TCP, 0,
-		  "\"192.168.0.2:shh\": no service \"shh\" for tcp in /etc/services or portfwd's own table (did you mean \"ssh\"?)" },
-		{ "192.168.0.2:plexx", RULE_PROTO_TCP, 0, "(did you mean \"plex\"?)" },
-		{ "192.168.0.2:zzzzzzzzzz", RULE_PROTO_TCP, 0,
-		  "no service \"zzzzzzzzzz\" for tcp in /etc/services or portfwd's own table" },
-		{ "0.0.0.0:wireguard", RULE_PROTO_TCP, 0,
-		  "\"0.0.0.0:wireguard\": service \"wireguard\" is UDP only (port 51820), and this rule is tcp" },
-		{ "0.0.0.0:8o", RULE_PROTO_TCP, 0, "port \"8o\" is not a number" },
+		{ "192.168.0.2:ssh", TCP, 22, NULL },
+		{ "192.168.0.2:SSH", TCP, 22, NULL },
+		{ "[fd00::2]:webcache", TCP, 8080, NULL },
+		{ "[::]:domain", BOTH, 53, NULL },
+		{ "0.0.0.0:9pfs", TCP, 564, NULL },
+		{ "0.0.0.0:after-long", TCP, 4002, NULL },
+		{ "0.0.0.0:split", TCP, 1000, NULL },
+		{ "0.0.0.0:split", UDP, 1001, NULL },
+		{ "0.0.0.0:minecraft", BOTH, 25565, NULL },
+		{ "0.0.0.0:wireguard", UDP, 51820, NULL },
+		{ "0.0.0.0:Home-Assistant", TCP, 8123, NULL },
+		{ "0.0.0.0:split", BOTH, 0, "\"0.0.0.0:split\": service \"split\" is port 1000 for TCP and 1001 for UDP: give the number" },
+		{ "0.0.0.0:ssh", BOTH, 0, "\"0.0.0.0:ssh\": service \"ssh\" is TCP only (port 22), and this rule is tcp+udp: give the number" },
+		{ "0.0.0.0:wireguard", TCP, 0, "\"0.0.0.0:wireguard\": service \"wireguard\" is UDP only (port 51820), and this rule is tcp" },
+		{ "192.168.0.2:shh", TCP, 0,
+		  "\"192.168.0.2:shh\": no service \"shh\" for tcp in the services database or portfwd's own table (did you mean \"ssh\"?)" },
+		{ "192.168.0.2:Shh", TCP, 0, "(did you mean \"ssh\"?)" },
+		{ "192.168.0.2:plexx", TCP, 0, "(did you mean \"plex\"?)" },
+		{ "192.168.0.2:zzzzzzzzzz", TCP, 0, "no service \"zzzzzzzzzz\" for tcp in the services database or portfwd's own table" },
+		{ "0.0.0.0:8o", TCP, 0, "\"0.0.0.0:8o\": port \"8o\" is not a number (nor a known service name)" },
+		{ "0.0.0.0:+80", TCP, 0, "port \"+80\" is not a number" },
 	};
-	struct sockaddr_storage ss;
-	socklen_t len;
 	char err[512];
 
+	if (!services_file("tests/conf/services.test"))
+		return;
+	portinfo_suggest_budget(100);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		int rc = rule_parse_addr_for(cases[i].text, cases[i].proto, &ss, &len, err, sizeof(err));
+		unsigned port = port_of(cases[i].text, cases[i].proto, err, sizeof(err));
 
 		if (cases[i].port) {
-			ck_assert_msg(rc == 0, "%s: %s", cases[i].text, err);
-			ck_assert_uint_eq(rule_addr_port((struct sockaddr *)&ss), cases[i].port);
+			ck_assert_msg(port == cases[i].port, "%s (proto %u): %u, %s", cases[i].text,
+				      cases[i].proto, port, port ? "" : err);
 		} else {
-			ck_assert_msg(rc < 0, "%s accepted", cases[i].text);
+			ck_assert_msg(port == 0, "%s accepted", cases[i].text);
 			ck_assert_msg(strstr(err, cases[i].error), "%s: %s", cases[i].text, err);
 			if (!strstr(cases[i].error, "did you mean"))
 				ck_assert_msg(!strstr(err, "did you mean"), "%s: %s", cases[i].text, err);
 		}
 	}
+	/* A rule with a bad proto: a name of either protocol, no second error. */
+	ck_assert_uint_eq(port_of("0.0.0.0:ssh", RULE_PROTO_ANY, err, sizeof(err)), 22);
 	/* Numbers only where no protocol says how to look a name up. */
-	ck_assert_int_lt(rule_parse_addr("192.168.0.2:ssh", &ss, &len, err, sizeof(err)), 0);
+	ck_assert_uint_eq(port_of("192.168.0.2:ssh", 0, err, sizeof(err)), 0);
 	ck_assert_msg(strstr(err, "port \"ssh\" is not a number"), "%s", err);
+	/* Suggestions within their budget only: a file of typos stays cheap. */
+	portinfo_suggest_budget(1);
+	ck_assert_uint_eq(port_of("0.0.0.0:shh", TCP, err, sizeof(err)), 0);
+	ck_assert_msg(strstr(err, "did you mean"), "%s", err);
+	ck_assert_uint_eq(port_of("0.0.0.0:shh", TCP, err, sizeof(err)), 0);
+	ck_assert_msg(!strstr(err, "did you mean"), "%s", err);
+}
+END_TEST
+
+/* No services database (netbase missing): names of portinfo's table still
+ * work; any other says what is missing. */
+START_TEST(test_service_names_without_netbase)
+{
+	char err[512];
+
+	if (!services_file(NULL))
+		return;
+	ck_assert_uint_eq(port_of("0.0.0.0:plex", TCP, err, sizeof(err)), 32400);
+	ck_assert_uint_eq(port_of("0.0.0.0:ssh", TCP, err, sizeof(err)), 0);
+	ck_assert_str_eq(err, "\"0.0.0.0:ssh\": no service \"ssh\" in portfwd's own table, and the services database is empty (no /etc/services: install netbase)");
 }
 END_TEST
 
@@ -215,6 +293,7 @@ int main(void)
 
 	tcase_add_loop_test(tc, test_parse_addr, 0, (int)(sizeof(addrs) / sizeof(addrs[0])));
 	tcase_add_test(tc, test_service_names);
+	tcase_add_test(tc, test_service_names_without_netbase);
 	tcase_add_test(tc, test_addr_equal_and_port);
 	tcase_add_test(tc, test_names_and_protos);
 	tcase_add_test(tc, test_addr_collide);
