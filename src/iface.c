@@ -119,9 +119,13 @@ static bool iface_netlink_default_route(const char *name, int family)
 		ssize_t got = recv(fd, buf, sizeof(buf), 0);
 		unsigned int n = (unsigned int)got;
 
+		if (got < 0 && errno == EINTR)
+			continue; /* a signal, not the end of the dump */
 		if (got <= 0)
 			break;
-		for (struct nlmsghdr *nh = (struct nlmsghdr *)buf; NLMSG_OK(nh, n); nh = NLMSG_NEXT(nh, n)) {
+		/* The aligned length within what is left: the unsigned N never wraps. */
+		for (struct nlmsghdr *nh = (struct nlmsghdr *)buf;
+		     NLMSG_OK(nh, n) && NLMSG_ALIGN(nh->nlmsg_len) <= n; nh = NLMSG_NEXT(nh, n)) {
 			struct rtmsg *rt = NLMSG_DATA(nh);
 			unsigned table, oif = 0;
 			bool via = false;
@@ -131,7 +135,8 @@ static bool iface_netlink_default_route(const char *name, int family)
 				done = true;
 				break;
 			}
-			if (nh->nlmsg_type != RTM_NEWROUTE)
+			if (nh->nlmsg_type != RTM_NEWROUTE || nh->nlmsg_len < NLMSG_LENGTH(sizeof(*rt)) ||
+			    (rt->rtm_flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN)))
 				continue;
 			table = rt->rtm_table;
 			len = (int)RTM_PAYLOAD(nh);
@@ -145,7 +150,8 @@ static bool iface_netlink_default_route(const char *name, int family)
 
 					for (struct rtnexthop *hop = RTA_DATA(at); RTNH_OK(hop, left);
 					     left -= (int)RTNH_ALIGN(hop->rtnh_len), hop = RTNH_NEXT(hop))
-						via |= (unsigned)hop->rtnh_ifindex == index;
+						via |= (unsigned)hop->rtnh_ifindex == index &&
+						       !(hop->rtnh_flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN));
 				}
 			}
 			if (rt->rtm_dst_len == 0 && table == RT_TABLE_MAIN && rt->rtm_type == RTN_UNICAST &&

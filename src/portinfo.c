@@ -251,7 +251,7 @@ static void portinfo_db_load(void)
 	free(portinfo_db.e);
 	portinfo_db.e = NULL;
 	portinfo_db.n = 0;
-	portinfo_db.read = true;
+	portinfo_db.read = false;
 	portinfo_db.mtime = st.st_mtim;
 	portinfo_db.size = st.st_size;
 	portinfo_db.ino = st.st_ino;
@@ -271,8 +271,11 @@ static void portinfo_db_load(void)
 			cap *= 2;
 			continue;
 		}
-		if (rc != 0 || !res)
+		if (rc != 0 || !res) {
+			/* The end (ENOENT), or a read that failed: kept only if whole. */
+			portinfo_db.read = rc == 0 || rc == ENOENT;
 			break;
+		}
 		proto = strcmp(res->s_proto, "tcp") == 0 ? RULE_PROTO_TCP
 			: strcmp(res->s_proto, "udp") == 0 ? RULE_PROTO_UDP : 0;
 		if (!proto)

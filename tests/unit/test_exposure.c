@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "config.h"
 #include "exposure.h"
@@ -237,19 +236,13 @@ START_TEST(test_public_target_note)
 }
 END_TEST
 
-/* Loads TEXT as a configuration file (the real reader: lists, allow, deny). */
+/* Loads TEXT through the real reader (lists, allow, deny), as a client's check would. */
 static void load_config(const char *text, struct config *cfg)
 {
-	char path[] = "/tmp/portfwd-test-exposure-XXXXXX";
 	struct config_errors errs = { 0 };
-	int fd = mkstemp(path);
-	size_t len = strlen(text);
 
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, text, len), (ssize_t)len);
-	close(fd);
-	ck_assert_msg(config_load(path, cfg, &errs) == 0, "%s", errs.count ? errs.msgs[0] : "?");
-	unlink(path);
+	ck_assert_msg(config_load_text("FILE", text, strlen(text), cfg, &errs) == 0, "%s",
+		      errs.count ? errs.msgs[0] : "?");
 	config_errors_free(&errs);
 }
 
