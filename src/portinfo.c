@@ -204,6 +204,9 @@ static struct {
 		unsigned proto; /* RULE_PROTO_TCP or RULE_PROTO_UDP */
 	} *e;
 	size_t n;
+	/* The entries by (protocol, port, place in the file): the name of a
+	 * port is its first entry's, found by binary search. */
+	size_t *by_port;
 	struct timespec mtime;
 	off_t size;
 	ino_t ino;
@@ -233,6 +236,28 @@ static void portinfo_db_add(const char *name, unsigned port, unsigned proto)
 	portinfo_db.e[portinfo_db.n++] = (struct portinfo_entry){ copy, port, proto };
 }
 
+static int portinfo_by_port_cmp(const void *a, const void *b)
+{
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	const struct portinfo_entry *x = &portinfo_db.e[i], *y = &portinfo_db.e[j];
+
+	if (x->proto != y->proto)
+		return x->proto < y->proto ? -1 : 1;
+	if (x->port != y->port)
+		return x->port < y->port ? -1 : 1;
+	return i < j ? -1 : i > j; /* the file's order: its first name wins */
+}
+
+/* Builds the index by port; without memory, lookups by port find nothing. */
+static void portinfo_db_index(void)
+{
+	if (!portinfo_db.n || !(portinfo_db.by_port = malloc(portinfo_db.n * sizeof(size_t))))
+		return;
+	for (size_t i = 0; i < portinfo_db.n; i++)
+		portinfo_db.by_port[i] = i;
+	qsort(portinfo_db.by_port, portinfo_db.n, sizeof(size_t), portinfo_by_port_cmp);
+}
+
 static void portinfo_db_load(void)
 {
 	struct stat st;
@@ -249,7 +274,9 @@ static void portinfo_db_load(void)
 	for (size_t i = 0; i < portinfo_db.n; i++)
 		free(portinfo_db.e[i].name);
 	free(portinfo_db.e);
+	free(portinfo_db.by_port);
 	portinfo_db.e = NULL;
+	portinfo_db.by_port = NULL;
 	portinfo_db.n = 0;
 	portinfo_db.read = false;
 	portinfo_db.mtime = st.st_mtim;
@@ -286,6 +313,7 @@ static void portinfo_db_load(void)
 	}
 	endservent();
 	free(buf);
+	portinfo_db_index();
 }
 
 /* NAME's port for one protocol P: the database's first entry, else the
@@ -353,4 +381,71 @@ void portinfo_service_suggest(const char *name, unsigned proto, char *best, size
 	for (size_t i = 0; i < portinfo_db.n; i++)
 		if (portinfo_db.e[i].proto & proto)
 			suggest_offer(lower, portinfo_db.e[i].name, best, len, &d);
+}
+
+/* The database's first name for PORT and one protocol P, or NULL. */
+static const char *portinfo_db_name(unsigned port, unsigned p)
+{
+	size_t lo = 0, hi = portinfo_db.by_port ? portinfo_db.n : 0;
+
+	while (lo < hi) { /* the first entry not below (P, PORT) */
+		size_t mid = lo + (hi - lo) / 2;
+		const struct portinfo_entry *e = &portinfo_db.e[portinfo_db.by_port[mid]];
+
+		if (e->proto < p || (e->proto == p && e->port < port))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < portinfo_db.n && portinfo_db.by_port) {
+		const struct portinfo_entry *e = &portinfo_db.e[portinfo_db.by_port[lo]];
+
+		if (e->proto == p && e->port == port)
+			return e->name;
+	}
+	return NULL;
+}
+
+/* PORT's name for one protocol P: the database's, else the table's. */
+static const char *portinfo_one_name(unsigned port, unsigned p)
+{
+	const char *name = portinfo_db_name(port, p);
+
+	for (size_t i = 0; !name && i < sizeof(portinfo_builtin) / sizeof(portinfo_builtin[0]); i++)
+		if ((portinfo_builtin[i].proto & p) && portinfo_builtin[i].port == port)
+			name = portinfo_builtin[i].name;
+	return name;
+}
+
+bool portinfo_service_name(unsigned port, unsigned proto, char *buf, size_t len)
+{
+	const char *tcp = NULL, *udp = NULL;
+
+	if (len)
+		buf[0] = '\0';
+	if (port == 0 || port > 65535)
+		return false;
+	portinfo_db_load();
+	if (proto & RULE_PROTO_TCP)
+		tcp = portinfo_one_name(port, RULE_PROTO_TCP);
+	if (proto & RULE_PROTO_UDP)
+		udp = portinfo_one_name(port, RULE_PROTO_UDP);
+	if (tcp && udp && strcasecmp(tcp, udp) != 0)
+		snprintf(buf, len, "%s/%s", tcp, udp); /* one port, two services */
+	else if (tcp || udp)
+		snprintf(buf, len, "%s", tcp ? tcp : udp);
+	else
+		return false;
+	return true;
+}
+
+const char *portinfo_describe(unsigned port, unsigned proto, char *buf, size_t len)
+{
+	char name[PORTINFO_NAME_MAX];
+
+	if (portinfo_service_name(port, proto, name, sizeof(name)))
+		snprintf(buf, len, "%s, %s", name, portinfo_range(port));
+	else
+		snprintf(buf, len, "%s", portinfo_range(port));
+	return buf;
 }

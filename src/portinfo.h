@@ -52,6 +52,23 @@ void portinfo_service_suggest(const char *name, unsigned proto, char *best, size
  * not keep the daemon's loop busy. The configuration's reader sets it. */
 void portinfo_suggest_budget(unsigned n);
 
+/* Room for a port's name from portinfo_service_name (a name, or two
+ * joined by '/'); longer names are cut. */
+#define PORTINFO_NAME_MAX 64
+
+/*
+ * The service name of PORT for PROTO (RULE_PROTO_TCP, RULE_PROTO_UDP or
+ * both), in BUF: the database's first name for the port (as
+ * getservbyport(3) answers), else portinfo's table. For both protocols,
+ * TCP's name, or "tcpname/udpname" when they differ. Returns false, with
+ * BUF empty, when the port has no name. Main thread only.
+ */
+bool portinfo_service_name(unsigned port, unsigned proto, char *buf, size_t len);
+
+/* "ssh, well-known" or, for a port without a name, "registered": how
+ * status, rules and the log describe a port. Returns BUF. */
+const char *portinfo_describe(unsigned port, unsigned proto, char *buf, size_t len);
+
 /* True if the services database holds nothing (no /etc/services: netbase
  * is missing). */
 bool portinfo_services_empty(void);

@@ -188,6 +188,55 @@ START_TEST(test_service_names)
 }
 END_TEST
 
+/*
+ * Names by port, as status, rules and the log show them: the first entry
+ * of the file for the protocol (not an alias, not a later entry), then
+ * portinfo's table, which the database overrides; a tcp+udp rule's port
+ * with two names shows both; the class always.
+ */
+START_TEST(test_service_names_by_port)
+{
+	static const struct {
+		unsigned port, proto;
+		const char *describe;
+	} cases[] = {
+		{ 22, TCP, "ssh, well-known" },
+		{ 22, UDP, "well-known" }, /* ssh is TCP only in this file */
+		{ 22, BOTH, "ssh, well-known" },
+		{ 53, BOTH, "domain, well-known" },
+		{ 8080, TCP, "http-alt, registered" },
+		{ 7000, TCP, "first, registered" },
+		{ 7001, TCP, "registered" },
+		{ 7001, UDP, "udponly, registered" },
+		{ 7001, BOTH, "udponly, registered" },
+		{ 7002, BOTH, "tcpside/udpside, registered" },
+		{ 32400, TCP, "myplex, registered" },
+		{ 25565, UDP, "minecraft, registered" },
+		{ 51820, UDP, "wireguard, dynamic" },
+		{ 51820, TCP, "dynamic" },
+		{ 8123, TCP, "home-assistant, registered" },
+		{ 40000, TCP, "registered" },
+		{ 60000, BOTH, "dynamic" },
+		{ 1023, TCP, "well-known" },
+	};
+	char buf[128];
+
+	if (!services_file("tests/conf/services.test"))
+		return;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		ck_assert_msg(strcmp(portinfo_describe(cases[i].port, cases[i].proto, buf, sizeof(buf)),
+				     cases[i].describe) == 0,
+			      "%u/%u: \"%s\", want \"%s\"", cases[i].port, cases[i].proto, buf,
+			      cases[i].describe);
+	ck_assert(!portinfo_service_name(0, TCP, buf, sizeof(buf)));
+	ck_assert_str_eq(buf, "");
+	ck_assert(!portinfo_service_name(70000, TCP, buf, sizeof(buf)));
+	/* A short buffer gets a cut name, never an overrun. */
+	ck_assert(portinfo_service_name(8123, TCP, buf, 5));
+	ck_assert_str_eq(buf, "home");
+}
+END_TEST
+
 /* No services database (netbase missing): names of portinfo's table still
  * work; any other says what is missing. */
 START_TEST(test_service_names_without_netbase)
@@ -199,6 +248,8 @@ START_TEST(test_service_names_without_netbase)
 	ck_assert_uint_eq(port_of("0.0.0.0:plex", TCP, err, sizeof(err)), 32400);
 	ck_assert_uint_eq(port_of("0.0.0.0:ssh", TCP, err, sizeof(err)), 0);
 	ck_assert_str_eq(err, "\"0.0.0.0:ssh\": no service \"ssh\" in portfwd's own table, and the services database is empty (no /etc/services: install netbase)");
+	ck_assert_str_eq(portinfo_describe(22, TCP, err, sizeof(err)), "well-known");
+	ck_assert_str_eq(portinfo_describe(32400, TCP, err, sizeof(err)), "plex, registered");
 }
 END_TEST
 
@@ -300,6 +351,7 @@ int main(void)
 
 	tcase_add_loop_test(tc, test_parse_addr, 0, (int)(sizeof(addrs) / sizeof(addrs[0])));
 	tcase_add_test(tc, test_service_names);
+	tcase_add_test(tc, test_service_names_by_port);
 	tcase_add_test(tc, test_service_names_without_netbase);
 	tcase_add_test(tc, test_addr_equal_and_port);
 	tcase_add_test(tc, test_names_and_protos);
