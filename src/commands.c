@@ -103,6 +103,8 @@ static json_t *commands_rule_json(const struct forward *fw)
 			 "buffer_size", (json_int_t)r->set.buffer_size,
 			 "splice", r->set.splice, "tcp_keepalive", keepalive);
 	if (doc) {
+		json_object_set_new(doc, "listen_port", rule_port_json((const struct sockaddr *)&r->listen, r->listen_service));
+		json_object_set_new(doc, "target_port", rule_port_json((const struct sockaddr *)&r->target, r->target_service));
 		json_object_set_new(doc, "interface", r->interface[0] ? json_string(r->interface) : json_null());
 		json_object_set_new(doc, "udp_unreplied_timeout", json_real(r->set.udp_unreplied_timeout));
 		json_object_set_new(doc, "per_source", commands_per_source_json(&r->set.per_source));
@@ -129,12 +131,10 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 			    (unsigned long long)d->generation, d->nrules, d->nrules == 1 ? "" : "s");
 	for (size_t i = 0; i < d->nrules; i++) {
 		const struct rule_config *r = &d->rules[i]->cfg;
-		char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+		char route[RULE_ROUTE_STRLEN];
 
-		evbuffer_add_printf(out, "\n%s  %s  %s -> %s  %s  (line %d)\n", r->name,
-				    rule_proto_name(r->proto),
-				    rule_format_addr((const struct sockaddr *)&r->listen, listen, sizeof(listen)),
-				    rule_format_addr((const struct sockaddr *)&r->target, target, sizeof(target)),
+		evbuffer_add_printf(out, "\n%s  %s  %s  %s  (line %d)\n", r->name,
+				    rule_proto_name(r->proto), rule_format_route(r, route, sizeof(route)),
 				    forward_state_name(d->rules[i]), r->line);
 		if (r->interface[0])
 			evbuffer_add_printf(out, "  interface %s\n", r->interface);
@@ -172,6 +172,29 @@ static const char *commands_secs(double s, char *buf, size_t len)
 	return buf;
 }
 
+/*
+ * "192.168.0.2:22 (ssh, well-known)" from a document's KEY ("target") and
+ * KEY_port ({port, service, class}), as rule_format_port writes it. BUF:
+ * RULE_PORT_STRLEN bytes.
+ */
+static const char *commands_port_text(json_t *doc, const char *key, char *buf, size_t len)
+{
+	char which[32];
+	json_t *port;
+	const char *service;
+
+	snprintf(which, sizeof(which), "%s_port", key);
+	port = json_object_get(doc, which);
+	service = json_string_value(json_object_get(port, "service"));
+	if (service)
+		snprintf(buf, len, "%s (%s, %s)", json_string_value(json_object_get(doc, key)), service,
+			 json_string_value(json_object_get(port, "class")));
+	else
+		snprintf(buf, len, "%s (%s)", json_string_value(json_object_get(doc, key)),
+			 json_string_value(json_object_get(port, "class")));
+	return buf;
+}
+
 static int commands_connections(struct daemon *d, int argc, char **argv, bool json,
 				struct evbuffer *out, char *err, size_t errlen)
 {
@@ -199,11 +222,11 @@ static int commands_connections(struct daemon *d, int argc, char **argv, bool js
 	}
 	if (json)
 		return commands_json_out(json_pack("{s:o}", "connections", conns), out, err, errlen);
-	evbuffer_add_printf(out, "%-8s %-16s %-5s %-24s %-24s %8s %8s %11s %11s %s\n", "ID", "RULE",
+	evbuffer_add_printf(out, "%-8s %-16s %-5s %-24s %-36s %8s %8s %11s %11s %s\n", "ID", "RULE",
 			    "PROTO", "CLIENT", "TARGET", "AGE", "IDLE", "TO TARGET", "TO CLIENT",
 			    "STATE");
 	json_array_foreach(conns, i, c) {
-		char age[16], idle[16], up[48], down[48];
+		char age[16], idle[16], up[48], down[48], target[RULE_PORT_STRLEN];
 		bool udp = strcmp(json_string_value(json_object_get(c, "proto")), "udp") == 0;
 
 		status_bytes((uint64_t)json_integer_value(json_object_get(c, "bytes_to_target")), up, sizeof(up));
@@ -219,12 +242,12 @@ static int commands_connections(struct daemon *d, int argc, char **argv, bool js
 				 (long long)json_integer_value(json_object_get(c, "datagrams_to_client")), down);
 			snprintf(down, sizeof(down), "%s", tmp);
 		}
-		evbuffer_add_printf(out, "%-8lld %-16s %-5s %-24s %-24s %8s %8s %11s %11s %s%s\n",
+		evbuffer_add_printf(out, "%-8lld %-16s %-5s %-24s %-36s %8s %8s %11s %11s %s%s\n",
 				    (long long)json_integer_value(json_object_get(c, "id")),
 				    json_string_value(json_object_get(c, "rule")),
 				    json_string_value(json_object_get(c, "proto")),
 				    json_string_value(json_object_get(c, "client")),
-				    json_string_value(json_object_get(c, "target")),
+				    commands_port_text(c, "target", target, sizeof(target)),
 				    commands_secs(json_real_value(json_object_get(c, "age")), age, sizeof(age)),
 				    commands_secs(json_real_value(json_object_get(c, "idle")), idle, sizeof(idle)),
 				    up, down, json_string_value(json_object_get(c, "state")),
@@ -327,6 +350,8 @@ static int commands_result(struct daemon *d, const struct daemon_reload_result *
 
 		if (doc)
 			json_object_set_new(doc, "warnings", exposure_json(&res->warnings, SIZE_MAX));
+		if (doc && res->rules)
+			json_object_set(doc, "rules", res->rules);
 		if (commands_json_out(doc, out, err, errlen) < 0)
 			return -1;
 	} else {
@@ -384,6 +409,7 @@ static int commands_check(struct daemon *d, int argc, char **argv, bool json, co
 			  size_t len, struct evbuffer *out, char *err, size_t errlen)
 {
 	struct daemon_reload_result res;
+	char lport[RULE_PORT_STRLEN], tport[RULE_PORT_STRLEN];
 	int rc;
 
 	if (argc > 1 && !text) {
@@ -395,9 +421,21 @@ static int commands_check(struct daemon *d, int argc, char **argv, bool json, co
 		return -1;
 	}
 	daemon_check(d, argc > 1 ? argv[1] : NULL, text, len, &res);
-	if (!json && res.status == 0)
+	if (!json && res.status == 0) {
+		size_t i;
+		json_t *r;
+
 		evbuffer_add_printf(out, "%s: configuration is valid\n", text ? argv[1] : d->cfg.path);
+		/* Each rule, its ports named and classed (as status shows them). */
+		json_array_foreach(res.rules, i, r)
+			evbuffer_add_printf(out, "  %s  %s  %s -> %s\n",
+					    json_string_value(json_object_get(r, "name")),
+					    json_string_value(json_object_get(r, "proto")),
+					    commands_port_text(r, "listen", lport, sizeof(lport)),
+					    commands_port_text(r, "target", tport, sizeof(tport)));
+	}
 	rc = commands_result(d, &res, "check", json, out, err, errlen);
+	json_decref(res.rules);
 	config_errors_free(&res.msgs);
 	exposure_list_free(&res.warnings);
 	return rc;

@@ -566,6 +566,7 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 				     sizeof(why)) < 0)
 		config_err(ctx, s, "target: %s", why);
 
+	rule_name_ports(rule);
 	config_read_interface(ctx, group, rule);
 	config_read_settings(ctx, group, &rule->set);
 	rule->access = config_access_rule(ctx->access, group, ctx->scope);

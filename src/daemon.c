@@ -321,6 +321,29 @@ static void daemon_exposure(const struct config *cfg, struct exposure_list *out)
 		log_error("out of memory: not every exposure warning is shown");
 }
 
+/* CFG's rules as check shows them: each with its ports' names and classes. */
+static json_t *daemon_rules_json(const struct config *cfg)
+{
+	json_t *rules = json_array();
+	char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+
+	for (size_t i = 0; rules && i < cfg->nrules; i++) {
+		const struct rule_config *r = &cfg->rules[i];
+
+		json_array_append_new(
+			rules,
+			json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:i}", "name", r->name, "proto",
+				  rule_proto_name(r->proto), "listen",
+				  rule_format_addr((const struct sockaddr *)&r->listen, listen, sizeof(listen)),
+				  "target",
+				  rule_format_addr((const struct sockaddr *)&r->target, target, sizeof(target)),
+				  "listen_port", rule_port_json((const struct sockaddr *)&r->listen, r->listen_service),
+				  "target_port", rule_port_json((const struct sockaddr *)&r->target, r->target_service),
+				  "line", r->line));
+	}
+	return rules;
+}
+
 void daemon_check(struct daemon *d, const char *name, const char *text, size_t len,
 		  struct daemon_reload_result *res)
 {
@@ -337,6 +360,7 @@ void daemon_check(struct daemon *d, const char *name, const char *text, size_t l
 	if (match && taken) {
 		daemon_plan(d, &nc, match, taken, res);
 		daemon_exposure(&nc, &res->warnings);
+		res->rules = daemon_rules_json(&nc);
 	} else {
 		config_errors_add(&res->msgs, "%s: out of memory", path);
 		res->status = -1;

@@ -7,6 +7,7 @@
 #define PORTFWD_DAEMON_H
 
 #include <stdatomic.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -70,6 +71,10 @@ struct daemon_reload_result {
 	unsigned added, removed, changed, unchanged;
 	unsigned not_listening;     /* rules in force with a socket that failed to bind */
 	struct exposure_list warnings; /* of the valid file; free with exposure_list_free */
+	/* check only: the valid file's rules, each {name, proto, listen,
+	 * target, listen_port, target_port} (json_decref it; NULL after a
+	 * reload or a refused file) */
+	json_t *rules;
 };
 
 /*
@@ -102,7 +107,7 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 /* Validates a configuration as a reload would, without applying it: with
  * TEXT NULL the daemon's own file, else TEXT (LEN bytes and a NUL, from a
  * client: no @include) with NAME labelling its messages. RES gets the
- * errors, or what a reload would add, remove and change. */
+ * errors, or what a reload would add, remove and change, and its rules. */
 void daemon_check(struct daemon *d, const char *name, const char *text, size_t len,
 		  struct daemon_reload_result *res);
 

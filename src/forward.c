@@ -259,7 +259,7 @@ static int forward_start_proto(struct forward *fw, int socktype)
 {
 	struct forward_proto *p = socktype == SOCK_STREAM ? &fw->tcp : &fw->udp;
 	const char *name = socktype == SOCK_STREAM ? "tcp" : "udp";
-	char addr[RULE_ADDR_STRLEN];
+	char addr[RULE_ADDR_STRLEN], listen[RULE_PORT_STRLEN], target[RULE_PORT_STRLEN];
 	/* The index before the sockets are bound (by name): should the
 	 * interface be made again meanwhile, the watch sees another index and
 	 * binds them anew, never believing dead sockets are on the new one. */
@@ -294,11 +294,14 @@ static int forward_start_proto(struct forward *fw, int socktype)
 		unsigned on = ifindex && ifindex == after ? ifindex : (unsigned)-1;
 
 		fw->ifindex = !fw->ifindex || fw->ifindex == on ? on : (unsigned)-1;
-		log_info("rule %s: listening on %s %s, interface %s", fw->cfg.name, name, addr,
-			 fw->cfg.interface);
-	} else {
-		log_info("rule %s: listening on %s %s", fw->cfg.name, name, addr);
 	}
+	/* The ports with their names and classes, as status shows them. */
+	log_info("rule %s: listening on %s %s%s%s, forwarding to %s", fw->cfg.name, name,
+		 rule_format_port((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service,
+				  listen, sizeof(listen)),
+		 fw->cfg.interface[0] ? ", interface " : "", fw->cfg.interface,
+		 rule_format_port((const struct sockaddr *)&fw->cfg.target, fw->cfg.target_service,
+				  target, sizeof(target)));
 	return 0;
 }
 

@@ -40,6 +40,7 @@ static void usage(FILE *out)
 static int check_exposure(const struct config *cfg, bool strict)
 {
 	struct exposure_list l = { 0 };
+	char route[RULE_ROUTE_STRLEN];
 	size_t warnings, notes;
 
 	if (exposure_check(cfg, &l) < 0) {
@@ -57,6 +58,10 @@ static int check_exposure(const struct config *cfg, bool strict)
 	if (notes)
 		printf(", %zu note%s", notes, notes == 1 ? "" : "s");
 	printf("\n");
+	/* Each rule, its ports named and classed (as status shows them). */
+	for (size_t i = 0; i < cfg->nrules; i++)
+		printf("  %s  %s  %s\n", cfg->rules[i].name, rule_proto_name(cfg->rules[i].proto),
+		       rule_format_route(&cfg->rules[i], route, sizeof(route)));
 	exposure_list_free(&l);
 	if (strict && warnings) {
 		fprintf(stderr, "portfwd: --strict: %zu warning%s\n", warnings, warnings == 1 ? "" : "s");

@@ -722,9 +722,7 @@ static void relay_tcp_describe_list(struct listener *l, struct relay_tcp_list *l
 
 	TAILQ_FOREACH(c, list, link) {
 		double last = c->connected ? c->last_active : c->started;
-
-		json_array_append_new(
-			out, json_pack("{s:I, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, s:s, s:b}",
+		json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, s:s, s:b}",
 				       "id", (json_int_t)c->id,
 				       "rule", c->cfg->name,
 				       "proto", "tcp",
@@ -735,7 +733,11 @@ static void relay_tcp_describe_list(struct listener *l, struct relay_tcp_list *l
 				       "bytes_to_target", (json_int_t)c->bytes[SIDE_CLIENT],
 				       "bytes_to_client", (json_int_t)c->bytes[SIDE_TARGET],
 				       "state", relay_tcp_state(c),
-				       "draining", l->fw->draining));
+				       "draining", l->fw->draining);
+
+		if (o)
+			json_object_set_new(o, "target_port", rule_port_json((struct sockaddr *)&c->cfg->target, c->cfg->target_service));
+		json_array_append_new(out, o);
 	}
 }
 

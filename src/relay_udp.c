@@ -487,8 +487,10 @@ void relay_udp_describe(struct listener *l, json_t *out, double now)
 				       "state", "active",
 				       "draining", l->fw->draining);
 
-		if (o)
+		if (o) {
 			json_object_set_new(o, "answered", json_boolean(s->replied));
+			json_object_set_new(o, "target_port", rule_port_json((struct sockaddr *)&s->cfg->target, s->cfg->target_service));
+		}
 		/* On a wildcard rule: the address the client sent to, which its
 		 * replies come from (one client may have a session per address). */
 		if (o && s->local.family &&

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <event2/util.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -348,6 +349,50 @@ bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
 			       (const struct sockaddr *)&b->target) &&
 	       rule_settings_equal(&a->set, &b->set) && access_policy_equal(a->access, b->access) &&
 	       strcmp(a->interface, b->interface) == 0;
+}
+
+void rule_name_ports(struct rule_config *r)
+{
+	_Static_assert(RULE_SERVICE_MAX == PORTINFO_NAME_MAX, "one size for service names");
+	portinfo_service_name(rule_addr_port((const struct sockaddr *)&r->listen), r->proto,
+			      r->listen_service, sizeof(r->listen_service));
+	portinfo_service_name(rule_addr_port((const struct sockaddr *)&r->target), r->proto,
+			      r->target_service, sizeof(r->target_service));
+}
+
+const char *rule_format_port(const struct sockaddr *sa, const char *service, char *buf,
+			     size_t len)
+{
+	char addr[RULE_ADDR_STRLEN];
+	const char *range = portinfo_range(rule_addr_port(sa));
+
+	rule_format_addr(sa, addr, sizeof(addr));
+	if (service && service[0])
+		snprintf(buf, len, "%s (%s, %s)", addr, service, range);
+	else
+		snprintf(buf, len, "%s (%s)", addr, range);
+	return buf;
+}
+
+json_t *rule_port_json(const struct sockaddr *sa, const char *service)
+{
+	unsigned port = rule_addr_port(sa);
+
+	return json_pack("{s:i, s:o, s:s}", "port", (int)port, "service",
+			 service && service[0] ? json_string(service) : json_null(), "class",
+			 portinfo_range(port));
+}
+
+const char *rule_format_route(const struct rule_config *r, char *buf, size_t len)
+{
+	char listen[RULE_PORT_STRLEN], target[RULE_PORT_STRLEN];
+
+	snprintf(buf, len, "%s -> %s",
+		 rule_format_port((const struct sockaddr *)&r->listen, r->listen_service, listen,
+				  sizeof(listen)),
+		 rule_format_port((const struct sockaddr *)&r->target, r->target_service, target,
+				  sizeof(target)));
+	return buf;
 }
 
 bool rule_same_listener(const struct rule_config *a, const struct rule_config *b)

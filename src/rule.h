@@ -55,6 +55,9 @@ struct rule_settings {
 	struct rule_per_source per_source;
 };
 
+/* Room for a port's service name (portinfo.h's PORTINFO_NAME_MAX). */
+#define RULE_SERVICE_MAX 64
+
 struct rule_config {
 	char name[RULE_NAME_MAX + 1];
 	unsigned proto; /* enum rule_proto bits */
@@ -71,7 +74,37 @@ struct rule_config {
 	 * iface.h); "" for none. Not part of the listener's identity: a
 	 * changed interface rebinds the rule's sockets on reload. */
 	char interface[IFNAMSIZ];
+	/* The service names of the listen and target ports for the rule's
+	 * protocol ("" for none), looked up when the rule is read (the
+	 * workers show them without touching the services database). Only
+	 * for display: not compared on reload, so an edit of /etc/services
+	 * never restarts a rule. */
+	char listen_service[RULE_SERVICE_MAX];
+	char target_service[RULE_SERVICE_MAX];
 };
+
+/* Fills R's listen_service and target_service from the services database
+ * and portinfo's table. Main thread only (portinfo's). */
+void rule_name_ports(struct rule_config *r);
+
+/*
+ * Writes "0.0.0.0:2222 (registered)" or "192.168.0.2:22 (ssh, well-known)":
+ * the address SA, then its port's service name (SERVICE, "" for none) and
+ * IANA class. BUF: RULE_PORT_STRLEN bytes. Returns BUF. Any thread.
+ */
+#define RULE_PORT_STRLEN (RULE_ADDR_STRLEN + RULE_SERVICE_MAX + 16)
+const char *rule_format_port(const struct sockaddr *sa, const char *service, char *buf,
+			     size_t len);
+
+/* {"port": 22, "service": "ssh" or null, "class": "well-known"}: a port as
+ * --json documents show it. NULL when out of memory. Any thread. */
+struct json_t;
+struct json_t *rule_port_json(const struct sockaddr *sa, const char *service);
+
+/* R's listen and target as "LISTEN (...) -> TARGET (...)". BUF:
+ * 2 * RULE_PORT_STRLEN + 4 bytes. Returns BUF. Any thread. */
+#define RULE_ROUTE_STRLEN (2 * RULE_PORT_STRLEN + 4)
+const char *rule_format_route(const struct rule_config *r, char *buf, size_t len);
 
 /* The built-in defaults, used where the file says nothing. */
 void rule_settings_init(struct rule_settings *set);

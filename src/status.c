@@ -330,6 +330,8 @@ json_t *status_json(const struct daemon *d)
 				      "splice", fw->cfg.set.splice);
 
 		forward_stats(fw, &st);
+		json_object_set_new(r, "listen_port", rule_port_json((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service));
+		json_object_set_new(r, "target_port", rule_port_json((const struct sockaddr *)&fw->cfg.target, fw->cfg.target_service));
 		status_exposure_json(d, i, r);
 		if (fw->cfg.proto & RULE_PROTO_TCP) {
 			json_object_set_new(r, "tcp", status_tcp_json(fw, &st));
@@ -451,7 +453,7 @@ static void status_text_reloads(const struct daemon *d, struct evbuffer *out)
 
 void status_text(const struct daemon *d, struct evbuffer *out)
 {
-	char up[64], listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN], user[64];
+	char up[64], route[RULE_ROUTE_STRLEN], user[64];
 	char b1[16], b2[16];
 	size_t ok = 0, off = 0;
 
@@ -473,10 +475,9 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 		struct rule_stats stats, *st = &stats;
 
 		forward_stats(fw, st);
-		evbuffer_add_printf(out, "\n%s  %s  %s -> %s  %s\n", fw->cfg.name,
+		evbuffer_add_printf(out, "\n%s  %s  %s  %s\n", fw->cfg.name,
 				    rule_proto_name(fw->cfg.proto),
-				    rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
-				    rule_format_addr((const struct sockaddr *)&fw->cfg.target, target, sizeof(target)),
+				    rule_format_route(&fw->cfg, route, sizeof(route)),
 				    fw->disabled ? "disabled" : forward_ready(fw) ? "listening" : "FAILED");
 		status_exposure_text(d, i, out);
 		if (fw->cfg.proto & RULE_PROTO_TCP) {

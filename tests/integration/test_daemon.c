@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -72,7 +74,9 @@ START_TEST(test_check_flag_valid)
 	/* Its rule forwards every address's port 2222 to ssh: a warning, on
 	 * stderr (see test_expose), which does not make the file invalid. */
 	ck_assert_int_eq(run_portfwd(&out, "-t", "-c", "tests/conf/good/minimal.conf", NULL), 0);
-	ck_assert_msg(strstr(out, "tests/conf/good/minimal.conf: configuration is valid, 1 rule, 1 warning\n"), "%s", out);
+	ck_assert_msg(strstr(out, "tests/conf/good/minimal.conf: configuration is valid, 1 rule, 1 warning\n"
+				  "  ssh  tcp  0.0.0.0:2222 (registered) -> 192.168.0.2:22 (ssh, well-known)\n"),
+		      "%s", out);
 	ck_assert_msg(strstr(out, "tests/conf/good/minimal.conf:2: warning: rule \"ssh\": forwards to port 22 (ssh)"), "%s", out);
 	free(out);
 }
@@ -662,6 +666,155 @@ START_TEST(test_fd_limit_counts_pipes)
 }
 END_TEST
 
+/* ---- names and classes of ports, everywhere a port is shown ---- */
+
+/* The IANA class of PORT, written here apart from portinfo's. */
+static const char *port_class(unsigned port)
+{
+	return port <= 1023 ? "well-known" : port <= 49151 ? "registered" : "dynamic";
+}
+
+/* The services file the daemon of test_port_names reads. */
+static char names_services[300];
+
+/* In the daemon's process: names_services over /etc/services, in a mount
+ * namespace of its own (the test's own /etc/services is untouched). */
+static void names_child_hook(void)
+{
+	if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount(names_services, "/etc/services", NULL, MS_BIND, NULL) < 0)
+		_exit(99);
+}
+
+/* Port's entry in a services document {port, service, class}. */
+static void assert_port_json(json_t *port, unsigned want, const char *service)
+{
+	ck_assert_msg(json_is_object(port), "no port object");
+	ck_assert_int_eq(json_integer_value(json_object_get(port, "port")), want);
+	if (service)
+		ck_assert_str_eq(json_string_value(json_object_get(port, "service")), service);
+	else
+		ck_assert(json_is_null(json_object_get(port, "service")));
+	ck_assert_str_eq(json_string_value(json_object_get(port, "class")), port_class(want));
+}
+
+/*
+ * Ports with their service names (from a services file of the test's own,
+ * put over /etc/services in the daemon's mount namespace) and classes in
+ * status, rules, connections, check and the log, text and JSON; a name in
+ * the configuration stands for its port; a port without a name shows its
+ * class only.
+ */
+START_TEST(test_port_names)
+{
+	struct hdaemon d;
+	struct h_backend be;
+	unsigned lport = h_free_port(SOCK_STREAM, false), uport = h_free_port(SOCK_DGRAM, false);
+	char conf[1024], want[512], *out, lw[128], tw[128];
+	json_t *doc, *r;
+	bool ok;
+	FILE *f;
+	int fd;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_port_names needs root (a mount namespace): skipped\n");
+		return;
+	}
+	h_backend_start(&be, H_ECHO, false);
+	snprintf(names_services, sizeof(names_services), "/tmp/portfwd-names-%ld", (long)getpid());
+	f = fopen(names_services, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "pf-front\t%u/tcp\t\t# the listen port\npf-back\t\t%u/tcp\tpf-alias\n", lport,
+		be.port);
+	fclose(f);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"web\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:pf-alias\"; },\n"
+		 "         { name = \"plain\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 lport, uport, be.port);
+	h_child_hook = names_child_hook;
+	h_start(&d, conf);
+	h_child_hook = NULL;
+
+	snprintf(lw, sizeof(lw), "127.0.0.1:%u (pf-front, %s)", lport, port_class(lport));
+	snprintf(tw, sizeof(tw), "127.0.0.1:%u (pf-back, %s)", be.port, port_class(be.port));
+	/* status */
+	out = h_ctl(d.sock, "status", &ok);
+	ck_assert(ok);
+	snprintf(want, sizeof(want), "\nweb  tcp  %s -> %s  listening\n", lw, tw);
+	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
+	snprintf(want, sizeof(want), "\nplain  udp  127.0.0.1:%u (%s) -> 127.0.0.1:%u (%s)  listening\n",
+		 uport, port_class(uport), be.port, port_class(be.port));
+	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
+	free(out);
+	doc = h_status(&d);
+	r = json_array_get(json_object_get(doc, "rules"), 0);
+	assert_port_json(json_object_get(r, "listen_port"), lport, "pf-front");
+	assert_port_json(json_object_get(r, "target_port"), be.port, "pf-back");
+	r = json_array_get(json_object_get(doc, "rules"), 1);
+	assert_port_json(json_object_get(r, "listen_port"), uport, NULL); /* not for udp */
+	assert_port_json(json_object_get(r, "target_port"), be.port, NULL);
+	json_decref(doc);
+	/* rules */
+	out = h_ctl(d.sock, "rules", &ok);
+	ck_assert(ok);
+	snprintf(want, sizeof(want), "\nweb  tcp  %s -> %s  listening  (line ", lw, tw);
+	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
+	free(out);
+	out = h_ctl(d.sock, "rules --json", &ok);
+	ck_assert(ok);
+	doc = json_loads(out, 0, NULL);
+	free(out);
+	r = json_array_get(json_object_get(doc, "rules"), 0);
+	assert_port_json(json_object_get(r, "target_port"), be.port, "pf-back");
+	json_decref(doc);
+	/* check */
+	out = h_ctl(d.sock, "check", &ok);
+	ck_assert(ok);
+	snprintf(want, sizeof(want), "configuration is valid\n  web  tcp  %s -> %s\n", lw, tw);
+	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
+	free(out);
+	out = h_ctl(d.sock, "check --json", &ok);
+	ck_assert(ok);
+	doc = json_loads(out, 0, NULL);
+	free(out);
+	r = json_array_get(json_object_get(doc, "rules"), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "name")), "web");
+	assert_port_json(json_object_get(r, "listen_port"), lport, "pf-front");
+	json_decref(doc);
+	/* connections: a live one, to the named target */
+	fd = h_connect("127.0.0.1", lport);
+	ck_assert_int_ge(fd, 0);
+	{
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		char c = 'x';
+
+		ck_assert_int_eq(write(fd, &c, 1), 1);
+		ck_assert_int_eq(poll(&pfd, 1, 5000), 1); /* echoed: connected through */
+		ck_assert_int_eq(read(fd, &c, 1), 1);
+	}
+	out = h_ctl(d.sock, "connections", &ok);
+	ck_assert(ok);
+	snprintf(want, sizeof(want), " %s ", tw);
+	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
+	free(out);
+	out = h_ctl(d.sock, "connections --json", &ok);
+	ck_assert(ok);
+	doc = json_loads(out, 0, NULL);
+	free(out);
+	assert_port_json(json_object_get(json_array_get(json_object_get(doc, "connections"), 0),
+					 "target_port"),
+			 be.port, "pf-back");
+	json_decref(doc);
+	close(fd);
+	/* the log */
+	snprintf(want, sizeof(want), "rule web: listening on tcp %s, forwarding to %s\n", lw, tw);
+	ck_assert_msg(h_log_contains(&d, want), "want %s in %s", want, d.log);
+	h_stop(&d);
+	h_backend_stop(&be);
+	unlink(names_services);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("daemon");
@@ -670,6 +823,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_check_flag_valid);
 	tcase_add_test(tc, test_check_flag_errors);
+	tcase_add_test(tc, test_port_names);
 	tcase_add_test(tc, test_invalid_config_does_not_start);
 	tcase_add_test(tc, test_second_daemon_refused);
 	tcase_add_test(tc, test_stale_socket_replaced);
