@@ -183,15 +183,18 @@ static const char *commands_port_text(json_t *doc, const char *key, char *buf, s
 	json_t *port;
 	const char *service;
 
+	const char *addr = json_string_value(json_object_get(doc, key)), *class;
+
 	snprintf(which, sizeof(which), "%s_port", key);
 	port = json_object_get(doc, which);
 	service = json_string_value(json_object_get(port, "service"));
-	if (service)
-		snprintf(buf, len, "%s (%s, %s)", json_string_value(json_object_get(doc, key)), service,
-			 json_string_value(json_object_get(port, "class")));
+	class = json_string_value(json_object_get(port, "class"));
+	if (!class) /* no memory for the port's object: the address alone */
+		snprintf(buf, len, "%s", addr ? addr : "?");
+	else if (service)
+		snprintf(buf, len, "%s (%s, %s)", addr ? addr : "?", service, class);
 	else
-		snprintf(buf, len, "%s (%s)", json_string_value(json_object_get(doc, key)),
-			 json_string_value(json_object_get(port, "class")));
+		snprintf(buf, len, "%s (%s)", addr ? addr : "?", class);
 	return buf;
 }
 
@@ -222,7 +225,7 @@ static int commands_connections(struct daemon *d, int argc, char **argv, bool js
 	}
 	if (json)
 		return commands_json_out(json_pack("{s:o}", "connections", conns), out, err, errlen);
-	evbuffer_add_printf(out, "%-8s %-16s %-5s %-24s %-36s %8s %8s %11s %11s %s\n", "ID", "RULE",
+	evbuffer_add_printf(out, "%-8s %-16s %-5s %-24s %-42s %8s %8s %11s %11s %s\n", "ID", "RULE",
 			    "PROTO", "CLIENT", "TARGET", "AGE", "IDLE", "TO TARGET", "TO CLIENT",
 			    "STATE");
 	json_array_foreach(conns, i, c) {
@@ -242,7 +245,7 @@ static int commands_connections(struct daemon *d, int argc, char **argv, bool js
 				 (long long)json_integer_value(json_object_get(c, "datagrams_to_client")), down);
 			snprintf(down, sizeof(down), "%s", tmp);
 		}
-		evbuffer_add_printf(out, "%-8lld %-16s %-5s %-24s %-36s %8s %8s %11s %11s %s%s\n",
+		evbuffer_add_printf(out, "%-8lld %-16s %-5s %-24s %-42s %8s %8s %11s %11s %s%s\n",
 				    (long long)json_integer_value(json_object_get(c, "id")),
 				    json_string_value(json_object_get(c, "rule")),
 				    json_string_value(json_object_get(c, "proto")),
@@ -427,6 +430,8 @@ static int commands_check(struct daemon *d, int argc, char **argv, bool json, co
 
 		evbuffer_add_printf(out, "%s: configuration is valid\n", text ? argv[1] : d->cfg.path);
 		/* Each rule, its ports named and classed (as status shows them). */
+		if (!res.rules || json_array_size(res.rules) != res.added + res.changed + res.unchanged)
+			evbuffer_add_printf(out, "  (out of memory: the rules are not all listed)\n");
 		json_array_foreach(res.rules, i, r)
 			evbuffer_add_printf(out, "  %s  %s  %s -> %s\n",
 					    json_string_value(json_object_get(r, "name")),

@@ -72,8 +72,8 @@ struct daemon_reload_result {
 	unsigned not_listening;     /* rules in force with a socket that failed to bind */
 	struct exposure_list warnings; /* of the valid file; free with exposure_list_free */
 	/* check only: the valid file's rules, each {name, proto, listen,
-	 * target, listen_port, target_port} (json_decref it; NULL after a
-	 * reload or a refused file) */
+	 * target, listen_port, target_port, line} (json_decref it; NULL after
+	 * a reload, a refused file, or out of memory) */
 	json_t *rules;
 };
 

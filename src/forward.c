@@ -419,7 +419,11 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	bool reopen = rebind || fw->disabled;
 	struct forward_snap *snap = NULL;
 
-	if (!rule_config_equal(&fw->snap->rule, cfg)) {
+	/* A name of a port that /etc/services now spells otherwise is a new
+	 * snapshot too (nothing rebinds): connections show what status does. */
+	if (!rule_config_equal(&fw->snap->rule, cfg) ||
+	    strcmp(fw->snap->rule.listen_service, cfg->listen_service) != 0 ||
+	    strcmp(fw->snap->rule.target_service, cfg->target_service) != 0) {
 		snap = forward_snap_new(cfg);
 		if (!snap)
 			return -1;

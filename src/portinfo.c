@@ -221,19 +221,40 @@ void portinfo_set_services_path(const char *path)
 	portinfo_db.read = false;
 }
 
-static void portinfo_db_add(const char *name, unsigned port, unsigned proto)
+/* True for a name as RFC 6335 has them (letters, digits, '-', and the
+ * '_', '.', '+', '/' that old entries use), at most PORTINFO_NAME_MAX - 1
+ * bytes: what is shown, in text and JSON, is plain ASCII and never cut. */
+static bool portinfo_name_ok(const char *name)
 {
-	struct portinfo_entry *grown = realloc(portinfo_db.e, (portinfo_db.n + 1) * sizeof(*grown));
-	char *copy = strdup(name);
+	size_t n = strlen(name);
 
+	if (n == 0 || n >= PORTINFO_NAME_MAX)
+		return false;
+	for (; *name; name++)
+		if (!isalnum((unsigned char)*name) && !strchr("-_.+/", *name))
+			return false;
+	return true;
+}
+
+/* Adds an entry; false when out of memory (the read is then not whole). */
+static bool portinfo_db_add(const char *name, unsigned port, unsigned proto)
+{
+	struct portinfo_entry *grown;
+	char *copy;
+
+	if (!portinfo_name_ok(name))
+		return true; /* skipped: a name no one could write in a rule either */
+	grown = realloc(portinfo_db.e, (portinfo_db.n + 1) * sizeof(*grown));
+	copy = strdup(name);
 	if (!grown || !copy) {
 		if (grown)
 			portinfo_db.e = grown;
 		free(copy);
-		return;
+		return false;
 	}
 	portinfo_db.e = grown;
 	portinfo_db.e[portinfo_db.n++] = (struct portinfo_entry){ copy, port, proto };
+	return true;
 }
 
 static int portinfo_by_port_cmp(const void *a, const void *b)
@@ -248,14 +269,18 @@ static int portinfo_by_port_cmp(const void *a, const void *b)
 	return i < j ? -1 : i > j; /* the file's order: its first name wins */
 }
 
-/* Builds the index by port; without memory, lookups by port find nothing. */
-static void portinfo_db_index(void)
+/* Builds the index by port. Returns 0, or -1 when out of memory (lookups
+ * by port then find nothing in the database). */
+static int portinfo_db_index(void)
 {
-	if (!portinfo_db.n || !(portinfo_db.by_port = malloc(portinfo_db.n * sizeof(size_t))))
-		return;
+	if (!portinfo_db.n)
+		return 0;
+	if (!(portinfo_db.by_port = malloc(portinfo_db.n * sizeof(size_t))))
+		return -1;
 	for (size_t i = 0; i < portinfo_db.n; i++)
 		portinfo_db.by_port[i] = i;
 	qsort(portinfo_db.by_port, portinfo_db.n, sizeof(size_t), portinfo_by_port_cmp);
+	return 0;
 }
 
 static void portinfo_db_load(void)
@@ -307,13 +332,16 @@ static void portinfo_db_load(void)
 			: strcmp(res->s_proto, "udp") == 0 ? RULE_PROTO_UDP : 0;
 		if (!proto)
 			continue;
-		portinfo_db_add(res->s_name, ntohs((uint16_t)res->s_port), proto);
+		if (!portinfo_db_add(res->s_name, ntohs((uint16_t)res->s_port), proto))
+			break; /* out of memory: not whole, read again next time */
 		for (char **alias = res->s_aliases; alias && *alias; alias++)
-			portinfo_db_add(*alias, ntohs((uint16_t)res->s_port), proto);
+			if (!portinfo_db_add(*alias, ntohs((uint16_t)res->s_port), proto))
+				break;
 	}
 	endservent();
 	free(buf);
-	portinfo_db_index();
+	if (portinfo_db_index() < 0)
+		portinfo_db.read = false; /* no index: read again next time */
 }
 
 /* NAME's port for one protocol P: the database's first entry, else the
@@ -406,15 +434,13 @@ static const char *portinfo_db_name(unsigned port, unsigned p)
 	return NULL;
 }
 
-/* PORT's name for one protocol P: the database's, else the table's. */
-static const char *portinfo_one_name(unsigned port, unsigned p)
+/* PORT's name in portinfo's table for one protocol P, or NULL. */
+static const char *portinfo_builtin_name(unsigned port, unsigned p)
 {
-	const char *name = portinfo_db_name(port, p);
-
-	for (size_t i = 0; !name && i < sizeof(portinfo_builtin) / sizeof(portinfo_builtin[0]); i++)
+	for (size_t i = 0; i < sizeof(portinfo_builtin) / sizeof(portinfo_builtin[0]); i++)
 		if ((portinfo_builtin[i].proto & p) && portinfo_builtin[i].port == port)
-			name = portinfo_builtin[i].name;
-	return name;
+			return portinfo_builtin[i].name;
+	return NULL;
 }
 
 bool portinfo_service_name(unsigned port, unsigned proto, char *buf, size_t len)
@@ -427,9 +453,18 @@ bool portinfo_service_name(unsigned port, unsigned proto, char *buf, size_t len)
 		return false;
 	portinfo_db_load();
 	if (proto & RULE_PROTO_TCP)
-		tcp = portinfo_one_name(port, RULE_PROTO_TCP);
+		tcp = portinfo_db_name(port, RULE_PROTO_TCP);
 	if (proto & RULE_PROTO_UDP)
-		udp = portinfo_one_name(port, RULE_PROTO_UDP);
+		udp = portinfo_db_name(port, RULE_PROTO_UDP);
+	/* The table only where the database names the port for neither of
+	 * the rule's protocols: 3389 is ms-wbt-server for tcp in netbase, and
+	 * a tcp+udp rule on it is that, not "ms-wbt-server/rdp". */
+	if (!tcp && !udp) {
+		if (proto & RULE_PROTO_TCP)
+			tcp = portinfo_builtin_name(port, RULE_PROTO_TCP);
+		if (proto & RULE_PROTO_UDP)
+			udp = portinfo_builtin_name(port, RULE_PROTO_UDP);
+	}
 	if (tcp && udp && strcasecmp(tcp, udp) != 0)
 		snprintf(buf, len, "%s/%s", tcp, udp); /* one port, two services */
 	else if (tcp || udp)

@@ -378,9 +378,10 @@ json_t *rule_port_json(const struct sockaddr *sa, const char *service)
 {
 	unsigned port = rule_addr_port(sa);
 
-	return json_pack("{s:i, s:o, s:s}", "port", (int)port, "service",
-			 service && service[0] ? json_string(service) : json_null(), "class",
-			 portinfo_range(port));
+	json_t *name = service && service[0] ? json_string(service) : NULL;
+
+	return json_pack("{s:i, s:o, s:s}", "port", (int)port, "service", name ? name : json_null(),
+			 "class", portinfo_range(port));
 }
 
 const char *rule_format_route(const struct rule_config *r, char *buf, size_t len)

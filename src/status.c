@@ -59,14 +59,16 @@ static json_t *status_draining_json(const struct daemon *d, double now)
 	for (size_t i = 0; i < d->ndraining; i++) {
 		const struct forward *fw = d->draining[i];
 		char listen[RULE_ADDR_STRLEN];
+		json_t *r = json_pack("{s:s, s:s, s:s, s:i, s:i, s:f}", "name", fw->cfg.name,
+				      "proto", rule_proto_name(fw->cfg.proto),
+				      "listen", rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
+				      "tcp_active", (int)atomic_load(&fw->tcp_active),
+				      "udp_active", (int)atomic_load(&fw->udp_active),
+				      "draining_for", now - fw->drain_started);
 
-		json_array_append_new(
-			a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:f}", "name", fw->cfg.name,
-				     "proto", rule_proto_name(fw->cfg.proto),
-				     "listen", rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
-				     "tcp_active", (int)atomic_load(&fw->tcp_active),
-				     "udp_active", (int)atomic_load(&fw->udp_active),
-				     "draining_for", now - fw->drain_started));
+		if (r)
+			json_object_set_new(r, "listen_port", rule_port_json((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service));
+		json_array_append_new(a, r);
 	}
 	return a;
 }
@@ -440,11 +442,11 @@ static void status_text_reloads(const struct daemon *d, struct evbuffer *out)
 	}
 	for (size_t i = 0; i < d->ndraining; i++) {
 		const struct forward *fw = d->draining[i];
-		char listen[RULE_ADDR_STRLEN];
+		char listen[RULE_PORT_STRLEN];
 
 		evbuffer_add_printf(out, "draining (removed) %s  %s  %s: %u connection%s, %u UDP session%s, for %.0fs\n",
 				    fw->cfg.name, rule_proto_name(fw->cfg.proto),
-				    rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
+				    rule_format_port((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service, listen, sizeof(listen)),
 				    atomic_load(&fw->tcp_active), atomic_load(&fw->tcp_active) == 1 ? "" : "s",
 				    atomic_load(&fw->udp_active), atomic_load(&fw->udp_active) == 1 ? "" : "s",
 				    clock_now() - fw->drain_started);

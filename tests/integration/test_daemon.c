@@ -698,35 +698,89 @@ static void assert_port_json(json_t *port, unsigned want, const char *service)
 	ck_assert_str_eq(json_string_value(json_object_get(port, "class")), port_class(want));
 }
 
+/* Replaces the services file open on FD with TEXT (the same file: the
+ * daemon's bind mount sees it). */
+static void names_rewrite(int fd, const char *text)
+{
+	ck_assert_int_eq(ftruncate(fd, 0), 0);
+	ck_assert_int_eq(pwrite(fd, text, strlen(text), 0), (ssize_t)strlen(text));
+}
+
+/* A connection through PORT that is up at both ends (one byte echoed). */
+static int names_connect(unsigned port)
+{
+	struct pollfd pfd = { .fd = h_connect("127.0.0.1", port), .events = POLLIN };
+	char c = 'x';
+
+	ck_assert_int_ge(pfd.fd, 0);
+	ck_assert_int_eq(write(pfd.fd, &c, 1), 1);
+	ck_assert_int_eq(poll(&pfd, 1, 5000), 1);
+	ck_assert_int_eq(read(pfd.fd, &c, 1), 1);
+	return pfd.fd;
+}
+
+/* CONNS's connection to the rule "web" with the highest id. */
+static json_t *names_newest(json_t *doc)
+{
+	json_t *c, *best = NULL;
+	size_t i;
+
+	json_array_foreach(json_object_get(doc, "connections"), i, c)
+		if (!best || json_integer_value(json_object_get(c, "id")) >
+				     json_integer_value(json_object_get(best, "id")))
+			best = c;
+	ck_assert_ptr_nonnull(best);
+	return best;
+}
+
+/* A free port of SOCKTYPE that portinfo's own table does not name (it would
+ * name it whatever the services file says). */
+static unsigned names_free_port(int socktype)
+{
+	static const unsigned builtin[] = { 3389, 8096, 8123, 22000, 25565, 32400, 51820 };
+
+	for (;;) {
+		unsigned p = h_free_port(socktype, false);
+		bool named = false;
+
+		for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+			named |= builtin[i] == p;
+		if (!named)
+			return p;
+	}
+}
+
 /*
  * Ports with their service names (from a services file of the test's own,
  * put over /etc/services in the daemon's mount namespace) and classes in
  * status, rules, connections, check and the log, text and JSON; a name in
  * the configuration stands for its port; a port without a name shows its
- * class only.
+ * class only; names the services file changes show after a reload, in
+ * status and for new connections, without restarting the rule.
  */
 START_TEST(test_port_names)
 {
 	struct hdaemon d;
 	struct h_backend be;
-	unsigned lport = h_free_port(SOCK_STREAM, false), uport = h_free_port(SOCK_DGRAM, false);
-	char conf[1024], want[512], *out, lw[128], tw[128];
+	unsigned lport = names_free_port(SOCK_STREAM), uport = names_free_port(SOCK_DGRAM);
+	char conf[1024], want[512], text[512], *out, lw[128], tw[128];
 	json_t *doc, *r;
 	bool ok;
-	FILE *f;
-	int fd;
+	int fd, sfd, c2;
 
 	if (geteuid() != 0) {
 		fprintf(stderr, "test_port_names needs root (a mount namespace): skipped\n");
 		return;
 	}
 	h_backend_start(&be, H_ECHO, false);
-	snprintf(names_services, sizeof(names_services), "/tmp/portfwd-names-%ld", (long)getpid());
-	f = fopen(names_services, "w");
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "pf-front\t%u/tcp\t\t# the listen port\npf-back\t\t%u/tcp\tpf-alias\n", lport,
-		be.port);
-	fclose(f);
+	snprintf(names_services, sizeof(names_services), "/tmp/portfwd-names-XXXXXX");
+	sfd = mkstemp(names_services);
+	ck_assert_int_ge(sfd, 0);
+	/* The target port named for UDP too, so portinfo's table never names it. */
+	snprintf(text, sizeof(text),
+		 "pf-front\t%u/tcp\t\t# the listen port\npf-back\t\t%u/tcp\tpf-alias\npf-back-u\t%u/udp\n",
+		 lport, be.port, be.port);
+	names_rewrite(sfd, text);
 	snprintf(conf, sizeof(conf),
 		 "rules: ( { name = \"web\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:pf-alias\"; },\n"
 		 "         { name = \"plain\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
@@ -734,6 +788,7 @@ START_TEST(test_port_names)
 	h_child_hook = names_child_hook;
 	h_start(&d, conf);
 	h_child_hook = NULL;
+	unlink(names_services); /* the daemon's mount and SFD hold it */
 
 	snprintf(lw, sizeof(lw), "127.0.0.1:%u (pf-front, %s)", lport, port_class(lport));
 	snprintf(tw, sizeof(tw), "127.0.0.1:%u (pf-back, %s)", be.port, port_class(be.port));
@@ -742,7 +797,7 @@ START_TEST(test_port_names)
 	ck_assert(ok);
 	snprintf(want, sizeof(want), "\nweb  tcp  %s -> %s  listening\n", lw, tw);
 	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
-	snprintf(want, sizeof(want), "\nplain  udp  127.0.0.1:%u (%s) -> 127.0.0.1:%u (%s)  listening\n",
+	snprintf(want, sizeof(want), "\nplain  udp  127.0.0.1:%u (%s) -> 127.0.0.1:%u (pf-back-u, %s)  listening\n",
 		 uport, port_class(uport), be.port, port_class(be.port));
 	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
 	free(out);
@@ -751,8 +806,8 @@ START_TEST(test_port_names)
 	assert_port_json(json_object_get(r, "listen_port"), lport, "pf-front");
 	assert_port_json(json_object_get(r, "target_port"), be.port, "pf-back");
 	r = json_array_get(json_object_get(doc, "rules"), 1);
-	assert_port_json(json_object_get(r, "listen_port"), uport, NULL); /* not for udp */
-	assert_port_json(json_object_get(r, "target_port"), be.port, NULL);
+	assert_port_json(json_object_get(r, "listen_port"), uport, NULL); /* no name */
+	assert_port_json(json_object_get(r, "target_port"), be.port, "pf-back-u"); /* its udp name */
 	json_decref(doc);
 	/* rules */
 	out = h_ctl(d.sock, "rules", &ok);
@@ -782,16 +837,7 @@ START_TEST(test_port_names)
 	assert_port_json(json_object_get(r, "listen_port"), lport, "pf-front");
 	json_decref(doc);
 	/* connections: a live one, to the named target */
-	fd = h_connect("127.0.0.1", lport);
-	ck_assert_int_ge(fd, 0);
-	{
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		char c = 'x';
-
-		ck_assert_int_eq(write(fd, &c, 1), 1);
-		ck_assert_int_eq(poll(&pfd, 1, 5000), 1); /* echoed: connected through */
-		ck_assert_int_eq(read(fd, &c, 1), 1);
-	}
+	fd = names_connect(lport);
 	out = h_ctl(d.sock, "connections", &ok);
 	ck_assert(ok);
 	snprintf(want, sizeof(want), " %s ", tw);
@@ -801,17 +847,37 @@ START_TEST(test_port_names)
 	ck_assert(ok);
 	doc = json_loads(out, 0, NULL);
 	free(out);
-	assert_port_json(json_object_get(json_array_get(json_object_get(doc, "connections"), 0),
-					 "target_port"),
-			 be.port, "pf-back");
+	assert_port_json(json_object_get(names_newest(doc), "target_port"), be.port, "pf-back");
 	json_decref(doc);
-	close(fd);
 	/* the log */
 	snprintf(want, sizeof(want), "rule web: listening on tcp %s, forwarding to %s\n", lw, tw);
 	ck_assert_msg(h_log_contains(&d, want), "want %s in %s", want, d.log);
+
+	/* The services file renames the target: after a reload, status and a
+	 * new connection show the new name; the rule is unchanged (not
+	 * rebound) and its connection carries on. */
+	snprintf(text, sizeof(text), "pf-front\t%u/tcp\npf-renamed\t%u/tcp\tpf-alias\n", lport, be.port);
+	names_rewrite(sfd, text);
+	out = h_ctl(d.sock, "reload", &ok);
+	ck_assert_msg(ok && strstr(out, "0 added, 0 removed, 0 changed, 2 unchanged"), "%s", out);
+	free(out);
+	doc = h_status(&d);
+	assert_port_json(json_object_get(json_array_get(json_object_get(doc, "rules"), 0), "target_port"),
+			 be.port, "pf-renamed");
+	json_decref(doc);
+	c2 = names_connect(lport);
+	out = h_ctl(d.sock, "connections --json", &ok);
+	ck_assert(ok);
+	doc = json_loads(out, 0, NULL);
+	free(out);
+	assert_port_json(json_object_get(names_newest(doc), "target_port"), be.port, "pf-renamed");
+	ck_assert_int_eq(json_array_size(json_object_get(doc, "connections")), 2);
+	json_decref(doc);
+	close(c2);
+	close(fd);
+	close(sfd);
 	h_stop(&d);
 	h_backend_stop(&be);
-	unlink(names_services);
 }
 END_TEST
 

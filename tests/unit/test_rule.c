@@ -1,6 +1,7 @@
 /* Address parsing and formatting, names, protocols, port ranges. */
 #include <arpa/inet.h>
 #include <check.h>
+#include <jansson.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -218,7 +219,18 @@ START_TEST(test_service_names_by_port)
 		{ 40000, TCP, "registered" },
 		{ 60000, BOTH, "dynamic" },
 		{ 1023, TCP, "well-known" },
+		/* The table only where the database names neither protocol. */
+		{ 3389, BOTH, "ms-wbt-server, registered" },
+		{ 3389, TCP, "ms-wbt-server, registered" },
+		{ 3389, UDP, "rdp, registered" },
+		/* Names that are not plain ASCII of a sane length are skipped. */
+		{ 7003, TCP, "registered" },
+		{ 7004, TCP, "registered" },
 	};
+	struct sockaddr_storage ss;
+	struct rule_config r;
+	socklen_t sl;
+	json_t *j;
 	char buf[128];
 
 	if (!services_file("tests/conf/services.test"))
@@ -234,6 +246,33 @@ START_TEST(test_service_names_by_port)
 	/* A short buffer gets a cut name, never an overrun. */
 	ck_assert(portinfo_service_name(8123, TCP, buf, 5));
 	ck_assert_str_eq(buf, "home");
+
+	/* A rule's ports as status, rules, check and the log show them. */
+	memset(&r, 0, sizeof(r));
+	r.proto = TCP;
+	ck_assert_int_eq(rule_parse_addr_for("0.0.0.0:7000", TCP, &r.listen, &sl, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(rule_parse_addr_for("[fd00::2]:webcache", TCP, &r.target, &sl, buf, sizeof(buf)), 0);
+	rule_name_ports(&r);
+	ck_assert_str_eq(r.listen_service, "first");
+	ck_assert_str_eq(r.target_service, "http-alt");
+	{
+		char route[RULE_ROUTE_STRLEN];
+
+		ck_assert_str_eq(rule_format_route(&r, route, sizeof(route)),
+				 "0.0.0.0:7000 (first, registered) -> [fd00::2]:8080 (http-alt, registered)");
+	}
+	j = rule_port_json((struct sockaddr *)&r.target, r.target_service);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "port")), 8080);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "service")), "http-alt");
+	ck_assert_str_eq(json_string_value(json_object_get(j, "class")), "registered");
+	json_decref(j);
+	ck_assert_int_eq(rule_parse_addr("127.0.0.1:60000", &ss, &sl, buf, sizeof(buf)), 0);
+	j = rule_port_json((struct sockaddr *)&ss, "");
+	ck_assert(json_is_null(json_object_get(j, "service")));
+	ck_assert_str_eq(json_string_value(json_object_get(j, "class")), "dynamic");
+	json_decref(j);
+	ck_assert_str_eq(rule_format_port((struct sockaddr *)&ss, "", buf, sizeof(buf)),
+			 "127.0.0.1:60000 (dynamic)");
 }
 END_TEST
 
