@@ -81,7 +81,7 @@ static int echo_once(unsigned port, uint64_t seed)
 	return rc;
 }
 
-/* One UDP datagram through PORT and its echo, within a second. */
+/* One UDP datagram through PORT and its echo, within 3 seconds. */
 static int udp_once(int fd, unsigned port, unsigned seq)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
