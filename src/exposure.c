@@ -180,17 +180,24 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 			    facing);
 }
 
-/* "running as nobody, uid 65534" (or "running as uid 1000" without a name) in BUF. */
+/* "running as nobody, uid 65534" (or "running as uid 1000" without a
+ * name) in BUF; root that lacks CAP_NET_BIND_SERVICE (a container) says so. */
 static void exposure_who(char *buf, size_t len)
 {
 	uid_t uid = geteuid();
 	struct passwd *pw = getpwuid(uid);
 
 	if (pw)
-		snprintf(buf, len, "running as %s, uid %u", pw->pw_name, (unsigned)uid);
+		snprintf(buf, len, "running as %s, uid %u%s", pw->pw_name, (unsigned)uid,
+			 uid == 0 ? ", without the capability" : "");
 	else
-		snprintf(buf, len, "running as uid %u", (unsigned)uid);
+		snprintf(buf, len, "running as uid %u%s", (unsigned)uid,
+			 uid == 0 ? ", without the capability" : "");
 }
+
+/* Root without CAP_NET_BIND_SERVICE: something above it took it away. */
+#define EXPOSURE_FIX_ROOT \
+	"give the capability back to the container or the unit (its capability bounding set leaves it out)"
 
 void exposure_privs_at_start(const struct config *cfg, struct exposure_privs *p)
 {
@@ -198,8 +205,11 @@ void exposure_privs_at_start(const struct config *cfg, struct exposure_privs *p)
 	memset(p, 0, sizeof(*p));
 	p->can_bind_low = privs_can_bind_low();
 	exposure_who(p->who, sizeof(p->who));
-	snprintf(p->fix, sizeof(p->fix),
-		 "start it as root with daemon.user set (it binds its ports, then gives root up) or with the capability (the shipped unit's AmbientCapabilities=CAP_NET_BIND_SERVICE)");
+	if (geteuid() == 0)
+		snprintf(p->fix, sizeof(p->fix), "%s", EXPOSURE_FIX_ROOT);
+	else
+		snprintf(p->fix, sizeof(p->fix),
+			 "start it as root with daemon.user set (it binds its ports, then gives root up) or with the capability (the shipped unit's AmbientCapabilities=CAP_NET_BIND_SERVICE)");
 }
 
 void exposure_privs_now(bool gave_root_up, struct exposure_privs *p)
@@ -211,9 +221,12 @@ void exposure_privs_now(bool gave_root_up, struct exposure_privs *p)
 	if (gave_root_up)
 		snprintf(p->who + strlen(p->who), sizeof(p->who) - strlen(p->who),
 			 ", since it gave root up at start with no rule that needed the capability");
-	snprintf(p->fix, sizeof(p->fix),
-		 "restart it %s", gave_root_up ? "(as root, it binds this port before giving root up)"
-					       : "as root with daemon.user set, or with the capability");
+	if (geteuid() == 0)
+		snprintf(p->fix, sizeof(p->fix), "%s", EXPOSURE_FIX_ROOT);
+	else
+		snprintf(p->fix, sizeof(p->fix), "restart it %s",
+			 gave_root_up ? "(as root, it binds this port before giving root up)"
+				      : "as root with daemon.user set, or with the capability");
 }
 
 /* The warning for rule I if its listen port is in the ephemeral range. */

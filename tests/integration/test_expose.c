@@ -688,8 +688,9 @@ static unsigned privileged_port(void)
 #define LOW_WARNING "binding it needs root or CAP_NET_BIND_SERVICE, which portfwd"
 
 /*
- * A well-known listen port: root may bind it (no warning from -t), nobody
- * may not (-t says so before any bind fails, naming the user); started as
+ * A well-known listen port: root may bind it (no warning from -t), unless
+ * its bounding set leaves CAP_NET_BIND_SERVICE out; nobody may not (-t says
+ * so before any bind fails, naming the user); started as
  * nobody, the daemon logs it at start, shows it in status under the rule,
  * and its check of another file says it does not have the privilege.
  */
@@ -724,6 +725,16 @@ START_TEST(test_privileged_port_unprivileged_user)
 	ck_assert_int_eq(check_file(&out, d.conf, false), 0);
 	ck_assert_msg(!strstr(out, LOW_WARNING), "%s", out);
 	free(out);
+	/* Root whose bounding set leaves the capability out (a container): warned. */
+	if (access("/usr/bin/setpriv", X_OK) == 0) {
+		char *argv[] = { "/usr/bin/setpriv", "--bounding-set", "-net_bind_service", (char *)PORTFWD,
+				 "-t", "-c", d.conf, NULL };
+
+		ck_assert_int_eq(h_run(argv, &out), 0);
+		ck_assert_msg(strstr(out, LOW_WARNING " will not have (running as root, uid 0, without the capability); give the capability back"),
+			      "%s", out);
+		free(out);
+	}
 	ck_assert_int_eq(check_file_as(&out, d.conf, 65534, 65534), 0);
 	snprintf(want, sizeof(want), "%s:3: warning: rule \"web\": listen port %u is ", d.conf, port);
 	ck_assert_msg(strstr(out, want), "%s", out);
