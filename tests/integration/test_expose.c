@@ -669,6 +669,53 @@ static int log_count_in(const char *out, const char *text)
 	return n;
 }
 
+/*
+ * A port the kernel handed out itself (h_free_port binds port 0) is in its
+ * ephemeral range: the daemon's start log, status and check (text and
+ * JSON) carry the warning, as -t does.
+ */
+START_TEST(test_ephemeral_port_in_log_status_check)
+{
+	unsigned port = h_free_port(SOCK_STREAM, false), lo, hi;
+	struct hdaemon d;
+	char body[512], want[512], *out;
+	json_t *doc, *r, *w;
+
+	lo = read_setting("/proc/sys/net/ipv4/ip_local_port_range", 0, &hi);
+	ck_assert_msg(port >= lo && port <= hi, "port %u from bind(0) is outside %u-%u", port, lo, hi);
+	snprintf(body, sizeof(body),
+		 "defaults: { };\n"
+		 "rules: ( { name = \"eph\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+		 port);
+	h_start(&d, body);
+	snprintf(want, sizeof(want),
+		 "listen port %u may collide with outgoing connections (the kernel hands ports %u-%u to them, net.ipv4.ip_local_port_range)",
+		 port, lo, hi);
+	ck_assert(h_log_contains(&d, want));
+	r = rule_status(&d, "eph", &doc);
+	w = json_object_get(r, "warnings");
+	ck_assert_int_eq(json_array_size(w), 1);
+	ck_assert_msg(strstr(json_string_value(json_object_get(json_array_get(w, 0), "message")), want), "%s", want);
+	json_decref(doc);
+	ck_assert_int_eq(run_ctl(&d, &out, "status", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, "\n  warning: ") && strstr(out, want), "%s", out);
+	free(out);
+	ck_assert_int_eq(run_ctl(&d, &out, "check", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	ck_assert_int_eq(run_ctl(&d, &out, "check", d.conf, "--json"), 0);
+	doc = json_loads(out, 0, NULL);
+	ck_assert_msg(doc != NULL, "%s", out);
+	w = json_object_get(doc, "warnings");
+	ck_assert_int_eq(json_array_size(w), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "level")), "warning");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "rule")), "eph");
+	json_decref(doc);
+	free(out);
+	h_stop(&d);
+}
+END_TEST
+
 /* portfwd -t -c PATH as UID (and its group). */
 static int check_file_as(char **out, const char *path, uid_t uid, gid_t gid)
 {
@@ -772,6 +819,20 @@ START_TEST(test_privileged_port_unprivileged_user)
 	ck_assert_msg(strstr(json_string_value(json_object_get(json_array_get(w, 0), "message")), want), "%s", out);
 	json_decref(doc);
 	free(out);
+	/* Reloaded with that rule too: the warning in the reply and the log,
+	 * beside the bind that failed. */
+	snprintf(body, sizeof(body),
+		 "defaults: { };\n"
+		 "rules: ( { name = \"web\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; },\n"
+		 "         { name = \"low\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+		 port, port);
+	h_write_conf(&d, body);
+	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 1);
+	ck_assert_msg(strstr(out, "rule \"low\": listen port") && strstr(out, want), "%s", out);
+	ck_assert_msg(strstr(out, "rule low: cannot listen on udp: permission denied"), "%s", out);
+	free(out);
+	snprintf(want, sizeof(want), "%s:4: warning: rule \"low\": listen port %u is ", d.conf, port);
+	ck_assert(h_wait_log(&d, want, 5));
 	h_stop(&d);
 }
 END_TEST
@@ -917,6 +978,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_check_flag_warnings);
 	tcase_add_test(tc, test_ephemeral_port_real_range);
+	tcase_add_test(tc, test_ephemeral_port_in_log_status_check);
 	tcase_add_test(tc, test_privileged_port_unprivileged_user);
 	tcase_add_test(tc, test_privileged_port_after_drop);
 	suite_add_tcase(s, tc);
