@@ -20,8 +20,8 @@
 #define SYSPORTS_RESERVED_TEXT_MAX 128
 
 struct sysports {
-	bool have_range;   /* ip_local_port_range was read */
-	unsigned eph_lo;   /* the ephemeral range, when have_range */
+	bool have_range; /* ip_local_port_range was read */
+	unsigned eph_lo; /* the ephemeral range, when have_range */
 	unsigned eph_hi;
 	uint8_t reserved[65536 / 8]; /* bit N: port N is reserved */
 	/* The list as read ("8080,9148-9150", "" for none), or "" with
