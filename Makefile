@@ -74,7 +74,7 @@ LIB_SRCS := commands.c config.c control.c ctl_proto.c daemon.c forward.c listene
 # Who may connect: interface binding and exposure warnings.
 LIB_SRCS += exposure.c iface.c
 # Port knowledge.
-LIB_SRCS += suggest.c
+LIB_SRCS += suggest.c sysports.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd

@@ -21,6 +21,7 @@
 #include "privs.h"
 #include "sdnotify.h"
 #include "sources.h"
+#include "sysports.h"
 #include "version.h"
 #include "worker.h"
 
@@ -314,11 +315,38 @@ static void daemon_plan(struct daemon *d, const struct config *nc, struct forwar
 		res->removed += !taken[j];
 }
 
-/* The exposure warnings of CFG into OUT; out of memory, logged and fewer. */
-static void daemon_exposure(const struct config *cfg, struct exposure_list *out)
+/* True if FW, running, holds the sockets that RC needs: a reload that
+ * gives it RC binds nothing (another interface binds again). */
+static bool daemon_holds(const struct forward *fw, const struct rule_config *rc)
 {
-	if (exposure_check(cfg, out) < 0)
+	if (!fw || strcmp(fw->cfg.interface, rc->interface) != 0)
+		return false;
+	if ((rc->proto & RULE_PROTO_TCP) && fw->tcp.state != FORWARD_LISTENING)
+		return false;
+	if ((rc->proto & RULE_PROTO_UDP) && fw->udp.state != FORWARD_LISTENING)
+		return false;
+	return true;
+}
+
+/*
+ * The exposure warnings of CFG into OUT, as the running daemon D would
+ * bind it: with its own privileges now, FWS[i] (NULL, or one per rule of
+ * CFG, each NULL or the running rule that keeps its sockets) binding
+ * nothing. Out of memory, logged and fewer.
+ */
+static void daemon_exposure(const struct daemon *d, const struct config *cfg,
+			    struct forward *const *fws, struct exposure_list *out)
+{
+	struct exposure_privs privs;
+	bool *bound = calloc(cfg->nrules + 1, sizeof(*bound));
+
+	exposure_privs_now(d->gave_root_up, &privs);
+	for (size_t i = 0; bound && fws && i < cfg->nrules; i++)
+		bound[i] = daemon_holds(fws[i], &cfg->rules[i]);
+	privs.bound = bound;
+	if (!bound || exposure_check(cfg, &privs, out) < 0)
 		log_error("out of memory: not every exposure warning is shown");
+	free(bound);
 }
 
 /* CFG's rules as check shows them: each with its ports' names and classes. */
@@ -359,7 +387,7 @@ void daemon_check(struct daemon *d, const char *name, const char *text, size_t l
 	taken = calloc(d->nrules + 1, sizeof(*taken));
 	if (match && taken) {
 		daemon_plan(d, &nc, match, taken, res);
-		daemon_exposure(&nc, &res->warnings);
+		daemon_exposure(d, &nc, match, &res->warnings);
 		res->rules = daemon_rules_json(&nc);
 	} else {
 		config_errors_add(&res->msgs, "%s: out of memory", path);
@@ -462,8 +490,8 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	free(taken);
 	config_free(&d->cfg);
 	d->cfg = nc;
-	daemon_exposure(&d->cfg, &d->exposure);
-	daemon_exposure(&d->cfg, &res->warnings);
+	daemon_exposure(d, &d->cfg, d->rules, &d->exposure);
+	daemon_exposure(d, &d->cfg, d->rules, &res->warnings);
 	if (!d->log_level_fixed)
 		log_set_level(d->cfg.log_level);
 	for (size_t i = 0; i < d->nworkers; i++)
@@ -501,17 +529,25 @@ static void daemon_publish_bans(void *arg, struct ban_set *set)
 	admit_publish_bans(d->workers, d->nworkers, set);
 }
 
-/* True if a rule listens on a port below 1024 (which needs privilege), or
- * there is no rule yet. */
+/* True if a rule listens on a port that needs privilege (below the
+ * kernel's ip_unprivileged_port_start, 1024 by default), or there is no
+ * rule yet. */
 static bool daemon_needs_low_ports(const struct config *cfg)
 {
+	struct sysports *sp;
+	bool low = false;
+
 	/* No rules yet (a fresh install): the ones a reload brings may. */
 	if (cfg->nrules == 0)
 		return true;
-	for (size_t i = 0; i < cfg->nrules; i++)
-		if (rule_addr_port((const struct sockaddr *)&cfg->rules[i].listen) < 1024)
-			return true;
-	return false;
+	sp = malloc(sizeof(*sp));
+	if (!sp)
+		return true; /* keeping it is the safe side */
+	sysports_read(sp);
+	for (size_t i = 0; i < cfg->nrules && !low; i++)
+		low = sysports_port_privileged(sp, rule_addr_port((const struct sockaddr *)&cfg->rules[i].listen));
+	free(sp);
+	return low;
 }
 
 /* True if a rule is bound to an interface on a kernel that wants
@@ -557,11 +593,12 @@ static int daemon_drop_privileges(struct daemon *d)
 		log_error("cannot give up root: %s", err);
 		return -1;
 	}
+	d->gave_root_up = true;
 	log_info("running as user %s, group %s, %s%s%s%s; no_new_privs set", c->user,
 		 c->group ? c->group : "(the user's)",
 		 low || raw ? "keeping only " : "with no capabilities",
 		 !low ? ""
-		 : c->nrules ? "CAP_NET_BIND_SERVICE (a rule listens below 1024)"
+		 : c->nrules ? "CAP_NET_BIND_SERVICE (a rule listens on a port that needs it)"
 			     : "CAP_NET_BIND_SERVICE (no rules yet: a reload may bring one below 1024)",
 		 low && raw ? " and " : "",
 		 raw ? "CAP_NET_RAW (a rule is bound to an interface, which needs it before Linux 5.7)" : "");
@@ -582,7 +619,14 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	d->generation = 1;
 	sdnotify_init();
 	daemon_check_fd_limit(&d->cfg, daemon_worker_count(&d->cfg));
-	daemon_exposure(&d->cfg, &d->exposure);
+	{
+		struct exposure_privs privs;
+
+		/* Before anything is bound or given up: as -t says. */
+		exposure_privs_at_start(&d->cfg, &privs);
+		if (exposure_check(&d->cfg, &privs, &d->exposure) < 0)
+			log_error("out of memory: not every exposure warning is shown");
+	}
 	exposure_log(&d->exposure);
 
 	/* Workers and the main thread call into each other's loops. */

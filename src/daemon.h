@@ -62,6 +62,8 @@ struct daemon {
 	/* The exposure warnings of the configuration in force (exposure.h),
 	 * their rule indexes those of rules[]. */
 	struct exposure_list exposure;
+	/* Started as root, it became daemon.user (privs_drop). */
+	bool gave_root_up;
 };
 
 /* The outcome of a reload or a check, for the control reply. */

@@ -7,11 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include "access.h"
 #include "config.h"
 #include "iface.h"
 #include "log.h"
+#include "portinfo.h"
+#include "privs.h"
+#include "sysports.h"
 
 /* Private, loopback and link-local are access.c's built-in lists
  * (@private, @loopback, @link-local): one table of what is not the internet. */
@@ -175,23 +180,151 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 			    facing);
 }
 
-int exposure_check(const struct config *cfg, struct exposure_list *out)
+/* "running as nobody, uid 65534" (or "running as uid 1000" without a
+ * name) in BUF; root that lacks CAP_NET_BIND_SERVICE (a container) says so. */
+static void exposure_who(char *buf, size_t len)
 {
-	char addr[RULE_ADDR_STRLEN];
+	uid_t uid = geteuid();
+	struct passwd *pw = getpwuid(uid);
+
+	if (pw)
+		snprintf(buf, len, "running as %s, uid %u%s", pw->pw_name, (unsigned)uid,
+			 uid == 0 ? ", without the capability" : "");
+	else
+		snprintf(buf, len, "running as uid %u%s", (unsigned)uid,
+			 uid == 0 ? ", without the capability" : "");
+}
+
+/* Root without CAP_NET_BIND_SERVICE: something above it took it away. */
+#define EXPOSURE_FIX_ROOT \
+	"give the capability back to the container or the unit (its capability bounding set leaves it out)"
+
+void exposure_privs_at_start(const struct config *cfg, struct exposure_privs *p)
+{
+	(void)cfg; /* daemon.user: root binds before the drop and keeps what a rule needs */
+	memset(p, 0, sizeof(*p));
+	p->can_bind_low = privs_can_bind_low();
+	exposure_who(p->who, sizeof(p->who));
+	if (geteuid() == 0)
+		snprintf(p->fix, sizeof(p->fix), "%s", EXPOSURE_FIX_ROOT);
+	else
+		snprintf(p->fix, sizeof(p->fix),
+			 "start it as root with daemon.user set (it binds its ports, then gives root up) or with the capability (the shipped unit's AmbientCapabilities=CAP_NET_BIND_SERVICE)");
+}
+
+void exposure_privs_now(bool gave_root_up, struct exposure_privs *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->can_bind_low = privs_can_bind_low();
+	p->running = true;
+	exposure_who(p->who, sizeof(p->who));
+	if (gave_root_up)
+		snprintf(p->who + strlen(p->who), sizeof(p->who) - strlen(p->who),
+			 ", since it gave root up at start with no rule that needed the capability");
+	if (geteuid() == 0)
+		snprintf(p->fix, sizeof(p->fix), "%s", EXPOSURE_FIX_ROOT);
+	else
+		snprintf(p->fix, sizeof(p->fix), "restart it %s",
+			 gave_root_up ? "(as root, it binds this port before giving root up)"
+				      : "as root with daemon.user set, or with the capability");
+}
+
+/* The warning for rule I if its listen port is in the ephemeral range. */
+static int exposure_check_ephemeral(const struct config *cfg, size_t i, const struct sysports *sp,
+				    struct exposure_list *out)
+{
+	unsigned port = rule_addr_port((const struct sockaddr *)&cfg->rules[i].listen), first;
+	char reserve[SYSPORTS_RESERVED_TEXT_MAX + 128];
+
+	if (!sysports_ephemeral_overlap(sp, port, port, &first))
+		return 0;
+	/* sysctl -w replaces the list: keep what is on it. */
+	if (sp->reserved_long)
+		snprintf(reserve, sizeof(reserve),
+			 "reserve it by adding it to net.ipv4.ip_local_reserved_ports (sysctl -w replaces that list)");
+	else
+		snprintf(reserve, sizeof(reserve), "reserve it with `sysctl -w net.ipv4.ip_local_reserved_ports=%s%s%u`",
+			 sp->reserved_text, sp->reserved_text[0] ? "," : "", port);
+	return exposure_add(out, cfg, i, EXPOSURE_WARNING,
+			    "listen port %u may collide with outgoing connections (the kernel hands ports %u-%u to them, net.ipv4.ip_local_port_range): if one holds it when portfwd binds, at start or reload, the bind fails; pick a port outside that range, or %s (and in /etc/sysctl.d to keep it)",
+			    port, sp->eph_lo, sp->eph_hi, reserve);
+}
+
+/* The warning for rule I if binding its listen port needs a privilege
+ * that portfwd will not have. */
+static int exposure_check_privileged(const struct config *cfg, size_t i, const struct sysports *sp,
+				     const struct exposure_privs *privs, struct exposure_list *out)
+{
+	unsigned port = rule_addr_port((const struct sockaddr *)&cfg->rules[i].listen);
+	char below[128];
+
+	if (!privs || privs->can_bind_low || (privs->bound && privs->bound[i]) ||
+	    !sysports_port_privileged(sp, port))
+		return 0;
+	if (sp->unpriv_start == 1024)
+		snprintf(below, sizeof(below), "%s (below 1024)", portinfo_range(port));
+	else
+		snprintf(below, sizeof(below), "below %u (this kernel's net.ipv4.ip_unprivileged_port_start)",
+			 sp->unpriv_start);
+	return exposure_add(out, cfg, i, EXPOSURE_WARNING,
+			    "listen port %u is %s: binding it needs root or CAP_NET_BIND_SERVICE, which portfwd %s (%s); %s, or listen on port %u or above",
+			    port, below, privs->running ? "does not have" : "will not have", privs->who,
+			    privs->fix, sp->unpriv_start);
+}
+
+/* The warning (a note for a rule on loopback only) for rule I if its
+ * target is on the internet: neither private, link-local nor loopback, nor
+ * on a network of this host's interfaces. */
+static int exposure_check_target(const struct config *cfg, size_t i, struct exposure_list *out)
+{
+	const struct rule_config *r = &cfg->rules[i];
+	const struct sockaddr *target = (const struct sockaddr *)&r->target;
+	const struct sockaddr *listen = (const struct sockaddr *)&r->listen;
+	char addr[RULE_ADDR_STRLEN], laddr[RULE_ADDR_STRLEN], ifname[IFNAMSIZ];
+	const struct sockaddr *plain = target;
+	struct sockaddr_in v4;
+
+	if (exposure_addr_class(target) != EXPOSURE_ADDR_PUBLIC)
+		return 0;
+	if (target->sa_family == AF_INET6 &&
+	    IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)target)->sin6_addr)) {
+		memset(&v4, 0, sizeof(v4));
+		v4.sin_family = AF_INET;
+		memcpy(&v4.sin_addr, &((const struct sockaddr_in6 *)target)->sin6_addr.s6_addr[12], 4);
+		plain = (const struct sockaddr *)&v4;
+	}
+	/* A LAN with public addresses (IPv6 has no NAT) is still the LAN. */
+	if (iface_on_link(plain, ifname, sizeof(ifname)))
+		return 0;
+	rule_format_addr(target, addr, sizeof(addr));
+	if (exposure_addr_class(listen) == EXPOSURE_ADDR_LOOPBACK)
+		return exposure_add(out, cfg, i, EXPOSURE_NOTE,
+				    "target %s is a public address (not private, link-local or loopback): the traffic goes out to the internet; check that this is the host you mean",
+				    addr);
+	return exposure_add(out, cfg, i, EXPOSURE_WARNING,
+			    "target %s is a public address, on none of this host's networks: what reaches %s goes out to the internet, and whoever reaches this host reaches that one through it; router-style forwarding goes to a machine on the LAN, whose address is private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fd00::/8): check the address for a slip (loopback, private and link-local targets, and those on this host's networks, are fine)",
+			    addr, rule_format_addr(listen, laddr, sizeof(laddr)));
+}
+
+int exposure_check(const struct config *cfg, const struct exposure_privs *privs,
+		   struct exposure_list *out)
+{
+	struct sysports *sp = malloc(sizeof(*sp));
 
 	exposure_list_free(out);
+	if (!sp)
+		return -1;
+	sysports_read(sp);
 	for (size_t i = 0; i < cfg->nrules; i++) {
-		const struct rule_config *r = &cfg->rules[i];
-		const struct sockaddr *target = (const struct sockaddr *)&r->target;
-
-		if (exposure_check_listen(cfg, i, out) < 0)
+		if (exposure_check_listen(cfg, i, out) < 0 ||
+		    exposure_check_ephemeral(cfg, i, sp, out) < 0 ||
+		    exposure_check_privileged(cfg, i, sp, privs, out) < 0 ||
+		    exposure_check_target(cfg, i, out) < 0) {
+			free(sp);
 			return -1;
-		if (exposure_addr_class(target) == EXPOSURE_ADDR_PUBLIC &&
-		    exposure_add(out, cfg, i, EXPOSURE_NOTE,
-				 "target %s is a public address (not private, link-local or loopback): the traffic goes out to the internet; check that this is the host you mean",
-				 rule_format_addr(target, addr, sizeof(addr))) < 0)
-			return -1;
+		}
 	}
+	free(sp);
 	return 0;
 }
 

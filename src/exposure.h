@@ -11,8 +11,16 @@
  *    its family out, whose target port or listen port is a service that
  *    scanners hunt (ssh, telnet, smb, rdp, vnc, databases, docker;
  *    exposure_hunted).
- *  - note: a target on a public address (not private, link-local or
- *    loopback).
+ *  - warning: a listen port in the kernel's ephemeral range
+ *    (ip_local_port_range, less ip_local_reserved_ports; sysports.h): an
+ *    outgoing connection may hold it when portfwd binds.
+ *  - warning: a listen port that needs privilege (below the kernel's
+ *    ip_unprivileged_port_start) when portfwd will not have it
+ *    (struct exposure_privs says).
+ *  - warning: a target on a public address (not private, link-local or
+ *    loopback) and not on a network of this host's interfaces, from a rule
+ *    that others reach; a note when the rule listens on loopback only (a
+ *    local tunnel, not router-style forwarding).
  * A target that leads back to portfwd's own listeners is an error, not a
  * warning: config.c refuses it (forwarding loops).
  */
@@ -75,11 +83,39 @@ struct exposure_list {
 };
 
 /*
- * Replaces OUT (free it first, or start from { 0 }) with the warnings and
- * notes for CFG's rules, in rule order, FILE being CFG->path. Returns 0,
- * or -1 when out of memory (OUT has what fitted).
+ * Whether portfwd may bind a listen port that needs privilege (root or
+ * CAP_NET_BIND_SERVICE), for the warning about one.
  */
-int exposure_check(const struct config *cfg, struct exposure_list *out);
+struct exposure_privs {
+	bool can_bind_low; /* root, or the capability, when it binds */
+	bool running;      /* the running daemon's own: "does not have", not "will not have" */
+	char who[160];     /* who it runs as: "running as nobody, uid 65534" */
+	char fix[320];     /* what gives it the privilege: "run it as root with daemon.user set, ..." */
+	/* NULL, or one per rule of the configuration checked: true when the
+	 * running daemon holds that rule's sockets already (a reload keeps
+	 * them, and binds nothing). */
+	const bool *bound;
+};
+
+/* As portfwd would be if started as this process is, with CFG: root binds
+ * every listener before it becomes daemon.user, and keeps the capability
+ * when a rule needs it; anyone else has what this process has. For -t and
+ * for the daemon's start. */
+void exposure_privs_at_start(const struct config *cfg, struct exposure_privs *p);
+
+/* As the running daemon is now (check, reload): its own privileges.
+ * GAVE_ROOT_UP: it started as root and became daemon.user. */
+void exposure_privs_now(bool gave_root_up, struct exposure_privs *p);
+
+/*
+ * Replaces OUT (free it first, or start from { 0 }) with the warnings and
+ * notes for CFG's rules, in rule order, FILE being CFG->path; PRIVS (NULL:
+ * no warning about privilege) says what portfwd may bind. Reads the
+ * kernel's port settings (sysports.h) and this host's interfaces.
+ * Returns 0, or -1 when out of memory (OUT has what fitted).
+ */
+int exposure_check(const struct config *cfg, const struct exposure_privs *privs,
+		   struct exposure_list *out);
 
 void exposure_list_free(struct exposure_list *l);
 

@@ -5,6 +5,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +201,48 @@ bool iface_faces_internet(const char *name, int family, char *why, size_t len)
 			  host, sizeof(host));
 		snprintf(why, len, "has the public address %s", host);
 		found = true;
+	}
+	if (iface_freeifaddrs)
+		iface_freeifaddrs(list);
+	return found;
+}
+
+/* True if A and B agree on the bits that MASK sets (N bytes), and MASK
+ * sets some. */
+static bool iface_masked_equal(const uint8_t *a, const uint8_t *b, const uint8_t *mask, size_t n)
+{
+	bool some = false;
+
+	for (size_t i = 0; i < n; i++) {
+		if ((a[i] ^ b[i]) & mask[i])
+			return false;
+		some |= mask[i] != 0;
+	}
+	return some;
+}
+
+bool iface_on_link(const struct sockaddr *sa, char *ifname, size_t len)
+{
+	struct ifaddrs *list = NULL;
+	bool found = false;
+
+	if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) || iface_getifaddrs(&list) < 0)
+		return false;
+	for (struct ifaddrs *a = list; a && !found; a = a->ifa_next) {
+		if (!a->ifa_addr || !a->ifa_netmask || a->ifa_addr->sa_family != sa->sa_family)
+			continue;
+		if (sa->sa_family == AF_INET)
+			found = iface_masked_equal(
+				(const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr,
+				(const uint8_t *)&((const struct sockaddr_in *)a->ifa_addr)->sin_addr,
+				(const uint8_t *)&((const struct sockaddr_in *)a->ifa_netmask)->sin_addr, 4);
+		else
+			found = iface_masked_equal(
+				((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr,
+				((const struct sockaddr_in6 *)a->ifa_addr)->sin6_addr.s6_addr,
+				((const struct sockaddr_in6 *)a->ifa_netmask)->sin6_addr.s6_addr, 16);
+		if (found)
+			snprintf(ifname, len, "%s", a->ifa_name);
 	}
 	if (iface_freeifaddrs)
 		iface_freeifaddrs(list);

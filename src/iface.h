@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
 /* True if NAME can be a Linux interface name: 1-15 printable ASCII
  * characters without "/" or ":", and not "." or "..". */
@@ -52,6 +53,14 @@ bool iface_bind_needs_cap(void);
  * when it has neither, or is not there now (a VPN that comes up later).
  */
 bool iface_faces_internet(const char *name, int family, char *why, size_t len);
+
+/*
+ * True if address SA (AF_INET or AF_INET6) is on a network of one of this
+ * host's interfaces (within an address's netmask: a LAN, whatever its
+ * addresses), with that interface's name in IFNAME. A /0 netmask counts
+ * for nothing.
+ */
+bool iface_on_link(const struct sockaddr *sa, char *ifname, size_t len);
 
 /* For tests: whether NAME carries a default route of FAMILY (NULL: ask
  * the kernel) and the interfaces' addresses as getifaddrs(3) gives them

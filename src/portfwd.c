@@ -41,9 +41,12 @@ static int check_exposure(const struct config *cfg, bool strict)
 {
 	struct exposure_list l = { 0 };
 	char route[RULE_ROUTE_STRLEN];
+	struct exposure_privs privs;
 	size_t warnings, notes;
 
-	if (exposure_check(cfg, &l) < 0) {
+	/* The privileges that count are those portfwd started this way would have. */
+	exposure_privs_at_start(cfg, &privs);
+	if (exposure_check(cfg, &privs, &l) < 0) {
 		fprintf(stderr, "portfwd: out of memory\n");
 		exposure_list_free(&l);
 		return 1;

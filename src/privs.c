@@ -43,8 +43,9 @@ int privs_drop(uid_t uid, gid_t gid, bool keep_bind, bool keep_raw, char *err, s
 
 bool privs_can_bind_low(void)
 {
-	if (geteuid() == 0)
-		return true;
-	capng_get_caps_process();
+	/* Root may lack it too (a container, a unit's CapabilityBoundingSet):
+	 * the capability is what the kernel asks for. */
+	if (capng_get_caps_process() < 0)
+		return geteuid() == 0;
 	return capng_have_capability(CAPNG_EFFECTIVE, CAP_NET_BIND_SERVICE);
 }

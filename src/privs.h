@@ -19,7 +19,10 @@
  * caller must not go on as root). */
 int privs_drop(uid_t uid, gid_t gid, bool keep_bind, bool keep_raw, char *err, size_t errlen);
 
-/* True if this process may bind ports below 1024 (root or the capability). */
+/* True if this process may bind ports below the kernel's
+ * ip_unprivileged_port_start: CAP_NET_BIND_SERVICE is in effect (as it is
+ * for root, unless a container or the capability bounding set took it
+ * away). Root, when the capabilities cannot be read. */
 bool privs_can_bind_low(void);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -581,6 +582,397 @@ START_TEST(test_warnings_in_replies_log_and_status)
 }
 END_TEST
 
+/* ---- advice about ports and targets ---- */
+
+/* The first unsigned number in PATH, or DFLT when it cannot be read. */
+static unsigned read_setting(const char *path, unsigned dflt, unsigned *second)
+{
+	FILE *fp = fopen(path, "r");
+	unsigned a = dflt, b = dflt;
+
+	if (fp) {
+		if (fscanf(fp, "%u %u", &a, &b) < 1)
+			a = dflt;
+		fclose(fp);
+	}
+	if (second)
+		*second = b;
+	return a;
+}
+
+/* True if PORT is in this machine's ip_local_reserved_ports. */
+static bool reserved_here(unsigned port)
+{
+	char *out = NULL;
+	bool yes = false;
+
+	/* The list as the kernel writes it: "8080,9148-9150". */
+	ck_assert_int_eq(h_sh(&out, "cat /proc/sys/net/ipv4/ip_local_reserved_ports"), 0);
+	for (char *p = out; *p && *p != '\n';) {
+		unsigned lo = (unsigned)strtoul(p, &p, 10), hi = lo;
+
+		if (*p == '-')
+			hi = (unsigned)strtoul(p + 1, &p, 10);
+		yes |= port >= lo && port <= hi;
+		if (*p != ',')
+			break;
+		p++;
+	}
+	free(out);
+	return yes;
+}
+
+/*
+ * `portfwd -t` against this machine's real ephemeral range, read here: a
+ * port inside it (not reserved) is warned about, naming the range; one just
+ * outside is not; --strict fails on it.
+ */
+START_TEST(test_ephemeral_port_real_range)
+{
+	unsigned lo, hi, inside, outside, unpriv = read_setting("/proc/sys/net/ipv4/ip_unprivileged_port_start", 1024, NULL);
+	struct hdaemon d;
+	char body[1024], want[512], *out;
+
+	lo = read_setting("/proc/sys/net/ipv4/ip_local_port_range", 0, &hi);
+	ck_assert_msg(lo >= 1 && lo <= hi && hi <= 65535, "cannot read ip_local_port_range");
+	for (inside = lo + (hi - lo) / 2; inside <= hi && reserved_here(inside); inside++)
+		;
+	ck_assert_msg(inside <= hi, "every port of %u-%u is reserved", lo, hi);
+	/* Just outside, on whichever side leaves a port that needs no privilege. */
+	outside = lo - 1 >= unpriv && lo > 1 ? lo - 1 : hi + 1;
+	ck_assert_msg(outside <= 65535 && outside >= unpriv, "no port outside %u-%u to try", lo, hi);
+	snprintf(body, sizeof(body),
+		 "defaults: { };\n"
+		 "rules: ( { name = \"inside\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; },\n"
+		 "         { name = \"outside\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+		 inside, outside);
+	h_prepare(&d, body);
+	ck_assert_int_eq(check_file(&out, d.conf, false), 0);
+	snprintf(want, sizeof(want),
+		 "%s:3: warning: rule \"inside\": listen port %u may collide with outgoing connections (the kernel hands ports %u-%u to them, net.ipv4.ip_local_port_range)",
+		 d.conf, inside, lo, hi);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	ck_assert_msg(!strstr(out, "rule \"outside\""), "%s", out);
+	snprintf(want, sizeof(want), "%s: configuration is valid, 2 rules, 1 warning\n", d.conf);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	ck_assert_int_eq(check_file(&out, d.conf, true), 3);
+	free(out);
+	h_cleanup(&d);
+}
+END_TEST
+
+/* How many times TEXT is in OUT. */
+static int log_count_in(const char *out, const char *text)
+{
+	int n = 0;
+
+	for (const char *p = out; (p = strstr(p, text)); p += strlen(text))
+		n++;
+	return n;
+}
+
+/*
+ * A port the kernel handed out itself (h_free_port binds port 0) is in its
+ * ephemeral range: the daemon's start log, status and check (text and
+ * JSON) carry the warning, as -t does.
+ */
+START_TEST(test_ephemeral_port_in_log_status_check)
+{
+	unsigned port = h_free_port(SOCK_STREAM, false), lo, hi;
+	struct hdaemon d;
+	char body[512], want[512], *out;
+	json_t *doc, *r, *w;
+
+	lo = read_setting("/proc/sys/net/ipv4/ip_local_port_range", 0, &hi);
+	ck_assert_msg(port >= lo && port <= hi, "port %u from bind(0) is outside %u-%u", port, lo, hi);
+	snprintf(body, sizeof(body),
+		 "defaults: { };\n"
+		 "rules: ( { name = \"eph\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+		 port);
+	h_start(&d, body);
+	snprintf(want, sizeof(want),
+		 "listen port %u may collide with outgoing connections (the kernel hands ports %u-%u to them, net.ipv4.ip_local_port_range)",
+		 port, lo, hi);
+	ck_assert(h_log_contains(&d, want));
+	r = rule_status(&d, "eph", &doc);
+	w = json_object_get(r, "warnings");
+	ck_assert_int_eq(json_array_size(w), 1);
+	ck_assert_msg(strstr(json_string_value(json_object_get(json_array_get(w, 0), "message")), want), "%s", want);
+	json_decref(doc);
+	ck_assert_int_eq(run_ctl(&d, &out, "status", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, "\n  warning: ") && strstr(out, want), "%s", out);
+	free(out);
+	ck_assert_int_eq(run_ctl(&d, &out, "check", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	ck_assert_int_eq(run_ctl(&d, &out, "check", d.conf, "--json"), 0);
+	doc = json_loads(out, 0, NULL);
+	ck_assert_msg(doc != NULL, "%s", out);
+	w = json_object_get(doc, "warnings");
+	ck_assert_int_eq(json_array_size(w), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "level")), "warning");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "rule")), "eph");
+	json_decref(doc);
+	free(out);
+	h_stop(&d);
+}
+END_TEST
+
+/* portfwd -t -c PATH as UID (and its group). */
+static int check_file_as(char **out, const char *path, uid_t uid, gid_t gid)
+{
+	char *argv[] = { (char *)PORTFWD, "-t", "-c", (char *)path, NULL };
+
+	return h_run_as(argv, uid, gid, out);
+}
+
+/* A port below ip_unprivileged_port_start, or 0 when none needs privilege here. */
+static unsigned privileged_port(void)
+{
+	unsigned start = read_setting("/proc/sys/net/ipv4/ip_unprivileged_port_start", 1024, NULL);
+
+	return start > 80 ? 80 : start > 1 ? start - 1 : 0;
+}
+
+#define LOW_WARNING "binding it needs root or CAP_NET_BIND_SERVICE, which portfwd"
+
+/*
+ * A well-known listen port: root may bind it (no warning from -t), unless
+ * its bounding set leaves CAP_NET_BIND_SERVICE out; nobody may not (-t says
+ * so before any bind fails, naming the user); started as
+ * nobody, the daemon logs it at start, shows it in status under the rule,
+ * and its check of another file says it does not have the privilege.
+ */
+START_TEST(test_privileged_port_unprivileged_user)
+{
+	unsigned port = privileged_port();
+	struct passwd *pw = getpwuid(65534);
+	struct hdaemon d;
+	char body[1024], want[512], who[96], path[320], *out;
+	json_t *doc, *r, *w;
+	FILE *fp;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_privileged_port_unprivileged_user: skipped (needs root)\n");
+		return;
+	}
+	if (!port) {
+		fprintf(stderr, "test_privileged_port_unprivileged_user: skipped (ip_unprivileged_port_start lets anyone bind)\n");
+		return;
+	}
+	if (pw)
+		snprintf(who, sizeof(who), "running as %s, uid 65534", pw->pw_name);
+	else
+		snprintf(who, sizeof(who), "running as uid 65534");
+	snprintf(body, sizeof(body),
+		 "defaults: { };\n"
+		 "rules: ( { name = \"web\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+		 port);
+	h_prepare(&d, body);
+	chmod(d.dir, 0755);
+	chmod(d.conf, 0644);
+	ck_assert_int_eq(check_file(&out, d.conf, false), 0);
+	ck_assert_msg(!strstr(out, LOW_WARNING), "%s", out);
+	free(out);
+	/* Root whose bounding set leaves the capability out (a container): warned. */
+	if (access("/usr/bin/setpriv", X_OK) == 0) {
+		char *argv[] = { "/usr/bin/setpriv", "--bounding-set", "-net_bind_service", (char *)PORTFWD,
+				 "-t", "-c", d.conf, NULL };
+
+		ck_assert_int_eq(h_run(argv, &out), 0);
+		ck_assert_msg(strstr(out, LOW_WARNING " will not have (running as root, uid 0, without the capability); give the capability back"),
+			      "%s", out);
+		free(out);
+	}
+	ck_assert_int_eq(check_file_as(&out, d.conf, 65534, 65534), 0);
+	snprintf(want, sizeof(want), "%s:3: warning: rule \"web\": listen port %u is ", d.conf, port);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	snprintf(want, sizeof(want), LOW_WARNING " will not have (%s); start it as root with daemon.user set", who);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	if (port == 80)
+		ck_assert_msg(strstr(out, "listen port 80 is well-known (below 1024): "), "%s", out);
+	free(out);
+	h_cleanup(&d);
+
+	/* The daemon as nobody: the warning in the log and in status; its rule failed. */
+	h_start_as(&d, body, 65534, 65534);
+	ck_assert(h_log_contains(&d, want));
+	r = rule_status(&d, "web", &doc);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")), "failed");
+	w = json_object_get(r, "warnings");
+	ck_assert_int_eq(json_array_size(w), 1);
+	ck_assert_msg(strstr(json_string_value(json_object_get(json_array_get(w, 0), "message")), want),
+		      "%s", json_string_value(json_object_get(json_array_get(w, 0), "message")));
+	json_decref(doc);
+	/* Its check of a file: its own privileges now ("does not have"). */
+	snprintf(path, sizeof(path), "%s/check.conf", d.dir);
+	fp = fopen(path, "w");
+	ck_assert_ptr_nonnull(fp);
+	fprintf(fp, "rules: ( { name = \"low\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );\n", port);
+	fclose(fp);
+	ck_assert_int_eq(run_ctl(&d, &out, "check", path, "--json"), 0);
+	doc = json_loads(out, 0, NULL);
+	ck_assert_msg(doc != NULL, "%s", out);
+	w = json_object_get(doc, "warnings");
+	ck_assert_int_eq(json_array_size(w), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "rule")), "low");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "level")), "warning");
+	snprintf(want, sizeof(want), LOW_WARNING " does not have (%s); restart it as root", who);
+	ck_assert_msg(strstr(json_string_value(json_object_get(json_array_get(w, 0), "message")), want), "%s", out);
+	json_decref(doc);
+	free(out);
+	/* Reloaded with that rule too: the warning in the reply and the log,
+	 * beside the bind that failed. */
+	snprintf(body, sizeof(body),
+		 "defaults: { };\n"
+		 "rules: ( { name = \"web\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; },\n"
+		 "         { name = \"low\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+		 port, port);
+	h_write_conf(&d, body);
+	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 1);
+	ck_assert_msg(strstr(out, "rule \"low\": listen port") && strstr(out, want), "%s", out);
+	ck_assert_msg(strstr(out, "rule low: cannot listen on udp: permission denied"), "%s", out);
+	free(out);
+	snprintf(want, sizeof(want), "%s:4: warning: rule \"low\": listen port %u is ", d.conf, port);
+	ck_assert(h_wait_log(&d, want, 5));
+	h_stop(&d);
+}
+END_TEST
+
+/*
+ * Started as root with daemon.user: a rule on a well-known port is bound
+ * before the drop and the capability kept (no warning anywhere); started
+ * with none, it keeps no capability, and its check of a file that adds one
+ * says that a restart is what binds it.
+ */
+START_TEST(test_privileged_port_after_drop)
+{
+	unsigned port = privileged_port(), free_port = h_free_port(SOCK_STREAM, false);
+	struct hdaemon d;
+	char body[1024], path[320], *out;
+	FILE *fp;
+
+	if (geteuid() != 0 || !port) {
+		fprintf(stderr, "test_privileged_port_after_drop: skipped (needs root and a port that needs privilege)\n");
+		return;
+	}
+	ck_assert_ptr_nonnull(getpwnam("nobody"));
+	h_daemon_extra = "user = \"nobody\";";
+	h_dir_mode = 0777;
+	/* A free port of its own below the threshold is not to be had: bind
+	 * port's UDP, which tests rarely hold. */
+	snprintf(body, sizeof(body),
+		 "defaults: { };\n"
+		 "rules: ( { name = \"low\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+		 port);
+	h_prepare(&d, body);
+	ck_assert_int_eq(check_file(&out, d.conf, false), 0);
+	ck_assert_msg(!strstr(out, LOW_WARNING), "%s", out);
+	free(out);
+	h_cleanup(&d);
+	h_start(&d, body);
+	ck_assert(h_log_contains(&d, "keeping only CAP_NET_BIND_SERVICE"));
+	ck_assert(!h_log_contains(&d, LOW_WARNING));
+	snprintf(path, sizeof(path), "%s/check.conf", d.dir);
+	fp = fopen(path, "w");
+	ck_assert_ptr_nonnull(fp);
+	fprintf(fp, "rules: ( { name = \"low\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; },\n"
+		    "         { name = \"low2\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );\n",
+		port, port);
+	fclose(fp);
+	ck_assert_int_eq(run_ctl(&d, &out, "check", path, NULL), 0);
+	ck_assert_msg(!strstr(out, LOW_WARNING), "%s", out);
+	free(out);
+	h_stop(&d);
+
+	/* No rule that needs it at start: given up with root. */
+	snprintf(body, sizeof(body),
+		 "defaults: { };\n"
+		 "rules: ( { name = \"high\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+		 free_port);
+	h_start(&d, body);
+	ck_assert(h_log_contains(&d, "with no capabilities"));
+	snprintf(path, sizeof(path), "%s/check.conf", d.dir);
+	fp = fopen(path, "w");
+	ck_assert_ptr_nonnull(fp);
+	fprintf(fp, "rules: ( { name = \"high\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; },\n"
+		    "         { name = \"low\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );\n",
+		free_port, port);
+	fclose(fp);
+	ck_assert_int_eq(run_ctl(&d, &out, "check", path, NULL), 0);
+	ck_assert_msg(strstr(out, LOW_WARNING " does not have (running as nobody, uid 65534, since it gave root up at start with no rule that needed the capability); restart it (as root, it binds this port before giving root up)"),
+		      "%s", out);
+	ck_assert_msg(strstr(out, "rule \"low\": listen port"), "%s", out);
+	/* (high's port, from the ephemeral range, may have a warning of its own.) */
+	ck_assert_int_eq(log_count_in(out, LOW_WARNING), 1);
+	free(out);
+	h_stop(&d);
+	h_daemon_extra = NULL;
+	h_dir_mode = 0;
+}
+END_TEST
+
+#define PUBLIC_WARNING \
+	"target 198.51.100.8:443 is a public address, on none of this host's networks: what reaches 0.0.0.0:8444 goes out to the internet, and whoever reaches this host reaches that one through it; router-style forwarding goes to a machine on the LAN, whose address is private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fd00::/8): check the address for a slip (loopback, private and link-local targets, and those on this host's networks, are fine)"
+
+/*
+ * In the test's namespace (its own networks only): `portfwdctl check` of a
+ * file with a rule that forwards every address's port to a public address
+ * says so (text and JSON), a rule to a LAN address or on loopback does not
+ * warn; after the reload, the log and status carry it.
+ */
+START_TEST(test_public_target_through_check)
+{
+	struct hdaemon d;
+	char body[1024], want[1024], *out;
+	json_t *doc, *r, *w;
+
+	if (!h_netns_ready(&h_ns))
+		return;
+	h_daemon_netns = h_ns.srv;
+	h_start(&d, "defaults: { };\nrules: ( { name = \"lan\"; proto = \"tcp\"; listen = \"0.0.0.0:8445\"; target = \"10.77.0.9:443\"; } );");
+	h_daemon_netns = NULL;
+	ck_assert(!h_log_contains(&d, "public address"));
+	snprintf(body, sizeof(body),
+		 "defaults: { };\n"
+		 "rules: ( { name = \"lan\"; proto = \"tcp\"; listen = \"0.0.0.0:8445\"; target = \"10.77.0.9:443\"; },\n"
+		 "         { name = \"relay\"; proto = \"tcp\"; listen = \"0.0.0.0:8444\"; target = \"198.51.100.8:443\"; },\n"
+		 "         { name = \"onlink\"; proto = \"tcp\"; listen = \"0.0.0.0:8446\"; target = \"[fd77::9]:443\"; } );");
+	h_write_conf(&d, body);
+	ck_assert_int_eq(run_ctl(&d, &out, "check", NULL, NULL), 0);
+	snprintf(want, sizeof(want), "%s:4: warning: rule \"relay\": " PUBLIC_WARNING "\n", d.conf);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	ck_assert_msg(!strstr(out, "rule \"lan\"") && !strstr(out, "rule \"onlink\""), "%s", out);
+	free(out);
+	ck_assert_int_eq(run_ctl(&d, &out, "check", d.conf, "--json"), 0);
+	doc = json_loads(out, 0, NULL);
+	ck_assert_msg(doc != NULL, "%s", out);
+	w = json_object_get(doc, "warnings");
+	ck_assert_int_eq(json_array_size(w), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "rule")), "relay");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "level")), "warning");
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(w, 0), "line")), 4);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "message")), PUBLIC_WARNING);
+	json_decref(doc);
+	free(out);
+	/* Applied: the log and status. */
+	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 0);
+	free(out);
+	snprintf(want, sizeof(want), "%s:4: warning: rule \"relay\": " PUBLIC_WARNING, d.conf);
+	ck_assert(h_wait_log(&d, want, 5));
+	r = rule_status(&d, "relay", &doc);
+	w = json_object_get(r, "warnings");
+	ck_assert_int_eq(json_array_size(w), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "message")), PUBLIC_WARNING);
+	json_decref(doc);
+	ck_assert_int_eq(run_ctl(&d, &out, "status", NULL, NULL), 0);
+	ck_assert_msg(strstr(out, " -> 198.51.100.8:443 (https, well-known)  listening\n  warning: " PUBLIC_WARNING "\n"), "%s", out);
+	free(out);
+	h_stop(&d);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("expose");
@@ -588,6 +980,10 @@ int main(void)
 
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_check_flag_warnings);
+	tcase_add_test(tc, test_ephemeral_port_real_range);
+	tcase_add_test(tc, test_ephemeral_port_in_log_status_check);
+	tcase_add_test(tc, test_privileged_port_unprivileged_user);
+	tcase_add_test(tc, test_privileged_port_after_drop);
 	suite_add_tcase(s, tc);
 
 	tc = h_netns_tcase();
@@ -596,6 +992,7 @@ int main(void)
 	tcase_add_test(tc, test_interface_reload);
 	tcase_add_test(tc, test_interface_warning_follows_the_default_route);
 	tcase_add_test(tc, test_interface_after_privilege_drop);
+	tcase_add_test(tc, test_public_target_through_check);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -9,10 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "exposure.h"
 #include "iface.h"
+#include "sysports.h"
 #include "check_run.h"
 
 static struct sockaddr_storage addr(const char *text)
@@ -98,10 +100,13 @@ static void make_config(struct config *cfg, const char *const *rules, size_t n)
 	}
 }
 
-/* Checks CFG into L; returns how many items there are. */
+/* Checks CFG into L, for a portfwd that may bind any port; returns how
+ * many items there are. */
 static size_t items_of(const struct config *cfg, struct exposure_list *l)
 {
-	ck_assert_int_eq(exposure_check(cfg, l), 0);
+	struct exposure_privs root = { .can_bind_low = true };
+
+	ck_assert_int_eq(exposure_check(cfg, &root, l), 0);
 	return l->count;
 }
 
@@ -189,8 +194,9 @@ START_TEST(test_which_rules_warn)
 }
 END_TEST
 
-/* A public target: a note, also on a rule that is otherwise quiet (an
- * interface, loopback); a private, loopback or link-local one: none. */
+/* A public target: a note from a rule on loopback (a local tunnel), a
+ * warning from any other, also one that is otherwise quiet (an interface);
+ * a private, loopback or link-local one: none. */
 START_TEST(test_public_target_note)
 {
 	static const char *const rules[] = {
@@ -212,10 +218,12 @@ START_TEST(test_public_target_note)
 	ck_assert_str_eq(l.items[0].text,
 			 "FILE:1: note: rule \"out\": target 198.51.100.7:443 is a public address (not private, link-local or loopback): the traffic goes out to the internet; check that this is the host you mean");
 	ck_assert_str_eq(l.items[1].name, "vpn");
-	ck_assert_int_eq(l.items[1].level, EXPOSURE_NOTE);
+	ck_assert_int_eq(l.items[1].level, EXPOSURE_WARNING);
 	ck_assert_str_eq(l.items[2].name, "out6");
+	ck_assert_int_eq(l.items[2].level, EXPOSURE_NOTE);
 	ck_assert_str_eq(l.items[3].name, "mapped");
-	ck_assert_int_eq(exposure_count(&l, EXPOSURE_WARNING), 0);
+	ck_assert_int_eq(l.items[3].level, EXPOSURE_NOTE);
+	ck_assert_int_eq(exposure_count(&l, EXPOSURE_WARNING), 1);
 	/* JSON: all, or one rule's. */
 	j = exposure_json(&l, SIZE_MAX);
 	ck_assert_int_eq(json_array_size(j), 4);
@@ -223,7 +231,7 @@ START_TEST(test_public_target_note)
 	j = exposure_json(&l, 1);
 	ck_assert_int_eq(json_array_size(j), 1);
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(j, 0), "rule")), "vpn");
-	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(j, 0), "level")), "note");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(j, 0), "level")), "warning");
 	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(j, 0), "line")), 2);
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(j, 0), "message")),
 			 l.items[1].message);
@@ -363,14 +371,18 @@ static int no_ifaddrs(struct ifaddrs **list)
 	return 0;
 }
 
+/* No port settings to read (no ephemeral range, ports below 1024 need
+ * privilege): the tests of other warnings never see this host's. */
 static void quiet_host(void)
 {
 	iface_set_sources(no_default_route, no_ifaddrs, NULL);
+	sysports_set_paths("/nonexistent/range", "/nonexistent/reserved", "/nonexistent/unpriv");
 }
 
 static void real_host(void)
 {
 	iface_set_sources(NULL, NULL, NULL);
+	sysports_set_paths(NULL, NULL, NULL);
 }
 
 /*
@@ -410,6 +422,304 @@ START_TEST(test_interface_facing_the_internet)
 	exposure_list_free(&l);
 	config_free(&cfg);
 	quiet_host();
+}
+END_TEST
+
+/* ---- the kernel's port settings (sysports), from files of the test's own ---- */
+
+static char port_dir[64];
+
+/* Writes the three settings' files (NULL: none) and points sysports at them. */
+static void port_files(const char *range, const char *reserved, const char *unpriv)
+{
+	static const char *const names[] = { "range", "reserved", "unpriv" };
+	const char *texts[] = { range, reserved, unpriv };
+	static char paths[3][128]; /* sysports keeps the pointers */
+
+	if (!port_dir[0]) {
+		snprintf(port_dir, sizeof(port_dir), "/tmp/test_exposure.XXXXXX");
+		ck_assert_ptr_nonnull(mkdtemp(port_dir));
+	}
+	for (int i = 0; i < 3; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/%s", port_dir, names[i]);
+		unlink(paths[i]);
+		if (texts[i]) {
+			FILE *fp = fopen(paths[i], "w");
+
+			ck_assert_ptr_nonnull(fp);
+			fputs(texts[i], fp);
+			fclose(fp);
+		}
+	}
+	sysports_set_paths(paths[0], paths[1], paths[2]);
+}
+
+static void port_files_remove(void)
+{
+	char path[128];
+
+	if (!port_dir[0])
+		return;
+	for (int i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/%s", port_dir, (const char *[]){ "range", "reserved", "unpriv" }[i]);
+		unlink(path);
+	}
+	rmdir(port_dir);
+	port_dir[0] = '\0';
+}
+
+/* The names of the rules of L's items whose message has TEXT, "a b ". */
+static void warned_with(const struct exposure_list *l, const char *text, char *out, size_t len)
+{
+	out[0] = '\0';
+	for (size_t i = 0; i < l->count; i++)
+		if (strstr(l->items[i].message, text))
+			snprintf(out + strlen(out), len - strlen(out), "%s ", l->items[i].name);
+}
+
+/* The range's ends warn, the ports just outside do not, nor a reserved
+ * one; a range of listen ports warns when any of it overlaps. */
+START_TEST(test_ephemeral_range)
+{
+	static const char *const rules[] = {
+		"below tcp 127.0.0.1:32767 127.0.0.1:1",
+		"first tcp 127.0.0.1:32768 127.0.0.1:1",
+		"last udp 127.0.0.1:60999 127.0.0.1:1",
+		"above tcp 127.0.0.1:61000 127.0.0.1:1",
+		"reserved tcp 127.0.0.1:45001 127.0.0.1:1",
+		"next tcp+udp [::1]:45003 127.0.0.1:1",
+	};
+	struct sysports *sp = malloc(sizeof(*sp));
+	struct exposure_list l = { 0 };
+	struct config cfg;
+	unsigned first;
+	char names[128];
+
+	port_files("32768\t60999\n", "8080,45000-45002\n", "1024\n");
+	sysports_read(sp);
+	ck_assert(sp->have_range);
+	ck_assert_uint_eq(sp->eph_lo, 32768);
+	ck_assert_uint_eq(sp->eph_hi, 60999);
+	ck_assert_str_eq(sp->reserved_text, "8080,45000-45002");
+	ck_assert(sysports_reserved(sp, 8080) && sysports_reserved(sp, 45000) && sysports_reserved(sp, 45002));
+	ck_assert(!sysports_reserved(sp, 8081) && !sysports_reserved(sp, 44999) && !sysports_reserved(sp, 45003));
+	/* Listen port ranges: partly in, at either end; all reserved; all out. */
+	ck_assert_uint_eq(sysports_ephemeral_overlap(sp, 32760, 32770, &first), 3);
+	ck_assert_uint_eq(first, 32768);
+	ck_assert_uint_eq(sysports_ephemeral_overlap(sp, 60990, 61010, &first), 10);
+	ck_assert_uint_eq(first, 60990);
+	ck_assert_uint_eq(sysports_ephemeral_overlap(sp, 44998, 45004, &first), 4);
+	ck_assert_uint_eq(first, 44998);
+	ck_assert_uint_eq(sysports_ephemeral_overlap(sp, 45000, 45004, &first), 2);
+	ck_assert_uint_eq(first, 45003);
+	ck_assert_uint_eq(sysports_ephemeral_overlap(sp, 45000, 45002, &first), 0);
+	ck_assert_uint_eq(first, 0);
+	ck_assert_uint_eq(sysports_ephemeral_overlap(sp, 1, 32767, &first), 0);
+	ck_assert_uint_eq(sysports_ephemeral_overlap(sp, 61000, 65535, &first), 0);
+	ck_assert_uint_eq(sysports_ephemeral_overlap(sp, 1, 65535, &first), 60999 - 32768 + 1 - 3);
+
+	make_config(&cfg, rules, sizeof(rules) / sizeof(rules[0]));
+	items_of(&cfg, &l);
+	warned_with(&l, "may collide with outgoing connections", names, sizeof(names));
+	ck_assert_str_eq(names, "first last next ");
+	ck_assert_str_eq(l.items[0].text,
+			 "FILE:2: warning: rule \"first\": listen port 32768 may collide with outgoing connections (the kernel hands ports 32768-60999 to them, net.ipv4.ip_local_port_range): if one holds it when portfwd binds, at start or reload, the bind fails; pick a port outside that range, or reserve it with `sysctl -w net.ipv4.ip_local_reserved_ports=8080,45000-45002,32768` (and in /etc/sysctl.d to keep it)");
+	ck_assert_int_eq(exposure_count(&l, EXPOSURE_WARNING), 3);
+	exposure_list_free(&l);
+
+	/* Another range, nothing reserved: the suggestion is the port alone. */
+	port_files("1024 1100\n", "\n", NULL);
+	items_of(&cfg, &l);
+	ck_assert_int_eq(l.count, 0);
+	cfg.rules[0].listen = addr("127.0.0.1:1024");
+	cfg.rules[1].listen = addr("127.0.0.1:1100");
+	items_of(&cfg, &l);
+	warned_with(&l, "the kernel hands ports 1024-1100 to them", names, sizeof(names));
+	ck_assert_str_eq(names, "below first ");
+	ck_assert_msg(strstr(l.items[0].message, "reserve it with `sysctl -w net.ipv4.ip_local_reserved_ports=1024`"),
+		      "%s", l.items[0].message);
+	exposure_list_free(&l);
+
+	/* No range to read, or one that makes no sense: no warning. */
+	port_files(NULL, NULL, NULL);
+	items_of(&cfg, &l);
+	ck_assert_int_eq(l.count, 0);
+	for (const char *const *bad = (const char *const[]){ "", "junk", "60999 32768", "0 100", "1 65536", "5", NULL };
+	     *bad; bad++) {
+		port_files(*bad, NULL, NULL);
+		sysports_read(sp);
+		ck_assert_msg(!sp->have_range, "\"%s\" read as %u-%u", *bad, sp->eph_lo, sp->eph_hi);
+	}
+	config_free(&cfg);
+	free(sp);
+	port_files_remove();
+}
+END_TEST
+
+/* The reserved list as the kernel writes it, and what it makes of a bad one. */
+START_TEST(test_reserved_list)
+{
+	struct sysports *sp = malloc(sizeof(*sp));
+	char *big;
+	size_t n = 0;
+
+	port_files("32768 60999", "1,3-5,65535", NULL);
+	sysports_read(sp);
+	ck_assert(sysports_reserved(sp, 1) && sysports_reserved(sp, 3) && sysports_reserved(sp, 5) &&
+		  sysports_reserved(sp, 65535));
+	ck_assert(!sysports_reserved(sp, 2) && !sysports_reserved(sp, 6) && !sysports_reserved(sp, 0) &&
+		  !sysports_reserved(sp, 65536));
+	/* What it does not understand ends the list; what came before stays. */
+	for (const char *const *bad = (const char *const[]){ "7,x,9", "7,9-8", "7,65536", "7,9-", "7;9", "7,123456", NULL };
+	     *bad; bad++) {
+		port_files("32768 60999", *bad, NULL);
+		sysports_read(sp);
+		ck_assert_msg(sysports_reserved(sp, 7) && !sysports_reserved(sp, 9) && !sysports_reserved(sp, 8),
+			      "%s", *bad);
+	}
+	/* Every other port: too long to repeat in a suggestion. */
+	big = malloc(65536 * 4);
+	ck_assert_ptr_nonnull(big);
+	for (unsigned p = 1; p <= 65535; p += 2)
+		n += (size_t)sprintf(big + n, "%s%u", p > 1 ? "," : "", p);
+	port_files("32768 60999", big, NULL);
+	sysports_read(sp);
+	ck_assert(sp->reserved_long);
+	ck_assert_str_eq(sp->reserved_text, "");
+	ck_assert(sysports_reserved(sp, 65535) && sysports_reserved(sp, 32769) && !sysports_reserved(sp, 32768));
+	{
+		static const char *const rules[] = { "r tcp 127.0.0.1:32768 127.0.0.1:1" };
+		struct exposure_list l = { 0 };
+		struct config cfg;
+
+		make_config(&cfg, rules, 1);
+		ck_assert_int_eq(items_of(&cfg, &l), 1);
+		ck_assert_msg(strstr(l.items[0].message, "pick a port outside that range, or reserve it by adding it to net.ipv4.ip_local_reserved_ports (sysctl -w replaces that list) (and in /etc/sysctl.d to keep it)"),
+			      "%s", l.items[0].message);
+		exposure_list_free(&l);
+		config_free(&cfg);
+	}
+	free(big);
+	free(sp);
+	port_files_remove();
+}
+END_TEST
+
+/* A port that needs privilege warns only when portfwd will not have it,
+ * and the threshold is the kernel's, not 1024. */
+START_TEST(test_privileged_port)
+{
+	static const char *const rules[] = {
+		"http tcp 0.0.0.0:80 192.168.0.2:8080",
+		"top tcp 127.0.0.1:1023 127.0.0.1:1",
+		"free udp 127.0.0.1:1024 127.0.0.1:1",
+		"mid tcp 127.0.0.1:1500 127.0.0.1:1",
+	};
+	struct exposure_privs user = { .can_bind_low = false, .who = "running as uid 1000", .fix = "FIX" };
+	struct exposure_privs root = { .can_bind_low = true };
+	struct exposure_list l = { 0 };
+	struct config cfg;
+	char names[128];
+	bool bound[4] = { true, false, false, false };
+
+	make_config(&cfg, rules, sizeof(rules) / sizeof(rules[0]));
+	port_files(NULL, NULL, "1024\n");
+	ck_assert_int_eq(exposure_check(&cfg, &user, &l), 0);
+	warned_with(&l, "needs root or CAP_NET_BIND_SERVICE", names, sizeof(names));
+	ck_assert_str_eq(names, "http top ");
+	ck_assert_str_eq(l.items[0].text,
+			 "FILE:1: warning: rule \"http\": listen port 80 is well-known (below 1024): binding it needs root or CAP_NET_BIND_SERVICE, which portfwd will not have (running as uid 1000); FIX, or listen on port 1024 or above");
+	/* The running daemon's own: it does not have it; a port it holds already is fine. */
+	user.running = true;
+	user.bound = bound;
+	ck_assert_int_eq(exposure_check(&cfg, &user, &l), 0);
+	warned_with(&l, "which portfwd does not have (running as uid 1000)", names, sizeof(names));
+	ck_assert_str_eq(names, "top ");
+	user.bound = NULL;
+	user.running = false;
+	/* Root, or the capability: nothing. No privilege check asked: nothing. */
+	ck_assert_int_eq(exposure_check(&cfg, &root, &l), 0);
+	ck_assert_int_eq(l.count, 0);
+	ck_assert_int_eq(exposure_check(&cfg, NULL, &l), 0);
+	ck_assert_int_eq(l.count, 0);
+
+	/* The kernel's threshold: lower, higher, none at all; unreadable is 1024. */
+	port_files(NULL, NULL, "500\n");
+	ck_assert_int_eq(exposure_check(&cfg, &user, &l), 0);
+	warned_with(&l, "needs root", names, sizeof(names));
+	ck_assert_str_eq(names, "http ");
+	ck_assert_msg(strstr(l.items[0].message, "listen port 80 is below 500 (this kernel's net.ipv4.ip_unprivileged_port_start): binding it needs root"),
+		      "%s", l.items[0].message);
+	ck_assert_msg(strstr(l.items[0].message, "or listen on port 500 or above"), "%s", l.items[0].message);
+	port_files(NULL, NULL, "2000\n");
+	ck_assert_int_eq(exposure_check(&cfg, &user, &l), 0);
+	warned_with(&l, "needs root", names, sizeof(names));
+	ck_assert_str_eq(names, "http top free mid ");
+	port_files(NULL, NULL, "0\n");
+	ck_assert_int_eq(exposure_check(&cfg, &user, &l), 0);
+	ck_assert_int_eq(l.count, 0);
+	port_files(NULL, NULL, "many\n");
+	ck_assert_int_eq(exposure_check(&cfg, &user, &l), 0);
+	warned_with(&l, "is well-known (below 1024)", names, sizeof(names));
+	ck_assert_str_eq(names, "http top ");
+	exposure_list_free(&l);
+	config_free(&cfg);
+	port_files_remove();
+}
+END_TEST
+
+/* This host on a LAN with public addresses: 2001:db8:5::1/64 on lan and
+ * 198.51.100.1/29 on eth1 (no netmask: 203.0.113.5 on wan counts for nothing). */
+static int lan_ifaddrs(struct ifaddrs **list)
+{
+	static struct sockaddr_in6 lan_a = { .sin6_family = AF_INET6 }, lan_m = { .sin6_family = AF_INET6 };
+	static struct sockaddr_in eth1_a = { .sin_family = AF_INET }, eth1_m = { .sin_family = AF_INET },
+				  wan_a = { .sin_family = AF_INET };
+	static struct ifaddrs wan = { .ifa_name = "wan", .ifa_addr = (struct sockaddr *)&wan_a };
+	static struct ifaddrs eth1 = { .ifa_next = &wan, .ifa_name = "eth1", .ifa_addr = (struct sockaddr *)&eth1_a,
+				       .ifa_netmask = (struct sockaddr *)&eth1_m };
+	static struct ifaddrs lan = { .ifa_next = &eth1, .ifa_name = "lan", .ifa_addr = (struct sockaddr *)&lan_a,
+				      .ifa_netmask = (struct sockaddr *)&lan_m };
+
+	inet_pton(AF_INET6, "2001:db8:5::1", &lan_a.sin6_addr);
+	inet_pton(AF_INET6, "ffff:ffff:ffff:ffff::", &lan_m.sin6_addr);
+	inet_pton(AF_INET, "198.51.100.1", &eth1_a.sin_addr);
+	inet_pton(AF_INET, "255.255.255.248", &eth1_m.sin_addr);
+	inet_pton(AF_INET, "203.0.113.5", &wan_a.sin_addr);
+	*list = &lan;
+	return 0;
+}
+
+/* Router-style forwarding to a public address: the warning's text; a
+ * public address on one of this host's networks is the LAN (IPv6 has no
+ * NAT): nothing. */
+START_TEST(test_public_target_warning)
+{
+	static const char *const rules[] = {
+		"web tcp 0.0.0.0:8080 198.51.100.77:80",
+		"lan6 tcp [::]:8081 [2001:db8:5::20]:80",
+		"far6 tcp [::]:8082 [2001:db8:6::20]:80",
+		"lan4 tcp 0.0.0.0:8083 198.51.100.6:80",
+		"mapped tcp 0.0.0.0:8084 [::ffff:198.51.100.5]:80",
+		"wan tcp 0.0.0.0:8085 203.0.113.6:80",
+		"loop tcp 127.0.0.1:8086 198.51.100.9:80",
+	};
+	struct exposure_list l = { 0 };
+	struct config cfg;
+	char names[128];
+
+	iface_set_sources(no_default_route, lan_ifaddrs, NULL);
+	make_config(&cfg, rules, sizeof(rules) / sizeof(rules[0]));
+	items_of(&cfg, &l);
+	warned_with(&l, "is a public address", names, sizeof(names));
+	ck_assert_str_eq(names, "web far6 wan loop ");
+	ck_assert_str_eq(l.items[0].text,
+			 "FILE:1: warning: rule \"web\": target 198.51.100.77:80 is a public address, on none of this host's networks: what reaches 0.0.0.0:8080 goes out to the internet, and whoever reaches this host reaches that one through it; router-style forwarding goes to a machine on the LAN, whose address is private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fd00::/8): check the address for a slip (loopback, private and link-local targets, and those on this host's networks, are fine)");
+	ck_assert_int_eq(exposure_count(&l, EXPOSURE_WARNING), 3);
+	ck_assert_int_eq(l.items[3].level, EXPOSURE_NOTE);
+	ck_assert_str_eq(l.items[3].name, "loop");
+	exposure_list_free(&l);
+	config_free(&cfg);
 }
 END_TEST
 
@@ -499,6 +809,10 @@ int main(void)
 	tcase_add_test(tc, test_kernel_release);
 	tcase_add_test(tc, test_bind_errors);
 	tcase_add_test(tc, test_interface_in_reload_identity);
+	tcase_add_test(tc, test_ephemeral_range);
+	tcase_add_test(tc, test_reserved_list);
+	tcase_add_test(tc, test_privileged_port);
+	tcase_add_test(tc, test_public_target_warning);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
