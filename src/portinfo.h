@@ -11,7 +11,7 @@ const char *portinfo_range(unsigned port);
 
 /*
  * Finds the process holding PORT for SOCKTYPE (SOCK_STREAM: a listening
- * socket; SOCK_DGRAM: a bound one) from /proc. Writes "pid 123 (nginx)"
+ * socket; SOCK_DGRAM: a bound one) through sockets.h. Writes "pid 123 (nginx)"
  * or, when the socket is visible but its process is not (another user's),
  * "a process of uid 0". Returns 0 if found, -1 if not.
  */
