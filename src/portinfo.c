@@ -133,6 +133,14 @@ static struct {
 
 static const char *portinfo_services_path = "/etc/services";
 
+/* While pinned, the database is not looked at again for changes. */
+static bool portinfo_pinned;
+
+void portinfo_services_pin(bool pin)
+{
+	portinfo_pinned = pin;
+}
+
 void portinfo_set_services_path(const char *path)
 {
 	portinfo_services_path = path ? path : "/etc/services";
@@ -183,6 +191,8 @@ static void portinfo_db_load(void)
 	size_t cap = 1024;
 	char *buf;
 
+	if (portinfo_pinned && portinfo_db.read)
+		return;
 	if (stat(portinfo_services_path, &st) < 0)
 		memset(&st, 0, sizeof(st));
 	if (portinfo_db.read && st.st_mtim.tv_sec == portinfo_db.mtime.tv_sec &&

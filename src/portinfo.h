@@ -73,6 +73,10 @@ const char *portinfo_describe(unsigned port, unsigned proto, char *buf, size_t l
  * is missing). */
 bool portinfo_services_empty(void);
 
+/* With PIN, lookups stop asking whether the file changed (a stat(2)
+ * each) until unpinned: for a client naming thousands of ports at once. */
+void portinfo_services_pin(bool pin);
+
 /* For tests: the file whose changes make the database be read again
  * (NULL: /etc/services); the database itself is what nsswitch reads. */
 void portinfo_set_services_path(const char *path);

@@ -974,12 +974,18 @@ out:
 
 int ports_command(const char *name, int argc, char **argv, bool json, const struct ports_ctl *ctl)
 {
+	int rc = PORTS_EXIT_USAGE;
+
+	/* One look at /etc/services for the whole listing. */
+	portinfo_services_pin(true);
 	if (strcmp(name, "ports") == 0)
-		return ports_list(argc, argv, json, ctl);
-	if (strcmp(name, "who") == 0)
-		return ports_who(argc, argv, json, ctl);
-	if (strcmp(name, "free") == 0)
-		return ports_free(argc, argv, json, ctl);
-	fprintf(stderr, "portfwdctl: %s is not a port command\n", name);
-	return PORTS_EXIT_USAGE;
+		rc = ports_list(argc, argv, json, ctl);
+	else if (strcmp(name, "who") == 0)
+		rc = ports_who(argc, argv, json, ctl);
+	else if (strcmp(name, "free") == 0)
+		rc = ports_free(argc, argv, json, ctl);
+	else
+		fprintf(stderr, "portfwdctl: %s is not a port command\n", name);
+	portinfo_services_pin(false);
+	return rc;
 }
