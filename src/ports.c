@@ -239,8 +239,10 @@ static void ports_daemon_load(const struct ports_ctl *ctl, struct ports_daemon *
 		snprintf(prefix, sizeof(prefix), "cannot connect to %s: ", ctl ? ctl->socket : "");
 		if (strncmp(why, prefix, strlen(prefix)) == 0)
 			why += strlen(prefix);
-		snprintf(d->why, sizeof(d->why), "%s portfwd daemon at %s (%s)",
-			 rc > 0 ? "no answer from the" : "no", ctl ? ctl->socket : "?", why);
+		/* Without its hint in brackets, which is for daemon commands. */
+		snprintf(d->why, sizeof(d->why), "%s portfwd daemon at %s (%.*s)",
+			 rc > 0 ? "no answer from the" : "no", ctl ? ctl->socket : "?",
+			 (int)(strstr(why, " (") ? (size_t)(strstr(why, " (") - why) : strlen(why)), why);
 		free(body);
 		return;
 	}
