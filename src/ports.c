@@ -772,7 +772,7 @@ static bool ports_wait_free(const struct ports_spec *spec, const struct sockets_
 }
 
 #define PORTS_KILL_WAIT 5.0
-#define PORTS_MAX_PIDS 16
+#define PORTS_MAX_PLAN 16
 
 static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *ctl)
 {
@@ -783,8 +783,8 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 	struct ports_daemon d;
 	const char *arg = NULL;
 	bool kill_opt = false, force = false, yes = false, refused = false, now_free;
-	size_t disable[PORTS_MAX_PIDS], ndisable = 0;
-	pid_t pids[PORTS_MAX_PIDS];
+	size_t disable[PORTS_MAX_PLAN], ndisable = 0;
+	pid_t pids[PORTS_MAX_PLAN];
 	size_t npids = 0;
 	char err[300], what[64], holder[160], question[600];
 	int rc = PORTS_EXIT_NO;
@@ -828,7 +828,7 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		for (size_t j = 0; j < l.n; j++)
 			if (ports_spec_match(&spec, l.e[j].proto, l.e[j].port) &&
 			    ports_rule_role(&d, &d.r[i], &l.e[j]) == PORTS_ROLE_LISTEN &&
-			    ndisable < PORTS_MAX_PIDS) {
+			    ndisable < PORTS_MAX_PLAN) {
 				disable[ndisable++] = i;
 				break;
 			}
@@ -873,7 +873,7 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		for (size_t i = 0; i < npids; i++)
 			if (pids[i] == s->pid)
 				seen = true;
-		if (!seen && npids < PORTS_MAX_PIDS)
+		if (!seen && npids < PORTS_MAX_PLAN)
 			pids[npids++] = s->pid;
 		if (!seen && !kill_opt) {
 			ports_say(&rep, "%u/%s is held by %s on %s: --kill sends it SIGTERM",
