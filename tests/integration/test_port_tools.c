@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -633,11 +635,19 @@ START_TEST(test_who_service_names)
 
 	if (!services_file("tests/conf/services.test"))
 		return;
-	/* 7000/tcp is "first", 7002/udp "udpside" (7002/tcp "tcpside"). */
-	if (!port_bindable(SOCK_STREAM, 7000) || !port_bindable(SOCK_DGRAM, 7002)) {
-		fprintf(stderr, "7000/tcp or 7002/udp is in use here: skipped\n");
-		return;
+	/* Fixed ports, so in a network namespace of the test's own (loopback
+	 * up), where no other test run holds them. */
+	ck_assert_msg(unshare(CLONE_NEWNET) == 0, "unshare(CLONE_NEWNET): %s", strerror(errno));
+	{
+		struct ifreq ifr = { .ifr_name = "lo" };
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+		ck_assert_int_eq(ioctl(fd, SIOCGIFFLAGS, &ifr), 0);
+		ifr.ifr_flags |= IFF_UP;
+		ck_assert_int_eq(ioctl(fd, SIOCSIFFLAGS, &ifr), 0);
+		close(fd);
 	}
+	/* 7000/tcp is "first", 7002/udp "udpside" (7002/tcp "tcpside"). */
 	holder_start(&first, SOCK_STREAM, 7000, (uid_t)-1, false);
 	holder_start(&udpside, SOCK_DGRAM, 7002, (uid_t)-1, false);
 
