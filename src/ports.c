@@ -426,12 +426,12 @@ static const char *ports_unseen_note(size_t unseen, char *buf, size_t len)
 
 static json_t *ports_entry_json(struct ports_daemon *d, const struct sockets_entry *s)
 {
-	char addr[64], service[PORTINFO_NAME_MAX];
+	char addr[64], service[PORTINFO_NAME_MAX], names[256];
 	json_t *rules = json_array();
 	json_t *o;
 
 	sockets_addr_text(s, addr, sizeof(addr));
-	ports_rules_of(d, s, service, sizeof(service), rules);
+	ports_rules_of(d, s, names, sizeof(names), rules);
 	portinfo_service_name(s->port, s->proto, service, sizeof(service));
 	o = json_pack("{s:s, s:s, s:i, s:s, s:s?, s:I, s:s, s:o}", "proto", ports_proto_name(s->proto),
 		      "address", addr, "port", (int)s->port, "class", portinfo_range(s->port), "service",
