@@ -73,8 +73,9 @@ LIB_SRCS := commands.c config.c control.c ctl_proto.c daemon.c forward.c listene
 	access.c admit.c bans.c config_access.c sources.c ratelog.c relay_sources.c
 # Who may connect: interface binding and exposure warnings.
 LIB_SRCS += exposure.c iface.c
-# Port knowledge.
-LIB_SRCS += suggest.c sysports.c
+# Port knowledge (the kernel's port settings), and the machine's sockets
+# (portfwdctl's ports, who, free).
+LIB_SRCS += suggest.c sysports.c sockets.c ports.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd
@@ -114,7 +115,13 @@ $(BUILD)/src/%.o: src/%.c | deps
 $(PORTFWD): $(BUILD)/src/portfwd.o $(LIB_OBJS) | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(PORTFWDCTL): $(BUILD)/src/portfwdctl.o $(BUILD)/src/ctl_proto.o | deps
+# The client takes from the library only the objects it needs (ctl_proto,
+# ports and what they call), as an archive lets the linker choose.
+$(BUILD)/libportfwd.a: $(LIB_OBJS)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(PORTFWDCTL): $(BUILD)/src/portfwdctl.o $(BUILD)/libportfwd.a | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/%.o: tests/unit/%.c | deps

@@ -720,6 +720,14 @@ int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bo
 		return commands_bans(d, json, out, err, errlen);
 	case CTL_CMD_SOURCES:
 		return commands_sources(d, argv, json, out, err, errlen);
+	case CTL_CMD_PORTS:
+	case CTL_CMD_WHO:
+	case CTL_CMD_FREE:
+		/* The daemon's sandbox cannot see other processes, and a
+		 * client's question about them must not run with its rights. */
+		snprintf(err, errlen, "%s runs in portfwdctl, not in the daemon: run `portfwdctl %s`",
+			 ctl_cmds[id].name, ctl_cmds[id].name);
+		return -1;
 	default:
 		snprintf(err, errlen, "not a daemon command");
 		return -1;

@@ -83,9 +83,10 @@ static int control_cmd_help(bool json, struct evbuffer *out)
 		const struct ctl_cmd *c = &ctl_cmds[i];
 
 		if (cmds)
-			json_array_append_new(cmds, json_pack("{s:s, s:s, s:s, s:b}", "name", c->name,
+			json_array_append_new(cmds, json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", c->name,
 							      "usage", c->usage, "help", c->help,
-							      "changes_state", c->mutating));
+							      "changes_state", c->mutating,
+							      "in_portfwdctl", c->local));
 		else
 			evbuffer_add_printf(out, "%s%s%s\t%s\n", c->name, c->usage[0] ? " " : "",
 					    c->usage, c->help);

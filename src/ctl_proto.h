@@ -66,6 +66,9 @@ enum ctl_cmd_id {
 	CTL_CMD_UNBAN,
 	CTL_CMD_BANS,
 	CTL_CMD_SOURCES,
+	CTL_CMD_PORTS,
+	CTL_CMD_WHO,
+	CTL_CMD_FREE,
 	CTL_CMD_COUNT,
 };
 
@@ -82,6 +85,10 @@ struct ctl_cmd {
 	bool mutating;     /* changes the daemon's state (or quotes the daemon's file) */
 	bool internal;     /* protocol plumbing, not a portfwdctl command */
 	bool payload;      /* may carry --bytes N and N bytes */
+	/* Runs in portfwdctl, never sent: it reads this machine's sockets and
+	 * processes with the caller's rights (the daemon's sandbox cannot see
+	 * them and should not); the daemon answers it with an error. */
+	bool local;
 };
 
 extern const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT];

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ctl_proto.h"
+#include "ports.h"
 #include "version.h"
 
 enum {
@@ -43,24 +44,27 @@ static void usage(FILE *out)
 		"  -V         print the version and exit\n"
 		"  -h         print this help and exit\n"
 		"exit status: 0 ok, 1 error reply (or a reload/check that failed), 2 usage, 3 cannot connect\n"
+		"(ports: 1 when its filter matched nothing; who: 0 held, 1 free; free: 0 free, 1 still held)\n"
 		"See portfwdctl(8).\n",
 		CTL_DEFAULT_SOCKET);
 }
 
-static int ctl_connect(const char *path)
+/* Connects to the control socket PATH. Returns the fd, or -1 with what a
+ * person should know in ERR. */
+static int ctl_connect(const char *path, char *err, size_t errlen)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct timeval tv = { CTL_TIMEOUT_SECONDS, 0 };
 	int fd;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "portfwdctl: socket path too long: %s\n", path);
+		snprintf(err, errlen, "socket path too long: %s", path);
 		return -1;
 	}
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		fprintf(stderr, "portfwdctl: socket: %s\n", strerror(errno));
+		snprintf(err, errlen, "socket: %s", strerror(errno));
 		return -1;
 	}
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
@@ -68,13 +72,13 @@ static int ctl_connect(const char *path)
 
 		close(fd);
 		if (e == ENOENT)
-			fprintf(stderr, "portfwdctl: cannot connect to %s: the socket does not exist (is portfwd running? set -s or PORTFWD_SOCKET)\n", path);
+			snprintf(err, errlen, "cannot connect to %s: the socket does not exist (is portfwd running? set -s or PORTFWD_SOCKET)", path);
 		else if (e == EACCES || e == EPERM)
-			fprintf(stderr, "portfwdctl: cannot connect to %s: permission denied (run as root or as a member of the socket's group)\n", path);
+			snprintf(err, errlen, "cannot connect to %s: permission denied (run as root or as a member of the socket's group)", path);
 		else if (e == ECONNREFUSED)
-			fprintf(stderr, "portfwdctl: cannot connect to %s: nobody is listening (a stale socket: portfwd is not running)\n", path);
+			snprintf(err, errlen, "cannot connect to %s: nobody is listening (a stale socket: portfwd is not running)", path);
 		else
-			fprintf(stderr, "portfwdctl: cannot connect to %s: %s\n", path, strerror(e));
+			snprintf(err, errlen, "cannot connect to %s: %s", path, strerror(e));
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -86,10 +90,11 @@ static int ctl_connect(const char *path)
  * Reads one reply. Body lines go to BODY (may be NULL to discard); with
  * ERRBODY set they go there instead when the reply ends in an error (the
  * body of a refused reload is its list of errors). Returns 0 for ".ok", 1
- * for ".error" (message printed), -1 if the connection failed before the
- * end line (message printed).
+ * for ".error", -1 if the connection failed before the end line; the
+ * message is printed, or written to ERR when ERR is not NULL.
  */
-static int ctl_read_reply(FILE *in, FILE *body, FILE *errbody, const char *path)
+static int ctl_read_reply(FILE *in, FILE *body, FILE *errbody, const char *path, char *err,
+			  size_t errlen)
 {
 	char *line = NULL, *held = NULL;
 	size_t cap = 0, held_len = 0;
@@ -121,17 +126,24 @@ static int ctl_read_reply(FILE *in, FILE *body, FILE *errbody, const char *path)
 			mem = NULL;
 			fputs(held ? held : "", rc == 0 ? body : errbody);
 		}
-		if (rc == 1)
+		if (rc == 1 && err)
+			snprintf(err, errlen, "%s", text);
+		else if (rc == 1)
 			fprintf(stderr, "portfwdctl: %s\n", text);
 		break;
 	}
 	if (mem)
 		fclose(mem);
 	free(held);
-	if (rc < 0)
-		fprintf(stderr, "portfwdctl: %s: %s\n", path,
-			ferror(in) && errno == EAGAIN ? "no reply within the time limit"
-						      : "connection closed before the reply ended");
+	if (rc < 0) {
+		const char *why = ferror(in) && errno == EAGAIN ? "no reply within the time limit"
+								: "connection closed before the reply ended";
+
+		if (err)
+			snprintf(err, errlen, "%s: %s", path, why);
+		else
+			fprintf(stderr, "portfwdctl: %s: %s\n", path, why);
+	}
 	free(line);
 	return rc;
 }
@@ -154,17 +166,22 @@ static int ctl_send(int fd, const char *buf, size_t len)
 
 /* Sends the hello, REQUEST and its PAYLOAD (PLEN bytes, or NULL), and
  * prints the reply to OUT (errors' bodies to ERRBODY if set). Returns an
- * exit code. */
-static int ctl_run(const char *path, const char *request, const char *payload, size_t plen,
-		   FILE *out, FILE *errbody)
+ * exit code; the error is printed, or written to ERR if it is not NULL. */
+static int ctl_exchange(const char *path, const char *request, const char *payload, size_t plen,
+			FILE *out, FILE *errbody, char *err, size_t errlen)
 {
-	char buf[CTL_REQUEST_MAX + 32];
+	char buf[CTL_REQUEST_MAX + 32], why[512];
 	int fd, rc, len;
 	FILE *in;
 
-	fd = ctl_connect(path);
-	if (fd < 0)
+	fd = ctl_connect(path, why, sizeof(why));
+	if (fd < 0) {
+		if (err)
+			snprintf(err, errlen, "%s", why);
+		else
+			fprintf(stderr, "portfwdctl: %s\n", why);
 		return EXIT_CONNECT;
+	}
 	len = snprintf(buf, sizeof(buf), "hello %d\n%s\n", CTL_PROTO_VERSION, request);
 	if (len < 0 || (size_t)len >= sizeof(buf)) {
 		fprintf(stderr, "portfwdctl: the request is too long\n");
@@ -185,11 +202,35 @@ static int ctl_run(const char *path, const char *request, const char *payload, s
 		close(fd);
 		return EXIT_REPLY_ERROR;
 	}
-	rc = ctl_read_reply(in, NULL, NULL, path);
+	rc = ctl_read_reply(in, NULL, NULL, path, err, errlen);
 	if (rc == 0)
-		rc = ctl_read_reply(in, out, errbody, path);
+		rc = ctl_read_reply(in, out, errbody, path, err, errlen);
 	fclose(in);
 	return rc == 0 ? EXIT_OK : EXIT_REPLY_ERROR;
+}
+
+static int ctl_run(const char *path, const char *request, const char *payload, size_t plen,
+		   FILE *out, FILE *errbody)
+{
+	return ctl_exchange(path, request, payload, plen, out, errbody, NULL, 0);
+}
+
+/* ports_ctl's request: REQUEST's reply body in *BODY, quietly. */
+static int ctl_request(const char *path, const char *request, char **body, char *err,
+		       size_t errlen)
+{
+	size_t len = 0;
+	FILE *mem = open_memstream(body, &len);
+	int rc;
+
+	if (!mem) {
+		*body = NULL;
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	rc = ctl_exchange(path, request, NULL, 0, mem, NULL, err, errlen);
+	fclose(mem);
+	return rc == EXIT_OK ? 0 : rc == EXIT_REPLY_ERROR ? 1 : -1;
 }
 
 /* Runs REQUEST (which asks for JSON) with its PAYLOAD and pretty-prints the
@@ -313,6 +354,12 @@ int main(int argc, char **argv)
 	if (cmd->id == CTL_CMD_HELP && !json) {
 		usage(stdout);
 		return EXIT_OK;
+	}
+	/* ports, who, free: here, with the caller's rights (ports.h). */
+	if (cmd->local) {
+		struct ports_ctl ctl = { path, ctl_request };
+
+		return ports_command(cmd->name, nargs, args, json, &ctl);
 	}
 	if (ctl_add_word(request, sizeof(request), cmd->name) < 0)
 		return EXIT_USAGE;

@@ -1,7 +1,6 @@
 #include "portinfo.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdint.h>
@@ -15,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "rule.h"
+#include "sockets.h"
 #include "suggest.h"
 
 const char *portinfo_range(unsigned port)
@@ -26,113 +26,31 @@ const char *portinfo_range(unsigned port)
 	return "dynamic";
 }
 
-/* Finds the inode and owner of a socket on PORT in one /proc/net table. */
-static int portinfo_scan_table(const char *table, unsigned port,
-			       unsigned want_state, unsigned long *inode,
-			       unsigned *uid)
-{
-	char line[512];
-	FILE *fp = fopen(table, "r");
-	int found = -1;
-
-	if (!fp)
-		return -1;
-	if (!fgets(line, sizeof(line), fp)) { /* header */
-		fclose(fp);
-		return -1;
-	}
-	while (fgets(line, sizeof(line), fp)) {
-		unsigned lport, state, u;
-		unsigned long ino;
-
-		if (sscanf(line, " %*d: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x %*x:%*x %*x:%*x %*x %u %*d %lu",
-			   &lport, &state, &u, &ino) != 4)
-			continue;
-		if (lport == port && state == want_state && ino != 0) {
-			*inode = ino;
-			*uid = u;
-			found = 0;
-			break;
-		}
-	}
-	fclose(fp);
-	return found;
-}
-
-/* Finds the process with an fd on socket INODE. Returns its pid or -1. */
-static long portinfo_find_pid(unsigned long inode, char *comm, size_t commlen)
-{
-	char want[64], path[600], link[64];
-	DIR *proc = opendir("/proc");
-	struct dirent *de;
-	long pid = -1;
-
-	if (!proc)
-		return -1;
-	snprintf(want, sizeof(want), "socket:[%lu]", inode);
-	while (pid < 0 && (de = readdir(proc))) {
-		DIR *fds;
-		struct dirent *fe;
-
-		if (de->d_name[0] < '0' || de->d_name[0] > '9')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/fd", de->d_name);
-		fds = opendir(path);
-		if (!fds)
-			continue;
-		while ((fe = readdir(fds))) {
-			ssize_t n;
-
-			snprintf(path, sizeof(path), "/proc/%s/fd/%s", de->d_name, fe->d_name);
-			n = readlink(path, link, sizeof(link) - 1);
-			if (n <= 0)
-				continue;
-			link[n] = '\0';
-			if (strcmp(link, want) == 0) {
-				pid = strtol(de->d_name, NULL, 10);
-				break;
-			}
-		}
-		closedir(fds);
-	}
-	closedir(proc);
-	if (pid > 0) {
-		FILE *fp;
-
-		snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
-		comm[0] = '\0';
-		if ((fp = fopen(path, "r"))) {
-			if (fgets(comm, (int)commlen, fp))
-				comm[strcspn(comm, "\n")] = '\0';
-			fclose(fp);
-		}
-	}
-	return pid;
-}
-
 int portinfo_holder(int socktype, unsigned port, char *out, size_t outlen)
 {
-	static const char *const tcp[] = { "/proc/net/tcp", "/proc/net/tcp6" };
-	static const char *const udp[] = { "/proc/net/udp", "/proc/net/udp6" };
-	const char *const *tables = socktype == SOCK_STREAM ? tcp : udp;
-	/* TCP_LISTEN is 0x0A; a bound UDP socket shows TCP_CLOSE, 0x07. */
-	unsigned state = socktype == SOCK_STREAM ? 0x0A : 0x07;
-	unsigned long inode;
-	unsigned uid;
-	char comm[64];
-	long pid;
+	struct sockets_filter f = { socktype == SOCK_STREAM ? RULE_PROTO_TCP : RULE_PROTO_UDP, port, port };
+	struct sockets_list l;
+	const struct sockets_entry *e;
 
-	for (int i = 0; i < 2; i++) {
-		if (portinfo_scan_table(tables[i], port, state, &inode, &uid) < 0)
-			continue;
-		pid = portinfo_find_pid(inode, comm, sizeof(comm));
-		if (pid > 0)
-			snprintf(out, outlen, "pid %ld (%s)", pid, comm[0] ? comm : "?");
-		else
-			snprintf(out, outlen, "a process of uid %u", uid);
-		return 0;
+	if (sockets_read(&f, &l) < 0)
+		return -1;
+	if (l.n == 0) {
+		sockets_free(&l);
+		return -1;
 	}
-	return -1;
+	sockets_join(&l);
+	e = &l.e[0];
+	for (size_t i = 0; i < l.n; i++)
+		if (l.e[i].pid > 0) { /* one whose process shows, if any does */
+			e = &l.e[i];
+			break;
+		}
+	if (e->pid > 0)
+		snprintf(out, outlen, "pid %ld (%s)", (long)e->pid, e->comm[0] ? e->comm : "?");
+	else
+		snprintf(out, outlen, "a process of uid %u", (unsigned)e->uid);
+	sockets_free(&l);
+	return 0;
 }
 
 void portinfo_bind_error(int err, int socktype, const struct sockaddr *addr,
@@ -215,6 +133,14 @@ static struct {
 
 static const char *portinfo_services_path = "/etc/services";
 
+/* While pinned, the database is not looked at again for changes. */
+static bool portinfo_pinned;
+
+void portinfo_services_pin(bool pin)
+{
+	portinfo_pinned = pin;
+}
+
 void portinfo_set_services_path(const char *path)
 {
 	portinfo_services_path = path ? path : "/etc/services";
@@ -290,6 +216,8 @@ static void portinfo_db_load(void)
 	size_t cap = 1024;
 	char *buf;
 
+	if (portinfo_pinned && portinfo_db.read)
+		return;
 	if (stat(portinfo_services_path, &st) < 0)
 		memset(&st, 0, sizeof(st));
 	if (portinfo_db.read && st.st_mtim.tv_sec == portinfo_db.mtime.tv_sec &&

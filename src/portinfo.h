@@ -11,7 +11,7 @@ const char *portinfo_range(unsigned port);
 
 /*
  * Finds the process holding PORT for SOCKTYPE (SOCK_STREAM: a listening
- * socket; SOCK_DGRAM: a bound one) from /proc. Writes "pid 123 (nginx)"
+ * socket; SOCK_DGRAM: a bound one) through sockets.h. Writes "pid 123 (nginx)"
  * or, when the socket is visible but its process is not (another user's),
  * "a process of uid 0". Returns 0 if found, -1 if not.
  */
@@ -72,6 +72,10 @@ const char *portinfo_describe(unsigned port, unsigned proto, char *buf, size_t l
 /* True if the services database holds nothing (no /etc/services: netbase
  * is missing). */
 bool portinfo_services_empty(void);
+
+/* With PIN, lookups stop asking whether the file changed (a stat(2)
+ * each) until unpinned: for a client naming thousands of ports at once. */
+void portinfo_services_pin(bool pin);
 
 /* For tests: the file whose changes make the database be read again
  * (NULL: /etc/services); the database itself is what nsswitch reads. */

@@ -58,6 +58,13 @@ START_TEST(test_command_table)
 	ck_assert(!ctl_proto_find("metrics", NULL)->mutating);
 	ck_assert(ctl_proto_find("ban", NULL)->mutating);
 	ck_assert(ctl_proto_find("unban", NULL)->mutating);
+	/* ports, who and free run in portfwdctl; nothing else does. */
+	for (size_t i = 0; i < CTL_CMD_COUNT; i++)
+		ck_assert_msg(ctl_cmds[i].local == (i == CTL_CMD_PORTS || i == CTL_CMD_WHO || i == CTL_CMD_FREE),
+			      "%s", ctl_cmds[i].name);
+	ck_assert(ctl_proto_takes_option(ctl_proto_find("ports", NULL), "--udp"));
+	ck_assert(ctl_proto_takes_option(ctl_proto_find("free", NULL), "--kill"));
+	ck_assert(!ctl_proto_takes_option(ctl_proto_find("who", NULL), "--kill"));
 	ck_assert(!ctl_proto_find("bans", NULL)->mutating);
 	/* The options each command takes, for portfwdctl's checks. */
 	ck_assert(ctl_proto_takes_option(ctl_proto_find("kill", NULL), "--rule"));
