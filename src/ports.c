@@ -18,6 +18,7 @@
 #include "privs.h"
 #include "rule.h"
 #include "sockets.h"
+#include "sysports.h"
 
 /* ---- arguments ---- */
 
@@ -178,27 +179,6 @@ static const char *ports_spec_name(const struct ports_spec *spec, char *buf, siz
 	else
 		snprintf(buf, len, "%u-%u%s", spec->lo[i], spec->hi[i], p);
 	return buf;
-}
-
-void ports_kernel_read(struct ports_kernel *k)
-{
-	FILE *fp;
-
-	k->unprivileged_start = 1024;
-	k->ephemeral_lo = 32768;
-	k->ephemeral_hi = 60999;
-	if ((fp = fopen("/proc/sys/net/ipv4/ip_unprivileged_port_start", "re"))) {
-		if (fscanf(fp, "%u", &k->unprivileged_start) != 1)
-			k->unprivileged_start = 1024;
-		fclose(fp);
-	}
-	if ((fp = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re"))) {
-		if (fscanf(fp, "%u %u", &k->ephemeral_lo, &k->ephemeral_hi) != 2) {
-			k->ephemeral_lo = 32768;
-			k->ephemeral_hi = 60999;
-		}
-		fclose(fp);
-	}
 }
 
 /* ---- the daemon's rules ---- */
@@ -453,6 +433,14 @@ static void ports_json_print(json_t *doc)
 
 /* ---- ports ---- */
 
+/* True if A and B differ in their inode only: one line of ports' table. */
+static bool ports_alike(const struct sockets_entry *a, const struct sockets_entry *b)
+{
+	return a->proto == b->proto && a->family == b->family && a->port == b->port &&
+	       memcmp(&a->addr, &b->addr, sizeof(a->addr)) == 0 && a->uid == b->uid &&
+	       a->pid == b->pid && a->nprocs == b->nprocs && strcmp(a->comm, b->comm) == 0;
+}
+
 static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *ctl)
 {
 	struct ports_spec spec;
@@ -520,6 +508,7 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 	for (size_t i = 0; i < l.n; i++) {
 		const struct sockets_entry *s = &l.e[i];
 		char addr[64], service[PORTINFO_NAME_MAX], rules[256], pid[16], proc[32];
+		unsigned same = 1;
 
 		if (!ports_spec_match(&spec, s->proto, s->port))
 			continue;
@@ -530,9 +519,24 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 			json_array_append_new(arr, ports_entry_json(&d, s));
 			continue;
 		}
+		/* Sockets alike but for their inode (SO_REUSEPORT: one per
+		 * worker of portfwd, nginx, ...) are one line, with their number;
+		 * the list is sorted, so they are neighbours. */
+		while (i + 1 < l.n && ports_alike(s, &l.e[i + 1])) {
+			i++;
+			same++;
+			shown++;
+			if (!l.e[i].pid)
+				unseen++;
+		}
 		sockets_addr_text(s, addr, sizeof(addr));
 		portinfo_service_name(s->port, s->proto, service, sizeof(service));
 		ports_rules_of(&d, s, rules, sizeof(rules), NULL);
+		if (same > 1) {
+			size_t used = strlen(rules);
+
+			snprintf(rules + used, sizeof(rules) - used, "%s(%u sockets)", used ? " " : "", same);
+		}
 		snprintf(pid, sizeof(pid), s->pid ? "%ld" : "-", (long)s->pid);
 		if (s->nprocs > 1)
 			snprintf(proc, sizeof(proc), "%s(+%u)", s->comm, s->nprocs - 1);
@@ -595,7 +599,7 @@ static int ports_who(int argc, char **argv, bool json, const struct ports_ctl *c
 	struct sockets_filter f;
 	struct sockets_list l;
 	struct ports_daemon d;
-	struct ports_kernel k;
+	struct sysports k;
 	char err[300], desc[PORTINFO_NAME_MAX + 32], name[PORTINFO_NAME_MAX];
 	json_t *held = json ? json_array() : NULL;
 	bool any = false;
@@ -617,7 +621,7 @@ static int ports_who(int argc, char **argv, bool json, const struct ports_ctl *c
 		return PORTS_EXIT_USAGE;
 	}
 	ports_daemon_load(ctl, &d);
-	ports_kernel_read(&k);
+	sysports_read(&k);
 	for (unsigned p = RULE_PROTO_TCP; p <= RULE_PROTO_UDP; p <<= 1) {
 		char line[1024] = "", holder[160], addr[64], rules[256];
 		size_t used = 0, naddr = 0;
@@ -653,16 +657,26 @@ static int ports_who(int argc, char **argv, bool json, const struct ports_ctl *c
 	}
 	port = spec.lo[spec.proto & RULE_PROTO_TCP ? 0 : 1];
 	{
-		bool priv = port < k.unprivileged_start;
-		bool eph = port >= k.ephemeral_lo && port <= k.ephemeral_hi;
-		char privtext[160];
+		bool priv = sysports_port_privileged(&k, port);
+		/* Reserved ports (ip_local_reserved_ports) are not handed out. */
+		unsigned first;
+		bool eph = sysports_ephemeral_overlap(&k, port, port, &first) > 0;
+		char privtext[160], ephtext[160];
 
 		if (!priv)
 			snprintf(privtext, sizeof(privtext), "binding it needs no privilege");
 		else
 			snprintf(privtext, sizeof(privtext),
 				 "binding it needs root or CAP_NET_BIND_SERVICE (ports below %u)%s",
-				 k.unprivileged_start, privs_can_bind_low() ? ", which you have" : ", which you lack");
+				 k.unpriv_start, privs_can_bind_low() ? ", which you have" : ", which you lack");
+		if (!k.have_range)
+			snprintf(ephtext, sizeof(ephtext), "the ephemeral range is unknown (no /proc/sys/net/ipv4/ip_local_port_range)");
+		else if (eph)
+			snprintf(ephtext, sizeof(ephtext), "inside the ephemeral range %u-%u (outgoing connections may take it)",
+				 k.eph_lo, k.eph_hi);
+		else
+			snprintf(ephtext, sizeof(ephtext), "outside the ephemeral range %u-%u%s", k.eph_lo,
+				 k.eph_hi, sysports_reserved(&k, port) ? " (reserved)" : "");
 		if (json) {
 			json_t *doc = json_pack("{s:i, s:s, s:b, s:o, s:s, s:s?, s:b, s:b, s:[ii], s:i, s:b}",
 						"port", (int)port, "proto", rule_proto_name(spec.proto),
@@ -670,18 +684,16 @@ static int ports_who(int argc, char **argv, bool json, const struct ports_ctl *c
 						portinfo_range(port), "service",
 						portinfo_service_name(port, spec.proto, name, sizeof(name)) ? name : NULL,
 						"needs_privilege", priv, "ephemeral", eph,
-						"ephemeral_range", (int)k.ephemeral_lo, (int)k.ephemeral_hi,
-						"unprivileged_port_start", (int)k.unprivileged_start, "daemon", d.up);
+						"ephemeral_range", (int)k.eph_lo, (int)k.eph_hi,
+						"unprivileged_port_start", (int)k.unpriv_start, "daemon", d.up);
 
 			if (!d.up)
 				json_object_set_new(doc, "notes", json_pack("[s]", d.why));
 			ports_json_print(doc);
 		} else if (!any) {
-			printf("%u/%s is free; %s; %s; %s the ephemeral range %u-%u%s\n", port,
+			printf("%u/%s is free; %s; %s; %s\n", port,
 			       spec.proto == RULE_PROTO_BOTH ? "tcp+udp" : ports_proto_name(spec.proto),
-			       portinfo_describe(port, spec.proto, desc, sizeof(desc)), privtext,
-			       eph ? "inside" : "outside", k.ephemeral_lo, k.ephemeral_hi,
-			       eph ? " (outgoing connections may take it)" : "");
+			       portinfo_describe(port, spec.proto, desc, sizeof(desc)), privtext, ephtext);
 		}
 	}
 	if (!json && any && !d.up)

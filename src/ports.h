@@ -66,13 +66,5 @@ enum {
  */
 int ports_command(const char *name, int argc, char **argv, bool json, const struct ports_ctl *ctl);
 
-/* The port's kernel facts: where binding needs privilege and the
- * ephemeral range (from /proc/sys/net/ipv4), with Linux's defaults when
- * they cannot be read. */
-struct ports_kernel {
-	unsigned unprivileged_start;
-	unsigned ephemeral_lo, ephemeral_hi;
-};
-void ports_kernel_read(struct ports_kernel *k);
 
 #endif
