@@ -719,18 +719,22 @@ static int names_connect(unsigned port)
 	return pfd.fd;
 }
 
-/* CONNS's connection to the rule "web" with the highest id. */
-static json_t *names_newest(json_t *doc)
+/* The connection of DOC (connections --json) whose client is FD's end. */
+static json_t *names_conn_of(json_t *doc, int fd)
 {
-	json_t *c, *best = NULL;
+	struct sockaddr_in me;
+	socklen_t len = sizeof(me);
+	char client[64];
+	json_t *c;
 	size_t i;
 
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&me, &len), 0);
+	snprintf(client, sizeof(client), "127.0.0.1:%u", ntohs(me.sin_port));
 	json_array_foreach(json_object_get(doc, "connections"), i, c)
-		if (!best || json_integer_value(json_object_get(c, "id")) >
-				     json_integer_value(json_object_get(best, "id")))
-			best = c;
-	ck_assert_ptr_nonnull(best);
-	return best;
+		if (strcmp(json_string_value(json_object_get(c, "client")), client) == 0)
+			return c;
+	ck_abort_msg("no connection from %s", client);
+	return NULL;
 }
 
 /* A free port of SOCKTYPE that portinfo's own table does not name (it would
@@ -748,6 +752,20 @@ static unsigned names_free_port(int socktype)
 		if (!named)
 			return p;
 	}
+}
+
+/* REQUEST's reply from D, which must be ok, as JSON. */
+static json_t *names_ctl_json(struct hdaemon *d, const char *request)
+{
+	bool ok;
+	char *out = h_ctl(d->sock, request, &ok);
+	json_t *doc;
+
+	ck_assert_msg(ok, "%s: %s", request, out ? out : "no reply");
+	doc = json_loads(out, 0, NULL);
+	ck_assert_msg(doc, "%s: not JSON: %s", request, out);
+	free(out);
+	return doc;
 }
 
 /*
@@ -815,10 +833,7 @@ START_TEST(test_port_names)
 	snprintf(want, sizeof(want), "\nweb  tcp  %s -> %s  listening  (line ", lw, tw);
 	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
 	free(out);
-	out = h_ctl(d.sock, "rules --json", &ok);
-	ck_assert(ok);
-	doc = json_loads(out, 0, NULL);
-	free(out);
+	doc = names_ctl_json(&d, "rules --json");
 	r = json_array_get(json_object_get(doc, "rules"), 0);
 	assert_port_json(json_object_get(r, "target_port"), be.port, "pf-back");
 	json_decref(doc);
@@ -828,10 +843,7 @@ START_TEST(test_port_names)
 	snprintf(want, sizeof(want), "configuration is valid\n  web  tcp  %s -> %s\n", lw, tw);
 	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
 	free(out);
-	out = h_ctl(d.sock, "check --json", &ok);
-	ck_assert(ok);
-	doc = json_loads(out, 0, NULL);
-	free(out);
+	doc = names_ctl_json(&d, "check --json");
 	r = json_array_get(json_object_get(doc, "rules"), 0);
 	ck_assert_str_eq(json_string_value(json_object_get(r, "name")), "web");
 	assert_port_json(json_object_get(r, "listen_port"), lport, "pf-front");
@@ -843,11 +855,8 @@ START_TEST(test_port_names)
 	snprintf(want, sizeof(want), " %s ", tw);
 	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
 	free(out);
-	out = h_ctl(d.sock, "connections --json", &ok);
-	ck_assert(ok);
-	doc = json_loads(out, 0, NULL);
-	free(out);
-	assert_port_json(json_object_get(names_newest(doc), "target_port"), be.port, "pf-back");
+	doc = names_ctl_json(&d, "connections --json");
+	assert_port_json(json_object_get(names_conn_of(doc, fd), "target_port"), be.port, "pf-back");
 	json_decref(doc);
 	/* the log */
 	snprintf(want, sizeof(want), "rule web: listening on tcp %s, forwarding to %s\n", lw, tw);
@@ -866,11 +875,8 @@ START_TEST(test_port_names)
 			 be.port, "pf-renamed");
 	json_decref(doc);
 	c2 = names_connect(lport);
-	out = h_ctl(d.sock, "connections --json", &ok);
-	ck_assert(ok);
-	doc = json_loads(out, 0, NULL);
-	free(out);
-	assert_port_json(json_object_get(names_newest(doc), "target_port"), be.port, "pf-renamed");
+	doc = names_ctl_json(&d, "connections --json");
+	assert_port_json(json_object_get(names_conn_of(doc, c2), "target_port"), be.port, "pf-renamed");
 	ck_assert_int_eq(json_array_size(json_object_get(doc, "connections")), 2);
 	json_decref(doc);
 	close(c2);

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "check_run.h"
+#include "services_file.h"
 #include "harness.h"
 #include "portinfo.h"
 #include "rule.h"
@@ -616,20 +617,6 @@ START_TEST(test_who)
 }
 END_TEST
 
-/* Puts FILE over /etc/services in a mount namespace of this test's own;
- * the portfwdctl it runs inherits it. False when not root. */
-static bool services_file(const char *file)
-{
-	if (geteuid() != 0 || unshare(CLONE_NEWNS) < 0 ||
-	    mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-		fprintf(stderr, "service names from a test file need root (a mount namespace): skipped\n");
-		return false;
-	}
-	ck_assert_msg(mount(file, "/etc/services", NULL, MS_BIND, NULL) == 0, "bind %s: %s", file,
-		      strerror(errno));
-	return true;
-}
-
 /* Service names, from the test's services file: who NAME, who NAME/udp,
  * and the SERVICE column of ports; a name's port for each protocol. */
 START_TEST(test_who_service_names)
@@ -639,7 +626,7 @@ START_TEST(test_who_service_names)
 	char *out;
 	int rc;
 
-	if (!services_file("tests/conf/services.test"))
+	if (!test_services_file("tests/conf/services.test"))
 		return;
 	/* Fixed ports, so in a network namespace of the test's own (loopback
 	 * up), where no other test run holds them. */

@@ -17,31 +17,11 @@
 #include "sysports.h"
 #include "rule.h"
 #include "check_run.h"
+#include "services_file.h"
 
 #define TCP RULE_PROTO_TCP
 #define UDP RULE_PROTO_UDP
 #define BOTH RULE_PROTO_BOTH
-
-/* Puts FILE over /etc/services in a mount namespace of this test's own
- * (check's process per test). False, having said why, when not root. */
-static bool services_file(const char *file)
-{
-	const char *fork_mode = getenv("CK_FORK");
-
-	if (fork_mode && strcmp(fork_mode, "no") == 0) {
-		fprintf(stderr, "service names from a test file need CK_FORK=yes: skipped\n");
-		return false;
-	}
-	if (geteuid() != 0 || unshare(CLONE_NEWNS) < 0 ||
-	    mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-		fprintf(stderr, "service names from a test file need root (a mount namespace): skipped\n");
-		return false;
-	}
-	ck_assert_msg(mount(file, "/etc/services", NULL, MS_BIND, NULL) == 0, "bind %s: %s", file,
-		      strerror(errno));
-	portinfo_set_services_path(NULL);
-	return true;
-}
 
 static const struct {
 	const char *text;
@@ -90,6 +70,16 @@ static const struct {
 	{ "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", false, 0, 0, 0, 0, 0,
 	  "too long for a service name" },
 };
+
+/* The test services file (NULL: an empty one) over /etc/services, read
+ * again by portinfo. */
+static bool services_file(const char *file)
+{
+	if (!test_services_file(file))
+		return false;
+	portinfo_set_services_path(NULL);
+	return true;
+}
 
 START_TEST(test_parse_spec)
 {

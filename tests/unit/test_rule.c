@@ -13,6 +13,7 @@
 #include "portinfo.h"
 #include "rule.h"
 #include "check_run.h"
+#include "services_file.h"
 
 static const struct {
 	const char *text;
@@ -68,42 +69,6 @@ START_TEST(test_parse_addr)
 }
 END_TEST
 
-/*
- * Puts FILE (or an empty file) over /etc/services in a mount namespace of
- * this test's own (check runs each test in a process of its own). False,
- * having said why, where that cannot be done (not root).
- */
-static bool services_file(const char *file)
-{
-	char empty[] = "/tmp/portfwd-test-services-XXXXXX";
-	int fd;
-
-	const char *fork_mode = getenv("CK_FORK");
-
-	/* The mount namespace must end with the test: check's own process per test. */
-	if (fork_mode && strcmp(fork_mode, "no") == 0) {
-		fprintf(stderr, "service names from a test file need CK_FORK=yes: skipped\n");
-		return false;
-	}
-	if (geteuid() != 0 || unshare(CLONE_NEWNS) < 0 ||
-	    mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-		fprintf(stderr, "service names from a test file need root (a mount namespace): skipped\n");
-		return false;
-	}
-	if (!file) {
-		fd = mkstemp(empty);
-		ck_assert_int_ge(fd, 0);
-		close(fd);
-		file = empty;
-	}
-	ck_assert_msg(mount(file, "/etc/services", NULL, MS_BIND, NULL) == 0, "bind %s: %s", file,
-		      strerror(errno));
-	if (file == empty)
-		unlink(empty);
-	portinfo_set_services_path(NULL); /* read again */
-	return true;
-}
-
 /* TEXT parsed for PROTO: the port, or 0 with the error in ERR. */
 static unsigned port_of(const char *text, unsigned proto, char *err, size_t len)
 {
@@ -118,6 +83,16 @@ static unsigned port_of(const char *text, unsigned proto, char *err, size_t len)
 #define TCP RULE_PROTO_TCP
 #define UDP RULE_PROTO_UDP
 #define BOTH (RULE_PROTO_TCP | RULE_PROTO_UDP)
+
+/* The test services file (NULL: an empty one) over /etc/services, read
+ * again by portinfo. */
+static bool services_file(const char *file)
+{
+	if (!test_services_file(file))
+		return false;
+	portinfo_set_services_path(NULL);
+	return true;
+}
 
 /*
  * A service name for the port, as the rule's protocol has it, from a
