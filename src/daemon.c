@@ -433,6 +433,10 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	daemon_check_fd_limit(&nc, d->nworkers);
 
 	daemon_plan(d, &nc, rules, taken, res);
+	/* The warnings before anything is bound: one about a port the daemon
+	 * may not bind comes before the failed bind, as check said it. */
+	daemon_exposure(d, &nc, rules, &res->warnings);
+	exposure_log(&res->warnings);
 	/* The removed ones first: a new rule may want an address they free. */
 	for (size_t j = 0; j < d->nrules; j++)
 		if (!taken[j])
@@ -490,8 +494,8 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	free(taken);
 	config_free(&d->cfg);
 	d->cfg = nc;
+	/* What status shows: as things are now, the sockets bound. */
 	daemon_exposure(d, &d->cfg, d->rules, &d->exposure);
-	daemon_exposure(d, &d->cfg, d->rules, &res->warnings);
 	if (!d->log_level_fixed)
 		log_set_level(d->cfg.log_level);
 	for (size_t i = 0; i < d->nworkers; i++)
@@ -506,7 +510,6 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 		 why, (unsigned long long)d->generation, d->last_reload_seconds, res->added,
 		 res->removed, res->changed, res->unchanged,
 		 res->status ? "; some rules are not listening" : "");
-	exposure_log(&d->exposure);
 	daemon_notify_ready(d, res->status ? "reloaded, some rules failed: " : "");
 	return;
 refused:
@@ -544,8 +547,14 @@ static bool daemon_needs_low_ports(const struct config *cfg)
 	if (!sp)
 		return true; /* keeping it is the safe side */
 	sysports_read(sp);
-	for (size_t i = 0; i < cfg->nrules && !low; i++)
-		low = sysports_port_privileged(sp, rule_addr_port((const struct sockaddr *)&cfg->rules[i].listen));
+	/* Below 1024 as well: the sysctl may be raised again while the daemon
+	 * runs, and a port it holds must stay one it can bind again (a retry,
+	 * enable, an interface made again). */
+	for (size_t i = 0; i < cfg->nrules && !low; i++) {
+		unsigned port = rule_addr_port((const struct sockaddr *)&cfg->rules[i].listen);
+
+		low = port < 1024 || sysports_port_privileged(sp, port);
+	}
 	free(sp);
 	return low;
 }
@@ -587,7 +596,14 @@ static int daemon_drop_privileges(struct daemon *d)
 			    c->path);
 		return 0;
 	}
+	/* Root without the capability (a container, a unit's bounding set)
+	 * cannot keep what it has not got: the drop would fail. */
 	low = daemon_needs_low_ports(c);
+	if (low && !privs_can_bind_low()) {
+		log_warning("started as root without CAP_NET_BIND_SERVICE: it cannot be kept for user %s, and ports below %s need it",
+			    c->user, "ip_unprivileged_port_start");
+		low = false;
+	}
 	raw = daemon_needs_raw(c);
 	if (privs_drop(c->uid, c->gid, low, raw, err, sizeof(err)) < 0) {
 		log_error("cannot give up root: %s", err);

@@ -293,8 +293,11 @@ static int exposure_check_target(const struct config *cfg, size_t i, struct expo
 		memcpy(&v4.sin_addr, &((const struct sockaddr_in6 *)target)->sin6_addr.s6_addr[12], 4);
 		plain = (const struct sockaddr *)&v4;
 	}
-	/* A LAN with public addresses (IPv6 has no NAT) is still the LAN. */
-	if (iface_on_link(plain, ifname, sizeof(ifname)))
+	/* A LAN with public addresses (IPv6 has no NAT) is still the LAN, and
+	 * so is a network this host has a route of its own to (a sibling
+	 * VLAN behind the LAN router, a VPN, an address given as /128 by
+	 * DHCPv6 with the /64 on-link from the router's advertisements). */
+	if (iface_on_link(plain, ifname, sizeof(ifname)) || iface_routed(plain, ifname, sizeof(ifname)))
 		return 0;
 	rule_format_addr(target, addr, sizeof(addr));
 	if (exposure_addr_class(listen) == EXPOSURE_ADDR_LOOPBACK)
@@ -302,7 +305,7 @@ static int exposure_check_target(const struct config *cfg, size_t i, struct expo
 				    "target %s is a public address (not private, link-local or loopback): the traffic goes out to the internet; check that this is the host you mean",
 				    addr);
 	return exposure_add(out, cfg, i, EXPOSURE_WARNING,
-			    "target %s is a public address, on none of this host's networks: what reaches %s goes out to the internet, and whoever reaches this host reaches that one through it; router-style forwarding goes to a machine on the LAN, whose address is private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fd00::/8): check the address for a slip (loopback, private and link-local targets, and those on this host's networks, are fine)",
+			    "target %s is a public address, on none of this host's networks: what reaches %s goes out to the internet, and whoever reaches this host reaches that one through it; router-style forwarding goes to a machine on the LAN, whose address is private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7): check the address for a slip (loopback, private and link-local targets, and those on this host's networks or routes of their own, are fine)",
 			    addr, rule_format_addr(listen, laddr, sizeof(laddr)));
 }
 

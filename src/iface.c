@@ -164,7 +164,93 @@ static bool iface_netlink_default_route(const char *name, int family)
 	return found;
 }
 
+/*
+ * True if the kernel routes SA (AF_INET or AF_INET6) by a route of the main
+ * tables more specific than a default route (a connected network, a VPN's
+ * or a LAN router's route), with its interface in IFNAME: asked as
+ * `ip route get fibmatch` does (RTM_GETROUTE with RTM_F_FIB_MATCH, Linux
+ * 4.13), which answers with the route that matched rather than a host
+ * route. False for a default route, no route, or a kernel that cannot say.
+ */
+static bool iface_netlink_routed(const struct sockaddr *sa, char *ifname, size_t len)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct rtmsg rt;
+		struct rtattr at;
+		uint8_t addr[16];
+	} req;
+	size_t alen = sa->sa_family == AF_INET ? 4 : 16;
+	struct timeval tv = { 1, 0 };
+	bool found = false;
+	char buf[8192];
+	ssize_t got;
+	int fd;
+
+	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (fd < 0)
+		return false;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	memset(&req, 0, sizeof(req));
+	req.nh.nlmsg_len = (uint32_t)(NLMSG_LENGTH(sizeof(req.rt)) + RTA_LENGTH(alen));
+	req.nh.nlmsg_type = RTM_GETROUTE;
+	req.nh.nlmsg_flags = NLM_F_REQUEST;
+	req.nh.nlmsg_seq = 1;
+	req.rt.rtm_family = (unsigned char)sa->sa_family;
+	req.rt.rtm_dst_len = (unsigned char)(alen * 8);
+	req.rt.rtm_flags = RTM_F_FIB_MATCH;
+	req.at.rta_type = RTA_DST;
+	req.at.rta_len = (unsigned short)RTA_LENGTH(alen);
+	memcpy(req.addr,
+	       sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+					: (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr,
+	       alen);
+	if (send(fd, &req, req.nh.nlmsg_len, 0) < 0) {
+		close(fd);
+		return false;
+	}
+	do
+		got = recv(fd, buf, sizeof(buf), 0);
+	while (got < 0 && errno == EINTR);
+	if (got > 0) {
+		struct nlmsghdr *nh = (struct nlmsghdr *)buf;
+		unsigned int n = (unsigned int)got;
+
+		/* One answer: the route, or NLMSG_ERROR (no route: ENETUNREACH). */
+		if (NLMSG_OK(nh, n) && nh->nlmsg_type == RTM_NEWROUTE &&
+		    nh->nlmsg_len >= NLMSG_LENGTH(sizeof(struct rtmsg))) {
+			struct rtmsg *rt = NLMSG_DATA(nh);
+			int alen_left = (int)RTM_PAYLOAD(nh);
+			uint32_t oif = 0;
+
+			for (struct rtattr *at = RTM_RTA(rt); RTA_OK(at, alen_left); at = RTA_NEXT(at, alen_left))
+				if (at->rta_type == RTA_OIF && RTA_PAYLOAD(at) >= sizeof(uint32_t))
+					memcpy(&oif, RTA_DATA(at), sizeof(uint32_t));
+			found = rt->rtm_dst_len > 0 && rt->rtm_type == RTN_UNICAST;
+			if (found && !(oif && if_indextoname(oif, buf)))
+				snprintf(buf, sizeof(buf), "?");
+			if (found)
+				snprintf(ifname, len, "%s", buf);
+		}
+	}
+	close(fd);
+	return found;
+}
+
 static bool (*iface_default_route)(const char *, int) = iface_netlink_default_route;
+static bool (*iface_routed_by)(const struct sockaddr *, char *, size_t) = iface_netlink_routed;
+
+void iface_set_routes(bool (*routed)(const struct sockaddr *sa, char *ifname, size_t len))
+{
+	iface_routed_by = routed ? routed : iface_netlink_routed;
+}
+
+bool iface_routed(const struct sockaddr *sa, char *ifname, size_t len)
+{
+	if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+		return false;
+	return iface_routed_by(sa, ifname, len);
+}
 static int (*iface_getifaddrs)(struct ifaddrs **) = getifaddrs;
 static void (*iface_freeifaddrs)(struct ifaddrs *) = freeifaddrs;
 

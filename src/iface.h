@@ -62,6 +62,18 @@ bool iface_faces_internet(const char *name, int family, char *why, size_t len);
  */
 bool iface_on_link(const struct sockaddr *sa, char *ifname, size_t len);
 
+/*
+ * True if the kernel routes address SA (AF_INET or AF_INET6) by a route
+ * more specific than a default one (a VPN's, a LAN router's, a
+ * point-to-point peer's), with that route's interface in IFNAME: the
+ * address is reached through a network this host knows, not the internet.
+ * False for the default route or no route.
+ */
+bool iface_routed(const struct sockaddr *sa, char *ifname, size_t len);
+
+/* For tests: the route lookup iface_routed makes (NULL: ask the kernel). */
+void iface_set_routes(bool (*routed)(const struct sockaddr *sa, char *ifname, size_t len));
+
 /* For tests: whether NAME carries a default route of FAMILY (NULL: ask
  * the kernel) and the interfaces' addresses as getifaddrs(3) gives them
  * (NULL: getifaddrs and freeifaddrs). */

@@ -373,15 +373,25 @@ static int no_ifaddrs(struct ifaddrs **list)
 
 /* No port settings to read (no ephemeral range, ports below 1024 need
  * privilege): the tests of other warnings never see this host's. */
+static bool no_route(const struct sockaddr *sa, char *ifname, size_t len)
+{
+	(void)sa;
+	(void)ifname;
+	(void)len;
+	return false;
+}
+
 static void quiet_host(void)
 {
 	iface_set_sources(no_default_route, no_ifaddrs, NULL);
+	iface_set_routes(no_route);
 	sysports_set_paths("/nonexistent/range", "/nonexistent/reserved", "/nonexistent/unpriv");
 }
 
 static void real_host(void)
 {
 	iface_set_sources(NULL, NULL, NULL);
+	iface_set_routes(NULL);
 	sysports_set_paths(NULL, NULL, NULL);
 }
 
@@ -690,9 +700,22 @@ static int lan_ifaddrs(struct ifaddrs **list)
 	return 0;
 }
 
+/* The kernel's routes, as the test has them: 2001:db8:7::/48 by a route
+ * of its own (a sibling VLAN behind the LAN router), the rest by default. */
+static bool vlan_routed(const struct sockaddr *sa, char *ifname, size_t len)
+{
+	static const uint8_t prefix[6] = { 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x07 };
+
+	if (sa->sa_family != AF_INET6 ||
+	    memcmp(((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr, prefix, sizeof(prefix)) != 0)
+		return false;
+	snprintf(ifname, len, "lan");
+	return true;
+}
+
 /* Router-style forwarding to a public address: the warning's text; a
  * public address on one of this host's networks is the LAN (IPv6 has no
- * NAT): nothing. */
+ * NAT), and so is one it has a route of its own to: nothing. */
 START_TEST(test_public_target_warning)
 {
 	static const char *const rules[] = {
@@ -703,18 +726,20 @@ START_TEST(test_public_target_warning)
 		"mapped tcp 0.0.0.0:8084 [::ffff:198.51.100.5]:80",
 		"wan tcp 0.0.0.0:8085 203.0.113.6:80",
 		"loop tcp 127.0.0.1:8086 198.51.100.9:80",
+		"vlan6 tcp [::]:8087 [2001:db8:7::20]:80",
 	};
 	struct exposure_list l = { 0 };
 	struct config cfg;
 	char names[128];
 
 	iface_set_sources(no_default_route, lan_ifaddrs, NULL);
+	iface_set_routes(vlan_routed);
 	make_config(&cfg, rules, sizeof(rules) / sizeof(rules[0]));
 	items_of(&cfg, &l);
 	warned_with(&l, "is a public address", names, sizeof(names));
 	ck_assert_str_eq(names, "web far6 wan loop ");
 	ck_assert_str_eq(l.items[0].text,
-			 "FILE:1: warning: rule \"web\": target 198.51.100.77:80 is a public address, on none of this host's networks: what reaches 0.0.0.0:8080 goes out to the internet, and whoever reaches this host reaches that one through it; router-style forwarding goes to a machine on the LAN, whose address is private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fd00::/8): check the address for a slip (loopback, private and link-local targets, and those on this host's networks, are fine)");
+			 "FILE:1: warning: rule \"web\": target 198.51.100.77:80 is a public address, on none of this host's networks: what reaches 0.0.0.0:8080 goes out to the internet, and whoever reaches this host reaches that one through it; router-style forwarding goes to a machine on the LAN, whose address is private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7): check the address for a slip (loopback, private and link-local targets, and those on this host's networks or routes of their own, are fine)");
 	ck_assert_int_eq(exposure_count(&l, EXPOSURE_WARNING), 3);
 	ck_assert_int_eq(l.items[3].level, EXPOSURE_NOTE);
 	ck_assert_str_eq(l.items[3].name, "loop");
