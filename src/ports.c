@@ -444,7 +444,7 @@ static bool ports_alike(const struct sockets_entry *a, const struct sockets_entr
 static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *ctl)
 {
 	struct ports_spec spec;
-	struct sockets_filter f = { RULE_PROTO_BOTH, 1, 65535 };
+	struct sockets_filter f = { .proto = RULE_PROTO_BOTH, .lo = 1, .hi = 65535 };
 	struct sockets_list l;
 	struct ports_daemon d;
 	const char *filter = NULL;
@@ -507,7 +507,7 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 		       "CLASS", "SERVICE", "PID", "PROCESS", "USER", "RULE");
 	for (size_t i = 0; i < l.n; i++) {
 		const struct sockets_entry *s = &l.e[i];
-		char addr[64], service[PORTINFO_NAME_MAX], rules[256], pid[16], proc[32];
+		char addr[64], service[PORTINFO_NAME_MAX], rules[256], pid[16], proc[SOCKETS_COMM_MAX + 16];
 		unsigned same = 1;
 
 		if (!ports_spec_match(&spec, s->proto, s->port))
@@ -623,7 +623,7 @@ static int ports_who(int argc, char **argv, bool json, const struct ports_ctl *c
 	ports_daemon_load(ctl, &d);
 	sysports_read(&k);
 	for (unsigned p = RULE_PROTO_TCP; p <= RULE_PROTO_UDP; p <<= 1) {
-		char line[1024] = "", holder[160], addr[64], rules[256];
+		char line[1024] = "", holder[200], addr[64], rules[256];
 		size_t used = 0, naddr = 0;
 		const struct sockets_entry *first = NULL;
 
@@ -798,7 +798,7 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 	size_t disable[PORTS_MAX_PLAN], ndisable = 0;
 	pid_t pids[PORTS_MAX_PLAN];
 	size_t npids = 0;
-	char err[300], what[64], holder[160], question[600];
+	char err[300], what[64], holder[200], question[600];
 	int rc = PORTS_EXIT_NO;
 
 	for (int i = 0; i < argc; i++) {
