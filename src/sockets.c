@@ -304,7 +304,8 @@ int sockets_read(const struct sockets_filter *filter, struct sockets_list *l)
 			l->from_proc = true;
 			read_any = 1;
 		} else if (errno == ENOENT && tables[i].family == AF_INET6) {
-			read_any = 1; /* no IPv6 in this kernel */
+			/* No IPv6 in this kernel: nothing to read, but no
+			 * proof that the tables can be read either. */
 		} else {
 			e = errno;
 		}
