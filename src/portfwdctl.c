@@ -43,7 +43,8 @@ static void usage(FILE *out)
 		"  --json     print the reply as JSON (any command)\n"
 		"  -V         print the version and exit\n"
 		"  -h         print this help and exit\n"
-		"exit status: 0 ok, 1 error reply (or a reload/check that failed), 2 usage, 3 cannot connect\n"
+		"exit status: 0 ok, 1 error reply (or a reload/check that failed), 2 usage, 3 cannot connect,\n"
+		"4 the socket tables cannot be read (ports, who, free)\n"
 		"(ports: 1 when its filter matched nothing; who: 0 held, 1 free; free: 0 free, 1 still held)\n"
 		"See portfwdctl(8).\n",
 		CTL_DEFAULT_SOCKET);

@@ -621,6 +621,8 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 					l.from_proc ? "/proc/net" : "sock_diag", "daemon", d.up);
 		json_t *notes = json_array();
 
+		/* Processes whose fds this user could not read (root: 0). */
+		json_object_set_new(doc, "processes_hidden", json_integer(l.procs_hidden));
 		if (d.up)
 			json_object_set_new(doc, "daemon_pid", json_integer(d.pid));
 		else
