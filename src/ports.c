@@ -172,6 +172,7 @@ bool ports_spec_match(const struct ports_spec *spec, unsigned proto, unsigned po
 /* The ports a spec covers, for one read of the tables: the span of both. */
 static void ports_spec_filter(const struct ports_spec *spec, struct sockets_filter *f)
 {
+	memset(f, 0, sizeof(*f)); /* listeners only, unless the caller says */
 	f->proto = spec->proto;
 	f->lo = 65535;
 	f->hi = 0;
@@ -746,10 +747,11 @@ static int ports_who(int argc, char **argv, bool json, const struct ports_ctl *c
 		char line[1024] = "", holder[200], addr[64], rules[256];
 		size_t used = 0, nconn = 0, ntw = 0;
 		const struct sockets_entry *first = NULL;
-		json_t *mine = json ? json_array() : NULL;
+		json_t *mine;
 
 		if (!(spec.proto & p))
 			continue;
+		mine = json ? json_array() : NULL;
 		port = spec.lo[p == RULE_PROTO_TCP ? 0 : 1];
 		for (size_t i = 0; i < l.n; i++) {
 			const struct sockets_entry *s = &l.e[i];
