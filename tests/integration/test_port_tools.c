@@ -22,6 +22,9 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1381,6 +1384,46 @@ START_TEST(test_who_connections_only)
 }
 END_TEST
 
+/* In portfwdctl's process: pidfd_open fails with ENOSYS, as on a kernel
+ * older than 5.3. */
+static void no_pidfd(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+		_exit(125);
+}
+
+/* Without pidfds free still works: it checks that the pid still has the
+ * socket right before kill(). */
+START_TEST(test_free_kill_without_pidfd)
+{
+	struct holder h;
+	char arg[32], want[64], *out;
+	int rc, st;
+
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	ctl_child_hook = no_pidfd;
+	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
+	ctl_child_hook = NULL;
+	ck_assert_msg(rc != 125, "no seccomp filter for the test");
+	ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+	snprintf(want, sizeof(want), "sent SIGTERM to pid %d ", (int)h.pid);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	st = holder_wait(&h, 5);
+	ck_assert_msg(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "status %d", st);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("port_tools");
@@ -1408,6 +1451,7 @@ int main(void)
 	tcase_add_test(tc, test_tables_unreadable_exit);
 	tcase_add_test(tc, test_ports_daemon_permission_denied);
 	tcase_add_test(tc, test_who_connections_only);
+	tcase_add_test(tc, test_free_kill_without_pidfd);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
