@@ -25,6 +25,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <pty.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1424,6 +1425,83 @@ START_TEST(test_free_kill_without_pidfd)
 }
 END_TEST
 
+/*
+ * Runs portfwdctl -s SOCK free ARG --kill on a terminal of its own (a pty
+ * for stdin and stderr), waits for the question (10 s at most), puts it in
+ * QUESTION, answers ANSWER, and returns the exit status; everything it
+ * wrote after the question in *OUT.
+ */
+static int free_on_terminal(const char *sock, const char *arg, const char *answer, char *question,
+			    size_t qlen, char **out)
+{
+	char buf[8192];
+	size_t used = 0;
+	double deadline = h_now() + 20;
+	bool asked = false;
+	int master, st;
+	pid_t pid = forkpty(&master, NULL, NULL, NULL);
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		alarm(30);
+		execl(PORTFWDCTL, PORTFWDCTL, "-s", sock, "free", arg, "--kill", (char *)NULL);
+		_exit(127);
+	}
+	question[0] = '\0';
+	while (h_now() < deadline && used < sizeof(buf) - 1) {
+		struct pollfd p = { master, POLLIN, 0 };
+		ssize_t n;
+
+		if (poll(&p, 1, 500) <= 0)
+			continue;
+		n = read(master, buf + used, sizeof(buf) - 1 - used);
+		if (n <= 0)
+			break; /* EIO: the child closed the terminal */
+		used += (size_t)n;
+		buf[used] = '\0';
+		if (!asked && strstr(buf, "[y/N] ")) {
+			size_t q = used < qlen - 1 ? used : qlen - 1;
+
+			memcpy(question, buf, q);
+			question[q] = '\0';
+			used = 0;
+			asked = true;
+			ck_assert_int_eq(write(master, answer, strlen(answer)), (ssize_t)strlen(answer));
+		}
+	}
+	buf[used] = '\0';
+	close(master);
+	ck_assert_msg(waitpid(pid, &st, 0) == pid, "portfwdctl did not end");
+	ck_assert_msg(asked, "no question asked: %s", buf);
+	*out = strdup(buf);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* On a terminal free asks first, naming the process and its user; only
+ * "y" or "yes" is a yes ("yep" is not). */
+START_TEST(test_free_asks_on_terminal)
+{
+	struct holder h;
+	char arg[32], want[128], question[1024], *out;
+	int rc, st;
+
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	snprintf(want, sizeof(want), "SIGTERM pid %d (pf-holder, user %s)? [y/N]", (int)h.pid,
+		 user_name(geteuid()));
+	rc = free_on_terminal("/nonexistent", arg, "yep\n", question, sizeof(question), &out);
+	ck_assert_msg(strstr(question, want), "no \"%s\" in the question: %s", want, question);
+	ck_assert_msg(rc == 1 && strstr(out, "not confirmed"), "\"yep\": exit %d: %s", rc, out);
+	free(out);
+	ck_assert_int_eq(kill(h.pid, 0), 0);
+	rc = free_on_terminal("/nonexistent", arg, "yes\n", question, sizeof(question), &out);
+	ck_assert_msg(rc == 0 && strstr(out, "is now free"), "\"yes\": exit %d: %s", rc, out);
+	free(out);
+	st = holder_wait(&h, 5);
+	ck_assert_msg(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "status %d", st);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("port_tools");
@@ -1452,6 +1530,7 @@ int main(void)
 	tcase_add_test(tc, test_ports_daemon_permission_denied);
 	tcase_add_test(tc, test_who_connections_only);
 	tcase_add_test(tc, test_free_kill_without_pidfd);
+	tcase_add_test(tc, test_free_asks_on_terminal);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
