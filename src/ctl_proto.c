@@ -92,8 +92,11 @@ const struct ctl_cmd *ctl_proto_find(const char *name, int *matches)
 				*matches = 1;
 			return &ctl_cmds[i];
 		}
+	/* free signals processes: a typo ("f") must not run it, so it
+	 * answers to its whole name only, like the plumbing. */
 	for (size_t i = 0; len > 0 && i < CTL_CMD_COUNT; i++)
-		if (!ctl_cmds[i].internal && strncmp(ctl_cmds[i].name, name, len) == 0) {
+		if (!ctl_cmds[i].internal && ctl_cmds[i].id != CTL_CMD_FREE &&
+		    strncmp(ctl_cmds[i].name, name, len) == 0) {
 			found = &ctl_cmds[i];
 			n++;
 		}

@@ -96,7 +96,8 @@ extern const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT];
 /*
  * The command named NAME or, failing that, the one command NAME is a prefix
  * of ("con" for "connections"). NULL if none or several match; *MATCHES
- * (may be NULL) gets how many matched. Internal commands match only whole.
+ * (may be NULL) gets how many matched. Internal commands and free (it
+ * signals processes) match only whole.
  */
 const struct ctl_cmd *ctl_proto_find(const char *name, int *matches);
 

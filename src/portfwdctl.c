@@ -43,7 +43,8 @@ static void usage(FILE *out)
 		"  --json     print the reply as JSON (any command)\n"
 		"  -V         print the version and exit\n"
 		"  -h         print this help and exit\n"
-		"exit status: 0 ok, 1 error reply (or a reload/check that failed), 2 usage, 3 cannot connect\n"
+		"exit status: 0 ok, 1 error reply (or a reload/check that failed), 2 usage, 3 cannot connect,\n"
+		"4 the socket tables cannot be read (ports, who, free)\n"
 		"(ports: 1 when its filter matched nothing; who: 0 held, 1 free; free: 0 free, 1 still held)\n"
 		"See portfwdctl(8).\n",
 		CTL_DEFAULT_SOCKET);
@@ -164,9 +165,14 @@ static int ctl_send(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/* How the last ctl_exchange ended, for ctl_request, which must tell "no
+ * daemon" from "it answered with an error" from "the exchange broke". */
+static enum { CTL_LAST_OK, CTL_LAST_CONNECT, CTL_LAST_BROKEN, CTL_LAST_REPLY_ERROR } ctl_last;
+
 /* Sends the hello, REQUEST and its PAYLOAD (PLEN bytes, or NULL), and
  * prints the reply to OUT (errors' bodies to ERRBODY if set). Returns an
- * exit code; the error is printed, or written to ERR if it is not NULL. */
+ * exit code; the error is printed, or written to ERR if it is not NULL;
+ * ctl_last says how it ended. */
 static int ctl_exchange(const char *path, const char *request, const char *payload, size_t plen,
 			FILE *out, FILE *errbody, char *err, size_t errlen)
 {
@@ -174,6 +180,7 @@ static int ctl_exchange(const char *path, const char *request, const char *paylo
 	int fd, rc, len;
 	FILE *in;
 
+	ctl_last = CTL_LAST_CONNECT;
 	fd = ctl_connect(path, why, sizeof(why));
 	if (fd < 0) {
 		if (err)
@@ -183,14 +190,22 @@ static int ctl_exchange(const char *path, const char *request, const char *paylo
 		return EXIT_CONNECT;
 	}
 	len = snprintf(buf, sizeof(buf), "hello %d\n%s\n", CTL_PROTO_VERSION, request);
+	ctl_last = CTL_LAST_BROKEN;
 	if (len < 0 || (size_t)len >= sizeof(buf)) {
-		fprintf(stderr, "portfwdctl: the request is too long\n");
+		if (err)
+			snprintf(err, errlen, "the request is too long");
+		else
+			fprintf(stderr, "portfwdctl: the request is too long\n");
 		close(fd);
 		return EXIT_USAGE;
 	}
 	if ((ctl_send(fd, buf, (size_t)len) < 0 || (payload && ctl_send(fd, payload, plen) < 0)) &&
 	    errno != EPIPE && errno != ECONNRESET) {
-		fprintf(stderr, "portfwdctl: %s: cannot send the request: %s\n", path, strerror(errno));
+		if (err)
+			snprintf(err, errlen, "%s: cannot send the request: %s", path, strerror(errno));
+		else
+			fprintf(stderr, "portfwdctl: %s: cannot send the request: %s\n", path,
+				strerror(errno));
 		close(fd);
 		return EXIT_CONNECT;
 	}
@@ -199,6 +214,10 @@ static int ctl_exchange(const char *path, const char *request, const char *paylo
 	shutdown(fd, SHUT_WR);
 	in = fdopen(fd, "r");
 	if (!in) {
+		if (err)
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		else
+			fprintf(stderr, "portfwdctl: %s: %s\n", path, strerror(errno));
 		close(fd);
 		return EXIT_REPLY_ERROR;
 	}
@@ -206,6 +225,7 @@ static int ctl_exchange(const char *path, const char *request, const char *paylo
 	if (rc == 0)
 		rc = ctl_read_reply(in, out, errbody, path, err, errlen);
 	fclose(in);
+	ctl_last = rc == 0 ? CTL_LAST_OK : rc == 1 ? CTL_LAST_REPLY_ERROR : CTL_LAST_BROKEN;
 	return rc == 0 ? EXIT_OK : EXIT_REPLY_ERROR;
 }
 
@@ -215,7 +235,8 @@ static int ctl_run(const char *path, const char *request, const char *payload, s
 	return ctl_exchange(path, request, payload, plen, out, errbody, NULL, 0);
 }
 
-/* ports_ctl's request: REQUEST's reply body in *BODY, quietly. */
+/* ports_ctl's request (its contract is in ports.h): REQUEST's reply body
+ * in *BODY, every failure in ERR, nothing printed. */
 static int ctl_request(const char *path, const char *request, char **body, char *err,
 		       size_t errlen)
 {
@@ -226,11 +247,23 @@ static int ctl_request(const char *path, const char *request, char **body, char 
 	if (!mem) {
 		*body = NULL;
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return -2;
 	}
+	err[0] = '\0';
 	rc = ctl_exchange(path, request, NULL, 0, mem, NULL, err, errlen);
 	fclose(mem);
-	return rc == EXIT_OK ? 0 : rc == EXIT_REPLY_ERROR ? 1 : -1;
+	if (rc == EXIT_OK)
+		return 0;
+	free(*body);
+	*body = NULL;
+	switch (ctl_last) {
+	case CTL_LAST_REPLY_ERROR:
+		return 1;
+	case CTL_LAST_CONNECT:
+		return -1;
+	default:
+		return -2;
+	}
 }
 
 /* Runs REQUEST (which asks for JSON) with its PAYLOAD and pretty-prints the

@@ -28,7 +28,7 @@ const char *portinfo_range(unsigned port)
 
 int portinfo_holder(int socktype, unsigned port, char *out, size_t outlen)
 {
-	struct sockets_filter f = { socktype == SOCK_STREAM ? RULE_PROTO_TCP : RULE_PROTO_UDP, port, port };
+	struct sockets_filter f = { socktype == SOCK_STREAM ? RULE_PROTO_TCP : RULE_PROTO_UDP, port, port, false };
 	struct sockets_list l;
 	const struct sockets_entry *e;
 

@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +22,19 @@
 #include "rule.h"
 #include "sockets.h"
 #include "sysports.h"
+
+/* TEXT as a JSON string; never NULL for text that is not UTF-8 (a
+ * service name from /etc/services): then as sockets_text renders it. */
+static json_t *ports_json_text(const char *text)
+{
+	char safe[256];
+	json_t *j;
+
+	if (!text)
+		return json_null();
+	j = json_string(text);
+	return j ? j : json_string(sockets_text(text, strlen(text), safe, sizeof(safe)));
+}
 
 /* ---- arguments ---- */
 
@@ -156,6 +172,7 @@ bool ports_spec_match(const struct ports_spec *spec, unsigned proto, unsigned po
 /* The ports a spec covers, for one read of the tables: the span of both. */
 static void ports_spec_filter(const struct ports_spec *spec, struct sockets_filter *f)
 {
+	memset(f, 0, sizeof(*f)); /* listeners only, unless the caller says */
 	f->proto = spec->proto;
 	f->lo = 65535;
 	f->hi = 0;
@@ -186,6 +203,7 @@ static const char *ports_spec_name(const struct ports_spec *spec, char *buf, siz
 struct ports_rule {
 	char name[RULE_NAME_MAX + 1];
 	char state[16];
+	bool up[2];     /* its TCP [0] and UDP [1] listeners are open */
 	unsigned proto;
 	struct sockaddr_storage listen, target;
 };
@@ -213,16 +231,26 @@ static void ports_daemon_load(const struct ports_ctl *ctl, struct ports_daemon *
 	rc = ctl && ctl->request ? ctl->request(ctl->socket, "status --json", &body, err, sizeof(err)) : -1;
 	if (rc != 0) {
 		const char *why = err[0] ? err : "not asked";
+		const char *sock = ctl ? ctl->socket : "?";
 		char prefix[128];
 
 		/* "cannot connect to PATH: " says again what the sentence says. */
-		snprintf(prefix, sizeof(prefix), "cannot connect to %s: ", ctl ? ctl->socket : "");
+		snprintf(prefix, sizeof(prefix), "cannot connect to %s: ", sock);
 		if (strncmp(why, prefix, strlen(prefix)) == 0)
 			why += strlen(prefix);
-		/* Without its hint in brackets, which is for daemon commands. */
-		snprintf(d->why, sizeof(d->why), "%s portfwd daemon at %s (%.*s)",
-			 rc > 0 ? "no answer from the" : "no", ctl ? ctl->socket : "?",
-			 (int)(strstr(why, " (") ? (size_t)(strstr(why, " (") - why) : strlen(why)), why);
+		if (rc == -1 && strncmp(why, "permission denied", 17) == 0)
+			snprintf(d->why, sizeof(d->why),
+				 "cannot ask the daemon at %s: permission denied (root or the socket's group)",
+				 sock);
+		else if (rc == 1)
+			snprintf(d->why, sizeof(d->why), "the portfwd daemon at %s refused status (%s)",
+				 sock, why);
+		else
+			/* Without its hint in brackets, which is for daemon commands. */
+			snprintf(d->why, sizeof(d->why), "%s portfwd daemon at %s (%.*s)",
+				 rc == -2 ? "no answer from the" : "no", sock,
+				 (int)(strstr(why, " (") ? (size_t)(strstr(why, " (") - why) : strlen(why)),
+				 why);
 		free(body);
 		return;
 	}
@@ -253,6 +281,14 @@ static void ports_daemon_load(const struct ports_ctl *ctl, struct ports_daemon *
 		snprintf(pr->name, sizeof(pr->name), "%s", name);
 		snprintf(pr->state, sizeof(pr->state), "%s", state ? state : "");
 		pr->proto = rule_proto_parse(proto);
+		/* Each protocol's own state: a tcp+udp rule may listen on one
+		 * and have failed on the other. */
+		for (int k = 0; k < 2; k++) {
+			json_t *p = json_object_get(r, k ? "udp" : "tcp");
+			const char *ps = json_string_value(json_object_get(p, "state"));
+
+			pr->up[k] = strcmp(ps ? ps : pr->state, "listening") == 0;
+		}
 		if (rule_parse_addr(listen, &pr->listen, &len, e, sizeof(e)) < 0)
 			memset(&pr->listen, 0, sizeof(pr->listen));
 		if (rule_parse_addr(target, &pr->target, &len, e, sizeof(e)) < 0)
@@ -291,8 +327,25 @@ static void ports_entry_sa(const struct sockets_entry *s, struct sockaddr_storag
 enum ports_role { PORTS_ROLE_NONE, PORTS_ROLE_LISTEN, PORTS_ROLE_TARGET };
 
 /*
+ * True if S is one of the daemon's own sockets: a process holding it is
+ * the daemon (by pid, or by name when the daemon did not say its pid), or
+ * no holder is visible to this user (the daemon is root's).
+ */
+static bool ports_daemon_holds(const struct ports_daemon *d, const struct sockets_entry *s)
+{
+	if (s->nprocs == 0)
+		return true;
+	for (unsigned i = 0; i < s->nprocs; i++)
+		if (d->pid > 0 && s->pids[i] == (pid_t)d->pid)
+			return true;
+	return d->pid <= 0 && strcmp(s->comm, "portfwd") == 0;
+}
+
+/*
  * What rule R is to socket S: its listener (same protocol, address and
- * port), or its target (same protocol and port, the target an address of
+ * port, the rule listening on that protocol and S the daemon's: a rule
+ * that failed because another process holds its address is not that
+ * process's socket), or its target (same protocol and port, the target an address of
  * this host that S answers on: the same one, or S on the wildcard).
  */
 static enum ports_role ports_rule_role(struct ports_daemon *d, const struct ports_rule *r,
@@ -303,7 +356,8 @@ static enum ports_role ports_rule_role(struct ports_daemon *d, const struct port
 	if (!(r->proto & s->proto))
 		return PORTS_ROLE_NONE;
 	ports_entry_sa(s, &sa);
-	if (r->listen.ss_family && rule_addr_equal((struct sockaddr *)&r->listen, (struct sockaddr *)&sa))
+	if (r->listen.ss_family && rule_addr_equal((struct sockaddr *)&r->listen, (struct sockaddr *)&sa) &&
+	    r->up[s->proto == RULE_PROTO_TCP ? 0 : 1] && ports_daemon_holds(d, s))
 		return PORTS_ROLE_LISTEN;
 	if (!r->target.ss_family || rule_addr_port((struct sockaddr *)&r->target) != s->port)
 		return PORTS_ROLE_NONE;
@@ -332,10 +386,14 @@ static void ports_rules_of(struct ports_daemon *d, const struct sockets_entry *s
 
 		if (role == PORTS_ROLE_NONE)
 			continue;
-		if (arr)
-			json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "name", d->r[i].name, "role",
-							     role == PORTS_ROLE_LISTEN ? "listen" : "target",
-							     "state", d->r[i].state));
+		if (arr) {
+			json_t *o = json_object();
+
+			json_object_set_new(o, "name", ports_json_text(d->r[i].name));
+			json_object_set_new(o, "role", json_string(role == PORTS_ROLE_LISTEN ? "listen" : "target"));
+			json_object_set_new(o, "state", ports_json_text(d->r[i].state));
+			json_array_append_new(arr, o);
+		}
 		w = snprintf(buf + used, len - used, "%s%s%s", used ? "," : "", d->r[i].name,
 			     role == PORTS_ROLE_TARGET ? "(target)" : "");
 		if (w < 0 || (size_t)w >= len - used)
@@ -384,6 +442,8 @@ static int ports_read(const struct sockets_filter *f, struct sockets_list *l, bo
 			strerror(errno));
 		return -1;
 	}
+	/* Never ourselves: free must not see portfwdctl as a holder. */
+	l->skip_pid = getpid();
 	if (join && sockets_join(l) < 0)
 		fprintf(stderr, "portfwdctl: cannot read /proc: %s; processes are not shown\n",
 			strerror(errno));
@@ -404,22 +464,32 @@ static const char *ports_unseen_note(size_t unseen, char *buf, size_t len)
 	return buf;
 }
 
+/* S as a JSON object; its fields set one by one, so that no value that
+ * jansson refuses makes the whole entry vanish. */
 static json_t *ports_entry_json(struct ports_daemon *d, const struct sockets_entry *s)
 {
 	char addr[64], service[PORTINFO_NAME_MAX], names[256];
-	json_t *rules = json_array();
-	json_t *o;
+	json_t *rules = json_array(), *pids = json_array();
+	json_t *o = json_object();
 
 	sockets_addr_text(s, addr, sizeof(addr));
 	ports_rules_of(d, s, names, sizeof(names), rules);
 	portinfo_service_name(s->port, s->proto, service, sizeof(service));
-	o = json_pack("{s:s, s:s, s:i, s:s, s:s?, s:I, s:s, s:o}", "proto", ports_proto_name(s->proto),
-		      "address", addr, "port", (int)s->port, "class", portinfo_range(s->port), "service",
-		      service[0] ? service : NULL, "uid", (json_int_t)s->uid, "user", ports_user(s->uid),
-		      "rules", rules);
+	for (unsigned i = 0; i < s->nprocs; i++)
+		json_array_append_new(pids, json_integer(s->pids[i]));
+	json_object_set_new(o, "proto", json_string(ports_proto_name(s->proto)));
+	json_object_set_new(o, "address", json_string(addr));
+	json_object_set_new(o, "port", json_integer(s->port));
+	json_object_set_new(o, "class", json_string(portinfo_range(s->port)));
+	json_object_set_new(o, "service", ports_json_text(service[0] ? service : NULL));
+	json_object_set_new(o, "uid", json_integer((json_int_t)s->uid));
+	json_object_set_new(o, "user", ports_json_text(ports_user(s->uid)));
+	json_object_set_new(o, "rules", rules);
 	json_object_set_new(o, "pid", s->pid ? json_integer(s->pid) : json_null());
-	json_object_set_new(o, "process", s->pid ? json_string(s->comm) : json_null());
+	/* comm as sockets_text wrote it: ASCII, a valid JSON string. */
+	json_object_set_new(o, "process", ports_json_text(s->pid ? s->comm : NULL));
 	json_object_set_new(o, "processes", json_integer(s->nprocs));
+	json_object_set_new(o, "pids", pids);
 	json_object_set_new(o, "inode", json_integer((json_int_t)s->inode));
 	return o;
 }
@@ -444,7 +514,7 @@ static bool ports_alike(const struct sockets_entry *a, const struct sockets_entr
 static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *ctl)
 {
 	struct ports_spec spec;
-	struct sockets_filter f = { RULE_PROTO_BOTH, 1, 65535 };
+	struct sockets_filter f = { .proto = RULE_PROTO_BOTH, .lo = 1, .hi = 65535 };
 	struct sockets_list l;
 	struct ports_daemon d;
 	const char *filter = NULL;
@@ -488,7 +558,7 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 		f.proto = want;
 	}
 	if (ports_read(&f, &l, true) < 0)
-		return PORTS_EXIT_NO;
+		return PORTS_EXIT_TABLES;
 	ports_daemon_load(ctl, &d);
 	if (json)
 		arr = json_array();
@@ -507,7 +577,7 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 		       "CLASS", "SERVICE", "PID", "PROCESS", "USER", "RULE");
 	for (size_t i = 0; i < l.n; i++) {
 		const struct sockets_entry *s = &l.e[i];
-		char addr[64], service[PORTINFO_NAME_MAX], rules[256], pid[16], proc[32];
+		char addr[64], service[PORTINFO_NAME_MAX], rules[256], pid[16], proc[SOCKETS_COMM_MAX + 16];
 		unsigned same = 1;
 
 		if (!ports_spec_match(&spec, s->proto, s->port))
@@ -552,6 +622,8 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 					l.from_proc ? "/proc/net" : "sock_diag", "daemon", d.up);
 		json_t *notes = json_array();
 
+		/* Processes whose fds this user could not read (root: 0). */
+		json_object_set_new(doc, "processes_hidden", json_integer(l.procs_hidden));
 		if (d.up)
 			json_object_set_new(doc, "daemon_pid", json_integer(d.pid));
 		else
@@ -593,6 +665,50 @@ static const char *ports_holder_text(const struct sockets_entry *s, char *buf, s
 	return buf;
 }
 
+/* What binding PORT takes on this machine, as text and flags. */
+static void ports_bind_facts(const struct sysports *k, unsigned port, bool *priv, bool *eph,
+			     char *privtext, size_t privlen, char *ephtext, size_t ephlen)
+{
+	unsigned first;
+
+	*priv = sysports_port_privileged(k, port);
+	/* Reserved ports (ip_local_reserved_ports) are not handed out. */
+	*eph = sysports_ephemeral_overlap(k, port, port, &first) > 0;
+	if (!*priv)
+		snprintf(privtext, privlen, "binding it needs no privilege");
+	else
+		snprintf(privtext, privlen,
+			 "binding it needs root or CAP_NET_BIND_SERVICE (ports below %u)%s",
+			 k->unpriv_start, privs_can_bind_low() ? ", which you have" : ", which you lack");
+	if (!k->have_range)
+		snprintf(ephtext, ephlen, "the ephemeral range is unknown (no /proc/sys/net/ipv4/ip_local_port_range)");
+	else if (*eph)
+		snprintf(ephtext, ephlen, "inside the ephemeral range %u-%u (outgoing connections may take it)",
+			 k->eph_lo, k->eph_hi);
+	else
+		snprintf(ephtext, ephlen, "outside the ephemeral range %u-%u%s", k->eph_lo, k->eph_hi,
+			 sysports_reserved(k, port) ? " (reserved)" : "");
+}
+
+/* True if any socket of L has PROTO's PORT as its local port. */
+static bool ports_who_used(const struct sockets_list *l, unsigned proto, unsigned port)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (l->e[i].proto == proto && l->e[i].port == port)
+			return true;
+	return false;
+}
+
+/*
+ * who: per protocol, the listeners (TCP LISTEN, unconnected UDP) of its
+ * port (a service name may have different ports for TCP and UDP), or, when
+ * none, whether sockets that do not listen still use the port as their
+ * local one: connections, bound TCP, connected UDP. Those are not "free":
+ * bind() may refuse the port while they have it, so who says so and
+ * exits 0 ("in use") rather than 1. TIME_WAIT does not count (only in
+ * JSON): servers set SO_REUSEADDR, which binds over it, and it ends
+ * within a minute; on a busy machine nearly every ephemeral port has one.
+ */
 static int ports_who(int argc, char **argv, bool json, const struct ports_ctl *ctl)
 {
 	struct ports_spec spec;
@@ -601,106 +717,148 @@ static int ports_who(int argc, char **argv, bool json, const struct ports_ctl *c
 	struct ports_daemon d;
 	struct sysports k;
 	char err[300], desc[PORTINFO_NAME_MAX + 32], name[PORTINFO_NAME_MAX];
-	json_t *held = json ? json_array() : NULL;
-	bool any = false;
+	char privtext[160], ephtext[160];
+	json_t *held = json ? json_array() : NULL, *protos = json ? json_array() : NULL;
+	bool any = false, used_any = false, priv, eph;
 	unsigned port;
 
 	if (argc != 1 || argv[0][0] == '-') {
 		fprintf(stderr, "portfwdctl: usage: portfwdctl who %s [--json]\n", "PORT[/tcp|/udp]");
 		json_decref(held);
+		json_decref(protos);
 		return PORTS_EXIT_USAGE;
 	}
 	if (ports_parse_spec(argv[0], false, &spec, err, sizeof(err)) < 0) {
 		fprintf(stderr, "portfwdctl: who: %s\n", err);
 		json_decref(held);
+		json_decref(protos);
 		return PORTS_EXIT_USAGE;
 	}
 	ports_spec_filter(&spec, &f);
+	f.all_states = true;
 	if (ports_read(&f, &l, true) < 0) {
 		json_decref(held);
-		return PORTS_EXIT_USAGE;
+		json_decref(protos);
+		return PORTS_EXIT_TABLES;
 	}
 	ports_daemon_load(ctl, &d);
 	sysports_read(&k);
 	for (unsigned p = RULE_PROTO_TCP; p <= RULE_PROTO_UDP; p <<= 1) {
-		char line[1024] = "", holder[160], addr[64], rules[256];
-		size_t used = 0, naddr = 0;
+		char line[1024] = "", holder[200], addr[64], rules[256];
+		size_t used = 0, nconn = 0, ntw = 0;
 		const struct sockets_entry *first = NULL;
+		json_t *mine;
 
 		if (!(spec.proto & p))
 			continue;
+		mine = json ? json_array() : NULL;
 		port = spec.lo[p == RULE_PROTO_TCP ? 0 : 1];
 		for (size_t i = 0; i < l.n; i++) {
 			const struct sockets_entry *s = &l.e[i];
+			bool dup = false;
 
 			if (s->proto != p || s->port != port)
 				continue;
-			if (held)
+			if (!sockets_listening(s)) {
+				if (s->state == SOCKETS_TCP_TIME_WAIT)
+					ntw++;
+				else
+					nconn++;
+				continue;
+			}
+			if (json) {
 				json_array_append_new(held, ports_entry_json(&d, s));
+				json_array_append_new(mine, ports_entry_json(&d, s));
+			}
 			if (!first || (!first->pid && s->pid))
 				first = s;
-			sockets_addr_text(s, addr, sizeof(addr));
-			if (!strstr(line, addr) && used < sizeof(line) - 80)
-				used += (size_t)snprintf(line + used, sizeof(line) - used, "%s%s",
-							 naddr++ ? ", " : "", addr);
+			/* Each address once (SO_REUSEPORT sockets share one). */
+			for (size_t j = 0; j < i && !dup; j++)
+				dup = l.e[j].proto == p && l.e[j].port == port && sockets_listening(&l.e[j]) &&
+				      l.e[j].family == s->family &&
+				      memcmp(&l.e[j].addr, &s->addr, sizeof(s->addr)) == 0;
+			if (dup || used >= sizeof(line) - 80)
+				continue;
+			used += (size_t)snprintf(line + used, sizeof(line) - used, "%s%s", used ? ", " : "",
+						 sockets_addr_text(s, addr, sizeof(addr)));
 		}
-		if (!first)
-			continue;
-		any = true;
-		if (json)
-			continue;
-		ports_rules_of(&d, first, rules, sizeof(rules), NULL);
-		printf("%u/%s is held by %s on %s; %s%s%s\n", port, ports_proto_name(p),
-		       ports_holder_text(first, holder, sizeof(holder)), line,
-		       portinfo_describe(port, p, desc, sizeof(desc)), rules[0] ? "; portfwd rule " : "",
-		       rules);
-	}
-	port = spec.lo[spec.proto & RULE_PROTO_TCP ? 0 : 1];
-	{
-		bool priv = sysports_port_privileged(&k, port);
-		/* Reserved ports (ip_local_reserved_ports) are not handed out. */
-		unsigned first;
-		bool eph = sysports_ephemeral_overlap(&k, port, port, &first) > 0;
-		char privtext[160], ephtext[160];
-
-		if (!priv)
-			snprintf(privtext, sizeof(privtext), "binding it needs no privilege");
-		else
-			snprintf(privtext, sizeof(privtext),
-				 "binding it needs root or CAP_NET_BIND_SERVICE (ports below %u)%s",
-				 k.unpriv_start, privs_can_bind_low() ? ", which you have" : ", which you lack");
-		if (!k.have_range)
-			snprintf(ephtext, sizeof(ephtext), "the ephemeral range is unknown (no /proc/sys/net/ipv4/ip_local_port_range)");
-		else if (eph)
-			snprintf(ephtext, sizeof(ephtext), "inside the ephemeral range %u-%u (outgoing connections may take it)",
-				 k.eph_lo, k.eph_hi);
-		else
-			snprintf(ephtext, sizeof(ephtext), "outside the ephemeral range %u-%u%s", k.eph_lo,
-				 k.eph_hi, sysports_reserved(&k, port) ? " (reserved)" : "");
+		ports_bind_facts(&k, port, &priv, &eph, privtext, sizeof(privtext), ephtext,
+				 sizeof(ephtext));
+		any |= first != NULL;
+		used_any |= first != NULL || nconn > 0;
 		if (json) {
-			json_t *doc = json_pack("{s:i, s:s, s:b, s:o, s:s, s:s?, s:b, s:b, s:[ii], s:i, s:b}",
-						"port", (int)port, "proto", rule_proto_name(spec.proto),
-						"held", any, "holders", held, "class",
-						portinfo_range(port), "service",
-						portinfo_service_name(port, spec.proto, name, sizeof(name)) ? name : NULL,
-						"needs_privilege", priv, "ephemeral", eph,
-						"ephemeral_range", (int)k.eph_lo, (int)k.eph_hi,
-						"unprivileged_port_start", (int)k.unpriv_start, "daemon", d.up);
+			json_t *o = json_object();
 
-			if (!d.up)
-				json_object_set_new(doc, "notes", json_pack("[s]", d.why));
-			ports_json_print(doc);
-		} else if (!any) {
-			printf("%u/%s is free; %s; %s; %s\n", port,
-			       spec.proto == RULE_PROTO_BOTH ? "tcp+udp" : ports_proto_name(spec.proto),
-			       portinfo_describe(port, spec.proto, desc, sizeof(desc)), privtext, ephtext);
+			json_object_set_new(o, "proto", json_string(ports_proto_name(p)));
+			json_object_set_new(o, "port", json_integer(port));
+			json_object_set_new(o, "held", json_boolean(first != NULL));
+			json_object_set_new(o, "holders", mine);
+			json_object_set_new(o, "connections", json_integer((json_int_t)nconn));
+			json_object_set_new(o, "time_wait", json_integer((json_int_t)ntw));
+			json_object_set_new(o, "class", json_string(portinfo_range(port)));
+			json_object_set_new(o, "service",
+					    ports_json_text(portinfo_service_name(port, p, name, sizeof(name))
+								    ? name : NULL));
+			json_object_set_new(o, "needs_privilege", json_boolean(priv));
+			json_object_set_new(o, "ephemeral", json_boolean(eph));
+			json_array_append_new(protos, o);
+			continue;
 		}
+		portinfo_describe(port, p, desc, sizeof(desc));
+		if (first) {
+			ports_rules_of(&d, first, rules, sizeof(rules), NULL);
+			printf("%u/%s is held by %s on %s; %s%s%s\n", port, ports_proto_name(p),
+			       ports_holder_text(first, holder, sizeof(holder)), line, desc,
+			       rules[0] ? "; portfwd rule " : "", rules);
+		} else if (nconn) {
+			printf("%u/%s has no listener, but %zu socket%s use%s it as local port (connections or bound, not listening): binding it may fail with \"address already in use\"; %s; %s; %s\n",
+			       port, ports_proto_name(p), nconn, nconn == 1 ? "" : "s",
+			       nconn == 1 ? "s" : "", desc, privtext, ephtext);
+		} else if (p == RULE_PROTO_TCP && (spec.proto & RULE_PROTO_UDP) &&
+			   spec.lo[1] == port && !ports_who_used(&l, RULE_PROTO_UDP, port)) {
+			/* Both protocols free on one port: one line, as before. */
+			printf("%u/tcp+udp is free; %s; %s; %s\n", port,
+			       portinfo_describe(port, RULE_PROTO_BOTH, desc, sizeof(desc)), privtext,
+			       ephtext);
+			break;
+		} else {
+			printf("%u/%s is free; %s; %s; %s\n", port, ports_proto_name(p), desc, privtext,
+			       ephtext);
+		}
+	}
+	if (json) {
+		json_t *doc = json_object();
+
+		port = spec.lo[spec.proto & RULE_PROTO_TCP ? 0 : 1];
+		ports_bind_facts(&k, port, &priv, &eph, privtext, sizeof(privtext), ephtext,
+				 sizeof(ephtext));
+		/* The first protocol's port, as before; "protocols" has each
+		 * one's own (a service's TCP and UDP ports may differ). */
+		json_object_set_new(doc, "port", json_integer(port));
+		json_object_set_new(doc, "proto", json_string(rule_proto_name(spec.proto)));
+		json_object_set_new(doc, "held", json_boolean(any));
+		json_object_set_new(doc, "in_use", json_boolean(used_any));
+		json_object_set_new(doc, "holders", held);
+		json_object_set_new(doc, "protocols", protos);
+		json_object_set_new(doc, "class", json_string(portinfo_range(port)));
+		json_object_set_new(doc, "service",
+				    ports_json_text(portinfo_service_name(port, spec.proto, name, sizeof(name))
+							    ? name : NULL));
+		json_object_set_new(doc, "needs_privilege", json_boolean(priv));
+		json_object_set_new(doc, "ephemeral", json_boolean(eph));
+		json_object_set_new(doc, "ephemeral_range",
+				    k.have_range ? json_pack("[ii]", (int)k.eph_lo, (int)k.eph_hi) : json_null());
+		json_object_set_new(doc, "unprivileged_port_start", json_integer(k.unpriv_start));
+		json_object_set_new(doc, "daemon", json_boolean(d.up));
+		if (!d.up)
+			json_object_set_new(doc, "notes", json_pack("[s]", d.why));
+		ports_json_print(doc);
 	}
 	if (!json && any && !d.up)
 		fprintf(stderr, "%s: portfwd rules not shown\n", d.why);
 	ports_daemon_free(&d);
 	sockets_free(&l);
-	return any ? PORTS_EXIT_OK : PORTS_EXIT_NO;
+	return used_any ? PORTS_EXIT_OK : PORTS_EXIT_NO;
 }
 
 /* ---- free ---- */
@@ -722,21 +880,23 @@ static void ports_say(struct ports_report *r, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	if (r->lines)
-		json_array_append_new(r->lines, json_string(buf));
+		json_array_append_new(r->lines, ports_json_text(buf));
 	else {
 		printf("%s\n", buf);
 		fflush(stdout);
 	}
 }
 
-/* Asks QUESTION on the terminal; --yes answers for the caller. */
+/* Asks QUESTION on the terminal (stdin and stderr both one); --yes
+ * answers for the caller. Only "y" or "yes" (any case) is a yes. */
 static bool ports_confirm(bool yes, const char *question)
 {
 	char answer[16];
+	size_t n;
 
 	if (yes)
 		return true;
-	if (!isatty(STDIN_FILENO)) {
+	if (!isatty(STDIN_FILENO) || !isatty(STDERR_FILENO)) {
 		fprintf(stderr, "portfwdctl: free: no terminal to ask \"%s\" on: add --yes to do it\n",
 			question);
 		return false;
@@ -745,7 +905,9 @@ static bool ports_confirm(bool yes, const char *question)
 	fflush(stderr);
 	if (!fgets(answer, sizeof(answer), stdin))
 		return false;
-	return answer[0] == 'y' || answer[0] == 'Y';
+	n = strcspn(answer, "\r\n");
+	answer[n] = '\0';
+	return strcasecmp(answer, "y") == 0 || strcasecmp(answer, "yes") == 0;
 }
 
 /* How many of L's sockets SPEC covers. */
@@ -758,33 +920,188 @@ static size_t ports_count(const struct ports_spec *spec, const struct sockets_li
 	return n;
 }
 
-/* True once nothing holds SPEC's port, reading the tables every 50 ms for
- * SECONDS at most. */
-static bool ports_wait_free(const struct ports_spec *spec, const struct sockets_filter *f,
-			    double seconds)
-{
-	struct timespec t0, now;
+/* A process free signals: pinned by a pidfd when the kernel has them, so
+ * that a pid reused during the question and the wait is never hit. */
+struct ports_victim {
+	pid_t pid;
+	int pidfd;            /* -1: no pidfd (ENOSYS): kill() after a re-check */
+	unsigned long inode;  /* a socket of the port it holds */
+	char comm[SOCKETS_COMM_MAX];
+	char user[64];
+	bool gone;
+};
 
+static int ports_pidfd_open(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+	(void)pid;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+static int ports_pidfd_send_signal(int pidfd, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+	return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+#else
+	(void)pidfd;
+	(void)sig;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+/*
+ * Sends SIG to V: through its pidfd, or (no pidfd) with kill() right after
+ * checking that PID still has the socket open, so a reused pid is not hit.
+ * Returns 0, or -1 with errno (ESRCH: it is gone, or no longer holds it).
+ */
+static int ports_victim_signal(struct ports_victim *v, int sig)
+{
+	int rc;
+
+	if (v->pidfd >= 0)
+		rc = ports_pidfd_send_signal(v->pidfd, sig);
+	else if (!sockets_proc_holds(v->pid, v->inode)) {
+		errno = ESRCH;
+		rc = -1;
+	} else
+		rc = kill(v->pid, sig);
+	if (rc < 0 && errno == ESRCH)
+		v->gone = true;
+	return rc;
+}
+
+/* True once nothing holds SPEC's port, reading the tables every 50 ms for
+ * SECONDS at most; between reads it sleeps in poll on the victims'
+ * pidfds, which wake it when one exits. */
+static bool ports_wait_free(const struct ports_spec *spec, const struct sockets_filter *f,
+			    double seconds, const struct ports_victim *v, size_t nv)
+{
+	struct pollfd *pfd = nv ? calloc(nv, sizeof(*pfd)) : NULL;
+	struct timespec t0, now;
+	bool free_now = false;
+
+	for (size_t i = 0; pfd && i < nv; i++)
+		pfd[i] = (struct pollfd){ v[i].gone ? -1 : v[i].pidfd, POLLIN, 0 };
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
 		struct sockets_list l;
-		bool free_now;
 
 		if (sockets_read(f, &l) < 0)
-			return false;
+			break;
 		free_now = ports_count(spec, &l) == 0;
 		sockets_free(&l);
 		if (free_now)
-			return true;
+			break;
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 >= seconds)
-			return false;
-		poll(NULL, 0, 50);
+			break;
+		if (pfd && poll(pfd, (nfds_t)nv, 50) > 0) {
+			/* An exit: its sockets close with it; read again now,
+			 * and stop watching it. */
+			for (size_t i = 0; i < nv; i++)
+				if (pfd[i].revents)
+					pfd[i].fd = -1;
+		} else if (!pfd)
+			poll(NULL, 0, 50);
 	}
+	free(pfd);
+	return free_now;
 }
 
 #define PORTS_KILL_WAIT 5.0
-#define PORTS_MAX_PLAN 16
+
+/* The user PID runs as (its /proc entry's owner), else the socket's UID. */
+static void ports_proc_user(pid_t pid, uid_t uid, char *buf, size_t len)
+{
+	char path[32];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/proc/%ld", (long)pid);
+	snprintf(buf, len, "%s", ports_user(stat(path, &st) == 0 ? st.st_uid : uid));
+}
+
+/* Appends to a growing array (*A with *N items of SIZE); aborts the
+ * command on ENOMEM like any allocation the kernel refuses. */
+static void *ports_grow(void *a, size_t n, size_t size)
+{
+	void *grown = realloc(a, (n + 1) * size);
+
+	if (!grown) {
+		fprintf(stderr, "portfwdctl: out of memory\n");
+		exit(PORTS_EXIT_NO);
+	}
+	return grown;
+}
+
+/* "pid 12 (nginx, user www-data)" for V. */
+static const char *ports_victim_text(const struct ports_victim *v, char *buf, size_t len)
+{
+	snprintf(buf, len, "pid %ld (%s, user %s)", (long)v->pid, v->comm[0] ? v->comm : "?", v->user);
+	return buf;
+}
+
+/*
+ * Checks one holder PID of socket S for free's plan: refused (pid 1, the
+ * daemon, the caller's parent, one the caller may not signal), gone, or
+ * added to *V (once, pinned by a pidfd). Returns false if refused.
+ */
+static bool ports_free_check(struct ports_report *rep, const struct ports_daemon *d,
+			     const struct sockets_entry *s, pid_t pid, struct ports_victim **v,
+			     size_t *nv)
+{
+	struct ports_victim c = { .pid = pid, .pidfd = -1, .inode = s->inode };
+	char who[200];
+
+	for (size_t i = 0; i < *nv; i++)
+		if ((*v)[i].pid == pid)
+			return true;
+	if (pid == s->pid)
+		snprintf(c.comm, sizeof(c.comm), "%s", s->comm);
+	else
+		sockets_proc_comm(pid, c.comm, sizeof(c.comm));
+	ports_proc_user(pid, s->uid, c.user, sizeof(c.user));
+	ports_victim_text(&c, who, sizeof(who));
+	if (pid == 1) {
+		ports_say(rep, "refused: %u/%s is held by pid 1 (%s), the init system: stop the service that owns the socket instead",
+			  s->port, ports_proto_name(s->proto), c.comm);
+		return false;
+	}
+	if ((d->up && d->pid > 0 && pid == (pid_t)d->pid) || strcmp(c.comm, "portfwd") == 0) {
+		ports_say(rep, "refused: %u/%s is held by the portfwd daemon (pid %ld) itself: `portfwdctl disable RULE` frees a rule's port, `systemctl stop portfwd` stops the daemon",
+			  s->port, ports_proto_name(s->proto), (long)pid);
+		return false;
+	}
+	if (pid == getppid()) {
+		ports_say(rep, "refused: %u/%s is held by %s, the process that ran portfwdctl (your shell or script): it would end the caller",
+			  s->port, ports_proto_name(s->proto), who);
+		return false;
+	}
+	if (kill(pid, 0) < 0) {
+		if (errno == ESRCH)
+			return true; /* gone since the tables were read */
+		ports_say(rep, "refused: %u/%s is held by %s, which you may not signal (run as root or as %s)",
+			  s->port, ports_proto_name(s->proto), who, c.user);
+		return false;
+	}
+	/* Pin the process, then make sure the pinned one is the holder: the
+	 * pid may have been reused since /proc/PID/fd was read. */
+	c.pidfd = ports_pidfd_open(pid);
+	if (c.pidfd < 0 && errno == ESRCH)
+		return true;
+	if (!sockets_proc_holds(pid, s->inode)) {
+		if (c.pidfd >= 0)
+			close(c.pidfd);
+		return true; /* it closed the socket or exited */
+	}
+	*v = ports_grow(*v, *nv, sizeof(**v));
+	(*v)[(*nv)++] = c;
+	return true;
+}
 
 static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *ctl)
 {
@@ -795,10 +1112,12 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 	struct ports_daemon d;
 	const char *arg = NULL;
 	bool kill_opt = false, force = false, yes = false, refused = false, now_free;
-	size_t disable[PORTS_MAX_PLAN], ndisable = 0;
-	pid_t pids[PORTS_MAX_PLAN];
-	size_t npids = 0;
-	char err[300], what[64], holder[160], question[600];
+	size_t *disable = NULL, ndisable = 0;
+	struct ports_victim *v = NULL;
+	size_t nv = 0;
+	char err[300], what[64], holder[200], *question = NULL;
+	size_t qlen = 0;
+	FILE *q;
 	int rc = PORTS_EXIT_NO;
 
 	for (int i = 0; i < argc; i++) {
@@ -831,7 +1150,7 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 	ports_spec_name(&spec, what, sizeof(what));
 	if (ports_read(&f, &l, true) < 0) {
 		json_decref(rep.lines);
-		return PORTS_EXIT_NO;
+		return PORTS_EXIT_TABLES;
 	}
 	ports_daemon_load(ctl, &d);
 
@@ -839,14 +1158,14 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 	for (size_t i = 0; i < d.n; i++)
 		for (size_t j = 0; j < l.n; j++)
 			if (ports_spec_match(&spec, l.e[j].proto, l.e[j].port) &&
-			    ports_rule_role(&d, &d.r[i], &l.e[j]) == PORTS_ROLE_LISTEN &&
-			    ndisable < PORTS_MAX_PLAN) {
+			    ports_rule_role(&d, &d.r[i], &l.e[j]) == PORTS_ROLE_LISTEN) {
+				disable = ports_grow(disable, ndisable, sizeof(*disable));
 				disable[ndisable++] = i;
 				break;
 			}
 	for (size_t j = 0; j < l.n; j++) {
 		const struct sockets_entry *s = &l.e[j];
-		bool ruled = false, seen = false;
+		bool ruled = false;
 		char addr[64];
 
 		if (!ports_spec_match(&spec, s->proto, s->port))
@@ -864,32 +1183,15 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 			refused = true;
 			continue;
 		}
-		if (s->pid == 1) {
-			ports_say(&rep, "refused: %u/%s is held by pid 1 (%s), the init system: stop the service that owns the socket instead",
-				  s->port, ports_proto_name(s->proto), s->comm);
-			refused = true;
-			continue;
-		}
-		if ((d.up && s->pid == d.pid) || strcmp(s->comm, "portfwd") == 0) {
-			ports_say(&rep, "refused: %u/%s is held by the portfwd daemon (pid %ld) itself: `portfwdctl disable RULE` frees a rule's port, `systemctl stop portfwd` stops the daemon",
-				  s->port, ports_proto_name(s->proto), (long)s->pid);
-			refused = true;
-			continue;
-		}
-		if (kill(s->pid, 0) < 0 && errno == EPERM) {
-			ports_say(&rep, "refused: %u/%s is held by %s, which you may not signal (run as root or as %s)",
-				  s->port, ports_proto_name(s->proto), holder, ports_user(s->uid));
-			refused = true;
-			continue;
-		}
-		for (size_t i = 0; i < npids; i++)
-			if (pids[i] == s->pid)
-				seen = true;
-		if (!seen && npids < PORTS_MAX_PLAN)
-			pids[npids++] = s->pid;
-		if (!seen && !kill_opt) {
-			ports_say(&rep, "%u/%s is held by %s on %s: --kill sends it SIGTERM",
-				  s->port, ports_proto_name(s->proto), holder, addr);
+		/* Every process with the socket: a forked server's children
+		 * keep the port after its parent ends. */
+		for (unsigned k = 0; k < s->nprocs; k++)
+			if (!ports_free_check(&rep, &d, s, s->pids[k], &v, &nv))
+				refused = true;
+		if (!kill_opt) {
+			ports_say(&rep, "%u/%s is held by %s on %s: --kill sends %s SIGTERM", s->port,
+				  ports_proto_name(s->proto), holder, addr,
+				  s->nprocs > 1 ? "them" : "it");
 			refused = true;
 		}
 	}
@@ -903,20 +1205,21 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		goto out;
 	}
 
-	/* One question for all of it. */
-	{
-		size_t used = (size_t)snprintf(question, sizeof(question), "Free %s:", what);
-
-		for (size_t i = 0; i < ndisable && used < sizeof(question); i++)
-			used += (size_t)snprintf(question + used, sizeof(question) - used, " disable rule %s;",
-						 d.r[disable[i]].name);
-		for (size_t i = 0; i < npids && used < sizeof(question); i++)
-			used += (size_t)snprintf(question + used, sizeof(question) - used,
-						 " SIGTERM%s pid %ld;", force ? " (then SIGKILL)" : "",
-						 (long)pids[i]);
-		if (used < sizeof(question))
-			question[used - 1] = '?';
+	/* One question for all of it, naming every process. */
+	q = open_memstream(&question, &qlen);
+	if (!q) {
+		ports_say(&rep, "nothing done: out of memory");
+		goto out;
 	}
+	fprintf(q, "Free %s:", what);
+	for (size_t i = 0; i < ndisable; i++)
+		fprintf(q, " disable rule %s;", d.r[disable[i]].name);
+	for (size_t i = 0; i < nv; i++)
+		fprintf(q, " SIGTERM%s %s;", force ? " (then SIGKILL)" : "",
+			ports_victim_text(&v[i], holder, sizeof(holder)));
+	fclose(q);
+	if (qlen)
+		question[qlen - 1] = '?';
 	if (!ports_confirm(yes, question)) {
 		ports_say(&rep, "nothing done: not confirmed");
 		goto out;
@@ -931,28 +1234,37 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		if (r == 0)
 			ports_say(&rep, "disabled portfwd rule %s (`portfwdctl enable %s` listens again)",
 				  d.r[disable[i]].name, d.r[disable[i]].name);
-		else
+		else if (r == 1)
 			ports_say(&rep, "the daemon refused to disable rule %s: %s", d.r[disable[i]].name,
 				  err);
-	}
-	for (size_t i = 0; i < npids; i++) {
-		if (kill(pids[i], SIGTERM) == 0)
-			ports_say(&rep, "sent SIGTERM to pid %ld", (long)pids[i]);
 		else
-			ports_say(&rep, "cannot signal pid %ld: %s", (long)pids[i], strerror(errno));
+			ports_say(&rep, "cannot ask the daemon to disable rule %s: %s",
+				  d.r[disable[i]].name, err);
 	}
-	now_free = ports_wait_free(&spec, &f, PORTS_KILL_WAIT);
-	if (!now_free && force && npids) {
-		for (size_t i = 0; i < npids; i++) {
-			if (kill(pids[i], SIGKILL) == 0)
-				ports_say(&rep, "still held after %g s: sent SIGKILL to pid %ld",
-					  PORTS_KILL_WAIT, (long)pids[i]);
+	for (size_t i = 0; i < nv; i++) {
+		ports_victim_text(&v[i], holder, sizeof(holder));
+		if (ports_victim_signal(&v[i], SIGTERM) == 0)
+			ports_say(&rep, "sent SIGTERM to %s", holder);
+		else if (errno == ESRCH)
+			ports_say(&rep, "%s has exited or closed the socket: not signalled", holder);
+		else
+			ports_say(&rep, "cannot signal %s: %s", holder, strerror(errno));
+	}
+	now_free = ports_wait_free(&spec, &f, PORTS_KILL_WAIT, v, nv);
+	if (!now_free && force && nv) {
+		for (size_t i = 0; i < nv; i++) {
+			if (v[i].gone)
+				continue;
+			ports_victim_text(&v[i], holder, sizeof(holder));
+			if (ports_victim_signal(&v[i], SIGKILL) == 0)
+				ports_say(&rep, "still held after %g s: sent SIGKILL to %s",
+					  PORTS_KILL_WAIT, holder);
 			else if (errno == ESRCH)
-				ports_say(&rep, "pid %ld has exited", (long)pids[i]);
+				ports_say(&rep, "%s has exited", holder);
 			else
-				ports_say(&rep, "cannot signal pid %ld: %s", (long)pids[i], strerror(errno));
+				ports_say(&rep, "cannot signal %s: %s", holder, strerror(errno));
 		}
-		now_free = ports_wait_free(&spec, &f, PORTS_KILL_WAIT);
+		now_free = ports_wait_free(&spec, &f, PORTS_KILL_WAIT, v, nv);
 	}
 	if (now_free) {
 		ports_say(&rep, "%s is now free", what);
@@ -969,7 +1281,7 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		if (s)
 			ports_say(&rep, "%s is still held by %s%s", what,
 				  ports_holder_text(s, holder, sizeof(holder)),
-				  npids && !force ? " (--force sends SIGKILL)" : "");
+				  nv && !force ? " (--force sends SIGKILL)" : "");
 		else
 			ports_say(&rep, "%s is still held", what);
 		sockets_free(&after);
@@ -981,6 +1293,12 @@ out:
 
 		ports_json_print(doc);
 	}
+	for (size_t i = 0; i < nv; i++)
+		if (v[i].pidfd >= 0)
+			close(v[i].pidfd);
+	free(v);
+	free(disable);
+	free(question);
 	ports_daemon_free(&d);
 	sockets_free(&l);
 	return rc;

@@ -40,9 +40,12 @@ struct ports_ctl {
 	const char *socket;
 	/*
 	 * Sends REQUEST (one line, without the hello). Returns 0 with the
-	 * reply body in *BODY (malloc'd), 1 when the daemon answered with an
-	 * error (ERR has its message), -1 when there is no daemon to ask or
-	 * the exchange failed (ERR says why).
+	 * reply body in *BODY (malloc'd); otherwise *BODY is NULL and ERR
+	 * has a sentence: 1 when the daemon answered with an error (its
+	 * message), -1 when it could not be reached (connect failed: no
+	 * socket, nobody listening, permission denied), -2 when the exchange
+	 * broke after connecting (request too long, send failed, the reply
+	 * cut short or not within the time limit). Prints nothing.
 	 */
 	int (*request)(const char *socket, const char *request, char **body, char *err,
 		       size_t errlen);
@@ -53,16 +56,19 @@ enum {
 	PORTS_EXIT_OK = 0,
 	PORTS_EXIT_NO = 1,    /* nothing matched, free, still held, refused */
 	PORTS_EXIT_USAGE = 2,
+	/* 3 is portfwdctl's "cannot connect to the daemon" */
+	PORTS_EXIT_TABLES = 4, /* the socket tables could not be read */
 };
 
 /*
  * Runs `ports`, `who` or `free` (NAME) with ARGC words of ARGV (arguments
  * and their options), JSON for --json. Returns an exit code:
  *   ports: 0 listed (also an empty list without a filter), 1 the filter
- *          matched nothing or the tables could not be read, 2 usage;
+ *          matched nothing, 2 usage;
  *   who:   0 held, 1 free, 2 usage;
  *   free:  0 the port is free (now or already), 1 still held, refused or
- *          not confirmed, 2 usage.
+ *          not confirmed, 2 usage;
+ * and all three 4 when the socket tables cannot be read.
  */
 int ports_command(const char *name, int argc, char **argv, bool json, const struct ports_ctl *ctl);
 

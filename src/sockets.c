@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 #include <uthash.h>
 
@@ -61,8 +62,29 @@ static int sockets_add(struct sockets_list *l, size_t *cap, const struct sockets
 	return 0;
 }
 
-/* One sock_diag dump: FAMILY's PROTO sockets in STATE. Returns 0, or -1
- * with errno (the entries it added are taken back). */
+bool sockets_listening(const struct sockets_entry *e)
+{
+	return e->state == (e->proto == RULE_PROTO_TCP ? SOCKETS_TCP_LISTEN : SOCKETS_TCP_CLOSE);
+}
+
+/* The states a dump or a table read keeps (a bit per state number). */
+static unsigned sockets_states(const struct sockets_filter *f, unsigned proto)
+{
+	if (f && f->all_states)
+		return ~0u;
+	return 1u << (proto == RULE_PROTO_TCP ? SOCKETS_TCP_LISTEN : SOCKETS_TCP_CLOSE);
+}
+
+/* The daemon asks this on its main loop (portinfo_holder): a kernel that
+ * stops answering must not hold it, nor an endless dump. */
+#define SOCKETS_DIAG_TIMEOUT 5
+#define SOCKETS_DIAG_MAX_READS 100000
+
+/* One sock_diag dump: FAMILY's PROTO sockets in the states F selects.
+ * Returns 0, or -1 with errno (the entries it added are taken back):
+ * EOPNOTSUPP-like errors (ENOENT, EOPNOTSUPP, EINVAL, EPROTONOSUPPORT) when
+ * the kernel has no dump for it, EAGAIN when it did not answer in time,
+ * EMSGSIZE for a cut message, EIO for a malformed one, ENOMEM. */
 static int sockets_diag_dump(int fd, int family, unsigned proto, const struct sockets_filter *f,
 			     struct sockets_list *l, size_t *cap)
 {
@@ -84,17 +106,28 @@ static int sockets_diag_dump(int fd, int family, unsigned proto, const struct so
 	req.nlh.nlmsg_seq = ++seq;
 	req.r.sdiag_family = (uint8_t)family;
 	req.r.sdiag_protocol = proto == RULE_PROTO_TCP ? IPPROTO_TCP : IPPROTO_UDP;
-	req.r.idiag_states = 1u << (proto == RULE_PROTO_TCP ? SOCKETS_TCP_LISTEN : SOCKETS_TCP_CLOSE);
+	req.r.idiag_states = sockets_states(f, proto);
 	if (sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&nl, sizeof(nl)) < 0)
 		return -1;
-	for (;;) {
-		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+	for (unsigned reads = 0;; reads++) {
+		struct iovec iov = { buf, sizeof(buf) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		ssize_t n;
 		size_t left;
 
+		if (reads >= SOCKETS_DIAG_MAX_READS) {
+			e = EIO; /* a dump that does not end */
+			goto fail;
+		}
+		n = recvmsg(fd, &mh, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			e = n < 0 ? errno : EIO;
+			e = n < 0 ? (errno == EWOULDBLOCK ? EAGAIN : errno) : EIO;
+			goto fail;
+		}
+		if (mh.msg_flags & MSG_TRUNC) {
+			e = EMSGSIZE;
 			goto fail;
 		}
 		left = (size_t)n;
@@ -122,6 +155,7 @@ static int sockets_diag_dump(int fd, int family, unsigned proto, const struct so
 			s.proto = proto;
 			s.family = m->idiag_family;
 			s.port = ntohs(m->id.idiag_sport);
+			s.state = m->idiag_state;
 			if (!sockets_wanted(f, proto, s.port) ||
 			    (s.family != AF_INET && s.family != AF_INET6))
 				continue;
@@ -133,6 +167,10 @@ static int sockets_diag_dump(int fd, int family, unsigned proto, const struct so
 				goto fail;
 			}
 		}
+		if (left > 0) {
+			e = EIO; /* bytes that are no whole message */
+			goto fail;
+		}
 	}
 fail:
 	l->n = start;
@@ -140,11 +178,19 @@ fail:
 	return -1;
 }
 
+/* True for a dump error that means "this kernel has no such dump" (no
+ * udp_diag, no IPv6), where the /proc/net table may still answer. */
+static bool sockets_diag_unsupported(int e)
+{
+	return e == ENOENT || e == EOPNOTSUPP || e == EINVAL || e == EPROTONOSUPPORT ||
+	       e == EAFNOSUPPORT;
+}
+
 /* One /proc/net table (PATH, of FAMILY). Returns 0, or -1 with errno. */
 static int sockets_proc_table(const char *path, int family, unsigned proto,
 			      const struct sockets_filter *f, struct sockets_list *l, size_t *cap)
 {
-	unsigned want = proto == RULE_PROTO_TCP ? SOCKETS_TCP_LISTEN : SOCKETS_TCP_CLOSE;
+	unsigned want = sockets_states(f, proto);
 	char line[512], hex[40];
 	FILE *fp = fopen(path, "re");
 
@@ -163,7 +209,7 @@ static int sockets_proc_table(const char *path, int family, unsigned proto,
 		memset(&s, 0, sizeof(s));
 		if (sscanf(line, " %*d: %39[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x %*x:%*x %*x:%*x %*x %u %*d %lu",
 			   hex, &s.port, &state, &uid, &ino) != 5 ||
-		    strlen(hex) != words * 8 || state != want || !sockets_wanted(f, proto, s.port))
+		    strlen(hex) != words * 8 || state > 31 || !(want & (1u << state)) || !sockets_wanted(f, proto, s.port))
 			continue;
 		/* Each 32-bit word is printed as the host reads it from memory. */
 		for (size_t w = 0; w < words; w++) {
@@ -179,6 +225,7 @@ static int sockets_proc_table(const char *path, int family, unsigned proto,
 		s.family = family;
 		s.inode = ino;
 		s.uid = uid;
+		s.state = state;
 		if (sockets_add(l, cap, &s) < 0) {
 			fclose(fp);
 			errno = ENOMEM;
@@ -224,24 +271,41 @@ int sockets_read(const struct sockets_filter *filter, struct sockets_list *l)
 	size_t cap = 0;
 
 	memset(l, 0, sizeof(*l));
-	if (!proc_only)
+	if (!proc_only) {
+		struct timeval tv = { SOCKETS_DIAG_TIMEOUT, 0 };
+
 		fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+		if (fd >= 0)
+			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]) && e != ENOMEM; i++) {
 		if (filter && !(filter->proto & tables[i].proto))
 			continue;
-		if (fd >= 0 && sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l,
-						  &cap) == 0) {
-			read_any = 1;
-			continue;
+		if (fd >= 0) {
+			if (sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l, &cap) == 0) {
+				read_any = 1;
+				continue;
+			}
+			if (errno == ENOMEM) {
+				e = ENOMEM;
+				break;
+			}
+			/* A kernel without this dump, a sandbox, a timeout or a
+			 * garbled reply: /proc/net says the same, slower. After a
+			 * timeout or a cut message the socket may still carry the
+			 * rest of that dump: the next ones need a fresh one. */
+			if (!sockets_diag_unsupported(errno)) {
+				close(fd);
+				fd = -1;
+			}
 		}
-		if (errno == ENOMEM)
-			break;
 		if (sockets_proc_table(tables[i].path, tables[i].family, tables[i].proto, filter, l,
 				       &cap) == 0) {
 			l->from_proc = true;
 			read_any = 1;
 		} else if (errno == ENOENT && tables[i].family == AF_INET6) {
-			read_any = 1; /* no IPv6 in this kernel */
+			/* No IPv6 in this kernel: nothing to read, but no
+			 * proof that the tables can be read either. */
 		} else {
 			e = errno;
 		}
@@ -264,18 +328,107 @@ struct sockets_ino {
 	UT_hash_handle hh;
 };
 
-/* Reads /proc/PID/comm (relative to PROCFD) into COMM. */
-static void sockets_comm(int pidfd, char *comm, size_t len)
+char *sockets_text(const char *in, size_t len, char *out, size_t outlen)
 {
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
+
+		if (c >= 0x20 && c <= 0x7e && c != '\\') {
+			if (o + 1 >= outlen)
+				break;
+			out[o++] = (char)c;
+		} else {
+			if (o + 4 >= outlen)
+				break;
+			snprintf(out + o, 5, "\\x%02x", c);
+			o += 4;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* Reads /proc/PID/comm (relative to PROCFD) into COMM, as text. */
+static int sockets_comm(int pidfd, char *comm, size_t len)
+{
+	char raw[SOCKETS_COMM_MAX];
 	int fd = openat(pidfd, "comm", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, comm, len - 1) : -1;
+	ssize_t n = fd >= 0 ? read(fd, raw, sizeof(raw) - 1) : -1;
 
 	if (fd >= 0)
 		close(fd);
 	if (n < 0)
 		n = 0;
-	comm[n] = '\0';
-	comm[strcspn(comm, "\n")] = '\0';
+	/* The kernel ends it with a newline, which the name cannot hold. */
+	if (n > 0 && raw[n - 1] == '\n')
+		n--;
+	sockets_text(raw, (size_t)n, comm, len);
+	return fd >= 0 ? 0 : -1;
+}
+
+int sockets_proc_comm(pid_t pid, char *comm, size_t len)
+{
+	char path[32];
+	int dfd, rc;
+
+	snprintf(path, sizeof(path), "/proc/%ld", (long)pid);
+	dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		comm[0] = '\0';
+		return -1;
+	}
+	rc = sockets_comm(dfd, comm, len);
+	close(dfd);
+	return rc;
+}
+
+/* The inode of the socket a /proc/PID/fd link names ("socket:[123]"), or 0. */
+static unsigned long sockets_link_inode(int dirfd, const char *name)
+{
+	char link[64], *end;
+	unsigned long ino;
+	ssize_t n = readlinkat(dirfd, name, link, sizeof(link) - 1);
+
+	if (n < 9 || memcmp(link, "socket:[", 8) != 0)
+		return 0;
+	link[n] = '\0';
+	ino = strtoul(link + 8, &end, 10);
+	return *end == ']' ? ino : 0;
+}
+
+bool sockets_proc_holds(pid_t pid, unsigned long inode)
+{
+	char path[40];
+	struct dirent *fe;
+	bool held = false;
+	DIR *fds;
+
+	snprintf(path, sizeof(path), "/proc/%ld/fd", (long)pid);
+	fds = opendir(path);
+	if (!fds)
+		return false;
+	while (!held && (fe = readdir(fds)))
+		held = fe->d_name[0] != '.' && sockets_link_inode(dirfd(fds), fe->d_name) == inode;
+	closedir(fds);
+	return held;
+}
+
+/* Adds PID to S's processes unless it is there. Returns 0, or -1 (ENOMEM). */
+static int sockets_add_pid(struct sockets_entry *s, pid_t pid)
+{
+	pid_t *grown;
+
+	for (unsigned i = 0; i < s->nprocs; i++)
+		if (s->pids[i] == pid)
+			return 0; /* the same socket through a second fd */
+	grown = realloc(s->pids, (s->nprocs + 1) * sizeof(*grown));
+	if (!grown)
+		return -1;
+	s->pids = grown;
+	s->pids[s->nprocs++] = pid;
+	return 0;
 }
 
 int sockets_join(struct sockets_list *l)
@@ -283,9 +436,16 @@ int sockets_join(struct sockets_list *l)
 	struct sockets_ino *map = NULL, *items, *it, *tmp;
 	struct dirent *de;
 	DIR *proc;
-	int rc = 0;
+	int rc = 0, e = 0;
 
 	l->procs_hidden = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->e[i].pids);
+		l->e[i].pids = NULL;
+		l->e[i].nprocs = 0;
+		l->e[i].pid = 0;
+		l->e[i].comm[0] = '\0';
+	}
 	if (l->n == 0)
 		return 0;
 	items = calloc(l->n, sizeof(*items));
@@ -302,10 +462,11 @@ int sockets_join(struct sockets_list *l)
 	proc = opendir("/proc");
 	if (!proc) {
 		rc = -1;
+		e = errno;
 		goto out;
 	}
-	while ((de = readdir(proc))) {
-		char link[64], comm[SOCKETS_COMM_MAX] = "";
+	while (rc == 0 && (de = readdir(proc))) {
+		char comm[SOCKETS_COMM_MAX] = "";
 		bool have_comm = false;
 		struct dirent *fe;
 		int pidfd, fdfd;
@@ -315,6 +476,8 @@ int sockets_join(struct sockets_list *l)
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
 		pid = strtol(de->d_name, NULL, 10);
+		if (l->skip_pid && pid == (long)l->skip_pid)
+			continue;
 		pidfd = openat(dirfd(proc), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (pidfd < 0)
 			continue; /* gone since readdir */
@@ -334,17 +497,11 @@ int sockets_join(struct sockets_list *l)
 		while ((fe = readdir(fds))) {
 			struct sockets_entry *s;
 			unsigned long ino;
-			ssize_t n;
-			char *end;
 
 			if (fe->d_name[0] == '.')
 				continue;
-			n = readlinkat(fdfd, fe->d_name, link, sizeof(link) - 1);
-			if (n < 9 || memcmp(link, "socket:[", 8) != 0)
-				continue;
-			link[n] = '\0';
-			ino = strtoul(link + 8, &end, 10);
-			if (*end != ']')
+			ino = sockets_link_inode(fdfd, fe->d_name);
+			if (!ino)
 				continue;
 			HASH_FIND(hh, map, &ino, sizeof(ino), it);
 			if (!it)
@@ -354,14 +511,15 @@ int sockets_join(struct sockets_list *l)
 				have_comm = true;
 			}
 			s = &l->e[it->entry];
-			/* The same socket through a second fd of one process counts once. */
-			if (s->pid == (pid_t)pid)
-				continue;
+			if (sockets_add_pid(s, (pid_t)pid) < 0) {
+				rc = -1;
+				e = ENOMEM;
+				break;
+			}
 			if (s->pid == 0) {
 				s->pid = (pid_t)pid;
 				snprintf(s->comm, sizeof(s->comm), "%s", comm);
 			}
-			s->nprocs++;
 		}
 		closedir(fds);
 		close(pidfd);
@@ -371,11 +529,15 @@ out:
 	HASH_ITER(hh, map, it, tmp)
 		HASH_DELETE(hh, map, it);
 	free(items);
+	if (rc < 0)
+		errno = e;
 	return rc;
 }
 
 void sockets_free(struct sockets_list *l)
 {
+	for (size_t i = 0; i < l->n; i++)
+		free(l->e[i].pids);
 	free(l->e);
 	memset(l, 0, sizeof(*l));
 }

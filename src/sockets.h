@@ -13,8 +13,9 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* /proc/PID/comm is at most 16 bytes with its NUL. */
-#define SOCKETS_COMM_MAX 16
+/* /proc/PID/comm is at most 16 bytes with its NUL; as text (sockets_text)
+ * each of its 15 bytes may take 4 characters. */
+#define SOCKETS_COMM_MAX 64
 
 struct sockets_entry {
 	unsigned proto;      /* RULE_PROTO_TCP or RULE_PROTO_UDP */
@@ -23,9 +24,11 @@ struct sockets_entry {
 	unsigned port;
 	unsigned long inode;
 	uid_t uid;           /* the socket's owner, as the kernel has it */
+	unsigned state;      /* the kernel's TCP state number (UDP: 7 unconnected, 1 connected) */
 	pid_t pid;           /* a process with an fd on it; 0 when none is visible */
 	unsigned nprocs;     /* how many processes have it (forked servers share one) */
-	char comm[SOCKETS_COMM_MAX];
+	pid_t *pids;         /* all NPROCS of them, each once, PID first (malloc'd) */
+	char comm[SOCKETS_COMM_MAX]; /* PID's name as sockets_text renders it */
 };
 
 struct sockets_list {
@@ -33,13 +36,23 @@ struct sockets_list {
 	size_t n;
 	bool from_proc;      /* read from /proc/net (sock_diag was not available) */
 	unsigned procs_hidden; /* processes whose fds this user could not read */
+	pid_t skip_pid;      /* sockets_join leaves this process out (0: none) */
 };
 
 /* Which sockets to read: a protocol (RULE_PROTO_* bits) and ports LO-HI. */
 struct sockets_filter {
 	unsigned proto;
 	unsigned lo, hi;
+	/* Also the sockets that hold a port without listening: TCP in any
+	 * other state (bound, connected, TIME_WAIT), connected UDP. */
+	bool all_states;
 };
+
+/* TCP's TIME_WAIT state number, for sockets_entry.state. */
+#define SOCKETS_TCP_TIME_WAIT 6
+
+/* The listening state of ENTRY's protocol: TCP LISTEN, UDP unconnected. */
+bool sockets_listening(const struct sockets_entry *e);
 
 /*
  * Reads the sockets that FILTER (NULL: all of them) selects into L (start
@@ -53,10 +66,28 @@ struct sockets_filter {
 int sockets_read(const struct sockets_filter *filter, struct sockets_list *l);
 
 /*
+ * Writes the LEN bytes of IN as printable ASCII into OUT (OUTLEN bytes, at
+ * least 1): bytes 0x20-0x7e but '\' as they are, every other byte (and
+ * '\') as "\xNN", so a process name can neither move a terminal's cursor
+ * nor break a JSON string. Cut at a whole escape when OUT is short.
+ * Returns OUT.
+ */
+char *sockets_text(const char *in, size_t len, char *out, size_t outlen);
+
+/* Reads PID's name (/proc/PID/comm) as sockets_text renders it into COMM
+ * (SOCKETS_COMM_MAX bytes); "" when it cannot be read. Returns 0 or -1. */
+int sockets_proc_comm(pid_t pid, char *comm, size_t len);
+
+/* True if PID has an fd on the socket INODE now (/proc/PID/fd). */
+bool sockets_proc_holds(pid_t pid, unsigned long inode);
+
+/*
  * Finds the processes holding L's sockets with one pass over /proc/PID/fd,
  * and their names (/proc/PID/comm). A process whose fds this user may not
  * read (another user's, without root) is counted in L->procs_hidden and
- * its sockets keep pid 0. Returns 0, or -1 if /proc cannot be read.
+ * its sockets keep pid 0. Every process with an fd on a socket is in its
+ * PIDS, once. Returns 0, or -1 with errno if /proc cannot be read or
+ * memory runs out.
  */
 int sockets_join(struct sockets_list *l);
 

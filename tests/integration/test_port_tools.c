@@ -22,6 +22,11 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <pty.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,6 +51,8 @@
  */
 /* ctl_as's group where it is not the user's own number ((gid_t)-1). */
 static gid_t ctl_gid = (gid_t)-1;
+/* If set, run in portfwdctl's process just before exec. */
+static void (*ctl_child_hook)(void);
 
 static int ctl_as(char **out, char **err, uid_t uid, const char *sock, ...)
 {
@@ -79,6 +86,8 @@ static int ctl_as(char **out, char **err, uid_t uid, const char *sock, ...)
 		     setuid(uid) < 0))
 			_exit(126);
 		alarm(30);
+		if (ctl_child_hook)
+			ctl_child_hook();
 		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
@@ -157,7 +166,13 @@ static json_t *ctl_json(int *rc, const char *sock, const char *a, const char *b,
 struct holder {
 	pid_t pid;
 	unsigned port;
+	pid_t kid; /* with holder_share: the child that shares the socket */
 };
+
+/* holder_start's options for the next holder: its name, SO_REUSEPORT,
+ * and a forked child sharing the socket (through two fds). */
+static const char *holder_name = "pf-holder";
+static bool holder_reuseport, holder_share;
 
 /*
  * Forks a process named pf-holder that binds a SOCKTYPE socket on
@@ -170,6 +185,7 @@ static void holder_start(struct holder *h, int socktype, unsigned port, uid_t ui
 	int pipefd[2];
 	unsigned got = 0;
 
+	h->kid = 0;
 	ck_assert_int_eq(pipe(pipefd), 0);
 	h->pid = fork();
 	ck_assert_int_ge(h->pid, 0);
@@ -178,9 +194,12 @@ static void holder_start(struct holder *h, int socktype, unsigned port, uid_t ui
 		socklen_t len = h_sockaddr("127.0.0.1", port, &ss);
 		int fd;
 
+		int one = 1;
+		pid_t kid = 0;
+
 		close(pipefd[0]);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		prctl(PR_SET_NAME, "pf-holder");
+		prctl(PR_SET_NAME, holder_name);
 		if (uid != (uid_t)-1 && (setgroups(0, NULL) < 0 || setgid(uid) < 0 || setuid(uid) < 0))
 			_exit(126);
 		/* As a process its user started: its fds readable by that user. */
@@ -188,13 +207,28 @@ static void holder_start(struct holder *h, int socktype, unsigned port, uid_t ui
 		/* Check's handler, inherited, would stop the whole test's group. */
 		signal(SIGTERM, deaf ? SIG_IGN : SIG_DFL);
 		fd = socket(AF_INET, socktype, 0);
+		if (holder_reuseport)
+			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 		if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 ||
 		    (socktype == SOCK_STREAM && listen(fd, 8) < 0))
 			_exit(1);
 		len = sizeof(ss);
 		getsockname(fd, (struct sockaddr *)&ss, &len);
 		got = rule_addr_port((struct sockaddr *)&ss);
-		if (write(pipefd[1], &got, sizeof(got)) != sizeof(got))
+		if (holder_share) {
+			/* Not killed with its parent: free must signal it too.
+			 * Two fds on the socket: it is still one holder. */
+			kid = fork();
+			if (kid == 0) {
+				if (dup(fd) < 0)
+					_exit(1);
+				alarm(60);
+				for (;;)
+					pause();
+			}
+		}
+		if (write(pipefd[1], &got, sizeof(got)) != sizeof(got) ||
+		    write(pipefd[1], &kid, sizeof(kid)) != sizeof(kid))
 			_exit(1);
 		alarm(60);
 		for (;;)
@@ -202,7 +236,8 @@ static void holder_start(struct holder *h, int socktype, unsigned port, uid_t ui
 	}
 	close(pipefd[1]);
 	p = (struct pollfd){ pipefd[0], POLLIN, 0 };
-	ck_assert_msg(poll(&p, 1, 5000) == 1 && read(pipefd[0], &got, sizeof(got)) == sizeof(got),
+	ck_assert_msg(poll(&p, 1, 5000) == 1 && read(pipefd[0], &got, sizeof(got)) == sizeof(got) &&
+			      read(pipefd[0], &h->kid, sizeof(h->kid)) == sizeof(h->kid),
 		      "the holder did not start (port %u taken?)", port);
 	close(pipefd[0]);
 	h->port = got;
@@ -226,6 +261,10 @@ static int holder_wait(struct holder *h, double seconds)
 
 static void holder_stop(struct holder *h)
 {
+	if (h->kid > 0) {
+		kill(h->kid, SIGKILL);
+		h->kid = 0;
+	}
 	if (h->pid > 0) {
 		kill(h->pid, SIGKILL);
 		waitpid(h->pid, NULL, 0);
@@ -313,7 +352,7 @@ static const char *web_rule(unsigned listen, unsigned target)
 START_TEST(test_ports_lists_holders)
 {
 	struct h_backend echo;
-	struct holder udp, other = { 0, 0 };
+	struct holder udp, other = { 0, 0, 0 };
 	struct hdaemon d;
 	unsigned listen = h_free_port(SOCK_STREAM, false);
 	json_t *doc, *s;
@@ -621,7 +660,7 @@ END_TEST
  * and the SERVICE column of ports; a name's port for each protocol. */
 START_TEST(test_who_service_names)
 {
-	struct holder first = { 0, 0 }, udpside = { 0, 0 };
+	struct holder first = { 0, 0, 0 }, udpside = { 0, 0, 0 };
 	json_t *doc, *s;
 	char *out;
 	int rc;
@@ -660,6 +699,20 @@ START_TEST(test_who_service_names)
 	ck_assert_msg(rc == 1 && strstr(out, "7002/tcp is free; tcpside, registered"), "exit %d: %s",
 		      rc, out);
 	free(out);
+	/* split: 1000/tcp, 1001/udp: each protocol its own port. */
+	rc = ctl(&out, "/nonexistent", "who", "split");
+	ck_assert_msg(rc == 1 && strstr(out, "1000/tcp is free") && strstr(out, "1001/udp is free"),
+		      "exit %d: %s", rc, out);
+	free(out);
+	doc = ctl_json(&rc, "/nonexistent", "who", "split", NULL);
+	ck_assert_int_eq(rc, 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(json_object_get(doc, "protocols"), 1),
+							    "port")),
+			 1001);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(doc, "protocols"), 1),
+							   "proto")),
+			 "udp");
+	json_decref(doc);
 	rc = ctl(&out, "/nonexistent", "who", "udponly/tcp");
 	ck_assert_msg(rc == 2 && strstr(out, "\"udponly\" is a UDP service (port 7001), not TCP"),
 		      "exit %d: %s", rc, out);
@@ -977,7 +1030,7 @@ START_TEST(test_free_refuses_pid1)
 	out[got] = '\0';
 	close(pipefd[0]);
 	{
-		struct holder h = { init, 0 };
+		struct holder h = { init, 0, 0 };
 
 		st = holder_wait(&h, 10);
 		if (st == -1)
@@ -1015,6 +1068,440 @@ START_TEST(test_daemon_answers_local_commands)
 }
 END_TEST
 
+
+/* True once PID (not a child of the test) has exited, within SECONDS. */
+static bool pid_gone(pid_t pid, double seconds)
+{
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	struct pollfd p = { pfd, POLLIN, 0 };
+	bool gone;
+
+	if (pfd < 0)
+		return errno == ESRCH;
+	gone = poll(&p, 1, (int)(seconds * 1000)) == 1;
+	close(pfd);
+	return gone;
+}
+
+/*
+ * A rule that failed because another process holds its port: that
+ * process's socket is not the rule's (ports shows no rule listening on it,
+ * nor the rule's state as its), and free kills the process instead of
+ * disabling the rule. The daemon's own "address already in use" message
+ * names the holder with its name made printable.
+ */
+START_TEST(test_free_foreign_holder_of_failed_rule)
+{
+	struct h_backend echo;
+	struct holder h;
+	struct hdaemon d;
+	json_t *doc, *s, *r;
+	char arg[32], want[128], *out;
+	int rc, st;
+
+	holder_name = "pf-\x1bhold";
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	holder_name = "pf-holder";
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, web_rule(h.port, echo.port));
+	doc = h_status(&d);
+	r = json_array_get(json_object_get(doc, "rules"), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "tcp"), "state")), "failed");
+	{
+		const char *e = json_string_value(json_object_get(json_object_get(r, "tcp"), "error"));
+
+		snprintf(want, sizeof(want), "pid %d (pf-\\x1bhold)", (int)h.pid);
+		ck_assert_msg(e && strstr(e, want), "no \"%s\" in the rule's error: %s", want, e);
+	}
+	json_decref(doc);
+
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	doc = ctl_json(&rc, d.sock, "ports", arg, NULL);
+	ck_assert_int_eq(rc, 0);
+	s = find_socket(doc, "tcp", h.port);
+	ck_assert_msg(s, "%u/tcp missing", h.port);
+	ck_assert_int_eq(json_integer_value(json_object_get(s, "pid")), h.pid);
+	ck_assert_msg(!rule_role(s, "web"), "the holder's socket credited to rule web as %s",
+		      rule_role(s, "web"));
+	json_decref(doc);
+	/* UDP listens: that socket is the rule's. */
+	snprintf(arg, sizeof(arg), "%u/udp", h.port);
+	doc = ctl_json(&rc, d.sock, "ports", arg, NULL);
+	s = find_socket(doc, "udp", h.port);
+	ck_assert_msg(s && rule_role(s, "web") && strcmp(rule_role(s, "web"), "listen") == 0,
+		      "rule web's UDP listener not shown as its");
+	json_decref(doc);
+
+	snprintf(arg, sizeof(arg), "%u/tcp", h.port);
+	rc = ctl(&out, d.sock, "free", arg, "--kill", "--yes");
+	ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+	snprintf(want, sizeof(want), "sent SIGTERM to pid %d (pf-\\x1bhold, user ", (int)h.pid);
+	ck_assert_msg(strstr(out, want), "no \"%s\" in %s", want, out);
+	ck_assert_msg(!strstr(out, "disable"), "free disabled the rule: %s", out);
+	free(out);
+	st = holder_wait(&h, 5);
+	ck_assert_msg(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "status %d", st);
+	doc = h_status(&d);
+	ck_assert_str_ne(json_string_value(json_object_get(json_array_get(json_object_get(doc, "rules"), 0),
+							   "state")),
+			 "disabled");
+	json_decref(doc);
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
+/* A process whose name holds a terminal escape, a carriage return and a
+ * UTF-8 sequence the kernel cut: ports, who and free show it as \xNN,
+ * never the raw bytes, and JSON keeps the entry and its name. */
+START_TEST(test_hostile_process_name)
+{
+	struct holder h;
+	json_t *doc, *s;
+	char arg[32], *out;
+	const char *shown = "pf\\x1b[2J\\x0d\\xc3";
+	int rc;
+
+	holder_name = "pf\x1b[2J\r\xc3";
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	holder_name = "pf-holder";
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	{
+		const char *const cmds[][2] = { { "ports", NULL }, { "who", NULL }, { "free", NULL } };
+
+		for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+			rc = ctl(&out, "/nonexistent", cmds[i][0], arg);
+			ck_assert_msg(rc <= 1, "%s: exit %d: %s", cmds[i][0], rc, out);
+			ck_assert_msg(strstr(out, shown), "%s: no \"%s\" in %s", cmds[i][0], shown, out);
+			ck_assert_msg(!strchr(out, '\x1b') && !strchr(out, '\r') && !strchr(out, '\xc3'),
+				      "%s: raw bytes of the name in %s", cmds[i][0], out);
+			free(out);
+		}
+	}
+	doc = ctl_json(&rc, "/nonexistent", "ports", arg, NULL);
+	ck_assert_int_eq(rc, 0);
+	s = find_socket(doc, "tcp", h.port);
+	ck_assert_msg(s, "the entry of %u/tcp vanished from JSON", h.port);
+	ck_assert_msg(json_string_value(json_object_get(s, "process")) &&
+			      strcmp(json_string_value(json_object_get(s, "process")), shown) == 0,
+		      "process: %s", json_string_value(json_object_get(s, "process")));
+	json_decref(doc);
+	doc = ctl_json(&rc, "/nonexistent", "who", arg, NULL);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(doc, "holders"), 0),
+							   "process")),
+			 shown);
+	json_decref(doc);
+	holder_stop(&h);
+}
+END_TEST
+
+/* A forked server: parent and child share the listening socket (the child
+ * through two fds). ports counts the child once (+1); free --kill signals
+ * both, names each, and the port comes free. */
+START_TEST(test_free_kill_shared_socket)
+{
+	struct holder h;
+	json_t *doc, *s;
+	char arg[32], want[128], *out;
+	int rc, st;
+
+	holder_share = true;
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	holder_share = false;
+	ck_assert(h.kid > 0);
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	rc = ctl(&out, "/nonexistent", "ports", arg);
+	ck_assert_msg(rc == 0 && strstr(out, "pf-holder(+1)"), "exit %d: %s", rc, out);
+	free(out);
+	doc = ctl_json(&rc, "/nonexistent", "ports", arg, NULL);
+	s = find_socket(doc, "tcp", h.port);
+	ck_assert_msg(s, "%u/tcp missing", h.port);
+	ck_assert_int_eq(json_integer_value(json_object_get(s, "processes")), 2);
+	ck_assert_int_eq(json_array_size(json_object_get(s, "pids")), 2);
+	json_decref(doc);
+
+	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
+	ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+	snprintf(want, sizeof(want), "sent SIGTERM to pid %d (pf-holder, user", (int)h.pid);
+	ck_assert_msg(strstr(out, want), "no \"%s\" in %s", want, out);
+	snprintf(want, sizeof(want), "sent SIGTERM to pid %d (pf-holder, user", (int)h.kid);
+	ck_assert_msg(strstr(out, want), "no \"%s\" in %s", want, out);
+	free(out);
+	st = holder_wait(&h, 5);
+	ck_assert_msg(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "status %d", st);
+	ck_assert_msg(pid_gone(h.kid, 5), "the child sharing the socket lives on");
+	h.kid = 0;
+	ck_assert(port_bindable(SOCK_STREAM, h.port));
+}
+END_TEST
+
+/* More holders than the old fixed plan (16): 20 processes with
+ * SO_REUSEPORT sockets on one port; free --kill ends them all. */
+START_TEST(test_free_kill_many_holders)
+{
+	enum { N = 20 };
+	struct holder h[N];
+	char arg[32], *out;
+	int rc;
+
+	holder_reuseport = true;
+	holder_start(&h[0], SOCK_STREAM, 0, (uid_t)-1, false);
+	for (int i = 1; i < N; i++)
+		holder_start(&h[i], SOCK_STREAM, h[0].port, (uid_t)-1, false);
+	holder_reuseport = false;
+	snprintf(arg, sizeof(arg), "%u", h[0].port);
+	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
+	ck_assert_msg(rc == 0 && strstr(out, "is now free"), "exit %d: %s", rc, out);
+	for (int i = 0; i < N; i++) {
+		char want[64];
+
+		snprintf(want, sizeof(want), "sent SIGTERM to pid %d ", (int)h[i].pid);
+		ck_assert_msg(strstr(out, want), "holder %d (pid %d) not signalled: %s", i, (int)h[i].pid,
+			      out);
+	}
+	free(out);
+	for (int i = 0; i < N; i++)
+		ck_assert_msg(holder_wait(&h[i], 5) != -1, "holder %d lives on", i);
+}
+END_TEST
+
+/* free never signals the process that ran it: a socket of the test's own
+ * (the parent of portfwdctl) is refused, saying why. */
+START_TEST(test_free_refuses_caller)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = h_sockaddr("127.0.0.1", 0, &ss);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	char arg[32], *out;
+	int rc;
+
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
+	ck_assert_int_eq(listen(fd, 4), 0);
+	len = sizeof(ss);
+	getsockname(fd, (struct sockaddr *)&ss, &len);
+	snprintf(arg, sizeof(arg), "%u", rule_addr_port((struct sockaddr *)&ss));
+	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
+	ck_assert_msg(rc == 1 && strstr(out, "refused") && strstr(out, "the process that ran portfwdctl"),
+		      "exit %d: %s", rc, out);
+	free(out);
+	close(fd);
+}
+END_TEST
+
+/* In portfwdctl's process: /proc/net hidden under an empty tmpfs in a
+ * mount namespace of its own, and sock_diag not asked. */
+static void hide_proc_net(void)
+{
+	setenv("PORTFWD_SOCKETS", "proc", 1);
+	if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", "/proc/self/net", "tmpfs", 0, NULL) < 0)
+		_exit(125);
+}
+
+/* Socket tables that cannot be read: exit 4 for ports, who and free, not
+ * 1 (nothing matched / free / still held) or 2 (usage). */
+START_TEST(test_tables_unreadable_exit)
+{
+	static const char *const cmds[] = { "ports", "who", "free" };
+	char *out;
+	int rc;
+
+	if (!need_root())
+		return;
+	ctl_child_hook = hide_proc_net;
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		rc = ctl(&out, "/nonexistent", cmds[i], "8080");
+		ck_assert_msg(rc != 125, "no mount namespace for the test");
+		ck_assert_msg(rc == 4 && strstr(out, "cannot read this machine's socket tables"),
+			      "%s: exit %d: %s", cmds[i], rc, out);
+		free(out);
+	}
+	ctl_child_hook = NULL;
+}
+END_TEST
+
+/* The daemon's socket refuses this user: ports says so in those words,
+ * not "no daemon". */
+START_TEST(test_ports_daemon_permission_denied)
+{
+	struct h_backend echo;
+	struct hdaemon d;
+	char *out, *err, want[512];
+	int rc;
+
+	if (!need_root())
+		return;
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, web_rule(h_free_port(SOCK_STREAM, false), echo.port));
+	rc = ctl_as(&out, &err, NOBODY, d.sock, "ports", NULL);
+	ck_assert_msg(rc == 0, "exit %d: %s%s", rc, out, err);
+	snprintf(want, sizeof(want), "cannot ask the daemon at %s: permission denied (root or the socket's group)",
+		 d.sock);
+	ck_assert_msg(strstr(err, want), "no \"%s\" in %s", want, err);
+	free(out);
+	free(err);
+	h_stop(&d);
+	h_backend_stop(&echo);
+}
+END_TEST
+
+/* A port only connections use (no listener): who does not call it free. */
+START_TEST(test_who_connections_only)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = h_sockaddr("127.0.0.1", 0, &ss);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0), cfd = socket(AF_INET, SOCK_STREAM, 0), afd;
+	char arg[32], *out;
+	unsigned port;
+	json_t *doc;
+	int rc;
+
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&ss, len), 0);
+	ck_assert_int_eq(listen(lfd, 4), 0);
+	len = sizeof(ss);
+	getsockname(lfd, (struct sockaddr *)&ss, &len);
+	port = rule_addr_port((struct sockaddr *)&ss);
+	ck_assert_int_eq(connect(cfd, (struct sockaddr *)&ss, len), 0);
+	afd = accept(lfd, NULL, NULL);
+	ck_assert_int_ge(afd, 0);
+	close(lfd); /* the accepted end keeps PORT as its local port */
+	snprintf(arg, sizeof(arg), "%u/tcp", port);
+	rc = ctl(&out, "/nonexistent", "who", arg);
+	ck_assert_msg(rc == 0 && strstr(out, "has no listener, but 1 socket uses it") &&
+			      strstr(out, "address already in use") && !strstr(out, "is free"),
+		      "exit %d: %s", rc, out);
+	free(out);
+	doc = ctl_json(&rc, "/nonexistent", "who", arg, NULL);
+	ck_assert_int_eq(rc, 0);
+	ck_assert(json_is_false(json_object_get(doc, "held")));
+	ck_assert(json_is_true(json_object_get(doc, "in_use")));
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(json_object_get(doc, "protocols"), 0),
+							    "connections")),
+			 1);
+	json_decref(doc);
+	close(afd);
+	close(cfd);
+}
+END_TEST
+
+/* In portfwdctl's process: pidfd_open fails with ENOSYS, as on a kernel
+ * older than 5.3. */
+static void no_pidfd(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+		_exit(125);
+}
+
+/* Without pidfds free still works: it checks that the pid still has the
+ * socket right before kill(). */
+START_TEST(test_free_kill_without_pidfd)
+{
+	struct holder h;
+	char arg[32], want[64], *out;
+	int rc, st;
+
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	ctl_child_hook = no_pidfd;
+	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
+	ctl_child_hook = NULL;
+	ck_assert_msg(rc != 125, "no seccomp filter for the test");
+	ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+	snprintf(want, sizeof(want), "sent SIGTERM to pid %d ", (int)h.pid);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	st = holder_wait(&h, 5);
+	ck_assert_msg(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "status %d", st);
+}
+END_TEST
+
+/*
+ * Runs portfwdctl -s SOCK free ARG --kill on a terminal of its own (a pty
+ * for stdin and stderr), waits for the question (10 s at most), puts it in
+ * QUESTION, answers ANSWER, and returns the exit status; everything it
+ * wrote after the question in *OUT.
+ */
+static int free_on_terminal(const char *sock, const char *arg, const char *answer, char *question,
+			    size_t qlen, char **out)
+{
+	char buf[8192];
+	size_t used = 0;
+	double deadline = h_now() + 20;
+	bool asked = false;
+	int master, st;
+	pid_t pid = forkpty(&master, NULL, NULL, NULL);
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		alarm(30);
+		execl(PORTFWDCTL, PORTFWDCTL, "-s", sock, "free", arg, "--kill", (char *)NULL);
+		_exit(127);
+	}
+	question[0] = '\0';
+	while (h_now() < deadline && used < sizeof(buf) - 1) {
+		struct pollfd p = { master, POLLIN, 0 };
+		ssize_t n;
+
+		if (poll(&p, 1, 500) <= 0)
+			continue;
+		n = read(master, buf + used, sizeof(buf) - 1 - used);
+		if (n <= 0)
+			break; /* EIO: the child closed the terminal */
+		used += (size_t)n;
+		buf[used] = '\0';
+		if (!asked && strstr(buf, "[y/N] ")) {
+			size_t q = used < qlen - 1 ? used : qlen - 1;
+
+			memcpy(question, buf, q);
+			question[q] = '\0';
+			used = 0;
+			asked = true;
+			ck_assert_int_eq(write(master, answer, strlen(answer)), (ssize_t)strlen(answer));
+		}
+	}
+	buf[used] = '\0';
+	close(master);
+	ck_assert_msg(waitpid(pid, &st, 0) == pid, "portfwdctl did not end");
+	ck_assert_msg(asked, "no question asked: %s", buf);
+	*out = strdup(buf);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* On a terminal free asks first, naming the process and its user; only
+ * "y" or "yes" is a yes ("yep" is not). */
+START_TEST(test_free_asks_on_terminal)
+{
+	struct holder h;
+	char arg[32], want[128], question[1024], *out;
+	int rc, st;
+
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	snprintf(want, sizeof(want), "SIGTERM pid %d (pf-holder, user %s)? [y/N]", (int)h.pid,
+		 user_name(geteuid()));
+	rc = free_on_terminal("/nonexistent", arg, "yep\n", question, sizeof(question), &out);
+	ck_assert_msg(strstr(question, want), "no \"%s\" in the question: %s", want, question);
+	ck_assert_msg(rc == 1 && strstr(out, "not confirmed"), "\"yep\": exit %d: %s", rc, out);
+	free(out);
+	ck_assert_int_eq(kill(h.pid, 0), 0);
+	rc = free_on_terminal("/nonexistent", arg, "yes\n", question, sizeof(question), &out);
+	ck_assert_msg(rc == 0 && strstr(out, "is now free"), "\"yes\": exit %d: %s", rc, out);
+	free(out);
+	st = holder_wait(&h, 5);
+	ck_assert_msg(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "status %d", st);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("port_tools");
@@ -1034,6 +1521,16 @@ int main(void)
 	tcase_add_test(tc, test_free_refusals);
 	tcase_add_test(tc, test_free_refuses_pid1);
 	tcase_add_test(tc, test_daemon_answers_local_commands);
+	tcase_add_test(tc, test_free_foreign_holder_of_failed_rule);
+	tcase_add_test(tc, test_hostile_process_name);
+	tcase_add_test(tc, test_free_kill_shared_socket);
+	tcase_add_test(tc, test_free_kill_many_holders);
+	tcase_add_test(tc, test_free_refuses_caller);
+	tcase_add_test(tc, test_tables_unreadable_exit);
+	tcase_add_test(tc, test_ports_daemon_permission_denied);
+	tcase_add_test(tc, test_who_connections_only);
+	tcase_add_test(tc, test_free_kill_without_pidfd);
+	tcase_add_test(tc, test_free_asks_on_terminal);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

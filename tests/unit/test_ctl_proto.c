@@ -112,6 +112,13 @@ START_TEST(test_command_prefixes)
 	ck_assert_int_eq(n, 1);
 	ck_assert_int_eq(ctl_proto_find("hello", NULL)->id, CTL_CMD_HELLO);
 	ck_assert_ptr_null(strstr(ctl_proto_names("", names, sizeof(names)), "hello"));
+	/* free signals processes: never by a prefix ("f" is no typo away). */
+	ck_assert_ptr_null(ctl_proto_find("f", &n));
+	ck_assert_int_eq(n, 0);
+	ck_assert_ptr_null(ctl_proto_find("fre", &n));
+	ck_assert_int_eq(ctl_proto_find("free", &n)->id, CTL_CMD_FREE);
+	ck_assert_int_eq(ctl_proto_find("w", NULL)->id, CTL_CMD_WHO);
+	ck_assert_int_eq(ctl_proto_find("po", NULL)->id, CTL_CMD_PORTS);
 }
 END_TEST
 
