@@ -824,6 +824,7 @@ START_TEST(test_install_and_unit)
 	struct stat sb;
 	struct h_backend echo;
 	struct hdaemon d;
+	unsigned lport;
 
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	/* A real prefix (no DESTDIR), so the unit's paths exist for verify. */
@@ -871,14 +872,19 @@ START_TEST(test_install_and_unit)
 	ck_assert_msg(strstr(out, "Overall exposure level for portfwd.service: 1."), "%s", out);
 	free(out);
 
-	/* Bash completion: commands, and rule names from the running daemon. */
+	/* Bash completion: commands, rule names from the running daemon, and
+	 * the ports in use for who (the rule's listen port among them). */
 	h_backend_start(&echo, H_ECHO, false);
-	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), echo.port));
+	lport = h_free_port(SOCK_STREAM, false);
+	h_start(&d, one_rule(lport, echo.port));
+	snprintf(want, sizeof(want), "%u", lport);
 	ck_assert_int_eq(h_sh(&out, "PATH=%s/bin:$PATH bash -c '. %s/share/bash-completion/completions/portfwdctl; "
 			      "COMP_WORDS=(portfwdctl rel); COMP_CWORD=1; _portfwdctl; echo \"${COMPREPLY[*]}\"; "
-			      "COMP_WORDS=(portfwdctl -s %s disable e); COMP_CWORD=4; _portfwdctl; echo \"${COMPREPLY[*]}\"'",
-			      dir, dir, d.sock), 0);
-	ck_assert_msg(strcmp(out, "reload\necho\n") == 0, "completion gave: %s", out);
+			      "COMP_WORDS=(portfwdctl -s %s disable e); COMP_CWORD=4; _portfwdctl; echo \"${COMPREPLY[*]}\"; "
+			      "COMP_WORDS=(portfwdctl -s %s who %s); COMP_CWORD=4; _portfwdctl; echo \"${COMPREPLY[*]}\"'",
+			      dir, dir, d.sock, d.sock, want), 0);
+	snprintf(want, sizeof(want), "reload\necho\n%u\n", lport);
+	ck_assert_msg(strcmp(out, want) == 0, "completion gave: %s", out);
 	free(out);
 	h_stop(&d);
 	h_backend_stop(&echo);
