@@ -340,7 +340,7 @@ static void daemon_exposure(const struct daemon *d, const struct config *cfg,
 	struct exposure_privs privs;
 	bool *bound = calloc(cfg->nrules + 1, sizeof(*bound));
 
-	exposure_privs_now(d->gave_root_up, &privs);
+	exposure_privs_now(d->gave_root_up, d->root_lacked_cap, &privs);
 	for (size_t i = 0; bound && fws && i < cfg->nrules; i++)
 		bound[i] = daemon_holds(fws[i], &cfg->rules[i]);
 	privs.bound = bound;
@@ -603,6 +603,7 @@ static int daemon_drop_privileges(struct daemon *d)
 		log_warning("started as root without CAP_NET_BIND_SERVICE: it cannot be kept for user %s, and ports below %s need it",
 			    c->user, "ip_unprivileged_port_start");
 		low = false;
+		d->root_lacked_cap = true;
 	}
 	raw = daemon_needs_raw(c);
 	if (privs_drop(c->uid, c->gid, low, raw, err, sizeof(err)) < 0) {

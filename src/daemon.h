@@ -64,6 +64,8 @@ struct daemon {
 	struct exposure_list exposure;
 	/* Started as root, it became daemon.user (privs_drop). */
 	bool gave_root_up;
+	/* ... started as root without CAP_NET_BIND_SERVICE to keep (a container) */
+	bool root_lacked_cap;
 };
 
 /* The outcome of a reload or a check, for the control reply. */

@@ -212,16 +212,19 @@ void exposure_privs_at_start(const struct config *cfg, struct exposure_privs *p)
 			 "start it as root with daemon.user set (it binds its ports, then gives root up) or with the capability (the shipped unit's AmbientCapabilities=CAP_NET_BIND_SERVICE)");
 }
 
-void exposure_privs_now(bool gave_root_up, struct exposure_privs *p)
+void exposure_privs_now(bool gave_root_up, bool root_lacked_cap, struct exposure_privs *p)
 {
 	memset(p, 0, sizeof(*p));
 	p->can_bind_low = privs_can_bind_low();
 	p->running = true;
 	exposure_who(p->who, sizeof(p->who));
-	if (gave_root_up)
+	if (gave_root_up && root_lacked_cap)
+		snprintf(p->who + strlen(p->who), sizeof(p->who) - strlen(p->who),
+			 ", since it started as root without the capability");
+	else if (gave_root_up)
 		snprintf(p->who + strlen(p->who), sizeof(p->who) - strlen(p->who),
 			 ", since it gave root up at start with no rule that needed the capability");
-	if (geteuid() == 0)
+	if (geteuid() == 0 || root_lacked_cap)
 		snprintf(p->fix, sizeof(p->fix), "%s", EXPOSURE_FIX_ROOT);
 	else
 		snprintf(p->fix, sizeof(p->fix), "restart it %s",

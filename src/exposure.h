@@ -104,8 +104,10 @@ struct exposure_privs {
 void exposure_privs_at_start(const struct config *cfg, struct exposure_privs *p);
 
 /* As the running daemon is now (check, reload): its own privileges.
- * GAVE_ROOT_UP: it started as root and became daemon.user. */
-void exposure_privs_now(bool gave_root_up, struct exposure_privs *p);
+ * GAVE_ROOT_UP: it started as root and became daemon.user; ROOT_LACKED_CAP:
+ * that root had no CAP_NET_BIND_SERVICE to keep (a container, a unit's
+ * bounding set), so a restart would not bring it back. */
+void exposure_privs_now(bool gave_root_up, bool root_lacked_cap, struct exposure_privs *p);
 
 /*
  * Replaces OUT (free it first, or start from { 0 }) with the warnings and

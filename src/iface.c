@@ -170,7 +170,8 @@ static bool iface_netlink_default_route(const char *name, int family)
  * or a LAN router's route), with its interface in IFNAME: asked as
  * `ip route get fibmatch` does (RTM_GETROUTE with RTM_F_FIB_MATCH, Linux
  * 4.13), which answers with the route that matched rather than a host
- * route. False for a default route, no route, or a kernel that cannot say.
+ * route. False for a default route (or one split to take everything), no
+ * route, or a kernel that cannot say.
  */
 static bool iface_netlink_routed(const struct sockaddr *sa, char *ifname, size_t len)
 {
@@ -226,11 +227,18 @@ static bool iface_netlink_routed(const struct sockaddr *sa, char *ifname, size_t
 			for (struct rtattr *at = RTM_RTA(rt); RTA_OK(at, alen_left); at = RTA_NEXT(at, alen_left))
 				if (at->rta_type == RTA_OIF && RTA_PAYLOAD(at) >= sizeof(uint32_t))
 					memcpy(&oif, RTA_DATA(at), sizeof(uint32_t));
-			found = rt->rtm_dst_len > 0 && rt->rtm_type == RTN_UNICAST;
-			if (found && !(oif && if_indextoname(oif, buf)))
-				snprintf(buf, sizeof(buf), "?");
+			char name[IF_NAMESIZE];
+
+			/* Not a default route, nor one split in halves or
+			 * sixteenths as VPN clients install to take everything
+			 * (0.0.0.0/1 and 128.0.0.0/1; 2000::/4 and 3000::/4):
+			 * a network's route is /8 or longer, /16 for IPv6. A
+			 * cloned host route is a kernel before 4.13, which
+			 * ignores RTM_F_FIB_MATCH and cannot say which matched. */
+			found = rt->rtm_type == RTN_UNICAST && !(rt->rtm_flags & RTM_F_CLONED) &&
+				rt->rtm_dst_len >= (sa->sa_family == AF_INET ? 8 : 16);
 			if (found)
-				snprintf(ifname, len, "%s", buf);
+				snprintf(ifname, len, "%s", oif && if_indextoname(oif, name) ? name : "?");
 		}
 	}
 	close(fd);

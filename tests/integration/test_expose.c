@@ -955,6 +955,11 @@ START_TEST(test_public_target_through_check)
 	ck_assert_int_eq(h_sh(&out, "ip -n %1$s addr add 192.0.2.1/24 dev %2$s && ip -n %1$s route add 203.0.113.0/24 via 10.77.0.2",
 			      h_ns.srv, h_ns.srv_if), 0);
 	free(out);
+	/* The internet by a default route, and by the halves a VPN client
+	 * installs to take everything: neither makes "relay" the LAN. */
+	ck_assert_int_eq(h_sh(&out, "ip -n %1$s route add default via 10.77.0.2 && ip -n %1$s route add 0.0.0.0/1 via 10.77.0.2 && ip -n %1$s route add 128.0.0.0/1 via 10.77.0.2",
+			      h_ns.srv), 0);
+	free(out);
 	ck_assert_int_eq(run_ctl(&d, &out, "check", NULL, NULL), 0);
 	snprintf(want, sizeof(want), "%s:4: warning: rule \"relay\": " PUBLIC_WARNING "\n", d.conf);
 	ck_assert_msg(strstr(out, want), "%s", out);
@@ -993,7 +998,8 @@ START_TEST(test_public_target_through_check)
 	ck_assert_msg(strstr(out, "rule \"routed\": target 203.0.113.7:443 is a public address"), "%s", out);
 	ck_assert_msg(!strstr(out, "rule \"pubnet\""), "%s", out);
 	free(out);
-	ck_assert_int_eq(h_sh(&out, "ip -n %s addr del 192.0.2.1/24 dev %s", h_ns.srv, h_ns.srv_if), 0);
+	ck_assert_int_eq(h_sh(&out, "ip -n %1$s addr del 192.0.2.1/24 dev %2$s && ip -n %1$s route del default && ip -n %1$s route del 0.0.0.0/1 && ip -n %1$s route del 128.0.0.0/1",
+			      h_ns.srv, h_ns.srv_if), 0);
 	free(out);
 	h_stop(&d);
 }
@@ -1043,6 +1049,15 @@ START_TEST(test_root_without_capability_drops)
 	ck_assert(h_log_contains(&d, "running as user nobody"));
 	ck_assert(wait_state(&d, "high", "listening", 5));
 	ck_assert(wait_state(&d, "low", "failed", 5));
+	/* Its check says why, and that a restart would not help. */
+	{
+		char *out;
+
+		ck_assert_int_eq(run_ctl(&d, &out, "check", NULL, NULL), 0);
+		ck_assert_msg(strstr(out, "which portfwd does not have (running as nobody, uid 65534, since it started as root without the capability); give the capability back"),
+			      "%s", out);
+		free(out);
+	}
 	h_stop(&d);
 }
 END_TEST
