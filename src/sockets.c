@@ -80,11 +80,77 @@ static unsigned sockets_states(const struct sockets_filter *f, unsigned proto)
 #define SOCKETS_DIAG_TIMEOUT 5
 #define SOCKETS_DIAG_MAX_READS 100000
 
+int sockets_diag_parse(const void *buf, size_t len, uint32_t seq, unsigned proto,
+		       const struct sockets_filter *f, struct sockets_list *l, size_t *cap, bool *intr)
+{
+	size_t left = len;
+
+	for (const struct nlmsghdr *h = buf; NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+		const struct inet_diag_msg *m;
+		struct sockets_entry s;
+
+		if (h->nlmsg_seq != seq)
+			continue;
+		/* The kernel sets it on a message of a dump whose table
+		 * changed under it: sockets may be missing or twice. */
+		if (h->nlmsg_flags & NLM_F_DUMP_INTR)
+			*intr = true;
+		if (h->nlmsg_type == NLMSG_DONE) {
+			int err = 0;
+
+			/* Its payload is the dump's end: 0, or a negative errno
+			 * when the dump failed part way. */
+			if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(err)))
+				memcpy(&err, NLMSG_DATA(h), sizeof(err));
+			if (err < 0) {
+				errno = -err;
+				return -1;
+			}
+			if (*intr) {
+				errno = EINTR;
+				return -1;
+			}
+			return 1;
+		}
+		if (h->nlmsg_type == NLMSG_ERROR) {
+			const struct nlmsgerr *err = NLMSG_DATA(h);
+
+			errno = h->nlmsg_len >= NLMSG_LENGTH(sizeof(*err)) && err->error < 0 ? -err->error
+											   : EIO;
+			return -1;
+		}
+		if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+			continue;
+		m = NLMSG_DATA(h);
+		memset(&s, 0, sizeof(s));
+		s.proto = proto;
+		s.family = m->idiag_family;
+		s.port = ntohs(m->id.idiag_sport);
+		s.state = m->idiag_state;
+		if (!sockets_wanted(f, proto, s.port) || (s.family != AF_INET && s.family != AF_INET6))
+			continue;
+		memcpy(&s.addr, m->id.idiag_src, s.family == AF_INET ? 4 : 16);
+		s.inode = m->idiag_inode;
+		s.uid = m->idiag_uid;
+		if (sockets_add(l, cap, &s) < 0) {
+			errno = ENOMEM;
+			return -1;
+		}
+	}
+	if (left > 0) {
+		errno = EIO; /* bytes that are no whole message */
+		return -1;
+	}
+	return 0;
+}
+
 /* One sock_diag dump: FAMILY's PROTO sockets in the states F selects.
  * Returns 0, or -1 with errno (the entries it added are taken back):
  * EOPNOTSUPP-like errors (ENOENT, EOPNOTSUPP, EINVAL, EPROTONOSUPPORT) when
  * the kernel has no dump for it, EAGAIN when it did not answer in time,
- * EMSGSIZE for a cut message, EIO for a malformed one, ENOMEM. */
+ * EINTR when the kernel marked the dump interrupted (NLM_F_DUMP_INTR),
+ * the kernel's errno when the dump ended in an error, EMSGSIZE for a cut
+ * message, EIO for a malformed one, ENOMEM. */
 static int sockets_diag_dump(int fd, int family, unsigned proto, const struct sockets_filter *f,
 			     struct sockets_list *l, size_t *cap)
 {
@@ -97,6 +163,7 @@ static int sockets_diag_dump(int fd, int family, unsigned proto, const struct so
 	size_t start = l->n;
 	/* The kernel fills dump messages up to the reader's buffer (32 KiB at most). */
 	long buf[65536 / sizeof(long)];
+	bool intr = false;
 	int e = 0;
 
 	memset(&req, 0, sizeof(req));
@@ -113,66 +180,31 @@ static int sockets_diag_dump(int fd, int family, unsigned proto, const struct so
 		struct iovec iov = { buf, sizeof(buf) };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 		ssize_t n;
-		size_t left;
+		int rc;
 
 		if (reads >= SOCKETS_DIAG_MAX_READS) {
 			e = EIO; /* a dump that does not end */
-			goto fail;
+			break;
 		}
 		n = recvmsg(fd, &mh, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			e = n < 0 ? (errno == EWOULDBLOCK ? EAGAIN : errno) : EIO;
-			goto fail;
+			break;
 		}
 		if (mh.msg_flags & MSG_TRUNC) {
 			e = EMSGSIZE;
-			goto fail;
+			break;
 		}
-		left = (size_t)n;
-		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, left);
-		     h = NLMSG_NEXT(h, left)) {
-			const struct inet_diag_msg *m;
-			struct sockets_entry s;
-
-			if (h->nlmsg_seq != req.nlh.nlmsg_seq)
-				continue;
-			if (h->nlmsg_type == NLMSG_DONE)
-				return 0;
-			if (h->nlmsg_type == NLMSG_ERROR) {
-				const struct nlmsgerr *err = NLMSG_DATA(h);
-
-				e = h->nlmsg_len >= NLMSG_LENGTH(sizeof(*err)) && err->error ? -err->error
-											: EIO;
-				goto fail;
-			}
-			if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
-			    h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
-				continue;
-			m = NLMSG_DATA(h);
-			memset(&s, 0, sizeof(s));
-			s.proto = proto;
-			s.family = m->idiag_family;
-			s.port = ntohs(m->id.idiag_sport);
-			s.state = m->idiag_state;
-			if (!sockets_wanted(f, proto, s.port) ||
-			    (s.family != AF_INET && s.family != AF_INET6))
-				continue;
-			memcpy(&s.addr, m->id.idiag_src, s.family == AF_INET ? 4 : 16);
-			s.inode = m->idiag_inode;
-			s.uid = m->idiag_uid;
-			if (sockets_add(l, cap, &s) < 0) {
-				e = ENOMEM;
-				goto fail;
-			}
-		}
-		if (left > 0) {
-			e = EIO; /* bytes that are no whole message */
-			goto fail;
+		rc = sockets_diag_parse(buf, (size_t)n, req.nlh.nlmsg_seq, proto, f, l, cap, &intr);
+		if (rc > 0)
+			return 0;
+		if (rc < 0) {
+			e = errno;
+			break;
 		}
 	}
-fail:
 	l->n = start;
 	errno = e;
 	return -1;
@@ -282,7 +314,14 @@ int sockets_read(const struct sockets_filter *filter, struct sockets_list *l)
 		if (filter && !(filter->proto & tables[i].proto))
 			continue;
 		if (fd >= 0) {
-			if (sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l, &cap) == 0) {
+			int rc = sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l, &cap);
+
+			/* An interrupted dump (the table changed while the
+			 * kernel walked it) is asked once more. */
+			if (rc < 0 && errno == EINTR)
+				rc = sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l,
+						       &cap);
+			if (rc == 0) {
 				read_any = 1;
 				continue;
 			}
@@ -291,10 +330,11 @@ int sockets_read(const struct sockets_filter *filter, struct sockets_list *l)
 				break;
 			}
 			/* A kernel without this dump, a sandbox, a timeout or a
-			 * garbled reply: /proc/net says the same, slower. After a
-			 * timeout or a cut message the socket may still carry the
-			 * rest of that dump: the next ones need a fresh one. */
-			if (!sockets_diag_unsupported(errno)) {
+			 * garbled reply, a dump that ended in an error or was
+			 * interrupted twice: /proc/net says the same, slower. After
+			 * a timeout or a cut message the socket may still carry
+			 * the rest of that dump: the next ones need a fresh one. */
+			if (!sockets_diag_unsupported(errno) && errno != EINTR) {
 				close(fd);
 				fd = -1;
 			}

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* /proc/PID/comm is at most 16 bytes with its NUL; as text (sockets_text)
@@ -64,6 +65,19 @@ bool sockets_listening(const struct sockets_entry *e);
  * errno when neither can be read.
  */
 int sockets_read(const struct sockets_filter *filter, struct sockets_list *l);
+
+/*
+ * One buffer of a sock_diag dump (LEN bytes of BUF, as recvmsg got it) for
+ * request SEQ of PROTO: adds the sockets F selects to L (CAP: its room),
+ * and sets *INTR when a message says the dump was interrupted
+ * (NLM_F_DUMP_INTR). Returns 0 when more is to come; 1 at the dump's end
+ * (NLMSG_DONE); -1 with errno: the kernel's, when the dump ended in an
+ * error (NLMSG_DONE's payload, NLMSG_ERROR), EINTR when it ended but was
+ * interrupted, EIO for bytes that are no message, ENOMEM. sockets_read's
+ * part, apart for the tests.
+ */
+int sockets_diag_parse(const void *buf, size_t len, uint32_t seq, unsigned proto,
+		       const struct sockets_filter *f, struct sockets_list *l, size_t *cap, bool *intr);
 
 /*
  * Writes the LEN bytes of IN as printable ASCII into OUT (OUTLEN bytes, at
