@@ -428,6 +428,13 @@ static const char *ports_user(uid_t uid)
 	return cache[slot].name;
 }
 
+/* The user S's process runs as (its real uid); the socket's owner when no
+ * process is seen. */
+static uid_t ports_entry_uid(const struct sockets_entry *s)
+{
+	return s->pid && s->have_puid ? s->puid : s->uid;
+}
+
 static const char *ports_proto_name(unsigned proto)
 {
 	return proto == RULE_PROTO_TCP ? "tcp" : "udp";
@@ -482,8 +489,11 @@ static json_t *ports_entry_json(struct ports_daemon *d, const struct sockets_ent
 	json_object_set_new(o, "port", json_integer(s->port));
 	json_object_set_new(o, "class", json_string(portinfo_range(s->port)));
 	json_object_set_new(o, "service", ports_json_text(service[0] ? service : NULL));
-	json_object_set_new(o, "uid", json_integer((json_int_t)s->uid));
-	json_object_set_new(o, "user", ports_json_text(ports_user(s->uid)));
+	/* The process's user; the socket's owner (who created it: a server
+	 * that binds as root and then drops to www-data) apart. */
+	json_object_set_new(o, "uid", json_integer((json_int_t)ports_entry_uid(s)));
+	json_object_set_new(o, "user", ports_json_text(ports_user(ports_entry_uid(s))));
+	json_object_set_new(o, "socket_uid", json_integer((json_int_t)s->uid));
 	json_object_set_new(o, "rules", rules);
 	json_object_set_new(o, "pid", s->pid ? json_integer(s->pid) : json_null());
 	/* comm as sockets_text wrote it: ASCII, a valid JSON string. */
@@ -508,6 +518,7 @@ static bool ports_alike(const struct sockets_entry *a, const struct sockets_entr
 {
 	return a->proto == b->proto && a->family == b->family && a->port == b->port &&
 	       memcmp(&a->addr, &b->addr, sizeof(a->addr)) == 0 && a->uid == b->uid &&
+	       ports_entry_uid(a) == ports_entry_uid(b) &&
 	       a->pid == b->pid && a->nprocs == b->nprocs && strcmp(a->comm, b->comm) == 0;
 }
 
@@ -614,7 +625,7 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 			snprintf(proc, sizeof(proc), "%s", s->pid ? s->comm : "-");
 		printf("%-5s %-*s %5u %-10s %-16s %7s %-16s %-12s %s\n", ports_proto_name(s->proto),
 		       addrw, addr, s->port, portinfo_range(s->port), service[0] ? service : "-", pid,
-		       proc, ports_user(s->uid), rules);
+		       proc, ports_user(ports_entry_uid(s)), rules);
 	}
 	ports_unseen_note(unseen, note, sizeof(note));
 	if (json) {
@@ -654,7 +665,8 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 static const char *ports_holder_text(const struct sockets_entry *s, char *buf, size_t len)
 {
 	if (s->pid)
-		snprintf(buf, len, "pid %ld (%s, user %s)%s", (long)s->pid, s->comm, ports_user(s->uid),
+		snprintf(buf, len, "pid %ld (%s, user %s)%s", (long)s->pid, s->comm,
+			 ports_user(ports_entry_uid(s)),
 			 s->nprocs > 1 ? " and other processes" : "");
 	else if (geteuid() != 0)
 		snprintf(buf, len, "a process of uid %u (%s) that you cannot see (root can)",
@@ -1015,14 +1027,13 @@ static bool ports_wait_free(const struct ports_spec *spec, const struct sockets_
 
 #define PORTS_KILL_WAIT 5.0
 
-/* The user PID runs as (its /proc entry's owner), else the socket's UID. */
+/* The user PID runs as (its real uid: /proc/PID's owner is root for a
+ * process that is not dumpable), else the socket's UID. */
 static void ports_proc_user(pid_t pid, uid_t uid, char *buf, size_t len)
 {
-	char path[32];
-	struct stat st;
+	uid_t puid;
 
-	snprintf(path, sizeof(path), "/proc/%ld", (long)pid);
-	snprintf(buf, len, "%s", ports_user(stat(path, &st) == 0 ? st.st_uid : uid));
+	snprintf(buf, len, "%s", ports_user(sockets_proc_uid(pid, &puid) == 0 ? puid : uid));
 }
 
 /* Appends to a growing array (*A with *N items of SIZE); aborts the

@@ -424,6 +424,70 @@ int sockets_proc_comm(pid_t pid, char *comm, size_t len)
 	return rc;
 }
 
+/* Reads the value of KEY ("Uid", "PPid", "NSpid") in the status file of
+ * the /proc/PID directory DIRFD into VAL. Returns 0, or -1 when there is
+ * none. */
+static int sockets_status_at(int dirfd, const char *key, char *val, size_t len)
+{
+	char line[512];
+	size_t klen = strlen(key);
+	int fd = openat(dirfd, "status", O_RDONLY | O_CLOEXEC);
+	FILE *fp = fd >= 0 ? fdopen(fd, "r") : NULL;
+	int rc = -1;
+
+	if (!fp) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	while (fgets(line, sizeof(line), fp))
+		if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+			const char *v = line + klen + 1;
+
+			v += strspn(v, " \t");
+			snprintf(val, len, "%.*s", (int)strcspn(v, "\n"), v);
+			rc = 0;
+			break;
+		}
+	fclose(fp);
+	return rc;
+}
+
+int sockets_proc_status(pid_t pid, const char *key, char *val, size_t len)
+{
+	char path[32];
+	int dfd, rc;
+
+	snprintf(path, sizeof(path), "/proc/%ld", (long)pid);
+	dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	rc = sockets_status_at(dfd, key, val, len);
+	close(dfd);
+	return rc;
+}
+
+/* The real uid on a "Uid:" line (real, effective, saved, fs). */
+static int sockets_uid_of(const char *val, uid_t *uid)
+{
+	char *end;
+	unsigned long u = strtoul(val, &end, 10);
+
+	if (end == val)
+		return -1;
+	*uid = (uid_t)u;
+	return 0;
+}
+
+int sockets_proc_uid(pid_t pid, uid_t *uid)
+{
+	char val[128];
+
+	if (sockets_proc_status(pid, "Uid", val, sizeof(val)) < 0)
+		return -1;
+	return sockets_uid_of(val, uid);
+}
+
 /* The inode of the socket a /proc/PID/fd link names ("socket:[123]"), or 0. */
 static unsigned long sockets_link_inode(int dirfd, const char *name)
 {
@@ -485,6 +549,7 @@ int sockets_join(struct sockets_list *l)
 		l->e[i].nprocs = 0;
 		l->e[i].pid = 0;
 		l->e[i].comm[0] = '\0';
+		l->e[i].have_puid = false;
 	}
 	if (l->n == 0)
 		return 0;
@@ -506,8 +571,9 @@ int sockets_join(struct sockets_list *l)
 		goto out;
 	}
 	while (rc == 0 && (de = readdir(proc))) {
-		char comm[SOCKETS_COMM_MAX] = "";
-		bool have_comm = false;
+		char comm[SOCKETS_COMM_MAX] = "", uidtext[128];
+		bool have_comm = false, have_uid = false;
+		uid_t puid = 0;
 		struct dirent *fe;
 		int pidfd, fdfd;
 		DIR *fds;
@@ -548,6 +614,8 @@ int sockets_join(struct sockets_list *l)
 				continue;
 			if (!have_comm) {
 				sockets_comm(pidfd, comm, sizeof(comm));
+				have_uid = sockets_status_at(pidfd, "Uid", uidtext, sizeof(uidtext)) == 0 &&
+					   sockets_uid_of(uidtext, &puid) == 0;
 				have_comm = true;
 			}
 			s = &l->e[it->entry];
@@ -559,6 +627,8 @@ int sockets_join(struct sockets_list *l)
 			if (s->pid == 0) {
 				s->pid = (pid_t)pid;
 				snprintf(s->comm, sizeof(s->comm), "%s", comm);
+				s->have_puid = have_uid;
+				s->puid = puid;
 			}
 		}
 		closedir(fds);

@@ -30,6 +30,8 @@ struct sockets_entry {
 	unsigned nprocs;     /* how many processes have it (forked servers share one) */
 	pid_t *pids;         /* all NPROCS of them, each once, PID first (malloc'd) */
 	char comm[SOCKETS_COMM_MAX]; /* PID's name as sockets_text renders it */
+	bool have_puid;      /* PUID was read */
+	uid_t puid;          /* PID's real user (/proc/PID/status Uid), not the socket's */
 };
 
 struct sockets_list {
@@ -91,6 +93,15 @@ char *sockets_text(const char *in, size_t len, char *out, size_t outlen);
 /* Reads PID's name (/proc/PID/comm) as sockets_text renders it into COMM
  * (SOCKETS_COMM_MAX bytes); "" when it cannot be read. Returns 0 or -1. */
 int sockets_proc_comm(pid_t pid, char *comm, size_t len);
+
+/* Reads the value of KEY ("Uid", "PPid", "NSpid") in /proc/PID/status, as
+ * the kernel wrote it, into VAL. Returns 0, or -1 (no such process or
+ * field). */
+int sockets_proc_status(pid_t pid, const char *key, char *val, size_t len);
+
+/* PID's real user (the first of /proc/PID/status "Uid:", which a
+ * non-dumpable process's /proc directory owner is not). Returns 0 or -1. */
+int sockets_proc_uid(pid_t pid, uid_t *uid);
 
 /* True if PID has an fd on the socket INODE now (/proc/PID/fd). */
 bool sockets_proc_holds(pid_t pid, unsigned long inode);

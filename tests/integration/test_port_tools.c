@@ -173,6 +173,8 @@ struct holder {
  * and a forked child sharing the socket (through two fds). */
 static const char *holder_name = "pf-holder";
 static bool holder_reuseport, holder_share;
+/* It binds as root, then drops to this user (-1: it does not). */
+static uid_t holder_drop_to = (uid_t)-1;
 
 /*
  * Forks a process named pf-holder that binds a SOCKTYPE socket on
@@ -212,6 +214,13 @@ static void holder_start(struct holder *h, int socktype, unsigned port, uid_t ui
 		if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 ||
 		    (socktype == SOCK_STREAM && listen(fd, 8) < 0))
 			_exit(1);
+		/* A server that binds as root and runs as another user: the
+		 * socket stays root's; the process is no longer dumpable, so
+		 * its /proc directory is root's too. */
+		if (holder_drop_to != (uid_t)-1 &&
+		    (setgroups(0, NULL) < 0 || setresgid(holder_drop_to, holder_drop_to, holder_drop_to) < 0 ||
+		     setresuid(holder_drop_to, holder_drop_to, holder_drop_to) < 0))
+			_exit(126);
 		len = sizeof(ss);
 		getsockname(fd, (struct sockaddr *)&ss, &len);
 		got = rule_addr_port((struct sockaddr *)&ss);
@@ -1502,6 +1511,48 @@ START_TEST(test_free_asks_on_terminal)
 }
 END_TEST
 
+/* A server that binds as root and drops to nobody: ports and free show
+ * its user, nobody, not the socket's owner (root) nor its /proc
+ * directory's (root: it is not dumpable); JSON keeps the socket's. */
+START_TEST(test_user_of_process_not_socket)
+{
+	struct holder h;
+	char arg[32], want[128], *out;
+	json_t *doc, *s;
+	int rc;
+
+	if (!need_root())
+		return;
+	holder_drop_to = NOBODY;
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	holder_drop_to = (uid_t)-1;
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	doc = ctl_json(&rc, "/nonexistent", "ports", arg, NULL);
+	ck_assert_int_eq(rc, 0);
+	s = find_socket(doc, "tcp", h.port);
+	ck_assert_msg(s, "%u/tcp missing", h.port);
+	ck_assert_int_eq(json_integer_value(json_object_get(s, "pid")), h.pid);
+	ck_assert_str_eq(json_string_value(json_object_get(s, "user")), user_name(NOBODY));
+	ck_assert_int_eq(json_integer_value(json_object_get(s, "uid")), NOBODY);
+	ck_assert_int_eq(json_integer_value(json_object_get(s, "socket_uid")), 0);
+	json_decref(doc);
+	rc = ctl(&out, "/nonexistent", "ports", arg);
+	snprintf(want, sizeof(want), "%7d %-16s %-12s", (int)h.pid, "pf-holder", user_name(NOBODY));
+	ck_assert_msg(rc == 0 && strstr(out, want), "no \"%s\" in: %s", want, out);
+	free(out);
+	rc = ctl(&out, "/nonexistent", "who", arg);
+	snprintf(want, sizeof(want), "pid %d (pf-holder, user %s)", (int)h.pid, user_name(NOBODY));
+	ck_assert_msg(rc == 0 && strstr(out, want), "no \"%s\" in: %s", want, out);
+	free(out);
+	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
+	snprintf(want, sizeof(want), "sent SIGTERM to pid %d (pf-holder, user %s)", (int)h.pid,
+		 user_name(NOBODY));
+	ck_assert_msg(rc == 0 && strstr(out, want), "exit %d: no \"%s\" in: %s", rc, want, out);
+	free(out);
+	ck_assert(holder_wait(&h, 5) != -1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("port_tools");
@@ -1531,6 +1582,7 @@ int main(void)
 	tcase_add_test(tc, test_who_connections_only);
 	tcase_add_test(tc, test_free_kill_without_pidfd);
 	tcase_add_test(tc, test_free_asks_on_terminal);
+	tcase_add_test(tc, test_user_of_process_not_socket);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
