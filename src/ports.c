@@ -936,11 +936,13 @@ static size_t ports_count(const struct ports_spec *spec, const struct sockets_li
  * that a pid reused during the question and the wait is never hit. */
 struct ports_victim {
 	pid_t pid;
-	int pidfd;            /* -1: no pidfd (ENOSYS): kill() after a re-check */
-	unsigned long inode;  /* a socket of the port it holds */
+	int pidfd;            /* -1: no pidfd (ENOSYS): kill() alone */
+	unsigned long *inodes; /* the sockets of the port it holds (malloc'd) */
+	size_t ninodes;
 	char comm[SOCKETS_COMM_MAX];
 	char user[64];
-	bool gone;
+	bool gone;            /* exited, or no longer holds the port: not signalled again */
+	bool released;        /* alive, but holds none of INODES any more */
 };
 
 static int ports_pidfd_open(pid_t pid)
@@ -966,36 +968,59 @@ static int ports_pidfd_send_signal(int pidfd, int sig)
 #endif
 }
 
+/* True if PID has an fd on one of the INODES of V now. */
+static bool ports_victim_holds(const struct ports_victim *v)
+{
+	for (size_t i = 0; i < v->ninodes; i++)
+		if (sockets_proc_holds(v->pid, v->inodes[i]))
+			return true;
+	return false;
+}
+
 /*
- * Sends SIG to V: through its pidfd, or (no pidfd) with kill() right after
- * checking that PID still has the socket open, so a reused pid is not hit.
- * Returns 0, or -1 with errno (ESRCH: it is gone, or no longer holds it).
+ * Sends SIG to V right after checking that it still has a socket of the
+ * port open: a process that closed it (or exited, and its pid was reused)
+ * since the plan and the question is not hit, pidfd or not. The pidfd,
+ * when there is one, makes sure the check and the signal are about the
+ * same process. Returns 0, or -1 with errno: ESRCH when it is gone or no
+ * longer holds the port (V->released tells which).
  */
 static int ports_victim_signal(struct ports_victim *v, int sig)
 {
 	int rc;
 
-	if (v->pidfd >= 0)
-		rc = ports_pidfd_send_signal(v->pidfd, sig);
-	else if (!sockets_proc_holds(v->pid, v->inode)) {
+	if (!ports_victim_holds(v)) {
+		v->released = kill(v->pid, 0) == 0 || errno == EPERM;
 		errno = ESRCH;
 		rc = -1;
-	} else
+	} else if (v->pidfd >= 0)
+		rc = ports_pidfd_send_signal(v->pidfd, sig);
+	else
 		rc = kill(v->pid, sig);
 	if (rc < 0 && errno == ESRCH)
 		v->gone = true;
 	return rc;
 }
 
-/* True once nothing holds SPEC's port, reading the tables every 50 ms for
+enum ports_wait { PORTS_WAIT_FREE, PORTS_WAIT_HELD, PORTS_WAIT_UNKNOWN };
+
+/*
+ * Waits for SPEC's port to come free, reading the tables every 50 ms for
  * SECONDS at most; between reads it sleeps in poll on the victims'
- * pidfds, which wake it when one exits. */
-static bool ports_wait_free(const struct ports_spec *spec, const struct sockets_filter *f,
-			    double seconds, const struct ports_victim *v, size_t nv)
+ * pidfds, which wake it when one exits. A read that fails is no answer:
+ * it reads again until the time is up. Returns FREE as soon as a read
+ * finds nothing on the port; else what the last read said: HELD, or
+ * UNKNOWN when it failed (its errno in *ERR).
+ */
+static enum ports_wait ports_wait_free(const struct ports_spec *spec,
+				       const struct sockets_filter *f, double seconds,
+				       const struct ports_victim *v, size_t nv, int *err)
 {
 	struct pollfd *pfd = nv ? calloc(nv, sizeof(*pfd)) : NULL;
 	struct timespec t0, now;
-	bool free_now = false;
+	enum ports_wait state = PORTS_WAIT_UNKNOWN;
+
+	*err = 0;
 
 	for (size_t i = 0; pfd && i < nv; i++)
 		pfd[i] = (struct pollfd){ v[i].gone ? -1 : v[i].pidfd, POLLIN, 0 };
@@ -1003,12 +1028,15 @@ static bool ports_wait_free(const struct ports_spec *spec, const struct sockets_
 	for (;;) {
 		struct sockets_list l;
 
-		if (sockets_read(f, &l) < 0)
-			break;
-		free_now = ports_count(spec, &l) == 0;
-		sockets_free(&l);
-		if (free_now)
-			break;
+		if (sockets_read(f, &l) < 0) {
+			state = PORTS_WAIT_UNKNOWN;
+			*err = errno;
+		} else {
+			state = ports_count(spec, &l) == 0 ? PORTS_WAIT_FREE : PORTS_WAIT_HELD;
+			sockets_free(&l);
+			if (state == PORTS_WAIT_FREE)
+				break;
+		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 >= seconds)
 			break;
@@ -1022,7 +1050,7 @@ static bool ports_wait_free(const struct ports_spec *spec, const struct sockets_
 			poll(NULL, 0, 50);
 	}
 	free(pfd);
-	return free_now;
+	return state;
 }
 
 #define PORTS_KILL_WAIT 5.0
@@ -1056,21 +1084,45 @@ static const char *ports_victim_text(const struct ports_victim *v, char *buf, si
 	return buf;
 }
 
+/* What free will do: the processes it signals, the ones it refused (each
+ * said once). */
+struct ports_plan {
+	struct ports_victim *v;
+	size_t nv;
+	pid_t *refused;
+	size_t nrefused;
+};
+
+static bool ports_plan_refuse(struct ports_plan *p, pid_t pid)
+{
+	p->refused = ports_grow(p->refused, p->nrefused, sizeof(*p->refused));
+	p->refused[p->nrefused++] = pid;
+	return false;
+}
+
 /*
  * Checks one holder PID of socket S for free's plan: refused (pid 1, the
- * daemon, the caller's parent, one the caller may not signal), gone, or
- * added to *V (once, pinned by a pidfd). Returns false if refused.
+ * daemon, the caller's parent, one the caller may not signal; said once per process), gone, or added to
+ * P's victims (once, with every socket of the port it holds, pinned by a
+ * pidfd). Returns false if refused.
  */
 static bool ports_free_check(struct ports_report *rep, const struct ports_daemon *d,
-			     const struct sockets_entry *s, pid_t pid, struct ports_victim **v,
-			     size_t *nv)
+			     const struct sockets_entry *s, pid_t pid, struct ports_plan *p)
 {
-	struct ports_victim c = { .pid = pid, .pidfd = -1, .inode = s->inode };
+	struct ports_victim c = { .pid = pid, .pidfd = -1 };
 	char who[200];
 
-	for (size_t i = 0; i < *nv; i++)
-		if ((*v)[i].pid == pid)
+	for (size_t i = 0; i < p->nrefused; i++)
+		if (p->refused[i] == pid)
+			return false;
+	for (size_t i = 0; i < p->nv; i++)
+		if (p->v[i].pid == pid) {
+			struct ports_victim *o = &p->v[i];
+
+			o->inodes = ports_grow(o->inodes, o->ninodes, sizeof(*o->inodes));
+			o->inodes[o->ninodes++] = s->inode;
 			return true;
+		}
 	if (pid == s->pid)
 		snprintf(c.comm, sizeof(c.comm), "%s", s->comm);
 	else
@@ -1080,24 +1132,24 @@ static bool ports_free_check(struct ports_report *rep, const struct ports_daemon
 	if (pid == 1) {
 		ports_say(rep, "refused: %u/%s is held by pid 1 (%s), the init system: stop the service that owns the socket instead",
 			  s->port, ports_proto_name(s->proto), c.comm);
-		return false;
+		return ports_plan_refuse(p, pid);
 	}
 	if ((d->up && d->pid > 0 && pid == (pid_t)d->pid) || strcmp(c.comm, "portfwd") == 0) {
 		ports_say(rep, "refused: %u/%s is held by the portfwd daemon (pid %ld) itself: `portfwdctl disable RULE` frees a rule's port, `systemctl stop portfwd` stops the daemon",
 			  s->port, ports_proto_name(s->proto), (long)pid);
-		return false;
+		return ports_plan_refuse(p, pid);
 	}
 	if (pid == getppid()) {
 		ports_say(rep, "refused: %u/%s is held by %s, the process that ran portfwdctl (your shell or script): it would end the caller",
 			  s->port, ports_proto_name(s->proto), who);
-		return false;
+		return ports_plan_refuse(p, pid);
 	}
 	if (kill(pid, 0) < 0) {
 		if (errno == ESRCH)
 			return true; /* gone since the tables were read */
 		ports_say(rep, "refused: %u/%s is held by %s, which you may not signal (run as root or as %s)",
 			  s->port, ports_proto_name(s->proto), who, c.user);
-		return false;
+		return ports_plan_refuse(p, pid);
 	}
 	/* Pin the process, then make sure the pinned one is the holder: the
 	 * pid may have been reused since /proc/PID/fd was read. */
@@ -1109,9 +1161,28 @@ static bool ports_free_check(struct ports_report *rep, const struct ports_daemon
 			close(c.pidfd);
 		return true; /* it closed the socket or exited */
 	}
-	*v = ports_grow(*v, *nv, sizeof(**v));
-	(*v)[(*nv)++] = c;
+	c.inodes = ports_grow(NULL, 0, sizeof(*c.inodes));
+	c.inodes[c.ninodes++] = s->inode;
+	p->v = ports_grow(p->v, p->nv, sizeof(*p->v));
+	p->v[p->nv++] = c;
 	return true;
+}
+
+/* Says what a signal SIG to V did. */
+static void ports_signal_report(struct ports_report *rep, struct ports_victim *v, int sig,
+				const char *what, const char *prefix)
+{
+	char holder[200];
+
+	ports_victim_text(v, holder, sizeof(holder));
+	if (ports_victim_signal(v, sig) == 0)
+		ports_say(rep, "%ssent %s to %s", prefix, sig == SIGKILL ? "SIGKILL" : "SIGTERM", holder);
+	else if (errno == ESRCH && v->released)
+		ports_say(rep, "%s no longer holds %s: not signalled", holder, what);
+	else if (errno == ESRCH)
+		ports_say(rep, "%s has exited: not signalled", holder);
+	else
+		ports_say(rep, "cannot signal %s: %s", holder, strerror(errno));
 }
 
 static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *ctl)
@@ -1122,10 +1193,13 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 	struct sockets_list l;
 	struct ports_daemon d;
 	const char *arg = NULL;
-	bool kill_opt = false, force = false, yes = false, refused = false, now_free;
+	bool kill_opt = false, force = false, yes = false, refused = false;
 	size_t *disable = NULL, ndisable = 0;
-	struct ports_victim *v = NULL;
-	size_t nv = 0;
+	struct ports_plan plan;
+	struct ports_victim *v;
+	size_t nv;
+	enum ports_wait state;
+	int wait_err;
 	char err[300], what[64], holder[200], *question = NULL;
 	size_t qlen = 0;
 	FILE *q;
@@ -1164,6 +1238,7 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		return PORTS_EXIT_TABLES;
 	}
 	ports_daemon_load(ctl, &d);
+	memset(&plan, 0, sizeof(plan));
 
 	/* The plan: the rules listening there, then the other holders. */
 	for (size_t i = 0; i < d.n; i++)
@@ -1197,7 +1272,7 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		/* Every process with the socket: a forked server's children
 		 * keep the port after its parent ends. */
 		for (unsigned k = 0; k < s->nprocs; k++)
-			if (!ports_free_check(&rep, &d, s, s->pids[k], &v, &nv))
+			if (!ports_free_check(&rep, &d, s, s->pids[k], &plan))
 				refused = true;
 		if (!kill_opt) {
 			ports_say(&rep, "%u/%s is held by %s on %s: --kill sends %s SIGTERM", s->port,
@@ -1215,6 +1290,8 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		ports_say(&rep, "nothing done: %s is still held", what);
 		goto out;
 	}
+	v = plan.v;
+	nv = plan.nv;
 
 	/* One question for all of it, naming every process. */
 	q = open_memstream(&question, &qlen);
@@ -1252,34 +1329,28 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 			ports_say(&rep, "cannot ask the daemon to disable rule %s: %s",
 				  d.r[disable[i]].name, err);
 	}
-	for (size_t i = 0; i < nv; i++) {
-		ports_victim_text(&v[i], holder, sizeof(holder));
-		if (ports_victim_signal(&v[i], SIGTERM) == 0)
-			ports_say(&rep, "sent SIGTERM to %s", holder);
-		else if (errno == ESRCH)
-			ports_say(&rep, "%s has exited or closed the socket: not signalled", holder);
-		else
-			ports_say(&rep, "cannot signal %s: %s", holder, strerror(errno));
+	for (size_t i = 0; i < nv; i++)
+		ports_signal_report(&rep, &v[i], SIGTERM, what, "");
+	/* SIGKILL only after the whole wait: a read of the tables that fails
+	 * is no reason to cut the grace short. */
+	state = ports_wait_free(&spec, &f, PORTS_KILL_WAIT, v, nv, &wait_err);
+	if (state != PORTS_WAIT_FREE && force && nv) {
+		char prefix[64];
+
+		snprintf(prefix, sizeof(prefix), "%s after %g s: ",
+			 state == PORTS_WAIT_HELD ? "still held" : "not known to be free", PORTS_KILL_WAIT);
+		for (size_t i = 0; i < nv; i++)
+			if (!v[i].gone)
+				ports_signal_report(&rep, &v[i], SIGKILL, what, prefix);
+		state = ports_wait_free(&spec, &f, PORTS_KILL_WAIT, v, nv, &wait_err);
 	}
-	now_free = ports_wait_free(&spec, &f, PORTS_KILL_WAIT, v, nv);
-	if (!now_free && force && nv) {
-		for (size_t i = 0; i < nv; i++) {
-			if (v[i].gone)
-				continue;
-			ports_victim_text(&v[i], holder, sizeof(holder));
-			if (ports_victim_signal(&v[i], SIGKILL) == 0)
-				ports_say(&rep, "still held after %g s: sent SIGKILL to %s",
-					  PORTS_KILL_WAIT, holder);
-			else if (errno == ESRCH)
-				ports_say(&rep, "%s has exited", holder);
-			else
-				ports_say(&rep, "cannot signal %s: %s", holder, strerror(errno));
-		}
-		now_free = ports_wait_free(&spec, &f, PORTS_KILL_WAIT, v, nv);
-	}
-	if (now_free) {
+	if (state == PORTS_WAIT_FREE) {
 		ports_say(&rep, "%s is now free", what);
 		rc = PORTS_EXIT_OK;
+	} else if (state == PORTS_WAIT_UNKNOWN) {
+		ports_say(&rep, "whether %s is free now is unknown: the socket tables could not be read (%s)",
+			  what, strerror(wait_err));
+		rc = PORTS_EXIT_TABLES;
 	} else {
 		struct sockets_list after;
 
@@ -1304,10 +1375,13 @@ out:
 
 		ports_json_print(doc);
 	}
-	for (size_t i = 0; i < nv; i++)
-		if (v[i].pidfd >= 0)
-			close(v[i].pidfd);
-	free(v);
+	for (size_t i = 0; i < plan.nv; i++) {
+		if (plan.v[i].pidfd >= 0)
+			close(plan.v[i].pidfd);
+		free(plan.v[i].inodes);
+	}
+	free(plan.v);
+	free(plan.refused);
 	free(disable);
 	free(question);
 	ports_daemon_free(&d);

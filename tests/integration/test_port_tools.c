@@ -173,8 +173,17 @@ struct holder {
  * and a forked child sharing the socket (through two fds). */
 static const char *holder_name = "pf-holder";
 static bool holder_reuseport, holder_share;
-/* It binds as root, then drops to this user (-1: it does not). */
+/* More options: the holder closes its socket on SIGUSR1; it binds as
+ * root, then drops to this user (-1: it does not). */
+static bool holder_close_on_usr1;
 static uid_t holder_drop_to = (uid_t)-1;
+static int holder_fd = -1;
+
+static void holder_close_cb(int sig)
+{
+	(void)sig;
+	close(holder_fd);
+}
 
 /*
  * Forks a process named pf-holder that binds a SOCKTYPE socket on
@@ -214,6 +223,10 @@ static void holder_start(struct holder *h, int socktype, unsigned port, uid_t ui
 		if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 ||
 		    (socktype == SOCK_STREAM && listen(fd, 8) < 0))
 			_exit(1);
+		if (holder_close_on_usr1) {
+			holder_fd = fd;
+			signal(SIGUSR1, holder_close_cb);
+		}
 		/* A server that binds as root and runs as another user: the
 		 * socket stays root's; the process is no longer dumpable, so
 		 * its /proc directory is root's too. */
@@ -1440,6 +1453,9 @@ END_TEST
  * QUESTION, answers ANSWER, and returns the exit status; everything it
  * wrote after the question in *OUT.
  */
+/* If set, free_on_terminal runs it after the question, before the answer. */
+static void (*answer_hook)(void);
+
 static int free_on_terminal(const char *sock, const char *arg, const char *answer, char *question,
 			    size_t qlen, char **out)
 {
@@ -1475,6 +1491,8 @@ static int free_on_terminal(const char *sock, const char *arg, const char *answe
 			question[q] = '\0';
 			used = 0;
 			asked = true;
+			if (answer_hook)
+				answer_hook();
 			ck_assert_int_eq(write(master, answer, strlen(answer)), (ssize_t)strlen(answer));
 		}
 	}
@@ -1508,6 +1526,151 @@ START_TEST(test_free_asks_on_terminal)
 	free(out);
 	st = holder_wait(&h, 5);
 	ck_assert_msg(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "status %d", st);
+}
+END_TEST
+
+/* The holder of test_free_skips_released_holder: told to close its
+ * socket, and the port bindable again (2 s at most). */
+static struct holder *released;
+
+static void release_holder(void)
+{
+	double deadline = h_now() + 2;
+
+	ck_assert_int_eq(kill(released->pid, SIGUSR1), 0);
+	while (h_now() < deadline && !port_bindable(SOCK_STREAM, released->port))
+		usleep(20000);
+	ck_assert_msg(port_bindable(SOCK_STREAM, released->port), "the holder kept its socket");
+}
+
+/* A holder that closes its socket while free asks (after the plan, with
+ * its pidfd open) is not signalled: free checks right before the signal,
+ * says so, and finds the port free. */
+START_TEST(test_free_skips_released_holder)
+{
+	struct holder h;
+	char arg[32], want[128], question[1024], *out;
+	int rc;
+
+	holder_close_on_usr1 = true;
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	holder_close_on_usr1 = false;
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	released = &h;
+	answer_hook = release_holder;
+	rc = free_on_terminal("/nonexistent", arg, "yes\n", question, sizeof(question), &out);
+	answer_hook = NULL;
+	snprintf(want, sizeof(want), "SIGTERM pid %d (pf-holder", (int)h.pid);
+	ck_assert_msg(strstr(question, want), "no \"%s\" in the question: %s", want, question);
+	snprintf(want, sizeof(want), "pid %d (pf-holder, user %s) no longer holds %u: not signalled",
+		 (int)h.pid, user_name(geteuid()), h.port);
+	ck_assert_msg(strstr(out, want), "no \"%s\" in: %s", want, out);
+	ck_assert_msg(!strstr(out, "sent SIGTERM"), "%s", out);
+	ck_assert_msg(rc == 0 && strstr(out, "is now free"), "exit %d: %s", rc, out);
+	free(out);
+	ck_assert_msg(holder_wait(&h, 0.5) == -1, "the holder was signalled");
+	holder_stop(&h);
+}
+END_TEST
+
+/* In portfwdctl's process: the tables from /proc/net (sock_diag not
+ * asked), in a mount namespace of its own that the test hides them in. */
+static void own_mount_ns(void)
+{
+	setenv("PORTFWD_SOCKETS", "proc", 1);
+	if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		_exit(125);
+}
+
+/* Hides /proc/PID/net under an empty tmpfs in PID's mount namespace. */
+static void hide_net_of(pid_t pid)
+{
+	char path[64];
+	pid_t helper;
+	int st;
+
+	helper = fork();
+	ck_assert_int_ge(helper, 0);
+	if (helper == 0) {
+		int ns;
+
+		snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
+		ns = open(path, O_RDONLY);
+		snprintf(path, sizeof(path), "/proc/%d/net", (int)pid);
+		_exit(ns >= 0 && setns(ns, CLONE_NEWNS) == 0 &&
+				      mount("tmpfs", path, "tmpfs", 0, NULL) == 0
+			      ? 0
+			      : 1);
+	}
+	ck_assert_int_eq(waitpid(helper, &st, 0), helper);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "cannot hide /proc/%d/net", (int)pid);
+}
+
+/*
+ * The tables cannot be read while free waits for the port (after SIGTERM
+ * to a holder that ignores it): --force still waits the whole 5 s before
+ * SIGKILL, and free says that whether the port is free is unknown (exit
+ * 4), not that it is still held.
+ */
+START_TEST(test_free_force_waits_when_tables_fail)
+{
+	struct holder h;
+	char arg[32], out[8192];
+	size_t used = 0;
+	int pipefd[2], st;
+	double deadline, t_term = 0, t_dead;
+	pid_t pid;
+
+	if (!need_root())
+		return;
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, true);
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	ck_assert_int_eq(pipe(pipefd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDONLY);
+
+		dup2(null, 0);
+		dup2(pipefd[1], 1);
+		dup2(pipefd[1], 2);
+		close_range(3, ~0U, 0);
+		alarm(30);
+		own_mount_ns();
+		execl(PORTFWDCTL, PORTFWDCTL, "-s", "/nonexistent", "free", arg, "--kill", "--force",
+		      "--yes", (char *)NULL);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	deadline = h_now() + 30;
+	while (h_now() < deadline && used < sizeof(out) - 1) {
+		struct pollfd p = { pipefd[0], POLLIN, 0 };
+		ssize_t n;
+
+		if (poll(&p, 1, 200) <= 0)
+			continue;
+		n = read(pipefd[0], out + used, sizeof(out) - 1 - used);
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+		out[used] = '\0';
+		if (!t_term && strstr(out, "sent SIGTERM")) {
+			t_term = h_now();
+			hide_net_of(pid);
+		}
+	}
+	out[used] = '\0';
+	close(pipefd[0]);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 125, "no mount namespace for the test");
+	ck_assert_msg(t_term, "no SIGTERM: %s", out);
+	ck_assert_msg(holder_wait(&h, 15) != -1, "the holder lives on: %s", out);
+	t_dead = h_now();
+	ck_assert_msg(t_dead - t_term >= 4.5, "SIGKILL %.1f s after SIGTERM: %s", t_dead - t_term, out);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 4, "status %d: %s", st, out);
+	ck_assert_msg(strstr(out, "not known to be free after 5 s: sent SIGKILL") &&
+			      strstr(out, "is unknown") && !strstr(out, "still held"),
+		      "%s", out);
 }
 END_TEST
 
@@ -1583,6 +1746,8 @@ int main(void)
 	tcase_add_test(tc, test_free_kill_without_pidfd);
 	tcase_add_test(tc, test_free_asks_on_terminal);
 	tcase_add_test(tc, test_user_of_process_not_socket);
+	tcase_add_test(tc, test_free_skips_released_holder);
+	tcase_add_test(tc, test_free_force_waits_when_tables_fail);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
