@@ -1054,6 +1054,8 @@ static enum ports_wait ports_wait_free(const struct ports_spec *spec,
 }
 
 #define PORTS_KILL_WAIT 5.0
+/* How far up free looks for the processes portfwdctl runs under. */
+#define PORTS_ANCESTORS_MAX 64
 
 /* The user PID runs as (its real uid: /proc/PID's owner is root for a
  * process that is not dumpable), else the socket's UID. */
@@ -1085,13 +1087,45 @@ static const char *ports_victim_text(const struct ports_victim *v, char *buf, si
 }
 
 /* What free will do: the processes it signals, the ones it refused (each
- * said once). */
+ * said once), the processes portfwdctl runs under. */
 struct ports_plan {
 	struct ports_victim *v;
 	size_t nv;
 	pid_t *refused;
 	size_t nrefused;
+	pid_t ancestors[PORTS_ANCESTORS_MAX];
+	size_t nancestors;
 };
+
+/* Fills P's ancestors: portfwdctl's parent, its parent, ... (through
+ * /proc/PID/status PPid), up to init, at most PORTS_ANCESTORS_MAX. */
+static void ports_plan_ancestors(struct ports_plan *p)
+{
+	pid_t pid = getppid();
+
+	while (pid > 1 && p->nancestors < PORTS_ANCESTORS_MAX) {
+		char val[32];
+
+		p->ancestors[p->nancestors++] = pid;
+		if (sockets_proc_status(pid, "PPid", val, sizeof(val)) < 0)
+			break;
+		pid = (pid_t)strtol(val, NULL, 10);
+	}
+}
+
+/* True if PID is the init (pid 1) of a PID namespace below ours: the
+ * last of its /proc/PID/status NSpid numbers, its pid in its own
+ * namespace, is 1. */
+static bool ports_container_init(pid_t pid)
+{
+	char val[256], *last;
+
+	if (sockets_proc_status(pid, "NSpid", val, sizeof(val)) < 0)
+		return false;
+	val[strcspn(val, "\n")] = '\0';
+	last = strrchr(val, '\t');
+	return last && strcmp(last + 1, "1") == 0;
+}
 
 static bool ports_plan_refuse(struct ports_plan *p, pid_t pid)
 {
@@ -1101,8 +1135,9 @@ static bool ports_plan_refuse(struct ports_plan *p, pid_t pid)
 }
 
 /*
- * Checks one holder PID of socket S for free's plan: refused (pid 1, the
- * daemon, the caller's parent, one the caller may not signal; said once per process), gone, or added to
+ * Checks one holder PID of socket S for free's plan: refused (pid 1, a
+ * container's init, the daemon, portfwdctl's parent or one above it, one
+ * the caller may not signal; said once per process), gone, or added to
  * P's victims (once, with every socket of the port it holds, pinned by a
  * pidfd). Returns false if refused.
  */
@@ -1134,16 +1169,24 @@ static bool ports_free_check(struct ports_report *rep, const struct ports_daemon
 			  s->port, ports_proto_name(s->proto), c.comm);
 		return ports_plan_refuse(p, pid);
 	}
+	if (ports_container_init(pid)) {
+		ports_say(rep, "refused: %u/%s is held by %s, the init of a container (pid 1 of its own PID namespace): stop the container instead",
+			  s->port, ports_proto_name(s->proto), who);
+		return ports_plan_refuse(p, pid);
+	}
 	if ((d->up && d->pid > 0 && pid == (pid_t)d->pid) || strcmp(c.comm, "portfwd") == 0) {
 		ports_say(rep, "refused: %u/%s is held by the portfwd daemon (pid %ld) itself: `portfwdctl disable RULE` frees a rule's port, `systemctl stop portfwd` stops the daemon",
 			  s->port, ports_proto_name(s->proto), (long)pid);
 		return ports_plan_refuse(p, pid);
 	}
-	if (pid == getppid()) {
-		ports_say(rep, "refused: %u/%s is held by %s, the process that ran portfwdctl (your shell or script): it would end the caller",
-			  s->port, ports_proto_name(s->proto), who);
-		return ports_plan_refuse(p, pid);
-	}
+	for (size_t i = 0; i < p->nancestors; i++)
+		if (pid == p->ancestors[i]) {
+			ports_say(rep, "refused: %u/%s is held by %s, %s: it would end the caller",
+				  s->port, ports_proto_name(s->proto), who,
+				  i == 0 ? "the process that ran portfwdctl (your shell or script)"
+					 : "a process that portfwdctl runs under (your shell, sudo or a script above it)");
+			return ports_plan_refuse(p, pid);
+		}
 	if (kill(pid, 0) < 0) {
 		if (errno == ESRCH)
 			return true; /* gone since the tables were read */
@@ -1239,6 +1282,7 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 	}
 	ports_daemon_load(ctl, &d);
 	memset(&plan, 0, sizeof(plan));
+	ports_plan_ancestors(&plan);
 
 	/* The plan: the rules listening there, then the other holders. */
 	for (size_t i = 0; i < d.n; i++)

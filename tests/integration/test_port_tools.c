@@ -971,11 +971,13 @@ END_TEST
 
 /*
  * pid 1: in a PID namespace of the test's own (with its own /proc), the
- * namespace's init holds a port and portfwdctl, inside, refuses to signal it.
+ * namespace's init holds a port and portfwdctl, inside, refuses to signal
+ * it; outside, on the host, the same process is a container's init
+ * (NSpid ends in 1), which it refuses too.
  */
 START_TEST(test_free_refuses_pid1)
 {
-	int pipefd[2], st;
+	int pipefd[2], portpipe[2], gopipe[2], st;
 	pid_t init;
 	char out[4096];
 	ssize_t n, got = 0;
@@ -983,6 +985,8 @@ START_TEST(test_free_refuses_pid1)
 	if (!need_root())
 		return;
 	ck_assert_int_eq(pipe(pipefd), 0);
+	ck_assert_int_eq(pipe(portpipe), 0);
+	ck_assert_int_eq(pipe(gopipe), 0);
 	/* The namespaces are made by a child of the test's (after
 	 * unshare(CLONE_NEWPID) a process cannot make threads, which the
 	 * sanitizers' leak check at exit needs); its child is their pid 1. */
@@ -1020,6 +1024,11 @@ START_TEST(test_free_refuses_pid1)
 			len = sizeof(ss);
 			getsockname(fd, (struct sockaddr *)&ss, &len);
 			snprintf(port, sizeof(port), "%u", rule_addr_port((struct sockaddr *)&ss));
+			/* The host's turn first. */
+			if (write(portpipe[1], port, sizeof(port)) != (ssize_t)sizeof(port) ||
+			    read(gopipe[0], port + sizeof(port) - 1, 1) != 1)
+				_exit(106);
+			port[sizeof(port) - 1] = '\0';
 			ctlpid = fork();
 			if (ctlpid == 0) {
 				dup2(pipefd[1], 1);
@@ -1036,6 +1045,25 @@ START_TEST(test_free_refuses_pid1)
 		}
 	}
 	close(pipefd[1]);
+	close(portpipe[1]);
+	close(gopipe[0]);
+	{
+		struct pollfd p = { portpipe[0], POLLIN, 0 };
+		char port[16], *hout;
+		int rc;
+
+		if (poll(&p, 1, 10000) == 1 && read(portpipe[0], port, sizeof(port)) == (ssize_t)sizeof(port)) {
+			rc = ctl(&hout, "/nonexistent", "free", port, "--kill", "--force", "--yes");
+			ck_assert_int_eq(write(gopipe[1], "\0", 1), 1);
+			ck_assert_msg(rc == 1 && strstr(hout, "refused:") &&
+					      strstr(hout, "the init of a container") &&
+					      !strstr(hout, "sent SIG"),
+				      "on the host: exit %d: %s", rc, hout);
+			free(hout);
+		}
+		close(portpipe[0]);
+		close(gopipe[1]);
+	}
 	{
 		double deadline = h_now() + 30;
 		struct pollfd p = { pipefd[0], POLLIN, 0 };
@@ -1288,8 +1316,22 @@ START_TEST(test_free_kill_many_holders)
 }
 END_TEST
 
-/* free never signals the process that ran it: a socket of the test's own
- * (the parent of portfwdctl) is refused, saying why. */
+/* In portfwdctl's process: a fork, so that portfwdctl runs below an
+ * intermediate process (as below sudo) that waits for it. */
+static void run_below_intermediate(void)
+{
+	pid_t kid = fork();
+	int st;
+
+	if (kid < 0)
+		_exit(124);
+	if (kid > 0)
+		_exit(waitpid(kid, &st, 0) == kid && WIFEXITED(st) ? WEXITSTATUS(st) : 124);
+}
+
+/* free never signals the process that ran it nor one above that: a socket
+ * of the test's own (the parent of portfwdctl, then its grandparent) is
+ * refused, saying why. */
 START_TEST(test_free_refuses_caller)
 {
 	struct sockaddr_storage ss;
@@ -1305,6 +1347,14 @@ START_TEST(test_free_refuses_caller)
 	snprintf(arg, sizeof(arg), "%u", rule_addr_port((struct sockaddr *)&ss));
 	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
 	ck_assert_msg(rc == 1 && strstr(out, "refused") && strstr(out, "the process that ran portfwdctl"),
+		      "exit %d: %s", rc, out);
+	free(out);
+	/* Two levels up (the shell above sudo): refused too. */
+	ctl_child_hook = run_below_intermediate;
+	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
+	ctl_child_hook = NULL;
+	ck_assert_msg(rc == 1 && strstr(out, "refused") &&
+			      strstr(out, "a process that portfwdctl runs under"),
 		      "exit %d: %s", rc, out);
 	free(out);
 	close(fd);
