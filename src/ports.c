@@ -1236,7 +1236,7 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 	struct sockets_list l;
 	struct ports_daemon d;
 	const char *arg = NULL;
-	bool kill_opt = false, force = false, yes = false, refused = false;
+	bool kill_opt = false, force = false, yes = false, refused = false, hidden_said = false;
 	size_t *disable = NULL, ndisable = 0;
 	struct ports_plan plan;
 	struct ports_victim *v;
@@ -1318,6 +1318,15 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		for (unsigned k = 0; k < s->nprocs; k++)
 			if (!ports_free_check(&rep, &d, s, s->pids[k], &plan))
 				refused = true;
+		/* A socket another user opened may have holders among the
+		 * processes this user cannot see (a root server's master
+		 * beside its workers): say so before acting, not after. */
+		if (kill_opt && !hidden_said && geteuid() != 0 && l.procs_hidden &&
+		    s->uid != geteuid()) {
+			ports_say(&rep, "%u/%s on %s was opened by user %s, and processes of other users that you cannot see may hold it too: then it will stay held after those you can see end (root sees every holder: sudo portfwdctl free %s --kill)",
+				  s->port, ports_proto_name(s->proto), addr, ports_user(s->uid), arg);
+			hidden_said = true;
+		}
 		if (!kill_opt) {
 			ports_say(&rep, "%u/%s is held by %s on %s: --kill sends %s SIGTERM", s->port,
 				  ports_proto_name(s->proto), holder, addr,

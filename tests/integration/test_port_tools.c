@@ -174,9 +174,10 @@ struct holder {
 static const char *holder_name = "pf-holder";
 static bool holder_reuseport, holder_share;
 /* More options: the holder closes its socket on SIGUSR1; it binds as
- * root, then drops to this user (-1: it does not). */
+ * root, then drops to this user (-1: it does not); the child sharing the
+ * socket (holder_share) drops to this user (-1: it does not). */
 static bool holder_close_on_usr1;
-static uid_t holder_drop_to = (uid_t)-1;
+static uid_t holder_drop_to = (uid_t)-1, holder_kid_uid = (uid_t)-1;
 static int holder_fd = -1;
 
 static void holder_close_cb(int sig)
@@ -244,6 +245,12 @@ static void holder_start(struct holder *h, int socktype, unsigned port, uid_t ui
 			if (kid == 0) {
 				if (dup(fd) < 0)
 					_exit(1);
+				if (holder_kid_uid != (uid_t)-1) {
+					if (setgroups(0, NULL) < 0 || setgid(holder_kid_uid) < 0 ||
+					    setuid(holder_kid_uid) < 0)
+						_exit(126);
+					prctl(PR_SET_DUMPABLE, 1);
+				}
 				alarm(60);
 				for (;;)
 					pause();
@@ -1766,6 +1773,40 @@ START_TEST(test_user_of_process_not_socket)
 }
 END_TEST
 
+/* As an ordinary user, a socket root opened and shares with a process of
+ * that user (a master and its worker): free --kill says before acting
+ * that holders it cannot see may keep the port, signals the one it sees,
+ * and reports the port still held. */
+START_TEST(test_free_hidden_coholders)
+{
+	struct holder h;
+	char arg[32], want[128], *out, *err;
+	int rc;
+
+	if (!need_root())
+		return;
+	holder_share = true;
+	holder_kid_uid = NOBODY;
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	holder_share = false;
+	holder_kid_uid = (uid_t)-1;
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	rc = ctl_as(&out, &err, NOBODY, "/nonexistent", "free", arg, "--kill", "--yes", NULL);
+	ck_assert_msg(strstr(out, "processes of other users that you cannot see may hold it too"),
+		      "exit %d: %s%s", rc, out, err);
+	snprintf(want, sizeof(want), "sent SIGTERM to pid %d ", (int)h.kid);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	ck_assert_msg(strstr(out, "cannot see") < strstr(out, want), "said after acting: %s", out);
+	ck_assert_msg(rc == 1 && strstr(out, "is still held"), "exit %d: %s", rc, out);
+	free(out);
+	free(err);
+	ck_assert_msg(pid_gone(h.kid, 5), "the worker lives on");
+	h.kid = 0;
+	ck_assert_int_eq(kill(h.pid, 0), 0);
+	holder_stop(&h);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("port_tools");
@@ -1798,6 +1839,7 @@ int main(void)
 	tcase_add_test(tc, test_user_of_process_not_socket);
 	tcase_add_test(tc, test_free_skips_released_holder);
 	tcase_add_test(tc, test_free_force_waits_when_tables_fail);
+	tcase_add_test(tc, test_free_hidden_coholders);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
