@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 #include <uthash.h>
 
@@ -301,18 +302,33 @@ int sockets_read(const struct sockets_filter *filter, struct sockets_list *l)
 	bool proc_only = how && strcmp(how, "proc") == 0;
 	int fd = -1, read_any = 0, e = 0;
 	size_t cap = 0;
+	struct timespec t0;
 
 	memset(l, 0, sizeof(*l));
-	if (!proc_only) {
-		struct timeval tv = { SOCKETS_DIAG_TIMEOUT, 0 };
-
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (!proc_only)
 		fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-		if (fd >= 0)
-			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	}
 	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]) && e != ENOMEM; i++) {
 		if (filter && !(filter->proto & tables[i].proto))
 			continue;
+		if (fd >= 0) {
+			/* SOCKETS_DIAG_TIMEOUT bounds all the dumps together, not
+			 * each read: once it is spent, /proc/net answers. */
+			struct timespec now;
+			long left_us;
+
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			left_us = SOCKETS_DIAG_TIMEOUT * 1000000L - (now.tv_sec - t0.tv_sec) * 1000000L -
+				  (now.tv_nsec - t0.tv_nsec) / 1000;
+			if (left_us <= 0) {
+				close(fd);
+				fd = -1;
+			} else {
+				struct timeval tv = { left_us / 1000000, left_us % 1000000 };
+
+				setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			}
+		}
 		if (fd >= 0) {
 			int rc = sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l, &cap);
 
@@ -342,6 +358,7 @@ int sockets_read(const struct sockets_filter *filter, struct sockets_list *l)
 		if (sockets_proc_table(tables[i].path, tables[i].family, tables[i].proto, filter, l,
 				       &cap) == 0) {
 			l->from_proc = true;
+			l->proc_tables |= 1u << i;
 			read_any = 1;
 		} else if (errno == ENOENT && tables[i].family == AF_INET6) {
 			/* No IPv6 in this kernel: nothing to read, but no

@@ -38,6 +38,9 @@ struct sockets_list {
 	struct sockets_entry *e;
 	size_t n;
 	bool from_proc;      /* read from /proc/net (sock_diag was not available) */
+	/* Which tables came from /proc/net: a bit each for TCP/IPv4 (1),
+	 * TCP/IPv6 (2), UDP/IPv4 (4), UDP/IPv6 (8). */
+	unsigned proc_tables;
 	unsigned procs_hidden; /* processes whose fds this user could not read */
 	pid_t skip_pid;      /* sockets_join leaves this process out (0: none) */
 };

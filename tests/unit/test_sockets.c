@@ -96,12 +96,18 @@ static void check_read(bool proc)
 	ck_assert_int_eq(connect(fds[4], (struct sockaddr *)&to, sizeof(to)), 0);
 
 	ck_assert_int_eq(sockets_read(NULL, &l), 0);
-	if (!proc && l.from_proc)
-		/* A kernel without udp_diag (or inet6_diag): the documented
-		 * fallback reads those tables from /proc/net. */
-		fprintf(stderr, "test_sock_diag: sock_diag fell back to /proc/net for some tables (no udp_diag?): the rest still checked\n");
-	else
-		ck_assert_int_eq(l.from_proc, proc);
+	if (proc)
+		ck_assert_uint_eq(l.proc_tables, 15);
+	else {
+		/* TCP has had sock_diag on every kernel since 3.x: its tables
+		 * must not fall back. UDP may (a kernel without udp_diag):
+		 * the documented fallback reads those from /proc/net. */
+		ck_assert_msg(!(l.proc_tables & 3), "TCP read from /proc/net (tables %#x)", l.proc_tables);
+		if (l.proc_tables)
+			fprintf(stderr, "test_sock_diag: UDP tables %#x from /proc/net (no udp_diag?): the rest still checked\n",
+				l.proc_tables);
+		ck_assert_int_eq(l.from_proc, l.proc_tables != 0);
+	}
 	ck_assert_int_eq(sockets_join(&l), 0);
 	e = find(&l, RULE_PROTO_TCP, tcp4);
 	ck_assert_ptr_nonnull(e);
