@@ -266,6 +266,12 @@ static void ports_daemon_load(const struct ports_ctl *ctl, struct ports_daemon *
 	d->pid = (long)json_integer_value(json_object_get(doc, "pid"));
 	rules = json_object_get(doc, "rules");
 	d->r = calloc(json_array_size(rules) + 1, sizeof(*d->r));
+	if (!d->r) {
+		snprintf(d->why, sizeof(d->why), "out of memory for the daemon's rules");
+		d->up = false;
+		json_decref(doc);
+		return;
+	}
 	json_array_foreach(rules, i, r) {
 		struct ports_rule *pr = &d->r[d->n];
 		const char *name = json_string_value(json_object_get(r, "name"));
@@ -276,7 +282,7 @@ static void ports_daemon_load(const struct ports_ctl *ctl, struct ports_daemon *
 		socklen_t len;
 		char e[128];
 
-		if (!d->r || !name || !proto || !listen || !target)
+		if (!name || !proto || !listen || !target)
 			continue;
 		snprintf(pr->name, sizeof(pr->name), "%s", name);
 		snprintf(pr->state, sizeof(pr->state), "%s", state ? state : "");
@@ -328,8 +334,9 @@ enum ports_role { PORTS_ROLE_NONE, PORTS_ROLE_LISTEN, PORTS_ROLE_TARGET };
 
 /*
  * True if S is one of the daemon's own sockets: a process holding it is
- * the daemon (by pid, or by name when the daemon did not say its pid), or
- * no holder is visible to this user (the daemon is root's).
+ * the daemon (by pid, or by name: the daemon did not say its pid, or said
+ * the one it has in a PID namespace of its own), or no holder is visible
+ * to this user (the daemon is root's).
  */
 static bool ports_daemon_holds(const struct ports_daemon *d, const struct sockets_entry *s)
 {
@@ -338,7 +345,7 @@ static bool ports_daemon_holds(const struct ports_daemon *d, const struct socket
 	for (unsigned i = 0; i < s->nprocs; i++)
 		if (d->pid > 0 && s->pids[i] == (pid_t)d->pid)
 			return true;
-	return d->pid <= 0 && strcmp(s->comm, "portfwd") == 0;
+	return strcmp(s->comm, "portfwd") == 0;
 }
 
 /*
@@ -421,8 +428,11 @@ static const char *ports_user(uid_t uid)
 			return cache[i].name;
 	slot = used < 32 ? used++ : next++ % 32;
 	cache[slot].uid = uid;
+	/* As printable text, like a process name: the passwd database is
+	 * not ours to trust with a terminal or a JSON string. */
 	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) == 0 && res)
-		snprintf(cache[slot].name, sizeof(cache[slot].name), "%s", res->pw_name);
+		sockets_text(res->pw_name, strlen(res->pw_name), cache[slot].name,
+			     sizeof(cache[slot].name));
 	else
 		snprintf(cache[slot].name, sizeof(cache[slot].name), "%u", (unsigned)uid);
 	return cache[slot].name;
