@@ -240,7 +240,13 @@ static void holder_start(struct holder *h, int socktype, unsigned port, uid_t ui
 		got = rule_addr_port((struct sockaddr *)&ss);
 		if (holder_share) {
 			/* Not killed with its parent: free must signal it too.
-			 * Two fds on the socket: it is still one holder. */
+			 * Two fds on the socket: it is still one holder. It
+			 * says when it is ready (its user changed). */
+			int ready[2];
+			char c = 0;
+
+			if (pipe(ready) < 0)
+				_exit(1);
 			kid = fork();
 			if (kid == 0) {
 				if (dup(fd) < 0)
@@ -251,10 +257,16 @@ static void holder_start(struct holder *h, int socktype, unsigned port, uid_t ui
 						_exit(126);
 					prctl(PR_SET_DUMPABLE, 1);
 				}
+				if (write(ready[1], &c, 1) != 1)
+					_exit(1);
 				alarm(60);
 				for (;;)
 					pause();
 			}
+			if (kid < 0 || read(ready[0], &c, 1) != 1)
+				_exit(1);
+			close(ready[0]);
+			close(ready[1]);
 		}
 		if (write(pipefd[1], &got, sizeof(got)) != sizeof(got) ||
 		    write(pipefd[1], &kid, sizeof(kid)) != sizeof(kid))
