@@ -12,7 +12,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -266,6 +265,12 @@ static void ports_daemon_load(const struct ports_ctl *ctl, struct ports_daemon *
 	d->pid = (long)json_integer_value(json_object_get(doc, "pid"));
 	rules = json_object_get(doc, "rules");
 	d->r = calloc(json_array_size(rules) + 1, sizeof(*d->r));
+	if (!d->r) {
+		snprintf(d->why, sizeof(d->why), "out of memory for the daemon's rules");
+		d->up = false;
+		json_decref(doc);
+		return;
+	}
 	json_array_foreach(rules, i, r) {
 		struct ports_rule *pr = &d->r[d->n];
 		const char *name = json_string_value(json_object_get(r, "name"));
@@ -276,7 +281,7 @@ static void ports_daemon_load(const struct ports_ctl *ctl, struct ports_daemon *
 		socklen_t len;
 		char e[128];
 
-		if (!d->r || !name || !proto || !listen || !target)
+		if (!name || !proto || !listen || !target)
 			continue;
 		snprintf(pr->name, sizeof(pr->name), "%s", name);
 		snprintf(pr->state, sizeof(pr->state), "%s", state ? state : "");
@@ -328,8 +333,9 @@ enum ports_role { PORTS_ROLE_NONE, PORTS_ROLE_LISTEN, PORTS_ROLE_TARGET };
 
 /*
  * True if S is one of the daemon's own sockets: a process holding it is
- * the daemon (by pid, or by name when the daemon did not say its pid), or
- * no holder is visible to this user (the daemon is root's).
+ * the daemon (by pid, or by name: the daemon did not say its pid, or said
+ * the one it has in a PID namespace of its own), or no holder is visible
+ * to this user (the daemon is root's).
  */
 static bool ports_daemon_holds(const struct ports_daemon *d, const struct sockets_entry *s)
 {
@@ -338,7 +344,7 @@ static bool ports_daemon_holds(const struct ports_daemon *d, const struct socket
 	for (unsigned i = 0; i < s->nprocs; i++)
 		if (d->pid > 0 && s->pids[i] == (pid_t)d->pid)
 			return true;
-	return d->pid <= 0 && strcmp(s->comm, "portfwd") == 0;
+	return strcmp(s->comm, "portfwd") == 0;
 }
 
 /*
@@ -421,11 +427,21 @@ static const char *ports_user(uid_t uid)
 			return cache[i].name;
 	slot = used < 32 ? used++ : next++ % 32;
 	cache[slot].uid = uid;
+	/* As printable text, like a process name: the passwd database is
+	 * not ours to trust with a terminal or a JSON string. */
 	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) == 0 && res)
-		snprintf(cache[slot].name, sizeof(cache[slot].name), "%s", res->pw_name);
+		sockets_text(res->pw_name, strlen(res->pw_name), cache[slot].name,
+			     sizeof(cache[slot].name));
 	else
 		snprintf(cache[slot].name, sizeof(cache[slot].name), "%u", (unsigned)uid);
 	return cache[slot].name;
+}
+
+/* The user S's process runs as (its real uid); the socket's owner when no
+ * process is seen. */
+static uid_t ports_entry_uid(const struct sockets_entry *s)
+{
+	return s->pid && s->have_puid ? s->puid : s->uid;
 }
 
 static const char *ports_proto_name(unsigned proto)
@@ -482,8 +498,11 @@ static json_t *ports_entry_json(struct ports_daemon *d, const struct sockets_ent
 	json_object_set_new(o, "port", json_integer(s->port));
 	json_object_set_new(o, "class", json_string(portinfo_range(s->port)));
 	json_object_set_new(o, "service", ports_json_text(service[0] ? service : NULL));
-	json_object_set_new(o, "uid", json_integer((json_int_t)s->uid));
-	json_object_set_new(o, "user", ports_json_text(ports_user(s->uid)));
+	/* The process's user; the socket's owner (who created it: a server
+	 * that binds as root and then drops to www-data) apart. */
+	json_object_set_new(o, "uid", json_integer((json_int_t)ports_entry_uid(s)));
+	json_object_set_new(o, "user", ports_json_text(ports_user(ports_entry_uid(s))));
+	json_object_set_new(o, "socket_uid", json_integer((json_int_t)s->uid));
 	json_object_set_new(o, "rules", rules);
 	json_object_set_new(o, "pid", s->pid ? json_integer(s->pid) : json_null());
 	/* comm as sockets_text wrote it: ASCII, a valid JSON string. */
@@ -508,6 +527,7 @@ static bool ports_alike(const struct sockets_entry *a, const struct sockets_entr
 {
 	return a->proto == b->proto && a->family == b->family && a->port == b->port &&
 	       memcmp(&a->addr, &b->addr, sizeof(a->addr)) == 0 && a->uid == b->uid &&
+	       ports_entry_uid(a) == ports_entry_uid(b) &&
 	       a->pid == b->pid && a->nprocs == b->nprocs && strcmp(a->comm, b->comm) == 0;
 }
 
@@ -614,7 +634,7 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 			snprintf(proc, sizeof(proc), "%s", s->pid ? s->comm : "-");
 		printf("%-5s %-*s %5u %-10s %-16s %7s %-16s %-12s %s\n", ports_proto_name(s->proto),
 		       addrw, addr, s->port, portinfo_range(s->port), service[0] ? service : "-", pid,
-		       proc, ports_user(s->uid), rules);
+		       proc, ports_user(ports_entry_uid(s)), rules);
 	}
 	ports_unseen_note(unseen, note, sizeof(note));
 	if (json) {
@@ -654,7 +674,8 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 static const char *ports_holder_text(const struct sockets_entry *s, char *buf, size_t len)
 {
 	if (s->pid)
-		snprintf(buf, len, "pid %ld (%s, user %s)%s", (long)s->pid, s->comm, ports_user(s->uid),
+		snprintf(buf, len, "pid %ld (%s, user %s)%s", (long)s->pid, s->comm,
+			 ports_user(ports_entry_uid(s)),
 			 s->nprocs > 1 ? " and other processes" : "");
 	else if (geteuid() != 0)
 		snprintf(buf, len, "a process of uid %u (%s) that you cannot see (root can)",
@@ -924,11 +945,13 @@ static size_t ports_count(const struct ports_spec *spec, const struct sockets_li
  * that a pid reused during the question and the wait is never hit. */
 struct ports_victim {
 	pid_t pid;
-	int pidfd;            /* -1: no pidfd (ENOSYS): kill() after a re-check */
-	unsigned long inode;  /* a socket of the port it holds */
+	int pidfd;            /* -1: no pidfd (ENOSYS): kill() alone */
+	unsigned long *inodes; /* the sockets of the port it holds (malloc'd) */
+	size_t ninodes;
 	char comm[SOCKETS_COMM_MAX];
 	char user[64];
-	bool gone;
+	bool gone;            /* exited, or no longer holds the port: not signalled again */
+	bool released;        /* alive, but holds none of INODES any more */
 };
 
 static int ports_pidfd_open(pid_t pid)
@@ -954,36 +977,59 @@ static int ports_pidfd_send_signal(int pidfd, int sig)
 #endif
 }
 
+/* True if PID has an fd on one of the INODES of V now. */
+static bool ports_victim_holds(const struct ports_victim *v)
+{
+	for (size_t i = 0; i < v->ninodes; i++)
+		if (sockets_proc_holds(v->pid, v->inodes[i]))
+			return true;
+	return false;
+}
+
 /*
- * Sends SIG to V: through its pidfd, or (no pidfd) with kill() right after
- * checking that PID still has the socket open, so a reused pid is not hit.
- * Returns 0, or -1 with errno (ESRCH: it is gone, or no longer holds it).
+ * Sends SIG to V right after checking that it still has a socket of the
+ * port open: a process that closed it (or exited, and its pid was reused)
+ * since the plan and the question is not hit, pidfd or not. The pidfd,
+ * when there is one, makes sure the check and the signal are about the
+ * same process. Returns 0, or -1 with errno: ESRCH when it is gone or no
+ * longer holds the port (V->released tells which).
  */
 static int ports_victim_signal(struct ports_victim *v, int sig)
 {
 	int rc;
 
-	if (v->pidfd >= 0)
-		rc = ports_pidfd_send_signal(v->pidfd, sig);
-	else if (!sockets_proc_holds(v->pid, v->inode)) {
+	if (!ports_victim_holds(v)) {
+		v->released = kill(v->pid, 0) == 0 || errno == EPERM;
 		errno = ESRCH;
 		rc = -1;
-	} else
+	} else if (v->pidfd >= 0)
+		rc = ports_pidfd_send_signal(v->pidfd, sig);
+	else
 		rc = kill(v->pid, sig);
 	if (rc < 0 && errno == ESRCH)
 		v->gone = true;
 	return rc;
 }
 
-/* True once nothing holds SPEC's port, reading the tables every 50 ms for
+enum ports_wait { PORTS_WAIT_FREE, PORTS_WAIT_HELD, PORTS_WAIT_UNKNOWN };
+
+/*
+ * Waits for SPEC's port to come free, reading the tables every 50 ms for
  * SECONDS at most; between reads it sleeps in poll on the victims'
- * pidfds, which wake it when one exits. */
-static bool ports_wait_free(const struct ports_spec *spec, const struct sockets_filter *f,
-			    double seconds, const struct ports_victim *v, size_t nv)
+ * pidfds, which wake it when one exits. A read that fails is no answer:
+ * it reads again until the time is up. Returns FREE as soon as a read
+ * finds nothing on the port; else what the last read said: HELD, or
+ * UNKNOWN when it failed (its errno in *ERR).
+ */
+static enum ports_wait ports_wait_free(const struct ports_spec *spec,
+				       const struct sockets_filter *f, double seconds,
+				       const struct ports_victim *v, size_t nv, int *err)
 {
 	struct pollfd *pfd = nv ? calloc(nv, sizeof(*pfd)) : NULL;
 	struct timespec t0, now;
-	bool free_now = false;
+	enum ports_wait state = PORTS_WAIT_UNKNOWN;
+
+	*err = 0;
 
 	for (size_t i = 0; pfd && i < nv; i++)
 		pfd[i] = (struct pollfd){ v[i].gone ? -1 : v[i].pidfd, POLLIN, 0 };
@@ -991,12 +1037,15 @@ static bool ports_wait_free(const struct ports_spec *spec, const struct sockets_
 	for (;;) {
 		struct sockets_list l;
 
-		if (sockets_read(f, &l) < 0)
-			break;
-		free_now = ports_count(spec, &l) == 0;
-		sockets_free(&l);
-		if (free_now)
-			break;
+		if (sockets_read(f, &l) < 0) {
+			state = PORTS_WAIT_UNKNOWN;
+			*err = errno;
+		} else {
+			state = ports_count(spec, &l) == 0 ? PORTS_WAIT_FREE : PORTS_WAIT_HELD;
+			sockets_free(&l);
+			if (state == PORTS_WAIT_FREE)
+				break;
+		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 >= seconds)
 			break;
@@ -1010,19 +1059,20 @@ static bool ports_wait_free(const struct ports_spec *spec, const struct sockets_
 			poll(NULL, 0, 50);
 	}
 	free(pfd);
-	return free_now;
+	return state;
 }
 
 #define PORTS_KILL_WAIT 5.0
+/* How far up free looks for the processes portfwdctl runs under. */
+#define PORTS_ANCESTORS_MAX 64
 
-/* The user PID runs as (its /proc entry's owner), else the socket's UID. */
+/* The user PID runs as (its real uid: /proc/PID's owner is root for a
+ * process that is not dumpable), else the socket's UID. */
 static void ports_proc_user(pid_t pid, uid_t uid, char *buf, size_t len)
 {
-	char path[32];
-	struct stat st;
+	uid_t puid;
 
-	snprintf(path, sizeof(path), "/proc/%ld", (long)pid);
-	snprintf(buf, len, "%s", ports_user(stat(path, &st) == 0 ? st.st_uid : uid));
+	snprintf(buf, len, "%s", ports_user(sockets_proc_uid(pid, &puid) == 0 ? puid : uid));
 }
 
 /* Appends to a growing array (*A with *N items of SIZE); aborts the
@@ -1045,21 +1095,78 @@ static const char *ports_victim_text(const struct ports_victim *v, char *buf, si
 	return buf;
 }
 
+/* What free will do: the processes it signals, the ones it refused (each
+ * said once), the processes portfwdctl runs under. */
+struct ports_plan {
+	struct ports_victim *v;
+	size_t nv;
+	pid_t *refused;
+	size_t nrefused;
+	pid_t ancestors[PORTS_ANCESTORS_MAX];
+	size_t nancestors;
+};
+
+/* Fills P's ancestors: portfwdctl's parent, its parent, ... (through
+ * /proc/PID/status PPid), up to init, at most PORTS_ANCESTORS_MAX. */
+static void ports_plan_ancestors(struct ports_plan *p)
+{
+	pid_t pid = getppid();
+
+	while (pid > 1 && p->nancestors < PORTS_ANCESTORS_MAX) {
+		char val[32];
+
+		p->ancestors[p->nancestors++] = pid;
+		if (sockets_proc_status(pid, "PPid", val, sizeof(val)) < 0)
+			break;
+		pid = (pid_t)strtol(val, NULL, 10);
+	}
+}
+
+/* True if PID is the init (pid 1) of a PID namespace below ours: the
+ * last of its /proc/PID/status NSpid numbers, its pid in its own
+ * namespace, is 1. */
+static bool ports_container_init(pid_t pid)
+{
+	char val[256], *last;
+
+	if (sockets_proc_status(pid, "NSpid", val, sizeof(val)) < 0)
+		return false;
+	val[strcspn(val, "\n")] = '\0';
+	last = strrchr(val, '\t');
+	return last && strcmp(last + 1, "1") == 0;
+}
+
+static bool ports_plan_refuse(struct ports_plan *p, pid_t pid)
+{
+	p->refused = ports_grow(p->refused, p->nrefused, sizeof(*p->refused));
+	p->refused[p->nrefused++] = pid;
+	return false;
+}
+
 /*
- * Checks one holder PID of socket S for free's plan: refused (pid 1, the
- * daemon, the caller's parent, one the caller may not signal), gone, or
- * added to *V (once, pinned by a pidfd). Returns false if refused.
+ * Checks one holder PID of socket S for free's plan: refused (pid 1, a
+ * container's init, the daemon, portfwdctl's parent or one above it, one
+ * the caller may not signal; said once per process), gone, or added to
+ * P's victims (once, with every socket of the port it holds, pinned by a
+ * pidfd). Returns false if refused.
  */
 static bool ports_free_check(struct ports_report *rep, const struct ports_daemon *d,
-			     const struct sockets_entry *s, pid_t pid, struct ports_victim **v,
-			     size_t *nv)
+			     const struct sockets_entry *s, pid_t pid, struct ports_plan *p)
 {
-	struct ports_victim c = { .pid = pid, .pidfd = -1, .inode = s->inode };
+	struct ports_victim c = { .pid = pid, .pidfd = -1 };
 	char who[200];
 
-	for (size_t i = 0; i < *nv; i++)
-		if ((*v)[i].pid == pid)
+	for (size_t i = 0; i < p->nrefused; i++)
+		if (p->refused[i] == pid)
+			return false;
+	for (size_t i = 0; i < p->nv; i++)
+		if (p->v[i].pid == pid) {
+			struct ports_victim *o = &p->v[i];
+
+			o->inodes = ports_grow(o->inodes, o->ninodes, sizeof(*o->inodes));
+			o->inodes[o->ninodes++] = s->inode;
 			return true;
+		}
 	if (pid == s->pid)
 		snprintf(c.comm, sizeof(c.comm), "%s", s->comm);
 	else
@@ -1069,24 +1176,32 @@ static bool ports_free_check(struct ports_report *rep, const struct ports_daemon
 	if (pid == 1) {
 		ports_say(rep, "refused: %u/%s is held by pid 1 (%s), the init system: stop the service that owns the socket instead",
 			  s->port, ports_proto_name(s->proto), c.comm);
-		return false;
+		return ports_plan_refuse(p, pid);
+	}
+	if (ports_container_init(pid)) {
+		ports_say(rep, "refused: %u/%s is held by %s, the init of a container (pid 1 of its own PID namespace): stop the container instead",
+			  s->port, ports_proto_name(s->proto), who);
+		return ports_plan_refuse(p, pid);
 	}
 	if ((d->up && d->pid > 0 && pid == (pid_t)d->pid) || strcmp(c.comm, "portfwd") == 0) {
 		ports_say(rep, "refused: %u/%s is held by the portfwd daemon (pid %ld) itself: `portfwdctl disable RULE` frees a rule's port, `systemctl stop portfwd` stops the daemon",
 			  s->port, ports_proto_name(s->proto), (long)pid);
-		return false;
+		return ports_plan_refuse(p, pid);
 	}
-	if (pid == getppid()) {
-		ports_say(rep, "refused: %u/%s is held by %s, the process that ran portfwdctl (your shell or script): it would end the caller",
-			  s->port, ports_proto_name(s->proto), who);
-		return false;
-	}
+	for (size_t i = 0; i < p->nancestors; i++)
+		if (pid == p->ancestors[i]) {
+			ports_say(rep, "refused: %u/%s is held by %s, %s: it would end the caller",
+				  s->port, ports_proto_name(s->proto), who,
+				  i == 0 ? "the process that ran portfwdctl (your shell or script)"
+					 : "a process that portfwdctl runs under (your shell, sudo or a script above it)");
+			return ports_plan_refuse(p, pid);
+		}
 	if (kill(pid, 0) < 0) {
 		if (errno == ESRCH)
 			return true; /* gone since the tables were read */
 		ports_say(rep, "refused: %u/%s is held by %s, which you may not signal (run as root or as %s)",
 			  s->port, ports_proto_name(s->proto), who, c.user);
-		return false;
+		return ports_plan_refuse(p, pid);
 	}
 	/* Pin the process, then make sure the pinned one is the holder: the
 	 * pid may have been reused since /proc/PID/fd was read. */
@@ -1098,9 +1213,28 @@ static bool ports_free_check(struct ports_report *rep, const struct ports_daemon
 			close(c.pidfd);
 		return true; /* it closed the socket or exited */
 	}
-	*v = ports_grow(*v, *nv, sizeof(**v));
-	(*v)[(*nv)++] = c;
+	c.inodes = ports_grow(NULL, 0, sizeof(*c.inodes));
+	c.inodes[c.ninodes++] = s->inode;
+	p->v = ports_grow(p->v, p->nv, sizeof(*p->v));
+	p->v[p->nv++] = c;
 	return true;
+}
+
+/* Says what a signal SIG to V did. */
+static void ports_signal_report(struct ports_report *rep, struct ports_victim *v, int sig,
+				const char *what, const char *prefix)
+{
+	char holder[200];
+
+	ports_victim_text(v, holder, sizeof(holder));
+	if (ports_victim_signal(v, sig) == 0)
+		ports_say(rep, "%ssent %s to %s", prefix, sig == SIGKILL ? "SIGKILL" : "SIGTERM", holder);
+	else if (errno == ESRCH && v->released)
+		ports_say(rep, "%s no longer holds %s: not signalled", holder, what);
+	else if (errno == ESRCH)
+		ports_say(rep, "%s has exited: not signalled", holder);
+	else
+		ports_say(rep, "cannot signal %s: %s", holder, strerror(errno));
 }
 
 static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *ctl)
@@ -1111,10 +1245,13 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 	struct sockets_list l;
 	struct ports_daemon d;
 	const char *arg = NULL;
-	bool kill_opt = false, force = false, yes = false, refused = false, now_free;
+	bool kill_opt = false, force = false, yes = false, refused = false, hidden_said = false;
 	size_t *disable = NULL, ndisable = 0;
-	struct ports_victim *v = NULL;
-	size_t nv = 0;
+	struct ports_plan plan;
+	struct ports_victim *v;
+	size_t nv;
+	enum ports_wait state;
+	int wait_err;
 	char err[300], what[64], holder[200], *question = NULL;
 	size_t qlen = 0;
 	FILE *q;
@@ -1153,6 +1290,8 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		return PORTS_EXIT_TABLES;
 	}
 	ports_daemon_load(ctl, &d);
+	memset(&plan, 0, sizeof(plan));
+	ports_plan_ancestors(&plan);
 
 	/* The plan: the rules listening there, then the other holders. */
 	for (size_t i = 0; i < d.n; i++)
@@ -1186,8 +1325,17 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		/* Every process with the socket: a forked server's children
 		 * keep the port after its parent ends. */
 		for (unsigned k = 0; k < s->nprocs; k++)
-			if (!ports_free_check(&rep, &d, s, s->pids[k], &v, &nv))
+			if (!ports_free_check(&rep, &d, s, s->pids[k], &plan))
 				refused = true;
+		/* A socket another user opened may have holders among the
+		 * processes this user cannot see (a root server's master
+		 * beside its workers): say so before acting, not after. */
+		if (kill_opt && !hidden_said && geteuid() != 0 && l.procs_hidden &&
+		    s->uid != geteuid()) {
+			ports_say(&rep, "%u/%s on %s was opened by user %s, and processes of other users that you cannot see may hold it too: then it will stay held after those you can see end (root sees every holder: sudo portfwdctl free %s --kill)",
+				  s->port, ports_proto_name(s->proto), addr, ports_user(s->uid), arg);
+			hidden_said = true;
+		}
 		if (!kill_opt) {
 			ports_say(&rep, "%u/%s is held by %s on %s: --kill sends %s SIGTERM", s->port,
 				  ports_proto_name(s->proto), holder, addr,
@@ -1204,6 +1352,8 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		ports_say(&rep, "nothing done: %s is still held", what);
 		goto out;
 	}
+	v = plan.v;
+	nv = plan.nv;
 
 	/* One question for all of it, naming every process. */
 	q = open_memstream(&question, &qlen);
@@ -1241,34 +1391,28 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 			ports_say(&rep, "cannot ask the daemon to disable rule %s: %s",
 				  d.r[disable[i]].name, err);
 	}
-	for (size_t i = 0; i < nv; i++) {
-		ports_victim_text(&v[i], holder, sizeof(holder));
-		if (ports_victim_signal(&v[i], SIGTERM) == 0)
-			ports_say(&rep, "sent SIGTERM to %s", holder);
-		else if (errno == ESRCH)
-			ports_say(&rep, "%s has exited or closed the socket: not signalled", holder);
-		else
-			ports_say(&rep, "cannot signal %s: %s", holder, strerror(errno));
+	for (size_t i = 0; i < nv; i++)
+		ports_signal_report(&rep, &v[i], SIGTERM, what, "");
+	/* SIGKILL only after the whole wait: a read of the tables that fails
+	 * is no reason to cut the grace short. */
+	state = ports_wait_free(&spec, &f, PORTS_KILL_WAIT, v, nv, &wait_err);
+	if (state != PORTS_WAIT_FREE && force && nv) {
+		char prefix[64];
+
+		snprintf(prefix, sizeof(prefix), "%s after %g s: ",
+			 state == PORTS_WAIT_HELD ? "still held" : "not known to be free", PORTS_KILL_WAIT);
+		for (size_t i = 0; i < nv; i++)
+			if (!v[i].gone)
+				ports_signal_report(&rep, &v[i], SIGKILL, what, prefix);
+		state = ports_wait_free(&spec, &f, PORTS_KILL_WAIT, v, nv, &wait_err);
 	}
-	now_free = ports_wait_free(&spec, &f, PORTS_KILL_WAIT, v, nv);
-	if (!now_free && force && nv) {
-		for (size_t i = 0; i < nv; i++) {
-			if (v[i].gone)
-				continue;
-			ports_victim_text(&v[i], holder, sizeof(holder));
-			if (ports_victim_signal(&v[i], SIGKILL) == 0)
-				ports_say(&rep, "still held after %g s: sent SIGKILL to %s",
-					  PORTS_KILL_WAIT, holder);
-			else if (errno == ESRCH)
-				ports_say(&rep, "%s has exited", holder);
-			else
-				ports_say(&rep, "cannot signal %s: %s", holder, strerror(errno));
-		}
-		now_free = ports_wait_free(&spec, &f, PORTS_KILL_WAIT, v, nv);
-	}
-	if (now_free) {
+	if (state == PORTS_WAIT_FREE) {
 		ports_say(&rep, "%s is now free", what);
 		rc = PORTS_EXIT_OK;
+	} else if (state == PORTS_WAIT_UNKNOWN) {
+		ports_say(&rep, "whether %s is free now is unknown: the socket tables could not be read (%s)",
+			  what, strerror(wait_err));
+		rc = PORTS_EXIT_TABLES;
 	} else {
 		struct sockets_list after;
 
@@ -1293,10 +1437,13 @@ out:
 
 		ports_json_print(doc);
 	}
-	for (size_t i = 0; i < nv; i++)
-		if (v[i].pidfd >= 0)
-			close(v[i].pidfd);
-	free(v);
+	for (size_t i = 0; i < plan.nv; i++) {
+		if (plan.v[i].pidfd >= 0)
+			close(plan.v[i].pidfd);
+		free(plan.v[i].inodes);
+	}
+	free(plan.v);
+	free(plan.refused);
 	free(disable);
 	free(question);
 	ports_daemon_free(&d);

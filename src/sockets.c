@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 #include <uthash.h>
 
@@ -80,11 +81,77 @@ static unsigned sockets_states(const struct sockets_filter *f, unsigned proto)
 #define SOCKETS_DIAG_TIMEOUT 5
 #define SOCKETS_DIAG_MAX_READS 100000
 
+int sockets_diag_parse(const void *buf, size_t len, uint32_t seq, unsigned proto,
+		       const struct sockets_filter *f, struct sockets_list *l, size_t *cap, bool *intr)
+{
+	size_t left = len;
+
+	for (const struct nlmsghdr *h = buf; NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+		const struct inet_diag_msg *m;
+		struct sockets_entry s;
+
+		if (h->nlmsg_seq != seq)
+			continue;
+		/* The kernel sets it on a message of a dump whose table
+		 * changed under it: sockets may be missing or twice. */
+		if (h->nlmsg_flags & NLM_F_DUMP_INTR)
+			*intr = true;
+		if (h->nlmsg_type == NLMSG_DONE) {
+			int err = 0;
+
+			/* Its payload is the dump's end: 0, or a negative errno
+			 * when the dump failed part way. */
+			if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(err)))
+				memcpy(&err, NLMSG_DATA(h), sizeof(err));
+			if (err < 0) {
+				errno = -err;
+				return -1;
+			}
+			if (*intr) {
+				errno = EINTR;
+				return -1;
+			}
+			return 1;
+		}
+		if (h->nlmsg_type == NLMSG_ERROR) {
+			const struct nlmsgerr *err = NLMSG_DATA(h);
+
+			errno = h->nlmsg_len >= NLMSG_LENGTH(sizeof(*err)) && err->error < 0 ? -err->error
+											   : EIO;
+			return -1;
+		}
+		if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+			continue;
+		m = NLMSG_DATA(h);
+		memset(&s, 0, sizeof(s));
+		s.proto = proto;
+		s.family = m->idiag_family;
+		s.port = ntohs(m->id.idiag_sport);
+		s.state = m->idiag_state;
+		if (!sockets_wanted(f, proto, s.port) || (s.family != AF_INET && s.family != AF_INET6))
+			continue;
+		memcpy(&s.addr, m->id.idiag_src, s.family == AF_INET ? 4 : 16);
+		s.inode = m->idiag_inode;
+		s.uid = m->idiag_uid;
+		if (sockets_add(l, cap, &s) < 0) {
+			errno = ENOMEM;
+			return -1;
+		}
+	}
+	if (left > 0) {
+		errno = EIO; /* bytes that are no whole message */
+		return -1;
+	}
+	return 0;
+}
+
 /* One sock_diag dump: FAMILY's PROTO sockets in the states F selects.
  * Returns 0, or -1 with errno (the entries it added are taken back):
  * EOPNOTSUPP-like errors (ENOENT, EOPNOTSUPP, EINVAL, EPROTONOSUPPORT) when
  * the kernel has no dump for it, EAGAIN when it did not answer in time,
- * EMSGSIZE for a cut message, EIO for a malformed one, ENOMEM. */
+ * EINTR when the kernel marked the dump interrupted (NLM_F_DUMP_INTR),
+ * the kernel's errno when the dump ended in an error, EMSGSIZE for a cut
+ * message, EIO for a malformed one, ENOMEM. */
 static int sockets_diag_dump(int fd, int family, unsigned proto, const struct sockets_filter *f,
 			     struct sockets_list *l, size_t *cap)
 {
@@ -97,6 +164,7 @@ static int sockets_diag_dump(int fd, int family, unsigned proto, const struct so
 	size_t start = l->n;
 	/* The kernel fills dump messages up to the reader's buffer (32 KiB at most). */
 	long buf[65536 / sizeof(long)];
+	bool intr = false;
 	int e = 0;
 
 	memset(&req, 0, sizeof(req));
@@ -113,66 +181,31 @@ static int sockets_diag_dump(int fd, int family, unsigned proto, const struct so
 		struct iovec iov = { buf, sizeof(buf) };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 		ssize_t n;
-		size_t left;
+		int rc;
 
 		if (reads >= SOCKETS_DIAG_MAX_READS) {
 			e = EIO; /* a dump that does not end */
-			goto fail;
+			break;
 		}
 		n = recvmsg(fd, &mh, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			e = n < 0 ? (errno == EWOULDBLOCK ? EAGAIN : errno) : EIO;
-			goto fail;
+			break;
 		}
 		if (mh.msg_flags & MSG_TRUNC) {
 			e = EMSGSIZE;
-			goto fail;
+			break;
 		}
-		left = (size_t)n;
-		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, left);
-		     h = NLMSG_NEXT(h, left)) {
-			const struct inet_diag_msg *m;
-			struct sockets_entry s;
-
-			if (h->nlmsg_seq != req.nlh.nlmsg_seq)
-				continue;
-			if (h->nlmsg_type == NLMSG_DONE)
-				return 0;
-			if (h->nlmsg_type == NLMSG_ERROR) {
-				const struct nlmsgerr *err = NLMSG_DATA(h);
-
-				e = h->nlmsg_len >= NLMSG_LENGTH(sizeof(*err)) && err->error ? -err->error
-											: EIO;
-				goto fail;
-			}
-			if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
-			    h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
-				continue;
-			m = NLMSG_DATA(h);
-			memset(&s, 0, sizeof(s));
-			s.proto = proto;
-			s.family = m->idiag_family;
-			s.port = ntohs(m->id.idiag_sport);
-			s.state = m->idiag_state;
-			if (!sockets_wanted(f, proto, s.port) ||
-			    (s.family != AF_INET && s.family != AF_INET6))
-				continue;
-			memcpy(&s.addr, m->id.idiag_src, s.family == AF_INET ? 4 : 16);
-			s.inode = m->idiag_inode;
-			s.uid = m->idiag_uid;
-			if (sockets_add(l, cap, &s) < 0) {
-				e = ENOMEM;
-				goto fail;
-			}
-		}
-		if (left > 0) {
-			e = EIO; /* bytes that are no whole message */
-			goto fail;
+		rc = sockets_diag_parse(buf, (size_t)n, req.nlh.nlmsg_seq, proto, f, l, cap, &intr);
+		if (rc > 0)
+			return 0;
+		if (rc < 0) {
+			e = errno;
+			break;
 		}
 	}
-fail:
 	l->n = start;
 	errno = e;
 	return -1;
@@ -269,20 +302,42 @@ int sockets_read(const struct sockets_filter *filter, struct sockets_list *l)
 	bool proc_only = how && strcmp(how, "proc") == 0;
 	int fd = -1, read_any = 0, e = 0;
 	size_t cap = 0;
+	struct timespec t0;
 
 	memset(l, 0, sizeof(*l));
-	if (!proc_only) {
-		struct timeval tv = { SOCKETS_DIAG_TIMEOUT, 0 };
-
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (!proc_only)
 		fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-		if (fd >= 0)
-			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	}
 	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]) && e != ENOMEM; i++) {
 		if (filter && !(filter->proto & tables[i].proto))
 			continue;
 		if (fd >= 0) {
-			if (sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l, &cap) == 0) {
+			/* SOCKETS_DIAG_TIMEOUT bounds all the dumps together, not
+			 * each read: once it is spent, /proc/net answers. */
+			struct timespec now;
+			long left_us;
+
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			left_us = SOCKETS_DIAG_TIMEOUT * 1000000L - (now.tv_sec - t0.tv_sec) * 1000000L -
+				  (now.tv_nsec - t0.tv_nsec) / 1000;
+			if (left_us <= 0) {
+				close(fd);
+				fd = -1;
+			} else {
+				struct timeval tv = { left_us / 1000000, left_us % 1000000 };
+
+				setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			}
+		}
+		if (fd >= 0) {
+			int rc = sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l, &cap);
+
+			/* An interrupted dump (the table changed while the
+			 * kernel walked it) is asked once more. */
+			if (rc < 0 && errno == EINTR)
+				rc = sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l,
+						       &cap);
+			if (rc == 0) {
 				read_any = 1;
 				continue;
 			}
@@ -291,10 +346,11 @@ int sockets_read(const struct sockets_filter *filter, struct sockets_list *l)
 				break;
 			}
 			/* A kernel without this dump, a sandbox, a timeout or a
-			 * garbled reply: /proc/net says the same, slower. After a
-			 * timeout or a cut message the socket may still carry the
-			 * rest of that dump: the next ones need a fresh one. */
-			if (!sockets_diag_unsupported(errno)) {
+			 * garbled reply, a dump that ended in an error or was
+			 * interrupted twice: /proc/net says the same, slower. After
+			 * a timeout or a cut message the socket may still carry
+			 * the rest of that dump: the next ones need a fresh one. */
+			if (!sockets_diag_unsupported(errno) && errno != EINTR) {
 				close(fd);
 				fd = -1;
 			}
@@ -302,6 +358,7 @@ int sockets_read(const struct sockets_filter *filter, struct sockets_list *l)
 		if (sockets_proc_table(tables[i].path, tables[i].family, tables[i].proto, filter, l,
 				       &cap) == 0) {
 			l->from_proc = true;
+			l->proc_tables |= 1u << i;
 			read_any = 1;
 		} else if (errno == ENOENT && tables[i].family == AF_INET6) {
 			/* No IPv6 in this kernel: nothing to read, but no
@@ -384,6 +441,70 @@ int sockets_proc_comm(pid_t pid, char *comm, size_t len)
 	return rc;
 }
 
+/* Reads the value of KEY ("Uid", "PPid", "NSpid") in the status file of
+ * the /proc/PID directory DIRFD into VAL. Returns 0, or -1 when there is
+ * none. */
+static int sockets_status_at(int dirfd, const char *key, char *val, size_t len)
+{
+	char line[512];
+	size_t klen = strlen(key);
+	int fd = openat(dirfd, "status", O_RDONLY | O_CLOEXEC);
+	FILE *fp = fd >= 0 ? fdopen(fd, "r") : NULL;
+	int rc = -1;
+
+	if (!fp) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	while (fgets(line, sizeof(line), fp))
+		if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+			const char *v = line + klen + 1;
+
+			v += strspn(v, " \t");
+			snprintf(val, len, "%.*s", (int)strcspn(v, "\n"), v);
+			rc = 0;
+			break;
+		}
+	fclose(fp);
+	return rc;
+}
+
+int sockets_proc_status(pid_t pid, const char *key, char *val, size_t len)
+{
+	char path[32];
+	int dfd, rc;
+
+	snprintf(path, sizeof(path), "/proc/%ld", (long)pid);
+	dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	rc = sockets_status_at(dfd, key, val, len);
+	close(dfd);
+	return rc;
+}
+
+/* The real uid on a "Uid:" line (real, effective, saved, fs). */
+static int sockets_uid_of(const char *val, uid_t *uid)
+{
+	char *end;
+	unsigned long u = strtoul(val, &end, 10);
+
+	if (end == val)
+		return -1;
+	*uid = (uid_t)u;
+	return 0;
+}
+
+int sockets_proc_uid(pid_t pid, uid_t *uid)
+{
+	char val[128];
+
+	if (sockets_proc_status(pid, "Uid", val, sizeof(val)) < 0)
+		return -1;
+	return sockets_uid_of(val, uid);
+}
+
 /* The inode of the socket a /proc/PID/fd link names ("socket:[123]"), or 0. */
 static unsigned long sockets_link_inode(int dirfd, const char *name)
 {
@@ -445,6 +566,7 @@ int sockets_join(struct sockets_list *l)
 		l->e[i].nprocs = 0;
 		l->e[i].pid = 0;
 		l->e[i].comm[0] = '\0';
+		l->e[i].have_puid = false;
 	}
 	if (l->n == 0)
 		return 0;
@@ -466,8 +588,9 @@ int sockets_join(struct sockets_list *l)
 		goto out;
 	}
 	while (rc == 0 && (de = readdir(proc))) {
-		char comm[SOCKETS_COMM_MAX] = "";
-		bool have_comm = false;
+		char comm[SOCKETS_COMM_MAX] = "", uidtext[128];
+		bool have_comm = false, have_uid = false;
+		uid_t puid = 0;
 		struct dirent *fe;
 		int pidfd, fdfd;
 		DIR *fds;
@@ -508,6 +631,8 @@ int sockets_join(struct sockets_list *l)
 				continue;
 			if (!have_comm) {
 				sockets_comm(pidfd, comm, sizeof(comm));
+				have_uid = sockets_status_at(pidfd, "Uid", uidtext, sizeof(uidtext)) == 0 &&
+					   sockets_uid_of(uidtext, &puid) == 0;
 				have_comm = true;
 			}
 			s = &l->e[it->entry];
@@ -519,6 +644,8 @@ int sockets_join(struct sockets_list *l)
 			if (s->pid == 0) {
 				s->pid = (pid_t)pid;
 				snprintf(s->comm, sizeof(s->comm), "%s", comm);
+				s->have_puid = have_uid;
+				s->puid = puid;
 			}
 		}
 		closedir(fds);

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* /proc/PID/comm is at most 16 bytes with its NUL; as text (sockets_text)
@@ -29,12 +30,17 @@ struct sockets_entry {
 	unsigned nprocs;     /* how many processes have it (forked servers share one) */
 	pid_t *pids;         /* all NPROCS of them, each once, PID first (malloc'd) */
 	char comm[SOCKETS_COMM_MAX]; /* PID's name as sockets_text renders it */
+	bool have_puid;      /* PUID was read */
+	uid_t puid;          /* PID's real user (/proc/PID/status Uid), not the socket's */
 };
 
 struct sockets_list {
 	struct sockets_entry *e;
 	size_t n;
 	bool from_proc;      /* read from /proc/net (sock_diag was not available) */
+	/* Which tables came from /proc/net: a bit each for TCP/IPv4 (1),
+	 * TCP/IPv6 (2), UDP/IPv4 (4), UDP/IPv6 (8). */
+	unsigned proc_tables;
 	unsigned procs_hidden; /* processes whose fds this user could not read */
 	pid_t skip_pid;      /* sockets_join leaves this process out (0: none) */
 };
@@ -66,6 +72,19 @@ bool sockets_listening(const struct sockets_entry *e);
 int sockets_read(const struct sockets_filter *filter, struct sockets_list *l);
 
 /*
+ * One buffer of a sock_diag dump (LEN bytes of BUF, as recvmsg got it) for
+ * request SEQ of PROTO: adds the sockets F selects to L (CAP: its room),
+ * and sets *INTR when a message says the dump was interrupted
+ * (NLM_F_DUMP_INTR). Returns 0 when more is to come; 1 at the dump's end
+ * (NLMSG_DONE); -1 with errno: the kernel's, when the dump ended in an
+ * error (NLMSG_DONE's payload, NLMSG_ERROR), EINTR when it ended but was
+ * interrupted, EIO for bytes that are no message, ENOMEM. sockets_read's
+ * part, apart for the tests.
+ */
+int sockets_diag_parse(const void *buf, size_t len, uint32_t seq, unsigned proto,
+		       const struct sockets_filter *f, struct sockets_list *l, size_t *cap, bool *intr);
+
+/*
  * Writes the LEN bytes of IN as printable ASCII into OUT (OUTLEN bytes, at
  * least 1): bytes 0x20-0x7e but '\' as they are, every other byte (and
  * '\') as "\xNN", so a process name can neither move a terminal's cursor
@@ -77,6 +96,15 @@ char *sockets_text(const char *in, size_t len, char *out, size_t outlen);
 /* Reads PID's name (/proc/PID/comm) as sockets_text renders it into COMM
  * (SOCKETS_COMM_MAX bytes); "" when it cannot be read. Returns 0 or -1. */
 int sockets_proc_comm(pid_t pid, char *comm, size_t len);
+
+/* Reads the value of KEY ("Uid", "PPid", "NSpid") in /proc/PID/status, as
+ * the kernel wrote it, into VAL. Returns 0, or -1 (no such process or
+ * field). */
+int sockets_proc_status(pid_t pid, const char *key, char *val, size_t len);
+
+/* PID's real user (the first of /proc/PID/status "Uid:", which a
+ * non-dumpable process's /proc directory owner is not). Returns 0 or -1. */
+int sockets_proc_uid(pid_t pid, uid_t *uid);
 
 /* True if PID has an fd on the socket INODE now (/proc/PID/fd). */
 bool sockets_proc_holds(pid_t pid, unsigned long inode);

@@ -173,6 +173,18 @@ struct holder {
  * and a forked child sharing the socket (through two fds). */
 static const char *holder_name = "pf-holder";
 static bool holder_reuseport, holder_share;
+/* More options: the holder closes its socket on SIGUSR1; it binds as
+ * root, then drops to this user (-1: it does not); the child sharing the
+ * socket (holder_share) drops to this user (-1: it does not). */
+static bool holder_close_on_usr1;
+static uid_t holder_drop_to = (uid_t)-1, holder_kid_uid = (uid_t)-1;
+static int holder_fd = -1;
+
+static void holder_close_cb(int sig)
+{
+	(void)sig;
+	close(holder_fd);
+}
 
 /*
  * Forks a process named pf-holder that binds a SOCKTYPE socket on
@@ -212,20 +224,49 @@ static void holder_start(struct holder *h, int socktype, unsigned port, uid_t ui
 		if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 ||
 		    (socktype == SOCK_STREAM && listen(fd, 8) < 0))
 			_exit(1);
+		if (holder_close_on_usr1) {
+			holder_fd = fd;
+			signal(SIGUSR1, holder_close_cb);
+		}
+		/* A server that binds as root and runs as another user: the
+		 * socket stays root's; the process is no longer dumpable, so
+		 * its /proc directory is root's too. */
+		if (holder_drop_to != (uid_t)-1 &&
+		    (setgroups(0, NULL) < 0 || setresgid(holder_drop_to, holder_drop_to, holder_drop_to) < 0 ||
+		     setresuid(holder_drop_to, holder_drop_to, holder_drop_to) < 0))
+			_exit(126);
 		len = sizeof(ss);
 		getsockname(fd, (struct sockaddr *)&ss, &len);
 		got = rule_addr_port((struct sockaddr *)&ss);
 		if (holder_share) {
 			/* Not killed with its parent: free must signal it too.
-			 * Two fds on the socket: it is still one holder. */
+			 * Two fds on the socket: it is still one holder. It
+			 * says when it is ready (its user changed). */
+			int ready[2];
+			char c = 0;
+
+			if (pipe(ready) < 0)
+				_exit(1);
 			kid = fork();
 			if (kid == 0) {
 				if (dup(fd) < 0)
+					_exit(1);
+				if (holder_kid_uid != (uid_t)-1) {
+					if (setgroups(0, NULL) < 0 || setgid(holder_kid_uid) < 0 ||
+					    setuid(holder_kid_uid) < 0)
+						_exit(126);
+					prctl(PR_SET_DUMPABLE, 1);
+				}
+				if (write(ready[1], &c, 1) != 1)
 					_exit(1);
 				alarm(60);
 				for (;;)
 					pause();
 			}
+			if (kid < 0 || read(ready[0], &c, 1) != 1)
+				_exit(1);
+			close(ready[0]);
+			close(ready[1]);
 		}
 		if (write(pipefd[1], &got, sizeof(got)) != sizeof(got) ||
 		    write(pipefd[1], &kid, sizeof(kid)) != sizeof(kid))
@@ -949,11 +990,13 @@ END_TEST
 
 /*
  * pid 1: in a PID namespace of the test's own (with its own /proc), the
- * namespace's init holds a port and portfwdctl, inside, refuses to signal it.
+ * namespace's init holds a port and portfwdctl, inside, refuses to signal
+ * it; outside, on the host, the same process is a container's init
+ * (NSpid ends in 1), which it refuses too.
  */
 START_TEST(test_free_refuses_pid1)
 {
-	int pipefd[2], st;
+	int pipefd[2], portpipe[2], gopipe[2], st;
 	pid_t init;
 	char out[4096];
 	ssize_t n, got = 0;
@@ -961,6 +1004,8 @@ START_TEST(test_free_refuses_pid1)
 	if (!need_root())
 		return;
 	ck_assert_int_eq(pipe(pipefd), 0);
+	ck_assert_int_eq(pipe(portpipe), 0);
+	ck_assert_int_eq(pipe(gopipe), 0);
 	/* The namespaces are made by a child of the test's (after
 	 * unshare(CLONE_NEWPID) a process cannot make threads, which the
 	 * sanitizers' leak check at exit needs); its child is their pid 1. */
@@ -998,6 +1043,11 @@ START_TEST(test_free_refuses_pid1)
 			len = sizeof(ss);
 			getsockname(fd, (struct sockaddr *)&ss, &len);
 			snprintf(port, sizeof(port), "%u", rule_addr_port((struct sockaddr *)&ss));
+			/* The host's turn first. */
+			if (write(portpipe[1], port, sizeof(port)) != (ssize_t)sizeof(port) ||
+			    read(gopipe[0], port + sizeof(port) - 1, 1) != 1)
+				_exit(106);
+			port[sizeof(port) - 1] = '\0';
 			ctlpid = fork();
 			if (ctlpid == 0) {
 				dup2(pipefd[1], 1);
@@ -1014,6 +1064,25 @@ START_TEST(test_free_refuses_pid1)
 		}
 	}
 	close(pipefd[1]);
+	close(portpipe[1]);
+	close(gopipe[0]);
+	{
+		struct pollfd p = { portpipe[0], POLLIN, 0 };
+		char port[16], *hout;
+		int rc;
+
+		if (poll(&p, 1, 10000) == 1 && read(portpipe[0], port, sizeof(port)) == (ssize_t)sizeof(port)) {
+			rc = ctl(&hout, "/nonexistent", "free", port, "--kill", "--force", "--yes");
+			ck_assert_int_eq(write(gopipe[1], "\0", 1), 1);
+			ck_assert_msg(rc == 1 && strstr(hout, "refused:") &&
+					      strstr(hout, "the init of a container") &&
+					      !strstr(hout, "sent SIG"),
+				      "on the host: exit %d: %s", rc, hout);
+			free(hout);
+		}
+		close(portpipe[0]);
+		close(gopipe[1]);
+	}
 	{
 		double deadline = h_now() + 30;
 		struct pollfd p = { pipefd[0], POLLIN, 0 };
@@ -1266,8 +1335,22 @@ START_TEST(test_free_kill_many_holders)
 }
 END_TEST
 
-/* free never signals the process that ran it: a socket of the test's own
- * (the parent of portfwdctl) is refused, saying why. */
+/* In portfwdctl's process: a fork, so that portfwdctl runs below an
+ * intermediate process (as below sudo) that waits for it. */
+static void run_below_intermediate(void)
+{
+	pid_t kid = fork();
+	int st;
+
+	if (kid < 0)
+		_exit(124);
+	if (kid > 0)
+		_exit(waitpid(kid, &st, 0) == kid && WIFEXITED(st) ? WEXITSTATUS(st) : 124);
+}
+
+/* free never signals the process that ran it nor one above that: a socket
+ * of the test's own (the parent of portfwdctl, then its grandparent) is
+ * refused, saying why. */
 START_TEST(test_free_refuses_caller)
 {
 	struct sockaddr_storage ss;
@@ -1283,6 +1366,14 @@ START_TEST(test_free_refuses_caller)
 	snprintf(arg, sizeof(arg), "%u", rule_addr_port((struct sockaddr *)&ss));
 	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
 	ck_assert_msg(rc == 1 && strstr(out, "refused") && strstr(out, "the process that ran portfwdctl"),
+		      "exit %d: %s", rc, out);
+	free(out);
+	/* Two levels up (the shell above sudo): refused too. */
+	ctl_child_hook = run_below_intermediate;
+	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
+	ctl_child_hook = NULL;
+	ck_assert_msg(rc == 1 && strstr(out, "refused") &&
+			      strstr(out, "a process that portfwdctl runs under"),
 		      "exit %d: %s", rc, out);
 	free(out);
 	close(fd);
@@ -1431,6 +1522,9 @@ END_TEST
  * QUESTION, answers ANSWER, and returns the exit status; everything it
  * wrote after the question in *OUT.
  */
+/* If set, free_on_terminal runs it after the question, before the answer. */
+static void (*answer_hook)(void);
+
 static int free_on_terminal(const char *sock, const char *arg, const char *answer, char *question,
 			    size_t qlen, char **out)
 {
@@ -1466,6 +1560,8 @@ static int free_on_terminal(const char *sock, const char *arg, const char *answe
 			question[q] = '\0';
 			used = 0;
 			asked = true;
+			if (answer_hook)
+				answer_hook();
 			ck_assert_int_eq(write(master, answer, strlen(answer)), (ssize_t)strlen(answer));
 		}
 	}
@@ -1502,6 +1598,227 @@ START_TEST(test_free_asks_on_terminal)
 }
 END_TEST
 
+/* The holder of test_free_skips_released_holder: told to close its
+ * socket, and the port bindable again (2 s at most). */
+static struct holder *released;
+
+static void release_holder(void)
+{
+	double deadline = h_now() + 2;
+
+	ck_assert_int_eq(kill(released->pid, SIGUSR1), 0);
+	while (h_now() < deadline && !port_bindable(SOCK_STREAM, released->port))
+		usleep(20000);
+	ck_assert_msg(port_bindable(SOCK_STREAM, released->port), "the holder kept its socket");
+}
+
+/* A holder that closes its socket while free asks (after the plan, with
+ * its pidfd open) is not signalled: free checks right before the signal,
+ * says so, and finds the port free. */
+START_TEST(test_free_skips_released_holder)
+{
+	struct holder h;
+	char arg[32], want[128], question[1024], *out;
+	int rc;
+
+	holder_close_on_usr1 = true;
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	holder_close_on_usr1 = false;
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	released = &h;
+	answer_hook = release_holder;
+	rc = free_on_terminal("/nonexistent", arg, "yes\n", question, sizeof(question), &out);
+	answer_hook = NULL;
+	snprintf(want, sizeof(want), "SIGTERM pid %d (pf-holder", (int)h.pid);
+	ck_assert_msg(strstr(question, want), "no \"%s\" in the question: %s", want, question);
+	snprintf(want, sizeof(want), "pid %d (pf-holder, user %s) no longer holds %u: not signalled",
+		 (int)h.pid, user_name(geteuid()), h.port);
+	ck_assert_msg(strstr(out, want), "no \"%s\" in: %s", want, out);
+	ck_assert_msg(!strstr(out, "sent SIGTERM"), "%s", out);
+	ck_assert_msg(rc == 0 && strstr(out, "is now free"), "exit %d: %s", rc, out);
+	free(out);
+	ck_assert_msg(holder_wait(&h, 0.5) == -1, "the holder was signalled");
+	holder_stop(&h);
+}
+END_TEST
+
+/* In portfwdctl's process: the tables from /proc/net (sock_diag not
+ * asked), in a mount namespace of its own that the test hides them in. */
+static void own_mount_ns(void)
+{
+	setenv("PORTFWD_SOCKETS", "proc", 1);
+	if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		_exit(125);
+}
+
+/* Hides /proc/PID/net under an empty tmpfs in PID's mount namespace. */
+static void hide_net_of(pid_t pid)
+{
+	char path[64];
+	pid_t helper;
+	int st;
+
+	helper = fork();
+	ck_assert_int_ge(helper, 0);
+	if (helper == 0) {
+		int ns;
+
+		snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
+		ns = open(path, O_RDONLY);
+		snprintf(path, sizeof(path), "/proc/%d/net", (int)pid);
+		_exit(ns >= 0 && setns(ns, CLONE_NEWNS) == 0 &&
+				      mount("tmpfs", path, "tmpfs", 0, NULL) == 0
+			      ? 0
+			      : 1);
+	}
+	ck_assert_int_eq(waitpid(helper, &st, 0), helper);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "cannot hide /proc/%d/net", (int)pid);
+}
+
+/*
+ * The tables cannot be read while free waits for the port (after SIGTERM
+ * to a holder that ignores it): --force still waits the whole 5 s before
+ * SIGKILL, and free says that whether the port is free is unknown (exit
+ * 4), not that it is still held.
+ */
+START_TEST(test_free_force_waits_when_tables_fail)
+{
+	struct holder h;
+	char arg[32], out[8192];
+	size_t used = 0;
+	int pipefd[2], st;
+	double deadline, t_term = 0, t_dead;
+	pid_t pid;
+
+	if (!need_root())
+		return;
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, true);
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	ck_assert_int_eq(pipe(pipefd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDONLY);
+
+		dup2(null, 0);
+		dup2(pipefd[1], 1);
+		dup2(pipefd[1], 2);
+		close_range(3, ~0U, 0);
+		alarm(30);
+		own_mount_ns();
+		execl(PORTFWDCTL, PORTFWDCTL, "-s", "/nonexistent", "free", arg, "--kill", "--force",
+		      "--yes", (char *)NULL);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	deadline = h_now() + 30;
+	while (h_now() < deadline && used < sizeof(out) - 1) {
+		struct pollfd p = { pipefd[0], POLLIN, 0 };
+		ssize_t n;
+
+		if (poll(&p, 1, 200) <= 0)
+			continue;
+		n = read(pipefd[0], out + used, sizeof(out) - 1 - used);
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+		out[used] = '\0';
+		if (!t_term && strstr(out, "sent SIGTERM")) {
+			t_term = h_now();
+			hide_net_of(pid);
+		}
+	}
+	out[used] = '\0';
+	close(pipefd[0]);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 125, "no mount namespace for the test");
+	ck_assert_msg(t_term, "no SIGTERM: %s", out);
+	ck_assert_msg(holder_wait(&h, 15) != -1, "the holder lives on: %s", out);
+	t_dead = h_now();
+	ck_assert_msg(t_dead - t_term >= 4.5, "SIGKILL %.1f s after SIGTERM: %s", t_dead - t_term, out);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 4, "status %d: %s", st, out);
+	ck_assert_msg(strstr(out, "not known to be free after 5 s: sent SIGKILL") &&
+			      strstr(out, "is unknown") && !strstr(out, "still held"),
+		      "%s", out);
+}
+END_TEST
+
+/* A server that binds as root and drops to nobody: ports and free show
+ * its user, nobody, not the socket's owner (root) nor its /proc
+ * directory's (root: it is not dumpable); JSON keeps the socket's. */
+START_TEST(test_user_of_process_not_socket)
+{
+	struct holder h;
+	char arg[32], want[128], *out;
+	json_t *doc, *s;
+	int rc;
+
+	if (!need_root())
+		return;
+	holder_drop_to = NOBODY;
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	holder_drop_to = (uid_t)-1;
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	doc = ctl_json(&rc, "/nonexistent", "ports", arg, NULL);
+	ck_assert_int_eq(rc, 0);
+	s = find_socket(doc, "tcp", h.port);
+	ck_assert_msg(s, "%u/tcp missing", h.port);
+	ck_assert_int_eq(json_integer_value(json_object_get(s, "pid")), h.pid);
+	ck_assert_str_eq(json_string_value(json_object_get(s, "user")), user_name(NOBODY));
+	ck_assert_int_eq(json_integer_value(json_object_get(s, "uid")), NOBODY);
+	ck_assert_int_eq(json_integer_value(json_object_get(s, "socket_uid")), 0);
+	json_decref(doc);
+	rc = ctl(&out, "/nonexistent", "ports", arg);
+	snprintf(want, sizeof(want), "%7d %-16s %-12s", (int)h.pid, "pf-holder", user_name(NOBODY));
+	ck_assert_msg(rc == 0 && strstr(out, want), "no \"%s\" in: %s", want, out);
+	free(out);
+	rc = ctl(&out, "/nonexistent", "who", arg);
+	snprintf(want, sizeof(want), "pid %d (pf-holder, user %s)", (int)h.pid, user_name(NOBODY));
+	ck_assert_msg(rc == 0 && strstr(out, want), "no \"%s\" in: %s", want, out);
+	free(out);
+	rc = ctl(&out, "/nonexistent", "free", arg, "--kill", "--yes");
+	snprintf(want, sizeof(want), "sent SIGTERM to pid %d (pf-holder, user %s)", (int)h.pid,
+		 user_name(NOBODY));
+	ck_assert_msg(rc == 0 && strstr(out, want), "exit %d: no \"%s\" in: %s", rc, want, out);
+	free(out);
+	ck_assert(holder_wait(&h, 5) != -1);
+}
+END_TEST
+
+/* As an ordinary user, a socket root opened and shares with a process of
+ * that user (a master and its worker): free --kill says before acting
+ * that holders it cannot see may keep the port, signals the one it sees,
+ * and reports the port still held. */
+START_TEST(test_free_hidden_coholders)
+{
+	struct holder h;
+	char arg[32], want[128], *out, *err;
+	int rc;
+
+	if (!need_root())
+		return;
+	holder_share = true;
+	holder_kid_uid = NOBODY;
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	holder_share = false;
+	holder_kid_uid = (uid_t)-1;
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	rc = ctl_as(&out, &err, NOBODY, "/nonexistent", "free", arg, "--kill", "--yes", NULL);
+	ck_assert_msg(strstr(out, "processes of other users that you cannot see may hold it too"),
+		      "exit %d: %s%s", rc, out, err);
+	snprintf(want, sizeof(want), "sent SIGTERM to pid %d ", (int)h.kid);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	ck_assert_msg(strstr(out, "cannot see") < strstr(out, want), "said after acting: %s", out);
+	ck_assert_msg(rc == 1 && strstr(out, "is still held"), "exit %d: %s", rc, out);
+	free(out);
+	free(err);
+	ck_assert_msg(pid_gone(h.kid, 5), "the worker lives on");
+	h.kid = 0;
+	ck_assert_int_eq(kill(h.pid, 0), 0);
+	holder_stop(&h);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("port_tools");
@@ -1531,6 +1848,10 @@ int main(void)
 	tcase_add_test(tc, test_who_connections_only);
 	tcase_add_test(tc, test_free_kill_without_pidfd);
 	tcase_add_test(tc, test_free_asks_on_terminal);
+	tcase_add_test(tc, test_user_of_process_not_socket);
+	tcase_add_test(tc, test_free_skips_released_holder);
+	tcase_add_test(tc, test_free_force_waits_when_tables_fail);
+	tcase_add_test(tc, test_free_hidden_coholders);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

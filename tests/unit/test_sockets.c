@@ -6,6 +6,10 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,12 +96,18 @@ static void check_read(bool proc)
 	ck_assert_int_eq(connect(fds[4], (struct sockaddr *)&to, sizeof(to)), 0);
 
 	ck_assert_int_eq(sockets_read(NULL, &l), 0);
-	if (!proc && l.from_proc)
-		/* A kernel without udp_diag (or inet6_diag): the documented
-		 * fallback reads those tables from /proc/net. */
-		fprintf(stderr, "test_sock_diag: sock_diag fell back to /proc/net for some tables (no udp_diag?): the rest still checked\n");
-	else
-		ck_assert_int_eq(l.from_proc, proc);
+	if (proc)
+		ck_assert_uint_eq(l.proc_tables, 15);
+	else {
+		/* TCP has had sock_diag on every kernel since 3.x: its tables
+		 * must not fall back. UDP may (a kernel without udp_diag):
+		 * the documented fallback reads those from /proc/net. */
+		ck_assert_msg(!(l.proc_tables & 3), "TCP read from /proc/net (tables %#x)", l.proc_tables);
+		if (l.proc_tables)
+			fprintf(stderr, "test_sock_diag: UDP tables %#x from /proc/net (no udp_diag?): the rest still checked\n",
+				l.proc_tables);
+		ck_assert_int_eq(l.from_proc, l.proc_tables != 0);
+	}
 	ck_assert_int_eq(sockets_join(&l), 0);
 	e = find(&l, RULE_PROTO_TCP, tcp4);
 	ck_assert_ptr_nonnull(e);
@@ -270,6 +280,54 @@ START_TEST(test_all_states)
 }
 END_TEST
 
+/* A dump's end: NLMSG_DONE's payload is its error (a negative errno) and
+ * NLM_F_DUMP_INTR on any message means the walk was interrupted; neither is
+ * taken for a complete table. */
+START_TEST(test_diag_done)
+{
+	struct {
+		struct nlmsghdr h;
+		int err;
+	} done = { { NLMSG_LENGTH(sizeof(int)), NLMSG_DONE, NLM_F_MULTI, 7, 0 }, 0 };
+	struct {
+		struct nlmsghdr h;
+		struct inet_diag_msg m;
+		struct nlmsghdr h2;
+		int err;
+	} intr;
+	struct sockets_list l;
+	size_t cap = 0;
+	bool flag = false;
+
+	memset(&l, 0, sizeof(l));
+	ck_assert_int_eq(sockets_diag_parse(&done, sizeof(done), 7, RULE_PROTO_TCP, NULL, &l, &cap, &flag), 1);
+	ck_assert(!flag);
+	/* Another request's message is not this one's end. */
+	ck_assert_int_eq(sockets_diag_parse(&done, sizeof(done), 8, RULE_PROTO_TCP, NULL, &l, &cap, &flag), 0);
+	done.err = -EPERM;
+	errno = 0;
+	ck_assert_int_eq(sockets_diag_parse(&done, sizeof(done), 7, RULE_PROTO_TCP, NULL, &l, &cap, &flag), -1);
+	ck_assert_int_eq(errno, EPERM);
+
+	memset(&intr, 0, sizeof(intr));
+	intr.h = (struct nlmsghdr){ NLMSG_LENGTH(sizeof(intr.m)), SOCK_DIAG_BY_FAMILY,
+				    NLM_F_MULTI | NLM_F_DUMP_INTR, 7, 0 };
+	intr.m.idiag_family = AF_INET;
+	intr.m.idiag_state = 10;
+	intr.m.id.idiag_sport = htons(8080);
+	intr.m.idiag_inode = 1234;
+	intr.h2 = (struct nlmsghdr){ NLMSG_LENGTH(sizeof(int)), NLMSG_DONE, NLM_F_MULTI, 7, 0 };
+	ck_assert_uint_eq(sizeof(intr), NLMSG_ALIGN(intr.h.nlmsg_len) + intr.h2.nlmsg_len);
+	errno = 0;
+	ck_assert_int_eq(sockets_diag_parse(&intr, sizeof(intr), 7, RULE_PROTO_TCP, NULL, &l, &cap, &flag), -1);
+	ck_assert_int_eq(errno, EINTR);
+	ck_assert(flag);
+	ck_assert_uint_eq(l.n, 1);
+	ck_assert_uint_eq(l.e[0].port, 8080);
+	sockets_free(&l);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sockets");
@@ -280,6 +338,7 @@ int main(void)
 	tcase_add_test(tc, test_text);
 	tcase_add_test(tc, test_join_all_holders);
 	tcase_add_test(tc, test_all_states);
+	tcase_add_test(tc, test_diag_done);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
