@@ -234,9 +234,12 @@ static bool iface_netlink_routed(const struct sockaddr *sa, char *ifname, size_t
 			 * (0.0.0.0/1 and 128.0.0.0/1; 2000::/4 and 3000::/4):
 			 * a network's route is /8 or longer, /16 for IPv6. A
 			 * cloned host route is a kernel before 4.13, which
-			 * ignores RTM_F_FIB_MATCH and cannot say which matched. */
+			 * ignores RTM_F_FIB_MATCH and cannot say which matched;
+			 * its IPv6 answer is a /128 without that flag, so an
+			 * IPv6 host route never counts. */
 			found = rt->rtm_type == RTN_UNICAST && !(rt->rtm_flags & RTM_F_CLONED) &&
-				rt->rtm_dst_len >= (sa->sa_family == AF_INET ? 8 : 16);
+				rt->rtm_dst_len >= (sa->sa_family == AF_INET ? 8 : 16) &&
+				!(sa->sa_family == AF_INET6 && rt->rtm_dst_len == 128);
 			if (found)
 				snprintf(ifname, len, "%s", oif && if_indextoname(oif, name) ? name : "?");
 		}

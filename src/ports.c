@@ -211,10 +211,21 @@ struct ports_daemon {
 	bool up;
 	char why[300];  /* when not up */
 	long pid;
+	bool pid_seen;  /* PID holds one of the sockets read (ports_daemon_see) */
 	struct ports_rule *r;
 	size_t n;
 	struct localaddr la;
 };
+
+/* Notes whether the daemon's pid holds one of L's sockets (this user sees
+ * the daemon's process). */
+static void ports_daemon_see(struct ports_daemon *d, const struct sockets_list *l)
+{
+	d->pid_seen = false;
+	for (size_t i = 0; d->pid > 0 && i < l->n && !d->pid_seen; i++)
+		for (unsigned k = 0; k < l->e[i].nprocs && !d->pid_seen; k++)
+			d->pid_seen = l->e[i].pids[k] == (pid_t)d->pid;
+}
 
 /* Asks the daemon for its rules (status --json). Without one, D->why says
  * why not. */
@@ -344,7 +355,11 @@ static bool ports_daemon_holds(const struct ports_daemon *d, const struct socket
 	for (unsigned i = 0; i < s->nprocs; i++)
 		if (d->pid > 0 && s->pids[i] == (pid_t)d->pid)
 			return true;
-	return strcmp(s->comm, "portfwd") == 0;
+	/* By name only where the daemon's own pid shows on none of the
+	 * sockets (it said none, or one of a PID namespace of its own): a
+	 * second portfwd, or a process that calls itself so, beside a
+	 * daemon this user sees is not the daemon. */
+	return !d->pid_seen && strcmp(s->comm, "portfwd") == 0;
 }
 
 /*
@@ -580,6 +595,7 @@ static int ports_list(int argc, char **argv, bool json, const struct ports_ctl *
 	if (ports_read(&f, &l, true) < 0)
 		return PORTS_EXIT_TABLES;
 	ports_daemon_load(ctl, &d);
+	ports_daemon_see(&d, &l);
 	if (json)
 		arr = json_array();
 	for (size_t i = 0; i < l.n; i++) {
@@ -763,6 +779,7 @@ static int ports_who(int argc, char **argv, bool json, const struct ports_ctl *c
 		return PORTS_EXIT_TABLES;
 	}
 	ports_daemon_load(ctl, &d);
+	ports_daemon_see(&d, &l);
 	sysports_read(&k);
 	for (unsigned p = RULE_PROTO_TCP; p <= RULE_PROTO_UDP; p <<= 1) {
 		char line[1024] = "", holder[200], addr[64], rules[256];
@@ -1237,6 +1254,18 @@ static void ports_signal_report(struct ports_report *rep, struct ports_victim *v
 		ports_say(rep, "cannot signal %s: %s", holder, strerror(errno));
 }
 
+/* True if /proc is this process's PID namespace's: /proc/self is our pid. */
+static bool ports_proc_is_ours(void)
+{
+	char link[32];
+	ssize_t n = readlink("/proc/self", link, sizeof(link) - 1);
+
+	if (n <= 0)
+		return false;
+	link[n] = '\0';
+	return strtol(link, NULL, 10) == (long)getpid();
+}
+
 static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *ctl)
 {
 	struct ports_report rep = { json ? json_array() : NULL };
@@ -1283,6 +1312,15 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		json_decref(rep.lines);
 		return PORTS_EXIT_USAGE;
 	}
+	/* The pids /proc shows must be this process's: with a /proc of
+	 * another PID namespace (unshare -p without --mount-proc, a container
+	 * that sees the host's) a pid read there names another process here. */
+	if (kill_opt && !ports_proc_is_ours()) {
+		fprintf(stderr, "portfwdctl: free: /proc is not of this process's PID namespace (/proc/self is not pid %ld): --kill would signal by pids that name other processes here; run it where /proc is mounted for this namespace\n",
+			(long)getpid());
+		json_decref(rep.lines);
+		return PORTS_EXIT_NO;
+	}
 	ports_spec_filter(&spec, &f);
 	ports_spec_name(&spec, what, sizeof(what));
 	if (ports_read(&f, &l, true) < 0) {
@@ -1290,6 +1328,7 @@ static int ports_free(int argc, char **argv, bool json, const struct ports_ctl *
 		return PORTS_EXIT_TABLES;
 	}
 	ports_daemon_load(ctl, &d);
+	ports_daemon_see(&d, &l);
 	memset(&plan, 0, sizeof(plan));
 	ports_plan_ancestors(&plan);
 

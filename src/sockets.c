@@ -153,7 +153,7 @@ int sockets_diag_parse(const void *buf, size_t len, uint32_t seq, unsigned proto
  * the kernel's errno when the dump ended in an error, EMSGSIZE for a cut
  * message, EIO for a malformed one, ENOMEM. */
 static int sockets_diag_dump(int fd, int family, unsigned proto, const struct sockets_filter *f,
-			     struct sockets_list *l, size_t *cap)
+			     struct sockets_list *l, size_t *cap, const struct timespec *deadline)
 {
 	struct {
 		struct nlmsghdr nlh;
@@ -186,6 +186,27 @@ static int sockets_diag_dump(int fd, int family, unsigned proto, const struct so
 		if (reads >= SOCKETS_DIAG_MAX_READS) {
 			e = EIO; /* a dump that does not end */
 			break;
+		}
+		/* The time left until DEADLINE bounds each read, so the dump
+		 * as a whole ends by then, however the kernel trickles. */
+		{
+			struct timespec now;
+			long left_us;
+			struct timeval tv;
+
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			left_us = (deadline->tv_sec - now.tv_sec) * 1000000L +
+				  (deadline->tv_nsec - now.tv_nsec) / 1000;
+			if (left_us <= 0) {
+				e = EAGAIN;
+				break;
+			}
+			tv.tv_sec = left_us / 1000000;
+			tv.tv_usec = left_us % 1000000;
+			if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
+				e = EIO; /* unbounded reads: not at all */
+				break;
+			}
 		}
 		n = recvmsg(fd, &mh, 0);
 		if (n < 0 && errno == EINTR)
@@ -302,41 +323,27 @@ int sockets_read(const struct sockets_filter *filter, struct sockets_list *l)
 	bool proc_only = how && strcmp(how, "proc") == 0;
 	int fd = -1, read_any = 0, e = 0;
 	size_t cap = 0;
-	struct timespec t0;
+	struct timespec deadline;
 
 	memset(l, 0, sizeof(*l));
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	/* SOCKETS_DIAG_TIMEOUT bounds all the dumps together, not each read:
+	 * once it is spent, /proc/net answers. */
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += SOCKETS_DIAG_TIMEOUT;
 	if (!proc_only)
 		fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]) && e != ENOMEM; i++) {
 		if (filter && !(filter->proto & tables[i].proto))
 			continue;
 		if (fd >= 0) {
-			/* SOCKETS_DIAG_TIMEOUT bounds all the dumps together, not
-			 * each read: once it is spent, /proc/net answers. */
-			struct timespec now;
-			long left_us;
-
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			left_us = SOCKETS_DIAG_TIMEOUT * 1000000L - (now.tv_sec - t0.tv_sec) * 1000000L -
-				  (now.tv_nsec - t0.tv_nsec) / 1000;
-			if (left_us <= 0) {
-				close(fd);
-				fd = -1;
-			} else {
-				struct timeval tv = { left_us / 1000000, left_us % 1000000 };
-
-				setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-			}
-		}
-		if (fd >= 0) {
-			int rc = sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l, &cap);
+			int rc = sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l, &cap,
+						   &deadline);
 
 			/* An interrupted dump (the table changed while the
 			 * kernel walked it) is asked once more. */
 			if (rc < 0 && errno == EINTR)
 				rc = sockets_diag_dump(fd, tables[i].family, tables[i].proto, filter, l,
-						       &cap);
+						       &cap, &deadline);
 			if (rc == 0) {
 				read_any = 1;
 				continue;

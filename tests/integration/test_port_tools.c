@@ -889,6 +889,35 @@ START_TEST(test_free_kill)
 }
 END_TEST
 
+/* In a PID namespace of its own whose /proc is still the parent's (unshare
+ * -p without --mount-proc), the pids /proc shows are not this process's:
+ * free --kill refuses and signals no one. */
+START_TEST(test_free_refuses_foreign_proc)
+{
+	struct holder h;
+	char arg[32], *out = NULL;
+	int rc;
+
+	if (geteuid() != 0 || access("/usr/bin/unshare", X_OK) != 0) {
+		fprintf(stderr, "test_free_refuses_foreign_proc: skipped (needs root and unshare)\n");
+		return;
+	}
+	holder_start(&h, SOCK_STREAM, 0, (uid_t)-1, false);
+	snprintf(arg, sizeof(arg), "%u", h.port);
+	{
+		char *argv[] = { "/usr/bin/unshare", "--pid", "--fork", (char *)PORTFWDCTL, "-s",
+				 "/nonexistent", "free", arg, "--kill", "--yes", NULL };
+
+		rc = h_run(argv, &out);
+	}
+	ck_assert_msg(rc == 1 && strstr(out, "/proc is not of this process's PID namespace"), "exit %d: %s",
+		      rc, out);
+	free(out);
+	ck_assert_int_eq(kill(h.pid, 0), 0);
+	holder_stop(&h);
+}
+END_TEST
+
 /* A holder that ignores SIGTERM: --kill alone leaves it (exit 1 after the
  * bounded wait), --force follows with SIGKILL. JSON reports the steps. */
 START_TEST(test_free_force)
@@ -1834,6 +1863,7 @@ int main(void)
 	tcase_add_test(tc, test_free_rule);
 	tcase_add_test(tc, test_free_rule_refused);
 	tcase_add_test(tc, test_free_kill);
+	tcase_add_test(tc, test_free_refuses_foreign_proc);
 	tcase_add_test(tc, test_free_force);
 	tcase_add_test(tc, test_free_refusals);
 	tcase_add_test(tc, test_free_refuses_pid1);
