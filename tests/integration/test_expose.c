@@ -503,6 +503,19 @@ START_TEST(test_interface_after_privilege_drop)
 }
 END_TEST
 
+/* The warnings of `check FILE --json` of D's own file, in *DOC (json_decref
+ * it), after asserting the reply is JSON. */
+static json_t *check_warnings(struct hdaemon *d, json_t **doc)
+{
+	char *out;
+
+	ck_assert_int_eq(run_ctl(d, &out, "check", d->conf, "--json"), 0);
+	*doc = json_loads(out, 0, NULL);
+	ck_assert_msg(*doc != NULL, "%s", out);
+	free(out);
+	return json_object_get(*doc, "warnings");
+}
+
 /* The warnings logged at start and after a reload, in check and reload
  * replies (text and JSON), and in status next to their rule. */
 START_TEST(test_warnings_in_replies_log_and_status)
@@ -552,17 +565,13 @@ START_TEST(test_warnings_in_replies_log_and_status)
 	ck_assert_msg(strstr(out, want), "%s", out);
 	free(out);
 	/* A file the client sends: named as the client gave it. */
-	ck_assert_int_eq(run_ctl(&d, &out, "check", d.conf, "--json"), 0);
-	doc = json_loads(out, 0, NULL);
-	ck_assert_ptr_nonnull(doc);
-	w = json_object_get(doc, "warnings");
+	w = check_warnings(&d, &doc);
 	ck_assert_int_eq(json_array_size(w), 2);
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 1), "level")), "note");
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 1), "rule")), "out");
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 1), "message")), OUT_NOTE);
 	ck_assert_str_eq(json_string_value(json_object_get(doc, "result")), "ok");
 	json_decref(doc);
-	free(out);
 
 	/* reload: the warnings in the reply and the log; still a success. */
 	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 0);
@@ -711,15 +720,11 @@ START_TEST(test_ephemeral_port_in_log_status_check)
 	ck_assert_int_eq(run_ctl(&d, &out, "check", NULL, NULL), 0);
 	ck_assert_msg(strstr(out, want), "%s", out);
 	free(out);
-	ck_assert_int_eq(run_ctl(&d, &out, "check", d.conf, "--json"), 0);
-	doc = json_loads(out, 0, NULL);
-	ck_assert_msg(doc != NULL, "%s", out);
-	w = json_object_get(doc, "warnings");
+	w = check_warnings(&d, &doc);
 	ck_assert_int_eq(json_array_size(w), 1);
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "level")), "warning");
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "rule")), "eph");
 	json_decref(doc);
-	free(out);
 	h_stop(&d);
 }
 END_TEST
@@ -967,17 +972,13 @@ START_TEST(test_public_target_through_check)
 			      !strstr(out, "rule \"pubnet\"") && !strstr(out, "rule \"routed\""),
 		      "%s", out);
 	free(out);
-	ck_assert_int_eq(run_ctl(&d, &out, "check", d.conf, "--json"), 0);
-	doc = json_loads(out, 0, NULL);
-	ck_assert_msg(doc != NULL, "%s", out);
-	w = json_object_get(doc, "warnings");
+	w = check_warnings(&d, &doc);
 	ck_assert_int_eq(json_array_size(w), 1);
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "rule")), "relay");
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "level")), "warning");
 	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(w, 0), "line")), 4);
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "message")), PUBLIC_WARNING);
 	json_decref(doc);
-	free(out);
 	/* Applied: the log and status. */
 	ck_assert_int_eq(run_ctl(&d, &out, "reload", NULL, NULL), 0);
 	free(out);
