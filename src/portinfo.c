@@ -122,9 +122,10 @@ static struct {
 		unsigned proto; /* RULE_PROTO_TCP or RULE_PROTO_UDP */
 	} *e;
 	size_t n;
-	/* The entries by (protocol, port, place in the file): the name of a
-	 * port is its first entry's, found by binary search. */
+	/* The first entry of each (protocol, port), in that order: the name
+	 * of a port is its first entry's, found by bsearch(3). */
 	size_t *by_port;
+	size_t nports;
 	struct timespec mtime;
 	off_t size;
 	ino_t ino;
@@ -206,7 +207,28 @@ static int portinfo_db_index(void)
 	for (size_t i = 0; i < portinfo_db.n; i++)
 		portinfo_db.by_port[i] = i;
 	qsort(portinfo_db.by_port, portinfo_db.n, sizeof(size_t), portinfo_by_port_cmp);
+	/* Keep each (protocol, port)'s first entry only: the rest are its
+	 * aliases and later lines, which never name the port. */
+	portinfo_db.nports = 0;
+	for (size_t i = 0; i < portinfo_db.n; i++) {
+		const struct portinfo_entry *e = &portinfo_db.e[portinfo_db.by_port[i]];
+		const struct portinfo_entry *last =
+			portinfo_db.nports ? &portinfo_db.e[portinfo_db.by_port[portinfo_db.nports - 1]] : NULL;
+
+		if (!last || last->proto != e->proto || last->port != e->port)
+			portinfo_db.by_port[portinfo_db.nports++] = portinfo_db.by_port[i];
+	}
 	return 0;
+}
+
+/* bsearch(3)'s order for a (protocol, port) KEY against an index entry. */
+static int portinfo_port_key_cmp(const void *key, const void *elem)
+{
+	const struct portinfo_entry *k = key, *e = &portinfo_db.e[*(const size_t *)elem];
+
+	if (k->proto != e->proto)
+		return k->proto < e->proto ? -1 : 1;
+	return k->port < e->port ? -1 : k->port > e->port;
 }
 
 static void portinfo_db_load(void)
@@ -230,6 +252,7 @@ static void portinfo_db_load(void)
 	free(portinfo_db.by_port);
 	portinfo_db.e = NULL;
 	portinfo_db.by_port = NULL;
+	portinfo_db.nports = 0;
 	portinfo_db.n = 0;
 	portinfo_db.read = false;
 	portinfo_db.mtime = st.st_mtim;
@@ -342,24 +365,14 @@ void portinfo_service_suggest(const char *name, unsigned proto, char *best, size
 /* The database's first name for PORT and one protocol P, or NULL. */
 static const char *portinfo_db_name(unsigned port, unsigned p)
 {
-	size_t lo = 0, hi = portinfo_db.by_port ? portinfo_db.n : 0;
+	struct portinfo_entry key = { NULL, port, p };
+	const size_t *at;
 
-	while (lo < hi) { /* the first entry not below (P, PORT) */
-		size_t mid = lo + (hi - lo) / 2;
-		const struct portinfo_entry *e = &portinfo_db.e[portinfo_db.by_port[mid]];
-
-		if (e->proto < p || (e->proto == p && e->port < port))
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < portinfo_db.n && portinfo_db.by_port) {
-		const struct portinfo_entry *e = &portinfo_db.e[portinfo_db.by_port[lo]];
-
-		if (e->proto == p && e->port == port)
-			return e->name;
-	}
-	return NULL;
+	if (!portinfo_db.by_port)
+		return NULL;
+	at = bsearch(&key, portinfo_db.by_port, portinfo_db.nports, sizeof(size_t),
+		     portinfo_port_key_cmp);
+	return at ? portinfo_db.e[*at].name : NULL;
 }
 
 /* PORT's name in portinfo's table for one protocol P, or NULL. */

@@ -754,6 +754,17 @@ static unsigned names_free_port(int socktype)
 	}
 }
 
+/* REQUEST's reply from D, which must be ok and hold WANT. */
+static void names_ctl_has(struct hdaemon *d, const char *request, const char *want)
+{
+	bool ok;
+	char *out = h_ctl(d->sock, request, &ok);
+
+	ck_assert_msg(ok && out && strstr(out, want), "%s: want %s in %s", request, want,
+		      out ? out : "no reply");
+	free(out);
+}
+
 /* REQUEST's reply from D, which must be ok, as JSON. */
 static json_t *names_ctl_json(struct hdaemon *d, const char *request)
 {
@@ -828,21 +839,15 @@ START_TEST(test_port_names)
 	assert_port_json(json_object_get(r, "target_port"), be.port, "pf-back-u"); /* its udp name */
 	json_decref(doc);
 	/* rules */
-	out = h_ctl(d.sock, "rules", &ok);
-	ck_assert(ok);
 	snprintf(want, sizeof(want), "\nweb  tcp  %s -> %s  listening  (line ", lw, tw);
-	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
-	free(out);
+	names_ctl_has(&d, "rules", want);
 	doc = names_ctl_json(&d, "rules --json");
 	r = json_array_get(json_object_get(doc, "rules"), 0);
 	assert_port_json(json_object_get(r, "target_port"), be.port, "pf-back");
 	json_decref(doc);
 	/* check */
-	out = h_ctl(d.sock, "check", &ok);
-	ck_assert(ok);
 	snprintf(want, sizeof(want), "configuration is valid\n  web  tcp  %s -> %s\n", lw, tw);
-	ck_assert_msg(strstr(out, want), "want %s in %s", want, out);
-	free(out);
+	names_ctl_has(&d, "check", want);
 	doc = names_ctl_json(&d, "check --json");
 	r = json_array_get(json_object_get(doc, "rules"), 0);
 	ck_assert_str_eq(json_string_value(json_object_get(r, "name")), "web");
