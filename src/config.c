@@ -1071,7 +1071,9 @@ int config_load(const char *path, struct config *cfg, struct config_errors *errs
 				  ctl_proto_file_error(e));
 		return -1;
 	}
+	portinfo_services_pin(true); /* one stat of /etc/services per file, not per port */
 	rc = config_parse(path, text, len, false, cfg, errs);
+	portinfo_services_pin(false);
 	free(text);
 	return rc;
 }
@@ -1079,5 +1081,10 @@ int config_load(const char *path, struct config *cfg, struct config_errors *errs
 int config_load_text(const char *label, const char *text, size_t len, struct config *cfg,
 		     struct config_errors *errs)
 {
-	return config_parse(label, text, len, true, cfg, errs);
+	int rc;
+
+	portinfo_services_pin(true);
+	rc = config_parse(label, text, len, true, cfg, errs);
+	portinfo_services_pin(false);
+	return rc;
 }

@@ -121,7 +121,7 @@ static struct {
 		unsigned port;
 		unsigned proto; /* RULE_PROTO_TCP or RULE_PROTO_UDP */
 	} *e;
-	size_t n;
+	size_t n, cap;
 	/* The first entry of each (protocol, port), in that order: the name
 	 * of a port is its first entry's, found by bsearch(3). */
 	size_t *by_port;
@@ -137,9 +137,15 @@ static const char *portinfo_services_path = "/etc/services";
 /* While pinned, the database is not looked at again for changes. */
 static bool portinfo_pinned;
 
+static void portinfo_db_load(void);
+
 void portinfo_services_pin(bool pin)
 {
-	portinfo_pinned = pin;
+	portinfo_pinned = false;
+	if (pin) {
+		portinfo_db_load(); /* as the file is now */
+		portinfo_pinned = true;
+	}
 }
 
 void portinfo_set_services_path(const char *path)
@@ -171,15 +177,18 @@ static bool portinfo_db_add(const char *name, unsigned port, unsigned proto)
 
 	if (!portinfo_name_ok(name))
 		return true; /* skipped: a name no one could write in a rule either */
-	grown = realloc(portinfo_db.e, (portinfo_db.n + 1) * sizeof(*grown));
-	copy = strdup(name);
-	if (!grown || !copy) {
-		if (grown)
-			portinfo_db.e = grown;
-		free(copy);
-		return false;
+	if (portinfo_db.n == portinfo_db.cap) { /* doubling: a file of thousands of lines */
+		size_t cap = portinfo_db.cap ? portinfo_db.cap * 2 : 512;
+
+		grown = realloc(portinfo_db.e, cap * sizeof(*grown));
+		if (!grown)
+			return false;
+		portinfo_db.e = grown;
+		portinfo_db.cap = cap;
 	}
-	portinfo_db.e = grown;
+	copy = strdup(name);
+	if (!copy)
+		return false;
 	portinfo_db.e[portinfo_db.n++] = (struct portinfo_entry){ copy, port, proto };
 	return true;
 }
@@ -254,6 +263,7 @@ static void portinfo_db_load(void)
 	portinfo_db.by_port = NULL;
 	portinfo_db.nports = 0;
 	portinfo_db.n = 0;
+	portinfo_db.cap = 0;
 	portinfo_db.read = false;
 	portinfo_db.mtime = st.st_mtim;
 	portinfo_db.size = st.st_size;
@@ -406,7 +416,7 @@ bool portinfo_service_name(unsigned port, unsigned proto, char *buf, size_t len)
 		if (proto & RULE_PROTO_UDP)
 			udp = portinfo_builtin_name(port, RULE_PROTO_UDP);
 	}
-	if (tcp && udp && strcasecmp(tcp, udp) != 0)
+	if (tcp && udp && strcasecmp(tcp, udp) != 0 && strlen(tcp) + strlen(udp) + 2 <= len)
 		snprintf(buf, len, "%s/%s", tcp, udp); /* one port, two services */
 	else if (tcp || udp)
 		snprintf(buf, len, "%s", tcp ? tcp : udp);

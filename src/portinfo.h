@@ -73,8 +73,9 @@ const char *portinfo_describe(unsigned port, unsigned proto, char *buf, size_t l
  * is missing). */
 bool portinfo_services_empty(void);
 
-/* With PIN, lookups stop asking whether the file changed (a stat(2)
- * each) until unpinned: for a client naming thousands of ports at once. */
+/* With PIN, the database is read now if the file changed, and then lookups
+ * stop asking (a stat(2) each) until unpinned: for a client naming
+ * thousands of ports at once, and for reading a configuration's rules. */
 void portinfo_services_pin(bool pin);
 
 /* For tests: the file whose changes make the database be read again

@@ -561,7 +561,7 @@ static int sockets_add_pid(struct sockets_entry *s, pid_t pid)
 
 int sockets_join(struct sockets_list *l)
 {
-	struct sockets_ino *map = NULL, *items, *it, *tmp;
+	struct sockets_ino *map = NULL, *items, *it;
 	struct dirent *de;
 	DIR *proc;
 	int rc = 0, e = 0;
@@ -660,8 +660,7 @@ int sockets_join(struct sockets_list *l)
 	}
 	closedir(proc);
 out:
-	HASH_ITER(hh, map, it, tmp)
-		HASH_DELETE(hh, map, it);
+	HASH_CLEAR(hh, map);
 	free(items);
 	if (rc < 0)
 		errno = e;
