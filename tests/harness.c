@@ -55,20 +55,37 @@ socklen_t h_sockaddr(const char *host, unsigned port, struct sockaddr_storage *s
 	return sizeof(*s4);
 }
 
+/*
+ * A port nothing holds now. The kernel picks it at random and, as the
+ * socket is closed at once, may pick it again for the next call: a test
+ * that asks for two ports must get two, so the last ones handed out in
+ * this process are never handed out again.
+ */
 unsigned h_free_port(int socktype, bool v6)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = h_sockaddr(v6 ? "::1" : "127.0.0.1", 0, &ss);
-	int fd = socket(ss.ss_family, socktype, 0);
-	unsigned port;
+	static unsigned recent[64];
+	static size_t next;
+	unsigned port = 0;
 
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
-	len = sizeof(ss);
-	getsockname(fd, (struct sockaddr *)&ss, &len);
-	port = v6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-		  : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	close(fd);
+	for (int tries = 0; tries < 100; tries++) {
+		struct sockaddr_storage ss;
+		socklen_t len = h_sockaddr(v6 ? "::1" : "127.0.0.1", 0, &ss);
+		int fd = socket(ss.ss_family, socktype, 0);
+		bool seen = false;
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
+		len = sizeof(ss);
+		getsockname(fd, (struct sockaddr *)&ss, &len);
+		port = v6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+			  : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		close(fd);
+		for (size_t i = 0; i < sizeof(recent) / sizeof(recent[0]); i++)
+			seen |= recent[i] == port;
+		if (!seen)
+			break;
+	}
+	recent[next++ % (sizeof(recent) / sizeof(recent[0]))] = port;
 	return port;
 }
 
@@ -248,6 +265,28 @@ int h_kill(struct hdaemon *d)
 	return st;
 }
 
+/*
+ * Copies the end of the daemon's log to stderr under WHY: a CI run keeps
+ * the test's output, not its temporary directory.
+ */
+static void h_log_dump(struct hdaemon *d, const char *why)
+{
+	char buf[8192];
+	FILE *fp = fopen(d->log, "r");
+	size_t n = 0;
+	long size;
+
+	fprintf(stderr, "---- %s: the last lines of %s ----\n", why, d->log);
+	if (fp && fseek(fp, 0, SEEK_END) == 0 && (size = ftell(fp)) >= 0) {
+		fseek(fp, size > (long)sizeof(buf) - 1 ? size - (long)sizeof(buf) + 1 : 0, SEEK_SET);
+		n = fread(buf, 1, sizeof(buf) - 1, fp);
+	}
+	buf[n] = '\0';
+	fprintf(stderr, "%s%s---- end of %s ----\n", buf, n && buf[n - 1] != '\n' ? "\n" : "", d->log);
+	if (fp)
+		fclose(fp);
+}
+
 static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid, rlim_t nofile)
 {
 	double deadline;
@@ -271,11 +310,14 @@ static void h_launch(struct hdaemon *d, const char *body, uid_t uid, gid_t gid, 
 			return;
 		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
 			d->pid = 0;
-			ck_abort_msg("portfwd exited during start-up (status %d); see %s", st, d->log);
+			h_log_dump(d, "portfwd exited during start-up");
+			ck_abort_msg("portfwd exited during start-up (status %d); its log is above and in %s",
+				     st, d->log);
 		}
 		h_sleep(0.02);
 	}
-	ck_abort_msg("portfwd did not answer on %s within 10 s", d->sock);
+	h_log_dump(d, "portfwd did not answer");
+	ck_abort_msg("portfwd did not answer on %s within 10 s; its log is above and in %s", d->sock, d->log);
 }
 
 void h_start(struct hdaemon *d, const char *body)
