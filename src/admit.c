@@ -7,7 +7,6 @@
 
 #include "bans.h"
 #include "clock.h"
-#include "forward.h"
 #include "listener.h"
 #include "log.h"
 #include "ratelog.h"

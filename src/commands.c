@@ -640,7 +640,7 @@ static int commands_sources(struct daemon *d, char **argv, bool json, struct evb
 	ps = &fw->cfg.set.per_source;
 	tracked = ((fw->cfg.proto & RULE_PROTO_TCP) && sources_tracks(ps, SOURCES_TCP)) ||
 		  ((fw->cfg.proto & RULE_PROTO_UDP) && sources_tracks(ps, SOURCES_UDP));
-	n = sources_top(d->sources, fw->source_id, clock_now(), top, SOURCES_TOP_MAX, &c);
+	n = sources_top(d->sources, fw->work.source_id, clock_now(), top, SOURCES_TOP_MAX, &c);
 	if (json) {
 		json_t *a = json_array();
 

@@ -157,8 +157,8 @@ static void daemon_summary(struct daemon *d, char *buf, size_t len)
 
 	for (size_t i = 0; i < d->nrules; i++) {
 		ok += forward_ready(d->rules[i]);
-		tcp += atomic_load(&d->rules[i]->tcp_active);
-		udp += atomic_load(&d->rules[i]->udp_active);
+		tcp += atomic_load(&d->rules[i]->work.tcp_active);
+		udp += atomic_load(&d->rules[i]->work.udp_active);
 	}
 	snprintf(buf, len, "%zu of %zu rules listening, %llu TCP connections, %llu UDP sessions, generation %llu%s",
 		 ok, d->nrules, tcp, udp, (unsigned long long)d->generation,

@@ -91,100 +91,6 @@ fail:
 	return -1;
 }
 
-struct forward_snap *forward_snap_new(const struct rule_config *rule)
-{
-	struct forward_snap *snap = malloc(sizeof(*snap));
-
-	if (!snap)
-		return NULL;
-	atomic_init(&snap->refs, 1);
-	snap->rule = *rule;
-	access_policy_ref(rule->access);
-	return snap;
-}
-
-struct forward_snap *forward_snap_ref(struct forward_snap *snap)
-{
-	atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
-	return snap;
-}
-
-void forward_snap_unref(struct forward_snap *snap)
-{
-	/* acq_rel: the last owner sees every other owner's reads done. */
-	if (snap && atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) == 1) {
-		access_policy_unref(snap->rule.access);
-		free(snap);
-	}
-}
-
-void forward_hold(struct forward *fw)
-{
-	atomic_fetch_add(&fw->held, 1);
-}
-
-void forward_unhold(struct forward *fw)
-{
-	atomic_fetch_sub(&fw->held, 1);
-}
-
-/*
- * A call into one worker about its listener of FW. Counted in fw->inflight
- * until it has run, so a draining rule is never freed under a queued call.
- */
-struct forward_call {
-	struct forward *fw;
-	struct listener *l;
-	void (*fn)(struct listener *l, void *arg);
-	void *arg;
-	bool owned; /* free it after the call (posted, not waited for) */
-};
-
-static void forward_call_cb(void *p)
-{
-	struct forward_call *c = p;
-	struct forward *fw = c->fw;
-
-	c->fn(c->l, c->arg);
-	if (c->owned)
-		free(c);
-	atomic_fetch_sub(&fw->inflight, 1);
-}
-
-/* Posts FN(listener I, ARG) to worker I without waiting. Returns 0 or -1. */
-static int forward_post(struct forward *fw, size_t i, void (*fn)(struct listener *l, void *arg),
-			void *arg)
-{
-	struct forward_call *c = malloc(sizeof(*c));
-
-	if (!c)
-		return -1;
-	*c = (struct forward_call){ fw, fw->listeners[i], fn, arg, true };
-	atomic_fetch_add(&fw->inflight, 1);
-	if (worker_call(fw->workers[i], forward_call_cb, c) < 0) {
-		atomic_fetch_sub(&fw->inflight, 1);
-		free(c);
-		return -1;
-	}
-	return 0;
-}
-
-/* Runs FN(listener, ARG) on every worker's thread, waiting for each. */
-static void forward_each_sync(struct forward *fw, void (*fn)(struct listener *l, void *arg),
-			      void *arg)
-{
-	for (size_t i = 0; i < fw->nworkers; i++) {
-		struct forward_call c = { fw, fw->listeners[i], fn, arg, false };
-
-		atomic_fetch_add(&fw->inflight, 1);
-		if (worker_call_sync(fw->workers[i], forward_call_cb, &c) < 0) {
-			atomic_fetch_sub(&fw->inflight, 1);
-			log_error("rule %s: worker %zu: out of memory; a change did not reach it",
-				  fw->cfg.name, i);
-		}
-	}
-}
-
 struct forward_attach {
 	int fd;
 	int socktype;
@@ -211,7 +117,7 @@ static void forward_attach_cb(struct listener *l, void *arg)
  */
 static int forward_bind(struct forward *fw, int socktype)
 {
-	int *fds = calloc(fw->nworkers, sizeof(*fds));
+	int *fds = calloc(fw->work.nworkers, sizeof(*fds));
 	int probe, err = 0;
 	size_t n = 0;
 
@@ -223,7 +129,7 @@ static int forward_bind(struct forward *fw, int socktype)
 		goto out;
 	}
 	close(probe);
-	for (n = 0; n < fw->nworkers; n++) {
+	for (n = 0; n < fw->work.nworkers; n++) {
 		fds[n] = forward_socket(fw, socktype, true, socktype == SOCK_STREAM);
 		if (fds[n] < 0) {
 			err = errno;
@@ -235,14 +141,14 @@ static int forward_bind(struct forward *fw, int socktype)
 			close(fds[--n]);
 		goto out;
 	}
-	for (size_t i = 0; i < fw->nworkers; i++) {
+	for (size_t i = 0; i < fw->work.nworkers; i++) {
 		struct forward_attach *a = malloc(sizeof(*a));
 
 		if (a) {
 			a->fd = fds[i];
 			a->socktype = socktype;
 		}
-		if (!a || forward_post(fw, i, forward_attach_cb, a) < 0) {
+		if (!a || rulework_post(&fw->work, i, forward_attach_cb, a) < 0) {
 			/* Out of memory: this worker goes without; the others serve. */
 			log_error("rule %s: worker %zu: out of memory; it will not serve this rule",
 				  fw->cfg.name, i);
@@ -366,46 +272,38 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
 		return NULL;
 	forward_set_cfg(fw, cfg);
 	fw->base = base;
-	fw->workers = workers;
-	fw->nworkers = nworkers;
-	fw->source_id = atomic_fetch_add(&forward_source_ids, 1) + 1;
-	atomic_init(&fw->max_tcp, cfg->set.max_connections);
-	atomic_init(&fw->max_udp, cfg->set.max_udp_sessions);
-	fw->snap = forward_snap_new(cfg);
-	fw->listeners = calloc(nworkers, sizeof(*fw->listeners));
+	fw->snap = rulework_snap_new(cfg);
+	if (rulework_init(&fw->work, fw->cfg.name, workers, nworkers) < 0)
+		goto fail;
+	fw->work.source_id = atomic_fetch_add(&forward_source_ids, 1) + 1;
+	rulework_set_limits(&fw->work, cfg->set.max_connections, cfg->set.max_udp_sessions);
 	fw->bind_retry = evtimer_new(base, forward_retry_cb, fw);
-	if (!fw->snap || !fw->listeners || !fw->bind_retry)
+	if (!fw->snap || !fw->bind_retry)
 		goto fail;
 	for (made = 0; made < nworkers; made++) {
-		fw->listeners[made] = listener_new(workers[made], fw, fw->snap);
-		if (!fw->listeners[made])
+		fw->work.listeners[made] = listener_new(workers[made], &fw->work, fw->snap);
+		if (!fw->work.listeners[made])
 			goto fail;
 	}
 	/* Into each worker's list on its own thread: a running worker walks it. */
-	forward_each_sync(fw, forward_insert_cb, NULL);
+	rulework_each_sync(&fw->work, forward_insert_cb, NULL);
 	forward_start(fw);
 	return fw;
 fail:
 	while (made > 0)
-		listener_free(fw->listeners[--made]);
+		listener_free(fw->work.listeners[--made]);
 	if (fw->bind_retry)
 		event_free(fw->bind_retry);
-	forward_snap_unref(fw->snap);
+	rulework_snap_unref(fw->snap);
 	access_policy_unref(fw->cfg.access);
-	free(fw->listeners);
+	rulework_fini(&fw->work);
 	free(fw);
 	return NULL;
 }
 
 static void forward_set_snap_cb(struct listener *l, void *arg)
 {
-	listener_set_snap(l, forward_snap_ref(arg));
-}
-
-static void forward_recheck_cb(struct listener *l, void *arg)
-{
-	(void)arg;
-	listener_tcp_recheck(l);
+	listener_set_snap(l, rulework_snap_ref(arg));
 }
 
 static void forward_close_cb(struct listener *l, void *arg);
@@ -417,14 +315,14 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 {
 	bool rebind = strcmp(fw->cfg.interface, cfg->interface) != 0;
 	bool reopen = rebind || fw->disabled;
-	struct forward_snap *snap = NULL;
+	struct rulework_snap *snap = NULL;
 
 	/* A name of a port that /etc/services now spells otherwise is a new
 	 * snapshot too (nothing rebinds): connections show what status does. */
 	if (!rule_config_equal(&fw->snap->rule, cfg) ||
 	    strcmp(fw->snap->rule.listen_service, cfg->listen_service) != 0 ||
 	    strcmp(fw->snap->rule.target_service, cfg->target_service) != 0) {
-		snap = forward_snap_new(cfg);
+		snap = rulework_snap_new(cfg);
 		if (!snap)
 			return -1;
 	}
@@ -438,10 +336,9 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	if (snap) {
 		/* The limits first: each listener re-checks them (and starts
 		 * clients that waited for room) when the snapshot arrives. */
-		atomic_store(&fw->max_tcp, cfg->set.max_connections);
-		atomic_store(&fw->max_udp, cfg->set.max_udp_sessions);
-		forward_each_sync(fw, forward_set_snap_cb, snap);
-		forward_snap_unref(fw->snap);
+		rulework_set_limits(&fw->work, cfg->set.max_connections, cfg->set.max_udp_sessions);
+		rulework_each_sync(&fw->work, forward_set_snap_cb, snap);
+		rulework_snap_unref(fw->snap);
 		fw->snap = snap;
 	}
 	/* Else at most its line (or its lists' spelling) moved. */
@@ -449,7 +346,7 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	if (reopen) {
 		if (fw->disabled)
 			log_info("rule %s: enabled", fw->cfg.name);
-		forward_each_sync(fw, forward_reopen_cb, NULL);
+		rulework_each_sync(&fw->work, forward_reopen_cb, NULL);
 		fw->disabled = false;
 		fw->ifindex = 0;
 		forward_start(fw);
@@ -467,7 +364,7 @@ static void forward_close_cb(struct listener *l, void *arg)
 static void forward_close(struct forward *fw, void (*fn)(struct listener *l, void *arg),
 			  void *arg)
 {
-	forward_each_sync(fw, fn, arg);
+	rulework_each_sync(&fw->work, fn, arg);
 	fw->ifindex = 0; /* no socket is bound to any */
 	if (fw->bind_retry)
 		evtimer_del(fw->bind_retry);
@@ -479,7 +376,7 @@ static void forward_close(struct forward *fw, void (*fn)(struct listener *l, voi
 
 void forward_disable(struct forward *fw)
 {
-	if (fw->disabled || fw->draining)
+	if (fw->disabled || forward_draining(fw))
 		return;
 	forward_close(fw, forward_close_cb, "rule disabled");
 	fw->disabled = true;
@@ -494,11 +391,11 @@ static void forward_reopen_cb(struct listener *l, void *arg)
 
 int forward_enable(struct forward *fw)
 {
-	if (fw->draining)
+	if (forward_draining(fw))
 		return -1;
 	if (!fw->disabled && forward_ready(fw))
 		return 0;
-	forward_each_sync(fw, forward_reopen_cb, NULL);
+	rulework_each_sync(&fw->work, forward_reopen_cb, NULL);
 	fw->disabled = false;
 	log_info("rule %s: enabled", fw->cfg.name);
 	return forward_start(fw);
@@ -510,7 +407,7 @@ static void forward_rebind(struct forward *fw, const char *reason)
 {
 	log_info("rule %s: %s: binding its sockets again", fw->cfg.name, reason);
 	forward_close(fw, forward_close_cb, (void *)reason);
-	forward_each_sync(fw, forward_reopen_cb, NULL);
+	rulework_each_sync(&fw->work, forward_reopen_cb, NULL);
 	fw->ifindex = 0;
 	forward_start(fw);
 }
@@ -523,16 +420,16 @@ static void forward_drain_cb(struct listener *l, void *arg)
 
 void forward_drain(struct forward *fw, double now)
 {
-	if (fw->draining)
+	if (forward_draining(fw))
 		return;
 	forward_close(fw, forward_drain_cb, NULL);
 	fw->disabled = false;
-	fw->draining = true;
+	atomic_store(&fw->work.draining, true);
 	fw->drain_started = now;
 	log_info("rule %s: removed: not accepting; draining %u connection%s and %u UDP session%s",
-		 fw->cfg.name, atomic_load(&fw->tcp_active),
-		 atomic_load(&fw->tcp_active) == 1 ? "" : "s", atomic_load(&fw->udp_active),
-		 atomic_load(&fw->udp_active) == 1 ? "" : "s");
+		 fw->cfg.name, atomic_load(&fw->work.tcp_active),
+		 atomic_load(&fw->work.tcp_active) == 1 ? "" : "s", atomic_load(&fw->work.udp_active),
+		 atomic_load(&fw->work.udp_active) == 1 ? "" : "s");
 }
 
 static void forward_udp_end_cb(struct listener *l, void *arg)
@@ -542,13 +439,13 @@ static void forward_udp_end_cb(struct listener *l, void *arg)
 
 void forward_udp_takeover(struct forward *fw, const struct rule_config *by)
 {
-	if (!fw->draining || !(fw->cfg.proto & RULE_PROTO_UDP) || !(by->proto & RULE_PROTO_UDP) ||
+	if (!forward_draining(fw) || !(fw->cfg.proto & RULE_PROTO_UDP) || !(by->proto & RULE_PROTO_UDP) ||
 	    !rule_addr_collide((const struct sockaddr *)&fw->cfg.listen,
 			       (const struct sockaddr *)&by->listen))
 		return;
 	log_info("rule %s: its UDP address goes to the new rule %s; its sessions end",
 		 fw->cfg.name, by->name);
-	forward_each_sync(fw, forward_udp_end_cb, "the address was taken by a new rule");
+	rulework_each_sync(&fw->work, forward_udp_end_cb, "the address was taken by a new rule");
 }
 
 struct forward_kill {
@@ -569,7 +466,7 @@ unsigned forward_kill_all(struct forward *fw, const char *reason)
 {
 	struct forward_kill k = { .reason = reason };
 
-	forward_each_sync(fw, forward_kill_all_cb, &k);
+	rulework_each_sync(&fw->work, forward_kill_all_cb, &k);
 	return k.closed;
 }
 
@@ -586,7 +483,7 @@ bool forward_kill_id(struct forward *fw, uint64_t id)
 {
 	struct forward_kill k = { .reason = "killed by portfwdctl", .id = id };
 
-	forward_each_sync(fw, forward_kill_id_cb, &k);
+	rulework_each_sync(&fw->work, forward_kill_id_cb, &k);
 	return k.closed > 0;
 }
 
@@ -610,15 +507,18 @@ unsigned forward_kill_if(struct forward *fw, bool (*match)(const struct sockaddr
 {
 	struct forward_kill_if k = { match, arg, reason, 0 };
 
-	forward_each_sync(fw, forward_kill_if_cb, &k);
+	rulework_each_sync(&fw->work, forward_kill_if_cb, &k);
 	return k.closed;
 }
 
 bool forward_drained(const struct forward *fw)
 {
-	/* held first: a connection's last act is to drop it, after it posted
-	 * its calls (which raised inflight). */
-	return atomic_load(&fw->held) == 0 && atomic_load(&fw->inflight) == 0;
+	return rulework_drained(&fw->work);
+}
+
+bool forward_draining(const struct forward *fw)
+{
+	return atomic_load(&fw->work.draining);
 }
 
 struct forward_collect {
@@ -638,14 +538,14 @@ void forward_collect(struct forward *fw, json_t *conns, double now)
 {
 	struct forward_collect c = { conns, now };
 
-	forward_each_sync(fw, forward_collect_cb, &c);
+	rulework_each_sync(&fw->work, forward_collect_cb, &c);
 }
 
 void forward_stop(struct forward *fw)
 {
 	if (!fw)
 		return;
-	atomic_store(&fw->stopping, true);
+	atomic_store(&fw->work.stopping, true);
 	if (fw->bind_retry) {
 		event_free(fw->bind_retry);
 		fw->bind_retry = NULL;
@@ -657,9 +557,9 @@ void forward_free(struct forward *fw)
 	if (!fw)
 		return;
 	forward_stop(fw);
-	forward_snap_unref(fw->snap);
+	rulework_snap_unref(fw->snap);
 	access_policy_unref(fw->cfg.access);
-	free(fw->listeners);
+	rulework_fini(&fw->work);
 	free(fw);
 }
 
@@ -672,7 +572,7 @@ static void forward_free_listener_cb(struct listener *l, void *arg)
 void forward_destroy(struct forward *fw)
 {
 	forward_stop(fw);
-	forward_each_sync(fw, forward_free_listener_cb, NULL);
+	rulework_each_sync(&fw->work, forward_free_listener_cb, NULL);
 	forward_free(fw);
 }
 
@@ -684,7 +584,7 @@ bool forward_ready(const struct forward *fw)
 
 const char *forward_state_name(const struct forward *fw)
 {
-	if (fw->draining)
+	if (forward_draining(fw))
 		return "draining";
 	if (fw->disabled)
 		return "disabled";
@@ -694,49 +594,6 @@ const char *forward_state_name(const struct forward *fw)
 void forward_stats(const struct forward *fw, struct rule_stats *out)
 {
 	memset(out, 0, sizeof(*out));
-	for (size_t i = 0; i < fw->nworkers; i++)
-		stats_add(out, &fw->listeners[i]->stats);
-}
-
-static bool forward_claim(_Atomic unsigned *count, unsigned max)
-{
-	unsigned cur = atomic_load_explicit(count, memory_order_relaxed);
-
-	while (cur < max)
-		if (atomic_compare_exchange_weak_explicit(count, &cur, cur + 1, memory_order_relaxed,
-							  memory_order_relaxed))
-			return true;
-	return false;
-}
-
-bool forward_tcp_claim(struct forward *fw)
-{
-	return forward_claim(&fw->tcp_active, atomic_load_explicit(&fw->max_tcp, memory_order_relaxed));
-}
-
-void forward_tcp_release(struct forward *fw)
-{
-	unsigned was = atomic_fetch_sub_explicit(&fw->tcp_active, 1, memory_order_relaxed);
-
-	/* From full to not full: every worker may have paused or queued. */
-	if (was >= atomic_load_explicit(&fw->max_tcp, memory_order_relaxed) &&
-	    !atomic_load(&fw->stopping))
-		for (size_t i = 0; i < fw->nworkers; i++)
-			forward_post(fw, i, forward_recheck_cb, NULL);
-}
-
-bool forward_tcp_full(const struct forward *fw)
-{
-	return atomic_load_explicit(&fw->tcp_active, memory_order_relaxed) >=
-	       atomic_load_explicit(&fw->max_tcp, memory_order_relaxed);
-}
-
-bool forward_udp_claim(struct forward *fw)
-{
-	return forward_claim(&fw->udp_active, atomic_load_explicit(&fw->max_udp, memory_order_relaxed));
-}
-
-void forward_udp_release(struct forward *fw)
-{
-	atomic_fetch_sub_explicit(&fw->udp_active, 1, memory_order_relaxed);
+	for (size_t i = 0; i < fw->work.nworkers; i++)
+		stats_add(out, &fw->work.listeners[i]->stats);
 }

@@ -3,8 +3,9 @@
  * addresses are bound (and why not), and one listener per worker. Binding
  * happens here: for each protocol one socket per worker, all with
  * SO_REUSEPORT, handed to the workers; a failure is retried from a timer.
- * The limits that span workers (max_connections, max_udp_sessions) are
- * shared counters here.
+ * What the workers need of the rule (its snapshots, the limits that span
+ * workers, what of it is still alive, its listeners) is its rulework
+ * (rulework.h), which the rule owns and the relays use.
  *
  * Reload: the workers never read a configuration that the main thread
  * changes. Each listener holds a reference to an immutable snapshot of its
@@ -27,6 +28,7 @@
 #include <stdint.h>
 
 #include "rule.h"
+#include "rulework.h"
 #include "stats.h"
 
 struct event;
@@ -50,19 +52,11 @@ struct forward_proto {
 	int err; /* errno of the last failed bind */
 };
 
-/* An immutable, reference-counted copy of a rule's configuration. */
-struct forward_snap {
-	_Atomic unsigned refs;
-	struct rule_config rule;
-};
-
 struct forward {
 	struct rule_config cfg;    /* main thread only: what status shows, what binds */
-	struct forward_snap *snap; /* the snapshot given to the listeners (one reference) */
+	struct rulework_snap *snap; /* the snapshot given to the listeners (one reference) */
+	struct rulework work;      /* the rule as the workers hold it */
 	struct event_base *base;
-	struct worker **workers;
-	size_t nworkers;
-	struct listener **listeners; /* [nworkers] */
 	struct forward_proto tcp, udp;
 	/* Retries failed binds; on a rule with an interface it also runs while
 	 * listening, to bind anew when the interface is made again. */
@@ -70,26 +64,9 @@ struct forward {
 	unsigned ifindex; /* the interface the sockets are bound to; 0: none */
 
 	bool disabled;       /* by portfwdctl disable, until enable or reload */
-	bool draining;       /* removed by a reload; freed once empty */
 	bool drain_forced;   /* drain_timeout passed: everything was closed */
 	double drain_started;
-
-	_Atomic bool stopping; /* no more calls into the workers */
-	_Atomic unsigned max_tcp, max_udp; /* the limits in force (change on reload) */
-	/* Across workers: connections being relayed, and UDP sessions. */
-	_Atomic unsigned tcp_active;
-	_Atomic unsigned udp_active;
-	/* Everything of the rule still alive in the workers: connections
-	 * (waiting ones too) and UDP sessions; and calls posted to a worker
-	 * that have not run yet. A draining rule is freed when both are 0. */
-	_Atomic unsigned held;
-	_Atomic unsigned inflight;
-	uint32_t source_id; /* the rule in the per-source table (sources.h); for its life */
 };
-
-struct forward_snap *forward_snap_new(const struct rule_config *rule);
-struct forward_snap *forward_snap_ref(struct forward_snap *snap);
-void forward_snap_unref(struct forward_snap *snap);
 
 /*
  * Creates the rule's runtime on the main loop BASE and its listener in each
@@ -169,24 +146,7 @@ const char *forward_state_name(const struct forward *fw);
 /* The counters of every worker for this rule, summed. */
 void forward_stats(const struct forward *fw, struct rule_stats *out);
 
-/*
- * Claims a slot for a new TCP connection under max_connections (any
- * thread). Returns true if the connection may be relayed now.
- */
-bool forward_tcp_claim(struct forward *fw);
-
-/* Gives a slot back; when the rule was full, every worker re-checks. */
-void forward_tcp_release(struct forward *fw);
-
-/* True if the rule is at max_connections. */
-bool forward_tcp_full(const struct forward *fw);
-
-/* The same for UDP sessions; a new client over the limit is dropped. */
-bool forward_udp_claim(struct forward *fw);
-void forward_udp_release(struct forward *fw);
-
-/* A connection or session of the rule begins or ends (any worker). */
-void forward_hold(struct forward *fw);
-void forward_unhold(struct forward *fw);
+/* True if the rule was removed by a reload and is draining. */
+bool forward_draining(const struct forward *fw);
 
 #endif

@@ -7,10 +7,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "forward.h"
 #include "log.h"
 #include "relay_tcp.h"
 #include "relay_udp.h"
+#include "rulework.h"
 #include "worker.h"
 
 static void listener_update_tcp(struct listener *l)
@@ -106,7 +106,7 @@ void listener_tcp_recheck(struct listener *l)
 	bool full;
 
 	relay_tcp_start_waiting(l);
-	full = forward_tcp_full(l->fw);
+	full = rulework_tcp_full(l->work);
 	if (full && !l->tcp_paused_limit)
 		log_warning("rule %s: %u connections, the max_connections limit; worker %d pauses accepting until one ends",
 			    l->cfg->name, l->cfg->set.max_connections, l->worker->id);
@@ -114,15 +114,15 @@ void listener_tcp_recheck(struct listener *l)
 	listener_update_tcp(l);
 }
 
-struct listener *listener_new(struct worker *w, struct forward *fw, struct forward_snap *snap)
+struct listener *listener_new(struct worker *w, struct rulework *work, struct rulework_snap *snap)
 {
 	struct listener *l = calloc(1, sizeof(*l));
 
 	if (!l)
 		return NULL;
-	l->snap = forward_snap_ref(snap);
+	l->snap = rulework_snap_ref(snap);
 	l->cfg = &snap->rule;
-	l->fw = fw;
+	l->work = work;
 	l->worker = w;
 	l->udp_fd = -1;
 	TAILQ_INIT(&l->conns);
@@ -130,7 +130,7 @@ struct listener *listener_new(struct worker *w, struct forward *fw, struct forwa
 	TAILQ_INIT(&l->unreplied);
 	l->accept_retry = evtimer_new(w->base, listener_accept_retry_cb, l);
 	if (!l->accept_retry) {
-		forward_snap_unref(l->snap);
+		rulework_snap_unref(l->snap);
 		free(l);
 		return NULL;
 	}
@@ -143,13 +143,13 @@ void listener_insert(struct listener *l)
 	l->inserted = true;
 }
 
-void listener_set_snap(struct listener *l, struct forward_snap *snap)
+void listener_set_snap(struct listener *l, struct rulework_snap *snap)
 {
 	/* The listening socket passes keepalive on to the clients it accepts. */
 	if (l->tcp && relay_tcp_keepalive(evconnlistener_get_fd(l->tcp), &snap->rule.set) < 0)
 		log_warning("rule %s: cannot change tcp_keepalive: %s", snap->rule.name,
 			    strerror(errno));
-	forward_snap_unref(l->snap);
+	rulework_snap_unref(l->snap);
 	l->snap = snap;
 	l->cfg = &snap->rule;
 	listener_tcp_recheck(l);
@@ -230,6 +230,6 @@ void listener_free(struct listener *l)
 	relay_tcp_close_all(l, "shutdown");
 	relay_udp_close_all(l, "shutdown");
 	event_free(l->accept_retry);
-	forward_snap_unref(l->snap);
+	rulework_snap_unref(l->snap);
 	free(l);
 }

@@ -15,8 +15,8 @@
 
 struct event;
 struct evconnlistener;
-struct forward;
-struct forward_snap;
+struct rulework;
+struct rulework_snap;
 struct worker;
 struct relay_tcp_conn;
 struct udp_session;
@@ -25,9 +25,9 @@ TAILQ_HEAD(relay_tcp_list, relay_tcp_conn);
 
 struct listener {
 	LIST_ENTRY(listener) link; /* in the worker's list */
-	struct forward_snap *snap;     /* the rule as new connections see it (a reference) */
+	struct rulework_snap *snap;     /* the rule as new connections see it (a reference) */
 	const struct rule_config *cfg; /* &snap->rule */
-	struct forward *fw;
+	struct rulework *work;         /* the rule as the workers hold it */
 	struct worker *worker;
 	struct rule_counters stats;
 	bool closed;   /* disabled or draining: sockets handed over are closed */
@@ -52,14 +52,14 @@ struct listener {
 	TAILQ_HEAD(udp_session_list, udp_session) unreplied;
 };
 
-/* Creates FW's listener for worker W (no sockets yet) holding a reference
+/* Creates WORK's listener for worker W (no sockets yet) holding a reference
  * to SNAP; listener_insert puts it in W's list. NULL when out of memory. */
-struct listener *listener_new(struct worker *w, struct forward *fw, struct forward_snap *snap);
+struct listener *listener_new(struct worker *w, struct rulework *work, struct rulework_snap *snap);
 void listener_insert(struct listener *l);
 
 /* Takes SNAP (a reference) for new connections and drops the old one;
  * re-checks the limits, which may have changed. W's thread. */
-void listener_set_snap(struct listener *l, struct forward_snap *snap);
+void listener_set_snap(struct listener *l, struct rulework_snap *snap);
 
 /* Closes the listening sockets (the port is free when it returns) and ends
  * the UDP sessions, which cannot reach their clients without the socket.

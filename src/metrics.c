@@ -191,7 +191,7 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 	for (size_t i = 0; st && i < d->nrules; i++)
 		forward_stats(d->rules[i], &st[i]);
 	for (size_t i = 0; i < d->ndraining; i++)
-		draining_conns += atomic_load(&d->draining[i]->held);
+		draining_conns += atomic_load(&d->draining[i]->work.held);
 
 	metrics_family(m, "portfwd_info", "gauge", "Always 1; the labels say which portfwd runs.");
 	metrics_sample(m, "portfwd_info", 1, 1, "version", PORTFWD_VERSION);

@@ -5,10 +5,10 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "forward.h"
 #include "listener.h"
 #include "log.h"
 #include "ratelog.h"
+#include "rulework.h"
 #include "worker.h"
 
 /* One throttle for every line about a limited client, whatever the rule. */
@@ -63,7 +63,7 @@ static void relay_sources_limited(struct listener *l, const struct rule_config *
 		break;
 	}
 	sources_name(sa, cfg->set.per_source.ipv6_prefix, source, sizeof(source));
-	keylen = snprintf(key, sizeof(key), "%u %s %s", l->fw->source_id, proto, source);
+	keylen = snprintf(key, sizeof(key), "%u %s %s", l->work->source_id, proto, source);
 	if (!ratelog_allow(&relay_sources_log, key, (size_t)keylen, now, &note))
 		return;
 	if (v == SOURCES_FULL)
@@ -86,7 +86,7 @@ static int relay_sources_open(struct listener *l, enum sources_kind kind, const 
 			      uint32_t *slot)
 {
 	double now = clock_now();
-	enum sources_verdict v = sources_open(l->worker->sources, l->fw->source_id,
+	enum sources_verdict v = sources_open(l->worker->sources, l->work->source_id,
 					      &l->cfg->set.per_source, kind, sa, now, slot);
 
 	if (v == SOURCES_OK)

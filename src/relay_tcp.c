@@ -15,10 +15,10 @@
 
 #include "admit.h"
 #include "clock.h"
-#include "forward.h"
 #include "listener.h"
 #include "log.h"
 #include "relay_sources.h"
+#include "rulework.h"
 #include "worker.h"
 
 /*
@@ -54,7 +54,7 @@ struct relay_dir {
 struct relay_tcp_conn {
 	TAILQ_ENTRY(relay_tcp_conn) link; /* in the listener's conns or waiting */
 	struct listener *rule;
-	struct forward_snap *snap;     /* the rule as it was when the connection came */
+	struct rulework_snap *snap;     /* the rule as it was when the connection came */
 	const struct rule_config *cfg; /* &snap->rule */
 	uint64_t id;
 	int fd[2]; /* -1 when not open */
@@ -517,13 +517,13 @@ static void relay_tcp_end(struct relay_tcp_conn *c, bool orderly, int level, con
 		event_free(c->timer);
 	if (!c->waiting) {
 		STAT_SUB(&l->stats, tcp_active, 1);
-		forward_tcp_release(l->fw);
+		rulework_tcp_release(l->work);
 	}
 	relay_sources_close(l, c->source, SOURCES_TCP);
-	forward_snap_unref(c->snap);
+	rulework_snap_unref(c->snap);
 	free(c);
 	/* Last: a draining rule may be freed from here on. */
-	forward_unhold(l->fw);
+	rulework_unhold(l->work);
 }
 
 /* Opens the connection to the target of a connection that holds a slot. */
@@ -553,7 +553,7 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 		TAILQ_REMOVE(&l->conns, c, link);
 		TAILQ_INSERT_HEAD(&l->waiting, c, link);
 		listener_tcp_out_of_fds(l, err);
-		forward_tcp_release(l->fw);
+		rulework_tcp_release(l->work);
 		return;
 	}
 	if (fd < 0) {
@@ -610,10 +610,10 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	}
 	c->source = source;
 	c->rule = l;
-	c->snap = forward_snap_ref(l->snap);
+	c->snap = rulework_snap_ref(l->snap);
 	c->cfg = &c->snap->rule;
 	c->id = worker_next_id(l->worker);
-	forward_hold(l->fw);
+	rulework_hold(l->work);
 	c->first_eof = -1;
 	c->started = clock_now();
 	c->fd[SIDE_CLIENT] = fd;
@@ -636,9 +636,9 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
 		return;
 	}
-	if (forward_tcp_claim(l->fw)) {
+	if (rulework_tcp_claim(l->work)) {
 		relay_tcp_begin(c);
-		if (forward_tcp_full(l->fw))
+		if (rulework_tcp_full(l->work))
 			listener_tcp_recheck(l);
 		return;
 	}
@@ -648,7 +648,7 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 
 void relay_tcp_start_waiting(struct listener *l)
 {
-	while (!l->tcp_paused_emfile && !TAILQ_EMPTY(&l->waiting) && forward_tcp_claim(l->fw))
+	while (!l->tcp_paused_emfile && !TAILQ_EMPTY(&l->waiting) && rulework_tcp_claim(l->work))
 		relay_tcp_begin(TAILQ_FIRST(&l->waiting));
 }
 
@@ -733,7 +733,7 @@ static void relay_tcp_describe_list(struct listener *l, struct relay_tcp_list *l
 				       "bytes_to_target", (json_int_t)c->bytes[SIDE_CLIENT],
 				       "bytes_to_client", (json_int_t)c->bytes[SIDE_TARGET],
 				       "state", relay_tcp_state(c),
-				       "draining", l->fw->draining);
+				       "draining", atomic_load(&l->work->draining));
 
 		if (o)
 			json_object_set_new(o, "target_port", rule_port_json((struct sockaddr *)&c->cfg->target, c->cfg->target_service));

@@ -10,10 +10,10 @@
 
 #include "admit.h"
 #include "clock.h"
-#include "forward.h"
 #include "listener.h"
 #include "log.h"
 #include "relay_sources.h"
+#include "rulework.h"
 #include "udp_table.h"
 #include "worker.h"
 
@@ -75,12 +75,12 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 		event_free(s->idle);
 	if (s->fd >= 0)
 		close(s->fd);
-	forward_snap_unref(s->snap);
+	rulework_snap_unref(s->snap);
 	free(s);
 	STAT_SUB(&l->stats, udp_active, 1);
-	forward_udp_release(l->fw);
+	rulework_udp_release(l->work);
 	listener_udp_drained(l);
-	forward_unhold(l->fw); /* last: a draining rule may be freed from here on */
+	rulework_unhold(l->work); /* last: a draining rule may be freed from here on */
 }
 
 static void relay_udp_idle_cb(evutil_socket_t fd, short what, void *arg)
@@ -264,8 +264,8 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	if (udp_table_add(&l->sessions, s) < 0)
 		goto fail;
 	TAILQ_INSERT_TAIL(&l->unreplied, s, unreplied_link);
-	forward_snap_ref(s->snap);
-	forward_hold(l->fw);
+	rulework_snap_ref(s->snap);
+	rulework_hold(l->work);
 	STAT_ADD(&l->stats, udp_active, 1);
 	STAT_ADD(&l->stats, udp_sessions_created, 1);
 	log_debug("udp %s: new session for %s", l->cfg->name,
@@ -305,7 +305,7 @@ static bool relay_udp_make_room(struct listener *l, struct udp_session **batch, 
 			    l->cfg->name, l->cfg->set.max_udp_sessions);
 	STAT_ADD(&l->stats, udp_sessions_evicted, 1);
 	relay_udp_session_end(old, "unanswered, its place taken by a new client");
-	return forward_udp_claim(l->fw);
+	return rulework_udp_claim(l->work);
 }
 
 /* The session of a datagram from FROM to LOCAL, made if there is room;
@@ -332,7 +332,7 @@ static struct udp_session *relay_udp_session_for(struct listener *l,
 	}
 	if (relay_sources_udp_open(l, (const struct sockaddr *)from, &source) < 0)
 		return NULL;
-	if (!forward_udp_claim(l->fw) && !relay_udp_make_room(l, batch, n)) {
+	if (!rulework_udp_claim(l->work) && !relay_udp_make_room(l, batch, n)) {
 		relay_sources_close(l, source, SOURCES_UDP);
 		if (STAT_GET(&l->stats, udp_dropped_limit) == 0)
 			log_warning("udp %s: %u sessions, the max_udp_sessions limit; dropping datagrams from new clients",
@@ -342,7 +342,7 @@ static struct udp_session *relay_udp_session_for(struct listener *l,
 	}
 	s = relay_udp_session_new(l, from, fromlen, local, source);
 	if (!s) {
-		forward_udp_release(l->fw);
+		rulework_udp_release(l->work);
 		relay_sources_close(l, source, SOURCES_UDP);
 		STAT_ADD(&l->stats, udp_dropped_error, 1);
 	}
@@ -485,7 +485,7 @@ void relay_udp_describe(struct listener *l, json_t *out, double now)
 				       "bytes_to_target", (json_int_t)s->bytes_to_target,
 				       "bytes_to_client", (json_int_t)s->bytes_to_client,
 				       "state", "active",
-				       "draining", l->fw->draining);
+				       "draining", atomic_load(&l->work->draining));
 
 		if (o) {
 			json_object_set_new(o, "answered", json_boolean(s->replied));

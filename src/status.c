@@ -62,8 +62,8 @@ static json_t *status_draining_json(const struct daemon *d, double now)
 		json_t *r = json_pack("{s:s, s:s, s:s, s:i, s:i, s:f}", "name", fw->cfg.name,
 				      "proto", rule_proto_name(fw->cfg.proto),
 				      "listen", rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
-				      "tcp_active", (int)atomic_load(&fw->tcp_active),
-				      "udp_active", (int)atomic_load(&fw->udp_active),
+				      "tcp_active", (int)atomic_load(&fw->work.tcp_active),
+				      "udp_active", (int)atomic_load(&fw->work.udp_active),
 				      "draining_for", now - fw->drain_started);
 
 		if (r)
@@ -78,7 +78,7 @@ static json_t *status_tcp_json(const struct forward *fw, const struct rule_stats
 	return json_pack("{s:s, s:s?, s:b, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "state", status_state_name(fw->tcp.state),
 			 "error", fw->tcp.state == FORWARD_FAILED ? fw->tcp.error : NULL,
-			 "paused", forward_tcp_full(fw),
+			 "paused", rulework_tcp_full(&fw->work),
 			 "active", (json_int_t)st->tcp_active,
 			 "accepted", (json_int_t)st->tcp_accepted,
 			 "connect_failed", (json_int_t)st->tcp_connect_failed,
@@ -447,8 +447,8 @@ static void status_text_reloads(const struct daemon *d, struct evbuffer *out)
 		evbuffer_add_printf(out, "draining (removed) %s  %s  %s: %u connection%s, %u UDP session%s, for %.0fs\n",
 				    fw->cfg.name, rule_proto_name(fw->cfg.proto),
 				    rule_format_port((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service, listen, sizeof(listen)),
-				    atomic_load(&fw->tcp_active), atomic_load(&fw->tcp_active) == 1 ? "" : "s",
-				    atomic_load(&fw->udp_active), atomic_load(&fw->udp_active) == 1 ? "" : "s",
+				    atomic_load(&fw->work.tcp_active), atomic_load(&fw->work.tcp_active) == 1 ? "" : "s",
+				    atomic_load(&fw->work.udp_active), atomic_load(&fw->work.udp_active) == 1 ? "" : "s",
 				    clock_now() - fw->drain_started);
 	}
 }
@@ -487,7 +487,7 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 				evbuffer_add_printf(out, "  tcp failed: %s\n", fw->tcp.error);
 			evbuffer_add_printf(out, "  tcp  %llu active%s, %llu accepted, %llu connect failures, %s to target, %s to client\n",
 					    (unsigned long long)st->tcp_active,
-					    forward_tcp_full(fw) ? " (max_connections reached, accepting paused)" : "",
+					    rulework_tcp_full(&fw->work) ? " (max_connections reached, accepting paused)" : "",
 					    (unsigned long long)st->tcp_accepted,
 					    (unsigned long long)st->tcp_connect_failed,
 					    status_bytes(st->tcp_bytes_to_target, b1, sizeof(b1)),

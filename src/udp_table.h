@@ -14,7 +14,7 @@
 #include <uthash.h>
 
 struct event;
-struct forward_snap;
+struct rulework_snap;
 struct listener;
 struct rule_config;
 
@@ -57,7 +57,7 @@ struct udp_session {
 	UT_hash_handle hh;
 
 	struct listener *rule;
-	struct forward_snap *snap;     /* the rule as it was when the session began */
+	struct rulework_snap *snap;     /* the rule as it was when the session began */
 	const struct rule_config *cfg; /* &snap->rule */
 	uint64_t id;
 	struct sockaddr_storage client;
