@@ -78,6 +78,8 @@ LIB_SRCS += exposure.c iface.c
 LIB_SRCS += suggest.c sysports.c sockets.c ports.c
 # What the workers hold of a rule (relays use it, not forward.c).
 LIB_SRCS += rulework.c
+# Host names kept resolved (evdns).
+LIB_SRCS += resolve.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd
