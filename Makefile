@@ -76,6 +76,8 @@ LIB_SRCS += exposure.c iface.c
 # Port knowledge (the kernel's port settings), and the machine's sockets
 # (portfwdctl's ports, who, free).
 LIB_SRCS += suggest.c sysports.c sockets.c ports.c
+# The PROXY protocol header (relay_tcp, relay_udp).
+LIB_SRCS += proxyproto.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd
