@@ -20,6 +20,7 @@
 #include "worker.h"
 #include "localaddr.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "check_run.h"
 
 #define CONF_DIR "tests/conf"
@@ -214,6 +215,22 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert(cfg.rules[2].set.keepalive);
 	ck_assert_uint_eq(cfg.rules[2].set.keepalive_idle, 7200);
 	ck_assert_uint_eq(cfg.rules[2].set.keepalive_interval, 10);
+	/* proxy_protocol: v2 from defaults (a udp rule too), v1 in a tcp rule;
+	 * source: one per rule, of the target's family. */
+	ck_assert_uint_eq(cfg.rules[0].set.proxy_protocol, PROXYPROTO_V1);
+	ck_assert_uint_eq(cfg.rules[1].set.proxy_protocol, PROXYPROTO_V2);
+	ck_assert_uint_eq(cfg.rules[2].set.proxy_protocol, PROXYPROTO_V2);
+	{
+		char a[RULE_ADDR_STRLEN];
+
+		ck_assert_uint_eq(cfg.rules[0].source_len, sizeof(struct sockaddr_in));
+		ck_assert_str_eq(rule_format_host((struct sockaddr *)&cfg.rules[0].source, a, sizeof(a)),
+				 "192.168.0.10");
+		ck_assert_uint_eq(cfg.rules[1].source_len, 0);
+		ck_assert_uint_eq(cfg.rules[2].source_len, sizeof(struct sockaddr_in6));
+		ck_assert_str_eq(rule_format_host((struct sockaddr *)&cfg.rules[2].source, a, sizeof(a)),
+				 "fd00::10");
+	}
 	config_free(&cfg);
 
 	/* Built in: on, 300 s, 30 s, 4 probes. */
@@ -222,6 +239,8 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_uint_eq(cfg.rules[0].set.keepalive_idle, 300);
 	ck_assert_uint_eq(cfg.rules[0].set.keepalive_interval, 30);
 	ck_assert_uint_eq(cfg.rules[0].set.keepalive_count, 4);
+	ck_assert_uint_eq(cfg.rules[0].set.proxy_protocol, PROXYPROTO_NONE);
+	ck_assert_uint_eq(cfg.rules[0].source_len, 0);
 	config_free(&cfg);
 }
 END_TEST
