@@ -80,6 +80,8 @@ LIB_SRCS += suggest.c sysports.c sockets.c ports.c
 LIB_SRCS += rulework.c
 # Host names kept resolved (evdns).
 LIB_SRCS += resolve.c
+# The PROXY protocol header (relay_tcp, relay_udp).
+LIB_SRCS += proxyproto.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd

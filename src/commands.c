@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "forward.h"
 #include "metrics.h"
+#include "proxyproto.h"
 #include "sources.h"
 #include "status.h"
 #include "version.h"
@@ -82,7 +83,7 @@ static json_t *commands_per_source_json(const struct rule_per_source *ps)
 static json_t *commands_rule_json(const struct forward *fw)
 {
 	const struct rule_config *r = &fw->cfg;
-	char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN];
+	char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN], src[RULE_ADDR_STRLEN];
 	json_t *keepalive = r->set.keepalive
 				    ? json_pack("{s:i, s:i, s:i}", "idle", (int)r->set.keepalive_idle,
 						"interval", (int)r->set.keepalive_interval,
@@ -108,6 +109,8 @@ static json_t *commands_rule_json(const struct forward *fw)
 		json_object_set_new(doc, "interface", r->interface[0] ? json_string(r->interface) : json_null());
 		json_object_set_new(doc, "udp_unreplied_timeout", json_real(r->set.udp_unreplied_timeout));
 		json_object_set_new(doc, "per_source", commands_per_source_json(&r->set.per_source));
+		json_object_set_new(doc, "proxy_protocol", json_string(proxyproto_name((int)r->set.proxy_protocol)));
+		json_object_set_new(doc, "source", r->source_len ? json_string(rule_format_host((const struct sockaddr *)&r->source, src, sizeof(src))) : json_null());
 		json_object_update_missing_new(doc, status_access_json(r->access));
 	}
 	return doc;
@@ -138,6 +141,14 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 				    forward_state_name(d->rules[i]), r->line);
 		if (r->interface[0])
 			evbuffer_add_printf(out, "  interface %s\n", r->interface);
+		if (r->source_len || r->set.proxy_protocol != PROXYPROTO_NONE) {
+			char src[RULE_ADDR_STRLEN] = "(any)";
+
+			if (r->source_len)
+				rule_format_host((const struct sockaddr *)&r->source, src, sizeof(src));
+			evbuffer_add_printf(out, "  source %s, proxy_protocol %s\n", src,
+					    proxyproto_name((int)r->set.proxy_protocol));
+		}
 		evbuffer_add_printf(out, "  connect_timeout %g, idle_timeout %g, udp_idle_timeout %g\n",
 				    r->set.connect_timeout, r->set.idle_timeout, r->set.udp_idle_timeout);
 		evbuffer_add_printf(out, "  max_connections %u, max_udp_sessions %u, buffer_size %zu, splice %s\n",

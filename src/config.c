@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
 #include <libconfig.h>
@@ -17,6 +18,7 @@
 #include "localaddr.h"
 #include "log.h"
 #include "portinfo.h"
+#include "proxyproto.h"
 #include "suggest.h"
 
 /* The context of one validation pass: where messages go and what they name. */
@@ -252,7 +254,7 @@ static const char *config_get_string(struct config_ctx *ctx,
 #define SETTINGS_KEYS                                                      \
 	"connect_timeout", "idle_timeout", "udp_idle_timeout",             \
 		"max_connections", "max_udp_sessions", "buffer_size", "splice", \
-		"tcp_keepalive", SOURCES_SETTINGS_KEYS, CONFIG_ACCESS_KEYS
+		"tcp_keepalive", "proxy_protocol", SOURCES_SETTINGS_KEYS, CONFIG_ACCESS_KEYS
 /* Per-source limits (config_read_per_source). */
 #define SOURCES_SETTINGS_KEYS "udp_unreplied_timeout", "per_source"
 
@@ -360,6 +362,7 @@ static void config_read_settings(struct config_ctx *ctx,
 				 struct rule_settings *set)
 {
 	const config_setting_t *s;
+	const char *str;
 	long long iv;
 	double dv;
 
@@ -385,6 +388,16 @@ static void config_read_settings(struct config_ctx *ctx,
 		config_get_bool(ctx, s, &set->splice);
 	if ((s = config_setting_get_member(group, "tcp_keepalive")))
 		config_read_keepalive(ctx, s, set);
+	if ((s = config_setting_get_member(group, "proxy_protocol")) &&
+	    (str = config_get_string(ctx, s))) {
+		int v = proxyproto_parse(str);
+
+		if (v < 0)
+			config_err(ctx, s, "proxy_protocol: \"%.64s\" is not one of \"v1\", \"v2\" or \"none\"",
+				   str);
+		else
+			set->proxy_protocol = (unsigned)v;
+	}
 	config_read_per_source(ctx, group, set);
 }
 
@@ -503,13 +516,80 @@ static void config_read_interface(struct config_ctx *ctx, const config_setting_t
 		snprintf(rule->interface, sizeof(rule->interface), "%s", str);
 }
 
+/*
+ * source = "192.168.0.10": a numeric address (no port, no name) of the
+ * target's family, which the sockets towards the target are bound to.
+ * Whether this host has it is a warning (exposure.c), not an error: an
+ * address may come up after portfwd starts.
+ */
+static void config_read_source(struct config_ctx *ctx, const config_setting_t *group,
+			       struct rule_config *rule)
+{
+	const config_setting_t *s = config_setting_get_member(group, "source");
+	const struct sockaddr *target = (const struct sockaddr *)&rule->target;
+	struct sockaddr_in *in = (struct sockaddr_in *)&rule->source;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&rule->source;
+	char taddr[RULE_ADDR_STRLEN];
+	const char *str;
+
+	if (!s || !(str = config_get_string(ctx, s)))
+		return;
+	memset(&rule->source, 0, sizeof(rule->source));
+	if (inet_pton(AF_INET, str, &in->sin_addr) == 1) {
+		in->sin_family = AF_INET;
+		rule->source_len = sizeof(*in);
+	} else if (inet_pton(AF_INET6, str, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		rule->source_len = sizeof(*in6);
+	} else {
+		config_err(ctx, s, "source: \"%.64s\" is not an IPv4 or IPv6 address (a numeric address, without a port: source = \"192.168.0.10\";)",
+			   str);
+		return;
+	}
+	if (rule_addr_is_wildcard((const struct sockaddr *)&rule->source)) {
+		config_err(ctx, s, "source: %s is the wildcard, which leaves the choice to the kernel: name one address of this host, or leave source out",
+			   str);
+		rule->source_len = 0;
+		return;
+	}
+	/* A target that did not parse has been reported already. */
+	if (target->sa_family && target->sa_family != rule->source.ss_family) {
+		config_err(ctx, s, "source: %s is an %s address and the target %s is %s: a connection leaves from an address of its target's family",
+			   str, rule->source.ss_family == AF_INET ? "IPv4" : "IPv6",
+			   rule_format_addr(target, taddr, sizeof(taddr)),
+			   target->sa_family == AF_INET ? "IPv4" : "IPv6");
+		rule->source_len = 0;
+	}
+}
+
+/*
+ * proxy_protocol = "v1" on a rule that carries UDP: version 1 is a line of
+ * text for streams and has no datagram form. The message points at the
+ * rule's own setting, or at its proto when the setting is the defaults'.
+ */
+static void config_check_proxy_protocol(struct config_ctx *ctx, const config_setting_t *group,
+					struct rule_config *rule)
+{
+	const config_setting_t *own = config_setting_get_member(group, "proxy_protocol");
+
+	if (rule->set.proxy_protocol != PROXYPROTO_V1 || !(rule->proto & RULE_PROTO_UDP))
+		return;
+	if (own)
+		config_err(ctx, own, "proxy_protocol: \"v1\" has no datagram form, and this rule is %s: use \"v2\", whose header goes in front of every datagram",
+			   rule_proto_name(rule->proto));
+	else
+		config_err(ctx, config_setting_get_member(group, "proto"),
+			   "proxy_protocol: \"v1\" (from defaults) has no datagram form, and this rule is %s: set proxy_protocol = \"v2\" (or \"none\") in this rule, or use \"v2\" in defaults",
+			   rule_proto_name(rule->proto));
+}
+
 /* Reads one rule. Returns 0 if it is complete and valid, -1 otherwise. */
 static int config_read_rule(struct config_ctx *ctx, const config_setting_t *group,
 			    int index, const struct rule_settings *defaults,
 			    struct rule_config *rule)
 {
 	static const char *const keys[] = { "name", "proto", "listen", "target",
-					    "interface", SETTINGS_KEYS, NULL };
+					    "interface", "source", SETTINGS_KEYS, NULL };
 	size_t before = ctx->errs->count;
 	const config_setting_t *s;
 	const char *str;
@@ -568,7 +648,9 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 
 	rule_name_ports(rule);
 	config_read_interface(ctx, group, rule);
+	config_read_source(ctx, group, rule);
 	config_read_settings(ctx, group, &rule->set);
+	config_check_proxy_protocol(ctx, group, rule);
 	rule->access = config_access_rule(ctx->access, group, ctx->scope);
 	return ctx->errs->count == before ? 0 : -1;
 }

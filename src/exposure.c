@@ -13,6 +13,7 @@
 #include "access.h"
 #include "config.h"
 #include "iface.h"
+#include "localaddr.h"
 #include "log.h"
 #include "portinfo.h"
 #include "privs.h"
@@ -312,10 +313,28 @@ static int exposure_check_target(const struct config *cfg, size_t i, struct expo
 			    addr, rule_format_addr(listen, laddr, sizeof(laddr)));
 }
 
+/* The warning for rule I if its source is none of this host's addresses:
+ * every connection and session towards its target would fail to bind. */
+static int exposure_check_source(const struct config *cfg, size_t i, struct localaddr *la,
+				 struct exposure_list *out)
+{
+	const struct rule_config *r = &cfg->rules[i];
+	char addr[RULE_ADDR_STRLEN];
+
+	if (!r->source_len || localaddr_is_local(la, (const struct sockaddr *)&r->source))
+		return 0;
+	rule_format_host((const struct sockaddr *)&r->source, addr, sizeof(addr));
+	return exposure_add(out, cfg, i, EXPOSURE_WARNING,
+			    "source %s is not an address of this host: until an interface has it, nothing can leave from it, so every TCP client is closed and every UDP client's datagrams are dropped; check the address (`ip address` lists this host's)",
+			    addr);
+}
+
 int exposure_check(const struct config *cfg, const struct exposure_privs *privs,
 		   struct exposure_list *out)
 {
 	struct sysports *sp = malloc(sizeof(*sp));
+	struct localaddr la = { 0 };
+	int rc = 0;
 
 	exposure_list_free(out);
 	if (!sp)
@@ -325,13 +344,15 @@ int exposure_check(const struct config *cfg, const struct exposure_privs *privs,
 		if (exposure_check_listen(cfg, i, out) < 0 ||
 		    exposure_check_ephemeral(cfg, i, sp, out) < 0 ||
 		    exposure_check_privileged(cfg, i, sp, privs, out) < 0 ||
-		    exposure_check_target(cfg, i, out) < 0) {
-			free(sp);
-			return -1;
+		    exposure_check_target(cfg, i, out) < 0 ||
+		    exposure_check_source(cfg, i, &la, out) < 0) {
+			rc = -1;
+			break;
 		}
 	}
+	localaddr_free(&la);
 	free(sp);
-	return 0;
+	return rc;
 }
 
 size_t exposure_count(const struct exposure_list *l, enum exposure_level level)

@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "listener.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "relay_sources.h"
 #include "rulework.h"
 #include "worker.h"
@@ -72,6 +73,11 @@ struct relay_tcp_conn {
 	bool shut[2];  /* we sent FIN to the side, after everything for it */
 	int first_eof; /* who closed first, for the log; -1 if nobody yet */
 	uint32_t source; /* its source's entry (per_source limits), or SOURCES_NONE */
+	/* The PROXY protocol header (proxy_protocol), made at accept from the
+	 * connection's snapshot: the target gets all pp_len bytes before any
+	 * of the client's. pp_len 0: none. */
+	uint8_t pp[PROXYPROTO_MAX];
+	uint8_t pp_len, pp_sent;
 };
 
 static const char *const side_name[2] = { "client", "target" };
@@ -160,6 +166,12 @@ static void relay_tcp_want(struct event *ev, bool *on, bool want)
 	*on = want;
 }
 
+/* True while the PROXY protocol header is not all with the target. */
+static bool relay_tcp_pp_pending(const struct relay_tcp_conn *c)
+{
+	return c->pp_sent < c->pp_len;
+}
+
 /* Sets each socket's read and write interest from the connection's state. */
 static void relay_tcp_update(struct relay_tcp_conn *c)
 {
@@ -168,7 +180,8 @@ static void relay_tcp_update(struct relay_tcp_conn *c)
 	for (int s = 0; s < 2; s++) {
 		bool r = c->connected && !c->eof[s] && !c->dir[s].pipe_full &&
 			 relay_dir_queued(&c->dir[s]) < relay_dir_cap(&c->dir[s], limit);
-		bool w = c->connected ? !c->shut[s] && relay_dir_queued(&c->dir[!s]) > 0
+		bool w = c->connected ? !c->shut[s] && (relay_dir_queued(&c->dir[!s]) > 0 ||
+							(s == SIDE_TARGET && relay_tcp_pp_pending(c)))
 				      : s == SIDE_TARGET;
 
 		relay_tcp_want(c->rev[s], &c->rev_on[s], r);
@@ -208,6 +221,33 @@ static bool relay_again(int err)
 }
 
 /*
+ * Writes what is left of the PROXY protocol header to the target. Returns
+ * 1 once it is all sent, 0 while the socket takes no more (the client's
+ * bytes wait behind it, in the pipe or the buffer, whichever path they
+ * take), -1 if the connection ended.
+ */
+static int relay_tcp_pp_flush(struct relay_tcp_conn *c)
+{
+	while (relay_tcp_pp_pending(c)) {
+		ssize_t n = send(c->fd[SIDE_TARGET], c->pp + c->pp_sent,
+				 (size_t)(c->pp_len - c->pp_sent), MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n > 0) {
+			c->pp_sent = (uint8_t)(c->pp_sent + n);
+			relay_tcp_traffic(c);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && relay_again(errno))
+			return 0;
+		relay_tcp_fail(c, SIDE_TARGET, n < 0 ? errno : EIO);
+		return -1;
+	}
+	return 1;
+}
+
+/*
  * Writes what is queued for side D. Sends FIN to D once its partner has
  * sent FIN and everything is written. Returns -1 if the connection ended.
  */
@@ -215,6 +255,13 @@ static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 {
 	struct relay_dir *dir = &c->dir[!d];
 
+	/* Nothing of the client's, not even its FIN, before the header. */
+	if (d == SIDE_TARGET && relay_tcp_pp_pending(c)) {
+		int r = relay_tcp_pp_flush(c);
+
+		if (r <= 0)
+			return r;
+	}
 	if (dir->splice && dir->piped > 0) {
 		ssize_t n = splice(dir->pipe.r, NULL, c->fd[d], NULL, dir->piped,
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -526,6 +573,22 @@ static void relay_tcp_end(struct relay_tcp_conn *c, bool orderly, int level, con
 	rulework_unhold(l->work);
 }
 
+/*
+ * Binds FD, a socket towards the target, to R's source address, port 0,
+ * with IP_BIND_ADDRESS_NO_PORT: the port is chosen at connect, for the
+ * pair of addresses, so the bind holds no port of its own. Returns 0, or
+ * -1 with errno (EADDRNOTAVAIL: this host has no such address).
+ */
+static int relay_tcp_bind_source(int fd, const struct rule_config *r)
+{
+	int one = 1;
+
+	/* Without it (a kernel older than 4.2) the bind takes a port at once:
+	 * slower to run out of, not wrong. */
+	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	return bind(fd, (const struct sockaddr *)&r->source, r->source_len);
+}
+
 /* Opens the connection to the target of a connection that holds a slot. */
 static void relay_tcp_begin(struct relay_tcp_conn *c)
 {
@@ -561,6 +624,16 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 		return;
 	}
 	c->fd[SIDE_TARGET] = fd;
+	if (c->cfg->source_len && relay_tcp_bind_source(fd, c->cfg) < 0) {
+		char why[RULE_ADDR_STRLEN + 128], src[RULE_ADDR_STRLEN];
+		int err = errno;
+
+		snprintf(why, sizeof(why), "cannot bind the source address %s: %s",
+			 rule_format_host((const struct sockaddr *)&c->cfg->source, src, sizeof(src)),
+			 strerror(err));
+		relay_tcp_connect_failed(c, err, why);
+		return;
+	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	/* The client's socket inherited it from the listening one. */
 	relay_tcp_keepalive(fd, &c->cfg->set);
@@ -581,6 +654,26 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 	/* The client is not read until the target is there; the kernel holds its bytes. */
 	evtimer_add(c->timer, &tv);
 	relay_tcp_update(c);
+}
+
+/* Makes C's PROXY protocol header: the client's address, and the one it
+ * connected to (its socket's own, which on a wildcard listener is the
+ * address the client chose). Returns 0 or -1. */
+static int relay_tcp_pp_make(struct relay_tcp_conn *c)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+	int n;
+
+	if (getsockname(c->fd[SIDE_CLIENT], (struct sockaddr *)&local, &len) < 0)
+		return -1;
+	n = proxyproto_build((int)c->cfg->set.proxy_protocol, SOCK_STREAM,
+			     (const struct sockaddr *)&c->client_addr, (const struct sockaddr *)&local,
+			     c->pp, sizeof(c->pp));
+	if (n <= 0)
+		return -1;
+	c->pp_len = (uint8_t)n;
+	return 0;
 }
 
 void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
@@ -626,6 +719,10 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	       (size_t)salen < sizeof(c->client_addr) ? (size_t)salen : sizeof(c->client_addr));
 	c->waiting = true;
 	TAILQ_INSERT_TAIL(&l->waiting, c, link);
+	if (c->cfg->set.proxy_protocol != PROXYPROTO_NONE && relay_tcp_pp_make(c) < 0) {
+		relay_tcp_close(c, LOG_LVL_ERROR, "cannot make the PROXY protocol header");
+		return;
+	}
 
 	/* A relay adds no delay of its own: the endpoints decide about Nagle. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

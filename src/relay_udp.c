@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "listener.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "relay_sources.h"
 #include "rulework.h"
 #include "udp_table.h"
@@ -225,6 +226,41 @@ static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/*
+ * Makes S's PROXY protocol v2 header (DGRAM): from its client to the
+ * address the client sent to, which on a wildcard listener is the
+ * datagram's destination (pktinfo), else the listen address. Returns 0 or -1.
+ */
+static int relay_udp_pp_make(struct udp_session *s)
+{
+	struct sockaddr_storage dst;
+	int n;
+
+	memcpy(&dst, &s->cfg->listen, sizeof(dst));
+	if (s->local.family == AF_INET && dst.ss_family == AF_INET) {
+		((struct sockaddr_in *)&dst)->sin_addr = s->local.addr.v4;
+	} else if (s->local.family == AF_INET6 && dst.ss_family == AF_INET6) {
+		((struct sockaddr_in6 *)&dst)->sin6_addr = s->local.addr.v6;
+	}
+	n = proxyproto_build((int)s->cfg->set.proxy_protocol, SOCK_DGRAM,
+			     (const struct sockaddr *)&s->client, (const struct sockaddr *)&dst, s->pp,
+			     sizeof(s->pp));
+	if (n <= 0)
+		return -1;
+	s->pp_len = (uint8_t)n;
+	return 0;
+}
+
+/* Binds FD to R's source address with IP_BIND_ADDRESS_NO_PORT, as
+ * relay_tcp does: the port comes with connect. Returns 0 or -1 with errno. */
+static int relay_udp_bind_source(int fd, const struct rule_config *r)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	return bind(fd, (const struct sockaddr *)&r->source, r->source_len);
+}
+
 static struct udp_session *relay_udp_session_new(struct listener *l,
 						 const struct sockaddr_storage *client,
 						 socklen_t client_len,
@@ -250,7 +286,20 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	s->started = s->last_active = clock_now();
 	if (udp_table_key((struct sockaddr *)client, local, &s->key) < 0)
 		goto fail;
+	if (s->cfg->set.proxy_protocol != PROXYPROTO_NONE && relay_udp_pp_make(s) < 0) {
+		log_error("udp %s: cannot make the PROXY protocol header", l->cfg->name);
+		goto fail;
+	}
 	s->fd = socket(target->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->fd >= 0 && l->cfg->source_len && relay_udp_bind_source(s->fd, l->cfg) < 0) {
+		char src[RULE_ADDR_STRLEN];
+
+		log_warning("udp %s: cannot bind the source address %s: %s; dropping the datagram of %s",
+			    l->cfg->name,
+			    rule_format_host((const struct sockaddr *)&l->cfg->source, src, sizeof(src)),
+			    strerror(errno), rule_format_addr((const struct sockaddr *)client, addr, sizeof(addr)));
+		goto fail;
+	}
 	if (s->fd < 0 || connect(s->fd, target, l->cfg->target_len) < 0) {
 		log_warning("udp %s: cannot open a socket to the target %s: %s", l->cfg->name,
 			    rule_format_addr(target, addr, sizeof(addr)), strerror(errno));
@@ -354,6 +403,7 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 	struct listener *l = arg;
 	struct mmsghdr msgs[WORKER_BATCH];
 	struct iovec iov[WORKER_BATCH];
+	struct iovec ppiov[WORKER_BATCH][2]; /* a session's PROXY header, then the datagram */
 	struct sockaddr_storage from[WORKER_BATCH];
 	struct udp_session *sess[WORKER_BATCH];
 	union udp_cmsg ctl[WORKER_BATCH];
@@ -392,6 +442,15 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 					sess[i] = NULL;
 			}
 			iov[i].iov_len = msgs[i].msg_len;
+			/* proxy_protocol: the header and the datagram leave as one, from
+			 * two places, with no copy. */
+			if (sess[i] && sess[i]->pp_len) {
+				ppiov[i][0].iov_base = sess[i]->pp;
+				ppiov[i][0].iov_len = sess[i]->pp_len;
+				ppiov[i][1] = iov[i];
+				msgs[i].msg_hdr.msg_iov = ppiov[i];
+				msgs[i].msg_hdr.msg_iovlen = 2;
+			}
 			/* The session socket is connected: no address on the way out. */
 			msgs[i].msg_hdr.msg_name = NULL;
 			msgs[i].msg_hdr.msg_namelen = 0;
@@ -412,8 +471,10 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 			}
 			s->last_active = now;
 			sent = relay_udp_send(s->fd, msgs + i, j - i);
+			/* The client's bytes: a header sent with them is not counted. */
 			for (int k = i; k < j; k++)
-				bytes += msgs[k].msg_len;
+				if (msgs[k].msg_len >= s->pp_len)
+					bytes += msgs[k].msg_len - s->pp_len;
 			if (sent < j - i)
 				STAT_ADD(&l->stats, udp_dropped_error, j - i - sent);
 			s->dgrams_to_target += (uint64_t)sent;

@@ -261,6 +261,17 @@ const char *rule_format_addr(const struct sockaddr *sa, char *buf,
 	return buf;
 }
 
+const char *rule_format_host(const struct sockaddr *sa, char *buf, size_t buflen)
+{
+	if (sa->sa_family == AF_INET)
+		evutil_inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, buflen);
+	else if (sa->sa_family == AF_INET6)
+		evutil_inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, buflen);
+	else
+		snprintf(buf, buflen, "(family %d)", sa->sa_family);
+	return buf;
+}
+
 const char *rule_format_client(const struct sockaddr *sa, char *buf, size_t buflen)
 {
 	char addr[INET6_ADDRSTRLEN] = "?";
@@ -337,7 +348,8 @@ bool rule_settings_equal(const struct rule_settings *a, const struct rule_settin
 	       a->keepalive_interval == b->keepalive_interval &&
 	       a->keepalive_count == b->keepalive_count &&
 	       a->udp_unreplied_timeout == b->udp_unreplied_timeout &&
-	       memcmp(&a->per_source, &b->per_source, sizeof(a->per_source)) == 0;
+	       memcmp(&a->per_source, &b->per_source, sizeof(a->per_source)) == 0 &&
+	       a->proxy_protocol == b->proxy_protocol;
 }
 
 bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
@@ -348,7 +360,9 @@ bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
 	       rule_addr_equal((const struct sockaddr *)&a->target,
 			       (const struct sockaddr *)&b->target) &&
 	       rule_settings_equal(&a->set, &b->set) && access_policy_equal(a->access, b->access) &&
-	       strcmp(a->interface, b->interface) == 0;
+	       strcmp(a->interface, b->interface) == 0 && a->source_len == b->source_len &&
+	       (a->source_len == 0 || rule_addr_equal((const struct sockaddr *)&a->source,
+						      (const struct sockaddr *)&b->source));
 }
 
 void rule_name_ports(struct rule_config *r)

@@ -53,6 +53,9 @@ struct rule_settings {
 	/* seconds before a UDP session that its target never answered ends */
 	double udp_unreplied_timeout;
 	struct rule_per_source per_source;
+	/* PROXYPROTO_NONE, _V1 or _V2 (proxyproto.h): the header sent to the
+	 * target ahead of a client's bytes (TCP) or of every datagram (UDP, v2). */
+	unsigned proxy_protocol;
 };
 
 /* Room for a port's service name (portinfo.h's PORTINFO_NAME_MAX). */
@@ -74,6 +77,11 @@ struct rule_config {
 	 * iface.h); "" for none. Not part of the listener's identity: a
 	 * changed interface rebinds the rule's sockets on reload. */
 	char interface[IFNAMSIZ];
+	/* source = "192.168.0.10": the local address the sockets towards the
+	 * target are bound to (port 0, IP_BIND_ADDRESS_NO_PORT), of the
+	 * target's family; source_len 0 for none (the kernel chooses). */
+	struct sockaddr_storage source;
+	socklen_t source_len;
 	/* The service names of the listen and target ports for the rule's
 	 * protocol ("" for none), looked up when the rule is read (the
 	 * workers show them without touching the services database). Only
@@ -135,6 +143,9 @@ int rule_parse_addr_for(const char *text, unsigned proto, struct sockaddr_storag
 /* Writes "1.2.3.4:80" or "[::1]:80" into BUF (RULE_ADDR_STRLEN bytes). */
 const char *rule_format_addr(const struct sockaddr *sa, char *buf,
 			     size_t buflen);
+
+/* Writes the address alone, "1.2.3.4" or "::1", into BUF (RULE_ADDR_STRLEN bytes). */
+const char *rule_format_host(const struct sockaddr *sa, char *buf, size_t buflen);
 
 /*
  * Writes a client as log lines about refused clients name it, the address

@@ -13,6 +13,8 @@
 #include <sys/socket.h>
 #include <uthash.h>
 
+#include "proxyproto.h"
+
 struct event;
 struct rulework_snap;
 struct listener;
@@ -75,6 +77,10 @@ struct udp_session {
 	bool replied; /* the target answered: udp_idle_timeout applies, not udp_unreplied_timeout */
 	TAILQ_ENTRY(udp_session) unreplied_link; /* in the listener's unreplied list until then */
 	uint32_t source; /* its entry in the per-source table, or SOURCES_NONE */
+	/* The PROXY protocol v2 header that goes in front of every datagram
+	 * to the target (the same for the whole session); pp_len 0: none. */
+	uint8_t pp[PROXYPROTO_V2_MAX];
+	uint8_t pp_len;
 };
 
 /* Builds the key of client SA (AF_INET or AF_INET6) sending to LOCAL (NULL

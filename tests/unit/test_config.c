@@ -20,6 +20,7 @@
 #include "worker.h"
 #include "localaddr.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "check_run.h"
 
 #define CONF_DIR "tests/conf"
@@ -150,8 +151,10 @@ START_TEST(test_shipped_examples_are_valid)
 	/* Its examples, once the "#" is taken off: five valid rules. */
 	example_uncommented(path, sizeof(path));
 	ck_assert_int_eq(config_load(path, &cfg, &errs), 0);
-	ck_assert_int_eq(cfg.nrules, 5);
+	ck_assert_int_eq(cfg.nrules, 6);
 	ck_assert_str_eq(cfg.rules[3].interface, "wg0");
+	ck_assert_uint_eq(cfg.rules[4].set.proxy_protocol, PROXYPROTO_V2);
+	ck_assert_uint_eq(cfg.rules[4].source_len, sizeof(struct sockaddr_in));
 	config_free(&cfg);
 	unlink(path);
 	ck_assert_int_eq(config_load(CONF_DIR "/good/no_rules.conf", &cfg, &errs), 0);
@@ -173,7 +176,7 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_str_eq(cfg.control_socket, "/run/portfwd/portfwd.sock");
 	ck_assert_int_eq(cfg.log_level, LOG_LVL_INFO);
 	ck_assert(cfg.log_connections);
-	ck_assert_int_eq(cfg.nrules, 5);
+	ck_assert_int_eq(cfg.nrules, 6);
 	ck_assert_str_eq(cfg.rules[0].name, "ssh");
 	ck_assert_int_eq(cfg.rules[0].proto, RULE_PROTO_TCP);
 	ck_assert_int_eq(cfg.rules[0].set.max_connections, 4096);
@@ -184,7 +187,8 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert(cfg.rules[0].set.idle_timeout == 3600.0);
 	ck_assert(cfg.rules[1].set.idle_timeout == 600.0);
 	ck_assert_int_eq(cfg.rules[2].proto, RULE_PROTO_UDP);
-	ck_assert_int_eq(cfg.rules[4].proto, RULE_PROTO_BOTH);
+	ck_assert_int_eq(cfg.rules[5].proto, RULE_PROTO_BOTH);
+	ck_assert_uint_eq(cfg.rules[0].set.proxy_protocol, PROXYPROTO_NONE);
 	config_free(&cfg);
 
 	ck_assert_int_eq(config_load(CONF_DIR "/good/full.conf", &cfg, &errs), 0);
@@ -214,6 +218,22 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert(cfg.rules[2].set.keepalive);
 	ck_assert_uint_eq(cfg.rules[2].set.keepalive_idle, 7200);
 	ck_assert_uint_eq(cfg.rules[2].set.keepalive_interval, 10);
+	/* proxy_protocol: v2 from defaults (a udp rule too), v1 in a tcp rule;
+	 * source: one per rule, of the target's family. */
+	ck_assert_uint_eq(cfg.rules[0].set.proxy_protocol, PROXYPROTO_V1);
+	ck_assert_uint_eq(cfg.rules[1].set.proxy_protocol, PROXYPROTO_V2);
+	ck_assert_uint_eq(cfg.rules[2].set.proxy_protocol, PROXYPROTO_V2);
+	{
+		char a[RULE_ADDR_STRLEN];
+
+		ck_assert_uint_eq(cfg.rules[0].source_len, sizeof(struct sockaddr_in));
+		ck_assert_str_eq(rule_format_host((struct sockaddr *)&cfg.rules[0].source, a, sizeof(a)),
+				 "192.168.0.10");
+		ck_assert_uint_eq(cfg.rules[1].source_len, 0);
+		ck_assert_uint_eq(cfg.rules[2].source_len, sizeof(struct sockaddr_in6));
+		ck_assert_str_eq(rule_format_host((struct sockaddr *)&cfg.rules[2].source, a, sizeof(a)),
+				 "fd00::10");
+	}
 	config_free(&cfg);
 
 	/* Built in: on, 300 s, 30 s, 4 probes. */
@@ -222,6 +242,8 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_uint_eq(cfg.rules[0].set.keepalive_idle, 300);
 	ck_assert_uint_eq(cfg.rules[0].set.keepalive_interval, 30);
 	ck_assert_uint_eq(cfg.rules[0].set.keepalive_count, 4);
+	ck_assert_uint_eq(cfg.rules[0].set.proxy_protocol, PROXYPROTO_NONE);
+	ck_assert_uint_eq(cfg.rules[0].source_len, 0);
 	config_free(&cfg);
 }
 END_TEST

@@ -358,6 +358,42 @@ START_TEST(test_port_ranges)
 }
 END_TEST
 
+/* A reload compares proxy_protocol and source: a change makes a new
+ * snapshot for new connections (rule_config_equal false). */
+START_TEST(test_equal_proxy_and_source)
+{
+	struct rule_config a, b;
+	char err[128];
+
+	memset(&a, 0, sizeof(a));
+	snprintf(a.name, sizeof(a.name), "web");
+	a.proto = RULE_PROTO_TCP;
+	rule_settings_init(&a.set);
+	ck_assert_int_eq(rule_parse_addr("127.0.0.1:8080", &a.listen, &a.listen_len, err, sizeof(err)), 0);
+	ck_assert_int_eq(rule_parse_addr("127.0.0.1:80", &a.target, &a.target_len, err, sizeof(err)), 0);
+	b = a;
+	ck_assert(rule_config_equal(&a, &b));
+	b.set.proxy_protocol = 2;
+	ck_assert(!rule_settings_equal(&a.set, &b.set));
+	ck_assert(!rule_config_equal(&a, &b));
+	b = a;
+	b.source_len = sizeof(struct sockaddr_in);
+	((struct sockaddr_in *)&b.source)->sin_family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.2", &((struct sockaddr_in *)&b.source)->sin_addr);
+	ck_assert(!rule_config_equal(&a, &b));
+	a.source = b.source;
+	a.source_len = b.source_len;
+	ck_assert(rule_config_equal(&a, &b));
+	inet_pton(AF_INET, "127.0.0.3", &((struct sockaddr_in *)&b.source)->sin_addr);
+	ck_assert(!rule_config_equal(&a, &b));
+	{
+		char host[RULE_ADDR_STRLEN];
+
+		ck_assert_str_eq(rule_format_host((struct sockaddr *)&b.source, host, sizeof(host)), "127.0.0.3");
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("rule");
@@ -371,6 +407,7 @@ int main(void)
 	tcase_add_test(tc, test_names_and_protos);
 	tcase_add_test(tc, test_addr_collide);
 	tcase_add_test(tc, test_port_ranges);
+	tcase_add_test(tc, test_equal_proxy_and_source);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
