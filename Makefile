@@ -76,6 +76,8 @@ LIB_SRCS += exposure.c iface.c
 # Port knowledge (the kernel's port settings), and the machine's sockets
 # (portfwdctl's ports, who, free).
 LIB_SRCS += suggest.c sysports.c sockets.c ports.c
+# Choosing a target: balance and health (targets = [ ... ]).
+LIB_SRCS += targets.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd

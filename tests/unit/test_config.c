@@ -619,6 +619,48 @@ START_TEST(test_list_file_many_errors)
 }
 END_TEST
 
+/* targets = [ ... ]: the list, its first entry as `target`, balance, health_check. */
+START_TEST(test_targets_settings)
+{
+	struct config_errors errs = { 0 };
+	struct config cfg;
+	char addr[RULE_ADDR_STRLEN];
+
+	ck_assert_int_eq(config_load(CONF_DIR "/good/targets.conf", &cfg, &errs), 0);
+	ck_assert_uint_eq(cfg.nrules, 4);
+	ck_assert_ptr_nonnull(cfg.rules[0].targets);
+	ck_assert_uint_eq(rule_ntargets(&cfg.rules[0]), 3);
+	ck_assert_str_eq(cfg.rules[0].targets->t[1].text, "192.168.0.3:ssh");
+	ck_assert_str_eq(rule_format_addr(rule_target_addr(&cfg.rules[0], 1, NULL), addr, sizeof(addr)),
+			 "192.168.0.3:22");
+	ck_assert_str_eq(rule_format_addr(rule_target_addr(&cfg.rules[0], 2, NULL), addr, sizeof(addr)),
+			 "[fd00::4]:22");
+	ck_assert_str_eq(rule_target_service(&cfg.rules[0], 2), "ssh");
+	/* The first is `target`, for what shows one. */
+	ck_assert_str_eq(rule_format_addr((struct sockaddr *)&cfg.rules[0].target, addr, sizeof(addr)),
+			 "192.168.0.2:22");
+	ck_assert_int_eq(cfg.rules[0].balance, RULE_BALANCE_FAILOVER);
+	ck_assert(cfg.rules[0].health.enabled);
+	ck_assert(cfg.rules[0].health.interval == 5.0 && cfg.rules[0].health.timeout == 2.0);
+	ck_assert_uint_eq(cfg.rules[0].health.rise, 2);
+	ck_assert_uint_eq(cfg.rules[0].health.fall, 3);
+	ck_assert_int_eq(cfg.rules[1].balance, RULE_BALANCE_ROUND_ROBIN);
+	ck_assert(!cfg.rules[1].health.enabled);
+	ck_assert_int_eq(cfg.rules[2].balance, RULE_BALANCE_SOURCE_HASH);
+	ck_assert_int_eq(cfg.rules[3].balance, RULE_BALANCE_LEAST_CONN);
+	ck_assert_uint_eq(rule_ntargets(&cfg.rules[3]), 1);
+	config_free(&cfg);
+
+	/* One `target` is a list of one, and no list is made for it. */
+	ck_assert_int_eq(config_load(CONF_DIR "/good/minimal.conf", &cfg, &errs), 0);
+	ck_assert_ptr_null(cfg.rules[0].targets);
+	ck_assert_uint_eq(rule_ntargets(&cfg.rules[0]), 1);
+	ck_assert_int_eq(cfg.rules[0].balance, RULE_BALANCE_FAILOVER);
+	ck_assert(!cfg.rules[0].health.enabled);
+	config_free(&cfg);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -640,6 +682,7 @@ int main(void)
 	tcase_add_test(tc, test_lists_change);
 	tcase_add_test(tc, test_text_refuses_list_file);
 	tcase_add_test(tc, test_list_file_many_errors);
+	tcase_add_test(tc, test_targets_settings);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
