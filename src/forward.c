@@ -14,6 +14,7 @@
 #include "portinfo.h"
 #include "relay_tcp.h"
 #include "relay_udp.h"
+#include "targets.h"
 #include "worker.h"
 
 #define FORWARD_BACKLOG 511
@@ -99,7 +100,9 @@ struct forward_snap *forward_snap_new(const struct rule_config *rule)
 		return NULL;
 	atomic_init(&snap->refs, 1);
 	snap->rule = *rule;
+	snap->targets = NULL; /* the rule's set: the caller gives it a reference */
 	access_policy_ref(rule->access);
+	rule_targets_ref(rule->targets);
 	return snap;
 }
 
@@ -114,6 +117,8 @@ void forward_snap_unref(struct forward_snap *snap)
 	/* acq_rel: the last owner sees every other owner's reads done. */
 	if (snap && atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) == 1) {
 		access_policy_unref(snap->rule.access);
+		rule_targets_unref(snap->rule.targets);
+		targets_unref(snap->targets);
 		free(snap);
 	}
 }
@@ -344,10 +349,13 @@ static void forward_retry_cb(evutil_socket_t fd, short what, void *arg)
 static void forward_set_cfg(struct forward *fw, const struct rule_config *cfg)
 {
 	struct access_policy *old = fw->cfg.access;
+	struct rule_targets *old_targets = fw->cfg.targets;
 
 	fw->cfg = *cfg;
 	access_policy_ref(fw->cfg.access);
 	access_policy_unref(old);
+	rule_targets_ref(fw->cfg.targets);
+	rule_targets_unref(old_targets);
 }
 
 static void forward_insert_cb(struct listener *l, void *arg)
@@ -372,10 +380,13 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
 	atomic_init(&fw->max_tcp, cfg->set.max_connections);
 	atomic_init(&fw->max_udp, cfg->set.max_udp_sessions);
 	fw->snap = forward_snap_new(cfg);
+	fw->targets = targets_new(cfg, NULL);
 	fw->listeners = calloc(nworkers, sizeof(*fw->listeners));
 	fw->bind_retry = evtimer_new(base, forward_retry_cb, fw);
-	if (!fw->snap || !fw->listeners || !fw->bind_retry)
+	if (!fw->snap || !fw->targets || !fw->listeners || !fw->bind_retry)
 		goto fail;
+	fw->snap->targets = targets_ref(fw->targets);
+	targets_health_start(fw->targets, base, cfg->name);
 	for (made = 0; made < nworkers; made++) {
 		fw->listeners[made] = listener_new(workers[made], fw, fw->snap);
 		if (!fw->listeners[made])
@@ -391,7 +402,10 @@ fail:
 	if (fw->bind_retry)
 		event_free(fw->bind_retry);
 	forward_snap_unref(fw->snap);
+	targets_health_stop(fw->targets);
+	targets_unref(fw->targets);
 	access_policy_unref(fw->cfg.access);
+	rule_targets_unref(fw->cfg.targets);
 	free(fw->listeners);
 	free(fw);
 	return NULL;
@@ -421,12 +435,31 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 
 	/* A name of a port that /etc/services now spells otherwise is a new
 	 * snapshot too (nothing rebinds): connections show what status does. */
+	struct targets *targets = NULL;
+
 	if (!rule_config_equal(&fw->snap->rule, cfg) ||
 	    strcmp(fw->snap->rule.listen_service, cfg->listen_service) != 0 ||
 	    strcmp(fw->snap->rule.target_service, cfg->target_service) != 0) {
 		snap = forward_snap_new(cfg);
 		if (!snap)
 			return -1;
+		/* Other targets (or policy, or checks): a new set, which keeps
+		 * the state of the addresses it shares with the old one. The
+		 * old set lives on with the connections that picked from it. */
+		if (!targets_same_config(fw->targets, cfg)) {
+			targets = targets_new(cfg, fw->targets);
+			if (!targets) {
+				forward_snap_unref(snap);
+				return -1;
+			}
+		}
+		snap->targets = targets_ref(targets ? targets : fw->targets);
+	}
+	if (targets) {
+		targets_health_stop(fw->targets);
+		targets_unref(fw->targets);
+		fw->targets = targets;
+		targets_health_start(targets, fw->base, cfg->name);
 	}
 	/* Sockets bound the old way close before the new settings are in
 	 * force, and a disabled rule opens only with them: nothing is accepted
@@ -525,6 +558,7 @@ void forward_drain(struct forward *fw, double now)
 {
 	if (fw->draining)
 		return;
+	targets_health_stop(fw->targets); /* nothing new will pick from them */
 	forward_close(fw, forward_drain_cb, NULL);
 	fw->disabled = false;
 	fw->draining = true;
@@ -646,6 +680,7 @@ void forward_stop(struct forward *fw)
 	if (!fw)
 		return;
 	atomic_store(&fw->stopping, true);
+	targets_health_stop(fw->targets);
 	if (fw->bind_retry) {
 		event_free(fw->bind_retry);
 		fw->bind_retry = NULL;
@@ -658,7 +693,9 @@ void forward_free(struct forward *fw)
 		return;
 	forward_stop(fw);
 	forward_snap_unref(fw->snap);
+	targets_unref(fw->targets);
 	access_policy_unref(fw->cfg.access);
+	rule_targets_unref(fw->cfg.targets);
 	free(fw->listeners);
 	free(fw);
 }

@@ -32,6 +32,7 @@
 struct event;
 struct event_base;
 struct listener;
+struct targets;
 struct worker;
 
 /* Seconds between attempts to bind a listener that failed. */
@@ -54,6 +55,9 @@ struct forward_proto {
 struct forward_snap {
 	_Atomic unsigned refs;
 	struct rule_config rule;
+	/* The rule's targets (targets.h) when the snapshot was made, one
+	 * reference: what its connections pick from and report to. */
+	struct targets *targets;
 };
 
 struct forward {
@@ -85,6 +89,9 @@ struct forward {
 	_Atomic unsigned held;
 	_Atomic unsigned inflight;
 	uint32_t source_id; /* the rule in the per-source table (sources.h); for its life */
+	/* The targets, their health and balance (targets.h): kept by a reload
+	 * that keeps them; each snapshot holds a reference. Main thread. */
+	struct targets *targets;
 };
 
 struct forward_snap *forward_snap_new(const struct rule_config *rule);

@@ -75,6 +75,9 @@ struct udp_session {
 	bool replied; /* the target answered: udp_idle_timeout applies, not udp_unreplied_timeout */
 	TAILQ_ENTRY(udp_session) unreplied_link; /* in the listener's unreplied list until then */
 	uint32_t source; /* its entry in the per-source table, or SOURCES_NONE */
+	int target;      /* its target's index in snap->targets, picked at the start; -1: none */
+	const struct sockaddr *taddr; /* that target's address */
+	const char *tservice;
 };
 
 /* Builds the key of client SA (AF_INET or AF_INET6) sending to LOCAL (NULL
