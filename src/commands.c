@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "sources.h"
 #include "status.h"
+#include "targets.h"
 #include "version.h"
 
 /* Appends DOC as one compact line and frees it. Returns 0, or -1 (ERR). */
@@ -109,6 +110,15 @@ static json_t *commands_rule_json(const struct forward *fw)
 		json_object_set_new(doc, "udp_unreplied_timeout", json_real(r->set.udp_unreplied_timeout));
 		json_object_set_new(doc, "per_source", commands_per_source_json(&r->set.per_source));
 		json_object_update_missing_new(doc, status_access_json(r->access));
+		json_object_set_new(doc, "balance", json_string(rule_balance_name(r->balance)));
+		json_object_set_new(doc, "health_check",
+				    r->health.enabled
+					    ? json_pack("{s:f, s:f, s:i, s:i}", "interval", r->health.interval,
+							"timeout", r->health.timeout, "rise", (int)r->health.rise,
+							"fall", (int)r->health.fall)
+					    : json_false());
+		if (fw->targets)
+			json_object_set_new(doc, "targets", targets_json(fw->targets));
 	}
 	return doc;
 }
@@ -138,6 +148,16 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 				    forward_state_name(d->rules[i]), r->line);
 		if (r->interface[0])
 			evbuffer_add_printf(out, "  interface %s\n", r->interface);
+		if (rule_ntargets(r) > 1 || r->health.enabled) {
+			evbuffer_add_printf(out, "  balance %s", rule_balance_name(r->balance));
+			if (r->health.enabled)
+				evbuffer_add_printf(out, "; health_check interval %g, timeout %g, rise %u, fall %u",
+						    r->health.interval, r->health.timeout, r->health.rise,
+						    r->health.fall);
+			evbuffer_add_printf(out, "\n");
+			if (d->rules[i]->targets)
+				targets_text(d->rules[i]->targets, out);
+		}
 		evbuffer_add_printf(out, "  connect_timeout %g, idle_timeout %g, udp_idle_timeout %g\n",
 				    r->set.connect_timeout, r->set.idle_timeout, r->set.udp_idle_timeout);
 		evbuffer_add_printf(out, "  max_connections %u, max_udp_sessions %u, buffer_size %zu, splice %s\n",
