@@ -149,9 +149,11 @@ bool targets_same_config(const struct targets *t, const struct rule_config *r)
 	    (t->health.interval != r->health.interval || t->health.timeout != r->health.timeout ||
 	     t->health.rise != r->health.rise || t->health.fall != r->health.fall))
 		return false;
+	/* A port's name (an edit of /etc/services) is shown by the set too. */
 	for (size_t i = 0; i < t->n; i++)
 		if (!rule_addr_equal((const struct sockaddr *)&t->e[i].cfg.addr,
-				     rule_target_addr(r, i, NULL)))
+				     rule_target_addr(r, i, NULL)) ||
+		    strcmp(t->e[i].cfg.service, rule_target_service(r, i)) != 0)
 			return false;
 	return true;
 }

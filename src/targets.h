@@ -52,8 +52,8 @@ struct targets *targets_ref(struct targets *t);
 /* The last reference frees it; its health checks must be stopped already. */
 void targets_unref(struct targets *t);
 
-/* True if T was made for the same targets, balance and health_check as R:
- * a reload may keep it. */
+/* True if T was made for the same targets (and their ports' names),
+ * balance and health_check as R: a reload may keep it. */
 bool targets_same_config(const struct targets *t, const struct rule_config *r);
 
 size_t targets_count(const struct targets *t);

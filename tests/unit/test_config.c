@@ -147,11 +147,13 @@ START_TEST(test_shipped_examples_are_valid)
 	ck_assert_int_eq(config_load("conf/portfwd.conf", &cfg, &errs), 0);
 	ck_assert_int_eq(cfg.nrules, 0);
 	config_free(&cfg);
-	/* Its examples, once the "#" is taken off: five valid rules. */
+	/* Its examples, once the "#" is taken off: six valid rules. */
 	example_uncommented(path, sizeof(path));
 	ck_assert_int_eq(config_load(path, &cfg, &errs), 0);
-	ck_assert_int_eq(cfg.nrules, 5);
+	ck_assert_int_eq(cfg.nrules, 6);
 	ck_assert_str_eq(cfg.rules[3].interface, "wg0");
+	ck_assert_uint_eq(rule_ntargets(&cfg.rules[5]), 2);
+	ck_assert(cfg.rules[5].health.enabled);
 	config_free(&cfg);
 	unlink(path);
 	ck_assert_int_eq(config_load(CONF_DIR "/good/no_rules.conf", &cfg, &errs), 0);
@@ -173,7 +175,7 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_str_eq(cfg.control_socket, "/run/portfwd/portfwd.sock");
 	ck_assert_int_eq(cfg.log_level, LOG_LVL_INFO);
 	ck_assert(cfg.log_connections);
-	ck_assert_int_eq(cfg.nrules, 5);
+	ck_assert_int_eq(cfg.nrules, 6);
 	ck_assert_str_eq(cfg.rules[0].name, "ssh");
 	ck_assert_int_eq(cfg.rules[0].proto, RULE_PROTO_TCP);
 	ck_assert_int_eq(cfg.rules[0].set.max_connections, 4096);
