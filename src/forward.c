@@ -301,12 +301,17 @@ static int forward_start_proto(struct forward *fw, int socktype)
 		fw->ifindex = !fw->ifindex || fw->ifindex == on ? on : (unsigned)-1;
 	}
 	/* The ports with their names and classes, as status shows them. */
-	log_info("rule %s: listening on %s %s%s%s, forwarding to %s", fw->cfg.name, name,
+	char more[64] = "";
+
+	if (rule_ntargets(&fw->cfg) > 1)
+		snprintf(more, sizeof(more), " and %zu more target%s (%s)", rule_ntargets(&fw->cfg) - 1,
+			 rule_ntargets(&fw->cfg) == 2 ? "" : "s", rule_balance_name(fw->cfg.balance));
+	log_info("rule %s: listening on %s %s%s%s, forwarding to %s%s", fw->cfg.name, name,
 		 rule_format_port((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service,
 				  listen, sizeof(listen)),
 		 fw->cfg.interface[0] ? ", interface " : "", fw->cfg.interface,
 		 rule_format_port((const struct sockaddr *)&fw->cfg.target, fw->cfg.target_service,
-				  target, sizeof(target)));
+				  target, sizeof(target)), more);
 	return 0;
 }
 
