@@ -35,11 +35,11 @@ struct targets_entry {
 	struct rule_target cfg; /* address and text: fixed for the set's life */
 	/* Under the set's lock: */
 	bool up;
-	time_t since;       /* wall clock of the last change of up (or of the set's start) */
-	char reason[160];   /* the last error, "" if none yet */
-	double retry_at;    /* down: when a client may try it again (monotonic) */
-	double backoff;     /* the wait after the last failure */
-	unsigned active;    /* picked and not yet failed or closed */
+	time_t since;     /* wall clock of the last change of up (or of the set's start) */
+	char reason[160]; /* the last error, "" if none yet */
+	double retry_at;  /* down: when a client may try it again (monotonic) */
+	double backoff;   /* the wait after the last failure */
+	unsigned active;  /* picked and not yet failed or closed */
 	uint64_t connections, failures;
 	unsigned ok_run, fail_run; /* health checks in a row */
 	/* Main thread only. */
@@ -152,7 +152,7 @@ bool targets_same_config(const struct targets *t, const struct rule_config *r)
 	/* A port's name (an edit of /etc/services) is shown by the set too. */
 	for (size_t i = 0; i < t->n; i++)
 		if (!rule_addr_equal((const struct sockaddr *)&t->e[i].cfg.addr,
-				     rule_target_addr(r, i, NULL)) ||
+		                     rule_target_addr(r, i, NULL)) ||
 		    strcmp(t->e[i].cfg.service, rule_target_service(r, i)) != 0)
 			return false;
 	return true;
@@ -321,7 +321,8 @@ int targets_pick(struct targets *t, const struct sockaddr *client, uint64_t excl
 	i = targets_choose(t, ready ? ready : open, client);
 	if (!t->e[i].up && now >= t->e[i].retry_at)
 		/* One client tries it; the others wait for what it finds. */
-		t->e[i].retry_at = now + (t->e[i].backoff > 0 ? t->e[i].backoff : TARGETS_RETRY_MIN);
+		t->e[i].retry_at =
+		    now + (t->e[i].backoff > 0 ? t->e[i].backoff : TARGETS_RETRY_MIN);
 	t->e[i].active++;
 	targets_unlock(t);
 	return (int)i;
@@ -338,7 +339,7 @@ static void targets_set_up(struct targets *t, struct targets_entry *e, bool up, 
 		e->backoff = 0;
 		e->retry_at = 0;
 		log_info("rule %s: target %s is up%s%s", t->rule, e->cfg.text, why ? ": " : "",
-			 why ? why : "");
+		         why ? why : "");
 	} else {
 		log_warning("rule %s: target %s is down: %s", t->rule, e->cfg.text, why);
 	}
@@ -366,8 +367,8 @@ void targets_failed(struct targets *t, int i, int err, const char *reason)
 		e->active--;
 	e->failures++;
 	snprintf(e->reason, sizeof(e->reason), "%s", reason);
-	e->backoff = e->up || e->backoff <= 0 ? TARGETS_RETRY_MIN
-					       : fmin(e->backoff * 2, TARGETS_RETRY_MAX);
+	e->backoff =
+	    e->up || e->backoff <= 0 ? TARGETS_RETRY_MIN : fmin(e->backoff * 2, TARGETS_RETRY_MAX);
 	e->retry_at = now + e->backoff;
 	targets_set_up(t, e, false, reason);
 	targets_unlock(t);
@@ -412,7 +413,7 @@ void targets_health_result(struct targets *t, size_t i, bool ok, const char *why
 		snprintf(e->reason, sizeof(e->reason), "health check: %s", why);
 		if (e->up && e->fail_run >= t->health.fall) {
 			snprintf(msg, sizeof(msg), "%u health checks in a row failed, the last: %s",
-				 e->fail_run, why);
+			         e->fail_run, why);
 			targets_set_up(t, e, false, msg);
 			/* Only the checks bring it back (or a client that tried
 			 * it when every target was down). */
@@ -561,22 +562,23 @@ json_t *targets_json(struct targets *t)
 	targets_lock(t);
 	for (size_t i = 0; i < t->n; i++) {
 		const struct targets_entry *e = &t->e[i];
-		json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s?, s:i, s:I, s:I}",
-				      "address", rule_format_addr((const struct sockaddr *)&e->cfg.addr, addr, sizeof(addr)),
-				      "text", e->cfg.text,
-				      "state", e->up ? "up" : "down",
-				      "since", (json_int_t)e->since,
-				      "reason", e->reason[0] ? e->reason : NULL,
-				      "active", (int)e->active,
-				      "connections", (json_int_t)e->connections,
-				      "failures", (json_int_t)e->failures);
+		json_t *o = json_pack(
+		    "{s:s, s:s, s:s, s:I, s:s?, s:i, s:I, s:I}", "address",
+		    rule_format_addr((const struct sockaddr *)&e->cfg.addr, addr, sizeof(addr)),
+		    "text", e->cfg.text, "state", e->up ? "up" : "down", "since",
+		    (json_int_t)e->since, "reason", e->reason[0] ? e->reason : NULL, "active",
+		    (int)e->active, "connections", (json_int_t)e->connections, "failures",
+		    (json_int_t)e->failures);
 
 		if (o) {
-			json_object_set_new(o, "port", rule_port_json((const struct sockaddr *)&e->cfg.addr, e->cfg.service));
+			json_object_set_new(
+			    o, "port",
+			    rule_port_json((const struct sockaddr *)&e->cfg.addr, e->cfg.service));
 			if (!e->up)
 				json_object_set_new(o, "retry_in",
-						    isinf(e->retry_at) ? json_null()
-								       : json_real(fmax(0, e->retry_at - now)));
+				                    isinf(e->retry_at)
+				                        ? json_null()
+				                        : json_real(fmax(0, e->retry_at - now)));
 		}
 		json_array_append_new(a, o);
 	}
@@ -595,11 +597,14 @@ void targets_text(struct targets *t, struct evbuffer *out)
 
 		localtime_r(&e->since, &tm);
 		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-		evbuffer_add_printf(out, "  target %s  %s since %s, %u active, %llu connections, %llu failures%s%s\n",
-				    rule_format_port((const struct sockaddr *)&e->cfg.addr, e->cfg.service, addr, sizeof(addr)),
-				    e->up ? "up" : "DOWN", when, e->active,
-				    (unsigned long long)e->connections, (unsigned long long)e->failures,
-				    e->reason[0] ? "; last error: " : "", e->reason);
+		evbuffer_add_printf(
+		    out,
+		    "  target %s  %s since %s, %u active, %llu connections, %llu failures%s%s\n",
+		    rule_format_port((const struct sockaddr *)&e->cfg.addr, e->cfg.service, addr,
+		                     sizeof(addr)),
+		    e->up ? "up" : "DOWN", when, e->active, (unsigned long long)e->connections,
+		    (unsigned long long)e->failures, e->reason[0] ? "; last error: " : "",
+		    e->reason);
 	}
 	targets_unlock(t);
 }
