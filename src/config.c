@@ -612,6 +612,10 @@ static void config_read_balance(struct config_ctx *ctx, const config_setting_t *
 			   config_type_name(config_setting_type(s)));
 		return;
 	}
+	if (rule->proto == RULE_PROTO_UDP) {
+		config_err(ctx, s, "health_check: the checks connect over TCP, which says nothing of a udp rule's targets (give it to a tcp or tcp+udp rule)");
+		return;
+	}
 	rule->health = (struct rule_health){ true, 5.0, 2.0, 2, 3 };
 	snprintf(sub, sizeof(sub), "%s%shealth_check", scope ? scope : "", scope ? ": " : "");
 	ctx->scope = sub;
