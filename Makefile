@@ -82,13 +82,21 @@ LIB_SRCS += rulework.c
 LIB_SRCS += resolve.c
 # The PROXY protocol header (relay_tcp, relay_udp).
 LIB_SRCS += proxyproto.c
+# Choosing a target: balance and health (targets = [ ... ]).
+LIB_SRCS += targets.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd
 PORTFWDCTL := $(BUILD)/portfwdctl
 
-UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
-INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+INTEGRATION_SRCS := $(wildcard tests/integration/test_*.c)
+# A unit suite with the name of an integration suite (test_targets: the
+# module, and the daemon using it) is built as NAME_unit.
+UNIT_CLASH := $(basename $(filter $(notdir $(UNIT_SRCS)),$(notdir $(INTEGRATION_SRCS))))
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(filter-out $(UNIT_CLASH:%=tests/unit/%.c),$(UNIT_SRCS))) \
+	$(UNIT_CLASH:%=$(BUILD)/tests/%_unit)
+INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(INTEGRATION_SRCS))
 # Built with the others, run only by `make check-deb` (it installs a package).
 PACKAGE_TEST := $(BUILD)/tests/test_deb
 HARNESS_OBJ := $(BUILD)/tests/harness.o
@@ -135,6 +143,15 @@ $(BUILD)/tests/%.o: tests/unit/%.c | deps
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 
 $(BUILD)/tests/%.o: tests/integration/%.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
+
+# Explicit, so the unit rule above never builds these from the unit suite.
+$(UNIT_CLASH:%=$(BUILD)/tests/%.o): $(BUILD)/tests/%.o: tests/integration/%.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%_unit.o: tests/unit/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 

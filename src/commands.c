@@ -18,6 +18,7 @@
 #include "proxyproto.h"
 #include "sources.h"
 #include "status.h"
+#include "targets.h"
 #include "version.h"
 
 /* Appends DOC as one compact line and frees it. Returns 0, or -1 (ERR). */
@@ -112,6 +113,15 @@ static json_t *commands_rule_json(const struct forward *fw)
 		json_object_set_new(doc, "proxy_protocol", json_string(proxyproto_name((int)r->set.proxy_protocol)));
 		json_object_set_new(doc, "source", r->source_len ? json_string(rule_format_host((const struct sockaddr *)&r->source, src, sizeof(src))) : json_null());
 		json_object_update_missing_new(doc, status_access_json(r->access));
+		json_object_set_new(doc, "balance", json_string(rule_balance_name(r->balance)));
+		json_object_set_new(doc, "health_check",
+				    r->health.enabled
+					    ? json_pack("{s:f, s:f, s:i, s:i}", "interval", r->health.interval,
+							"timeout", r->health.timeout, "rise", (int)r->health.rise,
+							"fall", (int)r->health.fall)
+					    : json_false());
+		if (fw->targets)
+			json_object_set_new(doc, "targets", targets_json(fw->targets));
 	}
 	return doc;
 }
@@ -148,6 +158,16 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 				rule_format_host((const struct sockaddr *)&r->source, src, sizeof(src));
 			evbuffer_add_printf(out, "  source %s, proxy_protocol %s\n", src,
 					    proxyproto_name((int)r->set.proxy_protocol));
+		}
+		if (rule_ntargets(r) > 1 || r->health.enabled) {
+			evbuffer_add_printf(out, "  balance %s", rule_balance_name(r->balance));
+			if (r->health.enabled)
+				evbuffer_add_printf(out, "; health_check interval %g, timeout %g, rise %u, fall %u",
+						    r->health.interval, r->health.timeout, r->health.rise,
+						    r->health.fall);
+			evbuffer_add_printf(out, "\n");
+			if (d->rules[i]->targets)
+				targets_text(d->rules[i]->targets, out);
 		}
 		evbuffer_add_printf(out, "  connect_timeout %g, idle_timeout %g, udp_idle_timeout %g\n",
 				    r->set.connect_timeout, r->set.idle_timeout, r->set.udp_idle_timeout);

@@ -559,6 +559,18 @@ static void config_read_source(struct config_ctx *ctx, const config_setting_t *g
 			   rule_format_addr(target, taddr, sizeof(taddr)),
 			   target->sa_family == AF_INET ? "IPv4" : "IPv6");
 		rule->source_len = 0;
+		return;
+	}
+	for (size_t i = 1; rule->targets && i < rule->targets->n; i++) {
+		const struct sockaddr *t = (const struct sockaddr *)&rule->targets->t[i].addr;
+
+		if (t->sa_family && t->sa_family != rule->source.ss_family) {
+			config_err(ctx, s, "source: %s is an %s address and targets[%zu] %s is %s: a connection leaves from an address of its target's family",
+				   str, rule->source.ss_family == AF_INET ? "IPv4" : "IPv6", i + 1,
+				   rule_format_addr(t, taddr, sizeof(taddr)), t->sa_family == AF_INET ? "IPv4" : "IPv6");
+			rule->source_len = 0;
+			return;
+		}
 	}
 }
 
@@ -583,13 +595,150 @@ static void config_check_proxy_protocol(struct config_ctx *ctx, const config_set
 			   rule_proto_name(rule->proto));
 }
 
+/*
+ * targets = [ "192.168.0.2:22", ... ]: 1 to RULE_TARGETS_MAX addresses,
+ * each checked as `target` is, its errors naming which entry (from 1). The
+ * first also fills rule->target, for what shows one target.
+ */
+static void config_read_targets(struct config_ctx *ctx, const config_setting_t *s,
+				struct rule_config *rule)
+{
+	int n = config_setting_length(s);
+	struct rule_targets *list;
+	char why[256];
+	bool ok = true;
+
+	if (!config_setting_is_array(s) && !config_setting_is_list(s)) {
+		config_err(ctx, s, "targets: expected a list of addresses [ \"IP:port\", ... ], got %s",
+			   config_type_name(config_setting_type(s)));
+		return;
+	}
+	if (n == 0) {
+		config_err(ctx, s, "targets: the list is empty: give at least one address");
+		return;
+	}
+	if (n > RULE_TARGETS_MAX) {
+		config_err(ctx, s, "targets: %d addresses, at most %d", n, RULE_TARGETS_MAX);
+		return;
+	}
+	list = rule_targets_new((size_t)n);
+	if (!list) {
+		config_err(ctx, s, "targets: out of memory");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		struct rule_target *t = &list->t[i];
+		const char *str;
+
+		t->line = (int)config_setting_source_line(e);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+			config_err(ctx, e, "targets[%d]: expected a string \"IP:port\", got %s", i + 1,
+				   config_type_name(config_setting_type(e)));
+			ok = false;
+			continue;
+		}
+		str = config_setting_get_string(e);
+		snprintf(t->text, sizeof(t->text), "%s", str);
+		if (rule_parse_addr_for(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &t->addr,
+					&t->addr_len, why, sizeof(why)) < 0) {
+			config_err(ctx, e, "targets[%d]: %s", i + 1, why);
+			ok = false;
+			continue;
+		}
+		for (int j = 0; j < i; j++)
+			if (list->t[j].addr_len &&
+			    rule_addr_equal((const struct sockaddr *)&list->t[j].addr,
+					    (const struct sockaddr *)&t->addr)) {
+				config_err(ctx, e, "targets[%d]: \"%s\" is already targets[%d]", i + 1, str,
+					   j + 1);
+				ok = false;
+				break;
+			}
+	}
+	if (!ok) {
+		rule_targets_unref(list);
+		return;
+	}
+	rule->target = list->t[0].addr;
+	rule->target_len = list->t[0].addr_len;
+	rule->targets = list;
+}
+
+/* balance = "..." and health_check = { interval; timeout; rise; fall; }. */
+static void config_read_balance(struct config_ctx *ctx, const config_setting_t *group,
+				struct rule_config *rule)
+{
+	static const char *const hc_keys[] = { "interval", "timeout", "rise", "fall", NULL };
+	static const char *const names[] = { "failover", "round-robin", "source-hash",
+					     "least-connections" };
+	const config_setting_t *s = config_setting_get_member(group, "balance");
+	const char *scope = ctx->scope;
+	char sub[RULE_NAME_MAX + 64];
+	const char *str;
+	long long iv;
+	double dv;
+
+	rule->balance = RULE_BALANCE_FAILOVER;
+	if (s && (str = config_get_string(ctx, s))) {
+		int b = rule_balance_parse(str);
+
+		if (b < 0) {
+			char best[32] = "";
+			size_t d = (size_t)-1;
+
+			for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+				suggest_offer(str, names[i], best, sizeof(best), &d);
+			config_err(ctx, s, "balance: \"%.64s\" is not one of %s%s%s%s", str,
+				   RULE_BALANCE_NAMES, best[0] ? " (did you mean \"" : "", best,
+				   best[0] ? "\"?)" : "");
+		} else {
+			rule->balance = (enum rule_balance)b;
+		}
+	}
+	s = config_setting_get_member(group, "health_check");
+	if (!s)
+		return;
+	if (!config_setting_is_group(s)) {
+		config_err(ctx, s, "health_check: expected a group { interval = ...; timeout = ...; rise = ...; fall = ...; }, got %s",
+			   config_type_name(config_setting_type(s)));
+		return;
+	}
+	if (rule->proto == RULE_PROTO_UDP) {
+		config_err(ctx, s, "health_check: the checks connect over TCP, which says nothing of a udp rule's targets (give it to a tcp or tcp+udp rule)");
+		return;
+	}
+	rule->health = (struct rule_health){ true, 5.0, 2.0, 2, 3 };
+	snprintf(sub, sizeof(sub), "%s%shealth_check", scope ? scope : "", scope ? ": " : "");
+	ctx->scope = sub;
+	config_check_keys(ctx, s, hc_keys);
+	if ((group = config_setting_get_member(s, "interval")) &&
+	    config_get_number(ctx, group, 0.01, 86400, &dv) == 0)
+		rule->health.interval = dv;
+	if ((group = config_setting_get_member(s, "timeout")) &&
+	    config_get_number(ctx, group, 0.01, 86400, &dv) == 0)
+		rule->health.timeout = dv;
+	if ((group = config_setting_get_member(s, "rise")) &&
+	    config_get_integer(ctx, group, 1, 1000, &iv) == 0)
+		rule->health.rise = (unsigned)iv;
+	if ((group = config_setting_get_member(s, "fall")) &&
+	    config_get_integer(ctx, group, 1, 1000, &iv) == 0)
+		rule->health.fall = (unsigned)iv;
+	if (rule->health.timeout >= rule->health.interval)
+		config_err(ctx, config_setting_get_member(s, "timeout") ? config_setting_get_member(s, "timeout") : s,
+			   "timeout: %g must be shorter than interval (%g)", rule->health.timeout,
+			   rule->health.interval);
+	ctx->scope = scope;
+}
+
 /* Reads one rule. Returns 0 if it is complete and valid, -1 otherwise. */
 static int config_read_rule(struct config_ctx *ctx, const config_setting_t *group,
 			    int index, const struct rule_settings *defaults,
 			    struct rule_config *rule)
 {
-	static const char *const keys[] = { "name", "proto", "listen", "target",
-					    "interface", "source", SETTINGS_KEYS, NULL };
+	static const char *const keys[] = { "name", "proto", "listen", "target", "targets",
+					    "balance", "health_check", "interface", "source",
+					    SETTINGS_KEYS, NULL };
 	size_t before = ctx->errs->count;
 	const config_setting_t *s;
 	const char *str;
@@ -639,12 +788,19 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 		config_err(ctx, s, "listen: %s", why);
 
 	s = config_setting_get_member(group, "target");
-	if (!s)
+	if (s && config_setting_get_member(group, "targets"))
+		config_err(ctx, config_setting_get_member(group, "targets"),
+			   "targets: the rule has a target already (line %u): give either target or targets",
+			   config_setting_source_line(s));
+	else if (!s && !config_setting_get_member(group, "targets"))
 		config_err(ctx, group, "target: required key is missing");
+	else if (!s)
+		config_read_targets(ctx, config_setting_get_member(group, "targets"), rule);
 	else if ((str = config_get_string(ctx, s)) &&
 		 rule_parse_addr_for(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &rule->target, &rule->target_len, why,
 				     sizeof(why)) < 0)
 		config_err(ctx, s, "target: %s", why);
+	config_read_balance(ctx, group, rule);
 
 	rule_name_ports(rule);
 	config_read_interface(ctx, group, rule);
@@ -861,8 +1017,10 @@ static void config_report_loop(struct config_ctx *ctx, const config_setting_t *l
 	const struct rule_config *s = &cfg->rules[next];
 	const struct sockaddr *target = (const struct sockaddr *)&r->target;
 	const struct sockaddr *listen = (const struct sockaddr *)&s->listen;
-	const config_setting_t *at =
-		config_setting_get_member(config_setting_get_elem(list, (unsigned)head), "target");
+	const config_setting_t *g = config_setting_get_elem(list, (unsigned)head);
+	const config_setting_t *at = config_setting_get_member(g, "target")
+					     ? config_setting_get_member(g, "target")
+					     : config_setting_get_elem(config_setting_get_member(g, "targets"), 0);
 	char taddr[RULE_ADDR_STRLEN], laddr[RULE_ADDR_STRLEN] = "", scope[RULE_NAME_MAX + 32];
 	char path[192]; /* with the rest, fits config_err's 512 bytes */
 	const char *how;
@@ -919,6 +1077,30 @@ static void config_check_loops(struct config_ctx *ctx, const config_setting_t *l
 						  : CONFIG_NO_RULE;
 	for (int k = 0; k < 2; k++)
 		config_find_loops(hops, n, k);
+	/* The first of a rule's targets takes part in the loop search above;
+	 * the others are checked for the plainest loop, back to the rule itself. */
+	for (size_t i = 0; i < n; i++)
+		for (size_t t = 1; valid[i] && t < rule_ntargets(&cfg->rules[i]); t++)
+			for (int k = 0; k < 2; k++) {
+				struct rule_config one = cfg->rules[i];
+				char taddr[RULE_ADDR_STRLEN], scope[RULE_NAME_MAX + 32];
+
+				if (!(one.proto & config_protos[k]))
+					continue;
+				one.target = one.targets->t[t].addr;
+				if (config_next_hop(socks, nsocks, &local, &one, config_protos[k]) != i)
+					continue;
+				snprintf(scope, sizeof(scope), "rule \"%s\"", one.name);
+				ctx->scope = scope;
+				config_err(ctx,
+					   config_setting_get_elem(config_setting_get_member(
+									   config_setting_get_elem(list, (unsigned)i), "targets"),
+								   (unsigned)t),
+					   "targets[%zu]: %s reaches this rule's own listen address (%s): it would forward to itself",
+					   t + 1, rule_format_addr((const struct sockaddr *)&one.target, taddr, sizeof(taddr)),
+					   rule_proto_name(config_protos[k]));
+				break;
+			}
 	for (size_t i = 0; i < n; i++) {
 		if (hops[i].heads == RULE_PROTO_BOTH && config_same_loop(hops, i)) {
 			config_report_loop(ctx, list, cfg, hops, i, 0, RULE_PROTO_BOTH);
@@ -1047,8 +1229,10 @@ void config_free(struct config *cfg)
 	free(cfg->user);
 	free(cfg->group);
 	free(cfg->admin_group);
-	for (size_t i = 0; i < cfg->nrules; i++)
+	for (size_t i = 0; i < cfg->nrules; i++) {
 		access_policy_unref(cfg->rules[i].access);
+		rule_targets_unref(cfg->rules[i].targets);
+	}
 	free(cfg->rules);
 	access_lists_free(cfg->lists, cfg->nlists);
 	memset(cfg, 0, sizeof(*cfg));

@@ -474,6 +474,7 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 				n++;
 			} else {
 				access_policy_unref(nc.rules[i].access);
+				rule_targets_unref(nc.rules[i].targets);
 			}
 		nc.nrules = n;
 	}

@@ -14,6 +14,7 @@
 #include "portinfo.h"
 #include "relay_tcp.h"
 #include "relay_udp.h"
+#include "targets.h"
 #include "worker.h"
 
 #define FORWARD_BACKLOG 511
@@ -202,12 +203,17 @@ static int forward_start_proto(struct forward *fw, int socktype)
 		fw->ifindex = !fw->ifindex || fw->ifindex == on ? on : (unsigned)-1;
 	}
 	/* The ports with their names and classes, as status shows them. */
-	log_info("rule %s: listening on %s %s%s%s, forwarding to %s", fw->cfg.name, name,
+	char more[64] = "";
+
+	if (rule_ntargets(&fw->cfg) > 1)
+		snprintf(more, sizeof(more), " and %zu more target%s (%s)", rule_ntargets(&fw->cfg) - 1,
+			 rule_ntargets(&fw->cfg) == 2 ? "" : "s", rule_balance_name(fw->cfg.balance));
+	log_info("rule %s: listening on %s %s%s%s, forwarding to %s%s", fw->cfg.name, name,
 		 rule_format_port((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service,
 				  listen, sizeof(listen)),
 		 fw->cfg.interface[0] ? ", interface " : "", fw->cfg.interface,
 		 rule_format_port((const struct sockaddr *)&fw->cfg.target, fw->cfg.target_service,
-				  target, sizeof(target)));
+				  target, sizeof(target)), more);
 	return 0;
 }
 
@@ -250,10 +256,13 @@ static void forward_retry_cb(evutil_socket_t fd, short what, void *arg)
 static void forward_set_cfg(struct forward *fw, const struct rule_config *cfg)
 {
 	struct access_policy *old = fw->cfg.access;
+	struct rule_targets *old_targets = fw->cfg.targets;
 
 	fw->cfg = *cfg;
 	access_policy_ref(fw->cfg.access);
 	access_policy_unref(old);
+	rule_targets_ref(fw->cfg.targets);
+	rule_targets_unref(old_targets);
 }
 
 static void forward_insert_cb(struct listener *l, void *arg)
@@ -273,13 +282,16 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
 	forward_set_cfg(fw, cfg);
 	fw->base = base;
 	fw->snap = rulework_snap_new(cfg);
+	fw->targets = targets_new(cfg, NULL);
 	if (rulework_init(&fw->work, fw->cfg.name, workers, nworkers) < 0)
 		goto fail;
 	fw->work.source_id = atomic_fetch_add(&forward_source_ids, 1) + 1;
 	rulework_set_limits(&fw->work, cfg->set.max_connections, cfg->set.max_udp_sessions);
 	fw->bind_retry = evtimer_new(base, forward_retry_cb, fw);
-	if (!fw->snap || !fw->bind_retry)
+	if (!fw->snap || !fw->targets || !fw->bind_retry)
 		goto fail;
+	fw->snap->targets = targets_ref(fw->targets);
+	targets_health_start(fw->targets, base, cfg->name);
 	for (made = 0; made < nworkers; made++) {
 		fw->work.listeners[made] = listener_new(workers[made], &fw->work, fw->snap);
 		if (!fw->work.listeners[made])
@@ -295,7 +307,10 @@ fail:
 	if (fw->bind_retry)
 		event_free(fw->bind_retry);
 	rulework_snap_unref(fw->snap);
+	targets_health_stop(fw->targets);
+	targets_unref(fw->targets);
 	access_policy_unref(fw->cfg.access);
+	rule_targets_unref(fw->cfg.targets);
 	rulework_fini(&fw->work);
 	free(fw);
 	return NULL;
@@ -319,12 +334,31 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 
 	/* A name of a port that /etc/services now spells otherwise is a new
 	 * snapshot too (nothing rebinds): connections show what status does. */
+	struct targets *targets = NULL;
+
 	if (!rule_config_equal(&fw->snap->rule, cfg) ||
 	    strcmp(fw->snap->rule.listen_service, cfg->listen_service) != 0 ||
 	    strcmp(fw->snap->rule.target_service, cfg->target_service) != 0) {
 		snap = rulework_snap_new(cfg);
 		if (!snap)
 			return -1;
+		/* Other targets (or policy, or checks): a new set, which keeps
+		 * the state of the addresses it shares with the old one. The
+		 * old set lives on with the connections that picked from it. */
+		if (!targets_same_config(fw->targets, cfg)) {
+			targets = targets_new(cfg, fw->targets);
+			if (!targets) {
+				rulework_snap_unref(snap);
+				return -1;
+			}
+		}
+		snap->targets = targets_ref(targets ? targets : fw->targets);
+	}
+	if (targets) {
+		targets_health_stop(fw->targets);
+		targets_unref(fw->targets);
+		fw->targets = targets;
+		targets_health_start(targets, fw->base, cfg->name);
 	}
 	/* Sockets bound the old way close before the new settings are in
 	 * force, and a disabled rule opens only with them: nothing is accepted
@@ -422,6 +456,7 @@ void forward_drain(struct forward *fw, double now)
 {
 	if (forward_draining(fw))
 		return;
+	targets_health_stop(fw->targets); /* nothing new will pick from them */
 	forward_close(fw, forward_drain_cb, NULL);
 	fw->disabled = false;
 	atomic_store(&fw->work.draining, true);
@@ -546,6 +581,7 @@ void forward_stop(struct forward *fw)
 	if (!fw)
 		return;
 	atomic_store(&fw->work.stopping, true);
+	targets_health_stop(fw->targets);
 	if (fw->bind_retry) {
 		event_free(fw->bind_retry);
 		fw->bind_retry = NULL;
@@ -558,7 +594,9 @@ void forward_free(struct forward *fw)
 		return;
 	forward_stop(fw);
 	rulework_snap_unref(fw->snap);
+	targets_unref(fw->targets);
 	access_policy_unref(fw->cfg.access);
+	rule_targets_unref(fw->cfg.targets);
 	rulework_fini(&fw->work);
 	free(fw);
 }

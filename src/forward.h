@@ -34,6 +34,7 @@
 struct event;
 struct event_base;
 struct listener;
+struct targets;
 struct worker;
 
 /* Seconds between attempts to bind a listener that failed. */
@@ -66,6 +67,9 @@ struct forward {
 	bool disabled;       /* by portfwdctl disable, until enable or reload */
 	bool drain_forced;   /* drain_timeout passed: everything was closed */
 	double drain_started;
+	/* The targets, their health and balance (targets.h): kept by a reload
+	 * that keeps them; each snapshot holds a reference. Main thread. */
+	struct targets *targets;
 };
 
 /*

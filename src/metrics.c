@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "forward.h"
 #include "sources.h"
+#include "targets.h"
 #include "version.h"
 
 /*
@@ -182,6 +183,40 @@ static void metrics_sources(const struct daemon *d, struct metrics_out *m)
 	metrics_sample(m, "portfwd_sources_full_total", (double)c.full, 0);
 }
 
+/* Each rule's targets: up or down, connections, failures. */
+static void metrics_targets(const struct daemon *d, struct metrics_out *m)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fam[4] = {
+		{ "portfwd_target_up", "gauge", "1 if the target is up (taken by new connections first), 0 if down." },
+		{ "portfwd_target_connections_active", "gauge",
+		  "TCP connections and UDP sessions on the target now (connecting ones too)." },
+		{ "portfwd_target_connections_total", "counter",
+		  "TCP connections to the target that connected, and UDP sessions started." },
+		{ "portfwd_target_failures_total", "counter",
+		  "Connects to the target that failed (refused, unreachable, timed out)." },
+	};
+
+	for (int f = 0; f < 4; f++) {
+		metrics_family(m, fam[f].name, fam[f].type, fam[f].help);
+		for (size_t i = 0; i < d->nrules; i++) {
+			struct targets *t = d->rules[i]->targets;
+
+			for (size_t k = 0; t && k < targets_count(t); k++) {
+				struct targets_stats ts;
+				char addr[RULE_ADDR_STRLEN];
+				double v;
+
+				targets_stats(t, k, &ts);
+				v = f == 0 ? ts.up : f == 1 ? ts.active : f == 2 ? (double)ts.connections : (double)ts.failures;
+				rule_format_addr(targets_addr(t, k, NULL), addr, sizeof(addr));
+				metrics_sample(m, fam[f].name, v, 2, "rule", d->rules[i]->cfg.name, "target", addr);
+			}
+		}
+	}
+}
+
 static void metrics_write(const struct daemon *d, struct metrics_out *m)
 {
 	const size_t nfam = sizeof(metrics_rule_families) / sizeof(metrics_rule_families[0]);
@@ -256,6 +291,7 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 				metrics_sample(m, name, v, 1, "rule", d->rules[i]->cfg.name);
 		}
 	}
+	metrics_targets(d, m);
 	metrics_access(d, m);
 	free(st);
 }

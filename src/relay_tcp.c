@@ -20,6 +20,7 @@
 #include "proxyproto.h"
 #include "relay_sources.h"
 #include "rulework.h"
+#include "targets.h"
 #include "worker.h"
 
 /*
@@ -43,6 +44,9 @@ enum { SIDE_CLIENT = 0, SIDE_TARGET = 1 };
 
 /* Most bytes one copy-mode read moves. */
 #define RELAY_TCP_CHUNK 65536
+
+/* Targets one connection tries, within its connect_timeout. */
+#define RELAY_TCP_ATTEMPTS 4
 
 struct relay_dir {
 	bool splice;
@@ -78,6 +82,15 @@ struct relay_tcp_conn {
 	 * of the client's. pp_len 0: none. */
 	uint8_t pp[PROXYPROTO_MAX];
 	uint8_t pp_len, pp_sent;
+	/* The target (targets.h): its index in snap->targets, -1 while none
+	 * is picked or once its failure is reported; those tried; the time
+	 * the whole connect may take and this attempt's share of it. */
+	int target;
+	uint64_t tried;
+	unsigned attempts;
+	double deadline, attempt_timeout;
+	const struct sockaddr *taddr; /* the one connected to, or tried last */
+	const char *tservice;
 };
 
 static const char *const side_name[2] = { "client", "target" };
@@ -403,6 +416,8 @@ static void relay_tcp_connect_failed(struct relay_tcp_conn *c, int err, const ch
 	relay_tcp_close(c, LOG_LVL_WARNING, reason);
 }
 
+static void relay_tcp_target_failed(struct relay_tcp_conn *c, int err, const char *why);
+
 static void relay_tcp_arm_timer(struct relay_tcp_conn *c, double after)
 {
 	struct timeval tv = clock_timeval(after);
@@ -412,6 +427,8 @@ static void relay_tcp_arm_timer(struct relay_tcp_conn *c, double after)
 
 static void relay_tcp_connected(struct relay_tcp_conn *c)
 {
+	if (c->snap->targets && c->target >= 0)
+		targets_connected(c->snap->targets, c->target);
 	c->connected = true;
 	c->last_active = clock_now();
 	evtimer_del(c->timer);
@@ -431,7 +448,7 @@ static void relay_tcp_write(struct relay_tcp_conn *c, int s)
 		if (getsockopt(c->fd[SIDE_TARGET], SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 			err = errno;
 		if (err) {
-			relay_tcp_connect_failed(c, err, strerror(err));
+			relay_tcp_target_failed(c, err, strerror(err));
 			return;
 		}
 		relay_tcp_connected(c);
@@ -493,8 +510,8 @@ static void relay_tcp_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (!c->connected) {
-		snprintf(why, sizeof(why), "timed out after %gs", c->cfg->set.connect_timeout);
-		relay_tcp_connect_failed(c, ETIMEDOUT, why);
+		snprintf(why, sizeof(why), "timed out after %gs", c->attempt_timeout);
+		relay_tcp_target_failed(c, ETIMEDOUT, why);
 		return;
 	}
 	/* Traffic only stamps a time; the timer re-arms for what remains. */
@@ -544,7 +561,7 @@ static void relay_tcp_end(struct relay_tcp_conn *c, bool orderly, int level, con
 		log_msg(level, "tcp %s: %s -> %s closed after %.3fs, %llu bytes to target, %llu bytes to client: %s",
 			c->cfg->name,
 			rule_format_addr((struct sockaddr *)&c->client_addr, client, sizeof(client)),
-			rule_format_addr((struct sockaddr *)&c->cfg->target, target, sizeof(target)),
+			rule_format_addr(c->taddr, target, sizeof(target)),
 			clock_now() - c->started, (unsigned long long)c->bytes[SIDE_CLIENT],
 			(unsigned long long)c->bytes[SIDE_TARGET], reason);
 	TAILQ_REMOVE(c->waiting ? &l->waiting : &l->conns, c, link);
@@ -567,6 +584,8 @@ static void relay_tcp_end(struct relay_tcp_conn *c, bool orderly, int level, con
 		rulework_tcp_release(l->work);
 	}
 	relay_sources_close(l, c->source, SOURCES_TCP);
+	if (c->snap->targets && c->target >= 0)
+		targets_closed(c->snap->targets, c->target);
 	rulework_snap_unref(c->snap);
 	free(c);
 	/* Last: a draining rule may be freed from here on. */
@@ -589,49 +608,79 @@ static int relay_tcp_bind_source(int fd, const struct rule_config *r)
 	return bind(fd, (const struct sockaddr *)&r->source, r->source_len);
 }
 
-/* Opens the connection to the target of a connection that holds a slot. */
-static void relay_tcp_begin(struct relay_tcp_conn *c)
+/*
+ * Picks a target (one not tried yet) and opens a connection to it, with
+ * this attempt's share of what is left of connect_timeout. No target left:
+ * the connection fails with ERR and WHY, the last attempt's failure.
+ */
+static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const char *why)
 {
 	struct listener *l = c->rule;
 	struct event_base *base = l->worker->base;
+	struct targets *set = c->snap->targets;
 	const struct sockaddr *target = (const struct sockaddr *)&c->cfg->target;
-	struct timeval tv = clock_timeval(c->cfg->set.connect_timeout);
-	int one = 1, fd;
+	socklen_t target_len = c->cfg->target_len;
+	unsigned max = 1;
+	int one = 1, fd, i = -1;
 
-	c->waiting = false;
-	TAILQ_REMOVE(&l->waiting, c, link);
-	TAILQ_INSERT_TAIL(&l->conns, c, link);
-	STAT_ADD(&l->stats, tcp_active, 1);
-	STAT_ADD(&l->stats, tcp_accepted, 1);
+	if (set) {
+		size_t n = targets_count(set);
+
+		max = n < RELAY_TCP_ATTEMPTS ? (unsigned)n : RELAY_TCP_ATTEMPTS;
+		i = c->attempts < max ? targets_pick(set, (struct sockaddr *)&c->client_addr, c->tried) : -1;
+		if (i < 0) {
+			relay_tcp_connect_failed(c, err, why);
+			return;
+		}
+		target = targets_addr(set, (size_t)i, &target_len);
+		c->tservice = targets_service(set, (size_t)i);
+		c->target = i;
+		c->tried |= 1ULL << i;
+	}
+	c->taddr = target;
+	/* The first attempt has connect_timeout to itself when there is no other. */
+	c->attempt_timeout = (c->attempts == 0 ? c->cfg->set.connect_timeout : c->deadline - clock_now()) /
+			     (max - c->attempts);
+	c->attempts++;
 
 	fd = socket(target->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && c->attempts == 1) {
 		/* Out of descriptors: the client waits (unread) and is tried again
 		 * when accepting resumes, rather than being dropped. */
-		int err = errno;
+		int e = errno;
 
+		if (set)
+			targets_closed(set, c->target); /* not the target's fault */
+		c->target = -1;
+		c->tried = 0;
+		c->attempts = 0;
 		STAT_SUB(&l->stats, tcp_active, 1);
 		STAT_SUB(&l->stats, tcp_accepted, 1);
 		c->waiting = true;
 		TAILQ_REMOVE(&l->conns, c, link);
 		TAILQ_INSERT_HEAD(&l->waiting, c, link);
-		listener_tcp_out_of_fds(l, err);
+		listener_tcp_out_of_fds(l, e);
 		rulework_tcp_release(l->work);
 		return;
 	}
 	if (fd < 0) {
-		relay_tcp_connect_failed(c, errno, strerror(errno));
+		int e = errno;
+
+		if (set)
+			targets_closed(set, c->target); /* ours, not the target's */
+		c->target = -1;
+		relay_tcp_connect_failed(c, e, strerror(e));
 		return;
 	}
 	c->fd[SIDE_TARGET] = fd;
 	if (c->cfg->source_len && relay_tcp_bind_source(fd, c->cfg) < 0) {
-		char why[RULE_ADDR_STRLEN + 128], src[RULE_ADDR_STRLEN];
-		int err = errno;
+		char reason[RULE_ADDR_STRLEN + 128], src[RULE_ADDR_STRLEN];
+		int e = errno;
 
-		snprintf(why, sizeof(why), "cannot bind the source address %s: %s",
+		snprintf(reason, sizeof(reason), "cannot bind the source address %s: %s",
 			 rule_format_host((const struct sockaddr *)&c->cfg->source, src, sizeof(src)),
-			 strerror(err));
-		relay_tcp_connect_failed(c, err, why);
+			 strerror(e));
+		relay_tcp_connect_failed(c, e, reason); /* ours, not the target's */
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -643,16 +692,16 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
 		return;
 	}
-	if (connect(fd, target, c->cfg->target_len) == 0) {
+	if (connect(fd, target, target_len) == 0) {
 		relay_tcp_connected(c);
 		return;
 	}
 	if (errno != EINPROGRESS) {
-		relay_tcp_connect_failed(c, errno, strerror(errno));
+		relay_tcp_target_failed(c, errno, strerror(errno));
 		return;
 	}
 	/* The client is not read until the target is there; the kernel holds its bytes. */
-	evtimer_add(c->timer, &tv);
+	relay_tcp_arm_timer(c, c->attempt_timeout);
 	relay_tcp_update(c);
 }
 
@@ -674,6 +723,54 @@ static int relay_tcp_pp_make(struct relay_tcp_conn *c)
 		return -1;
 	c->pp_len = (uint8_t)n;
 	return 0;
+}
+
+/*
+ * The connect to the current target failed (ERR, WHY): the target hears of
+ * it, and the client is tried on another while there is one and time left,
+ * so it never sees the failure of one target while another is up.
+ */
+static void relay_tcp_target_failed(struct relay_tcp_conn *c, int err, const char *why)
+{
+	struct targets *set = c->snap->targets;
+	char addr[RULE_ADDR_STRLEN];
+
+	if (!set || c->target < 0) {
+		relay_tcp_connect_failed(c, err, why);
+		return;
+	}
+	targets_failed(set, c->target, err, why);
+	c->target = -1;
+	if (targets_count(set) == 1 || c->deadline - clock_now() < 0.001) {
+		relay_tcp_connect_failed(c, err, why);
+		return;
+	}
+	/* Start afresh on the next one: the socket was never connected. */
+	evtimer_del(c->timer);
+	relay_tcp_want(c->rev[SIDE_TARGET], &c->rev_on[SIDE_TARGET], false);
+	relay_tcp_want(c->wev[SIDE_TARGET], &c->wev_on[SIDE_TARGET], false);
+	event_free(c->rev[SIDE_TARGET]);
+	event_free(c->wev[SIDE_TARGET]);
+	c->rev[SIDE_TARGET] = c->wev[SIDE_TARGET] = NULL;
+	close(c->fd[SIDE_TARGET]);
+	c->fd[SIDE_TARGET] = -1;
+	log_debug("tcp %s: connection %llu: target %s failed (%s); trying another", c->cfg->name,
+		  (unsigned long long)c->id, rule_format_addr(c->taddr, addr, sizeof(addr)), why);
+	relay_tcp_connect_target(c, err, why);
+}
+
+/* Opens the connection to the target of a connection that holds a slot. */
+static void relay_tcp_begin(struct relay_tcp_conn *c)
+{
+	struct listener *l = c->rule;
+
+	c->waiting = false;
+	TAILQ_REMOVE(&l->waiting, c, link);
+	TAILQ_INSERT_TAIL(&l->conns, c, link);
+	STAT_ADD(&l->stats, tcp_active, 1);
+	STAT_ADD(&l->stats, tcp_accepted, 1);
+	c->deadline = clock_now() + c->cfg->set.connect_timeout;
+	relay_tcp_connect_target(c, 0, "");
 }
 
 void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
@@ -705,6 +802,9 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	c->rule = l;
 	c->snap = rulework_snap_ref(l->snap);
 	c->cfg = &c->snap->rule;
+	c->target = -1;
+	c->taddr = (const struct sockaddr *)&c->cfg->target;
+	c->tservice = c->cfg->target_service;
 	c->id = worker_next_id(l->worker);
 	rulework_hold(l->work);
 	c->first_eof = -1;
@@ -824,7 +924,7 @@ static void relay_tcp_describe_list(struct listener *l, struct relay_tcp_list *l
 				       "rule", c->cfg->name,
 				       "proto", "tcp",
 				       "client", rule_format_addr((struct sockaddr *)&c->client_addr, client, sizeof(client)),
-				       "target", rule_format_addr((struct sockaddr *)&c->cfg->target, target, sizeof(target)),
+				       "target", rule_format_addr(c->taddr, target, sizeof(target)),
 				       "age", now - c->started,
 				       "idle", now - last,
 				       "bytes_to_target", (json_int_t)c->bytes[SIDE_CLIENT],
@@ -833,7 +933,7 @@ static void relay_tcp_describe_list(struct listener *l, struct relay_tcp_list *l
 				       "draining", atomic_load(&l->work->draining));
 
 		if (o)
-			json_object_set_new(o, "target_port", rule_port_json((struct sockaddr *)&c->cfg->target, c->cfg->target_service));
+			json_object_set_new(o, "target_port", rule_port_json(c->taddr, c->tservice));
 		json_array_append_new(out, o);
 	}
 }

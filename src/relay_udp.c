@@ -15,6 +15,7 @@
 #include "proxyproto.h"
 #include "relay_sources.h"
 #include "rulework.h"
+#include "targets.h"
 #include "udp_table.h"
 #include "worker.h"
 
@@ -61,7 +62,7 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 			"udp %s: %s -> %s session ended after %.3fs, %llu datagrams (%llu bytes) to target, %llu datagrams (%llu bytes) to client: %s",
 			s->cfg->name,
 			rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
-			rule_format_addr((struct sockaddr *)&s->cfg->target, target, sizeof(target)),
+			rule_format_addr(s->taddr, target, sizeof(target)),
 			clock_now() - s->started, (unsigned long long)s->dgrams_to_target,
 			(unsigned long long)s->bytes_to_target,
 			(unsigned long long)s->dgrams_to_client,
@@ -76,6 +77,8 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 		event_free(s->idle);
 	if (s->fd >= 0)
 		close(s->fd);
+	if (s->snap->targets && s->target >= 0)
+		targets_closed(s->snap->targets, s->target);
 	rulework_snap_unref(s->snap);
 	free(s);
 	STAT_SUB(&l->stats, udp_active, 1);
@@ -267,12 +270,23 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 						 const struct udp_local *local, uint32_t source)
 {
 	const struct sockaddr *target = (const struct sockaddr *)&l->cfg->target;
+	socklen_t target_len = l->cfg->target_len;
+	struct targets *set = l->snap->targets;
 	struct udp_session *s = calloc(1, sizeof(*s));
 	struct timeval tv;
 	char addr[RULE_ADDR_STRLEN];
 
 	if (!s)
 		return NULL;
+	s->target = -1;
+	s->tservice = l->cfg->target_service;
+	/* The session keeps the target it starts with; source-hash gives a
+	 * client the same one, session after session. */
+	if (set && (s->target = targets_pick(set, (const struct sockaddr *)client, 0)) >= 0) {
+		target = targets_addr(set, (size_t)s->target, &target_len);
+		s->tservice = targets_service(set, (size_t)s->target);
+	}
+	s->taddr = target;
 	s->source = source;
 	s->rule = l;
 	s->snap = l->snap;
@@ -300,7 +314,7 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 			    strerror(errno), rule_format_addr((const struct sockaddr *)client, addr, sizeof(addr)));
 		goto fail;
 	}
-	if (s->fd < 0 || connect(s->fd, target, l->cfg->target_len) < 0) {
+	if (s->fd < 0 || connect(s->fd, target, target_len) < 0) {
 		log_warning("udp %s: cannot open a socket to the target %s: %s", l->cfg->name,
 			    rule_format_addr(target, addr, sizeof(addr)), strerror(errno));
 		goto fail;
@@ -313,6 +327,8 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	if (udp_table_add(&l->sessions, s) < 0)
 		goto fail;
 	TAILQ_INSERT_TAIL(&l->unreplied, s, unreplied_link);
+	if (set && s->target >= 0)
+		targets_connected(set, s->target);
 	rulework_snap_ref(s->snap);
 	rulework_hold(l->work);
 	STAT_ADD(&l->stats, udp_active, 1);
@@ -327,6 +343,8 @@ fail:
 		event_free(s->idle);
 	if (s->fd >= 0)
 		close(s->fd);
+	if (set && s->target >= 0)
+		targets_closed(set, s->target);
 	free(s);
 	return NULL;
 }
@@ -538,7 +556,7 @@ void relay_udp_describe(struct listener *l, json_t *out, double now)
 				       "rule", s->cfg->name,
 				       "proto", "udp",
 				       "client", rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
-				       "target", rule_format_addr((struct sockaddr *)&s->cfg->target, target, sizeof(target)),
+				       "target", rule_format_addr(s->taddr, target, sizeof(target)),
 				       "age", now - s->started,
 				       "idle", now - s->last_active,
 				       "datagrams_to_target", (json_int_t)s->dgrams_to_target,
@@ -550,7 +568,7 @@ void relay_udp_describe(struct listener *l, json_t *out, double now)
 
 		if (o) {
 			json_object_set_new(o, "answered", json_boolean(s->replied));
-			json_object_set_new(o, "target_port", rule_port_json((struct sockaddr *)&s->cfg->target, s->cfg->target_service));
+			json_object_set_new(o, "target_port", rule_port_json(s->taddr, s->tservice));
 		}
 		/* On a wildcard rule: the address the client sent to, which its
 		 * replies come from (one client may have a session per address). */

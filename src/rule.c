@@ -352,6 +352,95 @@ bool rule_settings_equal(const struct rule_settings *a, const struct rule_settin
 	       a->proxy_protocol == b->proxy_protocol;
 }
 
+struct rule_targets *rule_targets_new(size_t n)
+{
+	struct rule_targets *t = calloc(1, sizeof(*t) + n * sizeof(t->t[0]));
+
+	if (!t)
+		return NULL;
+	atomic_init(&t->refs, 1);
+	t->n = n;
+	return t;
+}
+
+struct rule_targets *rule_targets_ref(struct rule_targets *t)
+{
+	if (t)
+		atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+	return t;
+}
+
+void rule_targets_unref(struct rule_targets *t)
+{
+	if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+		free(t);
+}
+
+static const char *const rule_balance_names[] = {
+	[RULE_BALANCE_FAILOVER] = "failover",
+	[RULE_BALANCE_ROUND_ROBIN] = "round-robin",
+	[RULE_BALANCE_SOURCE_HASH] = "source-hash",
+	[RULE_BALANCE_LEAST_CONN] = "least-connections",
+};
+
+const char *rule_balance_name(enum rule_balance b)
+{
+	return (unsigned)b < sizeof(rule_balance_names) / sizeof(rule_balance_names[0])
+		       ? rule_balance_names[b]
+		       : "?";
+}
+
+int rule_balance_parse(const char *text)
+{
+	for (size_t i = 0; i < sizeof(rule_balance_names) / sizeof(rule_balance_names[0]); i++)
+		if (strcmp(text, rule_balance_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+size_t rule_ntargets(const struct rule_config *r)
+{
+	return r->targets ? r->targets->n : 1;
+}
+
+const struct sockaddr *rule_target_addr(const struct rule_config *r, size_t i, socklen_t *len)
+{
+	if (!r->targets) {
+		if (len)
+			*len = r->target_len;
+		return (const struct sockaddr *)&r->target;
+	}
+	if (len)
+		*len = r->targets->t[i].addr_len;
+	return (const struct sockaddr *)&r->targets->t[i].addr;
+}
+
+const char *rule_target_service(const struct rule_config *r, size_t i)
+{
+	return r->targets ? r->targets->t[i].service : r->target_service;
+}
+
+/* The same targets in the same order (a list of one is its `target`). */
+static bool rule_targets_equal(const struct rule_config *a, const struct rule_config *b)
+{
+	size_t n = rule_ntargets(a);
+
+	if (n != rule_ntargets(b))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!rule_addr_equal(rule_target_addr(a, i, NULL), rule_target_addr(b, i, NULL)))
+			return false;
+	return true;
+}
+
+static bool rule_health_equal(const struct rule_health *a, const struct rule_health *b)
+{
+	if (a->enabled != b->enabled)
+		return false;
+	return !a->enabled || (a->interval == b->interval && a->timeout == b->timeout &&
+			       a->rise == b->rise && a->fall == b->fall);
+}
+
 bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
 {
 	return strcmp(a->name, b->name) == 0 && a->proto == b->proto &&
@@ -359,6 +448,8 @@ bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
 			       (const struct sockaddr *)&b->listen) &&
 	       rule_addr_equal((const struct sockaddr *)&a->target,
 			       (const struct sockaddr *)&b->target) &&
+	       rule_targets_equal(a, b) && a->balance == b->balance &&
+	       rule_health_equal(&a->health, &b->health) &&
 	       rule_settings_equal(&a->set, &b->set) && access_policy_equal(a->access, b->access) &&
 	       strcmp(a->interface, b->interface) == 0 && a->source_len == b->source_len &&
 	       (a->source_len == 0 || rule_addr_equal((const struct sockaddr *)&a->source,
@@ -372,6 +463,11 @@ void rule_name_ports(struct rule_config *r)
 			      r->listen_service, sizeof(r->listen_service));
 	portinfo_service_name(rule_addr_port((const struct sockaddr *)&r->target), r->proto,
 			      r->target_service, sizeof(r->target_service));
+	/* Still the reader's own list: nobody shares it yet. */
+	for (size_t i = 0; r->targets && i < r->targets->n; i++)
+		portinfo_service_name(rule_addr_port((const struct sockaddr *)&r->targets->t[i].addr),
+				      r->proto, r->targets->t[i].service,
+				      sizeof(r->targets->t[i].service));
 }
 
 const char *rule_format_port(const struct sockaddr *sa, const char *service, char *buf,

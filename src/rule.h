@@ -6,6 +6,7 @@
 #ifndef PORTFWD_RULE_H
 #define PORTFWD_RULE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <net/if.h>
 #include <stddef.h>
@@ -61,6 +62,58 @@ struct rule_settings {
 /* Room for a port's service name (portinfo.h's PORTINFO_NAME_MAX). */
 #define RULE_SERVICE_MAX 64
 
+/* targets = [ ... ]: at most this many (the relays keep a 64-bit mask of
+ * the targets a connection tried). */
+#define RULE_TARGETS_MAX 64
+/* A target as written: "192.168.0.2:ssh"; room for a host name later. */
+#define RULE_TARGET_TEXT_MAX 256
+
+/* How a rule with several targets chooses one (targets.h). */
+enum rule_balance {
+	RULE_BALANCE_FAILOVER = 0, /* the first that is up */
+	RULE_BALANCE_ROUND_ROBIN,
+	RULE_BALANCE_SOURCE_HASH, /* by the client's address (not its port) */
+	RULE_BALANCE_LEAST_CONN,  /* the fewest active connections and sessions */
+};
+
+/*
+ * One target of a rule: the text as written and the address it stands
+ * for now. Numeric only today; a host name would keep its text here and
+ * get its addresses from a resolver, so nothing else reads the text.
+ */
+struct rule_target {
+	char text[RULE_TARGET_TEXT_MAX];
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	char service[RULE_SERVICE_MAX]; /* the port's service name, "" for none */
+	int line;
+};
+
+/* targets = [ ... ] of a rule: immutable once read, shared (reference
+ * counted) by every copy of the rule, as its access policy is. */
+struct rule_targets {
+	_Atomic unsigned refs;
+	size_t n; /* 1 - RULE_TARGETS_MAX */
+	struct rule_target t[];
+};
+
+/* health_check = { ... }: a TCP connect to each target every interval. */
+struct rule_health {
+	bool enabled; /* off unless the rule has health_check */
+	double interval, timeout; /* seconds; 0 < timeout < interval */
+	unsigned rise, fall;      /* consecutive successes to go up, failures to go down */
+};
+
+struct rule_targets *rule_targets_new(size_t n);
+struct rule_targets *rule_targets_ref(struct rule_targets *t);
+void rule_targets_unref(struct rule_targets *t);
+
+/* "failover", "round-robin", "source-hash", "least-connections"; parse: -1 if none. */
+const char *rule_balance_name(enum rule_balance b);
+int rule_balance_parse(const char *text);
+/* The names, for messages: "failover, round-robin, ...". */
+#define RULE_BALANCE_NAMES "failover, round-robin, source-hash, least-connections"
+
 struct rule_config {
 	char name[RULE_NAME_MAX + 1];
 	unsigned proto; /* enum rule_proto bits */
@@ -89,7 +142,19 @@ struct rule_config {
 	 * never restarts a rule. */
 	char listen_service[RULE_SERVICE_MAX];
 	char target_service[RULE_SERVICE_MAX];
+	/* targets = [ ... ]: NULL for a rule with one `target` (the list is
+	 * then that one). With a list, target/target_len/target_service are
+	 * its first entry, for what shows one target. Each holder of a copy
+	 * owns a reference, as for access. */
+	struct rule_targets *targets;
+	enum rule_balance balance;
+	struct rule_health health;
 };
+
+/* How many targets R has (1 without a list), and target I's address. */
+size_t rule_ntargets(const struct rule_config *r);
+const struct sockaddr *rule_target_addr(const struct rule_config *r, size_t i, socklen_t *len);
+const char *rule_target_service(const struct rule_config *r, size_t i);
 
 /* Fills R's listen_service and target_service from the services database
  * and portinfo's table. Main thread only (portinfo's). */

@@ -5,6 +5,7 @@
 #include "access.h"
 #include "listener.h"
 #include "log.h"
+#include "targets.h"
 #include "worker.h"
 
 struct rulework_snap *rulework_snap_new(const struct rule_config *rule)
@@ -15,7 +16,9 @@ struct rulework_snap *rulework_snap_new(const struct rule_config *rule)
 		return NULL;
 	atomic_init(&snap->refs, 1);
 	snap->rule = *rule;
+	snap->targets = NULL; /* the rule's set: the caller gives it a reference */
 	access_policy_ref(rule->access);
+	rule_targets_ref(rule->targets);
 	return snap;
 }
 
@@ -30,6 +33,8 @@ void rulework_snap_unref(struct rulework_snap *snap)
 	/* acq_rel: the last owner sees every other owner's reads done. */
 	if (snap && atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) == 1) {
 		access_policy_unref(snap->rule.access);
+		rule_targets_unref(snap->rule.targets);
+		targets_unref(snap->targets);
 		free(snap);
 	}
 }

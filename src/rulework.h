@@ -26,12 +26,16 @@
 #include "rule.h"
 
 struct listener;
+struct targets;
 struct worker;
 
 /* An immutable, reference-counted copy of a rule's configuration. */
 struct rulework_snap {
 	_Atomic unsigned refs;
 	struct rule_config rule;
+	/* The rule's targets (targets.h) when the snapshot was made, one
+	 * reference: what its connections pick from and report to. */
+	struct targets *targets;
 };
 
 struct rulework {
@@ -51,8 +55,9 @@ struct rulework {
 	uint32_t source_id; /* the rule in the per-source table (sources.h); for its life */
 };
 
-/* A copy of RULE with one reference (and one on its access policy); NULL
- * when out of memory. */
+/* A copy of RULE with one reference (and one on its access policy and its
+ * target list); its targets are NULL for the caller to give a reference.
+ * NULL when out of memory. */
 struct rulework_snap *rulework_snap_new(const struct rule_config *rule);
 struct rulework_snap *rulework_snap_ref(struct rulework_snap *snap);
 /* Drops a reference; the last one frees SNAP. NULL is allowed. Any thread. */

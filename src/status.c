@@ -14,6 +14,7 @@
 #include "forward.h"
 #include "privs.h"
 #include "sources.h"
+#include "targets.h"
 #include "version.h"
 
 static const char *status_state_name(enum forward_state s)
@@ -335,6 +336,10 @@ json_t *status_json(const struct daemon *d)
 		json_object_set_new(r, "listen_port", rule_port_json((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service));
 		json_object_set_new(r, "target_port", rule_port_json((const struct sockaddr *)&fw->cfg.target, fw->cfg.target_service));
 		status_exposure_json(d, i, r);
+		json_object_set_new(r, "balance", json_string(rule_balance_name(fw->cfg.balance)));
+		json_object_set_new(r, "health_check", json_boolean(fw->cfg.health.enabled));
+		if (fw->targets)
+			json_object_set_new(r, "targets", targets_json(fw->targets));
 		if (fw->cfg.proto & RULE_PROTO_TCP) {
 			json_object_set_new(r, "tcp", status_tcp_json(fw, &st));
 			status_denied_json(json_object_get(r, "tcp"), st.tcp_denied_list,
@@ -482,6 +487,12 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 				    rule_format_route(&fw->cfg, route, sizeof(route)),
 				    fw->disabled ? "disabled" : forward_ready(fw) ? "listening" : "FAILED");
 		status_exposure_text(d, i, out);
+		/* One target is on the rule's line; several, a line each. */
+		if (fw->targets && (targets_count(fw->targets) > 1 || fw->cfg.health.enabled)) {
+			evbuffer_add_printf(out, "  balance %s%s\n", rule_balance_name(fw->cfg.balance),
+					    fw->cfg.health.enabled ? ", health checks" : "");
+			targets_text(fw->targets, out);
+		}
 		if (fw->cfg.proto & RULE_PROTO_TCP) {
 			if (fw->tcp.state == FORWARD_FAILED)
 				evbuffer_add_printf(out, "  tcp failed: %s\n", fw->tcp.error);

@@ -81,6 +81,9 @@ struct udp_session {
 	 * to the target (the same for the whole session); pp_len 0: none. */
 	uint8_t pp[PROXYPROTO_V2_MAX];
 	uint8_t pp_len;
+	int target;      /* its target's index in snap->targets, picked at the start; -1: none */
+	const struct sockaddr *taddr; /* that target's address */
+	const char *tservice;
 };
 
 /* Builds the key of client SA (AF_INET or AF_INET6) sending to LOCAL (NULL

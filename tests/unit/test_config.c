@@ -148,13 +148,15 @@ START_TEST(test_shipped_examples_are_valid)
 	ck_assert_int_eq(config_load("conf/portfwd.conf", &cfg, &errs), 0);
 	ck_assert_int_eq(cfg.nrules, 0);
 	config_free(&cfg);
-	/* Its examples, once the "#" is taken off: five valid rules. */
+	/* Its examples, once the "#" is taken off: six valid rules. */
 	example_uncommented(path, sizeof(path));
 	ck_assert_int_eq(config_load(path, &cfg, &errs), 0);
-	ck_assert_int_eq(cfg.nrules, 6);
+	ck_assert_int_eq(cfg.nrules, 7);
 	ck_assert_str_eq(cfg.rules[3].interface, "wg0");
 	ck_assert_uint_eq(cfg.rules[4].set.proxy_protocol, PROXYPROTO_V2);
 	ck_assert_uint_eq(cfg.rules[4].source_len, sizeof(struct sockaddr_in));
+	ck_assert_uint_eq(rule_ntargets(&cfg.rules[6]), 2);
+	ck_assert(cfg.rules[6].health.enabled);
 	config_free(&cfg);
 	unlink(path);
 	ck_assert_int_eq(config_load(CONF_DIR "/good/no_rules.conf", &cfg, &errs), 0);
@@ -176,7 +178,7 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_str_eq(cfg.control_socket, "/run/portfwd/portfwd.sock");
 	ck_assert_int_eq(cfg.log_level, LOG_LVL_INFO);
 	ck_assert(cfg.log_connections);
-	ck_assert_int_eq(cfg.nrules, 6);
+	ck_assert_int_eq(cfg.nrules, 7);
 	ck_assert_str_eq(cfg.rules[0].name, "ssh");
 	ck_assert_int_eq(cfg.rules[0].proto, RULE_PROTO_TCP);
 	ck_assert_int_eq(cfg.rules[0].set.max_connections, 4096);
@@ -641,6 +643,48 @@ START_TEST(test_list_file_many_errors)
 }
 END_TEST
 
+/* targets = [ ... ]: the list, its first entry as `target`, balance, health_check. */
+START_TEST(test_targets_settings)
+{
+	struct config_errors errs = { 0 };
+	struct config cfg;
+	char addr[RULE_ADDR_STRLEN];
+
+	ck_assert_int_eq(config_load(CONF_DIR "/good/targets.conf", &cfg, &errs), 0);
+	ck_assert_uint_eq(cfg.nrules, 4);
+	ck_assert_ptr_nonnull(cfg.rules[0].targets);
+	ck_assert_uint_eq(rule_ntargets(&cfg.rules[0]), 3);
+	ck_assert_str_eq(cfg.rules[0].targets->t[1].text, "192.168.0.3:ssh");
+	ck_assert_str_eq(rule_format_addr(rule_target_addr(&cfg.rules[0], 1, NULL), addr, sizeof(addr)),
+			 "192.168.0.3:22");
+	ck_assert_str_eq(rule_format_addr(rule_target_addr(&cfg.rules[0], 2, NULL), addr, sizeof(addr)),
+			 "[fd00::4]:22");
+	ck_assert_str_eq(rule_target_service(&cfg.rules[0], 2), "ssh");
+	/* The first is `target`, for what shows one. */
+	ck_assert_str_eq(rule_format_addr((struct sockaddr *)&cfg.rules[0].target, addr, sizeof(addr)),
+			 "192.168.0.2:22");
+	ck_assert_int_eq(cfg.rules[0].balance, RULE_BALANCE_FAILOVER);
+	ck_assert(cfg.rules[0].health.enabled);
+	ck_assert(cfg.rules[0].health.interval == 5.0 && cfg.rules[0].health.timeout == 2.0);
+	ck_assert_uint_eq(cfg.rules[0].health.rise, 2);
+	ck_assert_uint_eq(cfg.rules[0].health.fall, 3);
+	ck_assert_int_eq(cfg.rules[1].balance, RULE_BALANCE_ROUND_ROBIN);
+	ck_assert(!cfg.rules[1].health.enabled);
+	ck_assert_int_eq(cfg.rules[2].balance, RULE_BALANCE_SOURCE_HASH);
+	ck_assert_int_eq(cfg.rules[3].balance, RULE_BALANCE_LEAST_CONN);
+	ck_assert_uint_eq(rule_ntargets(&cfg.rules[3]), 1);
+	config_free(&cfg);
+
+	/* One `target` is a list of one, and no list is made for it. */
+	ck_assert_int_eq(config_load(CONF_DIR "/good/minimal.conf", &cfg, &errs), 0);
+	ck_assert_ptr_null(cfg.rules[0].targets);
+	ck_assert_uint_eq(rule_ntargets(&cfg.rules[0]), 1);
+	ck_assert_int_eq(cfg.rules[0].balance, RULE_BALANCE_FAILOVER);
+	ck_assert(!cfg.rules[0].health.enabled);
+	config_free(&cfg);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -662,6 +706,7 @@ int main(void)
 	tcase_add_test(tc, test_lists_change);
 	tcase_add_test(tc, test_text_refuses_list_file);
 	tcase_add_test(tc, test_list_file_many_errors);
+	tcase_add_test(tc, test_targets_settings);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -1,0 +1,620 @@
+#include "targets.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "log.h"
+
+static double targets_clock_default(void)
+{
+	return clock_now();
+}
+
+double (*targets_clock)(void) = targets_clock_default;
+
+/* A health check under way (main thread only). */
+struct targets_check {
+	struct targets *set;
+	size_t i;
+	int fd;
+	struct event *ev;
+};
+
+struct targets_entry {
+	struct rule_target cfg; /* address and text: fixed for the set's life */
+	/* Under the set's lock: */
+	bool up;
+	time_t since;     /* wall clock of the last change of up (or of the set's start) */
+	char reason[160]; /* the last error, "" if none yet */
+	double retry_at;  /* down: when a client may try it again (monotonic) */
+	double backoff;   /* the wait after the last failure */
+	unsigned active;  /* picked and not yet failed or closed */
+	uint64_t connections, failures;
+	unsigned ok_run, fail_run; /* health checks in a row */
+	/* Main thread only. */
+	struct targets_check *check;
+};
+
+struct targets {
+	_Atomic unsigned refs;
+	pthread_mutex_t lock;
+	enum rule_balance balance;
+	struct rule_health health;
+	unsigned rr; /* round-robin: where the next pick starts (under the lock) */
+	char rule[RULE_NAME_MAX + 1];
+	struct event *timer; /* health checks; main thread */
+	struct event_base *base;
+	size_t n;
+	struct targets_entry e[];
+};
+
+static void targets_lock(struct targets *t)
+{
+	pthread_mutex_lock(&t->lock);
+}
+
+static void targets_unlock(struct targets *t)
+{
+	pthread_mutex_unlock(&t->lock);
+}
+
+struct targets *targets_new(const struct rule_config *r, struct targets *old)
+{
+	size_t n = rule_ntargets(r);
+	struct targets *t = calloc(1, sizeof(*t) + n * sizeof(t->e[0]));
+	time_t now = time(NULL);
+
+	if (!t)
+		return NULL;
+	if (pthread_mutex_init(&t->lock, NULL) != 0) {
+		free(t);
+		return NULL;
+	}
+	atomic_init(&t->refs, 1);
+	t->balance = r->balance;
+	t->health = r->health;
+	t->n = n;
+	snprintf(t->rule, sizeof(t->rule), "%s", r->name);
+	for (size_t i = 0; i < n; i++) {
+		struct targets_entry *e = &t->e[i];
+		socklen_t len;
+		const struct sockaddr *sa = rule_target_addr(r, i, &len);
+
+		if (r->targets)
+			e->cfg = r->targets->t[i];
+		else
+			rule_format_addr(sa, e->cfg.text, sizeof(e->cfg.text));
+		memcpy(&e->cfg.addr, sa, len);
+		e->cfg.addr_len = len;
+		snprintf(e->cfg.service, sizeof(e->cfg.service), "%s", rule_target_service(r, i));
+		e->up = true;
+		e->since = now;
+		for (size_t j = 0; old && j < old->n; j++) {
+			const struct targets_entry *o = &old->e[j];
+
+			if (!rule_addr_equal(sa, (const struct sockaddr *)&o->cfg.addr))
+				continue;
+			targets_lock(old);
+			e->up = o->up;
+			e->since = o->since;
+			memcpy(e->reason, o->reason, sizeof(e->reason));
+			e->retry_at = o->retry_at;
+			e->backoff = o->backoff;
+			e->connections = o->connections;
+			e->failures = o->failures;
+			e->ok_run = o->ok_run;
+			e->fail_run = o->fail_run;
+			targets_unlock(old);
+			/* Down for good only while checks were there to bring it up. */
+			if (!e->up && !r->health.enabled && isinf(e->retry_at))
+				e->retry_at = 0;
+			break;
+		}
+	}
+	return t;
+}
+
+struct targets *targets_ref(struct targets *t)
+{
+	if (t)
+		atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+	return t;
+}
+
+void targets_unref(struct targets *t)
+{
+	if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+bool targets_same_config(const struct targets *t, const struct rule_config *r)
+{
+	if (!t || t->n != rule_ntargets(r) || t->balance != r->balance ||
+	    t->health.enabled != r->health.enabled)
+		return false;
+	if (t->health.enabled &&
+	    (t->health.interval != r->health.interval || t->health.timeout != r->health.timeout ||
+	     t->health.rise != r->health.rise || t->health.fall != r->health.fall))
+		return false;
+	/* A port's name (an edit of /etc/services) is shown by the set too. */
+	for (size_t i = 0; i < t->n; i++)
+		if (!rule_addr_equal((const struct sockaddr *)&t->e[i].cfg.addr,
+		                     rule_target_addr(r, i, NULL)) ||
+		    strcmp(t->e[i].cfg.service, rule_target_service(r, i)) != 0)
+			return false;
+	return true;
+}
+
+size_t targets_count(const struct targets *t)
+{
+	return t->n;
+}
+
+const struct sockaddr *targets_addr(const struct targets *t, size_t i, socklen_t *len)
+{
+	if (len)
+		*len = t->e[i].cfg.addr_len;
+	return (const struct sockaddr *)&t->e[i].cfg.addr;
+}
+
+const char *targets_service(const struct targets *t, size_t i)
+{
+	return t->e[i].cfg.service;
+}
+
+/* A 64-bit mix (splitmix64's finaliser). */
+static uint64_t targets_mix(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x;
+}
+
+/* FNV-1a over LEN bytes, continuing from H. */
+static uint64_t targets_fnv(uint64_t h, const void *p, size_t len)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= b[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* The client's address without its port; an IPv4-mapped IPv6 address as
+ * IPv4, so a client is one whichever socket it came by. */
+static uint64_t targets_client_hash(const struct sockaddr *sa)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	if (!sa)
+		return h;
+	if (sa->sa_family == AF_INET)
+		return targets_fnv(h, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(a))
+			return targets_fnv(h, &a->s6_addr[12], 4);
+		return targets_fnv(h, a, 16);
+	}
+	return h;
+}
+
+/* The target's address and port, for rendezvous hashing. */
+static uint64_t targets_entry_hash(const struct targets_entry *e)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&e->cfg.addr;
+	uint64_t h = 1469598103934665603ULL;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+		h = targets_fnv(h, &in->sin_addr, 4);
+		return targets_fnv(h, &in->sin_port, 2);
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+		h = targets_fnv(h, &in6->sin6_addr, 16);
+		return targets_fnv(h, &in6->sin6_port, 2);
+	}
+	return h;
+}
+
+/* Index of the lowest set bit of M at or after START, going round; M != 0. */
+static size_t targets_next_in(uint64_t m, size_t n, size_t start)
+{
+	for (size_t k = 0; k < n; k++) {
+		size_t i = (start + k) % n;
+
+		if (m & (1ULL << i))
+			return i;
+	}
+	return 0; /* not reached: M has a bit below N */
+}
+
+/* The policy's choice among the targets in M (not empty). Under the lock. */
+static size_t targets_choose(struct targets *t, uint64_t m, const struct sockaddr *client)
+{
+	size_t best = 0;
+
+	switch (t->balance) {
+	case RULE_BALANCE_ROUND_ROBIN:
+		best = targets_next_in(m, t->n, t->rr % t->n);
+		t->rr = (unsigned)(best + 1);
+		return best;
+	case RULE_BALANCE_SOURCE_HASH: {
+		/* Rendezvous (highest random weight) hashing: a client keeps its
+		 * target while it is up, and only the clients of a target that
+		 * goes away move, whatever the order of the list. */
+		uint64_t c = targets_client_hash(client), top = 0;
+		bool any = false;
+
+		for (size_t i = 0; i < t->n; i++) {
+			uint64_t w;
+
+			if (!(m & (1ULL << i)))
+				continue;
+			w = targets_mix(c ^ targets_mix(targets_entry_hash(&t->e[i])));
+			if (!any || w > top) {
+				top = w;
+				best = i;
+				any = true;
+			}
+		}
+		return best;
+	}
+	case RULE_BALANCE_LEAST_CONN: {
+		/* Ties go round, so an idle set spreads like round-robin. */
+		size_t start = t->rr % t->n;
+		bool any = false;
+
+		for (size_t k = 0; k < t->n; k++) {
+			size_t i = (start + k) % t->n;
+
+			if ((m & (1ULL << i)) && (!any || t->e[i].active < t->e[best].active)) {
+				best = i;
+				any = true;
+			}
+		}
+		t->rr = (unsigned)(best + 1);
+		return best;
+	}
+	case RULE_BALANCE_FAILOVER:
+	default:
+		return targets_next_in(m, t->n, 0);
+	}
+}
+
+int targets_pick(struct targets *t, const struct sockaddr *client, uint64_t exclude)
+{
+	uint64_t all = t->n >= 64 ? ~0ULL : (1ULL << t->n) - 1;
+	uint64_t open = all & ~exclude, ready = 0;
+	double now = targets_clock();
+	size_t i;
+
+	if (!open)
+		return -1;
+	targets_lock(t);
+	for (i = 0; i < t->n; i++)
+		if ((open & (1ULL << i)) && (t->e[i].up || now >= t->e[i].retry_at))
+			ready |= 1ULL << i;
+	/* Every target left is down: try them anyway, one may be back. */
+	i = targets_choose(t, ready ? ready : open, client);
+	if (!t->e[i].up && now >= t->e[i].retry_at)
+		/* One client tries it; the others wait for what it finds. */
+		t->e[i].retry_at =
+		    now + (t->e[i].backoff > 0 ? t->e[i].backoff : TARGETS_RETRY_MIN);
+	t->e[i].active++;
+	targets_unlock(t);
+	return (int)i;
+}
+
+/* Marks E up or down, logging the change. Under the lock. */
+static void targets_set_up(struct targets *t, struct targets_entry *e, bool up, const char *why)
+{
+	if (e->up == up)
+		return;
+	e->up = up;
+	e->since = time(NULL);
+	if (up) {
+		e->backoff = 0;
+		e->retry_at = 0;
+		log_info("rule %s: target %s is up%s%s", t->rule, e->cfg.text, why ? ": " : "",
+		         why ? why : "");
+	} else {
+		log_warning("rule %s: target %s is down: %s", t->rule, e->cfg.text, why);
+	}
+}
+
+void targets_connected(struct targets *t, int i)
+{
+	struct targets_entry *e = &t->e[i];
+
+	targets_lock(t);
+	e->connections++;
+	e->fail_run = 0;
+	targets_set_up(t, e, true, "a connection to it succeeded");
+	targets_unlock(t);
+}
+
+void targets_failed(struct targets *t, int i, int err, const char *reason)
+{
+	struct targets_entry *e = &t->e[i];
+	double now = targets_clock();
+
+	(void)err;
+	targets_lock(t);
+	if (e->active > 0)
+		e->active--;
+	e->failures++;
+	snprintf(e->reason, sizeof(e->reason), "%s", reason);
+	e->backoff =
+	    e->up || e->backoff <= 0 ? TARGETS_RETRY_MIN : fmin(e->backoff * 2, TARGETS_RETRY_MAX);
+	e->retry_at = now + e->backoff;
+	targets_set_up(t, e, false, reason);
+	targets_unlock(t);
+}
+
+void targets_closed(struct targets *t, int i)
+{
+	targets_lock(t);
+	if (t->e[i].active > 0)
+		t->e[i].active--;
+	targets_unlock(t);
+}
+
+bool targets_up(struct targets *t, size_t i)
+{
+	bool up;
+
+	targets_lock(t);
+	up = t->e[i].up;
+	targets_unlock(t);
+	return up;
+}
+
+void targets_health_result(struct targets *t, size_t i, bool ok, const char *why)
+{
+	struct targets_entry *e = &t->e[i];
+	char msg[200];
+
+	targets_lock(t);
+	if (ok) {
+		e->fail_run = 0;
+		if (e->ok_run < UINT32_MAX)
+			e->ok_run++;
+		if (!e->up && e->ok_run >= t->health.rise) {
+			snprintf(msg, sizeof(msg), "%u health checks in a row passed", e->ok_run);
+			targets_set_up(t, e, true, msg);
+		}
+	} else {
+		e->ok_run = 0;
+		if (e->fail_run < UINT32_MAX)
+			e->fail_run++;
+		snprintf(e->reason, sizeof(e->reason), "health check: %s", why);
+		if (e->up && e->fail_run >= t->health.fall) {
+			snprintf(msg, sizeof(msg), "%u health checks in a row failed, the last: %s",
+			         e->fail_run, why);
+			targets_set_up(t, e, false, msg);
+			/* Only the checks bring it back (or a client that tried
+			 * it when every target was down). */
+			e->retry_at = INFINITY;
+		}
+	}
+	targets_unlock(t);
+}
+
+/* ---- active health checks, on the main loop ---- */
+
+static void targets_check_end(struct targets_check *c, bool ok, const char *why)
+{
+	struct targets *t = c->set;
+	size_t i = c->i;
+
+	if (c->ev)
+		event_free(c->ev);
+	if (c->fd >= 0)
+		close(c->fd);
+	t->e[i].check = NULL;
+	free(c);
+	targets_health_result(t, i, ok, why);
+}
+
+static void targets_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct targets_check *c = arg;
+	int err = 0;
+	socklen_t len = sizeof(err);
+	char why[96];
+
+	if (what & EV_TIMEOUT) {
+		snprintf(why, sizeof(why), "connect timed out after %gs", c->set->health.timeout);
+		targets_check_end(c, false, why);
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err)
+		snprintf(why, sizeof(why), "connect: %s", strerror(err));
+	targets_check_end(c, err == 0, err ? why : NULL);
+}
+
+/* Starts a check of target I, unless one is under way. */
+static void targets_check_start(struct targets *t, size_t i)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&t->e[i].cfg.addr;
+	struct timeval tv = clock_timeval(t->health.timeout);
+	struct targets_check *c;
+	char why[96];
+
+	if (t->e[i].check)
+		return;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	c->set = t;
+	c->i = i;
+	t->e[i].check = c;
+	c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		/* Our own shortage says nothing of the target: no result. */
+		t->e[i].check = NULL;
+		free(c);
+		return;
+	}
+	if (connect(c->fd, sa, t->e[i].cfg.addr_len) == 0) {
+		targets_check_end(c, true, NULL);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		snprintf(why, sizeof(why), "connect: %s", strerror(errno));
+		targets_check_end(c, false, why);
+		return;
+	}
+	c->ev = event_new(t->base, c->fd, EV_WRITE, targets_check_cb, c);
+	if (!c->ev || event_add(c->ev, &tv) < 0) {
+		close(c->fd);
+		if (c->ev)
+			event_free(c->ev);
+		t->e[i].check = NULL;
+		free(c);
+	}
+}
+
+static void targets_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct targets *t = arg;
+
+	(void)fd;
+	(void)what;
+	for (size_t i = 0; i < t->n; i++)
+		targets_check_start(t, i);
+}
+
+int targets_health_start(struct targets *t, struct event_base *base, const char *rule)
+{
+	struct timeval tv = clock_timeval(t->health.interval);
+
+	if (!t->health.enabled || t->timer)
+		return 0;
+	t->base = base;
+	t->timer = event_new(base, -1, EV_PERSIST, targets_tick_cb, t);
+	if (!t->timer || event_add(t->timer, &tv) < 0) {
+		log_error("rule %s: out of memory: no health checks", rule);
+		if (t->timer)
+			event_free(t->timer);
+		t->timer = NULL;
+		return -1;
+	}
+	targets_tick_cb(-1, 0, t); /* the first round now */
+	return 0;
+}
+
+void targets_health_stop(struct targets *t)
+{
+	if (!t || !t->timer)
+		return;
+	event_free(t->timer);
+	t->timer = NULL;
+	for (size_t i = 0; i < t->n; i++) {
+		struct targets_check *c = t->e[i].check;
+
+		if (!c)
+			continue;
+		if (c->ev)
+			event_free(c->ev);
+		if (c->fd >= 0)
+			close(c->fd);
+		free(c);
+		t->e[i].check = NULL;
+	}
+}
+
+/* ---- what status and metrics show ---- */
+
+json_t *targets_json(struct targets *t)
+{
+	json_t *a = json_array();
+	double now = targets_clock();
+	char addr[RULE_ADDR_STRLEN];
+
+	if (!a)
+		return NULL;
+	targets_lock(t);
+	for (size_t i = 0; i < t->n; i++) {
+		const struct targets_entry *e = &t->e[i];
+		json_t *o = json_pack(
+		    "{s:s, s:s, s:s, s:I, s:s?, s:i, s:I, s:I}", "address",
+		    rule_format_addr((const struct sockaddr *)&e->cfg.addr, addr, sizeof(addr)),
+		    "text", e->cfg.text, "state", e->up ? "up" : "down", "since",
+		    (json_int_t)e->since, "reason", e->reason[0] ? e->reason : NULL, "active",
+		    (int)e->active, "connections", (json_int_t)e->connections, "failures",
+		    (json_int_t)e->failures);
+
+		if (o) {
+			json_object_set_new(
+			    o, "port",
+			    rule_port_json((const struct sockaddr *)&e->cfg.addr, e->cfg.service));
+			if (!e->up)
+				json_object_set_new(o, "retry_in",
+				                    isinf(e->retry_at)
+				                        ? json_null()
+				                        : json_real(fmax(0, e->retry_at - now)));
+		}
+		json_array_append_new(a, o);
+	}
+	targets_unlock(t);
+	return a;
+}
+
+void targets_text(struct targets *t, struct evbuffer *out)
+{
+	char addr[RULE_PORT_STRLEN], when[32];
+
+	targets_lock(t);
+	for (size_t i = 0; i < t->n; i++) {
+		const struct targets_entry *e = &t->e[i];
+		struct tm tm;
+
+		localtime_r(&e->since, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		evbuffer_add_printf(
+		    out,
+		    "  target %s  %s since %s, %u active, %llu connections, %llu failures%s%s\n",
+		    rule_format_port((const struct sockaddr *)&e->cfg.addr, e->cfg.service, addr,
+		                     sizeof(addr)),
+		    e->up ? "up" : "DOWN", when, e->active, (unsigned long long)e->connections,
+		    (unsigned long long)e->failures, e->reason[0] ? "; last error: " : "",
+		    e->reason);
+	}
+	targets_unlock(t);
+}
+
+void targets_stats(struct targets *t, size_t i, struct targets_stats *out)
+{
+	targets_lock(t);
+	out->up = t->e[i].up;
+	out->active = t->e[i].active;
+	out->connections = t->e[i].connections;
+	out->failures = t->e[i].failures;
+	targets_unlock(t);
+}
