@@ -63,6 +63,8 @@ struct relay_tcp_conn {
 	struct relay_dir dir[2]; /* dir[s]: read from side s, for the other */
 	struct event *timer;     /* connect timeout, then idle timeout */
 	struct sockaddr_storage client_addr;
+	struct sockaddr_storage target; /* the snapshot's, at the port its listener's maps to */
+	socklen_t target_len;
 	double started, last_active;
 	uint64_t bytes[2]; /* bytes read from each side */
 	bool waiting;      /* accepted over max_connections, not relayed yet */
@@ -497,7 +499,7 @@ static void relay_tcp_end(struct relay_tcp_conn *c, bool orderly, int level, con
 		log_msg(level, "tcp %s: %s -> %s closed after %.3fs, %llu bytes to target, %llu bytes to client: %s",
 			c->cfg->name,
 			rule_format_addr((struct sockaddr *)&c->client_addr, client, sizeof(client)),
-			rule_format_addr((struct sockaddr *)&c->cfg->target, target, sizeof(target)),
+			rule_format_addr((struct sockaddr *)&c->target, target, sizeof(target)),
 			clock_now() - c->started, (unsigned long long)c->bytes[SIDE_CLIENT],
 			(unsigned long long)c->bytes[SIDE_TARGET], reason);
 	TAILQ_REMOVE(c->waiting ? &l->waiting : &l->conns, c, link);
@@ -531,7 +533,7 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 {
 	struct listener *l = c->rule;
 	struct event_base *base = l->worker->base;
-	const struct sockaddr *target = (const struct sockaddr *)&c->cfg->target;
+	const struct sockaddr *target = (const struct sockaddr *)&c->target;
 	struct timeval tv = clock_timeval(c->cfg->set.connect_timeout);
 	int one = 1, fd;
 
@@ -570,7 +572,7 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
 		return;
 	}
-	if (connect(fd, target, c->cfg->target_len) == 0) {
+	if (connect(fd, target, c->target_len) == 0) {
 		relay_tcp_connected(c);
 		return;
 	}
@@ -612,6 +614,7 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	c->rule = l;
 	c->snap = rulework_snap_ref(l->snap);
 	c->cfg = &c->snap->rule;
+	c->target_len = listener_target(l, c->cfg, &c->target);
 	c->id = worker_next_id(l->worker);
 	rulework_hold(l->work);
 	c->first_eof = -1;
@@ -727,7 +730,7 @@ static void relay_tcp_describe_list(struct listener *l, struct relay_tcp_list *l
 				       "rule", c->cfg->name,
 				       "proto", "tcp",
 				       "client", rule_format_addr((struct sockaddr *)&c->client_addr, client, sizeof(client)),
-				       "target", rule_format_addr((struct sockaddr *)&c->cfg->target, target, sizeof(target)),
+				       "target", rule_format_addr((struct sockaddr *)&c->target, target, sizeof(target)),
 				       "age", now - c->started,
 				       "idle", now - last,
 				       "bytes_to_target", (json_int_t)c->bytes[SIDE_CLIENT],
@@ -736,7 +739,7 @@ static void relay_tcp_describe_list(struct listener *l, struct relay_tcp_list *l
 				       "draining", atomic_load(&l->work->draining));
 
 		if (o)
-			json_object_set_new(o, "target_port", rule_port_json((struct sockaddr *)&c->cfg->target, c->cfg->target_service));
+			json_object_set_new(o, "target_port", rule_port_json((struct sockaddr *)&c->target, c->cfg->target_service));
 		json_array_append_new(out, o);
 	}
 }

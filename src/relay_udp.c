@@ -60,7 +60,7 @@ static void relay_udp_session_end(struct udp_session *s, const char *reason)
 			"udp %s: %s -> %s session ended after %.3fs, %llu datagrams (%llu bytes) to target, %llu datagrams (%llu bytes) to client: %s",
 			s->cfg->name,
 			rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
-			rule_format_addr((struct sockaddr *)&s->cfg->target, target, sizeof(target)),
+			rule_format_addr((struct sockaddr *)&s->target, target, sizeof(target)),
 			clock_now() - s->started, (unsigned long long)s->dgrams_to_target,
 			(unsigned long long)s->bytes_to_target,
 			(unsigned long long)s->dgrams_to_client,
@@ -230,13 +230,15 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 						 socklen_t client_len,
 						 const struct udp_local *local, uint32_t source)
 {
-	const struct sockaddr *target = (const struct sockaddr *)&l->cfg->target;
 	struct udp_session *s = calloc(1, sizeof(*s));
+	const struct sockaddr *target = s ? (const struct sockaddr *)&s->target : NULL;
+	socklen_t target_len;
 	struct timeval tv;
 	char addr[RULE_ADDR_STRLEN];
 
 	if (!s)
 		return NULL;
+	target_len = listener_target(l, l->cfg, &s->target);
 	s->source = source;
 	s->rule = l;
 	s->snap = l->snap;
@@ -251,7 +253,7 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	if (udp_table_key((struct sockaddr *)client, local, &s->key) < 0)
 		goto fail;
 	s->fd = socket(target->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (s->fd < 0 || connect(s->fd, target, l->cfg->target_len) < 0) {
+	if (s->fd < 0 || connect(s->fd, target, target_len) < 0) {
 		log_warning("udp %s: cannot open a socket to the target %s: %s", l->cfg->name,
 			    rule_format_addr(target, addr, sizeof(addr)), strerror(errno));
 		goto fail;
@@ -477,7 +479,7 @@ void relay_udp_describe(struct listener *l, json_t *out, double now)
 				       "rule", s->cfg->name,
 				       "proto", "udp",
 				       "client", rule_format_addr((struct sockaddr *)&s->client, client, sizeof(client)),
-				       "target", rule_format_addr((struct sockaddr *)&s->cfg->target, target, sizeof(target)),
+				       "target", rule_format_addr((struct sockaddr *)&s->target, target, sizeof(target)),
 				       "age", now - s->started,
 				       "idle", now - s->last_active,
 				       "datagrams_to_target", (json_int_t)s->dgrams_to_target,
@@ -489,7 +491,7 @@ void relay_udp_describe(struct listener *l, json_t *out, double now)
 
 		if (o) {
 			json_object_set_new(o, "answered", json_boolean(s->replied));
-			json_object_set_new(o, "target_port", rule_port_json((struct sockaddr *)&s->cfg->target, s->cfg->target_service));
+			json_object_set_new(o, "target_port", rule_port_json((struct sockaddr *)&s->target, s->cfg->target_service));
 		}
 		/* On a wildcard rule: the address the client sent to, which its
 		 * replies come from (one client may have a session per address). */

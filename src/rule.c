@@ -411,6 +411,20 @@ static const char *rule_format_ports(const struct sockaddr *sa, unsigned last, c
 	return buf;
 }
 
+void rule_range_json(const struct rule_config *r, json_t *obj)
+{
+	unsigned tfirst = rule_addr_port((const struct sockaddr *)&r->target);
+
+	if (!obj || !rule_is_range(r))
+		return;
+	json_object_set_new(obj, "listen_range", json_pack("{s:i, s:i}", "first", (int)rule_port_first(r),
+							   "last", (int)rule_port_last(r)));
+	if (r->target_range)
+		json_object_set_new(obj, "target_range",
+				    json_pack("{s:i, s:i}", "first", (int)tfirst, "last",
+					      (int)(tfirst + rule_nports(r) - 1)));
+}
+
 const char *rule_format_route(const struct rule_config *r, char *buf, size_t len)
 {
 	char listen[RULE_PORT_STRLEN], target[RULE_PORT_STRLEN];

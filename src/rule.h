@@ -145,6 +145,10 @@ const char *rule_format_port(const struct sockaddr *sa, const char *service, cha
 struct json_t;
 struct json_t *rule_port_json(const struct sockaddr *sa, const char *service);
 
+/* For a range, sets listen_range {first, last} in OBJ, and target_range
+ * {first, last} where the target is one; nothing for a single port. */
+void rule_range_json(const struct rule_config *r, struct json_t *obj);
+
 /* R's listen and target as "LISTEN (...) -> TARGET (...)". BUF:
  * 2 * RULE_PORT_STRLEN + 4 bytes. Returns BUF. Any thread. */
 #define RULE_ROUTE_STRLEN (2 * RULE_PORT_STRLEN + 4)

@@ -62,6 +62,7 @@ struct udp_session {
 	uint64_t id;
 	struct sockaddr_storage client;
 	socklen_t client_len;
+	struct sockaddr_storage target; /* the snapshot's, at the port its listener's maps to */
 	struct udp_local local;  /* the address the client sent to; family 0 if the listener's */
 	union udp_cmsg reply_ctl; /* replies: the control message that sets their source */
 	size_t reply_ctl_len;     /* 0: none needed */
