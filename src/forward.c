@@ -735,9 +735,15 @@ void forward_udp_takeover(struct forward *fw, const struct rule_config *by)
 		      forward_port_blocks(fw, fw->ports[i].port, by);
 	if (!any)
 		return;
-	log_info("rule %s: its UDP address%s go%s to rule %s; %s sessions end", fw->cfg.name,
-		 rule_is_range(&fw->cfg) ? "es" : "", rule_is_range(&fw->cfg) ? "" : "es", by->name,
-		 rule_is_range(&fw->cfg) ? "their" : "its");
+	if (!forward_draining(fw))
+		log_info("rule %s: the UDP addresses of ports that left its range go to rule %s; their sessions end",
+			 fw->cfg.name, by->name);
+	else if (rule_is_range(&fw->cfg))
+		log_info("rule %s: its UDP addresses go to the new rule %s; their sessions end",
+			 fw->cfg.name, by->name);
+	else
+		log_info("rule %s: its UDP address goes to the new rule %s; its sessions end",
+			 fw->cfg.name, by->name);
 	rulework_each_sync(&fw->work, forward_takeover_cb, &t);
 }
 
