@@ -94,8 +94,8 @@ static json_t *commands_rule_json(const struct forward *fw)
 
 	doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:i, s:i, s:I, s:b, s:o}",
 			 "name", r->name, "proto", rule_proto_name(r->proto),
-			 "listen", rule_format_addr((const struct sockaddr *)&r->listen, listen, sizeof(listen)),
-			 "target", rule_format_addr((const struct sockaddr *)&r->target, target, sizeof(target)),
+			 "listen", rule_format_listen(r, listen, sizeof(listen)),
+			 "target", rule_format_target(r, target, sizeof(target)),
 			 "state", forward_state_name(fw), "line", r->line,
 			 "connect_timeout", r->set.connect_timeout,
 			 "idle_timeout", r->set.idle_timeout,
@@ -107,6 +107,7 @@ static json_t *commands_rule_json(const struct forward *fw)
 	if (doc) {
 		json_object_set_new(doc, "listen_port", rule_port_json((const struct sockaddr *)&r->listen, r->listen_service));
 		json_object_set_new(doc, "target_port", rule_port_json((const struct sockaddr *)&r->target, r->target_service));
+		rule_range_json(r, doc);
 		json_object_set_new(doc, "interface", r->interface[0] ? json_string(r->interface) : json_null());
 		json_object_set_new(doc, "udp_unreplied_timeout", json_real(r->set.udp_unreplied_timeout));
 		json_object_set_new(doc, "per_source", commands_per_source_json(&r->set.per_source));

@@ -597,13 +597,15 @@ static void config_check_proxy_protocol(struct config_ctx *ctx, const config_set
 
 /*
  * targets = [ "192.168.0.2:22", ... ]: 1 to RULE_TARGETS_MAX addresses,
- * each checked as `target` is, its errors naming which entry (from 1). The
- * first also fills rule->target, for what shows one target.
+ * each checked as `target` is, its errors naming which entry (from 1). On
+ * a port range, every entry is one port or every entry a range as long as
+ * listen's. The first also fills rule->target, for what shows one target.
  */
 static void config_read_targets(struct config_ctx *ctx, const config_setting_t *s,
-				struct rule_config *rule)
+				struct rule_config *rule, bool listen_ok)
 {
-	int n = config_setting_length(s);
+	int n = config_setting_length(s), ranges = 0;
+	unsigned last;
 	struct rule_targets *list;
 	char why[256];
 	bool ok = true;
@@ -640,11 +642,24 @@ static void config_read_targets(struct config_ctx *ctx, const config_setting_t *
 		}
 		str = config_setting_get_string(e);
 		snprintf(t->text, sizeof(t->text), "%s", str);
-		if (rule_parse_addr_for(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &t->addr,
-					&t->addr_len, why, sizeof(why)) < 0) {
+		if (rule_parse_range(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &t->addr,
+				     &t->addr_len, &last, why, sizeof(why)) < 0) {
 			config_err(ctx, e, "targets[%d]: %s", i + 1, why);
 			ok = false;
 			continue;
+		}
+		/* A port range: every entry one as long as the listen range. */
+		if (last) {
+			unsigned first = rule_addr_port((const struct sockaddr *)&t->addr);
+
+			ranges++;
+			if (listen_ok && last - first + 1 != rule_nports(rule)) {
+				config_err(ctx, e, "targets[%d]: \"%s\": the range has %u ports and the listen range %u-%u has %u: they must be the same length",
+					   i + 1, str, last - first + 1, rule_port_first(rule),
+					   rule_port_last(rule), rule_nports(rule));
+				ok = false;
+				continue;
+			}
 		}
 		for (int j = 0; j < i; j++)
 			if (list->t[j].addr_len &&
@@ -656,10 +671,17 @@ static void config_read_targets(struct config_ctx *ctx, const config_setting_t *
 				break;
 			}
 	}
+	if (ok && ranges && (ranges != n || (listen_ok && !rule_is_range(rule)))) {
+		config_err(ctx, s, ranges != n
+				   ? "targets: some entries are port ranges and some are single ports: give every target a range as long as listen's, or every target one port"
+				   : "targets: port ranges need a listen range as long, and listen is one port (give each target one port)");
+		ok = false;
+	}
 	if (!ok) {
 		rule_targets_unref(list);
 		return;
 	}
+	rule->target_range = ranges > 0;
 	rule->target = list->t[0].addr;
 	rule->target_len = list->t[0].addr_len;
 	rule->targets = list;
@@ -731,6 +753,33 @@ static void config_read_balance(struct config_ctx *ctx, const config_setting_t *
 	ctx->scope = scope;
 }
 
+/*
+ * A target range (TEXT, at setting S, ending at port LAST) must be as long
+ * as the listen range: port N goes to the target's first + (N - first).
+ * Sets the rule's target_range. LISTEN_OK: the listen address was read.
+ */
+static void config_check_target_range(struct config_ctx *ctx, const config_setting_t *s,
+				      const char *text, struct rule_config *rule, bool listen_ok,
+				      unsigned last)
+{
+	unsigned first = rule_addr_port((const struct sockaddr *)&rule->target);
+	unsigned n = last - first + 1;
+
+	if (!listen_ok)
+		return;
+	if (!rule_is_range(rule)) {
+		config_err(ctx, s, "target: \"%s\": a range of %u ports needs a listen range as long, and listen is one port (give the target one port)",
+			   text, n);
+		return;
+	}
+	if (n != rule_nports(rule)) {
+		config_err(ctx, s, "target: \"%s\": the target range has %u ports and the listen range %u-%u has %u: they must be the same length (or give the target one port)",
+			   text, n, rule_port_first(rule), rule_port_last(rule), rule_nports(rule));
+		return;
+	}
+	rule->target_range = true;
+}
+
 /* Reads one rule. Returns 0 if it is complete and valid, -1 otherwise. */
 static int config_read_rule(struct config_ctx *ctx, const config_setting_t *group,
 			    int index, const struct rule_settings *defaults,
@@ -744,6 +793,8 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 	const char *str;
 	char scope[RULE_NAME_MAX + 32];
 	char why[256];
+	unsigned target_last = 0;
+	bool listen_ok = false;
 
 	memset(rule, 0, sizeof(*rule));
 	rule->set = *defaults;
@@ -783,9 +834,11 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 	if (!s)
 		config_err(ctx, group, "listen: required key is missing");
 	else if ((str = config_get_string(ctx, s)) &&
-		 rule_parse_addr_for(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &rule->listen, &rule->listen_len, why,
-				     sizeof(why)) < 0)
+		 rule_parse_range(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &rule->listen,
+				  &rule->listen_len, &rule->listen_last, why, sizeof(why)) < 0)
 		config_err(ctx, s, "listen: %s", why);
+	else if (str)
+		listen_ok = true;
 
 	s = config_setting_get_member(group, "target");
 	if (s && config_setting_get_member(group, "targets"))
@@ -795,11 +848,13 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 	else if (!s && !config_setting_get_member(group, "targets"))
 		config_err(ctx, group, "target: required key is missing");
 	else if (!s)
-		config_read_targets(ctx, config_setting_get_member(group, "targets"), rule);
+		config_read_targets(ctx, config_setting_get_member(group, "targets"), rule, listen_ok);
 	else if ((str = config_get_string(ctx, s)) &&
-		 rule_parse_addr_for(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &rule->target, &rule->target_len, why,
-				     sizeof(why)) < 0)
+		 rule_parse_range(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &rule->target,
+				  &rule->target_len, &target_last, why, sizeof(why)) < 0)
 		config_err(ctx, s, "target: %s", why);
+	else if (str && target_last)
+		config_check_target_range(ctx, s, str, rule, listen_ok, target_last);
 	config_read_balance(ctx, group, rule);
 
 	rule_name_ports(rule);
@@ -815,7 +870,7 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 static void config_check_rules(struct config_ctx *ctx, const config_setting_t *list,
 			       struct config *cfg, const bool *valid)
 {
-	char addr[RULE_ADDR_STRLEN];
+	char addr[RULE_ADDR_STRLEN], oaddr[RULE_ADDR_STRLEN], span[16];
 	char scope[RULE_NAME_MAX + 32];
 
 	for (size_t i = 0; i < cfg->nrules; i++) {
@@ -838,14 +893,35 @@ static void config_check_rules(struct config_ctx *ctx, const config_setting_t *l
 					   r->name, o->line);
 				continue;
 			}
-			if (shared && rule_addr_equal((const struct sockaddr *)&r->listen,
-						      (const struct sockaddr *)&o->listen))
+			if (!shared)
+				continue;
+			if (!rule_is_range(r) && !rule_is_range(o)) {
+				/* Two single ports: only the very same address is refused. */
+				if (rule_addr_equal((const struct sockaddr *)&r->listen,
+						    (const struct sockaddr *)&o->listen))
+					config_err(ctx, config_setting_get_member(g, "listen"),
+						   "listen: %s %s is already used by rule \"%s\" (line %d)",
+						   rule_proto_name(shared),
+						   rule_format_addr((const struct sockaddr *)&r->listen,
+								    addr, sizeof(addr)),
+						   o->name, o->line);
+			} else if (rule_listen_collide(r, o)) {
+				/* A range takes every port of it: any port in common, on
+				 * the same address or either one a wildcard, collides. */
+				unsigned lo = rule_port_first(r) > rule_port_first(o) ? rule_port_first(r)
+										   : rule_port_first(o);
+				unsigned hi = rule_port_last(r) < rule_port_last(o) ? rule_port_last(r)
+										 : rule_port_last(o);
+
+				if (lo == hi)
+					snprintf(span, sizeof(span), " %u", lo);
+				else
+					snprintf(span, sizeof(span), "s %u-%u", lo, hi);
 				config_err(ctx, config_setting_get_member(g, "listen"),
-					   "listen: %s %s is already used by rule \"%s\" (line %d)",
-					   rule_proto_name(shared),
-					   rule_format_addr((const struct sockaddr *)&r->listen,
-							    addr, sizeof(addr)),
-					   o->name, o->line);
+					   "listen: %s %s overlaps rule \"%s\" (line %d), which listens on %s: port%s in common",
+					   rule_proto_name(shared), rule_format_listen(r, addr, sizeof(addr)),
+					   o->name, o->line, rule_format_listen(o, oaddr, sizeof(oaddr)), span);
+			}
 		}
 	}
 }
@@ -926,15 +1002,18 @@ static size_t config_sock_find(const struct config_sock *socks, size_t n,
 	return CONFIG_NO_RULE;
 }
 
-/* The rule whose PROTO listener a connection to R's target reaches. */
-static size_t config_next_hop(const struct config_sock *socks, size_t n, struct localaddr *local,
-			      const struct rule_config *r, unsigned proto)
+/* The rule whose PROTO listener a connection to R's target, on port PORT,
+ * reaches. */
+static size_t config_next_hop_port(const struct config_sock *socks, size_t n,
+				   struct localaddr *local, const struct rule_config *r,
+				   unsigned proto, unsigned port)
 {
-	struct sockaddr_storage dest;
+	struct sockaddr_storage dest, target;
 	struct config_sock_key key;
 	size_t s;
 
-	localaddr_destination((const struct sockaddr *)&r->target, &dest);
+	rule_addr_set_port((const struct sockaddr *)&r->target, port, &target);
+	localaddr_destination((const struct sockaddr *)&target, &dest);
 	key = config_sock_key(proto, (const struct sockaddr *)&dest);
 	s = config_sock_find(socks, n, &key);
 	if (s != CONFIG_NO_RULE)
@@ -943,6 +1022,24 @@ static size_t config_next_hop(const struct config_sock *socks, size_t n, struct 
 	s = config_sock_find(socks, n, &key);
 	if (s != CONFIG_NO_RULE && localaddr_is_local(local, (const struct sockaddr *)&dest))
 		return s;
+	return CONFIG_NO_RULE;
+}
+
+/* The rule whose PROTO listener a connection to R's target reaches; for a
+ * target range, the first port of it that reaches one (each port of a range
+ * goes somewhere of its own: one is enough for a loop). */
+static size_t config_next_hop(const struct config_sock *socks, size_t n, struct localaddr *local,
+			      const struct rule_config *r, unsigned proto)
+{
+	unsigned count = r->target_range ? rule_nports(r) : 1;
+
+	for (unsigned i = 0; i < count; i++) {
+		size_t s = config_next_hop_port(socks, n, local, r, proto,
+						rule_target_port(r, rule_port_first(r) + i));
+
+		if (s != CONFIG_NO_RULE)
+			return s;
+	}
 	return CONFIG_NO_RULE;
 }
 
@@ -1034,7 +1131,9 @@ static void config_report_loop(struct config_ctx *ctx, const config_setting_t *l
 		laddr[0] = ' ';
 		rule_format_addr(listen, laddr + 1, sizeof(laddr) - 1);
 	}
-	rule_format_addr(target, taddr, sizeof(taddr));
+	if (laddr[0])
+		rule_format_listen(s, laddr + 1, sizeof(laddr) - 1);
+	rule_format_target(r, taddr, sizeof(taddr));
 	snprintf(scope, sizeof(scope), "rule \"%s\"", r->name);
 	ctx->scope = scope;
 	if (next == head) {
@@ -1052,8 +1151,13 @@ static void config_report_loop(struct config_ctx *ctx, const config_setting_t *l
 static void config_check_loops(struct config_ctx *ctx, const config_setting_t *list,
 			       struct config *cfg, const bool *valid)
 {
-	size_t n = cfg->nrules, nsocks = 0;
-	struct config_sock *socks = calloc(2 * n, sizeof(*socks));
+	size_t n = cfg->nrules, nsocks = 0, room = 0;
+	struct config_sock *socks;
+
+	/* A socket per port of every range. */
+	for (size_t i = 0; i < n; i++)
+		room += 2 * (size_t)(valid[i] ? rule_nports(&cfg->rules[i]) : 0);
+	socks = calloc(room + 1, sizeof(*socks));
 	struct config_hop *hops = calloc(n, sizeof(*hops));
 	struct localaddr local = { 0 };
 
@@ -1063,9 +1167,15 @@ static void config_check_loops(struct config_ctx *ctx, const config_setting_t *l
 	}
 	for (size_t i = 0; i < n; i++)
 		for (int k = 0; k < 2; k++)
-			if (valid[i] && (cfg->rules[i].proto & config_protos[k])) {
-				socks[nsocks].key = config_sock_key(
-					config_protos[k], (const struct sockaddr *)&cfg->rules[i].listen);
+			for (unsigned p = 0; valid[i] && (cfg->rules[i].proto & config_protos[k]) &&
+					     p < rule_nports(&cfg->rules[i]);
+			     p++) {
+				struct sockaddr_storage at;
+
+				rule_addr_set_port((const struct sockaddr *)&cfg->rules[i].listen,
+						   rule_port_first(&cfg->rules[i]) + p, &at);
+				socks[nsocks].key = config_sock_key(config_protos[k],
+								    (const struct sockaddr *)&at);
 				socks[nsocks++].rule = i;
 			}
 	qsort(socks, nsocks, sizeof(*socks), config_sock_cmp);

@@ -53,12 +53,14 @@ unsigned long long daemon_fd_budget(const struct config *cfg, size_t nworkers)
 	for (size_t i = 0; i < cfg->nrules; i++) {
 		const struct rule_config *r = &cfg->rules[i];
 
+		/* A listening socket per port of the range and worker. */
 		if (r->proto & RULE_PROTO_TCP) {
-			need += nworkers + (r->set.splice ? 6ULL : 2ULL) * r->set.max_connections;
+			need += nworkers * rule_nports(r) +
+				(r->set.splice ? 6ULL : 2ULL) * r->set.max_connections;
 			splice |= r->set.splice;
 		}
 		if (r->proto & RULE_PROTO_UDP)
-			need += nworkers + r->set.max_udp_sessions;
+			need += nworkers * rule_nports(r) + r->set.max_udp_sessions;
 	}
 	/* Spliced connections give their pipes back to a pool per worker. */
 	if (splice)
@@ -224,11 +226,18 @@ struct forward *daemon_find_rule(struct daemon *d, const char *name)
 	return NULL;
 }
 
-/* The running rule that NEW takes over on reload, or -1. */
-static ssize_t daemon_match(struct daemon *d, const struct rule_config *new, const bool *taken)
+/*
+ * The running rule that NEW takes over on reload, or -1: the one with the
+ * same proto and listen address (ports included), whatever its name; with
+ * RANGED, one whose range NEW changed: the same name, proto and address
+ * and a port in common (rule_same_range_rule).
+ */
+static ssize_t daemon_match(struct daemon *d, const struct rule_config *new, const bool *taken,
+			    bool ranged)
 {
 	for (size_t j = 0; j < d->nrules; j++)
-		if (!taken[j] && rule_same_listener(&d->rules[j]->cfg, new))
+		if (!taken[j] && (ranged ? rule_same_range_rule(&d->rules[j]->cfg, new)
+					 : rule_same_listener(&d->rules[j]->cfg, new)))
 			return (ssize_t)j;
 	return -1;
 }
@@ -297,20 +306,25 @@ static int daemon_load(const char *path, const char *text, size_t len, struct co
 static void daemon_plan(struct daemon *d, const struct config *nc, struct forward **match,
 			bool *taken, struct daemon_reload_result *res)
 {
-	for (size_t i = 0; i < nc->nrules; i++) {
-		ssize_t j = daemon_match(d, &nc->rules[i], taken);
+	/* The same ports first, then ranges that changed. */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < nc->nrules; i++) {
+			ssize_t j;
 
-		match[i] = j < 0 ? NULL : d->rules[j];
-		if (j < 0) {
-			res->added++;
-			continue;
+			if (match[i])
+				continue;
+			j = daemon_match(d, &nc->rules[i], taken, pass == 1);
+			if (j < 0)
+				continue;
+			match[i] = d->rules[j];
+			taken[j] = true;
+			if (rule_config_equal(&d->rules[j]->cfg, &nc->rules[i]))
+				res->unchanged++;
+			else
+				res->changed++;
 		}
-		taken[j] = true;
-		if (rule_config_equal(&d->rules[j]->cfg, &nc->rules[i]))
-			res->unchanged++;
-		else
-			res->changed++;
-	}
+	for (size_t i = 0; i < nc->nrules; i++)
+		res->added += !match[i];
 	for (size_t j = 0; j < d->nrules; j++)
 		res->removed += !taken[j];
 }
@@ -319,7 +333,9 @@ static void daemon_plan(struct daemon *d, const struct config *nc, struct forwar
  * gives it RC binds nothing (another interface binds again). */
 static bool daemon_holds(const struct forward *fw, const struct rule_config *rc)
 {
-	if (!fw || strcmp(fw->cfg.interface, rc->interface) != 0)
+	if (!fw || strcmp(fw->cfg.interface, rc->interface) != 0 ||
+	    rule_port_first(&fw->cfg) != rule_port_first(rc) ||
+	    rule_port_last(&fw->cfg) != rule_port_last(rc))
 		return false;
 	if ((rc->proto & RULE_PROTO_TCP) && fw->tcp.state != FORWARD_LISTENING)
 		return false;
@@ -358,16 +374,18 @@ static json_t *daemon_rules_json(const struct config *cfg)
 	for (size_t i = 0; rules && i < cfg->nrules; i++) {
 		const struct rule_config *r = &cfg->rules[i];
 
-		json_array_append_new(
-			rules,
+		json_t *o =
 			json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:i}", "name", r->name, "proto",
 				  rule_proto_name(r->proto), "listen",
-				  rule_format_addr((const struct sockaddr *)&r->listen, listen, sizeof(listen)),
+				  rule_format_listen(r, listen, sizeof(listen)),
 				  "target",
-				  rule_format_addr((const struct sockaddr *)&r->target, target, sizeof(target)),
+				  rule_format_target(r, target, sizeof(target)),
 				  "listen_port", rule_port_json((const struct sockaddr *)&r->listen, r->listen_service),
 				  "target_port", rule_port_json((const struct sockaddr *)&r->target, r->target_service),
-				  "line", r->line));
+				  "line", r->line);
+
+		rule_range_json(r, o);
+		json_array_append_new(rules, o);
 	}
 	return rules;
 }
@@ -441,27 +459,39 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	for (size_t j = 0; j < d->nrules; j++)
 		if (!taken[j])
 			daemon_drain_add(d, d->rules[j]);
+	/* What the removed rules' UDP sockets hold goes to the rules that want it. */
+	for (size_t i = 0; i < nc.nrules; i++)
+		for (size_t j = 0; j < d->ndraining; j++)
+			forward_udp_takeover(d->draining[j], &nc.rules[i]);
+	/* The kept rules first: a range that shrinks frees ports a new rule may want. */
+	for (size_t i = 0; i < nc.nrules; i++) {
+		const struct rule_config *rc = &nc.rules[i];
+		bool same;
+
+		if (!rules[i])
+			continue;
+		same = rule_config_equal(&rules[i]->cfg, rc);
+		if (!same && strcmp(rules[i]->cfg.name, rc->name) != 0)
+			log_info("rule %s: renamed to %s", rules[i]->cfg.name, rc->name);
+		if (forward_update(rules[i], rc) < 0)
+			config_errors_add(&res->msgs, "rule %s: out of memory; its old settings stay",
+					  rc->name);
+		else if (!same)
+			log_info("rule %s: changed; new connections use the new settings", rc->name);
+	}
 	for (size_t i = 0; i < nc.nrules; i++) {
 		const struct rule_config *rc = &nc.rules[i];
 
-		if (rules[i]) {
-			bool same = rule_config_equal(&rules[i]->cfg, rc);
-
-			if (!same && strcmp(rules[i]->cfg.name, rc->name) != 0)
-				log_info("rule %s: renamed to %s", rules[i]->cfg.name, rc->name);
-			if (forward_update(rules[i], rc) < 0)
-				config_errors_add(&res->msgs, "rule %s: out of memory; its old settings stay",
-						  rc->name);
-			else if (!same)
-				log_info("rule %s: changed; new connections use the new settings", rc->name);
-		} else {
-			for (size_t j = 0; j < d->ndraining; j++)
-				forward_udp_takeover(d->draining[j], rc);
-			rules[i] = forward_new(d->base, d->workers, d->nworkers, rc);
-			/* Cannot fail short of memory; the rest still applies. */
-			if (!rules[i])
-				config_errors_add(&res->msgs, "rule %s: out of memory; not added", rc->name);
-		}
+		if (rules[i])
+			continue;
+		/* The ports that left a kept rule's range still serve their UDP sessions. */
+		for (size_t j = 0; j < nc.nrules; j++)
+			if (rules[j] && j != i)
+				forward_udp_takeover(rules[j], rc);
+		rules[i] = forward_new(d->base, d->workers, d->nworkers, rc);
+		/* Cannot fail short of memory; the rest still applies. */
+		if (!rules[i])
+			config_errors_add(&res->msgs, "rule %s: out of memory; not added", rc->name);
 	}
 	/* Drop the rules that could not be created (out of memory). */
 	{

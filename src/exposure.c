@@ -152,9 +152,19 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 	const struct sockaddr *listen = (const struct sockaddr *)&r->listen;
 	const struct sockaddr *target = (const struct sockaddr *)&r->target;
 	enum exposure_addr where = exposure_addr_class(listen);
-	const struct exposure_service *to = exposure_hunted(rule_addr_port(target));
-	const struct exposure_service *at = exposure_hunted(rule_addr_port(listen));
+	const struct exposure_service *to = NULL, *at = NULL;
 	char addr[RULE_ADDR_STRLEN], taddr[RULE_ADDR_STRLEN], what[320], facing[200] = "", how[128];
+	struct sockaddr_storage tport;
+
+	/* Every port of a range: the first hunted one, behind or in front. */
+	for (unsigned p = rule_port_first(r); p <= rule_port_last(r) && !to; p++)
+		to = exposure_hunted(rule_target_port(r, p));
+	for (unsigned p = rule_port_first(r); p <= rule_port_last(r) && !at; p++)
+		at = exposure_hunted(p);
+	if (at && !to) {
+		rule_addr_set_port(target, rule_target_port(r, at->port), &tport);
+		target = (const struct sockaddr *)&tport;
+	}
 
 	/* Scanners hunt these over TCP, on the port they knock at (this rule's
 	 * listen port) for the service behind it (the target's). */
@@ -176,7 +186,7 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 			 at->port, at->name, at->risk, rule_format_addr(target, taddr, sizeof(taddr)));
 	return exposure_add(out, cfg, i, EXPOSURE_WARNING,
 			    "%s from %s (%s)%s with no allow list that keeps anyone out: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")",
-			    what, rule_format_addr(listen, addr, sizeof(addr)),
+			    what, rule_format_listen(r, addr, sizeof(addr)),
 			    where == EXPOSURE_ADDR_WILDCARD ? "every address of this host" : "a public address",
 			    facing);
 }
@@ -237,11 +247,26 @@ void exposure_privs_now(bool gave_root_up, bool root_lacked_cap, struct exposure
 static int exposure_check_ephemeral(const struct config *cfg, size_t i, const struct sysports *sp,
 				    struct exposure_list *out)
 {
-	unsigned port = rule_addr_port((const struct sockaddr *)&cfg->rules[i].listen), first;
-	char reserve[SYSPORTS_RESERVED_TEXT_MAX + 128];
+	const struct rule_config *r = &cfg->rules[i];
+	unsigned port = rule_port_first(r), last = rule_port_last(r), first, n;
+	char reserve[SYSPORTS_RESERVED_TEXT_MAX + 128], span[16];
 
-	if (!sysports_ephemeral_overlap(sp, port, port, &first))
+	if (!(n = sysports_ephemeral_overlap(sp, port, last, &first)))
 		return 0;
+	if (port != last) {
+		/* A range: the ports of it in the ephemeral range, not reserved. */
+		snprintf(span, sizeof(span), "%u-%u", port, last);
+		if (sp->reserved_long)
+			snprintf(reserve, sizeof(reserve),
+				 "reserve them by adding %s to net.ipv4.ip_local_reserved_ports (sysctl -w replaces that list)",
+				 span);
+		else
+			snprintf(reserve, sizeof(reserve), "reserve them with `sysctl -w net.ipv4.ip_local_reserved_ports=%s%s%s`",
+				 sp->reserved_text, sp->reserved_text[0] ? "," : "", span);
+		return exposure_add(out, cfg, i, EXPOSURE_WARNING,
+				    "listen ports %s: %u of them, from %u, may collide with outgoing connections (the kernel hands ports %u-%u to them, net.ipv4.ip_local_port_range): if one holds a port when portfwd binds, at start or reload, that port fails; pick ports outside that range, or %s (and in /etc/sysctl.d to keep it)",
+				    span, n, first, sp->eph_lo, sp->eph_hi, reserve);
+	}
 	/* sysctl -w replaces the list: keep what is on it. */
 	if (sp->reserved_long)
 		snprintf(reserve, sizeof(reserve),
@@ -259,12 +284,20 @@ static int exposure_check_ephemeral(const struct config *cfg, size_t i, const st
 static int exposure_check_privileged(const struct config *cfg, size_t i, const struct sysports *sp,
 				     const struct exposure_privs *privs, struct exposure_list *out)
 {
-	unsigned port = rule_addr_port((const struct sockaddr *)&cfg->rules[i].listen);
-	char below[128];
+	/* A range's lowest port is its first. */
+	unsigned port = rule_port_first(&cfg->rules[i]), last = rule_port_last(&cfg->rules[i]);
+	char below[128], ports[32];
 
 	if (!privs || privs->can_bind_low || (privs->bound && privs->bound[i]) ||
 	    !sysports_port_privileged(sp, port))
 		return 0;
+	if (port != last) {
+		snprintf(ports, sizeof(ports), "%u-%u", port, last);
+		return exposure_add(out, cfg, i, EXPOSURE_WARNING,
+				    "listen ports %s start below %u (this kernel's net.ipv4.ip_unprivileged_port_start): binding those needs root or CAP_NET_BIND_SERVICE, which portfwd %s (%s); %s, or listen on ports %u and above",
+				    ports, sp->unpriv_start, privs->running ? "does not have" : "will not have",
+				    privs->who, privs->fix, sp->unpriv_start);
+	}
 	if (sp->unpriv_start == 1024)
 		snprintf(below, sizeof(below), "%s (below 1024)", portinfo_range(port));
 	else

@@ -1,5 +1,6 @@
 #include "forward.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
@@ -44,9 +45,9 @@ static void forward_grow_buffers(int fd)
  * TCP). REUSEPORT lets each worker have its own. Returns the fd, or -1 with
  * errno set by the call that failed.
  */
-static int forward_socket(const struct forward *fw, int socktype, bool reuseport, bool listening)
+static int forward_socket(const struct forward *fw, const struct sockaddr *sa, int socktype,
+			  bool reuseport, bool listening)
 {
-	const struct sockaddr *sa = (const struct sockaddr *)&fw->cfg.listen;
 	int fd, one = 1, saved;
 
 	fd = socket(sa->sa_family, socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -97,6 +98,15 @@ struct forward_attach {
 	int socktype;
 };
 
+/* The listen address with port P. */
+static const struct sockaddr *forward_port_addr(const struct forward *fw,
+						const struct forward_port *p,
+						struct sockaddr_storage *ss)
+{
+	rule_addr_set_port((const struct sockaddr *)&fw->cfg.listen, p->port, ss);
+	return (const struct sockaddr *)ss;
+}
+
 static void forward_attach_cb(struct listener *l, void *arg)
 {
 	struct forward_attach *a = arg;
@@ -116,22 +126,24 @@ static void forward_attach_cb(struct listener *l, void *arg)
  * address, with SO_REUSEPORT or not, so a port taken by another program
  * (or another portfwd) is reported instead of silently shared.
  */
-static int forward_bind(struct forward *fw, int socktype)
+static int forward_bind(struct forward *fw, struct forward_port *port, int socktype)
 {
 	int *fds = calloc(fw->work.nworkers, sizeof(*fds));
+	struct sockaddr_storage ss;
+	const struct sockaddr *sa = forward_port_addr(fw, port, &ss);
 	int probe, err = 0;
 	size_t n = 0;
 
 	if (!fds)
 		return ENOMEM;
-	probe = forward_socket(fw, socktype, false, false);
+	probe = forward_socket(fw, sa, socktype, false, false);
 	if (probe < 0) {
 		err = errno;
 		goto out;
 	}
 	close(probe);
 	for (n = 0; n < fw->work.nworkers; n++) {
-		fds[n] = forward_socket(fw, socktype, true, socktype == SOCK_STREAM);
+		fds[n] = forward_socket(fw, sa, socktype, true, socktype == SOCK_STREAM);
 		if (fds[n] < 0) {
 			err = errno;
 			break;
@@ -149,7 +161,7 @@ static int forward_bind(struct forward *fw, int socktype)
 			a->fd = fds[i];
 			a->socktype = socktype;
 		}
-		if (!a || rulework_post(&fw->work, i, forward_attach_cb, a) < 0) {
+		if (!a || rulework_post_one(&fw->work, i, port->ls[i], forward_attach_cb, a) < 0) {
 			/* Out of memory: this worker goes without; the others serve. */
 			log_error("rule %s: worker %zu: out of memory; it will not serve this rule",
 				  fw->cfg.name, i);
@@ -162,59 +174,165 @@ out:
 	return err;
 }
 
-static int forward_start_proto(struct forward *fw, int socktype)
+/* The interface index check after a bind (see forward_start_port). */
+static void forward_note_ifindex(struct forward *fw, unsigned ifindex)
 {
-	struct forward_proto *p = socktype == SOCK_STREAM ? &fw->tcp : &fw->udp;
+	/* The index before and after the bind: the same one, or the
+	 * interface came or was made again meanwhile and which one the
+	 * sockets are on is not known (-1: the watch binds them anew).
+	 * Every socket must be on the one recorded first. */
+	unsigned after = iface_index(fw->cfg.interface);
+	unsigned on = ifindex && ifindex == after ? ifindex : (unsigned)-1;
+
+	fw->ifindex = !fw->ifindex || fw->ifindex == on ? on : (unsigned)-1;
+}
+
+/*
+ * Binds SOCKTYPE on PORT. EXPLAIN: a failure may be explained in full
+ * (finding who holds a port reads all of /proc: for a few ports a round,
+ * not thousands) and logged. Returns 0, or -1 if the bind failed.
+ */
+static int forward_start_port(struct forward *fw, struct forward_port *port, int socktype,
+			      bool explain)
+{
+	struct forward_port_proto *p = &port->p[socktype == SOCK_STREAM ? 0 : 1];
 	const char *name = socktype == SOCK_STREAM ? "tcp" : "udp";
-	char addr[RULE_ADDR_STRLEN], listen[RULE_PORT_STRLEN], target[RULE_PORT_STRLEN];
+	char addr[RULE_ADDR_STRLEN], why[256];
+	struct sockaddr_storage ss;
+	const struct sockaddr *sa = forward_port_addr(fw, port, &ss);
 	/* The index before the sockets are bound (by name): should the
 	 * interface be made again meanwhile, the watch sees another index and
 	 * binds them anew, never believing dead sockets are on the new one. */
 	unsigned ifindex = fw->cfg.interface[0] ? iface_index(fw->cfg.interface) : 0;
-	int err = forward_bind(fw, socktype);
+	int err = forward_bind(fw, port, socktype);
 
-	rule_format_addr((const struct sockaddr *)&fw->cfg.listen, addr, sizeof(addr));
 	if (err) {
-		/* Explained (and logged) once per cause: finding who holds a
-		 * port reads all of /proc, too much to repeat every retry. */
-		if (p->state != FORWARD_FAILED || err != p->err) {
+		/* Explained (and logged) once per cause. */
+		if (p->state != FORWARD_FAILED || err != p->err || !p->why) {
 			p->err = err;
-			if (!fw->cfg.interface[0] ||
-			    !iface_bind_error(err, fw->cfg.interface, p->error, sizeof(p->error)))
-				portinfo_bind_error(err, socktype, (const struct sockaddr *)&fw->cfg.listen,
-						    p->error, sizeof(p->error));
-			log_error("rule %s: cannot listen on %s %s: %s (retrying every %ds)",
-				  fw->cfg.name, name, addr, p->error, FORWARD_RETRY_SECONDS);
+			rule_format_addr(sa, addr, sizeof(addr));
+			if (!explain) {
+				snprintf(why, sizeof(why), "%s", strerror(err));
+				why[0] = (char)tolower((unsigned char)why[0]);
+			} else if (!fw->cfg.interface[0] ||
+				   !iface_bind_error(err, fw->cfg.interface, why, sizeof(why))) {
+				portinfo_bind_error(err, socktype, sa, why, sizeof(why));
+			}
+			free(p->why);
+			p->why = strdup(why);
+			if (explain)
+				log_error("rule %s: cannot listen on %s %s: %s (retrying every %ds)",
+					  fw->cfg.name, name, addr, why, FORWARD_RETRY_SECONDS);
 		}
 		p->state = FORWARD_FAILED;
 		return -1;
 	}
 	p->state = FORWARD_LISTENING;
-	p->error[0] = '\0';
 	p->err = 0;
-	if (fw->cfg.interface[0]) {
-		/* The index before and after the bind: the same one, or the
-		 * interface came or was made again meanwhile and which one the
-		 * sockets are on is not known (-1: the watch binds them anew).
-		 * Both protocols' sockets must be on the one recorded first. */
-		unsigned after = iface_index(fw->cfg.interface);
-		unsigned on = ifindex && ifindex == after ? ifindex : (unsigned)-1;
+	free(p->why);
+	p->why = NULL;
+	if (fw->cfg.interface[0])
+		forward_note_ifindex(fw, ifindex);
+	return 0;
+}
 
-		fw->ifindex = !fw->ifindex || fw->ifindex == on ? on : (unsigned)-1;
+/*
+ * FW's state of protocol K (0 TCP, 1 UDP) from its ports': failed while any
+ * active port fails, its error the port's (a single port) or the failed
+ * ports, the first FORWARD_PORTS_SHOWN with why ("27020/tcp: address
+ * already in use: ...; 27021/tcp: ...; and 3 more of 16").
+ */
+static void forward_sum_proto(struct forward *fw, int k)
+{
+	struct forward_proto *sum = k == 0 ? &fw->tcp : &fw->udp;
+	const char *name = k == 0 ? "tcp" : "udp";
+	size_t failed = 0, active = 0, used = 0;
+	bool listening = true;
+
+	sum->error[0] = '\0';
+	sum->err = 0;
+	for (size_t i = 0; i < fw->nports; i++) {
+		const struct forward_port_proto *p = &fw->ports[i].p[k];
+
+		if (!fw->ports[i].active)
+			continue;
+		active++;
+		listening &= p->state == FORWARD_LISTENING;
+		if (p->state != FORWARD_FAILED)
+			continue;
+		if (!rule_is_range(&fw->cfg)) {
+			snprintf(sum->error, sizeof(sum->error), "%s", p->why ? p->why : "");
+			sum->err = p->err;
+		} else if (failed < FORWARD_PORTS_SHOWN && used < sizeof(sum->error)) {
+			used += (size_t)snprintf(sum->error + used, sizeof(sum->error) - used, "%s%u/%s: %s",
+						 failed ? "; " : "", fw->ports[i].port, name,
+						 p->why ? p->why : "");
+			sum->err = sum->err ? sum->err : p->err;
+		}
+		failed++;
 	}
-	/* The ports with their names and classes, as status shows them. */
-	char more[64] = "";
+	if (failed > FORWARD_PORTS_SHOWN && used < sizeof(sum->error))
+		snprintf(sum->error + used, sizeof(sum->error) - used, "; and %zu more of %zu ports",
+			 failed - FORWARD_PORTS_SHOWN, active);
+	if (failed)
+		sum->state = FORWARD_FAILED;
+	else if (listening && active)
+		sum->state = FORWARD_LISTENING;
+	else if (sum->state == FORWARD_LISTENING)
+		sum->state = FORWARD_CLOSED; /* new ports, about to be bound */
+}
 
+/* Binds the active ports not bound yet for SOCKTYPE. Returns 0, or -1 if a bind failed. */
+static int forward_start_proto(struct forward *fw, int socktype)
+{
+	int k = socktype == SOCK_STREAM ? 0 : 1;
+	const char *name = k == 0 ? "tcp" : "udp";
+	char listen[RULE_PORT_STRLEN], target[RULE_PORT_STRLEN], route[RULE_ROUTE_STRLEN], more[64] = "";
+	size_t bound = 0, failed = 0, explained = 0, quiet = 0;
+
+	for (size_t i = 0; i < fw->nports; i++) {
+		struct forward_port *port = &fw->ports[i];
+		bool was = port->p[k].state == FORWARD_FAILED && port->p[k].why;
+
+		if (!port->active || port->p[k].state == FORWARD_LISTENING)
+			continue;
+		if (forward_start_port(fw, port, socktype, was || explained < FORWARD_PORTS_SHOWN) < 0) {
+			failed++;
+			/* A port that fails for the first time, explained or not. */
+			if (was)
+				continue;
+			if (explained < FORWARD_PORTS_SHOWN)
+				explained++;
+			else
+				quiet++;
+		} else {
+			bound++;
+		}
+	}
+	if (quiet)
+		log_error("rule %s: cannot listen on %s on %zu more ports of %s (retrying every %ds)",
+			  fw->cfg.name, name, quiet, rule_format_listen(&fw->cfg, listen, sizeof(listen)),
+			  FORWARD_RETRY_SECONDS);
+	forward_sum_proto(fw, k);
+	if (!bound)
+		return failed ? -1 : 0;
+	/* The ports with their names and classes, as status shows them. */
 	if (rule_ntargets(&fw->cfg) > 1)
 		snprintf(more, sizeof(more), " and %zu more target%s (%s)", rule_ntargets(&fw->cfg) - 1,
 			 rule_ntargets(&fw->cfg) == 2 ? "" : "s", rule_balance_name(fw->cfg.balance));
-	log_info("rule %s: listening on %s %s%s%s, forwarding to %s%s", fw->cfg.name, name,
-		 rule_format_port((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service,
-				  listen, sizeof(listen)),
-		 fw->cfg.interface[0] ? ", interface " : "", fw->cfg.interface,
-		 rule_format_port((const struct sockaddr *)&fw->cfg.target, fw->cfg.target_service,
-				  target, sizeof(target)), more);
-	return 0;
+	if (!rule_is_range(&fw->cfg)) {
+		log_info("rule %s: listening on %s %s%s%s, forwarding to %s%s", fw->cfg.name, name,
+			 rule_format_port((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service,
+					  listen, sizeof(listen)),
+			 fw->cfg.interface[0] ? ", interface " : "", fw->cfg.interface,
+			 rule_format_port((const struct sockaddr *)&fw->cfg.target, fw->cfg.target_service,
+					  target, sizeof(target)), more);
+	} else {
+		log_info("rule %s: listening on %s on %zu of %u ports: %s%s%s%s", fw->cfg.name, name,
+			 bound, rule_nports(&fw->cfg), rule_format_route(&fw->cfg, route, sizeof(route)),
+			 fw->cfg.interface[0] ? ", interface " : "", fw->cfg.interface, more);
+	}
+	return failed ? -1 : 0;
 }
 
 /* Binds whatever is not bound yet; arms the retry timer if anything failed.
@@ -265,17 +383,105 @@ static void forward_set_cfg(struct forward *fw, const struct rule_config *cfg)
 	rule_targets_unref(old_targets);
 }
 
-static void forward_insert_cb(struct listener *l, void *arg)
+/* The slot of PORT among FW's ports, or NULL. */
+static struct forward_port *forward_port_find(struct forward *fw, unsigned port)
 {
-	(void)arg;
-	listener_insert(l);
+	/* Slots are added in runs of ascending ports: a range changed by a
+	 * reload adds a run; search them all (at most 65535). */
+	for (size_t i = 0; i < fw->nports; i++)
+		if (fw->ports[i].port == port)
+			return &fw->ports[i];
+	return NULL;
+}
+
+/* The ports [FROM, TO) of fw->ports, whose listeners a worker links. */
+struct forward_link {
+	struct forward *fw;
+	size_t from, to;
+};
+
+/* On worker I's thread: the new ports' listeners into its list and into
+ * the rule's chain there (after the first, which never moves). */
+static void forward_link_cb(struct listener *head, void *arg)
+{
+	struct forward_link *k = arg;
+	size_t w = (size_t)head->worker->id;
+
+	for (size_t i = k->from; i < k->to; i++) {
+		struct listener *l = k->fw->ports[i].ls[w];
+
+		listener_insert(l);
+		if (l != head) {
+			l->sibling = head->sibling;
+			head->sibling = l;
+		}
+	}
+}
+
+/* Frees what forward_add_ports made of slot P before it was linked. */
+static void forward_port_unmake(struct forward *fw, struct forward_port *p)
+{
+	for (size_t w = 0; p->ls && w < fw->work.nworkers; w++)
+		listener_free(p->ls[w]);
+	free(p->ls);
+	p->ls = NULL;
+}
+
+/*
+ * Adds a slot, with a listener in each worker holding SNAP, for each port
+ * of CFG's range that FW has none for, and links them in the workers.
+ * Returns 0, or -1 when out of memory (nothing added).
+ */
+static int forward_add_ports(struct forward *fw, const struct rule_config *cfg,
+			     struct rulework_snap *snap)
+{
+	size_t nw = fw->work.nworkers, from = fw->nports, n = from;
+	struct forward_port *grown;
+	struct forward_link link;
+
+	grown = realloc(fw->ports, (fw->nports + rule_nports(cfg)) * sizeof(*grown));
+	if (!grown)
+		return -1;
+	fw->ports = grown;
+	for (unsigned port = rule_port_first(cfg); port <= rule_port_last(cfg); port++) {
+		struct forward_port *p = &fw->ports[n];
+
+		if (forward_port_find(fw, port))
+			continue;
+		memset(p, 0, sizeof(*p));
+		p->port = port;
+		p->active = true;
+		p->ls = calloc(nw ? nw : 1, sizeof(*p->ls));
+		for (size_t w = 0; p->ls && w < nw; w++)
+			if (!(p->ls[w] = listener_new(fw->work.workers[w], &fw->work, snap, port))) {
+				forward_port_unmake(fw, p);
+				break;
+			}
+		if (!p->ls) {
+			while (n > from)
+				forward_port_unmake(fw, &fw->ports[--n]);
+			fw->nports = from;
+			return -1;
+		}
+		n++;
+		fw->nports = n; /* forward_port_find sees it */
+	}
+	fw->nports = n;
+	if (n == from)
+		return 0;
+	/* The first port's listeners are the rule's first, for its life. */
+	for (size_t w = 0; w < nw && !fw->work.listeners[w]; w++)
+		fw->work.listeners[w] = fw->ports[0].ls[w];
+	/* Into each worker's list on its own thread: a running worker walks it. */
+	link = (struct forward_link){ fw, from, n };
+	rulework_heads_sync(&fw->work, forward_link_cb, &link);
+	return 0;
 }
 
 struct forward *forward_new(struct event_base *base, struct worker **workers,
 			    size_t nworkers, const struct rule_config *cfg)
 {
 	struct forward *fw = calloc(1, sizeof(*fw));
-	size_t made = 0;
 
 	if (!fw)
 		return NULL;
@@ -291,19 +497,13 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
 	if (!fw->snap || !fw->targets || !fw->bind_retry)
 		goto fail;
 	fw->snap->targets = targets_ref(fw->targets);
+	if (forward_add_ports(fw, cfg, fw->snap) < 0)
+		goto fail;
 	targets_health_start(fw->targets, base, cfg->name);
-	for (made = 0; made < nworkers; made++) {
-		fw->work.listeners[made] = listener_new(workers[made], &fw->work, fw->snap);
-		if (!fw->work.listeners[made])
-			goto fail;
-	}
-	/* Into each worker's list on its own thread: a running worker walks it. */
-	rulework_each_sync(&fw->work, forward_insert_cb, NULL);
 	forward_start(fw);
 	return fw;
 fail:
-	while (made > 0)
-		listener_free(fw->work.listeners[--made]);
+	free(fw->ports);
 	if (fw->bind_retry)
 		event_free(fw->bind_retry);
 	rulework_snap_unref(fw->snap);
@@ -314,6 +514,51 @@ fail:
 	rulework_fini(&fw->work);
 	free(fw);
 	return NULL;
+}
+
+/* Which ports a range change takes out of the rule, or brings back. */
+struct forward_retire {
+	unsigned first, last; /* the new range */
+};
+
+static void forward_retire_cb(struct listener *l, void *arg)
+{
+	const struct forward_retire *r = arg;
+	bool in = l->port >= r->first && l->port <= r->last;
+
+	if (in == l->retired)
+		listener_retire(l, !in);
+}
+
+/*
+ * The range changes to CFG's: the ports that leave it are closed (their
+ * connections drain), the ones that come back to it are opened to binding.
+ */
+static void forward_set_range(struct forward *fw, const struct rule_config *cfg)
+{
+	struct forward_retire r = { rule_port_first(cfg), rule_port_last(cfg) };
+	unsigned left = 0, back = 0;
+
+	for (size_t i = 0; i < fw->nports; i++) {
+		struct forward_port *p = &fw->ports[i];
+		bool in = p->port >= r.first && p->port <= r.last;
+
+		if (in == p->active)
+			continue;
+		left += !in;
+		back += in;
+		p->active = in;
+		for (int k = 0; k < 2; k++) {
+			p->p[k].state = FORWARD_CLOSED;
+			free(p->p[k].why);
+			p->p[k].why = NULL;
+		}
+	}
+	if (left || back)
+		rulework_each_sync(&fw->work, forward_retire_cb, &r);
+	if (left)
+		log_info("rule %s: %u port%s left its range: not accepting there; their connections carry on",
+			 cfg->name, left, left == 1 ? "" : "s");
 }
 
 static void forward_set_snap_cb(struct listener *l, void *arg)
@@ -330,6 +575,8 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 {
 	bool rebind = strcmp(fw->cfg.interface, cfg->interface) != 0;
 	bool reopen = rebind || fw->disabled;
+	bool ranged = rule_port_first(&fw->cfg) != rule_port_first(cfg) ||
+		      rule_port_last(&fw->cfg) != rule_port_last(cfg);
 	struct rulework_snap *snap = NULL;
 
 	/* A name of a port that /etc/services now spells otherwise is a new
@@ -360,6 +607,12 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 		fw->targets = targets;
 		targets_health_start(targets, fw->base, cfg->name);
 	}
+	/* The new ports' listeners, unbound yet, with the new snapshot (a
+	 * changed range is a changed rule). */
+	if (ranged && forward_add_ports(fw, cfg, snap ? snap : fw->snap) < 0) {
+		rulework_snap_unref(snap);
+		return -1;
+	}
 	/* Sockets bound the old way close before the new settings are in
 	 * force, and a disabled rule opens only with them: nothing is accepted
 	 * through another interface than the one the file now names. */
@@ -367,6 +620,8 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 		log_info("rule %s: its interface changed: binding its sockets again", cfg->name);
 		forward_close(fw, forward_close_cb, "its interface changed");
 	}
+	if (ranged)
+		forward_set_range(fw, cfg);
 	if (snap) {
 		/* The limits first: each listener re-checks them (and starts
 		 * clients that waited for room) when the snapshot arrives. */
@@ -383,6 +638,10 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 		rulework_each_sync(&fw->work, forward_reopen_cb, NULL);
 		fw->disabled = false;
 		fw->ifindex = 0;
+		forward_start(fw);
+	} else if (ranged) {
+		forward_sum_proto(fw, 0);
+		forward_sum_proto(fw, 1);
 		forward_start(fw);
 	}
 	return 0;
@@ -406,6 +665,12 @@ static void forward_close(struct forward *fw, void (*fn)(struct listener *l, voi
 		fw->tcp.state = FORWARD_CLOSED;
 	if (fw->cfg.proto & RULE_PROTO_UDP)
 		fw->udp.state = FORWARD_CLOSED;
+	for (size_t i = 0; i < fw->nports; i++)
+		for (int k = 0; k < 2; k++) {
+			fw->ports[i].p[k].state = FORWARD_CLOSED;
+			free(fw->ports[i].p[k].why);
+			fw->ports[i].p[k].why = NULL;
+		}
 }
 
 void forward_disable(struct forward *fw)
@@ -467,20 +732,54 @@ void forward_drain(struct forward *fw, double now)
 		 atomic_load(&fw->work.udp_active) == 1 ? "" : "s");
 }
 
-static void forward_udp_end_cb(struct listener *l, void *arg)
+/* The listeners whose UDP sockets BY wants. */
+struct forward_takeover {
+	const struct forward *fw;
+	const struct rule_config *by;
+};
+
+/* True if a socket of FW on PORT keeps rule BY from binding its UDP. */
+static bool forward_port_blocks(const struct forward *fw, unsigned port, const struct rule_config *by)
 {
-	listener_udp_end(l, arg);
+	struct sockaddr_storage mine, theirs;
+
+	if (port < rule_port_first(by) || port > rule_port_last(by))
+		return false;
+	rule_addr_set_port((const struct sockaddr *)&fw->cfg.listen, port, &mine);
+	rule_addr_set_port((const struct sockaddr *)&by->listen, port, &theirs);
+	return rule_addr_collide((const struct sockaddr *)&mine, (const struct sockaddr *)&theirs);
+}
+
+static void forward_takeover_cb(struct listener *l, void *arg)
+{
+	const struct forward_takeover *t = arg;
+
+	if ((l->retired || forward_draining(t->fw)) && forward_port_blocks(t->fw, l->port, t->by))
+		listener_udp_end(l, "the address was taken by another rule");
 }
 
 void forward_udp_takeover(struct forward *fw, const struct rule_config *by)
 {
-	if (!forward_draining(fw) || !(fw->cfg.proto & RULE_PROTO_UDP) || !(by->proto & RULE_PROTO_UDP) ||
-	    !rule_addr_collide((const struct sockaddr *)&fw->cfg.listen,
-			       (const struct sockaddr *)&by->listen))
+	struct forward_takeover t = { fw, by };
+	bool any = false;
+
+	if (!fw || !(fw->cfg.proto & RULE_PROTO_UDP) || !(by->proto & RULE_PROTO_UDP))
 		return;
-	log_info("rule %s: its UDP address goes to the new rule %s; its sessions end",
-		 fw->cfg.name, by->name);
-	rulework_each_sync(&fw->work, forward_udp_end_cb, "the address was taken by a new rule");
+	for (size_t i = 0; i < fw->nports && !any; i++)
+		any = (!fw->ports[i].active || forward_draining(fw)) &&
+		      forward_port_blocks(fw, fw->ports[i].port, by);
+	if (!any)
+		return;
+	if (!forward_draining(fw))
+		log_info("rule %s: the UDP addresses of ports that left its range go to rule %s; their sessions end",
+			 fw->cfg.name, by->name);
+	else if (rule_is_range(&fw->cfg))
+		log_info("rule %s: its UDP addresses go to the new rule %s; their sessions end",
+			 fw->cfg.name, by->name);
+	else
+		log_info("rule %s: its UDP address goes to the new rule %s; its sessions end",
+			 fw->cfg.name, by->name);
+	rulework_each_sync(&fw->work, forward_takeover_cb, &t);
 }
 
 struct forward_kill {
@@ -593,6 +892,12 @@ void forward_free(struct forward *fw)
 	if (!fw)
 		return;
 	forward_stop(fw);
+	for (size_t i = 0; i < fw->nports; i++) {
+		free(fw->ports[i].ls);
+		for (int k = 0; k < 2; k++)
+			free(fw->ports[i].p[k].why);
+	}
+	free(fw->ports);
 	rulework_snap_unref(fw->snap);
 	targets_unref(fw->targets);
 	access_policy_unref(fw->cfg.access);
@@ -632,6 +937,13 @@ const char *forward_state_name(const struct forward *fw)
 void forward_stats(const struct forward *fw, struct rule_stats *out)
 {
 	memset(out, 0, sizeof(*out));
-	for (size_t i = 0; i < fw->work.nworkers; i++)
-		stats_add(out, &fw->work.listeners[i]->stats);
+	for (size_t i = 0; i < fw->nports; i++)
+		forward_port_stats(fw, &fw->ports[i], out);
+}
+
+void forward_port_stats(const struct forward *fw, const struct forward_port *p,
+			struct rule_stats *out)
+{
+	for (size_t w = 0; w < fw->work.nworkers; w++)
+		stats_add(out, &p->ls[w]->stats);
 }

@@ -47,18 +47,41 @@ enum forward_state {
 	FORWARD_CLOSED,  /* disabled by portfwdctl, or the rule is draining */
 };
 
+/* A protocol of the rule as a whole: failed while any port of it fails. */
 struct forward_proto {
 	enum forward_state state;
-	char error[256];
-	int err; /* errno of the last failed bind */
+	char error[512]; /* why, for a range: the ports that fail, the first few with why */
+	int err; /* errno of the last failed bind (of a single port) */
 };
+
+/* A protocol on one port of the rule's range. */
+struct forward_port_proto {
+	enum forward_state state;
+	int err;   /* errno of the last failed bind */
+	char *why; /* its explanation (malloc'd), or NULL */
+};
+
+/* One port the rule listens on, or did before a reload took it out of the
+ * range (its listeners stay, closed, while the rule lives: their
+ * connections go on). Main thread. */
+struct forward_port {
+	unsigned port;
+	bool active; /* in the range in force */
+	struct forward_port_proto p[2]; /* TCP, UDP */
+	struct listener **ls; /* [nworkers]: its listener in each worker */
+};
+
+/* How many failed ports of a range status names, with why. */
+#define FORWARD_PORTS_SHOWN 4
 
 struct forward {
 	struct rule_config cfg;    /* main thread only: what status shows, what binds */
 	struct rulework_snap *snap; /* the snapshot given to the listeners (one reference) */
 	struct rulework work;      /* the rule as the workers hold it */
 	struct event_base *base;
-	struct forward_proto tcp, udp;
+	struct forward_proto tcp, udp; /* the sum of the ports' states */
+	struct forward_port *ports;    /* every port it has had, by port order of arrival */
+	size_t nports;
 	/* Retries failed binds; on a rule with an interface it also runs while
 	 * listening, to bind anew when the interface is made again. */
 	struct event *bind_retry;
@@ -82,11 +105,16 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
 			    size_t nworkers, const struct rule_config *cfg);
 
 /*
- * Applies a changed configuration of the same (proto, listen) rule: new
- * connections and sessions use it, existing ones keep what they started
- * with. The listening sockets are not touched, unless the interface changed:
- * then they are bound anew (TCP connections carry on, UDP sessions end, as
- * in forward_disable). Re-enables a disabled rule.
+ * Applies a changed configuration of the same rule (the same proto and
+ * listen address; for a range, the same ports, or the same name with a port
+ * in common: rule_same_range_rule): new connections and sessions use it,
+ * existing ones keep what they started with. A changed range keeps the
+ * listeners of the ports that stay, their connections and sessions
+ * untouched; the ports that leave stop listening and drain as a removed
+ * rule does; the new ones are bound. The listening sockets are not
+ * touched otherwise, unless the interface changed: then they are bound anew
+ * (TCP connections carry on, UDP sessions end, as in forward_disable).
+ * Re-enables a disabled rule.
  * Returns 0, or -1 when out of memory (the old settings stay).
  */
 int forward_update(struct forward *fw, const struct rule_config *cfg);
@@ -106,9 +134,10 @@ int forward_enable(struct forward *fw);
  * last one. */
 void forward_drain(struct forward *fw, double now);
 
-/* A new rule BY wants a UDP address that draining FW's socket would keep
- * it from binding (the same address, or either one a wildcard on the same
- * port): FW's sessions end and its socket closes, now. */
+/* A rule BY wants UDP addresses that draining FW's sockets, or those of
+ * ports a reload took out of FW's range, would keep it from binding (the
+ * same address, or either one a wildcard, on a port of BY's): those
+ * sessions end and their sockets close, now. */
 void forward_udp_takeover(struct forward *fw, const struct rule_config *by);
 
 /* Closes every connection and session of the rule, logging REASON.
@@ -149,6 +178,10 @@ const char *forward_state_name(const struct forward *fw);
 
 /* The counters of every worker for this rule, summed. */
 void forward_stats(const struct forward *fw, struct rule_stats *out);
+
+/* Adds the counters of every worker for port P of the rule to OUT. */
+void forward_port_stats(const struct forward *fw, const struct forward_port *p,
+			struct rule_stats *out);
 
 /* True if the rule was removed by a reload and is draining. */
 bool forward_draining(const struct forward *fw);

@@ -107,19 +107,23 @@ void listener_tcp_recheck(struct listener *l)
 
 	relay_tcp_start_waiting(l);
 	full = rulework_tcp_full(l->work);
-	if (full && !l->tcp_paused_limit)
+	/* Said once per worker, not per port of a range. */
+	if (full && !l->tcp_paused_limit && (size_t)l->worker->id < l->work->nworkers &&
+	    l->work->listeners[l->worker->id] == l)
 		log_warning("rule %s: %u connections, the max_connections limit; worker %d pauses accepting until one ends",
 			    l->cfg->name, l->cfg->set.max_connections, l->worker->id);
 	l->tcp_paused_limit = full;
 	listener_update_tcp(l);
 }
 
-struct listener *listener_new(struct worker *w, struct rulework *work, struct rulework_snap *snap)
+struct listener *listener_new(struct worker *w, struct rulework *work, struct rulework_snap *snap,
+			      unsigned port)
 {
 	struct listener *l = calloc(1, sizeof(*l));
 
 	if (!l)
 		return NULL;
+	l->port = port;
 	l->snap = rulework_snap_ref(snap);
 	l->cfg = &snap->rule;
 	l->work = work;
@@ -217,7 +221,27 @@ void listener_close(struct listener *l, const char *reason)
 
 void listener_reopen(struct listener *l)
 {
-	l->closed = false;
+	if (!l->retired)
+		l->closed = false;
+}
+
+void listener_retire(struct listener *l, bool retired)
+{
+	if (retired) {
+		listener_drain(l);
+	} else {
+		/* The socket that serves the old sessions holds the port. */
+		listener_udp_end(l, "its port came back to the rule: bound anew");
+		l->closed = false;
+	}
+	l->retired = retired;
+}
+
+socklen_t listener_target(const struct listener *l, const struct rule_config *cfg,
+			  const struct sockaddr *target, socklen_t len, struct sockaddr_storage *out)
+{
+	rule_addr_set_port(target, rule_target_port_of(cfg, rule_addr_port(target), l->port), out);
+	return len;
 }
 
 void listener_free(struct listener *l)

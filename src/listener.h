@@ -30,6 +30,11 @@ struct listener {
 	struct rulework *work;         /* the rule as the workers hold it */
 	struct worker *worker;
 	struct rule_counters stats;
+	unsigned port; /* the port of the rule's range it listens on */
+	/* The rule's next listener in this worker (another port); this
+	 * worker's thread only (rulework.h). */
+	struct listener *sibling;
+	bool retired;  /* its port left the rule's range: closed for good */
 	bool closed;   /* disabled or draining: sockets handed over are closed */
 	bool udp_draining; /* removed rule: the UDP socket serves existing sessions only */
 	bool inserted; /* in the worker's list */
@@ -52,9 +57,23 @@ struct listener {
 	TAILQ_HEAD(udp_session_list, udp_session) unreplied;
 };
 
-/* Creates WORK's listener for worker W (no sockets yet) holding a reference
- * to SNAP; listener_insert puts it in W's list. NULL when out of memory. */
-struct listener *listener_new(struct worker *w, struct rulework *work, struct rulework_snap *snap);
+/* Creates WORK's listener on port PORT for worker W (no sockets yet)
+ * holding a reference to SNAP; listener_insert puts it in W's list. NULL
+ * when out of memory. */
+struct listener *listener_new(struct worker *w, struct rulework *work, struct rulework_snap *snap,
+			      unsigned port);
+
+/* Where a client of L goes to on TARGET (of LEN bytes: the rule's target,
+ * or the one its target set picked), by CFG (the snapshot it came with):
+ * TARGET with the port that L's port maps to in a port range. Into OUT;
+ * returns the address's length. */
+socklen_t listener_target(const struct listener *l, const struct rule_config *cfg,
+			  const struct sockaddr *target, socklen_t len, struct sockaddr_storage *out);
+
+/* L's port left the rule's range: it drains (listener_drain) and stays
+ * closed, or (RETIRED false) came back to it: its UDP sessions of the old
+ * socket end and it may be bound again. L's thread. */
+void listener_retire(struct listener *l, bool retired);
 void listener_insert(struct listener *l);
 
 /* Takes SNAP (a reference) for new connections and drops the old one;
@@ -77,7 +96,7 @@ void listener_udp_end(struct listener *l, const char *reason);
 /* A session of a draining listener ended: closes the socket after the last. */
 void listener_udp_drained(struct listener *l);
 
-/* Opens L to sockets again after listener_close. L's thread. */
+/* Opens L to sockets again after listener_close (not a retired one). L's thread. */
 void listener_reopen(struct listener *l);
 
 /* Closes the sockets, every connection and session, and frees L (W's thread). */

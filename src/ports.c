@@ -205,6 +205,7 @@ struct ports_rule {
 	bool up[2];     /* its TCP [0] and UDP [1] listeners are open */
 	unsigned proto;
 	struct sockaddr_storage listen, target;
+	unsigned listen_last, target_last; /* a range's last port; 0: one port */
 };
 
 struct ports_daemon {
@@ -305,9 +306,10 @@ static void ports_daemon_load(const struct ports_ctl *ctl, struct ports_daemon *
 
 			pr->up[k] = strcmp(ps ? ps : pr->state, "listening") == 0;
 		}
-		if (rule_parse_addr(listen, &pr->listen, &len, e, sizeof(e)) < 0)
+		/* "127.0.0.1:27015-27030" for a range. */
+		if (rule_parse_range(listen, 0, &pr->listen, &len, &pr->listen_last, e, sizeof(e)) < 0)
 			memset(&pr->listen, 0, sizeof(pr->listen));
-		if (rule_parse_addr(target, &pr->target, &len, e, sizeof(e)) < 0)
+		if (rule_parse_range(target, 0, &pr->target, &len, &pr->target_last, e, sizeof(e)) < 0)
 			memset(&pr->target, 0, sizeof(pr->target));
 		d->n++;
 	}
@@ -372,17 +374,26 @@ static bool ports_daemon_holds(const struct ports_daemon *d, const struct socket
 static enum ports_role ports_rule_role(struct ports_daemon *d, const struct ports_rule *r,
 				       const struct sockets_entry *s)
 {
-	struct sockaddr_storage sa, dest;
+	struct sockaddr_storage sa, dest, at;
+	unsigned lfirst = r->listen.ss_family ? rule_addr_port((struct sockaddr *)&r->listen) : 0;
+	unsigned tfirst = r->target.ss_family ? rule_addr_port((struct sockaddr *)&r->target) : 0;
 
 	if (!(r->proto & s->proto))
 		return PORTS_ROLE_NONE;
 	ports_entry_sa(s, &sa);
-	if (r->listen.ss_family && rule_addr_equal((struct sockaddr *)&r->listen, (struct sockaddr *)&sa) &&
-	    r->up[s->proto == RULE_PROTO_TCP ? 0 : 1] && ports_daemon_holds(d, s))
-		return PORTS_ROLE_LISTEN;
-	if (!r->target.ss_family || rule_addr_port((struct sockaddr *)&r->target) != s->port)
+	/* A range: the rule's address on any port of it. A range whose
+	 * ports did not all bind is not "listening" (failed): the ports it
+	 * holds are still its sockets when the daemon holds them. */
+	if (r->listen.ss_family && s->port >= lfirst && s->port <= (r->listen_last ? r->listen_last : lfirst)) {
+		rule_addr_set_port((struct sockaddr *)&r->listen, s->port, &at);
+		if (rule_addr_equal((struct sockaddr *)&at, (struct sockaddr *)&sa) &&
+		    (r->up[s->proto == RULE_PROTO_TCP ? 0 : 1] || r->listen_last) && ports_daemon_holds(d, s))
+			return PORTS_ROLE_LISTEN;
+	}
+	if (!r->target.ss_family || s->port < tfirst || s->port > (r->target_last ? r->target_last : tfirst))
 		return PORTS_ROLE_NONE;
-	localaddr_destination((struct sockaddr *)&r->target, &dest);
+	rule_addr_set_port((struct sockaddr *)&r->target, s->port, &at);
+	localaddr_destination((struct sockaddr *)&at, &dest);
 	if (rule_addr_equal((struct sockaddr *)&dest, (struct sockaddr *)&sa))
 		return PORTS_ROLE_TARGET;
 	/* A wildcard socket takes its family's connections (an IPv6 one

@@ -68,6 +68,9 @@ struct relay_tcp_conn {
 	struct relay_dir dir[2]; /* dir[s]: read from side s, for the other */
 	struct event *timer;     /* connect timeout, then idle timeout */
 	struct sockaddr_storage client_addr;
+	/* The target connected to or tried last, at the port its listener's
+	 * maps to (port ranges); taddr points here. */
+	struct sockaddr_storage tss;
 	double started, last_active;
 	uint64_t bytes[2]; /* bytes read from each side */
 	bool waiting;      /* accepted over max_connections, not relayed yet */
@@ -637,6 +640,9 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 		c->target = i;
 		c->tried |= 1ULL << i;
 	}
+	/* A port range: the target's port for the one the client came to. */
+	target_len = listener_target(l, c->cfg, target, target_len, &c->tss);
+	target = (const struct sockaddr *)&c->tss;
 	c->taddr = target;
 	/* The first attempt has connect_timeout to itself when there is no other. */
 	c->attempt_timeout = (c->attempts == 0 ? c->cfg->set.connect_timeout : c->deadline - clock_now()) /
@@ -803,7 +809,8 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	c->snap = rulework_snap_ref(l->snap);
 	c->cfg = &c->snap->rule;
 	c->target = -1;
-	c->taddr = (const struct sockaddr *)&c->cfg->target;
+	listener_target(l, c->cfg, (const struct sockaddr *)&c->cfg->target, c->cfg->target_len, &c->tss);
+	c->taddr = (const struct sockaddr *)&c->tss;
 	c->tservice = c->cfg->target_service;
 	c->id = worker_next_id(l->worker);
 	rulework_hold(l->work);

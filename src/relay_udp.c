@@ -286,6 +286,9 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 		target = targets_addr(set, (size_t)s->target, &target_len);
 		s->tservice = targets_service(set, (size_t)s->target);
 	}
+	/* A port range: the target's port for the one the client came to. */
+	target_len = listener_target(l, l->cfg, target, target_len, &s->tss);
+	target = (const struct sockaddr *)&s->tss;
 	s->taddr = target;
 	s->source = source;
 	s->rule = l;

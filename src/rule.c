@@ -450,18 +450,26 @@ bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
 			       (const struct sockaddr *)&b->target) &&
 	       rule_targets_equal(a, b) && a->balance == b->balance &&
 	       rule_health_equal(&a->health, &b->health) &&
+	       a->listen_last == b->listen_last && a->target_range == b->target_range &&
 	       rule_settings_equal(&a->set, &b->set) && access_policy_equal(a->access, b->access) &&
 	       strcmp(a->interface, b->interface) == 0 && a->source_len == b->source_len &&
 	       (a->source_len == 0 || rule_addr_equal((const struct sockaddr *)&a->source,
 						      (const struct sockaddr *)&b->source));
 }
 
+static const char *rule_format_span(const struct sockaddr *sa, unsigned last, char *buf,
+				    size_t len);
+
 void rule_name_ports(struct rule_config *r)
 {
 	_Static_assert(RULE_SERVICE_MAX == PORTINFO_NAME_MAX, "one size for service names");
-	portinfo_service_name(rule_addr_port((const struct sockaddr *)&r->listen), r->proto,
+	r->listen_service[0] = r->target_service[0] = '\0';
+	/* A range has no one name; the target's one port of a range has. */
+	if (!rule_is_range(r))
+		portinfo_service_name(rule_addr_port((const struct sockaddr *)&r->listen), r->proto,
 			      r->listen_service, sizeof(r->listen_service));
-	portinfo_service_name(rule_addr_port((const struct sockaddr *)&r->target), r->proto,
+	if (!r->target_range)
+		portinfo_service_name(rule_addr_port((const struct sockaddr *)&r->target), r->proto,
 			      r->target_service, sizeof(r->target_service));
 	/* Still the reader's own list: nobody shares it yet. */
 	for (size_t i = 0; r->targets && i < r->targets->n; i++)
@@ -494,20 +502,232 @@ json_t *rule_port_json(const struct sockaddr *sa, const char *service)
 			 "class", portinfo_range(port));
 }
 
+/* As rule_format_port, for the ports FIRST-LAST of SA ("0.0.0.0:27015-27030
+ * (registered)", "(well-known to registered)" when it spans classes). */
+static const char *rule_format_ports(const struct sockaddr *sa, unsigned last, const char *service,
+				     char *buf, size_t len)
+{
+	char addr[RULE_ADDR_STRLEN];
+	const char *lo = portinfo_range(rule_addr_port(sa)), *hi;
+
+	if (!last || last == rule_addr_port(sa))
+		return rule_format_port(sa, service, buf, len);
+	hi = portinfo_range(last);
+	rule_format_span(sa, last, addr, sizeof(addr));
+	if (strcmp(lo, hi) == 0)
+		snprintf(buf, len, "%s (%s)", addr, lo);
+	else
+		snprintf(buf, len, "%s (%s to %s)", addr, lo, hi);
+	return buf;
+}
+
+void rule_range_json(const struct rule_config *r, json_t *obj)
+{
+	unsigned tfirst = rule_addr_port((const struct sockaddr *)&r->target);
+
+	if (!obj || !rule_is_range(r))
+		return;
+	json_object_set_new(obj, "listen_range", json_pack("{s:i, s:i}", "first", (int)rule_port_first(r),
+							   "last", (int)rule_port_last(r)));
+	if (r->target_range)
+		json_object_set_new(obj, "target_range",
+				    json_pack("{s:i, s:i}", "first", (int)tfirst, "last",
+					      (int)(tfirst + rule_nports(r) - 1)));
+}
+
 const char *rule_format_route(const struct rule_config *r, char *buf, size_t len)
 {
 	char listen[RULE_PORT_STRLEN], target[RULE_PORT_STRLEN];
+	unsigned tfirst = rule_addr_port((const struct sockaddr *)&r->target);
 
 	snprintf(buf, len, "%s -> %s",
-		 rule_format_port((const struct sockaddr *)&r->listen, r->listen_service, listen,
-				  sizeof(listen)),
-		 rule_format_port((const struct sockaddr *)&r->target, r->target_service, target,
-				  sizeof(target)));
+		 rule_format_ports((const struct sockaddr *)&r->listen, r->listen_last,
+				   r->listen_service, listen, sizeof(listen)),
+		 rule_format_ports((const struct sockaddr *)&r->target,
+				   r->target_range ? tfirst + rule_nports(r) - 1 : 0, r->target_service,
+				   target, sizeof(target)));
 	return buf;
 }
 
 bool rule_same_listener(const struct rule_config *a, const struct rule_config *b)
 {
-	return a->proto == b->proto && rule_addr_equal((const struct sockaddr *)&a->listen,
-						       (const struct sockaddr *)&b->listen);
+	return a->proto == b->proto && a->listen_last == b->listen_last &&
+	       rule_addr_equal((const struct sockaddr *)&a->listen,
+			       (const struct sockaddr *)&b->listen);
+}
+
+/* True if A and B are the same family and address, whatever their ports. */
+static bool rule_same_host(const struct sockaddr *a, const struct sockaddr *b)
+{
+	struct sockaddr_storage x;
+
+	rule_addr_set_port(a, rule_addr_port(b), &x);
+	return rule_addr_equal((const struct sockaddr *)&x, b);
+}
+
+/* True if the listen ranges of A and B have a port in common. */
+static bool rule_ranges_overlap(const struct rule_config *a, const struct rule_config *b)
+{
+	return rule_port_first(a) <= rule_port_last(b) && rule_port_first(b) <= rule_port_last(a);
+}
+
+bool rule_same_range_rule(const struct rule_config *a, const struct rule_config *b)
+{
+	return a->proto == b->proto && strcmp(a->name, b->name) == 0 &&
+	       rule_same_host((const struct sockaddr *)&a->listen, (const struct sockaddr *)&b->listen) &&
+	       rule_ranges_overlap(a, b);
+}
+
+bool rule_listen_collide(const struct rule_config *a, const struct rule_config *b)
+{
+	const struct sockaddr *x = (const struct sockaddr *)&a->listen;
+	const struct sockaddr *y = (const struct sockaddr *)&b->listen;
+
+	if (x->sa_family != y->sa_family || !rule_ranges_overlap(a, b))
+		return false;
+	return rule_addr_is_wildcard(x) || rule_addr_is_wildcard(y) || rule_same_host(x, y);
+}
+
+unsigned rule_port_first(const struct rule_config *r)
+{
+	return rule_addr_port((const struct sockaddr *)&r->listen);
+}
+
+unsigned rule_port_last(const struct rule_config *r)
+{
+	return r->listen_last ? r->listen_last : rule_port_first(r);
+}
+
+unsigned rule_nports(const struct rule_config *r)
+{
+	return rule_port_last(r) - rule_port_first(r) + 1;
+}
+
+bool rule_is_range(const struct rule_config *r)
+{
+	return r->listen_last != 0 && r->listen_last != rule_port_first(r);
+}
+
+unsigned rule_target_port(const struct rule_config *r, unsigned port)
+{
+	return rule_target_port_of(r, rule_addr_port((const struct sockaddr *)&r->target), port);
+}
+
+unsigned rule_target_port_of(const struct rule_config *r, unsigned base, unsigned port)
+{
+	long mapped = (long)base + (long)port - (long)rule_port_first(r);
+
+	if (!r->target_range)
+		return base;
+	return mapped >= 1 && mapped <= 65535 ? (unsigned)mapped : base;
+}
+
+void rule_addr_set_port(const struct sockaddr *sa, unsigned port, struct sockaddr_storage *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (sa->sa_family == AF_INET) {
+		memcpy(out, sa, sizeof(struct sockaddr_in));
+		((struct sockaddr_in *)out)->sin_port = htons((uint16_t)port);
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(out, sa, sizeof(struct sockaddr_in6));
+		((struct sockaddr_in6 *)out)->sin6_port = htons((uint16_t)port);
+	}
+}
+
+/* SA as "host:first-last" when LAST is another port than SA's. */
+static const char *rule_format_span(const struct sockaddr *sa, unsigned last, char *buf, size_t len)
+{
+	size_t n;
+
+	rule_format_addr(sa, buf, len);
+	n = strlen(buf);
+	if (last && last != rule_addr_port(sa))
+		snprintf(buf + n, len > n ? len - n : 0, "-%u", last);
+	return buf;
+}
+
+const char *rule_format_listen(const struct rule_config *r, char *buf, size_t len)
+{
+	return rule_format_span((const struct sockaddr *)&r->listen, r->listen_last, buf, len);
+}
+
+const char *rule_format_target(const struct rule_config *r, char *buf, size_t len)
+{
+	unsigned first = rule_addr_port((const struct sockaddr *)&r->target);
+
+	return rule_format_span((const struct sockaddr *)&r->target,
+				r->target_range ? first + rule_nports(r) - 1 : 0, buf, len);
+}
+
+/* Where the port of "IPv4:port" or "[IPv6]:port" starts, or NULL. */
+static const char *rule_port_text(const char *text)
+{
+	const char *p;
+
+	if (text[0] == '[') {
+		p = strchr(text, ']');
+		return p && p[1] == ':' ? p + 2 : NULL;
+	}
+	p = strchr(text, ':');
+	return p && !strchr(p + 1, ':') ? p + 1 : NULL;
+}
+
+int rule_parse_range(const char *text, unsigned proto, struct sockaddr_storage *ss, socklen_t *len,
+		     unsigned *last, char *err, size_t errlen)
+{
+	const char *port = rule_port_text(text), *dash;
+	char first[RULE_ADDR_STRLEN + 16];
+	long lo, hi;
+
+	*last = 0;
+	/* A range starts with a digit (a service name may hold a '-': "http-alt"). */
+	if (!port || !isdigit((unsigned char)port[0]) || !(dash = strchr(port, '-')))
+		return rule_parse_addr_for(text, proto, ss, len, err, errlen);
+	if ((size_t)(dash - text) >= sizeof(first)) {
+		snprintf(err, errlen, "\"%.80s...\": not an address", text);
+		return -1;
+	}
+	memcpy(first, text, (size_t)(dash - text));
+	first[dash - text] = '\0';
+	hi = rule_parse_port(dash + 1);
+	if (hi < 0) {
+		snprintf(err, errlen, "\"%s\": port range \"%s\" is not two numbers as in 27015-27030 (no service names in a range)",
+			 text, port);
+		return -1;
+	}
+	lo = rule_parse_port(first + (port - text));
+	if (lo < 0 || hi < 0) {
+		snprintf(err, errlen, "\"%s\": port range \"%s\" is not two numbers as in 27015-27030 (no service names in a range)",
+			 text, port);
+		return -1;
+	}
+	if (lo < 1 || lo > 65535 || hi < 1 || hi > 65535) {
+		snprintf(err, errlen, "\"%s\": port %ld is out of range (1-65535)", text,
+			 lo < 1 || lo > 65535 ? lo : hi);
+		return -1;
+	}
+	/* The address, with the first port. */
+	if (rule_parse_addr_for(first, 0, ss, len, err, errlen) < 0) {
+		size_t flen = strlen(first);
+		char rest[256];
+
+		/* The message quotes the text as written, not the part checked. */
+		if (err[0] == '"' && strncmp(err + 1, first, flen) == 0 && err[flen + 1] == '"') {
+			snprintf(rest, sizeof(rest), "%s", err + flen + 2);
+			snprintf(err, errlen, "\"%s\"%s", text, rest);
+		}
+		return -1;
+	}
+	if (lo > hi) {
+		snprintf(err, errlen, "\"%s\": port range %ld-%ld runs backwards (the first port is above the last)",
+			 text, lo, hi);
+		return -1;
+	}
+	if (hi - lo + 1 > RULE_RANGE_MAX) {
+		snprintf(err, errlen, "\"%s\": port range %ld-%ld has %ld ports; a rule may have at most %d",
+			 text, lo, hi, hi - lo + 1, RULE_RANGE_MAX);
+		return -1;
+	}
+	*last = hi == lo ? 0 : (unsigned)hi;
+	return 0;
 }

@@ -13,8 +13,10 @@
 #include <sys/socket.h>
 
 #define RULE_NAME_MAX 64
-/* "[" + IPv6 text + "]:" + port + NUL */
-#define RULE_ADDR_STRLEN 56
+/* "[" + IPv6 text + "]:" + port range ("27015-27030") + NUL */
+#define RULE_ADDR_STRLEN 64
+/* Most ports one rule's listen range may hold. */
+#define RULE_RANGE_MAX 4096
 
 struct access_policy;
 
@@ -149,12 +151,56 @@ struct rule_config {
 	struct rule_targets *targets;
 	enum rule_balance balance;
 	struct rule_health health;
+	/* A port range ("0.0.0.0:27015-27030"): listen's port is the first,
+	 * listen_last the last; 0 for a single port. target_range: the target
+	 * is a range as long, port N going to the target's port + (N - first);
+	 * otherwise every listen port goes to the target's one port. */
+	unsigned listen_last;
+	bool target_range;
 };
 
 /* How many targets R has (1 without a list), and target I's address. */
 size_t rule_ntargets(const struct rule_config *r);
 const struct sockaddr *rule_target_addr(const struct rule_config *r, size_t i, socklen_t *len);
 const char *rule_target_service(const struct rule_config *r, size_t i);
+
+/* The first and last port of R's listen range (the same for one port),
+ * and how many ports it has. */
+unsigned rule_port_first(const struct rule_config *r);
+unsigned rule_port_last(const struct rule_config *r);
+unsigned rule_nports(const struct rule_config *r);
+/* True if R listens on more than one port. */
+bool rule_is_range(const struct rule_config *r);
+
+/* The target port for a client that came to listen port PORT of R: the
+ * same offset into the target range, or the target's one port. A PORT
+ * outside the range (a port a reload took out) keeps the offset when it
+ * fits in 1-65535, else the target's first port. */
+unsigned rule_target_port(const struct rule_config *r, unsigned port);
+/* The same from a target port BASE (one of the rule's targets'). */
+unsigned rule_target_port_of(const struct rule_config *r, unsigned base, unsigned port);
+
+/* SA with its port set to PORT, into OUT. */
+void rule_addr_set_port(const struct sockaddr *sa, unsigned port, struct sockaddr_storage *out);
+
+/* True if the listen ranges of A and B, on the same protocol, would collide
+ * (rule_addr_collide for some port they have in common). */
+bool rule_listen_collide(const struct rule_config *a, const struct rule_config *b);
+
+/* Writes R's listen or target ("0.0.0.0:27015-27030", or as rule_format_addr
+ * for a single port) into BUF (RULE_ADDR_STRLEN bytes). Returns BUF. */
+const char *rule_format_listen(const struct rule_config *r, char *buf, size_t len);
+const char *rule_format_target(const struct rule_config *r, char *buf, size_t len);
+
+/*
+ * Parses "IPv4:port", "[IPv6]:port", or with a range of ports
+ * "IPv4:first-last" (numbers only, first <= last, at most RULE_RANGE_MAX
+ * ports). LAST gets the last port, or 0 for a single port (a range of one
+ * is a single port). PROTO as rule_parse_addr_for, for a single port.
+ * Returns 0, or -1 with a sentence in ERR.
+ */
+int rule_parse_range(const char *text, unsigned proto, struct sockaddr_storage *ss, socklen_t *len,
+		     unsigned *last, char *err, size_t errlen);
 
 /* Fills R's listen_service and target_service from the services database
  * and portinfo's table. Main thread only (portinfo's). */
@@ -173,6 +219,10 @@ const char *rule_format_port(const struct sockaddr *sa, const char *service, cha
  * --json documents show it. NULL when out of memory. Any thread. */
 struct json_t;
 struct json_t *rule_port_json(const struct sockaddr *sa, const char *service);
+
+/* For a range, sets listen_range {first, last} in OBJ, and target_range
+ * {first, last} where the target is one; nothing for a single port. */
+void rule_range_json(const struct rule_config *r, struct json_t *obj);
 
 /* R's listen and target as "LISTEN (...) -> TARGET (...)". BUF:
  * 2 * RULE_PORT_STRLEN + 4 bytes. Returns BUF. Any thread. */
@@ -242,7 +292,13 @@ bool rule_addr_collide(const struct sockaddr *a, const struct sockaddr *b);
 bool rule_settings_equal(const struct rule_settings *a, const struct rule_settings *b);
 bool rule_config_equal(const struct rule_config *a, const struct rule_config *b);
 
-/* True if A and B are the same listener for a reload: same proto and listen address. */
+/* True if A and B are the same listener for a reload: same proto and listen
+ * address, and the same ports. */
 bool rule_same_listener(const struct rule_config *a, const struct rule_config *b);
+
+/* True if B is A with its port range changed, for a reload: the same name,
+ * proto and listen address (apart from the ports), and ranges with a port
+ * in common. */
+bool rule_same_range_rule(const struct rule_config *a, const struct rule_config *b);
 
 #endif

@@ -89,27 +89,37 @@ struct rulework_call {
 	void (*fn)(struct listener *l, void *arg);
 	void *arg;
 	bool owned; /* free it after the call (posted, not waited for) */
+	bool all;   /* FN for L and each of its siblings */
 };
 
 static void rulework_call_cb(void *p)
 {
 	struct rulework_call *c = p;
 	struct rulework *w = c->w;
+	struct listener *l = c->l, *next;
 
-	c->fn(c->l, c->arg);
+	if (!c->all) {
+		c->fn(l, c->arg);
+	} else {
+		/* The next one first: FN may free L. */
+		for (; l; l = next) {
+			next = l->sibling;
+			c->fn(l, c->arg);
+		}
+	}
 	if (c->owned)
 		free(c);
 	atomic_fetch_sub(&w->inflight, 1);
 }
 
-int rulework_post(struct rulework *w, size_t i, void (*fn)(struct listener *l, void *arg),
-		  void *arg)
+static int rulework_post_call(struct rulework *w, size_t i, struct listener *l, bool all,
+			      void (*fn)(struct listener *l, void *arg), void *arg)
 {
 	struct rulework_call *c = malloc(sizeof(*c));
 
 	if (!c)
 		return -1;
-	*c = (struct rulework_call){ w, w->listeners[i], fn, arg, true };
+	*c = (struct rulework_call){ w, l, fn, arg, true, all };
 	atomic_fetch_add(&w->inflight, 1);
 	if (worker_call(w->workers[i], rulework_call_cb, c) < 0) {
 		atomic_fetch_sub(&w->inflight, 1);
@@ -119,10 +129,23 @@ int rulework_post(struct rulework *w, size_t i, void (*fn)(struct listener *l, v
 	return 0;
 }
 
-void rulework_each_sync(struct rulework *w, void (*fn)(struct listener *l, void *arg), void *arg)
+int rulework_post(struct rulework *w, size_t i, void (*fn)(struct listener *l, void *arg),
+		  void *arg)
+{
+	return rulework_post_call(w, i, w->listeners[i], true, fn, arg);
+}
+
+int rulework_post_one(struct rulework *w, size_t i, struct listener *l,
+		      void (*fn)(struct listener *l, void *arg), void *arg)
+{
+	return rulework_post_call(w, i, l, false, fn, arg);
+}
+
+static void rulework_sync(struct rulework *w, bool all, void (*fn)(struct listener *l, void *arg),
+			  void *arg)
 {
 	for (size_t i = 0; i < w->nworkers; i++) {
-		struct rulework_call c = { w, w->listeners[i], fn, arg, false };
+		struct rulework_call c = { w, w->listeners[i], fn, arg, false, all };
 
 		atomic_fetch_add(&w->inflight, 1);
 		if (worker_call_sync(w->workers[i], rulework_call_cb, &c) < 0) {
@@ -131,6 +154,16 @@ void rulework_each_sync(struct rulework *w, void (*fn)(struct listener *l, void 
 				  w->name, i);
 		}
 	}
+}
+
+void rulework_each_sync(struct rulework *w, void (*fn)(struct listener *l, void *arg), void *arg)
+{
+	rulework_sync(w, true, fn, arg);
+}
+
+void rulework_heads_sync(struct rulework *w, void (*fn)(struct listener *l, void *arg), void *arg)
+{
+	rulework_sync(w, false, fn, arg);
 }
 
 bool rulework_drained(const struct rulework *w)

@@ -13,7 +13,11 @@
  * - What of the rule is still alive in the workers: connections and
  *   sessions (held), and calls posted to a worker that have not run yet
  *   (inflight). A removed rule is freed when both are 0.
- * - The rule's listener in each worker, and the calls into them.
+ * - The rule's listeners in each worker, one per port of its range, and
+ *   the calls into them. listeners[i] is the rule's first listener in
+ *   worker i, for the rule's life; the others hang from it (listener.h's
+ *   sibling), a chain that only worker i's thread walks and changes, so a
+ *   call reaches every port's listener however the range changes.
  */
 #ifndef PORTFWD_RULEWORK_H
 #define PORTFWD_RULEWORK_H
@@ -41,7 +45,7 @@ struct rulework_snap {
 struct rulework {
 	const char *name;            /* the rule's, for messages (its owner's storage) */
 	struct worker **workers;     /* [nworkers], not owned */
-	struct listener **listeners; /* [nworkers]: the rule's listener in each worker */
+	struct listener **listeners; /* [nworkers]: the rule's first listener in each worker (fixed) */
 	size_t nworkers;
 
 	_Atomic bool stopping; /* no more calls into the workers */
@@ -97,13 +101,23 @@ bool rulework_tcp_full(const struct rulework *w);
 bool rulework_udp_claim(struct rulework *w);
 void rulework_udp_release(struct rulework *w);
 
-/* Posts FN(listener I, ARG) to worker I without waiting, counted in
- * inflight until it has run. Returns 0, or -1 (nothing posted). */
+/* Posts FN(listener, ARG), for each of the rule's listeners in worker I,
+ * to worker I without waiting, counted in inflight until it has run.
+ * Returns 0, or -1 (nothing posted). */
 int rulework_post(struct rulework *w, size_t i, void (*fn)(struct listener *l, void *arg),
 		  void *arg);
 
-/* Runs FN(listener, ARG) on every worker's thread, waiting for each. Main thread. */
+/* The same for the one listener L of worker I. */
+int rulework_post_one(struct rulework *w, size_t i, struct listener *l,
+		      void (*fn)(struct listener *l, void *arg), void *arg);
+
+/* Runs FN(listener, ARG) for each of the rule's listeners on every worker's
+ * thread, waiting for each worker. FN may free the listener. Main thread. */
 void rulework_each_sync(struct rulework *w, void (*fn)(struct listener *l, void *arg), void *arg);
+
+/* Runs FN(first listener, ARG) once on each worker's thread, waiting for
+ * each: what changes the chain of the rule's listeners there. Main thread. */
+void rulework_heads_sync(struct rulework *w, void (*fn)(struct listener *l, void *arg), void *arg);
 
 /* True when nothing of the rule is left in the workers. */
 bool rulework_drained(const struct rulework *w);

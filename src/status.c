@@ -2,6 +2,7 @@
 
 #include <event2/buffer.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <pwd.h>
 #include <time.h>
@@ -62,7 +63,7 @@ static json_t *status_draining_json(const struct daemon *d, double now)
 		char listen[RULE_ADDR_STRLEN];
 		json_t *r = json_pack("{s:s, s:s, s:s, s:i, s:i, s:f}", "name", fw->cfg.name,
 				      "proto", rule_proto_name(fw->cfg.proto),
-				      "listen", rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
+				      "listen", rule_format_listen(&fw->cfg, listen, sizeof(listen)),
 				      "tcp_active", (int)atomic_load(&fw->work.tcp_active),
 				      "udp_active", (int)atomic_load(&fw->work.udp_active),
 				      "draining_for", now - fw->drain_started);
@@ -118,6 +119,69 @@ static json_t *status_totals_json(const struct rule_stats *t)
 			 "udp_bytes_to_target", (json_int_t)t->udp_bytes_to_target,
 			 "udp_bytes_to_client", (json_int_t)t->udp_bytes_to_client,
 			 "udp_dropped", (json_int_t)(t->udp_dropped_limit + t->udp_dropped_error));
+}
+
+static int status_port_cmp(const void *a, const void *b)
+{
+	const struct forward_port *x = *(const struct forward_port *const *)a;
+	const struct forward_port *y = *(const struct forward_port *const *)b;
+
+	return (x->port > y->port) - (x->port < y->port);
+}
+
+/* Protocol K (0 TCP, 1 UDP) of port P: its state, why it failed, its counters. */
+static json_t *status_port_proto_json(const struct forward_port *p, int k, const struct rule_stats *st)
+{
+	const struct forward_port_proto *pp = &p->p[k];
+	json_t *o;
+
+	if (k == 0)
+		o = json_pack("{s:s, s:I, s:I, s:I, s:I}", "state", status_state_name(pp->state),
+			      "accepted", (json_int_t)st->tcp_accepted, "active", (json_int_t)st->tcp_active,
+			      "bytes_to_target", (json_int_t)st->tcp_bytes_to_target, "bytes_to_client",
+			      (json_int_t)st->tcp_bytes_to_client);
+	else
+		o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "state", status_state_name(pp->state),
+			      "active", (json_int_t)st->udp_active, "sessions_created",
+			      (json_int_t)st->udp_sessions_created, "datagrams_to_target",
+			      (json_int_t)st->udp_datagrams_to_target, "datagrams_to_client",
+			      (json_int_t)st->udp_datagrams_to_client, "bytes_to_target",
+			      (json_int_t)st->udp_bytes_to_target, "bytes_to_client",
+			      (json_int_t)st->udp_bytes_to_client);
+	if (o && pp->state == FORWARD_FAILED)
+		json_object_set_new(o, "error", json_string(pp->why ? pp->why : ""));
+	return o;
+}
+
+/* A range's ports, in order: each with its target port and, per protocol,
+ * its state and counters summed over the workers. */
+static json_t *status_ports_json(const struct forward *fw)
+{
+	const struct forward_port **order = calloc(fw->nports + 1, sizeof(*order));
+	json_t *a = json_array();
+	size_t n = 0;
+
+	if (!order)
+		return a;
+	for (size_t i = 0; i < fw->nports; i++)
+		if (fw->ports[i].active)
+			order[n++] = &fw->ports[i];
+	qsort(order, n, sizeof(*order), status_port_cmp);
+	for (size_t i = 0; a && i < n; i++) {
+		struct rule_stats st;
+		json_t *o = json_pack("{s:i, s:i}", "port", (int)order[i]->port, "target_port",
+				      (int)rule_target_port(&fw->cfg, order[i]->port));
+
+		memset(&st, 0, sizeof(st));
+		forward_port_stats(fw, order[i], &st);
+		if (o && (fw->cfg.proto & RULE_PROTO_TCP))
+			json_object_set_new(o, "tcp", status_port_proto_json(order[i], 0, &st));
+		if (o && (fw->cfg.proto & RULE_PROTO_UDP))
+			json_object_set_new(o, "udp", status_port_proto_json(order[i], 1, &st));
+		json_array_append_new(a, o);
+	}
+	free(order);
+	return a;
 }
 
 /* ---- who may connect: lists, bans, refusals ---- */
@@ -327,14 +391,18 @@ json_t *status_json(const struct daemon *d)
 		json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}",
 				      "name", fw->cfg.name,
 				      "proto", rule_proto_name(fw->cfg.proto),
-				      "listen", rule_format_addr((const struct sockaddr *)&fw->cfg.listen, listen, sizeof(listen)),
-				      "target", rule_format_addr((const struct sockaddr *)&fw->cfg.target, target, sizeof(target)),
+				      "listen", rule_format_listen(&fw->cfg, listen, sizeof(listen)),
+				      "target", rule_format_target(&fw->cfg, target, sizeof(target)),
 				      "state", forward_state_name(fw),
 				      "splice", fw->cfg.set.splice);
 
 		forward_stats(fw, &st);
 		json_object_set_new(r, "listen_port", rule_port_json((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service));
 		json_object_set_new(r, "target_port", rule_port_json((const struct sockaddr *)&fw->cfg.target, fw->cfg.target_service));
+		if (rule_is_range(&fw->cfg)) {
+			rule_range_json(&fw->cfg, r);
+			json_object_set_new(r, "ports", status_ports_json(fw));
+		}
 		status_exposure_json(d, i, r);
 		json_object_set_new(r, "balance", json_string(rule_balance_name(fw->cfg.balance)));
 		json_object_set_new(r, "health_check", json_boolean(fw->cfg.health.enabled));
@@ -451,7 +519,8 @@ static void status_text_reloads(const struct daemon *d, struct evbuffer *out)
 
 		evbuffer_add_printf(out, "draining (removed) %s  %s  %s: %u connection%s, %u UDP session%s, for %.0fs\n",
 				    fw->cfg.name, rule_proto_name(fw->cfg.proto),
-				    rule_format_port((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service, listen, sizeof(listen)),
+				    rule_is_range(&fw->cfg) ? rule_format_listen(&fw->cfg, listen, sizeof(listen))
+							    : rule_format_port((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service, listen, sizeof(listen)),
 				    atomic_load(&fw->work.tcp_active), atomic_load(&fw->work.tcp_active) == 1 ? "" : "s",
 				    atomic_load(&fw->work.udp_active), atomic_load(&fw->work.udp_active) == 1 ? "" : "s",
 				    clock_now() - fw->drain_started);

@@ -64,6 +64,8 @@ struct udp_session {
 	uint64_t id;
 	struct sockaddr_storage client;
 	socklen_t client_len;
+	/* Its target, at the port its listener's maps to (port ranges); taddr points here. */
+	struct sockaddr_storage tss;
 	struct udp_local local;  /* the address the client sent to; family 0 if the listener's */
 	union udp_cmsg reply_ctl; /* replies: the control message that sets their source */
 	size_t reply_ctl_len;     /* 0: none needed */

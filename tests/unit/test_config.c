@@ -685,6 +685,42 @@ START_TEST(test_targets_settings)
 }
 END_TEST
 
+/* Ranges: a target range that comes back into the rule's own range, on
+ * any of its ports, is a loop; a range whose target leaves is not. */
+START_TEST(test_range_loops)
+{
+	struct config_errors errs = { 0 };
+
+	ck_assert_int_eq(load_text("rules = (\n"
+				   "{ name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:21000-21010\"; target = \"127.0.0.1:20990-21000\"; }\n"
+				   ");\n", &errs), -1);
+	ck_assert_int_eq(errs.count, 1);
+	ck_assert_msg(strstr(errs.msgs[0], "FILE:2: rule \"a\": target: 127.0.0.1:20990-21000 ") &&
+			      strstr(errs.msgs[0], "it would forward to itself"),
+		      "%s", errs.msgs[0]);
+	config_errors_free(&errs);
+	/* All to one, the one port inside the range. */
+	ck_assert_int_eq(load_text("rules = (\n"
+				   "{ name = \"b\"; proto = \"udp\"; listen = \"0.0.0.0:21000-21010\"; target = \"127.0.0.1:21005\"; }\n"
+				   ");\n", &errs), -1);
+	ck_assert_int_eq(errs.count, 1);
+	ck_assert_msg(strstr(errs.msgs[0], "it would forward to itself"), "%s", errs.msgs[0]);
+	config_errors_free(&errs);
+	/* Through another rule's range. */
+	ck_assert_int_eq(load_text("rules = (\n"
+				   "{ name = \"c\"; proto = \"tcp\"; listen = \"127.0.0.1:21000-21010\"; target = \"127.0.0.1:22000-22010\"; },\n"
+				   "{ name = \"d\"; proto = \"tcp\"; listen = \"127.0.0.1:22005\"; target = \"127.0.0.1:21003\"; }\n"
+				   ");\n", &errs), -1);
+	ck_assert_int_eq(errs.count, 1);
+	ck_assert_msg(strstr(errs.msgs[0], "a forwarding loop c -> d -> c"), "%s", errs.msgs[0]);
+	config_errors_free(&errs);
+	ck_assert_int_eq(load_text("rules = (\n"
+				   "{ name = \"e\"; proto = \"tcp\"; listen = \"127.0.0.1:21000-21010\"; target = \"192.0.2.9:21000-21010\"; }\n"
+				   ");\n", &errs), 0);
+	config_errors_free(&errs);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -707,6 +743,7 @@ int main(void)
 	tcase_add_test(tc, test_text_refuses_list_file);
 	tcase_add_test(tc, test_list_file_many_errors);
 	tcase_add_test(tc, test_targets_settings);
+	tcase_add_test(tc, test_range_loops);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

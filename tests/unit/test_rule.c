@@ -394,6 +394,123 @@ START_TEST(test_equal_proxy_and_source)
 }
 END_TEST
 
+/* "addr:first-last": parsed, formatted, mapped port by port; every bad
+ * range refused with what is wrong. */
+START_TEST(test_listen_ranges)
+{
+	static const struct {
+		const char *text;
+		unsigned first, last; /* last 0: a single port */
+		const char *error;    /* part of the message, for a refused one */
+	} cases[] = {
+		{ "0.0.0.0:27015-27030", 27015, 27030, NULL },
+		{ "[::]:6000-6010", 6000, 6010, NULL },
+		{ "127.0.0.1:7000-7000", 7000, 0, NULL },
+		{ "127.0.0.1:1-4096", 1, 4096, NULL },
+		{ "127.0.0.1:1-4097", 0, 0, "has 4097 ports; a rule may have at most 4096" },
+		{ "127.0.0.1:3000-2000", 0, 0, "runs backwards" },
+		{ "127.0.0.1:0-10", 0, 0, "port 0 is out of range (1-65535)" },
+		{ "127.0.0.1:65530-65536", 0, 0, "port 65536 is out of range" },
+		{ "127.0.0.1:80-http", 0, 0, "is not two numbers as in 27015-27030 (no service names" },
+		{ "127.0.0.1:80--90", 0, 0, "is not two numbers" },
+		{ "127.0.0.1:80-", 0, 0, "is not two numbers" },
+		{ "localhost:80-90", 0, 0, "\"localhost:80-90\": \"localhost\" is not a numeric IPv4 address" },
+	};
+	struct sockaddr_storage ss;
+	socklen_t len;
+	unsigned last;
+	char why[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = rule_parse_range(cases[i].text, 0, &ss, &len, &last, why, sizeof(why));
+
+		if (cases[i].error) {
+			ck_assert_msg(rc < 0, "%s accepted", cases[i].text);
+			ck_assert_msg(strstr(why, cases[i].error), "%s: %s", cases[i].text, why);
+			continue;
+		}
+		ck_assert_msg(rc == 0, "%s: %s", cases[i].text, why);
+		ck_assert_uint_eq(rule_addr_port((struct sockaddr *)&ss), cases[i].first);
+		ck_assert_uint_eq(last, cases[i].last);
+	}
+	/* A service name still stands for a single port. */
+	ck_assert_int_eq(rule_parse_range("127.0.0.1:ssh", RULE_PROTO_TCP, &ss, &len, &last, why, sizeof(why)), 0);
+	ck_assert_uint_eq(rule_addr_port((struct sockaddr *)&ss), 22);
+	ck_assert_uint_eq(last, 0);
+}
+END_TEST
+
+/* A rule from its listen and target texts (ranges allowed). */
+static void range_rule(struct rule_config *r, const char *name, unsigned proto, const char *listen,
+		       const char *target)
+{
+	unsigned tlast;
+	char why[256];
+
+	memset(r, 0, sizeof(*r));
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->proto = proto;
+	ck_assert_int_eq(rule_parse_range(listen, 0, &r->listen, &r->listen_len, &r->listen_last, why, sizeof(why)), 0);
+	ck_assert_int_eq(rule_parse_range(target, 0, &r->target, &r->target_len, &tlast, why, sizeof(why)), 0);
+	r->target_range = tlast != 0;
+}
+
+START_TEST(test_range_mapping_and_collisions)
+{
+	struct rule_config a, b;
+	char buf[RULE_ADDR_STRLEN], route[RULE_ROUTE_STRLEN];
+
+	range_rule(&a, "game", RULE_PROTO_TCP, "0.0.0.0:27015-27030", "192.168.0.5:37015-37030");
+	ck_assert(rule_is_range(&a));
+	ck_assert_uint_eq(rule_nports(&a), 16);
+	ck_assert_uint_eq(rule_target_port(&a, 27015), 37015);
+	ck_assert_uint_eq(rule_target_port(&a, 27030), 37030);
+	ck_assert_str_eq(rule_format_listen(&a, buf, sizeof(buf)), "0.0.0.0:27015-27030");
+	ck_assert_str_eq(rule_format_target(&a, buf, sizeof(buf)), "192.168.0.5:37015-37030");
+	ck_assert_str_eq(rule_format_route(&a, route, sizeof(route)),
+			 "0.0.0.0:27015-27030 (registered) -> 192.168.0.5:37015-37030 (registered)");
+	/* All to one. */
+	range_rule(&b, "game", RULE_PROTO_TCP, "[::]:6000-6010", "[::1]:7000");
+	ck_assert(!b.target_range);
+	ck_assert_uint_eq(rule_target_port(&b, 6000), 7000);
+	ck_assert_uint_eq(rule_target_port(&b, 6010), 7000);
+	ck_assert_str_eq(rule_format_listen(&b, buf, sizeof(buf)), "[::]:6000-6010");
+	ck_assert_str_eq(rule_format_target(&b, buf, sizeof(buf)), "[::1]:7000");
+	/* A 4096-port IPv6 range fits the buffer. */
+	range_rule(&b, "x", RULE_PROTO_TCP, "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:60000-64095",
+		   "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:10000-14095");
+	ck_assert_str_eq(rule_format_listen(&b, buf, sizeof(buf)),
+			 "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:60000-64095");
+
+	/* Collisions: a port in common, the same address or a wildcard. */
+	range_rule(&b, "other", RULE_PROTO_TCP, "127.0.0.1:27030-27040", "192.168.0.5:1");
+	ck_assert(rule_listen_collide(&a, &b));
+	range_rule(&b, "other", RULE_PROTO_TCP, "127.0.0.1:27031-27040", "192.168.0.5:1");
+	ck_assert(!rule_listen_collide(&a, &b));
+	range_rule(&b, "other", RULE_PROTO_TCP, "[::]:27015-27030", "192.168.0.5:1");
+	ck_assert(!rule_listen_collide(&a, &b)); /* IPv6 only */
+	range_rule(&a, "game", RULE_PROTO_TCP, "127.0.0.1:27015-27030", "192.168.0.5:1");
+	range_rule(&b, "other", RULE_PROTO_TCP, "127.0.0.2:27015-27030", "192.168.0.5:1");
+	ck_assert(!rule_listen_collide(&a, &b));
+
+	/* Across a reload: the same name, proto and address with a port in
+	 * common is the same rule, its range changed. */
+	range_rule(&a, "game", RULE_PROTO_TCP, "0.0.0.0:27015-27030", "192.168.0.5:27015-27030");
+	range_rule(&b, "game", RULE_PROTO_TCP, "0.0.0.0:27020-27040", "192.168.0.5:27020-27040");
+	ck_assert(!rule_same_listener(&a, &b));
+	ck_assert(rule_same_range_rule(&a, &b));
+	ck_assert(!rule_config_equal(&a, &b));
+	range_rule(&b, "game", RULE_PROTO_TCP, "0.0.0.0:27031-27040", "192.168.0.5:27031-27040");
+	ck_assert(!rule_same_range_rule(&a, &b));
+	range_rule(&b, "other", RULE_PROTO_TCP, "0.0.0.0:27020-27040", "192.168.0.5:27020-27040");
+	ck_assert(!rule_same_range_rule(&a, &b));
+	range_rule(&b, "game", RULE_PROTO_UDP, "0.0.0.0:27020-27040", "192.168.0.5:27020-27040");
+	ck_assert(!rule_same_range_rule(&a, &b));
+	range_rule(&b, "game", RULE_PROTO_TCP, "0.0.0.0:27015-27030", "192.168.0.5:27015-27030");
+	ck_assert(rule_same_listener(&a, &b));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("rule");
@@ -408,6 +525,8 @@ int main(void)
 	tcase_add_test(tc, test_addr_collide);
 	tcase_add_test(tc, test_port_ranges);
 	tcase_add_test(tc, test_equal_proxy_and_source);
+	tcase_add_test(tc, test_listen_ranges);
+	tcase_add_test(tc, test_range_mapping_and_collisions);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
