@@ -553,6 +553,78 @@ START_TEST(test_range_4096_ports)
 }
 END_TEST
 
+/* ---- a range with several targets ---- */
+
+/*
+ * targets = [ two ranges ] with failover: port N of the listen range goes to
+ * port N of the first target's range; when that one port refuses, the
+ * client is taken to port N of the second's, never to another offset.
+ */
+START_TEST(test_range_with_targets)
+{
+	struct hdaemon d;
+	struct h_backend a[3], b[3];
+	unsigned listen = free_range(3), ta = free_range(3), tb = free_range(3);
+	char body[640];
+
+	for (int i = 0; i < 3; i++) {
+		a[i].source_len = 1000 * (size_t)(i + 1);
+		b[i].source_len = 5000 * (size_t)(i + 1);
+		h_backend_start_on(&a[i], H_SOURCE, false, ta + (unsigned)i);
+		h_backend_start_on(&b[i], H_SOURCE, false, tb + (unsigned)i);
+	}
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"game\"; proto = \"tcp\"; listen = \"127.0.0.1:%u-%u\"; targets = [ \"127.0.0.1:%u-%u\", \"127.0.0.1:%u-%u\" ]; balance = \"failover\"; } );",
+		 listen, listen + 2, ta, ta + 2, tb, tb + 2);
+	h_start(&d, body);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(source_through(listen + (unsigned)i), 1000 * (i + 1));
+	/* The first target's second port goes away: that client lands on
+	 * the second target's second port. */
+	h_backend_stop(&a[1]);
+	ck_assert_int_eq(source_through(listen + 1), 10000);
+	h_stop(&d);
+	for (int i = 0; i < 3; i++) {
+		if (i != 1)
+			h_backend_stop(&a[i]);
+		h_backend_stop(&b[i]);
+	}
+}
+END_TEST
+
+/* A range target list that mixes ranges and single ports, or ranges of
+ * another length, is refused with the line. */
+START_TEST(test_range_targets_refused)
+{
+	static const struct {
+		const char *targets, *want;
+	} cases[] = {
+		{ "\"127.0.0.1:9000-9002\", \"127.0.0.1:9100\"", "some entries are port ranges and some are single ports" },
+		{ "\"127.0.0.1:9000-9001\"", "targets[1]: \"127.0.0.1:9000-9001\": the range has 2 ports and the listen range 8000-8002 has 3" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char body[512], *out;
+		char *argv[] = { (char *)PORTFWD, "-t", "-c", NULL, NULL };
+		char path[] = "/tmp/portfwd-range-XXXXXX";
+		int fd = mkstemp(path);
+		FILE *fp = fdopen(fd, "w");
+
+		snprintf(body, sizeof(body),
+			 "rules = ( { name = \"g\"; proto = \"tcp\"; listen = \"127.0.0.1:8000-8002\";\n  targets = [ %s ]; } );\n",
+			 cases[i].targets);
+		fputs(body, fp);
+		fclose(fp);
+		argv[3] = path;
+		ck_assert_int_ne(h_run(argv, &out), 0);
+		ck_assert_msg(strstr(out, cases[i].want), "want \"%s\" in:\n%s", cases[i].want, out);
+		ck_assert_msg(strstr(out, ":2:"), "no line 2 in:\n%s", out);
+		free(out);
+		unlink(path);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ranges");
@@ -565,6 +637,8 @@ int main(void)
 	tcase_add_test(tc, test_range_reload_overlap);
 	tcase_add_test(tc, test_range_limit);
 	tcase_add_test(tc, test_range_4096_ports);
+	tcase_add_test(tc, test_range_with_targets);
+	tcase_add_test(tc, test_range_targets_refused);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
