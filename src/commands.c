@@ -16,6 +16,7 @@
 #include "forward.h"
 #include "metrics.h"
 #include "proxyproto.h"
+#include "resolve.h"
 #include "sources.h"
 #include "status.h"
 #include "targets.h"
@@ -167,9 +168,13 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 						    r->health.interval, r->health.timeout, r->health.rise,
 						    r->health.fall);
 			evbuffer_add_printf(out, "\n");
-			if (d->rules[i]->targets)
-				targets_text(d->rules[i]->targets, out);
 		}
+		if (d->rules[i]->targets && (rule_ntargets(r) > 1 || r->health.enabled || rule_target_host(r)))
+			targets_text(d->rules[i]->targets, out);
+		if (rule_has_names(r))
+			evbuffer_add_printf(out, "  resolve %s, resolve_min %g, resolve_max %g\n",
+					    resolve_family_name((enum resolve_family)r->set.resolve),
+					    r->set.resolve_min, r->set.resolve_max);
 		evbuffer_add_printf(out, "  connect_timeout %g, idle_timeout %g, udp_idle_timeout %g\n",
 				    r->set.connect_timeout, r->set.idle_timeout, r->set.udp_idle_timeout);
 		evbuffer_add_printf(out, "  max_connections %u, max_udp_sessions %u, buffer_size %zu, splice %s\n",

@@ -1,7 +1,9 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <event2/util.h>
 #include <grp.h>
 #include <libconfig.h>
 #include <math.h>
@@ -12,12 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config_access.h"
 #include "iface.h"
 #include "localaddr.h"
 #include "log.h"
 #include "portinfo.h"
+#include "resolve.h"
 #include "proxyproto.h"
 #include "suggest.h"
 
@@ -254,7 +258,8 @@ static const char *config_get_string(struct config_ctx *ctx,
 #define SETTINGS_KEYS                                                      \
 	"connect_timeout", "idle_timeout", "udp_idle_timeout",             \
 		"max_connections", "max_udp_sessions", "buffer_size", "splice", \
-		"tcp_keepalive", "proxy_protocol", SOURCES_SETTINGS_KEYS, CONFIG_ACCESS_KEYS
+		"tcp_keepalive", "proxy_protocol", "resolve", "resolve_min", "resolve_max", \
+		SOURCES_SETTINGS_KEYS, CONFIG_ACCESS_KEYS
 /* Per-source limits (config_read_per_source). */
 #define SOURCES_SETTINGS_KEYS "udp_unreplied_timeout", "per_source"
 
@@ -398,6 +403,25 @@ static void config_read_settings(struct config_ctx *ctx,
 		else
 			set->proxy_protocol = (unsigned)v;
 	}
+	if ((s = config_setting_get_member(group, "resolve")) && (str = config_get_string(ctx, s))) {
+		int f = resolve_family_parse(str);
+
+		if (f < 0)
+			config_err(ctx, s, "resolve: \"%.64s\" is not one of \"any\", \"ipv4\" or \"ipv6\"", str);
+		else
+			set->resolve = (unsigned)f;
+	}
+	if ((s = config_setting_get_member(group, "resolve_min")) &&
+	    config_get_number(ctx, s, 0.1, 86400, &dv) == 0)
+		set->resolve_min = dv;
+	if ((s = config_setting_get_member(group, "resolve_max")) &&
+	    config_get_number(ctx, s, 0.1, 86400, &dv) == 0)
+		set->resolve_max = dv;
+	if (set->resolve_min > set->resolve_max)
+		config_err(ctx, config_setting_get_member(group, "resolve_min") ? config_setting_get_member(group, "resolve_min")
+		                                                                 : config_setting_get_member(group, "resolve_max") ? config_setting_get_member(group, "resolve_max") : group,
+			   "resolve_min (%g s) is longer than resolve_max (%g s)", set->resolve_min,
+			   set->resolve_max);
 	config_read_per_source(ctx, group, set);
 }
 
@@ -446,13 +470,53 @@ static void config_read_identity(struct config_ctx *ctx, const config_setting_t 
 	}
 }
 
+/* daemon.resolvers = [ "127.0.0.1:5353", ... ]: name servers instead of
+ * /etc/resolv.conf's, each an IP address with an optional port. */
+static void config_read_resolvers(struct config_ctx *ctx, const config_setting_t *s,
+				  struct config *cfg)
+{
+	int n = config_setting_length(s);
+
+	if (!config_setting_is_array(s) && !config_setting_is_list(s)) {
+		config_err(ctx, s, "resolvers: expected a list of addresses [ \"127.0.0.1:53\", ... ], got %s",
+			   config_type_name(config_setting_type(s)));
+		return;
+	}
+	if (n > CONFIG_MAX_RESOLVERS) {
+		config_err(ctx, s, "resolvers: %d servers, at most %d", n, CONFIG_MAX_RESOLVERS);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		struct sockaddr_storage ss;
+		int len = (int)sizeof(ss);
+		const char *str;
+
+		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+			config_err(ctx, e, "resolvers[%d]: expected a string \"IP[:port]\", got %s", i + 1,
+				   config_type_name(config_setting_type(e)));
+			continue;
+		}
+		str = config_setting_get_string(e);
+		if (evutil_parse_sockaddr_port(str, (struct sockaddr *)&ss, &len) < 0) {
+			config_err(ctx, e, "resolvers[%d]: \"%.64s\" is not an IP address with an optional port (\"127.0.0.1:5353\", \"[::1]:53\", \"192.168.0.1\")",
+				   i + 1, str);
+			continue;
+		}
+		cfg->resolvers[cfg->nresolvers] = strdup(str);
+		if (cfg->resolvers[cfg->nresolvers])
+			cfg->nresolvers++;
+	}
+}
+
 static void config_read_daemon(struct config_ctx *ctx,
 			       const config_setting_t *group,
 			       struct config *cfg)
 {
 	static const char *const keys[] = { "control_socket", "log_level", "log_connections",
 					    "workers", "drain_timeout", "user", "group",
-					    "admin_group", "allow_root", "max_tracked_sources", NULL };
+					    "admin_group", "allow_root", "max_tracked_sources", "resolvers",
+					    NULL };
 	long long iv;
 	double dv;
 	const config_setting_t *s;
@@ -497,6 +561,8 @@ static void config_read_daemon(struct config_ctx *ctx,
 	if ((s = config_setting_get_member(group, "max_tracked_sources")) &&
 	    config_get_integer(ctx, s, CONFIG_MIN_TRACKED_SOURCES, CONFIG_MAX_TRACKED_SOURCES, &iv) == 0)
 		cfg->max_tracked_sources = (unsigned)iv;
+	if ((s = config_setting_get_member(group, "resolvers")))
+		config_read_resolvers(ctx, s, cfg);
 	config_read_identity(ctx, group, cfg);
 }
 
@@ -596,6 +662,63 @@ static void config_check_proxy_protocol(struct config_ctx *ctx, const config_set
 }
 
 /*
+ * One target: "IP:port" (or a range), else "host.name:port", resolved at run
+ * time (the text is kept in T). Returns 0, or -1 with what is wrong in WHY:
+ * the message about a name when TEXT's host has a letter in it and is not
+ * bracketed (it was meant as a name), else the one about an address.
+ */
+static int config_parse_target(const char *text, const struct rule_config *rule,
+			       struct rule_target *t, unsigned *last, char *why, size_t len)
+{
+	unsigned proto = rule->proto ? rule->proto : RULE_PROTO_ANY;
+	const char *colon = strrchr(text, ':');
+	char named[256];
+	bool letters = false;
+
+	memset(t->host, 0, sizeof(t->host));
+	if (rule_parse_range(text, proto, &t->addr, &t->addr_len, last, why, len) == 0)
+		return 0;
+	for (const char *p = text; colon && p < colon; p++)
+		letters |= isalpha((unsigned char)*p) != 0;
+	if (!letters || text[0] == '[' || memchr(text, ':', colon ? (size_t)(colon - text) : 0))
+		return -1;
+	if (rule_parse_named(text, proto, t, last, named, sizeof(named)) < 0) {
+		snprintf(why, len, "%s", named);
+		return -1;
+	}
+	return 0;
+}
+
+/* target = "...": an address into rule->target; a host name becomes a
+ * target list of one (the set resolves it), its placeholder in target. */
+static int config_read_target(struct config_ctx *ctx, const config_setting_t *s, const char *str,
+			      struct rule_config *rule, unsigned *last, char *why, size_t len)
+{
+	struct rule_target t;
+	struct rule_targets *list;
+
+	memset(&t, 0, sizeof(t));
+	if (config_parse_target(str, rule, &t, last, why, len) < 0)
+		return -1;
+	rule->target = t.addr;
+	rule->target_len = t.addr_len;
+	if (!t.host[0])
+		return 0;
+	list = rule_targets_new(1);
+	if (!list) {
+		snprintf(why, len, "out of memory");
+		return -1;
+	}
+	snprintf(t.text, sizeof(t.text), "%s", str);
+	t.line = (int)config_setting_source_line(s);
+	list->t[0] = t;
+	rule_targets_unref(rule->targets);
+	rule->targets = list;
+	(void)ctx;
+	return 0;
+}
+
+/*
  * targets = [ "192.168.0.2:22", ... ]: 1 to RULE_TARGETS_MAX addresses,
  * each checked as `target` is, its errors naming which entry (from 1). On
  * a port range, every entry is one port or every entry a range as long as
@@ -642,8 +765,7 @@ static void config_read_targets(struct config_ctx *ctx, const config_setting_t *
 		}
 		str = config_setting_get_string(e);
 		snprintf(t->text, sizeof(t->text), "%s", str);
-		if (rule_parse_range(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &t->addr,
-				     &t->addr_len, &last, why, sizeof(why)) < 0) {
+		if (config_parse_target(str, rule, t, &last, why, sizeof(why)) < 0) {
 			config_err(ctx, e, "targets[%d]: %s", i + 1, why);
 			ok = false;
 			continue;
@@ -662,7 +784,7 @@ static void config_read_targets(struct config_ctx *ctx, const config_setting_t *
 			}
 		}
 		for (int j = 0; j < i; j++)
-			if (list->t[j].addr_len &&
+			if (list->t[j].addr_len && strcasecmp(list->t[j].host, t->host) == 0 &&
 			    rule_addr_equal((const struct sockaddr *)&list->t[j].addr,
 					    (const struct sockaddr *)&t->addr)) {
 				config_err(ctx, e, "targets[%d]: \"%s\" is already targets[%d]", i + 1, str,
@@ -850,8 +972,7 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 	else if (!s)
 		config_read_targets(ctx, config_setting_get_member(group, "targets"), rule, listen_ok);
 	else if ((str = config_get_string(ctx, s)) &&
-		 rule_parse_range(str, rule->proto ? rule->proto : RULE_PROTO_ANY, &rule->target,
-				  &rule->target_len, &target_last, why, sizeof(why)) < 0)
+		 config_read_target(ctx, s, str, rule, &target_last, why, sizeof(why)) < 0)
 		config_err(ctx, s, "target: %s", why);
 	else if (str && target_last)
 		config_check_target_range(ctx, s, str, rule, listen_ok, target_last);
@@ -1033,6 +1154,8 @@ static size_t config_next_hop(const struct config_sock *socks, size_t n, struct 
 {
 	unsigned count = r->target_range ? rule_nports(r) : 1;
 
+	if (rule_target_host(r))
+		return CONFIG_NO_RULE; /* a name: where it leads is known when it resolves */
 	for (unsigned i = 0; i < count; i++) {
 		size_t s = config_next_hop_port(socks, n, local, r, proto,
 						rule_target_port(r, rule_port_first(r) + i));
@@ -1195,9 +1318,10 @@ static void config_check_loops(struct config_ctx *ctx, const config_setting_t *l
 				struct rule_config one = cfg->rules[i];
 				char taddr[RULE_ADDR_STRLEN], scope[RULE_NAME_MAX + 32];
 
-				if (!(one.proto & config_protos[k]))
-					continue;
+				if (!(one.proto & config_protos[k]) || one.targets->t[t].host[0])
+					continue; /* a name leads where it resolves to */
 				one.target = one.targets->t[t].addr;
+				one.targets = NULL; /* this entry alone, an address */
 				if (config_next_hop(socks, nsocks, &local, &one, config_protos[k]) != i)
 					continue;
 				snprintf(scope, sizeof(scope), "rule \"%s\"", one.name);
@@ -1339,6 +1463,8 @@ void config_free(struct config *cfg)
 	free(cfg->user);
 	free(cfg->group);
 	free(cfg->admin_group);
+	for (size_t i = 0; i < cfg->nresolvers; i++)
+		free(cfg->resolvers[i]);
 	for (size_t i = 0; i < cfg->nrules; i++) {
 		access_policy_unref(cfg->rules[i].access);
 		rule_targets_unref(cfg->rules[i].targets);

@@ -23,6 +23,9 @@
 #define CONFIG_MIN_TRACKED_SOURCES 256
 #define CONFIG_MAX_TRACKED_SOURCES 1048576
 
+/* daemon.resolvers: at most this many. */
+#define CONFIG_MAX_RESOLVERS 8
+
 struct config {
 	char *path;
 	char *control_socket;
@@ -39,6 +42,10 @@ struct config {
 	gid_t admin_gid;
 	bool allow_root;      /* false: refuse to run as root with no user */
 	unsigned max_tracked_sources; /* entries of the per-source table; fixed at start */
+	/* daemon.resolvers: name servers instead of /etc/resolv.conf's (fixed
+	 * at start). */
+	char *resolvers[CONFIG_MAX_RESOLVERS];
+	size_t nresolvers;
 	struct rule_settings defaults;
 	struct rule_config *rules;
 	size_t nrules;

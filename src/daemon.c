@@ -19,6 +19,7 @@
 #include "iface.h"
 #include "log.h"
 #include "privs.h"
+#include "resolve.h"
 #include "sdnotify.h"
 #include "sources.h"
 #include "sysports.h"
@@ -262,6 +263,27 @@ static void daemon_keep_fixed(struct daemon *d, struct config *nc)
 			    d->cfg.max_tracked_sources, nc->max_tracked_sources, d->cfg.max_tracked_sources);
 		nc->max_tracked_sources = d->cfg.max_tracked_sources;
 	}
+	{
+		bool same = nc->nresolvers == d->cfg.nresolvers;
+
+		for (size_t i = 0; same && i < nc->nresolvers; i++)
+			same = strcmp(nc->resolvers[i], d->cfg.resolvers[i]) == 0;
+		if (!same) {
+			log_warning("reload: daemon.resolvers changed; that takes a restart, keeping the running ones");
+			for (size_t i = 0; i < CONFIG_MAX_RESOLVERS; i++) {
+				char *t = nc->resolvers[i];
+
+				nc->resolvers[i] = d->cfg.resolvers[i];
+				d->cfg.resolvers[i] = t;
+			}
+			{
+				size_t n = nc->nresolvers;
+
+				nc->nresolvers = d->cfg.nresolvers;
+				d->cfg.nresolvers = n;
+			}
+		}
+	}
 	if (nc->workers != d->cfg.workers) {
 		log_warning("reload: daemon.workers changed from %u to %u; that takes a restart, keeping %u",
 			    d->cfg.workers, nc->workers, d->cfg.workers);
@@ -488,7 +510,7 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 		for (size_t j = 0; j < nc.nrules; j++)
 			if (rules[j] && j != i)
 				forward_udp_takeover(rules[j], rc);
-		rules[i] = forward_new(d->base, d->workers, d->nworkers, rc);
+		rules[i] = forward_new(d->base, d->workers, d->nworkers, rc, d->resolve);
 		/* Cannot fail short of memory; the rest still applies. */
 		if (!rules[i])
 			config_errors_add(&res->msgs, "rule %s: out of memory; not added", rc->name);
@@ -726,13 +748,23 @@ int daemon_start(struct daemon *d, struct config *cfg)
 			return -1;
 		d->workers[i]->sources = d->sources;
 	}
+	{
+		char why[256];
+
+		d->resolve = resolve_new(d->base, (const char *const *)d->cfg.resolvers, d->cfg.nresolvers,
+					 NULL, why, sizeof(why));
+		if (!d->resolve) {
+			log_error("%s", why);
+			return -1;
+		}
+	}
 	d->bans = bans_new(d->base, daemon_publish_bans, d);
 	if (!d->bans) {
 		log_error("out of memory");
 		return -1;
 	}
 	for (size_t i = 0; i < d->cfg.nrules; i++) {
-		d->rules[i] = forward_new(d->base, d->workers, d->nworkers, &d->cfg.rules[i]);
+		d->rules[i] = forward_new(d->base, d->workers, d->nworkers, &d->cfg.rules[i], d->resolve);
 		if (!d->rules[i]) {
 			log_error("rule %s: out of memory", d->cfg.rules[i].name);
 			return -1;
@@ -815,6 +847,9 @@ void daemon_stop(struct daemon *d)
 	free(d->workers);
 	d->workers = NULL;
 	d->nworkers = 0;
+	/* After every rule stopped watching its names. */
+	resolve_free(d->resolve);
+	d->resolve = NULL;
 	sources_free(d->sources);
 	d->sources = NULL;
 	for (size_t i = 0; i < sizeof(d->signals) / sizeof(d->signals[0]); i++)

@@ -18,6 +18,7 @@
 #include "exposure.h"
 
 struct bans;
+struct resolve;
 struct control;
 struct event;
 struct event_base;
@@ -43,6 +44,7 @@ struct daemon {
 	bool pinged;                /* a round is out */
 	struct control *control;
 	struct bans *bans; /* portfwdctl ban: kept across reloads */
+	struct resolve *resolve; /* the named targets' resolver (daemon.resolvers fixed at start) */
 	struct sources *sources; /* the per-source table the workers share */
 	struct event *signals[4];
 	bool log_level_fixed; /* -l given: a reload keeps it */

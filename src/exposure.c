@@ -183,7 +183,9 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 			 to->port, to->name, to->risk);
 	else
 		snprintf(what, sizeof(what), "listens on port %u (%s), which scanners hunt (%s), and forwards it to %s,",
-			 at->port, at->name, at->risk, rule_format_addr(target, taddr, sizeof(taddr)));
+			 at->port, at->name, at->risk,
+			 rule_target_host(r) ? rule_format_target(r, taddr, sizeof(taddr))
+					     : rule_format_addr(target, taddr, sizeof(taddr)));
 	return exposure_add(out, cfg, i, EXPOSURE_WARNING,
 			    "%s from %s (%s)%s with no allow list that keeps anyone out: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")",
 			    what, rule_format_listen(r, addr, sizeof(addr)),
@@ -321,7 +323,8 @@ static int exposure_check_target(const struct config *cfg, size_t i, struct expo
 	const struct sockaddr *plain = target;
 	struct sockaddr_in v4;
 
-	if (exposure_addr_class(target) != EXPOSURE_ADDR_PUBLIC)
+	/* A host name: its address is known only once it resolves. */
+	if (rule_target_host(r) || exposure_addr_class(target) != EXPOSURE_ADDR_PUBLIC)
 		return 0;
 	if (target->sa_family == AF_INET6 &&
 	    IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)target)->sin6_addr)) {

@@ -287,7 +287,8 @@ static int forward_start_proto(struct forward *fw, int socktype)
 {
 	int k = socktype == SOCK_STREAM ? 0 : 1;
 	const char *name = k == 0 ? "tcp" : "udp";
-	char listen[RULE_PORT_STRLEN], target[RULE_PORT_STRLEN], route[RULE_ROUTE_STRLEN], more[64] = "";
+	char listen[RULE_PORT_STRLEN], target[RULE_HOST_MAX + RULE_PORT_STRLEN], route[RULE_ROUTE_STRLEN],
+		more[64] = "";
 	size_t bound = 0, failed = 0, explained = 0, quiet = 0;
 
 	for (size_t i = 0; i < fw->nports; i++) {
@@ -325,8 +326,7 @@ static int forward_start_proto(struct forward *fw, int socktype)
 			 rule_format_port((const struct sockaddr *)&fw->cfg.listen, fw->cfg.listen_service,
 					  listen, sizeof(listen)),
 			 fw->cfg.interface[0] ? ", interface " : "", fw->cfg.interface,
-			 rule_format_port((const struct sockaddr *)&fw->cfg.target, fw->cfg.target_service,
-					  target, sizeof(target)), more);
+			 rule_format_target_port(&fw->cfg, target, sizeof(target)), more);
 	} else {
 		log_info("rule %s: listening on %s on %zu of %u ports: %s%s%s%s", fw->cfg.name, name,
 			 bound, rule_nports(&fw->cfg), rule_format_route(&fw->cfg, route, sizeof(route)),
@@ -479,7 +479,7 @@ static int forward_add_ports(struct forward *fw, const struct rule_config *cfg,
 }
 
 struct forward *forward_new(struct event_base *base, struct worker **workers,
-			    size_t nworkers, const struct rule_config *cfg)
+			    size_t nworkers, const struct rule_config *cfg, struct resolve *resolver)
 {
 	struct forward *fw = calloc(1, sizeof(*fw));
 
@@ -500,6 +500,8 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
 	if (forward_add_ports(fw, cfg, fw->snap) < 0)
 		goto fail;
 	targets_health_start(fw->targets, base, cfg->name);
+	fw->resolver = resolver;
+	targets_resolve_start(fw->targets, resolver);
 	forward_start(fw);
 	return fw;
 fail:
@@ -508,6 +510,7 @@ fail:
 		event_free(fw->bind_retry);
 	rulework_snap_unref(fw->snap);
 	targets_health_stop(fw->targets);
+	targets_resolve_stop(fw->targets);
 	targets_unref(fw->targets);
 	access_policy_unref(fw->cfg.access);
 	rule_targets_unref(fw->cfg.targets);
@@ -603,9 +606,11 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	}
 	if (targets) {
 		targets_health_stop(fw->targets);
+		targets_resolve_stop(fw->targets);
 		targets_unref(fw->targets);
 		fw->targets = targets;
 		targets_health_start(targets, fw->base, cfg->name);
+		targets_resolve_start(targets, fw->resolver);
 	}
 	/* The new ports' listeners, unbound yet, with the new snapshot (a
 	 * changed range is a changed rule). */
@@ -721,7 +726,9 @@ void forward_drain(struct forward *fw, double now)
 {
 	if (forward_draining(fw))
 		return;
-	targets_health_stop(fw->targets); /* nothing new will pick from them */
+	/* Nothing new will pick from them. */
+	targets_health_stop(fw->targets);
+	targets_resolve_stop(fw->targets);
 	forward_close(fw, forward_drain_cb, NULL);
 	fw->disabled = false;
 	atomic_store(&fw->work.draining, true);
@@ -881,6 +888,7 @@ void forward_stop(struct forward *fw)
 		return;
 	atomic_store(&fw->work.stopping, true);
 	targets_health_stop(fw->targets);
+	targets_resolve_stop(fw->targets);
 	if (fw->bind_retry) {
 		event_free(fw->bind_retry);
 		fw->bind_retry = NULL;
@@ -931,7 +939,10 @@ const char *forward_state_name(const struct forward *fw)
 		return "draining";
 	if (fw->disabled)
 		return "disabled";
-	return forward_ready(fw) ? "listening" : "failed";
+	if (!forward_ready(fw))
+		return "failed";
+	/* Bound, but no target has an address yet: a client would be refused. */
+	return fw->targets && targets_waiting_dns(fw->targets) ? "waiting for DNS" : "listening";
 }
 
 void forward_stats(const struct forward *fw, struct rule_stats *out)

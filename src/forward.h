@@ -34,6 +34,7 @@
 struct event;
 struct event_base;
 struct listener;
+struct resolve;
 struct targets;
 struct worker;
 
@@ -93,6 +94,8 @@ struct forward {
 	/* The targets, their health and balance (targets.h): kept by a reload
 	 * that keeps them; each snapshot holds a reference. Main thread. */
 	struct targets *targets;
+	/* The daemon's resolver for its named targets (resolve.h); may be NULL. */
+	struct resolve *resolver;
 };
 
 /*
@@ -102,7 +105,7 @@ struct forward {
  * not an error. Returns NULL only when out of memory.
  */
 struct forward *forward_new(struct event_base *base, struct worker **workers,
-			    size_t nworkers, const struct rule_config *cfg);
+			    size_t nworkers, const struct rule_config *cfg, struct resolve *resolver);
 
 /*
  * Applies a changed configuration of the same rule (the same proto and
@@ -173,7 +176,8 @@ void forward_destroy(struct forward *fw);
 /* True if every protocol of the rule is listening. */
 bool forward_ready(const struct forward *fw);
 
-/* "listening", "failed", "disabled" or "draining". */
+/* "listening", "failed", "disabled", "draining", or "waiting for DNS" (bound,
+ * and every target a name with no address yet). */
 const char *forward_state_name(const struct forward *fw);
 
 /* The counters of every worker for this rule, summed. */

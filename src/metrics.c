@@ -210,8 +210,10 @@ static void metrics_targets(const struct daemon *d, struct metrics_out *m)
 
 				targets_stats(t, k, &ts);
 				v = f == 0 ? ts.up : f == 1 ? ts.active : f == 2 ? (double)ts.connections : (double)ts.failures;
-				rule_format_addr(targets_addr(t, k, NULL), addr, sizeof(addr));
-				metrics_sample(m, fam[f].name, v, 2, "rule", d->rules[i]->cfg.name, "target", addr);
+				/* A named target by its name, which stays as its addresses change. */
+				metrics_sample(m, fam[f].name, v, 2, "rule", d->rules[i]->cfg.name, "target",
+					       targets_host(t, k) ? targets_text_of(t, k)
+								  : rule_format_addr(targets_addr(t, k, NULL), addr, sizeof(addr)));
 			}
 		}
 	}

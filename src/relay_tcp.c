@@ -1,6 +1,7 @@
 #include "relay_tcp.h"
 
 #include <errno.h>
+#include <math.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -89,6 +90,7 @@ struct relay_tcp_conn {
 	 * is picked or once its failure is reported; those tried; the time
 	 * the whole connect may take and this attempt's share of it. */
 	int target;
+	size_t addr_k; /* which of a named target's addresses (IPv6 first) */
 	uint64_t tried;
 	unsigned attempts;
 	double deadline, attempt_timeout;
@@ -625,20 +627,43 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 	socklen_t target_len = c->cfg->target_len;
 	unsigned max = 1;
 	int one = 1, fd, i = -1;
+	bool named_more = false;
+	struct sockaddr_storage picked;
 
 	if (set) {
 		size_t n = targets_count(set);
+		struct sockaddr_storage more;
 
 		max = n < RELAY_TCP_ATTEMPTS ? (unsigned)n : RELAY_TCP_ATTEMPTS;
-		i = c->attempts < max ? targets_pick(set, (struct sockaddr *)&c->client_addr, c->tried) : -1;
-		if (i < 0) {
-			relay_tcp_connect_failed(c, err, why);
+		if (c->target >= 0) {
+			i = c->target; /* a name's next address (relay_tcp_target_failed) */
+		} else {
+			c->addr_k = 0;
+			i = c->attempts < max ? targets_pick(set, (struct sockaddr *)&c->client_addr, c->tried) : -1;
+			if (i < 0) {
+				if (c->attempts == 0)
+					relay_tcp_connect_failed(c, EHOSTUNREACH,
+								 "no target has an address yet (waiting for DNS)");
+				else
+					relay_tcp_connect_failed(c, err, why);
+				return;
+			}
+			c->tservice = targets_service(set, (size_t)i);
+			c->target = i;
+			c->tried |= 1ULL << i;
+		}
+		target_len = targets_addr_copy(set, (size_t)i, c->addr_k, &picked);
+		if (!target_len) {
+			/* Its name lost that address since the pick. */
+			targets_closed(set, i);
+			c->target = -1;
+			relay_tcp_connect_failed(c, EHOSTUNREACH, "the target's name has no address now");
 			return;
 		}
-		target = targets_addr(set, (size_t)i, &target_len);
-		c->tservice = targets_service(set, (size_t)i);
-		c->target = i;
-		c->tried |= 1ULL << i;
+		target = (const struct sockaddr *)&picked;
+		/* A name with another address after this one (IPv6, then IPv4):
+		 * this one gets half the time left, the rest is for the next. */
+		named_more = targets_addr_copy(set, (size_t)i, c->addr_k + 1, &more) > 0;
 	}
 	/* A port range: the target's port for the one the client came to. */
 	target_len = listener_target(l, c->cfg, target, target_len, &c->tss);
@@ -646,7 +671,9 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 	c->taddr = target;
 	/* The first attempt has connect_timeout to itself when there is no other. */
 	c->attempt_timeout = (c->attempts == 0 ? c->cfg->set.connect_timeout : c->deadline - clock_now()) /
-			     (max - c->attempts);
+			     (max > c->attempts ? max - c->attempts : 1);
+	if (named_more)
+		c->attempt_timeout = fmin(c->attempt_timeout, (c->deadline - clock_now()) / 2);
 	c->attempts++;
 
 	fd = socket(target->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -741,15 +768,25 @@ static void relay_tcp_target_failed(struct relay_tcp_conn *c, int err, const cha
 	struct targets *set = c->snap->targets;
 	char addr[RULE_ADDR_STRLEN];
 
+	struct sockaddr_storage next;
+	bool same;
+
 	if (!set || c->target < 0) {
 		relay_tcp_connect_failed(c, err, why);
 		return;
 	}
-	targets_failed(set, c->target, err, why);
-	c->target = -1;
-	if (targets_count(set) == 1 || c->deadline - clock_now() < 0.001) {
-		relay_tcp_connect_failed(c, err, why);
-		return;
+	/* A name's next address, while there is time: the same target. */
+	same = c->deadline - clock_now() >= 0.001 &&
+	       targets_addr_copy(set, (size_t)c->target, c->addr_k + 1, &next) > 0;
+	if (same) {
+		c->addr_k++;
+	} else {
+		targets_failed(set, c->target, err, why);
+		c->target = -1;
+		if (targets_count(set) == 1 || c->deadline - clock_now() < 0.001) {
+			relay_tcp_connect_failed(c, err, why);
+			return;
+		}
 	}
 	/* Start afresh on the next one: the socket was never connected. */
 	evtimer_del(c->timer);
@@ -760,8 +797,9 @@ static void relay_tcp_target_failed(struct relay_tcp_conn *c, int err, const cha
 	c->rev[SIDE_TARGET] = c->wev[SIDE_TARGET] = NULL;
 	close(c->fd[SIDE_TARGET]);
 	c->fd[SIDE_TARGET] = -1;
-	log_debug("tcp %s: connection %llu: target %s failed (%s); trying another", c->cfg->name,
-		  (unsigned long long)c->id, rule_format_addr(c->taddr, addr, sizeof(addr)), why);
+	log_debug("tcp %s: connection %llu: target %s failed (%s); trying %s", c->cfg->name,
+		  (unsigned long long)c->id, rule_format_addr(c->taddr, addr, sizeof(addr)), why,
+		  same ? "its next address" : "another");
 	relay_tcp_connect_target(c, err, why);
 }
 

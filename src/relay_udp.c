@@ -273,6 +273,7 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	socklen_t target_len = l->cfg->target_len;
 	struct targets *set = l->snap->targets;
 	struct udp_session *s = calloc(1, sizeof(*s));
+	struct sockaddr_storage picked;
 	struct timeval tv;
 	char addr[RULE_ADDR_STRLEN];
 
@@ -282,8 +283,19 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	s->tservice = l->cfg->target_service;
 	/* The session keeps the target it starts with; source-hash gives a
 	 * client the same one, session after session. */
-	if (set && (s->target = targets_pick(set, (const struct sockaddr *)client, 0)) >= 0) {
-		target = targets_addr(set, (size_t)s->target, &target_len);
+	if (set) {
+		s->target = targets_pick(set, (const struct sockaddr *)client, 0);
+		target_len = s->target >= 0 ? targets_addr_copy(set, (size_t)s->target, 0, &picked) : 0;
+		if (!target_len) {
+			/* Only names that have no address (yet): nowhere to send it. */
+			log_debug("udp %s: no target has an address yet (waiting for DNS); dropping the datagram of %s",
+				  l->cfg->name, rule_format_addr((const struct sockaddr *)client, addr, sizeof(addr)));
+			if (s->target >= 0)
+				targets_closed(set, s->target);
+			free(s);
+			return NULL;
+		}
+		target = (const struct sockaddr *)&picked;
 		s->tservice = targets_service(set, (size_t)s->target);
 	}
 	/* A port range: the target's port for the one the client came to. */

@@ -31,6 +31,9 @@ void rule_settings_init(struct rule_settings *set)
 	 * so its sessions free their slot long before udp_idle_timeout. */
 	set->udp_unreplied_timeout = 5.0;
 	set->per_source = (struct rule_per_source){ .ipv6_prefix = 64 };
+	set->resolve = 0; /* RESOLVE_ANY */
+	set->resolve_min = 5.0;
+	set->resolve_max = 300.0;
 }
 
 unsigned rule_proto_parse(const char *text)
@@ -349,7 +352,89 @@ bool rule_settings_equal(const struct rule_settings *a, const struct rule_settin
 	       a->keepalive_count == b->keepalive_count &&
 	       a->udp_unreplied_timeout == b->udp_unreplied_timeout &&
 	       memcmp(&a->per_source, &b->per_source, sizeof(a->per_source)) == 0 &&
-	       a->proxy_protocol == b->proxy_protocol;
+	       a->proxy_protocol == b->proxy_protocol && a->resolve == b->resolve &&
+	       a->resolve_min == b->resolve_min && a->resolve_max == b->resolve_max;
+}
+
+bool rule_host_name_valid(const char *name)
+{
+	size_t len = strlen(name), label = 0;
+	bool letter = false;
+
+	if (len == 0 || len > 253 || name[0] == '.')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+
+		if (c == '.') {
+			if (label == 0 || name[i - 1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!isalnum((unsigned char)c) && c != '-')
+			return false;
+		if (c == '-' && label == 0)
+			return false;
+		if (++label > 63)
+			return false;
+		letter |= !isdigit((unsigned char)c);
+	}
+	return letter && name[len - 1] != '-';
+}
+
+int rule_parse_named(const char *text, unsigned proto, struct rule_target *t, unsigned *last,
+		     char *err, size_t errlen)
+{
+	const char *colon = strrchr(text, ':');
+	char host[RULE_HOST_MAX], numeric[64];
+	size_t hlen;
+
+	if (!colon || colon == text || strchr(text, '[') || memchr(text, ':', (size_t)(colon - text))) {
+		snprintf(err, errlen, "\"%.64s\" is not \"host:port\"", text);
+		return -1;
+	}
+	hlen = (size_t)(colon - text);
+	if (hlen >= sizeof(host)) {
+		snprintf(err, errlen, "the host name of \"%.64s...\" is longer than 253 characters", text);
+		return -1;
+	}
+	memcpy(host, text, hlen);
+	host[hlen] = '\0';
+	if (!rule_host_name_valid(host)) {
+		snprintf(err, errlen, "\"%.64s\" is neither an IP address nor a host name (letters, digits, hyphens and dots, each label 1-63 characters)",
+			 host);
+		return -1;
+	}
+	/* The port as an address's would be read: numbers, a range, a service. */
+	snprintf(numeric, sizeof(numeric), "0.0.0.0:%.40s", colon + 1);
+	memset(t->host, 0, sizeof(t->host));
+	if (rule_parse_range(numeric, proto, &t->addr, &t->addr_len, last, err, errlen) < 0) {
+		/* The message quotes what it read: the text as written. */
+		char *at = strstr(err, numeric), copy[512];
+
+		if (at) {
+			snprintf(copy, sizeof(copy), "%.*s%s%s", (int)(at - err), err, text, at + strlen(numeric));
+			snprintf(err, errlen, "%s", copy);
+		}
+		return -1;
+	}
+	snprintf(t->host, sizeof(t->host), "%s", host);
+	snprintf(t->text, sizeof(t->text), "%s", text);
+	return 0;
+}
+
+bool rule_has_names(const struct rule_config *r)
+{
+	for (size_t i = 0; r->targets && i < r->targets->n; i++)
+		if (r->targets->t[i].host[0])
+			return true;
+	return false;
+}
+
+const char *rule_target_host(const struct rule_config *r)
+{
+	return r->targets && r->targets->t[0].host[0] ? r->targets->t[0].host : NULL;
 }
 
 struct rule_targets *rule_targets_new(size_t n)
@@ -535,17 +620,44 @@ void rule_range_json(const struct rule_config *r, json_t *obj)
 					      (int)(tfirst + rule_nports(r) - 1)));
 }
 
+/* "nas.lan:445 (microsoft-ds, well-known)": a named target as
+ * rule_format_ports writes an address. */
+static const char *rule_format_named(const char *host, unsigned first, unsigned last,
+				     const char *service, char *buf, size_t len)
+{
+	const char *lo = portinfo_range(first), *hi = portinfo_range(last ? last : first);
+
+	if (last && last != first)
+		snprintf(buf, len, "%s:%u-%u (%s%s%s)", host, first, last, lo,
+			 strcmp(lo, hi) ? " to " : "", strcmp(lo, hi) ? hi : "");
+	else if (service && service[0])
+		snprintf(buf, len, "%s:%u (%s, %s)", host, first, service, lo);
+	else
+		snprintf(buf, len, "%s:%u (%s)", host, first, lo);
+	return buf;
+}
+
+const char *rule_format_target_port(const struct rule_config *r, char *buf, size_t len)
+{
+	unsigned tfirst = rule_addr_port((const struct sockaddr *)&r->target);
+	unsigned tlast = r->target_range ? tfirst + rule_nports(r) - 1 : 0;
+	const char *host = rule_target_host(r);
+
+	if (host)
+		return rule_format_named(host, tfirst, tlast, r->target_service, buf, len);
+	return rule_format_ports((const struct sockaddr *)&r->target, tlast, r->target_service, buf,
+				 len);
+}
+
 const char *rule_format_route(const struct rule_config *r, char *buf, size_t len)
 {
-	char listen[RULE_PORT_STRLEN], target[RULE_PORT_STRLEN];
-	unsigned tfirst = rule_addr_port((const struct sockaddr *)&r->target);
+	char listen[RULE_PORT_STRLEN], target[RULE_HOST_MAX + RULE_PORT_STRLEN];
 
+	rule_format_target_port(r, target, sizeof(target));
 	snprintf(buf, len, "%s -> %s",
 		 rule_format_ports((const struct sockaddr *)&r->listen, r->listen_last,
 				   r->listen_service, listen, sizeof(listen)),
-		 rule_format_ports((const struct sockaddr *)&r->target,
-				   r->target_range ? tfirst + rule_nports(r) - 1 : 0, r->target_service,
-				   target, sizeof(target)));
+		 target);
 	return buf;
 }
 
@@ -654,6 +766,14 @@ const char *rule_format_listen(const struct rule_config *r, char *buf, size_t le
 const char *rule_format_target(const struct rule_config *r, char *buf, size_t len)
 {
 	unsigned first = rule_addr_port((const struct sockaddr *)&r->target);
+
+	if (rule_target_host(r)) {
+		if (r->target_range)
+			snprintf(buf, len, "%s:%u-%u", rule_target_host(r), first, first + rule_nports(r) - 1);
+		else
+			snprintf(buf, len, "%s:%u", rule_target_host(r), first);
+		return buf;
+	}
 
 	return rule_format_span((const struct sockaddr *)&r->target,
 				r->target_range ? first + rule_nports(r) - 1 : 0, buf, len);

@@ -59,6 +59,10 @@ struct rule_settings {
 	/* PROXYPROTO_NONE, _V1 or _V2 (proxyproto.h): the header sent to the
 	 * target ahead of a client's bytes (TCP) or of every datagram (UDP, v2). */
 	unsigned proxy_protocol;
+	/* Targets given by host name (resolve.h): which families (enum
+	 * resolve_family), and the bounds on how long an answer is used. */
+	unsigned resolve;
+	double resolve_min, resolve_max; /* seconds; 0 < min <= max */
 };
 
 /* Room for a port's service name (portinfo.h's PORTINFO_NAME_MAX). */
@@ -67,8 +71,10 @@ struct rule_settings {
 /* targets = [ ... ]: at most this many (the relays keep a 64-bit mask of
  * the targets a connection tried). */
 #define RULE_TARGETS_MAX 64
-/* A target as written: "192.168.0.2:ssh"; room for a host name later. */
-#define RULE_TARGET_TEXT_MAX 256
+/* A target as written: "192.168.0.2:ssh", "nas.lan:445". */
+#define RULE_TARGET_TEXT_MAX 320
+/* A host name: at most 253 characters (RFC 1035), and the NUL. */
+#define RULE_HOST_MAX 254
 
 /* How a rule with several targets chooses one (targets.h). */
 enum rule_balance {
@@ -85,6 +91,10 @@ enum rule_balance {
  */
 struct rule_target {
 	char text[RULE_TARGET_TEXT_MAX];
+	/* A host name ("nas.lan"), "" for a numeric address. A named target's
+	 * addr is a placeholder (0.0.0.0 with the port), which only its port
+	 * is read from: its addresses come from the resolver (targets.c). */
+	char host[RULE_HOST_MAX];
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
 	char service[RULE_SERVICE_MAX]; /* the port's service name, "" for none */
@@ -159,6 +169,28 @@ struct rule_config {
 	bool target_range;
 };
 
+/* True if NAME is a host name portfwd resolves: 1-253 characters of
+ * dot-separated labels of 1-63 letters, digits and hyphens (none first or
+ * last), a final dot allowed, and not all digits and dots (an address). */
+bool rule_host_name_valid(const char *name);
+
+/*
+ * Parses "host.name:port" or "host.name:first-last" (a port range), the
+ * port as for rule_parse_range (a service name may stand for it) into T:
+ * its host, its text, and a placeholder address 0.0.0.0 with the port.
+ * LAST as rule_parse_range's. Returns 0, or -1 with a sentence in ERR (then
+ * TEXT is no host name either: the caller's message about an address
+ * stands).
+ */
+int rule_parse_named(const char *text, unsigned proto, struct rule_target *t, unsigned *last,
+		     char *err, size_t errlen);
+
+/* True if any of R's targets is a host name. */
+bool rule_has_names(const struct rule_config *r);
+
+/* The host name of R's first target, or NULL when it is an address. */
+const char *rule_target_host(const struct rule_config *r);
+
 /* How many targets R has (1 without a list), and target I's address. */
 size_t rule_ntargets(const struct rule_config *r);
 const struct sockaddr *rule_target_addr(const struct rule_config *r, size_t i, socklen_t *len);
@@ -224,9 +256,14 @@ struct json_t *rule_port_json(const struct sockaddr *sa, const char *service);
  * {first, last} where the target is one; nothing for a single port. */
 void rule_range_json(const struct rule_config *r, struct json_t *obj);
 
+/* R's (first) target as rule_format_port writes it, a host name or a port
+ * range too ("nas.lan:445 (microsoft-ds, well-known)"). BUF:
+ * RULE_HOST_MAX + RULE_PORT_STRLEN bytes. Returns BUF. Any thread. */
+const char *rule_format_target_port(const struct rule_config *r, char *buf, size_t len);
+
 /* R's listen and target as "LISTEN (...) -> TARGET (...)". BUF:
  * 2 * RULE_PORT_STRLEN + 4 bytes. Returns BUF. Any thread. */
-#define RULE_ROUTE_STRLEN (2 * RULE_PORT_STRLEN + 4)
+#define RULE_ROUTE_STRLEN (2 * RULE_PORT_STRLEN + RULE_HOST_MAX + 4)
 const char *rule_format_route(const struct rule_config *r, char *buf, size_t len);
 
 /* The built-in defaults, used where the file says nothing. */

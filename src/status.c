@@ -554,14 +554,19 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 		evbuffer_add_printf(out, "\n%s  %s  %s  %s\n", fw->cfg.name,
 				    rule_proto_name(fw->cfg.proto),
 				    rule_format_route(&fw->cfg, route, sizeof(route)),
-				    fw->disabled ? "disabled" : forward_ready(fw) ? "listening" : "FAILED");
+				    fw->disabled		       ? "disabled"
+				    : !forward_ready(fw)	       ? "FAILED"
+				    : targets_waiting_dns(fw->targets) ? "WAITING FOR DNS"
+								       : "listening");
 		status_exposure_text(d, i, out);
-		/* One target is on the rule's line; several, a line each. */
-		if (fw->targets && (targets_count(fw->targets) > 1 || fw->cfg.health.enabled)) {
+		/* One target is on the rule's line; several, a line each; a name
+		 * has its addresses or its error on a line of its own. */
+		if (fw->targets && (targets_count(fw->targets) > 1 || fw->cfg.health.enabled))
 			evbuffer_add_printf(out, "  balance %s%s\n", rule_balance_name(fw->cfg.balance),
 					    fw->cfg.health.enabled ? ", health checks" : "");
+		if (fw->targets && (targets_count(fw->targets) > 1 || fw->cfg.health.enabled ||
+				    rule_target_host(&fw->cfg)))
 			targets_text(fw->targets, out);
-		}
 		if (fw->cfg.proto & RULE_PROTO_TCP) {
 			if (fw->tcp.state == FORWARD_FAILED)
 				evbuffer_add_printf(out, "  tcp failed: %s\n", fw->tcp.error);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +34,16 @@ struct targets_check {
 
 struct targets_entry {
 	struct rule_target cfg; /* address and text: fixed for the set's life */
+	struct targets *set;
+	/* A named target (cfg.host): its addresses now (port 0), IPv6 first,
+	 * from the resolver; under the set's lock. */
+	struct sockaddr_storage addrs[RESOLVE_MAX_ADDRS];
+	size_t naddrs;
+	char dns_error[160]; /* the last lookup's error, "" after a good one */
+	time_t resolved_at;  /* wall clock of the last good answer, 0: never */
+	time_t stale_since;  /* lookups fail while the addresses stay; 0: fresh */
+	long ttl;
+	struct resolve_name *rn; /* main thread */
 	/* Under the set's lock: */
 	bool up;
 	time_t since;     /* wall clock of the last change of up (or of the set's start) */
@@ -54,6 +65,9 @@ struct targets {
 	unsigned rr; /* round-robin: where the next pick starts (under the lock) */
 	char rule[RULE_NAME_MAX + 1];
 	struct event *timer; /* health checks; main thread */
+	struct resolve *resolver; /* the names' resolver while resolving; main thread */
+	enum resolve_family family;
+	double resolve_min, resolve_max;
 	struct event_base *base;
 	size_t n;
 	struct targets_entry e[];
@@ -82,6 +96,9 @@ struct targets *targets_new(const struct rule_config *r, struct targets *old)
 		return NULL;
 	}
 	atomic_init(&t->refs, 1);
+	t->family = (enum resolve_family)r->set.resolve;
+	t->resolve_min = r->set.resolve_min;
+	t->resolve_max = r->set.resolve_max;
 	t->balance = r->balance;
 	t->health = r->health;
 	t->n = n;
@@ -98,14 +115,26 @@ struct targets *targets_new(const struct rule_config *r, struct targets *old)
 		memcpy(&e->cfg.addr, sa, len);
 		e->cfg.addr_len = len;
 		snprintf(e->cfg.service, sizeof(e->cfg.service), "%s", rule_target_service(r, i));
+		e->set = t;
 		e->up = true;
 		e->since = now;
+		e->ttl = -1;
+		if (e->cfg.host[0])
+			snprintf(e->dns_error, sizeof(e->dns_error), "not resolved yet");
 		for (size_t j = 0; old && j < old->n; j++) {
 			const struct targets_entry *o = &old->e[j];
 
-			if (!rule_addr_equal(sa, (const struct sockaddr *)&o->cfg.addr))
+			if (!rule_addr_equal(sa, (const struct sockaddr *)&o->cfg.addr) ||
+			    strcasecmp(e->cfg.host, o->cfg.host) != 0)
 				continue;
 			targets_lock(old);
+			/* The same name: its addresses, until the new set's own lookup. */
+			memcpy(e->addrs, o->addrs, sizeof(e->addrs));
+			e->naddrs = o->naddrs;
+			memcpy(e->dns_error, o->dns_error, sizeof(e->dns_error));
+			e->resolved_at = o->resolved_at;
+			e->stale_since = o->stale_since;
+			e->ttl = o->ttl;
 			e->up = o->up;
 			e->since = o->since;
 			memcpy(e->reason, o->reason, sizeof(e->reason));
@@ -153,6 +182,10 @@ bool targets_same_config(const struct targets *t, const struct rule_config *r)
 	for (size_t i = 0; i < t->n; i++)
 		if (!rule_addr_equal((const struct sockaddr *)&t->e[i].cfg.addr,
 		                     rule_target_addr(r, i, NULL)) ||
+		    strcasecmp(t->e[i].cfg.host, r->targets ? r->targets->t[i].host : "") != 0 ||
+		    (t->e[i].cfg.host[0] &&
+		     (t->family != (enum resolve_family)r->set.resolve ||
+		      t->resolve_min != r->set.resolve_min || t->resolve_max != r->set.resolve_max)) ||
 		    strcmp(t->e[i].cfg.service, rule_target_service(r, i)) != 0)
 			return false;
 	return true;
@@ -168,6 +201,48 @@ const struct sockaddr *targets_addr(const struct targets *t, size_t i, socklen_t
 	if (len)
 		*len = t->e[i].cfg.addr_len;
 	return (const struct sockaddr *)&t->e[i].cfg.addr;
+}
+
+socklen_t targets_addr_copy(struct targets *t, size_t i, size_t k, struct sockaddr_storage *out)
+{
+	struct targets_entry *e = &t->e[i];
+	socklen_t len = 0;
+
+	if (!e->cfg.host[0]) {
+		if (k > 0)
+			return 0;
+		memcpy(out, &e->cfg.addr, sizeof(*out));
+		return e->cfg.addr_len;
+	}
+	targets_lock(t);
+	if (k < e->naddrs) {
+		rule_addr_set_port((const struct sockaddr *)&e->addrs[k],
+		                   rule_addr_port((const struct sockaddr *)&e->cfg.addr), out);
+		len = out->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	}
+	targets_unlock(t);
+	return len;
+}
+
+const char *targets_text_of(const struct targets *t, size_t i)
+{
+	return t->e[i].cfg.text;
+}
+
+const char *targets_host(const struct targets *t, size_t i)
+{
+	return t->e[i].cfg.host[0] ? t->e[i].cfg.host : NULL;
+}
+
+bool targets_waiting_dns(struct targets *t)
+{
+	bool waiting = true;
+
+	targets_lock(t);
+	for (size_t i = 0; i < t->n && waiting; i++)
+		waiting = t->e[i].cfg.host[0] && t->e[i].naddrs == 0;
+	targets_unlock(t);
+	return waiting;
 }
 
 const char *targets_service(const struct targets *t, size_t i)
@@ -314,6 +389,14 @@ int targets_pick(struct targets *t, const struct sockaddr *client, uint64_t excl
 	if (!open)
 		return -1;
 	targets_lock(t);
+	/* A name with no address yet cannot be tried at all. */
+	for (i = 0; i < t->n; i++)
+		if (t->e[i].cfg.host[0] && t->e[i].naddrs == 0)
+			open &= ~(1ULL << i);
+	if (!open) {
+		targets_unlock(t);
+		return -1;
+	}
 	for (i = 0; i < t->n; i++)
 		if ((open & (1ULL << i)) && (t->e[i].up || now >= t->e[i].retry_at))
 			ready |= 1ULL << i;
@@ -461,13 +544,21 @@ static void targets_check_cb(evutil_socket_t fd, short what, void *arg)
 /* Starts a check of target I, unless one is under way. */
 static void targets_check_start(struct targets *t, size_t i)
 {
-	const struct sockaddr *sa = (const struct sockaddr *)&t->e[i].cfg.addr;
+	struct sockaddr_storage ss;
+	const struct sockaddr *sa = (const struct sockaddr *)&ss;
+	socklen_t len;
 	struct timeval tv = clock_timeval(t->health.timeout);
 	struct targets_check *c;
 	char why[96];
 
 	if (t->e[i].check)
 		return;
+	/* A name: its first address now; none yet is a failed check. */
+	len = targets_addr_copy(t, i, 0, &ss);
+	if (!len) {
+		targets_health_result(t, i, false, "no address (waiting for DNS)");
+		return;
+	}
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return;
@@ -481,7 +572,7 @@ static void targets_check_start(struct targets *t, size_t i)
 		free(c);
 		return;
 	}
-	if (connect(c->fd, sa, t->e[i].cfg.addr_len) == 0) {
+	if (connect(c->fd, sa, len) == 0) {
 		targets_check_end(c, true, NULL);
 		return;
 	}
@@ -549,6 +640,97 @@ void targets_health_stop(struct targets *t)
 	}
 }
 
+/* ---- host names, on the main loop ---- */
+
+/* The resolver's news about entry E's name: its addresses go in under the
+ * lock, for the workers' next picks (connections keep what they have). */
+static void targets_resolved_cb(struct resolve_name *n, void *arg)
+{
+	struct targets_entry *e = arg;
+	struct targets *t = e->set;
+	struct sockaddr_storage a[RESOLVE_MAX_ADDRS];
+	size_t na = resolve_addrs(n, a, RESOLVE_MAX_ADDRS);
+	const char *err = resolve_error(n);
+	char first[RULE_ADDR_STRLEN] = "";
+	bool changed;
+
+	if (na > RESOLVE_MAX_ADDRS)
+		na = RESOLVE_MAX_ADDRS;
+	if (na)
+		rule_format_host((const struct sockaddr *)&a[0], first, sizeof(first));
+	targets_lock(t);
+	changed = na != e->naddrs || memcmp(a, e->addrs, na * sizeof(a[0])) != 0;
+	memcpy(e->addrs, a, na * sizeof(a[0]));
+	e->naddrs = na;
+	snprintf(e->dns_error, sizeof(e->dns_error), "%s", err);
+	if (!err[0]) {
+		e->resolved_at = time(NULL);
+		e->stale_since = 0;
+		e->ttl = resolve_ttl(n);
+	} else if (na && !e->stale_since) {
+		e->stale_since = time(NULL);
+	}
+	targets_unlock(t);
+	if (!err[0] && changed)
+		log_info("rule %s: target %s resolves to %s%s (%zu address%s)", t->rule, e->cfg.text, first,
+			 na > 1 ? " and more" : "", na, na == 1 ? "" : "es");
+	else if (err[0] && na)
+		log_warning("rule %s: target %s: %s; still using %s", t->rule, e->cfg.text, err, first);
+	else if (err[0])
+		log_warning("rule %s: target %s: %s; waiting for DNS", t->rule, e->cfg.text, err);
+}
+
+int targets_resolve_start(struct targets *t, struct resolve *r)
+{
+	int rc = 0;
+
+	if (!r)
+		return 0;
+	t->resolver = r;
+	for (size_t i = 0; i < t->n; i++) {
+		struct targets_entry *e = &t->e[i];
+
+		if (!e->cfg.host[0] || e->rn)
+			continue;
+		e->rn = resolve_watch(r, e->cfg.host, t->family, t->resolve_min, t->resolve_max,
+				      targets_resolved_cb, e);
+		if (!e->rn) {
+			log_error("rule %s: target %s: out of memory; not resolved", t->rule, e->cfg.text);
+			rc = -1;
+		}
+	}
+	return rc;
+}
+
+void targets_resolve_stop(struct targets *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->n; i++) {
+		resolve_unwatch(t->e[i].rn);
+		t->e[i].rn = NULL;
+	}
+	t->resolver = NULL;
+}
+
+/* Adds what status shows of named entry E to O. Under the lock. */
+static void targets_dns_json(const struct targets_entry *e, json_t *o)
+{
+	json_t *addrs = json_array(), *dns;
+	char a[RULE_ADDR_STRLEN];
+
+	for (size_t k = 0; k < e->naddrs; k++)
+		json_array_append_new(addrs, json_string(rule_format_host((const struct sockaddr *)&e->addrs[k], a, sizeof(a))));
+	dns = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "name", e->cfg.host, "state",
+			e->naddrs == 0 ? "waiting" : e->stale_since ? "stale" : "resolved", "addresses",
+			addrs, "error", e->dns_error[0] ? json_string(e->dns_error) : json_null(),
+			"resolved_at", e->resolved_at ? json_integer((json_int_t)e->resolved_at) : json_null(),
+			"stale_since", e->stale_since ? json_integer((json_int_t)e->stale_since) : json_null());
+	if (dns && e->ttl >= 0)
+		json_object_set_new(dns, "ttl", json_integer(e->ttl));
+	json_object_set_new(o, "dns", dns);
+}
+
 /* ---- what status and metrics show ---- */
 
 json_t *targets_json(struct targets *t)
@@ -574,6 +756,13 @@ json_t *targets_json(struct targets *t)
 			json_object_set_new(
 			    o, "port",
 			    rule_port_json((const struct sockaddr *)&e->cfg.addr, e->cfg.service));
+			if (e->cfg.host[0]) {
+				/* "address": the one new connections use first. */
+				json_object_set_new(o, "address", e->naddrs
+				                    ? json_string(rule_format_host((const struct sockaddr *)&e->addrs[0], addr, sizeof(addr)))
+				                    : json_null());
+				targets_dns_json(e, o);
+			}
 			if (!e->up)
 				json_object_set_new(o, "retry_in",
 				                    isinf(e->retry_at)
@@ -597,11 +786,32 @@ void targets_text(struct targets *t, struct evbuffer *out)
 
 		localtime_r(&e->since, &tm);
 		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		if (e->cfg.host[0]) {
+			char first[RULE_ADDR_STRLEN] = "", stale[32] = "";
+
+			if (e->naddrs)
+				rule_format_host((const struct sockaddr *)&e->addrs[0], first, sizeof(first));
+			if (e->stale_since) {
+				struct tm st;
+
+				localtime_r(&e->stale_since, &st);
+				strftime(stale, sizeof(stale), "%Y-%m-%d %H:%M:%S", &st);
+			}
+			if (!e->naddrs)
+				evbuffer_add_printf(out, "  target %s  waiting for DNS: %s\n", e->cfg.text,
+				                    e->dns_error);
+			else
+				evbuffer_add_printf(out, "  target %s = %s%s%s%s%s\n", e->cfg.text, first,
+				                    e->naddrs > 1 ? " (and more)" : "",
+				                    e->stale_since ? ", stale since " : "", stale,
+				                    e->stale_since ? " (the name does not resolve now)" : "");
+		}
 		evbuffer_add_printf(
 		    out,
 		    "  target %s  %s since %s, %u active, %llu connections, %llu failures%s%s\n",
-		    rule_format_port((const struct sockaddr *)&e->cfg.addr, e->cfg.service, addr,
-		                     sizeof(addr)),
+		    e->cfg.host[0] ? e->cfg.text
+		                   : rule_format_port((const struct sockaddr *)&e->cfg.addr, e->cfg.service,
+		                                      addr, sizeof(addr)),
 		    e->up ? "up" : "DOWN", when, e->active, (unsigned long long)e->connections,
 		    (unsigned long long)e->failures, e->reason[0] ? "; last error: " : "",
 		    e->reason);

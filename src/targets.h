@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "resolve.h"
 #include "rule.h"
 
 struct evbuffer;
@@ -57,9 +58,33 @@ void targets_unref(struct targets *t);
 bool targets_same_config(const struct targets *t, const struct rule_config *r);
 
 size_t targets_count(const struct targets *t);
-/* Target I's address (fixed for the set's life), its length in *LEN. */
+/* Target I's address (fixed for the set's life; a named target's is a
+ * placeholder, see targets_addr_copy), its length in *LEN. */
 const struct sockaddr *targets_addr(const struct targets *t, size_t i, socklen_t *len);
 const char *targets_service(const struct targets *t, size_t i);
+/* Target I as written ("nas.lan:445", "192.168.0.2:ssh"), and its host
+ * name (NULL for an address). */
+const char *targets_text_of(const struct targets *t, size_t i);
+const char *targets_host(const struct targets *t, size_t i);
+
+/*
+ * Address K of target I, with its port, into OUT: a numeric target has one
+ * (K 0); a named one those its name resolves to now, IPv6 first. Returns
+ * the address's length, 0 when there is no address K. Any thread.
+ */
+socklen_t targets_addr_copy(struct targets *t, size_t i, size_t k, struct sockaddr_storage *out);
+
+/* True if every target is a name that has no address yet. Any thread. */
+bool targets_waiting_dns(struct targets *t);
+
+/*
+ * Keeps the named targets resolved with R (resolve.h), on the main loop:
+ * each answer replaces the addresses new connections and sessions use.
+ * Returns 0 or -1 (out of memory: logged). targets_resolve_stop ends it
+ * (before the set's last reference goes). Main thread; R NULL: nothing.
+ */
+int targets_resolve_start(struct targets *t, struct resolve *r);
+void targets_resolve_stop(struct targets *t);
 
 /*
  * Picks a target for a new connection or session from CLIENT (its address
