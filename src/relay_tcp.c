@@ -763,6 +763,27 @@ static int relay_tcp_pp_make(struct relay_tcp_conn *c)
  * it, and the client is tried on another while there is one and time left,
  * so it never sees the failure of one target while another is up.
  */
+/*
+ * True if a failed connect says nothing against the target as a whole:
+ * this host's own shortage (no local port or buffer left), or a refusal
+ * by one port of a port range, where the target's other ports may well
+ * serve (one client at an unserved port must not take the range down).
+ */
+static bool relay_tcp_blameless(const struct relay_tcp_conn *c, int err)
+{
+	switch (err) {
+	case EADDRNOTAVAIL:
+	case ENOBUFS:
+	case ENOMEM:
+	case EAGAIN:
+		return true;
+	case ECONNREFUSED:
+		return c->cfg->target_range;
+	default:
+		return false;
+	}
+}
+
 static void relay_tcp_target_failed(struct relay_tcp_conn *c, int err, const char *why)
 {
 	struct targets *set = c->snap->targets;
@@ -781,7 +802,10 @@ static void relay_tcp_target_failed(struct relay_tcp_conn *c, int err, const cha
 	if (same) {
 		c->addr_k++;
 	} else {
-		targets_failed(set, c->target, err, why);
+		if (relay_tcp_blameless(c, err))
+			targets_closed(set, c->target);
+		else
+			targets_failed(set, c->target, err, why);
 		c->target = -1;
 		if (targets_count(set) == 1 || c->deadline - clock_now() < 0.001) {
 			relay_tcp_connect_failed(c, err, why);

@@ -234,12 +234,13 @@ static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
  * address the client sent to, which on a wildcard listener is the
  * datagram's destination (pktinfo), else the listen address. Returns 0 or -1.
  */
-static int relay_udp_pp_make(struct udp_session *s)
+static int relay_udp_pp_make(struct udp_session *s, const struct listener *l)
 {
 	struct sockaddr_storage dst;
 	int n;
 
-	memcpy(&dst, &s->cfg->listen, sizeof(dst));
+	/* The port the client sent to: its listener's, in a range. */
+	rule_addr_set_port((const struct sockaddr *)&s->cfg->listen, l->port, &dst);
 	if (s->local.family == AF_INET && dst.ss_family == AF_INET) {
 		((struct sockaddr_in *)&dst)->sin_addr = s->local.addr.v4;
 	} else if (s->local.family == AF_INET6 && dst.ss_family == AF_INET6) {
@@ -315,7 +316,7 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	s->started = s->last_active = clock_now();
 	if (udp_table_key((struct sockaddr *)client, local, &s->key) < 0)
 		goto fail;
-	if (s->cfg->set.proxy_protocol != PROXYPROTO_NONE && relay_udp_pp_make(s) < 0) {
+	if (s->cfg->set.proxy_protocol != PROXYPROTO_NONE && relay_udp_pp_make(s, l) < 0) {
 		log_error("udp %s: cannot make the PROXY protocol header", l->cfg->name);
 		goto fail;
 	}
@@ -342,8 +343,10 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	if (udp_table_add(&l->sessions, s) < 0)
 		goto fail;
 	TAILQ_INSERT_TAIL(&l->unreplied, s, unreplied_link);
+	/* Counted, but no proof of life: a UDP target answers or not later,
+	 * and a new client (maybe spoofed) must not mark it up. */
 	if (set && s->target >= 0)
-		targets_connected(set, s->target);
+		targets_started(set, s->target);
 	rulework_snap_ref(s->snap);
 	rulework_hold(l->work);
 	STAT_ADD(&l->stats, udp_active, 1);

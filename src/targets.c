@@ -439,6 +439,13 @@ void targets_connected(struct targets *t, int i)
 	targets_unlock(t);
 }
 
+void targets_started(struct targets *t, int i)
+{
+	targets_lock(t);
+	t->e[i].connections++;
+	targets_unlock(t);
+}
+
 void targets_failed(struct targets *t, int i, int err, const char *reason)
 {
 	struct targets_entry *e = &t->e[i];

@@ -100,6 +100,8 @@ void targets_resolve_stop(struct targets *t);
  */
 int targets_pick(struct targets *t, const struct sockaddr *client, uint64_t exclude);
 void targets_connected(struct targets *t, int i);
+/* A UDP session began on target I: counted, with no word on its health. */
+void targets_started(struct targets *t, int i);
 /* The connect failed (ERR: its errno, ETIMEDOUT for a timeout; REASON says
  * it): counted, and the target is down until its retry time. */
 void targets_failed(struct targets *t, int i, int err, const char *reason);

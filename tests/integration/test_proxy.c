@@ -706,6 +706,59 @@ END_TEST
 
 /* source = "127.0.0.2": the target sees its TCP connections and UDP
  * datagrams come from 127.0.0.2 (without it, from 127.0.0.1). */
+/*
+ * A UDP port range with v2: each datagram's header names the port of the
+ * range it was sent to, not the range's first.
+ */
+START_TEST(test_udp_v2_range)
+{
+	struct hdaemon d;
+	int t = udp_bound("127.0.0.1", 0), c = udp_bound("127.0.0.1", 0);
+	unsigned base = 0, tp = sock_port(t);
+	uint8_t buf[256], want[28];
+	struct sockaddr_storage from;
+	char *conf = NULL;
+
+	/* Three consecutive ports free for UDP, below the ephemeral range. */
+	for (unsigned p = 21000 + (unsigned)(getpid() % 500) * 8; !base && p < 31000; p += 3) {
+		int fds[3], k;
+
+		for (k = 0; k < 3; k++) {
+			struct sockaddr_storage ss;
+			socklen_t len = h_sockaddr("127.0.0.1", p + (unsigned)k, &ss);
+
+			fds[k] = socket(AF_INET, SOCK_DGRAM, 0);
+			if (fds[k] < 0 || bind(fds[k], (struct sockaddr *)&ss, len) < 0) {
+				if (fds[k] >= 0)
+					close(fds[k]);
+				break;
+			}
+		}
+		if (k == 3)
+			base = p;
+		while (k-- > 0)
+			close(fds[k]);
+	}
+	ck_assert_uint_ne(base, 0);
+	if (asprintf(&conf,
+		     "rules: ( { name = \"ur\"; proto = \"udp\"; listen = \"127.0.0.1:%u-%u\"; target = \"127.0.0.1:%u\"; proxy_protocol = \"v2\"; } );",
+		     base, base + 2, tp) < 0)
+		ck_abort_msg("asprintf");
+	h_start(&d, conf);
+	free(conf);
+	for (unsigned k = 0; k < 3; k += 2) {
+		send_to(c, "127.0.0.1", base + k, "x", 1);
+		ck_assert_int_eq(recv_within(t, buf, sizeof(buf), 5, &from), 29);
+		v2_expect4(want, 0x12, "127.0.0.1", sock_port(c), "127.0.0.1", base + k);
+		ck_assert_msg(memcmp(buf, want, 28) == 0, "the header of a datagram to %u names port %u",
+			      base + k, (unsigned)buf[26] << 8 | buf[27]);
+	}
+	h_stop(&d);
+	close(t);
+	close(c);
+}
+END_TEST
+
 START_TEST(test_source_address)
 {
 	struct hdaemon d;
@@ -822,6 +875,7 @@ int main(void)
 	tcase_add_test(tc, test_silent_client);
 	tcase_add_test(tc, test_reload_changes_new_connections_only);
 	tcase_add_test(tc, test_udp_v2);
+	tcase_add_test(tc, test_udp_v2_range);
 	tcase_add_test(tc, test_source_address);
 	tcase_add_test(tc, test_source_not_local);
 	suite_add_tcase(s, tc);

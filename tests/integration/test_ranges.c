@@ -583,6 +583,10 @@ START_TEST(test_range_with_targets)
 	 * the second target's second port. */
 	h_backend_stop(&a[1]);
 	ck_assert_int_eq(source_through(listen + 1), 10000);
+	/* One unserved port does not take the first target down for the
+	 * others: its ports 0 and 2 still get the clients. */
+	ck_assert_int_eq(source_through(listen + 0), 1000);
+	ck_assert_int_eq(source_through(listen + 2), 3000);
 	h_stop(&d);
 	for (int i = 0; i < 3; i++) {
 		if (i != 1)

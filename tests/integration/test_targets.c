@@ -538,6 +538,42 @@ START_TEST(test_reload_changes_list)
 }
 END_TEST
 
+/*
+ * tcp+udp: a target TCP found down stays down when new UDP clients are
+ * sent to it after its retry time (a datagram out proves nothing, and a
+ * spoofed client must not revive it for the TCP clients).
+ */
+START_TEST(test_udp_does_not_revive)
+{
+	struct hdaemon d;
+	struct h_backend tcp, udp;
+	char list[256];
+	unsigned port, closed = h_free_port(SOCK_STREAM, false);
+
+	h_backend_start(&tcp, H_ECHO, false);
+	h_backend_start_on(&udp, H_UDP_ECHO, false, tcp.port);
+	snprintf(list, sizeof(list), "\"127.0.0.1:%u\", \"127.0.0.1:%u\"", closed, tcp.port);
+	port = start_rule(&d, "tcp+udp", list, "balance = \"failover\";");
+	ck_assert_int_eq(echo_once(port, 1), 0); /* target 0 refuses: down, served by 1 */
+	ck_assert(wait_state(&d, "r", 0, "down", 5));
+	usleep(1300000); /* past its first retry time */
+	for (int k = 0; k < 4; k++) {
+		struct sockaddr_storage ss;
+		socklen_t len = h_sockaddr("127.0.0.1", port, &ss);
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(sendto(fd, "ping", 4, 0, (struct sockaddr *)&ss, len), 4);
+		close(fd);
+	}
+	usleep(300000);
+	ck_assert_msg(wait_state(&d, "r", 0, "down", 0), "new UDP clients marked a dead target up");
+	h_stop(&d);
+	h_backend_stop(&udp);
+	h_backend_stop(&tcp);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("targets");
@@ -553,6 +589,7 @@ int main(void)
 	tcase_add_test(tc, test_health_checks);
 	tcase_add_test(tc, test_udp_source_hash);
 	tcase_add_test(tc, test_reload_changes_list);
+	tcase_add_test(tc, test_udp_does_not_revive);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
