@@ -775,6 +775,12 @@ static void config_read_targets(struct config_ctx *ctx, const config_setting_t *
 			unsigned first = rule_addr_port((const struct sockaddr *)&t->addr);
 
 			ranges++;
+			if (listen_ok && !rule_is_range(rule)) {
+				config_err(ctx, e, "targets[%d]: \"%s\": a range of %u ports needs a listen range as long, and listen is one port (give each target one port)",
+					   i + 1, str, last - first + 1);
+				ok = false;
+				continue;
+			}
 			if (listen_ok && last - first + 1 != rule_nports(rule)) {
 				config_err(ctx, e, "targets[%d]: \"%s\": the range has %u ports and the listen range %u-%u has %u: they must be the same length",
 					   i + 1, str, last - first + 1, rule_port_first(rule),
@@ -853,6 +859,15 @@ static void config_read_balance(struct config_ctx *ctx, const config_setting_t *
 		return;
 	}
 	rule->health = (struct rule_health){ true, 5.0, 2.0, 2, 3 };
+	/* A short interval alone: the timeout's default shrinks with it. */
+	{
+		const config_setting_t *iv_s = config_setting_get_member(s, "interval");
+
+		if (iv_s && !config_setting_get_member(s, "timeout") &&
+		    (config_setting_type(iv_s) == CONFIG_TYPE_FLOAT || config_setting_type(iv_s) == CONFIG_TYPE_INT) &&
+		    config_setting_get_float(iv_s) + (double)config_setting_get_int(iv_s) < 4.0)
+			rule->health.timeout = (config_setting_get_float(iv_s) + (double)config_setting_get_int(iv_s)) / 2;
+	}
 	snprintf(sub, sizeof(sub), "%s%shealth_check", scope ? scope : "", scope ? ": " : "");
 	ctx->scope = sub;
 	config_check_keys(ctx, s, hc_keys);

@@ -151,8 +151,10 @@ START_TEST(test_shipped_examples_are_valid)
 	/* Its examples, once the "#" is taken off: six valid rules. */
 	example_uncommented(path, sizeof(path));
 	ck_assert_int_eq(config_load(path, &cfg, &errs), 0);
-	ck_assert_int_eq(cfg.nrules, 7);
+	ck_assert_int_eq(cfg.nrules, 9);
 	ck_assert_str_eq(cfg.rules[3].interface, "wg0");
+	ck_assert_uint_eq(rule_nports(&cfg.rules[7]), 31);
+	ck_assert_str_eq(rule_target_host(&cfg.rules[8]), "jellyfin.lan");
 	ck_assert_uint_eq(cfg.rules[4].set.proxy_protocol, PROXYPROTO_V2);
 	ck_assert_uint_eq(cfg.rules[4].source_len, sizeof(struct sockaddr_in));
 	ck_assert_uint_eq(rule_ntargets(&cfg.rules[6]), 2);
@@ -178,7 +180,7 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_str_eq(cfg.control_socket, "/run/portfwd/portfwd.sock");
 	ck_assert_int_eq(cfg.log_level, LOG_LVL_INFO);
 	ck_assert(cfg.log_connections);
-	ck_assert_int_eq(cfg.nrules, 7);
+	ck_assert_int_eq(cfg.nrules, 9);
 	ck_assert_str_eq(cfg.rules[0].name, "ssh");
 	ck_assert_int_eq(cfg.rules[0].proto, RULE_PROTO_TCP);
 	ck_assert_int_eq(cfg.rules[0].set.max_connections, 4096);
