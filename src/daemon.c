@@ -485,6 +485,11 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	for (size_t i = 0; i < nc.nrules; i++)
 		for (size_t j = 0; j < d->ndraining; j++)
 			forward_udp_takeover(d->draining[j], &nc.rules[i]);
+	/* Every kept range that shrinks lets its ports go before any rule
+	 * binds: one kept rule may take a port another kept rule leaves. */
+	for (size_t i = 0; i < nc.nrules; i++)
+		if (rules[i])
+			forward_retire_outside(rules[i], &nc.rules[i]);
 	/* The kept rules first: a range that shrinks frees ports a new rule may want. */
 	for (size_t i = 0; i < nc.nrules; i++) {
 		const struct rule_config *rc = &nc.rules[i];
@@ -492,6 +497,13 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 
 		if (!rules[i])
 			continue;
+		/* A range that grows takes the UDP addresses of ports other kept
+		 * rules left (their sessions end, as for a new rule). */
+		if (rule_port_first(&rules[i]->cfg) != rule_port_first(rc) ||
+		    rule_port_last(&rules[i]->cfg) != rule_port_last(rc))
+			for (size_t j = 0; j < nc.nrules; j++)
+				if (rules[j] && j != i)
+					forward_udp_takeover(rules[j], rc);
 		same = rule_config_equal(&rules[i]->cfg, rc);
 		if (!same && strcmp(rules[i]->cfg.name, rc->name) != 0)
 			log_info("rule %s: renamed to %s", rules[i]->cfg.name, rc->name);

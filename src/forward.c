@@ -537,6 +537,15 @@ static void forward_retire_cb(struct listener *l, void *arg)
  * The range changes to CFG's: the ports that leave it are closed (their
  * connections drain), the ones that come back to it are opened to binding.
  */
+static void forward_set_range(struct forward *fw, const struct rule_config *cfg);
+
+void forward_retire_outside(struct forward *fw, const struct rule_config *cfg)
+{
+	if (rule_port_first(&fw->cfg) != rule_port_first(cfg) ||
+	    rule_port_last(&fw->cfg) != rule_port_last(cfg))
+		forward_set_range(fw, cfg);
+}
+
 static void forward_set_range(struct forward *fw, const struct rule_config *cfg)
 {
 	struct forward_retire r = { rule_port_first(cfg), rule_port_last(cfg) };

@@ -122,6 +122,11 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
  */
 int forward_update(struct forward *fw, const struct rule_config *cfg);
 
+/* Before a reload's forward_update: the ports of FW's range that CFG's
+ * range leaves stop listening now (their connections carry on), so that
+ * another rule of the same reload may bind them. */
+void forward_retire_outside(struct forward *fw, const struct rule_config *cfg);
+
 /* Closes the listening sockets (the ports are free when it returns); TCP
  * connections carry on, UDP sessions end (they live on the listening
  * socket). Stays so until forward_enable. */

@@ -224,6 +224,28 @@ static int workers(struct hdaemon *d)
 	return n;
 }
 
+/* One message there and back on open connection FD; 0 if it echoed. */
+static int echo_keep(int fd, const char *msg)
+{
+	size_t len = strlen(msg), got = 0;
+	char buf[64];
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	if (send(fd, msg, len, MSG_NOSIGNAL) != (ssize_t)len)
+		return -1;
+	while (got < len) {
+		ssize_t n;
+
+		if (poll(&p, 1, 5000) != 1)
+			return -1;
+		n = recv(fd, buf + got, len - got, 0);
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	return memcmp(buf, msg, len) == 0 ? 0 : -1;
+}
+
 /* ---- port N to target N, TCP and UDP, and the counters ---- */
 
 #define NPORTS 4
@@ -629,6 +651,61 @@ START_TEST(test_range_targets_refused)
 }
 END_TEST
 
+/*
+ * Two kept rules trade ports in one reload: a shrinks from 10 ports to 5,
+ * b (listed first) grows over the 5 a leaves, with a TCP connection and a
+ * UDP session open on one of them. The reload succeeds at once, b listens
+ * on every port for TCP and UDP, a's open connection carries on.
+ */
+START_TEST(test_range_ports_move_between_rules)
+{
+	struct hdaemon d;
+	struct h_backend ea, ua, sb, ub;
+	unsigned base = free_range(15);
+	char body[1024], *out;
+	int live, u = udp_socket();
+	json_t *r;
+
+	h_backend_start(&ea, H_ECHO, false);
+	h_backend_start_on(&ua, H_UDP_ECHO, false, ea.port);
+	sb.source_len = 2000;
+	h_backend_start(&sb, H_SOURCE, false);
+	h_backend_start_on(&ub, H_UDP_ECHO, false, sb.port);
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"a\"; proto = \"tcp+udp\"; listen = \"127.0.0.1:%u-%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "          { name = \"b\"; proto = \"tcp+udp\"; listen = \"127.0.0.1:%u-%u\"; target = \"127.0.0.1:%u\"; } );",
+		 base, base + 9, ea.port, base + 10, base + 14, sb.port);
+	h_start(&d, body);
+	live = h_connect("127.0.0.1", base + 7);
+	ck_assert_int_ge(live, 0);
+	ck_assert_int_eq(echo_keep(live, "before"), 0);
+	ck_assert_int_eq(udp_echo(u, base + 7, 1, 3), 0);
+
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"b\"; proto = \"tcp+udp\"; listen = \"127.0.0.1:%u-%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "          { name = \"a\"; proto = \"tcp+udp\"; listen = \"127.0.0.1:%u-%u\"; target = \"127.0.0.1:%u\"; } );",
+		 base + 5, base + 14, sb.port, base, base + 4, ea.port);
+	h_write_conf(&d, body);
+	ck_assert_msg(ctl(&d, &out, "reload", NULL) == 0, "reload: %s", out);
+	free(out);
+	r = rule_status(&d, "b");
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")), "listening");
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(port_status(r, base + 7), "udp"), "state")),
+			 "listening");
+	json_decref(r);
+	/* New clients of the moved port reach b's target; a's connection goes on. */
+	ck_assert_int_eq(source_through(base + 7), 2000);
+	ck_assert_int_eq(echo_keep(live, "after"), 0);
+	close(live);
+	close(u);
+	h_stop(&d);
+	h_backend_stop(&ea);
+	h_backend_stop(&ua);
+	h_backend_stop(&sb);
+	h_backend_stop(&ub);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ranges");
@@ -643,6 +720,7 @@ int main(void)
 	tcase_add_test(tc, test_range_4096_ports);
 	tcase_add_test(tc, test_range_with_targets);
 	tcase_add_test(tc, test_range_targets_refused);
+	tcase_add_test(tc, test_range_ports_move_between_rules);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
