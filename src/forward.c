@@ -616,6 +616,7 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	if (targets) {
 		targets_health_stop(fw->targets);
 		targets_resolve_stop(fw->targets);
+		targets_hand_over(fw->targets, targets);
 		targets_unref(fw->targets);
 		fw->targets = targets;
 		targets_health_start(targets, fw->base, cfg->name);

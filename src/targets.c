@@ -44,6 +44,12 @@ struct targets_entry {
 	time_t stale_since;  /* lookups fail while the addresses stay; 0: fresh */
 	long ttl;
 	struct resolve_name *rn; /* main thread */
+	/* The set that took this target over at a reload (one reference),
+	 * and its place there: the counters and the health of the target live
+	 * there from then on, and what connections of this set report goes
+	 * there. Set once, under the lock. */
+	struct targets *succ;
+	size_t succ_i;
 	/* Under the set's lock: */
 	bool up;
 	time_t since;     /* wall clock of the last change of up (or of the set's start) */
@@ -165,8 +171,58 @@ void targets_unref(struct targets *t)
 {
 	if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	for (size_t i = 0; i < t->n; i++)
+		targets_unref(t->e[i].succ);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
+}
+
+/*
+ * Locks the set where target *I of T lives now: T, or the set a reload
+ * handed it to (and on, along the chain), *I becoming its place there.
+ * The caller's reference to T keeps each set of the chain alive (each
+ * holds one on its successor). Returns the locked set.
+ */
+static struct targets *targets_lock_live(struct targets *t, size_t *i)
+{
+	targets_lock(t);
+	while (t->e[*i].succ) {
+		struct targets *n = t->e[*i].succ;
+		size_t j = t->e[*i].succ_i;
+
+		targets_unlock(t);
+		t = n;
+		*i = j;
+		targets_lock(t);
+	}
+	return t;
+}
+
+void targets_hand_over(struct targets *old, struct targets *nw)
+{
+	if (!old || !nw || old == nw)
+		return;
+	for (size_t j = 0; j < nw->n; j++)
+		for (size_t i = 0; i < old->n; i++) {
+			struct targets_entry *o = &old->e[i], *e = &nw->e[j];
+
+			if (!rule_addr_equal((const struct sockaddr *)&o->cfg.addr,
+					     (const struct sockaddr *)&e->cfg.addr) ||
+			    strcasecmp(o->cfg.host, e->cfg.host) != 0)
+				continue;
+			/* Old before new, always: the chain only goes forward. */
+			targets_lock(old);
+			if (!o->succ) {
+				targets_lock(nw);
+				e->active += o->active;
+				targets_unlock(nw);
+				o->active = 0;
+				o->succ = targets_ref(nw);
+				o->succ_i = j;
+			}
+			targets_unlock(old);
+			break;
+		}
 }
 
 bool targets_same_config(const struct targets *t, const struct rule_config *r)
@@ -406,6 +462,18 @@ int targets_pick(struct targets *t, const struct sockaddr *client, uint64_t excl
 		/* One client tries it; the others wait for what it finds. */
 		t->e[i].retry_at =
 		    now + (t->e[i].backoff > 0 ? t->e[i].backoff : TARGETS_RETRY_MIN);
+	if (t->e[i].succ) {
+		/* Handed over at a reload (a client that waited from before it):
+		 * counted where the target lives now. */
+		size_t k = i;
+		struct targets *o;
+
+		targets_unlock(t);
+		o = targets_lock_live(t, &k);
+		o->e[k].active++;
+		targets_unlock(o);
+		return (int)i;
+	}
 	t->e[i].active++;
 	targets_unlock(t);
 	return (int)i;
@@ -430,29 +498,34 @@ static void targets_set_up(struct targets *t, struct targets_entry *e, bool up, 
 
 void targets_connected(struct targets *t, int i)
 {
-	struct targets_entry *e = &t->e[i];
+	size_t k = (size_t)i;
+	struct targets *o = targets_lock_live(t, &k);
+	struct targets_entry *e = &o->e[k];
 
-	targets_lock(t);
 	e->connections++;
 	e->fail_run = 0;
-	targets_set_up(t, e, true, "a connection to it succeeded");
-	targets_unlock(t);
+	targets_set_up(o, e, true, "a connection to it succeeded");
+	targets_unlock(o);
 }
 
 void targets_started(struct targets *t, int i)
 {
-	targets_lock(t);
-	t->e[i].connections++;
-	targets_unlock(t);
+	size_t k = (size_t)i;
+	struct targets *o = targets_lock_live(t, &k);
+
+	o->e[k].connections++;
+	targets_unlock(o);
 }
 
 void targets_failed(struct targets *t, int i, int err, const char *reason)
 {
-	struct targets_entry *e = &t->e[i];
+	size_t k = (size_t)i;
 	double now = targets_clock();
+	struct targets_entry *e;
 
 	(void)err;
-	targets_lock(t);
+	t = targets_lock_live(t, &k);
+	e = &t->e[k];
 	if (e->active > 0)
 		e->active--;
 	e->failures++;
@@ -466,10 +539,12 @@ void targets_failed(struct targets *t, int i, int err, const char *reason)
 
 void targets_closed(struct targets *t, int i)
 {
-	targets_lock(t);
-	if (t->e[i].active > 0)
-		t->e[i].active--;
-	targets_unlock(t);
+	size_t k = (size_t)i;
+	struct targets *o = targets_lock_live(t, &k);
+
+	if (o->e[k].active > 0)
+		o->e[k].active--;
+	targets_unlock(o);
 }
 
 bool targets_up(struct targets *t, size_t i)

@@ -50,6 +50,15 @@ extern double (*targets_clock)(void);
  * memory. Any thread; health checks start only with targets_health_start. */
 struct targets *targets_new(const struct rule_config *r, struct targets *old);
 struct targets *targets_ref(struct targets *t);
+
+/*
+ * At a reload that replaced OLD with NEW (made by targets_new(r, OLD)):
+ * each target NEW has too is handed over, its connections still counted
+ * (NEW's active count takes OLD's), and what OLD's connections report from
+ * then on (closed, failed, connected) goes to NEW. Call before NEW is
+ * published to the workers. Main thread.
+ */
+void targets_hand_over(struct targets *old, struct targets *nw);
 /* The last reference frees it; its health checks must be stopped already. */
 void targets_unref(struct targets *t);
 

@@ -311,6 +311,57 @@ START_TEST(test_reload_keeps_state)
 }
 END_TEST
 
+/* A reload that replaces the set hands its targets over: the new set
+ * counts the connections still open from before, and their ends (and a
+ * client that waited from before and picks from the old set) count
+ * there. */
+START_TEST(test_hand_over_counts)
+{
+	struct rule_config r = make_rule(3, RULE_BALANCE_LEAST_CONN), r2 = make_rule(4, RULE_BALANCE_LEAST_CONN);
+	struct targets *t = targets_new(&r, NULL), *t2;
+	struct targets_stats st;
+	int a = targets_pick(t, CLIENT(1, 1), 0), b = targets_pick(t, CLIENT(1, 2), 0), c;
+
+	targets_connected(t, a);
+	targets_connected(t, b);
+	t2 = targets_new(&r2, t);
+	targets_hand_over(t, t2);
+	targets_stats(t2, (size_t)a, &st);
+	ck_assert_uint_eq(st.active, 1);
+	targets_stats(t2, (size_t)b, &st);
+	ck_assert_uint_eq(st.active, 1);
+	/* least-connections on the new set sees them: a third client goes
+	 * to a target with none. */
+	c = targets_pick(t2, CLIENT(1, 3), 0);
+	ck_assert_int_ne(c, a);
+	ck_assert_int_ne(c, b);
+	/* An old connection ends: counted in the new set. */
+	targets_closed(t, a);
+	targets_stats(t2, (size_t)a, &st);
+	ck_assert_uint_eq(st.active, 0);
+	/* A client that waited picks from the old set: counted in the new. */
+	{
+		int w = targets_pick(t, CLIENT(1, 4), 1ULL << b | 1ULL << c);
+
+		ck_assert_int_ge(w, 0);
+		targets_stats(t2, (size_t)w, &st);
+		ck_assert_uint_eq(st.active, 1);
+		targets_failed(t, w, ECONNREFUSED, "refused");
+		ck_assert(!targets_up(t2, (size_t)w));
+	}
+	targets_closed(t, b);
+	targets_closed(t2, c);
+	for (size_t i = 0; i < 4; i++) {
+		targets_stats(t2, i, &st);
+		ck_assert_uint_eq(st.active, 0);
+	}
+	targets_unref(t);
+	targets_unref(t2);
+	rule_targets_unref(r.targets);
+	rule_targets_unref(r2.targets);
+}
+END_TEST
+
 /* A rule with one `target` and no list is a set of one. */
 START_TEST(test_single_target)
 {
@@ -400,6 +451,7 @@ int main(void)
 	tcase_add_test(tc, test_all_down_still_tried);
 	tcase_add_test(tc, test_health_rise_fall);
 	tcase_add_test(tc, test_reload_keeps_state);
+	tcase_add_test(tc, test_hand_over_counts);
 	tcase_add_test(tc, test_single_target);
 	tcase_add_test(tc, test_threads);
 	suite_add_tcase(s, tc);
