@@ -116,6 +116,10 @@ static json_t *commands_rule_json(const struct forward *fw)
 		json_object_set_new(doc, "source", r->source_len ? json_string(rule_format_host((const struct sockaddr *)&r->source, src, sizeof(src))) : json_null());
 		json_object_update_missing_new(doc, status_access_json(r->access));
 		json_object_set_new(doc, "balance", json_string(rule_balance_name(r->balance)));
+		json_object_set_new(doc, "resolve",
+				    json_pack("{s:s, s:f, s:f}", "family",
+					      resolve_family_name((enum resolve_family)r->set.resolve), "min",
+					      r->set.resolve_min, "max", r->set.resolve_max));
 		json_object_set_new(doc, "health_check",
 				    r->health.enabled
 					    ? json_pack("{s:f, s:f, s:i, s:i}", "interval", r->health.interval,

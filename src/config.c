@@ -618,8 +618,9 @@ static void config_read_source(struct config_ctx *ctx, const config_setting_t *g
 		rule->source_len = 0;
 		return;
 	}
-	/* A target that did not parse has been reported already. */
-	if (target->sa_family && target->sa_family != rule->source.ss_family) {
+	/* A target that did not parse has been reported already; a name's
+	 * addresses of the source's family are the ones it uses. */
+	if (target->sa_family && !rule_target_host(rule) && target->sa_family != rule->source.ss_family) {
 		config_err(ctx, s, "source: %s is an %s address and the target %s is %s: a connection leaves from an address of its target's family",
 			   str, rule->source.ss_family == AF_INET ? "IPv4" : "IPv6",
 			   rule_format_addr(target, taddr, sizeof(taddr)),
@@ -630,7 +631,7 @@ static void config_read_source(struct config_ctx *ctx, const config_setting_t *g
 	for (size_t i = 1; rule->targets && i < rule->targets->n; i++) {
 		const struct sockaddr *t = (const struct sockaddr *)&rule->targets->t[i].addr;
 
-		if (t->sa_family && t->sa_family != rule->source.ss_family) {
+		if (t->sa_family && !rule->targets->t[i].host[0] && t->sa_family != rule->source.ss_family) {
 			config_err(ctx, s, "source: %s is an %s address and targets[%zu] %s is %s: a connection leaves from an address of its target's family",
 				   str, rule->source.ss_family == AF_INET ? "IPv4" : "IPv6", i + 1,
 				   rule_format_addr(t, taddr, sizeof(taddr)), t->sa_family == AF_INET ? "IPv4" : "IPv6");

@@ -627,54 +627,68 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 	socklen_t target_len = c->cfg->target_len;
 	unsigned max = 1;
 	int one = 1, fd, i = -1;
-	bool named_more = false;
+	bool named_more = false, again = false;
 	struct sockaddr_storage picked;
 
 	if (set) {
 		size_t n = targets_count(set);
 		struct sockaddr_storage more;
+		int fam = c->cfg->source_len ? c->cfg->source.ss_family : AF_UNSPEC;
 
 		max = n < RELAY_TCP_ATTEMPTS ? (unsigned)n : RELAY_TCP_ATTEMPTS;
-		if (c->target >= 0) {
-			i = c->target; /* a name's next address (relay_tcp_target_failed) */
-		} else {
-			c->addr_k = 0;
-			i = c->attempts < max ? targets_pick(set, (struct sockaddr *)&c->client_addr, c->tried) : -1;
-			if (i < 0) {
-				if (c->attempts == 0)
-					relay_tcp_connect_failed(c, EHOSTUNREACH,
-								 "no target has an address yet (waiting for DNS)");
-				else
-					relay_tcp_connect_failed(c, err, why);
-				return;
+		again = c->target >= 0; /* a name's next address (relay_tcp_target_failed) */
+		for (;;) {
+			if (c->target < 0) {
+				c->addr_k = 0;
+				i = c->attempts < max ? targets_pick(set, (struct sockaddr *)&c->client_addr, c->tried)
+						      : -1;
+				if (i < 0) {
+					if (c->attempts == 0)
+						relay_tcp_connect_failed(c, EHOSTUNREACH,
+									 fam != AF_UNSPEC
+										 ? "no target has an address of the source's family yet (waiting for DNS?)"
+										 : "no target has an address yet (waiting for DNS)");
+					else
+						relay_tcp_connect_failed(c, err, why);
+					return;
+				}
+				c->tservice = targets_service(set, (size_t)i);
+				c->target = i;
+				c->tried |= 1ULL << i;
+				c->attempts++;
 			}
-			c->tservice = targets_service(set, (size_t)i);
-			c->target = i;
-			c->tried |= 1ULL << i;
-		}
-		target_len = targets_addr_copy(set, (size_t)i, c->addr_k, &picked);
-		if (!target_len) {
-			/* Its name lost that address since the pick. */
+			i = c->target;
+			target_len = targets_addr_copy(set, (size_t)i, c->addr_k, fam, &picked);
+			if (target_len)
+				break;
+			/* No address (of the source's family), or its name lost
+			 * that one since: no blame; the next target, if any. */
 			targets_closed(set, i);
 			c->target = -1;
-			relay_tcp_connect_failed(c, EHOSTUNREACH, "the target's name has no address now");
-			return;
+			again = false;
 		}
 		target = (const struct sockaddr *)&picked;
 		/* A name with another address after this one (IPv6, then IPv4):
 		 * this one gets half the time left, the rest is for the next. */
-		named_more = targets_addr_copy(set, (size_t)i, c->addr_k + 1, &more) > 0;
+		named_more = targets_addr_copy(set, (size_t)i, c->addr_k + 1, fam, &more) > 0;
+	} else {
+		c->attempts++;
 	}
 	/* A port range: the target's port for the one the client came to. */
 	target_len = listener_target(l, c->cfg, target, target_len, &c->tss);
 	target = (const struct sockaddr *)&c->tss;
 	c->taddr = target;
-	/* The first attempt has connect_timeout to itself when there is no other. */
-	c->attempt_timeout = (c->attempts == 0 ? c->cfg->set.connect_timeout : c->deadline - clock_now()) /
-			     (max > c->attempts ? max - c->attempts : 1);
+	/* Each target has its share of what is left of connect_timeout (the
+	 * first has it all when there is no other); a name's addresses share
+	 * their target's. */
+	{
+		unsigned left = max >= c->attempts ? max - c->attempts + 1 : 1;
+
+		c->attempt_timeout = (c->attempts <= 1 && !again ? c->cfg->set.connect_timeout
+							       : c->deadline - clock_now()) / left;
+	}
 	if (named_more)
 		c->attempt_timeout = fmin(c->attempt_timeout, (c->deadline - clock_now()) / 2);
-	c->attempts++;
 
 	fd = socket(target->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && c->attempts == 1) {
@@ -798,7 +812,8 @@ static void relay_tcp_target_failed(struct relay_tcp_conn *c, int err, const cha
 	}
 	/* A name's next address, while there is time: the same target. */
 	same = c->deadline - clock_now() >= 0.001 &&
-	       targets_addr_copy(set, (size_t)c->target, c->addr_k + 1, &next) > 0;
+	       targets_addr_copy(set, (size_t)c->target, c->addr_k + 1,
+				 c->cfg->source_len ? c->cfg->source.ss_family : AF_UNSPEC, &next) > 0;
 	if (same) {
 		c->addr_k++;
 	} else {

@@ -286,7 +286,10 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	 * client the same one, session after session. */
 	if (set) {
 		s->target = targets_pick(set, (const struct sockaddr *)client, 0);
-		target_len = s->target >= 0 ? targets_addr_copy(set, (size_t)s->target, 0, &picked) : 0;
+		target_len = s->target >= 0 ? targets_addr_copy(set, (size_t)s->target, 0,
+								l->cfg->source_len ? l->cfg->source.ss_family : AF_UNSPEC,
+								&picked)
+					    : 0;
 		if (!target_len) {
 			/* Only names that have no address (yet): nowhere to send it. */
 			log_debug("udp %s: no target has an address yet (waiting for DNS); dropping the datagram of %s",

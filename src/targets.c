@@ -259,22 +259,28 @@ const struct sockaddr *targets_addr(const struct targets *t, size_t i, socklen_t
 	return (const struct sockaddr *)&t->e[i].cfg.addr;
 }
 
-socklen_t targets_addr_copy(struct targets *t, size_t i, size_t k, struct sockaddr_storage *out)
+socklen_t targets_addr_copy(struct targets *t, size_t i, size_t k, int family,
+                            struct sockaddr_storage *out)
 {
 	struct targets_entry *e = &t->e[i];
 	socklen_t len = 0;
 
 	if (!e->cfg.host[0]) {
-		if (k > 0)
+		if (k > 0 || (family != AF_UNSPEC && e->cfg.addr.ss_family != family))
 			return 0;
 		memcpy(out, &e->cfg.addr, sizeof(*out));
 		return e->cfg.addr_len;
 	}
 	targets_lock(t);
-	if (k < e->naddrs) {
-		rule_addr_set_port((const struct sockaddr *)&e->addrs[k],
+	for (size_t a = 0; a < e->naddrs; a++) {
+		if (family != AF_UNSPEC && e->addrs[a].ss_family != family)
+			continue;
+		if (k-- > 0)
+			continue;
+		rule_addr_set_port((const struct sockaddr *)&e->addrs[a],
 		                   rule_addr_port((const struct sockaddr *)&e->cfg.addr), out);
 		len = out->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+		break;
 	}
 	targets_unlock(t);
 	return len;
@@ -636,7 +642,7 @@ static void targets_check_start(struct targets *t, size_t i)
 	if (t->e[i].check)
 		return;
 	/* A name: its first address now; none yet is a failed check. */
-	len = targets_addr_copy(t, i, 0, &ss);
+	len = targets_addr_copy(t, i, 0, AF_UNSPEC, &ss);
 	if (!len) {
 		targets_health_result(t, i, false, "no address (waiting for DNS)");
 		return;
@@ -723,6 +729,13 @@ void targets_health_stop(struct targets *t)
 }
 
 /* ---- host names, on the main loop ---- */
+
+/* Whether E can be reached, as status and metrics say it: a name with no
+ * address yet cannot. Under the lock. */
+static bool targets_entry_up(const struct targets_entry *e)
+{
+	return e->up && !(e->cfg.host[0] && e->naddrs == 0);
+}
 
 /* The resolver's news about entry E's name: its addresses go in under the
  * lock, for the workers' next picks (connections keep what they have). */
@@ -829,7 +842,7 @@ json_t *targets_json(struct targets *t)
 		json_t *o = json_pack(
 		    "{s:s, s:s, s:s, s:I, s:s?, s:i, s:I, s:I}", "address",
 		    rule_format_addr((const struct sockaddr *)&e->cfg.addr, addr, sizeof(addr)),
-		    "text", e->cfg.text, "state", e->up ? "up" : "down", "since",
+		    "text", e->cfg.text, "state", targets_entry_up(e) ? "up" : "down", "since",
 		    (json_int_t)e->since, "reason", e->reason[0] ? e->reason : NULL, "active",
 		    (int)e->active, "connections", (json_int_t)e->connections, "failures",
 		    (json_int_t)e->failures);
@@ -883,10 +896,11 @@ void targets_text(struct targets *t, struct evbuffer *out)
 				evbuffer_add_printf(out, "  target %s  waiting for DNS: %s\n", e->cfg.text,
 				                    e->dns_error);
 			else
-				evbuffer_add_printf(out, "  target %s = %s%s%s%s%s\n", e->cfg.text, first,
+				evbuffer_add_printf(out, "  target %s = %s%s%s%s%s%s%s\n", e->cfg.text, first,
 				                    e->naddrs > 1 ? " (and more)" : "",
 				                    e->stale_since ? ", stale since " : "", stale,
-				                    e->stale_since ? " (the name does not resolve now)" : "");
+				                    e->stale_since ? " (the name does not resolve now: " : "",
+				                    e->stale_since ? e->dns_error : "", e->stale_since ? ")" : "");
 		}
 		evbuffer_add_printf(
 		    out,
@@ -894,7 +908,7 @@ void targets_text(struct targets *t, struct evbuffer *out)
 		    e->cfg.host[0] ? e->cfg.text
 		                   : rule_format_port((const struct sockaddr *)&e->cfg.addr, e->cfg.service,
 		                                      addr, sizeof(addr)),
-		    e->up ? "up" : "DOWN", when, e->active, (unsigned long long)e->connections,
+		    targets_entry_up(e) ? "up" : "DOWN", when, e->active, (unsigned long long)e->connections,
 		    (unsigned long long)e->failures, e->reason[0] ? "; last error: " : "",
 		    e->reason);
 	}
@@ -904,7 +918,7 @@ void targets_text(struct targets *t, struct evbuffer *out)
 void targets_stats(struct targets *t, size_t i, struct targets_stats *out)
 {
 	targets_lock(t);
-	out->up = t->e[i].up;
+	out->up = targets_entry_up(&t->e[i]);
 	out->active = t->e[i].active;
 	out->connections = t->e[i].connections;
 	out->failures = t->e[i].failures;

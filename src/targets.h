@@ -78,10 +78,13 @@ const char *targets_host(const struct targets *t, size_t i);
 
 /*
  * Address K of target I, with its port, into OUT: a numeric target has one
- * (K 0); a named one those its name resolves to now, IPv6 first. Returns
- * the address's length, 0 when there is no address K. Any thread.
+ * (K 0); a named one those its name resolves to now, IPv6 first. FAMILY
+ * (AF_INET, AF_INET6; AF_UNSPEC: any) counts only the addresses of that
+ * family (a rule's source address has one). Returns the address's length,
+ * 0 when there is no address K. Any thread.
  */
-socklen_t targets_addr_copy(struct targets *t, size_t i, size_t k, struct sockaddr_storage *out);
+socklen_t targets_addr_copy(struct targets *t, size_t i, size_t k, int family,
+			    struct sockaddr_storage *out);
 
 /* True if every target is a name that has no address yet. Any thread. */
 bool targets_waiting_dns(struct targets *t);

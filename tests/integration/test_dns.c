@@ -230,7 +230,8 @@ START_TEST(test_name_disappears_stays_stale)
 	ck_assert_int_eq(bytes_through(listen), 1234);
 	argv[2] = d.sock;
 	ck_assert_int_eq(h_run(argv, &out), 0);
-	ck_assert_msg(strstr(out, "= 127.0.0.1, stale since "), "%s", out);
+	ck_assert_msg(strstr(out, "= 127.0.0.1, stale since ") &&
+		      strstr(out, "(the name does not resolve now: no such name (NXDOMAIN))"), "%s", out);
 	free(out);
 	dns_set(&dns, "127.0.0.1 gone.lan\n");
 	ck_assert(wait_dns_state(&d, "gone", "resolved", 10));
@@ -266,6 +267,7 @@ START_TEST(test_never_resolved_waits)
 	free(state);
 	t = target_status(&d, "late");
 	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(t, "dns"), "state")), "waiting");
+	ck_assert_str_eq(json_string_value(json_object_get(t, "state")), "down");
 	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(t, "dns"), "error")),
 			 "no such name (NXDOMAIN)");
 	json_decref(t);
@@ -324,6 +326,44 @@ START_TEST(test_ipv6_first_then_ipv4)
 	ck_assert(h_log_contains(&d, "trying its next address"));
 	ck_assert_int_lt(bytes_through(l_v6), 1);
 	ck_assert_int_eq(bytes_through(l_v4), 4321);
+	h_stop(&d);
+	dns_stop(&dns);
+	h_backend_stop(&src);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
+/*
+ * targets = [ a name whose two addresses refuse, an address that serves ]:
+ * the client tries both of the name's addresses, then the next target,
+ * within connect_timeout; and a rule with source = 127.0.0.1 uses only the
+ * name's IPv4 addresses.
+ */
+START_TEST(test_name_then_next_target)
+{
+	struct dns dns;
+	struct hdaemon d;
+	struct h_backend src;
+	unsigned l1 = h_free_port(SOCK_STREAM, false), l2 = h_free_port(SOCK_STREAM, false);
+	unsigned dead = h_free_port(SOCK_STREAM, false);
+	char body[1024];
+
+	src.source_len = 999;
+	h_backend_start(&src, H_SOURCE, false);
+	dns_start(&dns, "::1 dead.lan\n127.0.0.2 dead.lan\n::1 mixed.lan\n127.0.0.1 mixed.lan\n", 60);
+	use_dns(&dns);
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"fall\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; targets = [ \"dead.lan:%u\", \"127.0.0.1:%u\" ]; },\n"
+		 "          { name = \"src\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"mixed.lan:%u\"; source = \"127.0.0.1\"; } );",
+		 l1, dead, src.port, l2, src.port);
+	h_start(&d, body);
+	ck_assert(wait_dns_state(&d, "fall", "resolved", 10));
+	ck_assert(wait_dns_state(&d, "src", "resolved", 10));
+	ck_assert_int_eq(bytes_through(l1), 999);
+	ck_assert(h_log_contains(&d, "trying its next address"));
+	ck_assert(h_log_contains(&d, "trying another"));
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(bytes_through(l2), 999);
 	h_stop(&d);
 	dns_stop(&dns);
 	h_backend_stop(&src);
@@ -431,6 +471,7 @@ int main(void)
 	tcase_add_test(tc, test_name_disappears_stays_stale);
 	tcase_add_test(tc, test_never_resolved_waits);
 	tcase_add_test(tc, test_ipv6_first_then_ipv4);
+	tcase_add_test(tc, test_name_then_next_target);
 	tcase_add_test(tc, test_udp_through_name);
 	tcase_add_test(tc, test_config_errors);
 	suite_add_tcase(s, tc);
