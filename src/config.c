@@ -417,11 +417,18 @@ static void config_read_settings(struct config_ctx *ctx,
 	if ((s = config_setting_get_member(group, "resolve_max")) &&
 	    config_get_number(ctx, s, 0.1, 86400, &dv) == 0)
 		set->resolve_max = dv;
-	if (set->resolve_min > set->resolve_max)
-		config_err(ctx, config_setting_get_member(group, "resolve_min") ? config_setting_get_member(group, "resolve_min")
-		                                                                 : config_setting_get_member(group, "resolve_max") ? config_setting_get_member(group, "resolve_max") : group,
-			   "resolve_min (%g s) is longer than resolve_max (%g s)", set->resolve_min,
-			   set->resolve_max);
+	/* Checked where the group sets either; a max alone below the default
+	 * min takes the min down with it. */
+	if (set->resolve_min > set->resolve_max) {
+		const config_setting_t *mn = config_setting_get_member(group, "resolve_min");
+		const config_setting_t *mx = config_setting_get_member(group, "resolve_max");
+
+		if (mx && !mn)
+			set->resolve_min = set->resolve_max;
+		else if (mn)
+			config_err(ctx, mn, "resolve_min (%g s) is longer than resolve_max (%g s)",
+				   set->resolve_min, set->resolve_max);
+	}
 	config_read_per_source(ctx, group, set);
 }
 
@@ -628,6 +635,16 @@ static void config_read_source(struct config_ctx *ctx, const config_setting_t *g
 		rule->source_len = 0;
 		return;
 	}
+	/* Names resolved to the other family only can never be reached from it. */
+	if (rule_has_names(rule) &&
+	    rule->set.resolve == (rule->source.ss_family == AF_INET ? (unsigned)RESOLVE_IPV6 : (unsigned)RESOLVE_IPV4)) {
+		config_err(ctx, s, "source: %s is an %s address and resolve = \"%s\" gives the host names only %s addresses: a connection leaves from an address of its target's family",
+			   str, rule->source.ss_family == AF_INET ? "IPv4" : "IPv6",
+			   resolve_family_name((enum resolve_family)rule->set.resolve),
+			   rule->source.ss_family == AF_INET ? "IPv6" : "IPv4");
+		rule->source_len = 0;
+		return;
+	}
 	for (size_t i = 1; rule->targets && i < rule->targets->n; i++) {
 		const struct sockaddr *t = (const struct sockaddr *)&rule->targets->t[i].addr;
 
@@ -679,6 +696,14 @@ static int config_parse_target(const char *text, const struct rule_config *rule,
 	memset(t->host, 0, sizeof(t->host));
 	if (rule_parse_range(text, proto, &t->addr, &t->addr_len, last, why, len) == 0)
 		return 0;
+	/* A target may be a name: an address's message must not say otherwise. */
+	{
+		char *note = strstr(why, " (host names are not resolved)");
+
+		if (note)
+			memmove(note, note + strlen(" (host names are not resolved)"),
+				strlen(note + strlen(" (host names are not resolved)")) + 1);
+	}
 	for (const char *p = text; colon && p < colon; p++)
 		letters |= isalpha((unsigned char)*p) != 0;
 	if (!letters || text[0] == '[' || memchr(text, ':', colon ? (size_t)(colon - text) : 0))
@@ -996,8 +1021,8 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 
 	rule_name_ports(rule);
 	config_read_interface(ctx, group, rule);
-	config_read_source(ctx, group, rule);
 	config_read_settings(ctx, group, &rule->set);
+	config_read_source(ctx, group, rule); /* after resolve, which it checks */
 	config_check_proxy_protocol(ctx, group, rule);
 	rule->access = config_access_rule(ctx->access, group, ctx->scope);
 	return ctx->errs->count == before ? 0 : -1;

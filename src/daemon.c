@@ -470,6 +470,8 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	}
 	d->draining = draining;
 	daemon_keep_fixed(d, &nc);
+	/* /etc/hosts may have changed with the file: names are asked again. */
+	resolve_reread_hosts(d->resolve);
 	daemon_check_fd_limit(&nc, d->nworkers);
 
 	daemon_plan(d, &nc, rules, taken, res);

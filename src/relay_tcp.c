@@ -91,6 +91,7 @@ struct relay_tcp_conn {
 	 * the whole connect may take and this attempt's share of it. */
 	int target;
 	size_t addr_k; /* which of a named target's addresses (IPv6 first) */
+	double target_deadline; /* when this target's share of connect_timeout ends */
 	uint64_t tried;
 	unsigned attempts;
 	double deadline, attempt_timeout;
@@ -627,7 +628,7 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 	socklen_t target_len = c->cfg->target_len;
 	unsigned max = 1;
 	int one = 1, fd, i = -1;
-	bool named_more = false, again = false;
+	bool named_more = false;
 	struct sockaddr_storage picked;
 
 	if (set) {
@@ -636,17 +637,17 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 		int fam = c->cfg->source_len ? c->cfg->source.ss_family : AF_UNSPEC;
 
 		max = n < RELAY_TCP_ATTEMPTS ? (unsigned)n : RELAY_TCP_ATTEMPTS;
-		again = c->target >= 0; /* a name's next address (relay_tcp_target_failed) */
+		/* c->target set: a name's next address (relay_tcp_target_failed). */
 		for (;;) {
 			if (c->target < 0) {
 				c->addr_k = 0;
 				i = c->attempts < max ? targets_pick(set, (struct sockaddr *)&c->client_addr, c->tried)
 						      : -1;
 				if (i < 0) {
-					if (c->attempts == 0)
+					if (!err)
 						relay_tcp_connect_failed(c, EHOSTUNREACH,
 									 fam != AF_UNSPEC
-										 ? "no target has an address of the source's family yet (waiting for DNS?)"
+										 ? "no target has an address of the source's family (waiting for DNS?)"
 										 : "no target has an address yet (waiting for DNS)");
 					else
 						relay_tcp_connect_failed(c, err, why);
@@ -656,6 +657,10 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 				c->target = i;
 				c->tried |= 1ULL << i;
 				c->attempts++;
+				/* This target's share of the time left: all of its
+				 * addresses are tried within it. */
+				c->target_deadline = clock_now() + (c->deadline - clock_now()) /
+									   (max >= c->attempts ? max - c->attempts + 1 : 1);
 			}
 			i = c->target;
 			target_len = targets_addr_copy(set, (size_t)i, c->addr_k, fam, &picked);
@@ -665,7 +670,6 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 			 * that one since: no blame; the next target, if any. */
 			targets_closed(set, i);
 			c->target = -1;
-			again = false;
 		}
 		target = (const struct sockaddr *)&picked;
 		/* A name with another address after this one (IPv6, then IPv4):
@@ -673,6 +677,7 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 		named_more = targets_addr_copy(set, (size_t)i, c->addr_k + 1, fam, &more) > 0;
 	} else {
 		c->attempts++;
+		c->target_deadline = c->deadline;
 	}
 	/* A port range: the target's port for the one the client came to. */
 	target_len = listener_target(l, c->cfg, target, target_len, &c->tss);
@@ -680,15 +685,12 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 	c->taddr = target;
 	/* Each target has its share of what is left of connect_timeout (the
 	 * first has it all when there is no other); a name's addresses share
-	 * their target's. */
-	{
-		unsigned left = max >= c->attempts ? max - c->attempts + 1 : 1;
-
-		c->attempt_timeout = (c->attempts <= 1 && !again ? c->cfg->set.connect_timeout
-							       : c->deadline - clock_now()) / left;
-	}
+	 * their target's: one with another after it takes half of what is left. */
+	c->attempt_timeout = c->target_deadline - clock_now();
 	if (named_more)
-		c->attempt_timeout = fmin(c->attempt_timeout, (c->deadline - clock_now()) / 2);
+		c->attempt_timeout /= 2;
+	if (c->attempt_timeout < 0.001)
+		c->attempt_timeout = 0.001;
 
 	fd = socket(target->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && c->attempts == 1) {
@@ -811,7 +813,7 @@ static void relay_tcp_target_failed(struct relay_tcp_conn *c, int err, const cha
 		return;
 	}
 	/* A name's next address, while there is time: the same target. */
-	same = c->deadline - clock_now() >= 0.001 &&
+	same = c->target_deadline - clock_now() >= 0.001 &&
 	       targets_addr_copy(set, (size_t)c->target, c->addr_k + 1,
 				 c->cfg->source_len ? c->cfg->source.ss_family : AF_UNSPEC, &next) > 0;
 	if (same) {

@@ -285,17 +285,23 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	/* The session keeps the target it starts with; source-hash gives a
 	 * client the same one, session after session. */
 	if (set) {
-		s->target = targets_pick(set, (const struct sockaddr *)client, 0);
-		target_len = s->target >= 0 ? targets_addr_copy(set, (size_t)s->target, 0,
-								l->cfg->source_len ? l->cfg->source.ss_family : AF_UNSPEC,
-								&picked)
-					    : 0;
-		if (!target_len) {
-			/* Only names that have no address (yet): nowhere to send it. */
-			log_debug("udp %s: no target has an address yet (waiting for DNS); dropping the datagram of %s",
-				  l->cfg->name, rule_format_addr((const struct sockaddr *)client, addr, sizeof(addr)));
-			if (s->target >= 0)
+		int fam = l->cfg->source_len ? l->cfg->source.ss_family : AF_UNSPEC;
+		uint64_t tried = 0;
+
+		/* The first target with an address (of the source's family):
+		 * a name may have none yet, or none of that family. */
+		target_len = 0;
+		while (!target_len && (s->target = targets_pick(set, (const struct sockaddr *)client, tried)) >= 0) {
+			target_len = targets_addr_copy(set, (size_t)s->target, 0, fam, &picked);
+			if (!target_len) {
 				targets_closed(set, s->target);
+				tried |= 1ULL << s->target;
+			}
+		}
+		if (!target_len) {
+			log_debug("udp %s: no target has an address%s yet (waiting for DNS); dropping the datagram of %s",
+				  l->cfg->name, fam != AF_UNSPEC ? " of the source's family" : "",
+				  rule_format_addr((const struct sockaddr *)client, addr, sizeof(addr)));
 			free(s);
 			return NULL;
 		}

@@ -53,12 +53,15 @@ struct resolve_query {
 	int err6, err4; /* DNS_ERR_*; -1 not asked */
 };
 
+static void resolve_schedule(struct resolve_name *n, double in);
+
 struct resolve {
 	struct event_base *base;
 	struct evdns_base *dns;   /* the name servers */
 	struct evdns_base *hosts; /* the hosts file only: answers at once or not at all */
 	LIST_HEAD(, resolve_name) names;
 	LIST_HEAD(, resolve_query) queries;
+	char hosts_path[256];
 };
 
 static void resolve_query_free(struct resolve_query *q)
@@ -136,7 +139,8 @@ struct resolve *resolve_new(struct event_base *base, const char *const *servers,
 	evdns_base_set_option(r->dns, "timeout:", RESOLVE_TIMEOUT);
 	evdns_base_set_option(r->dns, "attempts:", RESOLVE_ATTEMPTS);
 	/* A missing hosts file is an empty one. */
-	evdns_base_load_hosts(r->hosts, hosts ? hosts : "/etc/hosts");
+	snprintf(r->hosts_path, sizeof(r->hosts_path), "%s", hosts ? hosts : "/etc/hosts");
+	evdns_base_load_hosts(r->hosts, r->hosts_path);
 	return r;
 fail:
 	if (r->dns)
@@ -145,6 +149,18 @@ fail:
 		evdns_base_free(r->hosts, 0);
 	free(r);
 	return NULL;
+}
+
+void resolve_reread_hosts(struct resolve *r)
+{
+	if (!r)
+		return;
+	evdns_base_clear_host_addresses(r->hosts);
+	evdns_base_load_hosts(r->hosts, r->hosts_path);
+	/* Each name is asked again now, not when its answer runs out. */
+	for (struct resolve_name *n = LIST_FIRST(&r->names); n; n = LIST_NEXT(n, link))
+		if (!n->q)
+			resolve_schedule(n, 0);
 }
 
 void resolve_free(struct resolve *r)
@@ -205,6 +221,19 @@ static void resolve_describe_failure(const struct resolve_query *q, char *buf, s
 			 q->family == RESOLVE_IPV4 ? "IPv4" : q->family == RESOLVE_IPV6 ? "IPv6" : "IPv4 or IPv6");
 }
 
+/* IPv6 before IPv4, then by address: an answer whose records come in
+ * another order (round-robin DNS) is the same answer. */
+static int resolve_addr_cmp(const void *a, const void *b)
+{
+	const struct sockaddr_storage *x = a, *y = b;
+
+	if (x->ss_family != y->ss_family)
+		return x->ss_family == AF_INET6 ? -1 : 1;
+	if (x->ss_family == AF_INET)
+		return memcmp(&((const struct sockaddr_in *)x)->sin_addr, &((const struct sockaddr_in *)y)->sin_addr, 4);
+	return memcmp(&((const struct sockaddr_in6 *)x)->sin6_addr, &((const struct sockaddr_in6 *)y)->sin6_addr, 16);
+}
+
 static void resolve_finish(struct resolve_query *q)
 {
 	struct resolve_name *n = q->n;
@@ -222,6 +251,7 @@ static void resolve_finish(struct resolve_query *q)
 		got[ngot++] = q->a6[i];
 	for (size_t i = 0; i < q->n4 && ngot < RESOLVE_MAX_ADDRS; i++)
 		got[ngot++] = q->a4[i];
+	qsort(got, ngot, sizeof(got[0]), resolve_addr_cmp);
 	if (ngot > 0) {
 		double in = q->from_hosts || q->ttl < 0 ? n->max : (double)q->ttl;
 

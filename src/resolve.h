@@ -49,6 +49,10 @@ enum resolve_family {
 struct resolve *resolve_new(struct event_base *base, const char *const *servers, size_t nservers,
 			    const char *hosts, char *err, size_t errlen);
 
+/* Reads the hosts file again (a reload: an edit of /etc/hosts shows) and
+ * looks every watched name up again now. */
+void resolve_reread_hosts(struct resolve *r);
+
 /* Aborts every lookup, frees every watched name and R. */
 void resolve_free(struct resolve *r);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "access.h"
 #include "portinfo.h"
@@ -513,7 +514,8 @@ static bool rule_targets_equal(const struct rule_config *a, const struct rule_co
 	if (n != rule_ntargets(b))
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (!rule_addr_equal(rule_target_addr(a, i, NULL), rule_target_addr(b, i, NULL)))
+		if (!rule_addr_equal(rule_target_addr(a, i, NULL), rule_target_addr(b, i, NULL)) ||
+		    strcasecmp(a->targets ? a->targets->t[i].host : "", b->targets ? b->targets->t[i].host : "") != 0)
 			return false;
 	return true;
 }

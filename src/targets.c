@@ -1,5 +1,6 @@
 #include "targets.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -28,6 +29,7 @@ double (*targets_clock)(void) = targets_clock_default;
 struct targets_check {
 	struct targets *set;
 	size_t i;
+	size_t k; /* which address of a named target */
 	int fd;
 	struct event *ev;
 };
@@ -74,6 +76,11 @@ struct targets {
 	struct resolve *resolver; /* the names' resolver while resolving; main thread */
 	enum resolve_family family;
 	double resolve_min, resolve_max;
+	/* The rule's listen side, for the answers that would lead back to it. */
+	struct sockaddr_storage listen;
+	unsigned listen_first, listen_last;
+	bool target_range;
+	int source_family; /* the rule's source's (AF_UNSPEC: none): the addresses it can use */
 	struct event_base *base;
 	size_t n;
 	struct targets_entry e[];
@@ -103,6 +110,11 @@ struct targets *targets_new(const struct rule_config *r, struct targets *old)
 	}
 	atomic_init(&t->refs, 1);
 	t->family = (enum resolve_family)r->set.resolve;
+	t->listen = r->listen;
+	t->listen_first = rule_port_first(r);
+	t->listen_last = rule_port_last(r);
+	t->target_range = r->target_range;
+	t->source_family = r->source_len ? r->source.ss_family : AF_UNSPEC;
 	t->resolve_min = r->set.resolve_min;
 	t->resolve_max = r->set.resolve_max;
 	t->balance = r->balance;
@@ -361,6 +373,16 @@ static uint64_t targets_entry_hash(const struct targets_entry *e)
 	const struct sockaddr *sa = (const struct sockaddr *)&e->cfg.addr;
 	uint64_t h = 1469598103934665603ULL;
 
+	/* A name is its name (its placeholder address is every name's). */
+	if (e->cfg.host[0]) {
+		for (const char *c = e->cfg.host; *c; c++) {
+			unsigned char l = (unsigned char)tolower((unsigned char)*c);
+
+			h = targets_fnv(h, &l, 1);
+		}
+		return targets_fnv(h, &((const struct sockaddr_in *)sa)->sin_port, 2);
+	}
+
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
 
@@ -596,10 +618,13 @@ void targets_health_result(struct targets *t, size_t i, bool ok, const char *why
 
 /* ---- active health checks, on the main loop ---- */
 
+static void targets_check_start_at(struct targets *t, size_t i, size_t k);
+
 static void targets_check_end(struct targets_check *c, bool ok, const char *why)
 {
 	struct targets *t = c->set;
-	size_t i = c->i;
+	size_t i = c->i, k = c->k;
+	struct sockaddr_storage next;
 
 	if (c->ev)
 		event_free(c->ev);
@@ -607,6 +632,12 @@ static void targets_check_end(struct targets_check *c, bool ok, const char *why)
 		close(c->fd);
 	t->e[i].check = NULL;
 	free(c);
+	/* A name passes if any of its addresses answers, as a client's
+	 * connection tries them in turn. */
+	if (!ok && targets_addr_copy(t, i, k + 1, t->source_family, &next)) {
+		targets_check_start_at(t, i, k + 1);
+		return;
+	}
 	targets_health_result(t, i, ok, why);
 }
 
@@ -632,6 +663,12 @@ static void targets_check_cb(evutil_socket_t fd, short what, void *arg)
 /* Starts a check of target I, unless one is under way. */
 static void targets_check_start(struct targets *t, size_t i)
 {
+	targets_check_start_at(t, i, 0);
+}
+
+/* Starts a check of address K of target I, unless one is under way. */
+static void targets_check_start_at(struct targets *t, size_t i, size_t k)
+{
 	struct sockaddr_storage ss;
 	const struct sockaddr *sa = (const struct sockaddr *)&ss;
 	socklen_t len;
@@ -642,7 +679,7 @@ static void targets_check_start(struct targets *t, size_t i)
 	if (t->e[i].check)
 		return;
 	/* A name: its first address now; none yet is a failed check. */
-	len = targets_addr_copy(t, i, 0, AF_UNSPEC, &ss);
+	len = targets_addr_copy(t, i, k, t->source_family, &ss);
 	if (!len) {
 		targets_health_result(t, i, false, "no address (waiting for DNS)");
 		return;
@@ -652,6 +689,7 @@ static void targets_check_start(struct targets *t, size_t i)
 		return;
 	c->set = t;
 	c->i = i;
+	c->k = k;
 	t->e[i].check = c;
 	c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (c->fd < 0) {
@@ -737,6 +775,50 @@ static bool targets_entry_up(const struct targets_entry *e)
 	return e->up && !(e->cfg.host[0] && e->naddrs == 0);
 }
 
+/*
+ * Why an address a name resolved to is not used, or NULL: an answer is
+ * input from the network. The unspecified, multicast and broadcast
+ * addresses reach no one (or this host); an IPv4 address dressed as IPv6
+ * (mapped or compatible) is one the name's A records should give; and an
+ * address that is this rule's own listen address (or loopback, when it
+ * listens on the wildcard or loopback), on its port, would loop.
+ */
+static const char *targets_bad_answer(const struct targets *t, const struct targets_entry *e,
+				      const struct sockaddr_storage *a)
+{
+	unsigned port = rule_addr_port((const struct sockaddr *)&e->cfg.addr);
+	const struct sockaddr *l = (const struct sockaddr *)&t->listen;
+	bool loopback = false, same = false, on_port;
+
+	if (a->ss_family == AF_INET) {
+		uint32_t v = ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr);
+
+		if (v == 0 || v == 0xffffffffu || (v >> 28) == 0xe)
+			return "unspecified, broadcast or multicast";
+		loopback = (v >> 24) == 127;
+		same = l->sa_family == AF_INET &&
+		       ((const struct sockaddr_in *)l)->sin_addr.s_addr == ((const struct sockaddr_in *)a)->sin_addr.s_addr;
+	} else {
+		const struct in6_addr *v6 = &((const struct sockaddr_in6 *)a)->sin6_addr;
+
+		if (IN6_IS_ADDR_UNSPECIFIED(v6) || IN6_IS_ADDR_MULTICAST(v6))
+			return "unspecified or multicast";
+		if (IN6_IS_ADDR_V4MAPPED(v6) || IN6_IS_ADDR_V4COMPAT(v6))
+			return "an IPv4 address in an IPv6 record";
+		loopback = IN6_IS_ADDR_LOOPBACK(v6);
+		same = l->sa_family == AF_INET6 &&
+		       memcmp(&((const struct sockaddr_in6 *)l)->sin6_addr, v6, 16) == 0;
+	}
+	on_port = t->target_range ? port == t->listen_first
+				  : port >= t->listen_first && port <= t->listen_last;
+	if (on_port && l->sa_family == a->ss_family &&
+	    (same || (loopback && (rule_addr_is_wildcard(l) || (a->ss_family == AF_INET
+				? (ntohl(((const struct sockaddr_in *)l)->sin_addr.s_addr) >> 24) == 127
+				: IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)l)->sin6_addr))))))
+		return "this rule's own listen address: it would forward to itself";
+	return NULL;
+}
+
 /* The resolver's news about entry E's name: its addresses go in under the
  * lock, for the workers' next picks (connections keep what they have). */
 static void targets_resolved_cb(struct resolve_name *n, void *arg)
@@ -751,6 +833,26 @@ static void targets_resolved_cb(struct resolve_name *n, void *arg)
 
 	if (na > RESOLVE_MAX_ADDRS)
 		na = RESOLVE_MAX_ADDRS;
+	/* Keep what can be used; say what cannot. */
+	{
+		size_t kept = 0;
+
+		for (size_t k = 0; k < na; k++) {
+			const char *why = targets_bad_answer(t, e, &a[k]);
+			char bad[RULE_ADDR_STRLEN];
+
+			if (!why) {
+				a[kept++] = a[k];
+				continue;
+			}
+			log_warning("rule %s: target %s resolves to %s, which is not used: %s", t->rule,
+				    e->cfg.text, rule_format_host((const struct sockaddr *)&a[k], bad, sizeof(bad)),
+				    why);
+		}
+		if (na && !kept && !err[0])
+			err = "it resolves only to addresses that cannot be used (see the log)";
+		na = kept;
+	}
 	if (na)
 		rule_format_host((const struct sockaddr *)&a[0], first, sizeof(first));
 	targets_lock(t);

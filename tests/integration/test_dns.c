@@ -371,6 +371,169 @@ START_TEST(test_name_then_next_target)
 }
 END_TEST
 
+/* A reload that changes only the name: the new name is looked up and
+ * used (a.lan is 127.0.0.1, b.lan ::1, on one port). */
+START_TEST(test_reload_changes_name)
+{
+	struct dns dns;
+	struct hdaemon d;
+	struct h_backend s4, s6;
+	unsigned port = h_free_port(SOCK_STREAM, false), listen = h_free_port(SOCK_STREAM, false);
+	char body[512], *out;
+	char *argv[] = { (char *)h_bin("PORTFWDCTL_BIN", "build/default/portfwdctl"), "-s", NULL, "reload", NULL };
+
+	s4.source_len = 111;
+	s6.source_len = 222;
+	h_backend_start_on(&s4, H_SOURCE, false, port);
+	h_backend_start_on(&s6, H_SOURCE, true, port);
+	dns_start(&dns, "127.0.0.1 a.lan\n::1 b.lan\n", 60);
+	use_dns(&dns);
+	snprintf(body, sizeof(body), "rules = ( { name = \"n\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"a.lan:%u\"; } );",
+		 listen, port);
+	h_start(&d, body);
+	ck_assert(wait_dns_state(&d, "n", "resolved", 10));
+	ck_assert_int_eq(bytes_through(listen), 111);
+	snprintf(body, sizeof(body), "rules = ( { name = \"n\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"b.lan:%u\"; } );",
+		 listen, port);
+	h_write_conf(&d, body);
+	argv[2] = d.sock;
+	ck_assert_int_eq(h_run(argv, &out), 0);
+	ck_assert_msg(strstr(out, "1 changed"), "%s", out);
+	free(out);
+	ck_assert_msg(wait_bytes(listen, 222, 10), "the new name is not used");
+	h_stop(&d);
+	dns_stop(&dns);
+	h_backend_stop(&s4);
+	h_backend_stop(&s6);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
+/* source-hash over two names spreads the clients (a name is hashed by
+ * its name, not by a placeholder address every name shares). */
+START_TEST(test_names_source_hash)
+{
+	struct dns dns;
+	struct hdaemon d;
+	struct h_backend s4, s6;
+	unsigned port = h_free_port(SOCK_STREAM, false), listen = h_free_port(SOCK_STREAM, false);
+	char body[512];
+	int got[2] = { 0, 0 };
+
+	s4.source_len = 111;
+	s6.source_len = 222;
+	h_backend_start_on(&s4, H_SOURCE, false, port);
+	h_backend_start_on(&s6, H_SOURCE, true, port);
+	dns_start(&dns, "127.0.0.1 a.lan\n::1 b.lan\n", 60);
+	use_dns(&dns);
+	snprintf(body, sizeof(body), "rules = ( { name = \"h\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; targets = [ \"a.lan:%u\", \"b.lan:%u\" ]; balance = \"source-hash\"; } );",
+		 listen, port, port);
+	h_start(&d, body);
+	ck_assert(wait_dns_state(&d, "h", "resolved", 10));
+	for (int i = 1; i <= 24; i++) {
+		char src[32];
+		struct sockaddr_storage ss;
+		socklen_t len;
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		uint64_t hash;
+		long long n;
+
+		snprintf(src, sizeof(src), "127.0.%d.%d", i / 200, 2 + i % 200);
+		len = h_sockaddr(src, 0, &ss);
+		ck_assert_int_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
+		len = h_sockaddr("127.0.0.1", listen, &ss);
+		ck_assert_int_eq(connect(fd, (struct sockaddr *)&ss, len), 0);
+		shutdown(fd, SHUT_WR);
+		n = h_read_all(fd, &hash, 10);
+		close(fd);
+		ck_assert_msg(n == 111 || n == 222, "client %s got %lld bytes", src, n);
+		got[n == 222]++;
+	}
+	ck_assert_msg(got[0] > 0 && got[1] > 0, "24 sources: %d to a.lan, %d to b.lan", got[0], got[1]);
+	h_stop(&d);
+	dns_stop(&dns);
+	h_backend_stop(&s4);
+	h_backend_stop(&s6);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
+/* Health checks on a name try its addresses: ::1 refuses, 127.0.0.1
+ * answers, and the target stays up. */
+START_TEST(test_health_check_name)
+{
+	struct dns dns;
+	struct hdaemon d;
+	struct h_backend src, other;
+	unsigned listen = h_free_port(SOCK_STREAM, false);
+	char body[640];
+	json_t *t;
+
+	src.source_len = 5;
+	h_backend_start(&src, H_SOURCE, false);
+	other.source_len = 6;
+	h_backend_start(&other, H_SOURCE, false);
+	dns_start(&dns, "::1 mixed.lan\n127.0.0.1 mixed.lan\n", 60);
+	use_dns(&dns);
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"c\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; targets = [ \"mixed.lan:%u\", \"127.0.0.1:%u\" ];\n"
+		 "  health_check = { interval = 0.3; timeout = 0.2; rise = 1; fall = 1; }; } );",
+		 listen, src.port, other.port);
+	h_start(&d, body);
+	ck_assert(wait_dns_state(&d, "c", "resolved", 10));
+	usleep(1500000); /* several checks */
+	t = target_status(&d, "c");
+	ck_assert_msg(strcmp(json_string_value(json_object_get(t, "state")), "up") == 0, "down: %s",
+		      json_string_value(json_object_get(t, "reason")));
+	json_decref(t);
+	ck_assert_int_eq(bytes_through(listen), 5);
+	h_stop(&d);
+	dns_stop(&dns);
+	h_backend_stop(&src);
+	h_backend_stop(&other);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
+/* Answers that cannot be used are dropped and said: one that leads back
+ * to the rule itself, 0.0.0.0, and an IPv4 address in an AAAA record. */
+START_TEST(test_unusable_answers)
+{
+	struct dns dns;
+	struct hdaemon d;
+	unsigned listen = h_free_port(SOCK_STREAM, false), l2 = h_free_port(SOCK_STREAM, false);
+	char body[640], *state;
+	json_t *t;
+
+	dns_start(&dns, "127.0.0.1 loop.lan\n0.0.0.0 zero.lan\n::ffff:127.0.0.1 mapped.lan\n", 60);
+	use_dns(&dns);
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"loop\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"loop.lan:%u\"; },\n"
+		 "          { name = \"odd\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; targets = [ \"zero.lan:80\", \"mapped.lan:80\" ]; } );",
+		 listen, listen, l2);
+	h_start(&d, body);
+	ck_assert(h_wait_log(&d, "which is not used: this rule's own listen address", 10));
+	ck_assert(h_wait_log(&d, "resolves to 0.0.0.0, which is not used", 10));
+	ck_assert(h_wait_log(&d, "which is not used: an IPv4 address in an IPv6 record", 10));
+	state = rule_state(&d, "loop");
+	ck_assert_str_eq(state, "waiting for DNS");
+	free(state);
+	state = rule_state(&d, "odd");
+	ck_assert_str_eq(state, "waiting for DNS");
+	free(state);
+	t = target_status(&d, "loop");
+	ck_assert_msg(strstr(json_string_value(json_object_get(json_object_get(t, "dns"), "error")), "cannot be used"),
+		      "%s", json_string_value(json_object_get(json_object_get(t, "dns"), "error")));
+	json_decref(t);
+	/* The client is refused at once, not looped. */
+	ck_assert_int_lt(bytes_through(listen), 1);
+	ck_assert(!h_log_contains(&d, "connected to the target"));
+	h_stop(&d);
+	dns_stop(&dns);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
 /* UDP through a name: the session goes to what it resolves to. */
 START_TEST(test_udp_through_name)
 {
@@ -437,6 +600,29 @@ START_TEST(test_config_errors)
 		ck_assert_msg(strstr(out, cases[i].want), "want \"%s\" in:\n%s", cases[i].want, out);
 		free(out);
 	}
+	/* A defaults error is said once, at its own line; a max alone takes
+	 * the min down with it. */
+	{
+		FILE *fp = fopen(path, "w");
+
+		fprintf(fp, "defaults: {\n resolve_min = 10.0;\n resolve_max = 2.0; };\nrules = (\n  { name = \"r\"; proto = \"tcp\"; listen = \"127.0.0.1:8000\"; target = \"nas.lan:445\"; } );\n");
+		fclose(fp);
+		ck_assert_int_ne(h_run(argv, &out), 0);
+		ck_assert_msg(strstr(out, ":2: defaults: resolve_min (10 s) is longer than resolve_max (2 s)"), "%s", out);
+		ck_assert_msg(!strstr(out, ":5:"), "reported at the rule too:\n%s", out);
+		free(out);
+		fp = fopen(path, "w");
+		fprintf(fp, "defaults: { resolve_max = 2.0; };\nrules = ( { name = \"r\"; proto = \"tcp\"; listen = \"127.0.0.1:8000\"; target = \"nas.lan:445\"; } );\n");
+		fclose(fp);
+		ck_assert_msg(h_run(argv, &out) == 0, "%s", out);
+		free(out);
+		fp = fopen(path, "w");
+		fprintf(fp, "rules = ( { name = \"r\"; proto = \"tcp\"; listen = \"127.0.0.1:8000\"; target = \"nas.lan:445\";\n  source = \"::1\"; resolve = \"ipv4\"; } );\n");
+		fclose(fp);
+		ck_assert_int_ne(h_run(argv, &out), 0);
+		ck_assert_msg(strstr(out, ":2: rule \"r\": source: ::1 is an IPv6 address and resolve = \"ipv4\""), "%s", out);
+		free(out);
+	}
 	/* A resolver that is no address. */
 	{
 		FILE *fp = fopen(path, "w");
@@ -473,6 +659,10 @@ int main(void)
 	tcase_add_test(tc, test_ipv6_first_then_ipv4);
 	tcase_add_test(tc, test_name_then_next_target);
 	tcase_add_test(tc, test_udp_through_name);
+	tcase_add_test(tc, test_reload_changes_name);
+	tcase_add_test(tc, test_names_source_hash);
+	tcase_add_test(tc, test_health_check_name);
+	tcase_add_test(tc, test_unusable_answers);
 	tcase_add_test(tc, test_config_errors);
 	suite_add_tcase(s, tc);
 	return check_run(s);

@@ -250,6 +250,12 @@ START_TEST(test_hosts_file_first)
 	ck_assert_str_eq(s.first, "198.51.100.7");
 	ck_assert_int_eq(resolve_ttl(n), -1);
 	ck_assert_msg(resolve_next_at(n) - resolve_good_at(n) > 25, "a hosts entry is asked again after max");
+	/* The file changes and is read again (a reload): the name follows now. */
+	dns_write_file(hosts, "198.51.100.8 printer.home printer\n");
+	resolve_reread_hosts(r);
+	run_until(base, &s.calls, 2, 5);
+	ck_assert_uint_eq(s.calls, 2);
+	ck_assert_str_eq(s.first, "198.51.100.8");
 	resolve_free(r);
 	unlink(hosts);
 	rmdir(dir);
