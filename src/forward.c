@@ -600,19 +600,22 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	    strcmp(fw->snap->rule.target_service, cfg->target_service) != 0) {
 		snap = rulework_snap_new(cfg);
 		if (!snap)
-			return -1;
+			goto fail;
 		/* Other targets (or policy, or checks): a new set, which keeps
 		 * the state of the addresses it shares with the old one. The
 		 * old set lives on with the connections that picked from it. */
 		if (!targets_same_config(fw->targets, cfg)) {
 			targets = targets_new(cfg, fw->targets);
-			if (!targets) {
-				rulework_snap_unref(snap);
-				return -1;
-			}
+			if (!targets)
+				goto fail;
 		}
 		snap->targets = targets_ref(targets ? targets : fw->targets);
 	}
+	/* The new ports' listeners, unbound yet, with the new snapshot (a
+	 * changed range is a changed rule). Before anything is swapped: a
+	 * failure leaves the rule as it was. */
+	if (ranged && forward_add_ports(fw, cfg, snap ? snap : fw->snap) < 0)
+		goto fail;
 	if (targets) {
 		targets_health_stop(fw->targets);
 		targets_resolve_stop(fw->targets);
@@ -621,12 +624,6 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 		fw->targets = targets;
 		targets_health_start(targets, fw->base, cfg->name);
 		targets_resolve_start(targets, fw->resolver);
-	}
-	/* The new ports' listeners, unbound yet, with the new snapshot (a
-	 * changed range is a changed rule). */
-	if (ranged && forward_add_ports(fw, cfg, snap ? snap : fw->snap) < 0) {
-		rulework_snap_unref(snap);
-		return -1;
 	}
 	/* Sockets bound the old way close before the new settings are in
 	 * force, and a disabled rule opens only with them: nothing is accepted
@@ -660,6 +657,15 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 		forward_start(fw);
 	}
 	return 0;
+fail:
+	/* Out of memory: the old settings stay, and so do the ports the old
+	 * range has (forward_retire_outside may have closed some already). */
+	targets_unref(targets);
+	rulework_snap_unref(snap);
+	forward_set_range(fw, &fw->cfg);
+	if (!fw->disabled && !forward_draining(fw))
+		forward_start(fw);
+	return -1;
 }
 
 static void forward_close_cb(struct listener *l, void *arg)

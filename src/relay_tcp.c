@@ -92,6 +92,7 @@ struct relay_tcp_conn {
 	int target;
 	size_t addr_k; /* which of a named target's addresses (IPv6 first) */
 	double target_deadline; /* when this target's share of connect_timeout ends */
+	double target_slice;    /* that share */
 	uint64_t tried;
 	unsigned attempts;
 	double deadline, attempt_timeout;
@@ -657,18 +658,24 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 				c->target = i;
 				c->tried |= 1ULL << i;
 				c->attempts++;
-				/* This target's share of the time left: all of its
-				 * addresses are tried within it. */
-				c->target_deadline = clock_now() + (c->deadline - clock_now()) /
-									   (max >= c->attempts ? max - c->attempts + 1 : 1);
+				/* This target's share of the time left (the first:
+				 * of connect_timeout): all of its addresses are tried
+				 * within it. */
+				c->target_slice = (c->attempts == 1 ? c->cfg->set.connect_timeout
+								    : c->deadline - clock_now()) /
+						  (max >= c->attempts ? max - c->attempts + 1 : 1);
+				c->target_deadline = clock_now() + c->target_slice;
 			}
 			i = c->target;
 			target_len = targets_addr_copy(set, (size_t)i, c->addr_k, fam, &picked);
 			if (target_len)
 				break;
 			/* No address (of the source's family), or its name lost
-			 * that one since: no blame; the next target, if any. */
+			 * that one since: no blame, and no attempt spent; the next
+			 * target, if any (it stays in tried). */
 			targets_closed(set, i);
+			if (c->addr_k == 0)
+				c->attempts--;
 			c->target = -1;
 		}
 		target = (const struct sockaddr *)&picked;
@@ -677,6 +684,7 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 		named_more = targets_addr_copy(set, (size_t)i, c->addr_k + 1, fam, &more) > 0;
 	} else {
 		c->attempts++;
+		c->target_slice = c->cfg->set.connect_timeout;
 		c->target_deadline = c->deadline;
 	}
 	/* A port range: the target's port for the one the client came to. */
@@ -686,7 +694,9 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 	/* Each target has its share of what is left of connect_timeout (the
 	 * first has it all when there is no other); a name's addresses share
 	 * their target's: one with another after it takes half of what is left. */
-	c->attempt_timeout = c->target_deadline - clock_now();
+	/* A target's first address has the whole slice (the time it says in
+	 * the log is the one configured); a later one what is left of it. */
+	c->attempt_timeout = c->addr_k == 0 ? c->target_slice : c->target_deadline - clock_now();
 	if (named_more)
 		c->attempt_timeout /= 2;
 	if (c->attempt_timeout < 0.001)

@@ -158,9 +158,14 @@ void resolve_reread_hosts(struct resolve *r)
 	evdns_base_clear_host_addresses(r->hosts);
 	evdns_base_load_hosts(r->hosts, r->hosts_path);
 	/* Each name is asked again now, not when its answer runs out. */
-	for (struct resolve_name *n = LIST_FIRST(&r->names); n; n = LIST_NEXT(n, link))
-		if (!n->q)
-			resolve_schedule(n, 0);
+	for (struct resolve_name *n = LIST_FIRST(&r->names); n; n = LIST_NEXT(n, link)) {
+		/* A lookup under way read the old file: its answer is dropped. */
+		if (n->q) {
+			n->q->n = NULL;
+			n->q = NULL;
+		}
+		resolve_schedule(n, 0);
+	}
 }
 
 void resolve_free(struct resolve *r)
@@ -287,6 +292,42 @@ static void resolve_finish(struct resolve_query *q)
 		n->cb(n, n->arg);
 }
 
+/* At most how many records of one family an answer may bring (a DNS
+ * message over UDP holds far fewer). */
+#define RESOLVE_MAX_RECORDS 512
+
+/*
+ * Keeps the first RESOLVE_MAX_ADDRS of the COUNT addresses of FAMILY in
+ * order (IPv6 first, then by address) into OUT: a name with more records
+ * than that keeps the same ones, whatever order the server rotates them in.
+ */
+static void resolve_keep(struct sockaddr_storage *out, size_t *n, int family, const void *addresses,
+			 int count)
+{
+	size_t len = family == AF_INET ? 4 : 16, want;
+	struct sockaddr_storage *all;
+
+	if (count <= 0)
+		return;
+	if (count > RESOLVE_MAX_RECORDS)
+		count = RESOLVE_MAX_RECORDS;
+	all = calloc((size_t)count, sizeof(*all));
+	if (!all)
+		return;
+	for (int i = 0; i < count; i++) {
+		all[i].ss_family = (sa_family_t)family;
+		if (family == AF_INET)
+			memcpy(&((struct sockaddr_in *)&all[i])->sin_addr, (const char *)addresses + len * (size_t)i, len);
+		else
+			memcpy(&((struct sockaddr_in6 *)&all[i])->sin6_addr, (const char *)addresses + len * (size_t)i, len);
+	}
+	qsort(all, (size_t)count, sizeof(*all), resolve_addr_cmp);
+	want = (size_t)count < RESOLVE_MAX_ADDRS - *n ? (size_t)count : RESOLVE_MAX_ADDRS - *n;
+	memcpy(out + *n, all, want * sizeof(*all));
+	*n += want;
+	free(all);
+}
+
 static void resolve_dns_cb(int result, char type, int count, int ttl, void *addresses, void *arg)
 {
 	struct resolve_query *q = arg;
@@ -295,23 +336,11 @@ static void resolve_dns_cb(int result, char type, int count, int ttl, void *addr
 	if (type == DNS_IPv4_A) {
 		q->err4 = result;
 		if (result == DNS_ERR_NONE)
-			for (int i = 0; i < count && q->n4 < RESOLVE_MAX_ADDRS; i++) {
-				struct sockaddr_in *s = (struct sockaddr_in *)&q->a4[q->n4++];
-
-				memset(s, 0, sizeof(q->a4[0]));
-				s->sin_family = AF_INET;
-				memcpy(&s->sin_addr, (const char *)addresses + 4 * i, 4);
-			}
+			resolve_keep(q->a4, &q->n4, AF_INET, addresses, count);
 	} else if (type == DNS_IPv6_AAAA) {
 		q->err6 = result;
 		if (result == DNS_ERR_NONE)
-			for (int i = 0; i < count && q->n6 < RESOLVE_MAX_ADDRS; i++) {
-				struct sockaddr_in6 *s = (struct sockaddr_in6 *)&q->a6[q->n6++];
-
-				memset(s, 0, sizeof(q->a6[0]));
-				s->sin6_family = AF_INET6;
-				memcpy(&s->sin6_addr, (const char *)addresses + 16 * i, 16);
-			}
+			resolve_keep(q->a6, &q->n6, AF_INET6, addresses, count);
 	} else if (type == 0) {
 		/* No type: a request that failed before it had one (shutdown, cancel). */
 		if (q->err4 < 0)

@@ -242,6 +242,15 @@ bool targets_same_config(const struct targets *t, const struct rule_config *r)
 	if (!t || t->n != rule_ntargets(r) || t->balance != r->balance ||
 	    t->health.enabled != r->health.enabled)
 		return false;
+	/* What answers are judged by (a loop back to the listen side) and
+	 * which addresses are used (the source's family). */
+	if (t->listen.ss_family != r->listen.ss_family ||
+	    (t->listen.ss_family && !rule_addr_equal((const struct sockaddr *)&t->listen,
+						     (const struct sockaddr *)&r->listen)) ||
+	    t->listen_first != rule_port_first(r) || t->listen_last != rule_port_last(r) ||
+	    t->target_range != r->target_range ||
+	    t->source_family != (r->source_len ? r->source.ss_family : AF_UNSPEC))
+		return false;
 	if (t->health.enabled &&
 	    (t->health.interval != r->health.interval || t->health.timeout != r->health.timeout ||
 	     t->health.rise != r->health.rise || t->health.fall != r->health.fall))

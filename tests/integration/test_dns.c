@@ -345,17 +345,19 @@ START_TEST(test_name_then_next_target)
 	struct hdaemon d;
 	struct h_backend src;
 	unsigned l1 = h_free_port(SOCK_STREAM, false), l2 = h_free_port(SOCK_STREAM, false);
-	unsigned dead = h_free_port(SOCK_STREAM, false);
-	char body[1024];
+	unsigned l3 = h_free_port(SOCK_STREAM, false), dead = h_free_port(SOCK_STREAM, false);
+	char body[1400];
 
 	src.source_len = 999;
 	h_backend_start(&src, H_SOURCE, false);
-	dns_start(&dns, "::1 dead.lan\n127.0.0.2 dead.lan\n::1 mixed.lan\n127.0.0.1 mixed.lan\n", 60);
+	dns_start(&dns, "::1 dead.lan\n127.0.0.2 dead.lan\n::1 mixed.lan\n127.0.0.1 mixed.lan\n::1 v6a.lan\n::1 v6b.lan\n::1 v6c.lan\n::1 v6d.lan\n", 60);
 	use_dns(&dns);
 	snprintf(body, sizeof(body),
 		 "rules = ( { name = \"fall\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; targets = [ \"dead.lan:%u\", \"127.0.0.1:%u\" ]; },\n"
-		 "          { name = \"src\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"mixed.lan:%u\"; source = \"127.0.0.1\"; } );",
-		 l1, dead, src.port, l2, src.port);
+		 "          { name = \"src\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"mixed.lan:%u\"; source = \"127.0.0.1\"; },\n"
+		 "          { name = \"skip\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; source = \"127.0.0.1\";\n"
+		 "            targets = [ \"v6a.lan:%u\", \"v6b.lan:%u\", \"v6c.lan:%u\", \"v6d.lan:%u\", \"127.0.0.1:%u\" ]; } );",
+		 l1, dead, src.port, l2, src.port, l3, dead, dead, dead, dead, src.port);
 	h_start(&d, body);
 	ck_assert(wait_dns_state(&d, "fall", "resolved", 10));
 	ck_assert(wait_dns_state(&d, "src", "resolved", 10));
@@ -364,6 +366,10 @@ START_TEST(test_name_then_next_target)
 	ck_assert(h_log_contains(&d, "trying another"));
 	for (int i = 0; i < 3; i++)
 		ck_assert_int_eq(bytes_through(l2), 999);
+	/* Four names with no IPv4 address are skipped without using up the
+	 * connection's tries: the fifth target serves. */
+	ck_assert(wait_dns_state(&d, "skip", "resolved", 10));
+	ck_assert_int_eq(bytes_through(l3), 999);
 	h_stop(&d);
 	dns_stop(&dns);
 	h_backend_stop(&src);
@@ -534,6 +540,64 @@ START_TEST(test_unusable_answers)
 }
 END_TEST
 
+/* N consecutive ports free on 127.0.0.1 for TCP, below the ephemeral range. */
+static unsigned free_ports(unsigned n)
+{
+	for (unsigned p = 22000 + (unsigned)(getpid() % 400) * 16; p < 32000; p += n) {
+		unsigned k;
+
+		for (k = 0; k < n; k++) {
+			struct sockaddr_storage ss;
+			socklen_t len = h_sockaddr("127.0.0.1", p + k, &ss);
+			int fd = socket(AF_INET, SOCK_STREAM, 0);
+			bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&ss, len) == 0;
+
+			if (fd >= 0)
+				close(fd);
+			if (!ok)
+				break;
+		}
+		if (k == n)
+			return p;
+	}
+	ck_abort_msg("no %u consecutive free ports", n);
+	return 0;
+}
+
+/* A reload that grows the range over the port a name points at: the
+ * answer is judged again, and dropped as a loop. */
+START_TEST(test_reload_range_makes_loop)
+{
+	struct dns dns;
+	struct hdaemon d;
+	unsigned p = free_ports(3);
+	char body[512], *out, *state;
+	char *argv[] = { (char *)h_bin("PORTFWDCTL_BIN", "build/default/portfwdctl"), "-s", NULL, "reload", NULL };
+
+	dns_start(&dns, "127.0.0.1 vm.lan\n", 60);
+	use_dns(&dns);
+	snprintf(body, sizeof(body), "rules = ( { name = \"g\"; proto = \"tcp\"; listen = \"127.0.0.1:%u-%u\"; target = \"vm.lan:%u\"; max_connections = 8; } );",
+		 p, p + 1, p + 2);
+	h_start(&d, body);
+	ck_assert(wait_dns_state(&d, "g", "resolved", 10));
+	snprintf(body, sizeof(body), "rules = ( { name = \"g\"; proto = \"tcp\"; listen = \"127.0.0.1:%u-%u\"; target = \"vm.lan:%u\"; max_connections = 8; } );",
+		 p, p + 2, p + 2);
+	h_write_conf(&d, body);
+	argv[2] = d.sock;
+	ck_assert_int_eq(h_run(argv, &out), 0);
+	free(out);
+	ck_assert(h_wait_log(&d, "which is not used: this rule's own listen address", 10));
+	state = rule_state(&d, "g");
+	ck_assert_str_eq(state, "waiting for DNS");
+	free(state);
+	ck_assert_int_lt(bytes_through(p), 1);
+	ck_assert(!h_log_contains(&d, "connected to the target"));
+	h_stop(&d);
+	dns_stop(&dns);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
 /* UDP through a name: the session goes to what it resolves to. */
 START_TEST(test_udp_through_name)
 {
@@ -663,6 +727,7 @@ int main(void)
 	tcase_add_test(tc, test_names_source_hash);
 	tcase_add_test(tc, test_health_check_name);
 	tcase_add_test(tc, test_unusable_answers);
+	tcase_add_test(tc, test_reload_range_makes_loop);
 	tcase_add_test(tc, test_config_errors);
 	suite_add_tcase(s, tc);
 	return check_run(s);

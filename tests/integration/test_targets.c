@@ -566,7 +566,15 @@ START_TEST(test_udp_does_not_revive)
 		ck_assert_int_eq(sendto(fd, "ping", 4, 0, (struct sockaddr *)&ss, len), 4);
 		close(fd);
 	}
-	usleep(300000);
+	/* The datagrams reached the dead target (its retry time had come)... */
+	{
+		double end = h_now() + 5;
+
+		while (target_num(&d, "r", 0, "connections") < 1 && h_now() < end)
+			usleep(20000);
+		ck_assert_int_ge(target_num(&d, "r", 0, "connections"), 1);
+	}
+	/* ...and it is still down. */
 	ck_assert_msg(wait_state(&d, "r", 0, "down", 0), "new UDP clients marked a dead target up");
 	h_stop(&d);
 	h_backend_stop(&udp);

@@ -297,6 +297,34 @@ START_TEST(test_silent_server_and_shutdown)
 	ck_assert_msg(took < 10, "a silent server held the lookup %.1fs", took);
 	ck_assert_str_eq(resolve_error(n), "the name servers did not answer");
 	ck_assert_uint_eq(dropped.calls, 0);
+	/* A name whose lookup is under way at the silent server when the
+	 * hosts file gains it (a reload): the file's answer comes now, not
+	 * when the lookup gives up. */
+	{
+		char dir[] = "/tmp/portfwd-hosts.XXXXXX", hosts[64];
+		struct resolve *r2;
+		struct seen h = { 0 };
+		unsigned never = 0;
+		double t0;
+
+		ck_assert_ptr_nonnull(mkdtemp(dir));
+		snprintf(hosts, sizeof(hosts), "%s/hosts", dir);
+		dns_write_file(hosts, "# nothing yet\n");
+		r2 = resolve_new(base, servers, 1, hosts, err, sizeof(err));
+		ck_assert_ptr_nonnull(r2);
+		resolve_watch(r2, "nas.home", RESOLVE_IPV4, 1, 300, seen_cb, &h);
+		run_until(base, &never, 1, 0.3); /* its query is out */
+		dns_write_file(hosts, "192.0.2.77 nas.home\n");
+		resolve_reread_hosts(r2);
+		t0 = clock_now();
+		run_until(base, &h.calls, 1, 5);
+		ck_assert_uint_eq(h.calls, 1);
+		ck_assert_str_eq(h.first, "192.0.2.77");
+		ck_assert_msg(clock_now() - t0 < 1, "the hosts file's answer took %.1fs", clock_now() - t0);
+		resolve_free(r2);
+		unlink(hosts);
+		rmdir(dir);
+	}
 	/* One more in flight when the resolver goes. */
 	resolve_watch(r, "late.lan", RESOLVE_ANY, 1, 60, seen_cb, &inflight);
 	{
