@@ -727,6 +727,59 @@ static int commands_sources(struct daemon *d, char **argv, bool json, struct evb
 	return 0;
 }
 
+/*
+ * health: healthy when every enabled rule is listening with a target to
+ * go to (one up, where health_check runs). The first reason otherwise
+ * goes in ERR, and the reply is an error (portfwdctl exits 1): what
+ * keepalived's vrrp_script and a monitor want. A disabled rule is the
+ * operator's choice, not a fault.
+ */
+static int commands_health(struct daemon *d, bool json, struct evbuffer *out, char *err,
+			   size_t errlen)
+{
+	char reason[1024] = "";
+	size_t enabled = 0, good = 0;
+
+	for (size_t i = 0; i < d->nrules; i++) {
+		struct forward *fw = d->rules[i];
+		const char *state = forward_state_name(fw);
+
+		if (fw->disabled)
+			continue;
+		enabled++;
+		if (strcmp(state, "listening") != 0) {
+			if (!reason[0])
+				snprintf(reason, sizeof(reason), "rule %s is %s%s%.600s", fw->cfg.name, state,
+					 fw->tcp.state == FORWARD_FAILED ? ": tcp: " : fw->udp.state == FORWARD_FAILED ? ": udp: " : "",
+					 fw->tcp.state == FORWARD_FAILED ? fw->tcp.error
+					 : fw->udp.state == FORWARD_FAILED ? fw->udp.error : "");
+			continue;
+		}
+		if (fw->cfg.health.enabled && fw->targets && !targets_any_up(fw->targets)) {
+			if (!reason[0])
+				snprintf(reason, sizeof(reason), "rule %s: none of its %zu targets is up (health checks)",
+					 fw->cfg.name, rule_ntargets(&fw->cfg));
+			continue;
+		}
+		good++;
+	}
+	if (json) {
+		if (commands_json_out(json_pack("{s:b, s:i, s:i, s:s?}", "healthy", good == enabled,
+						"enabled_rules", (int)enabled, "healthy_rules", (int)good,
+						"reason", reason[0] ? reason : NULL),
+				      out, err, errlen) < 0)
+			return -1;
+	} else if (good == enabled) {
+		evbuffer_add_printf(out, "healthy: %zu of %zu enabled rule%s listening\n", good, enabled,
+				    enabled == 1 ? "" : "s");
+	}
+	if (good == enabled)
+		return 0;
+	snprintf(err, errlen, "unhealthy: %s%s", reason,
+		 enabled - good > 1 ? " (and more rules)" : "");
+	return -1;
+}
+
 int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bool json,
 		 const char *payload, size_t len, struct evbuffer *out, char *err, size_t errlen)
 {
@@ -761,6 +814,8 @@ int commands_run(struct daemon *d, enum ctl_cmd_id id, int argc, char **argv, bo
 		return commands_bans(d, json, out, err, errlen);
 	case CTL_CMD_SOURCES:
 		return commands_sources(d, argv, json, out, err, errlen);
+	case CTL_CMD_HEALTH:
+		return commands_health(d, json, out, err, errlen);
 	case CTL_CMD_PORTS:
 	case CTL_CMD_WHO:
 	case CTL_CMD_FREE:

@@ -949,7 +949,7 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 			    struct rule_config *rule)
 {
 	static const char *const keys[] = { "name", "proto", "listen", "target", "targets",
-					    "balance", "health_check", "interface", "source",
+					    "balance", "health_check", "interface", "source", "freebind",
 					    SETTINGS_KEYS, NULL };
 	size_t before = ctx->errs->count;
 	const config_setting_t *s;
@@ -1021,6 +1021,8 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 
 	rule_name_ports(rule);
 	config_read_interface(ctx, group, rule);
+	if ((s = config_setting_get_member(group, "freebind")))
+		config_get_bool(ctx, s, &rule->freebind);
 	config_read_settings(ctx, group, &rule->set);
 	config_read_source(ctx, group, rule); /* after resolve, which it checks */
 	config_check_proxy_protocol(ctx, group, rule);

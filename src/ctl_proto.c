@@ -52,6 +52,9 @@ const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT] = {
 	{ CTL_CMD_FREE, "free", "PORT[/tcp|/udp] [--kill [--force]] [--yes]",
 	  "free PORT: disable the portfwd rule on it, or with --kill stop the process holding it",
 	  1, 4, false, false, false, true },
+	{ CTL_CMD_HEALTH, "health", "",
+	  "exit 0 if every enabled rule is listening (and has a target up, where health_check runs), else 1 with the reason: for keepalived's vrrp_script and monitoring",
+	  0, 0, false, false, false, false },
 };
 
 /* The options a command takes, beside --json and --bytes. */

@@ -69,6 +69,7 @@ enum ctl_cmd_id {
 	CTL_CMD_PORTS,
 	CTL_CMD_WHO,
 	CTL_CMD_FREE,
+	CTL_CMD_HEALTH,
 	CTL_CMD_COUNT,
 };
 

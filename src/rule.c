@@ -538,6 +538,7 @@ bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
 	       rule_targets_equal(a, b) && a->balance == b->balance &&
 	       rule_health_equal(&a->health, &b->health) &&
 	       a->listen_last == b->listen_last && a->target_range == b->target_range &&
+	       a->freebind == b->freebind &&
 	       rule_settings_equal(&a->set, &b->set) && access_policy_equal(a->access, b->access) &&
 	       strcmp(a->interface, b->interface) == 0 && a->source_len == b->source_len &&
 	       (a->source_len == 0 || rule_addr_equal((const struct sockaddr *)&a->source,

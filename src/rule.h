@@ -167,6 +167,9 @@ struct rule_config {
 	 * otherwise every listen port goes to the target's one port. */
 	unsigned listen_last;
 	bool target_range;
+	/* freebind = true: the listening sockets may bind an address this host
+	 * does not have (yet), as a VRRP standby does (IP_FREEBIND). */
+	bool freebind;
 };
 
 /* True if NAME is a host name portfwd resolves: 1-253 characters of

@@ -86,6 +86,8 @@ struct targets {
 	struct targets_entry e[];
 };
 
+static bool targets_entry_up(const struct targets_entry *e);
+
 static void targets_lock(struct targets *t)
 {
 	pthread_mutex_lock(&t->lock);
@@ -315,6 +317,17 @@ const char *targets_text_of(const struct targets *t, size_t i)
 const char *targets_host(const struct targets *t, size_t i)
 {
 	return t->e[i].cfg.host[0] ? t->e[i].cfg.host : NULL;
+}
+
+bool targets_any_up(struct targets *t)
+{
+	bool up = false;
+
+	targets_lock(t);
+	for (size_t i = 0; i < t->n && !up; i++)
+		up = targets_entry_up(&t->e[i]);
+	targets_unlock(t);
+	return up;
 }
 
 bool targets_waiting_dns(struct targets *t)

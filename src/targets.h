@@ -86,6 +86,9 @@ const char *targets_host(const struct targets *t, size_t i);
 socklen_t targets_addr_copy(struct targets *t, size_t i, size_t k, int family,
 			    struct sockaddr_storage *out);
 
+/* True if a target is up (and, a name, has an address). Any thread. */
+bool targets_any_up(struct targets *t);
+
 /* True if every target is a name that has no address yet. Any thread. */
 bool targets_waiting_dns(struct targets *t);
 

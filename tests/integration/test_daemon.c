@@ -380,7 +380,7 @@ START_TEST(test_control_bad_requests)
 	h_start(&d, conf);
 
 	expect_reply(d.sock, "bogus\n",
-		     ".error unknown command \"bogus\" (commands: help, status, rules, connections, kill, disable, enable, reload, check, metrics, ban, unban, bans, sources, ports, who, free)\n");
+		     ".error unknown command \"bogus\" (commands: help, status, rules, connections, kill, disable, enable, reload, check, metrics, ban, unban, bans, sources, ports, who, free, health)\n");
 	expect_reply(d.sock, "r\n", ".error ambiguous command \"r\" (commands: rules, reload)\n");
 	expect_reply(d.sock, "status yaml\n",
 		     ".error status: unknown argument \"yaml\" (usage: status [--json])\n");

@@ -1,0 +1,151 @@
+/*
+ * Two hosts, one address (part of issue 14): `portfwdctl health` as
+ * keepalived's vrrp_script runs it (exit 0 only when every enabled rule
+ * listens with a target to go to, else 1 and the reason; 3 when the daemon
+ * does not answer), and freebind, which lets a rule listen on an address
+ * this host does not have yet.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check_run.h"
+#include "harness.h"
+
+#define PORTFWDCTL h_bin("PORTFWDCTL_BIN", "build/default/portfwdctl")
+
+static int health(struct hdaemon *d, bool json, char **out)
+{
+	char *argv[] = { (char *)PORTFWDCTL, "-s", d->sock, "health", json ? "--json" : NULL, NULL };
+
+	return h_run(argv, out);
+}
+
+static int ctl(struct hdaemon *d, const char *a, const char *b)
+{
+	char *argv[] = { (char *)PORTFWDCTL, "-s", d->sock, (char *)a, (char *)b, NULL }, *out;
+	int rc = h_run(argv, &out);
+
+	free(out);
+	return rc;
+}
+
+START_TEST(test_health)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	struct sockaddr_storage ss;
+	unsigned busy = h_free_port(SOCK_STREAM, false), good = h_free_port(SOCK_STREAM, false);
+	unsigned hc = h_free_port(SOCK_STREAM, false), dead1 = h_free_port(SOCK_STREAM, false),
+		 dead2 = h_free_port(SOCK_STREAM, false);
+	socklen_t len = h_sockaddr("127.0.0.1", busy, &ss);
+	int blocker = socket(AF_INET, SOCK_STREAM, 0), one = 1, rc;
+	char body[1024], *out;
+	double end;
+
+	h_backend_start(&b, H_ECHO, false);
+	setsockopt(blocker, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ck_assert_int_eq(bind(blocker, (struct sockaddr *)&ss, len), 0);
+	ck_assert_int_eq(listen(blocker, 1), 0);
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"good\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "          { name = \"busy\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 good, b.port, busy, b.port);
+	h_start(&d, body);
+	/* A rule whose port another socket holds: unhealthy, and why. */
+	rc = health(&d, false, &out);
+	ck_assert_msg(rc == 1 && strstr(out, "unhealthy: rule busy is failed: tcp: ") &&
+			      strstr(out, "address already in use"),
+		      "exit %d: %s", rc, out);
+	free(out);
+	rc = health(&d, true, &out);
+	ck_assert_msg(rc == 1 && strstr(out, "\"healthy\": false") && strstr(out, "\"enabled_rules\": 2") &&
+			      strstr(out, "\"healthy_rules\": 1"),
+		      "exit %d: %s", rc, out);
+	free(out);
+	/* Disabled by the operator: not a fault. */
+	ck_assert_int_eq(ctl(&d, "disable", "busy"), 0);
+	rc = health(&d, false, &out);
+	ck_assert_msg(rc == 0 && strstr(out, "healthy: 1 of 1 enabled rule listening"), "exit %d: %s", rc, out);
+	free(out);
+	/* Enabled again once the port is free: healthy, both rules. */
+	close(blocker);
+	ck_assert_int_eq(ctl(&d, "enable", "busy"), 0);
+	end = h_now() + 10;
+	while ((rc = health(&d, false, &out)) != 0 && h_now() < end) {
+		free(out);
+		usleep(100000);
+	}
+	ck_assert_msg(rc == 0 && strstr(out, "healthy: 2 of 2 enabled rules listening"), "exit %d: %s", rc, out);
+	free(out);
+
+	/* Health-checked targets, all down: unhealthy. */
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"good\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "          { name = \"hc\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; targets = [ \"127.0.0.1:%u\", \"127.0.0.1:%u\" ];\n"
+		 "            health_check = { interval = 0.3; timeout = 0.2; rise = 1; fall = 1; }; } );",
+		 good, b.port, hc, dead1, dead2);
+	h_write_conf(&d, body);
+	ck_assert_int_eq(ctl(&d, "reload", NULL), 0);
+	end = h_now() + 10;
+	while ((rc = health(&d, false, &out)) == 0 && h_now() < end) {
+		free(out);
+		usleep(100000);
+	}
+	ck_assert_msg(rc == 1 && strstr(out, "unhealthy: rule hc: none of its 2 targets is up (health checks)"),
+		      "exit %d: %s", rc, out);
+	free(out);
+	h_stop(&d);
+	/* No daemon: portfwdctl cannot connect (3), never 0. */
+	rc = health(&d, false, &out);
+	ck_assert_msg(rc == 3, "exit %d: %s", rc, out);
+	free(out);
+	h_backend_stop(&b);
+}
+END_TEST
+
+/* An address no interface has (TEST-NET-1): refused without freebind,
+ * bound with it. */
+START_TEST(test_freebind)
+{
+	struct hdaemon d;
+	unsigned p1 = h_free_port(SOCK_STREAM, false), p2 = h_free_port(SOCK_STREAM, false);
+	char body[640], *out;
+	json_t *doc, *rules;
+
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"plain\"; proto = \"tcp+udp\"; listen = \"192.0.2.77:%u\"; target = \"127.0.0.1:9\"; },\n"
+		 "          { name = \"free\"; proto = \"tcp+udp\"; listen = \"192.0.2.77:%u\"; target = \"127.0.0.1:9\"; freebind = true; } );",
+		 p1, p2);
+	h_start(&d, body);
+	doc = h_status(&d);
+	rules = json_object_get(doc, "rules");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rules, 0), "state")), "failed");
+	ck_assert_msg(strstr(json_string_value(json_object_get(json_object_get(json_array_get(rules, 0), "tcp"), "error")),
+			     "address not available"),
+		      "%s", json_string_value(json_object_get(json_object_get(json_array_get(rules, 0), "tcp"), "error")));
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rules, 1), "state")), "listening");
+	json_decref(doc);
+	ck_assert_int_eq(health(&d, false, &out), 1);
+	ck_assert_msg(strstr(out, "rule plain is failed"), "%s", out);
+	free(out);
+	h_stop(&d);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("ha");
+	TCase *tc = tcase_create("ha");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_health);
+	tcase_add_test(tc, test_freebind);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
