@@ -391,8 +391,11 @@ START_TEST(test_health_checks)
 }
 END_TEST
 
-/* A UDP exchange from SRC on a socket of its own (a new session each). */
-static void udp_session_from(const char *src, unsigned port)
+/* A UDP exchange from SRC on a socket of its own (a new session each). The
+ * socket stays open (returned): closed, its port could come back for a later
+ * exchange from the same address while the first session lives, and that
+ * exchange would join it instead of starting a session. */
+static int udp_session_from(const char *src, unsigned port)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -409,7 +412,7 @@ static void udp_session_from(const char *src, unsigned port)
 	pf = (struct pollfd){ .fd = fd, .events = POLLIN };
 	ck_assert_msg(poll(&pf, 1, 5000) == 1, "no echo for %s", src);
 	ck_assert_int_eq(recv(fd, buf, sizeof(buf), 0), 4);
-	close(fd);
+	return fd;
 }
 
 /* source-hash for UDP: each session of a client address lands on the same
@@ -422,7 +425,7 @@ START_TEST(test_udp_source_hash)
 	unsigned port;
 	json_t *doc, *conns, *c;
 	size_t k;
-	int first[11];
+	int first[11], fds[30];
 	bool ok;
 
 	for (int i = 0; i < 2; i++)
@@ -432,7 +435,7 @@ START_TEST(test_udp_source_hash)
 	for (int round = 0; round < 3; round++)
 		for (int a = 1; a <= 10; a++) {
 			snprintf(src, sizeof(src), "127.0.0.%d", a);
-			udp_session_from(src, port);
+			fds[round * 10 + a - 1] = udp_session_from(src, port);
 		}
 	ck_assert_int_eq(target_num(&d, "r", 0, "connections") + target_num(&d, "r", 1, "connections"), 30);
 	/* Which target each session went to, by client address. */
@@ -464,6 +467,8 @@ START_TEST(test_udp_source_hash)
 		}
 		ck_assert_msg(one && two, "10 client addresses all on one target");
 	}
+	for (int i = 0; i < 30; i++)
+		close(fds[i]);
 	h_stop(&d);
 	for (int i = 0; i < 2; i++)
 		h_backend_stop(&b[i]);
