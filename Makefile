@@ -25,7 +25,7 @@ PKG_CONFIG ?= pkg-config
 # nothing is missing); no: never (package builds, which have Build-Depends).
 INSTALL_DEPS ?= yes
 
-PKGS := libevent libevent_pthreads libconfig jansson libcap-ng
+PKGS := libevent libevent_pthreads libconfig jansson libcap-ng miniupnpc
 # pkg-config is asked when the first recipe that needs its answer runs, which
 # is after `deps` (an order-only prerequisite of every compile and link) has
 # installed the -dev packages, and the answer is kept for the rest of the run.
@@ -47,7 +47,8 @@ WARNINGS += -Werror
 endif
 # Recursive (=), so PKG_CFLAGS is only looked at in a recipe.
 ALL_CFLAGS = -std=gnu11 $(WARNINGS) -D_GNU_SOURCE $(CPPFLAGS) $(CFLAGS) $(PKG_CFLAGS)
-LIBS = $(PKG_LIBS) -lm -lpthread
+# libnatpmp has no pkg-config file.
+LIBS = $(PKG_LIBS) -lnatpmp -lm -lpthread
 
 # Sanitizer builds live in their own tree so the objects never mix.
 ifeq ($(filter-out 1 thread,$(SANITIZE)),)
@@ -84,6 +85,8 @@ LIB_SRCS += resolve.c
 LIB_SRCS += proxyproto.c
 # Choosing a target: balance and health (targets = [ ... ]).
 LIB_SRCS += targets.c
+# The home router maps the ports (PCP, NAT-PMP, UPnP-IGD).
+LIB_SRCS += router.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd

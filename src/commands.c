@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "proxyproto.h"
 #include "resolve.h"
+#include "router.h"
 #include "sources.h"
 #include "status.h"
 #include "targets.h"
@@ -82,7 +83,7 @@ static json_t *commands_per_source_json(const struct rule_per_source *ps)
 			 "ipv6_prefix", (int)ps->ipv6_prefix);
 }
 
-static json_t *commands_rule_json(const struct forward *fw)
+static json_t *commands_rule_json(const struct daemon *d, const struct forward *fw)
 {
 	const struct rule_config *r = &fw->cfg;
 	char listen[RULE_ADDR_STRLEN], target[RULE_ADDR_STRLEN], src[RULE_ADDR_STRLEN];
@@ -128,6 +129,7 @@ static json_t *commands_rule_json(const struct forward *fw)
 					    : json_false());
 		if (fw->targets)
 			json_object_set_new(doc, "targets", targets_json(fw->targets));
+		json_object_set_new(doc, "router", status_router_json(d, fw));
 	}
 	return doc;
 }
@@ -140,7 +142,7 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 	(void)argc;
 	(void)argv;
 	for (size_t i = 0; i < d->nrules; i++)
-		json_array_append_new(rules, commands_rule_json(d->rules[i]));
+		json_array_append_new(rules, commands_rule_json(d, d->rules[i]));
 	if (json)
 		return commands_json_out(json_pack("{s:I, s:s, s:o}", "generation",
 						   (json_int_t)d->generation, "config", d->cfg.path,
@@ -175,6 +177,11 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 		}
 		if (d->rules[i]->targets && (rule_ntargets(r) > 1 || r->health.enabled || rule_target_host(r)))
 			targets_text(d->rules[i]->targets, out);
+		if (r->set.router != ROUTER_OFF)
+			evbuffer_add_printf(out, "  router %s, router_lease %u, external_port %u\n",
+					    router_method_name(r->set.router), r->set.router_lease,
+					    r->external_port ? r->external_port : rule_port_first(r));
+		status_router_text(d, d->rules[i], out);
 		if (rule_has_names(r))
 			evbuffer_add_printf(out, "  resolve %s, resolve_min %g, resolve_max %g\n",
 					    resolve_family_name((enum resolve_family)r->set.resolve),
@@ -372,6 +379,8 @@ static int commands_enable(struct daemon *d, int argc, char **argv, bool json, b
 	} else {
 		forward_disable(fw);
 	}
+	/* A disabled rule's mapping on the router goes; enabled, it comes back. */
+	daemon_router_sync(d);
 	if (json)
 		return commands_json_out(json_pack("{s:s, s:s}", "rule", fw->cfg.name, "state",
 						   forward_state_name(fw)),

@@ -23,6 +23,7 @@
 #include "portinfo.h"
 #include "resolve.h"
 #include "proxyproto.h"
+#include "router.h"
 #include "suggest.h"
 
 /* The context of one validation pass: where messages go and what they name. */
@@ -259,6 +260,7 @@ static const char *config_get_string(struct config_ctx *ctx,
 	"connect_timeout", "idle_timeout", "udp_idle_timeout",             \
 		"max_connections", "max_udp_sessions", "buffer_size", "splice", \
 		"tcp_keepalive", "proxy_protocol", "resolve", "resolve_min", "resolve_max", \
+		"router", "router_lease", \
 		SOURCES_SETTINGS_KEYS, CONFIG_ACCESS_KEYS
 /* Per-source limits (config_read_per_source). */
 #define SOURCES_SETTINGS_KEYS "udp_unreplied_timeout", "per_source"
@@ -429,7 +431,50 @@ static void config_read_settings(struct config_ctx *ctx,
 			config_err(ctx, mn, "resolve_min (%g s) is longer than resolve_max (%g s)",
 				   set->resolve_min, set->resolve_max);
 	}
+	if ((s = config_setting_get_member(group, "router")) && (str = config_get_string(ctx, s))) {
+		int m = router_method_parse(str);
+
+		if (m < 0)
+			config_err(ctx, s, "router: \"%.64s\" is not one of \"off\", \"auto\", \"upnp\", \"natpmp\" or \"pcp\"",
+				   str);
+		else
+			set->router = (unsigned)m;
+	}
+	if ((s = config_setting_get_member(group, "router_lease")) &&
+	    config_get_integer(ctx, s, ROUTER_LEASE_MIN, ROUTER_LEASE_MAX, &iv) == 0)
+		set->router_lease = (unsigned)iv;
 	config_read_per_source(ctx, group, set);
+}
+
+/* external_port, and what a mapping on the router needs of the rule: an
+ * IPv4 (or any) listen address and at most ROUTER_PORTS_MAX ports. */
+static void config_read_router(struct config_ctx *ctx, const config_setting_t *group,
+			       struct rule_config *rule)
+{
+	const config_setting_t *s = config_setting_get_member(group, "external_port");
+	const config_setting_t *at = config_setting_get_member(group, "router");
+	unsigned first = rule_port_first(rule), last = rule_port_last(rule);
+	long long iv;
+
+	if (!at)
+		at = group;
+	if (s && config_get_integer(ctx, s, 1, 65535, &iv) == 0) {
+		if (rule->set.router == ROUTER_OFF)
+			config_err(ctx, s, "external_port: the rule does not map its port on the router (router = \"off\"); set router, or remove external_port");
+		else if (iv + (last - first) > 65535)
+			config_err(ctx, s, "external_port: %lld + the range's %u more ports passes 65535", iv,
+				   last - first);
+		else
+			rule->external_port = (unsigned)iv;
+	}
+	if (rule->set.router == ROUTER_OFF || !first)
+		return;
+	if (last - first + 1 > ROUTER_PORTS_MAX)
+		config_err(ctx, at, "router: the rule's range has %u ports; a router maps at most %d for a rule",
+			   last - first + 1, ROUTER_PORTS_MAX);
+	if (rule->listen.ss_family == AF_INET6 &&
+	    !IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&rule->listen)->sin6_addr))
+		config_err(ctx, at, "router: a router maps IPv4 ports to this host; the rule listens on an IPv6 address only (listen on 0.0.0.0, :: or an IPv4 address)");
 }
 
 /* daemon.user, group and admin_group: names that must exist on this system. */
@@ -949,7 +994,7 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 			    struct rule_config *rule)
 {
 	static const char *const keys[] = { "name", "proto", "listen", "target", "targets",
-					    "balance", "health_check", "interface", "source", "freebind",
+					    "balance", "health_check", "interface", "source", "freebind", "external_port",
 					    SETTINGS_KEYS, NULL };
 	size_t before = ctx->errs->count;
 	const config_setting_t *s;
@@ -1024,6 +1069,7 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 	if ((s = config_setting_get_member(group, "freebind")))
 		config_get_bool(ctx, s, &rule->freebind);
 	config_read_settings(ctx, group, &rule->set);
+	config_read_router(ctx, group, rule);
 	config_read_source(ctx, group, rule); /* after resolve, which it checks */
 	config_check_proxy_protocol(ctx, group, rule);
 	rule->access = config_access_rule(ctx->access, group, ctx->scope);

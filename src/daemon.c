@@ -20,6 +20,7 @@
 #include "log.h"
 #include "privs.h"
 #include "resolve.h"
+#include "router.h"
 #include "sdnotify.h"
 #include "sources.h"
 #include "sysports.h"
@@ -577,6 +578,7 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 		 why, (unsigned long long)d->generation, d->last_reload_seconds, res->added,
 		 res->removed, res->changed, res->unchanged,
 		 res->status ? "; some rules are not listening" : "");
+	daemon_router_sync(d);
 	daemon_notify_ready(d, res->status ? "reloaded, some rules failed: " : "");
 	return;
 refused:
@@ -589,6 +591,24 @@ refused:
 	for (size_t i = 0; i < res->msgs.count; i++)
 		config_errors_add(&d->last_errors, "%s", res->msgs.msgs[i]);
 	daemon_notify_ready(d, "reload failed, the previous configuration stays: ");
+}
+
+void daemon_router_sync(struct daemon *d)
+{
+	struct router_want *w = calloc(d->nrules + 1, sizeof(*w));
+	size_t n = 0;
+
+	if (!w || !d->router) {
+		if (d->router)
+			log_error("router: out of memory: the mappings stay as they were");
+		free(w);
+		return;
+	}
+	for (size_t i = 0; i < d->nrules; i++)
+		if (!d->rules[i]->disabled && router_want_of(&d->rules[i]->cfg, &w[n]))
+			n++;
+	router_want(d->router, w, n);
+	free(w);
 }
 
 /* A ban, an unban or an expiry: every worker gets the new set before it returns. */
@@ -772,6 +792,11 @@ int daemon_start(struct daemon *d, struct config *cfg)
 			return -1;
 		}
 	}
+	d->router = router_new();
+	if (!d->router) {
+		log_error("out of memory");
+		return -1;
+	}
 	d->bans = bans_new(d->base, daemon_publish_bans, d);
 	if (!d->bans) {
 		log_error("out of memory");
@@ -792,6 +817,8 @@ int daemon_start(struct daemon *d, struct config *cfg)
 	for (size_t i = 0; i < d->nworkers; i++)
 		if (worker_start(d->workers[i]) < 0)
 			return -1;
+	/* Its thread too starts after the privilege drop. */
+	daemon_router_sync(d);
 	daemon_notify_ready(d, "");
 	if (sdnotify_enabled()) {
 		uint64_t wd = sdnotify_watchdog_usec();
@@ -829,6 +856,9 @@ void daemon_stop(struct daemon *d)
 	d->notify_timer = NULL;
 	control_close(d->control);
 	d->control = NULL;
+	/* The router forwards nothing more here (bounded: ROUTER_STOP_SECONDS). */
+	router_free(d->router);
+	d->router = NULL;
 	/* Forwards first (no more binds or calls into workers), then the workers
 	 * close their connections, then the forwards' memory, which they read. */
 	for (size_t i = 0; i < d->nrules; i++)

@@ -19,6 +19,7 @@
 
 struct bans;
 struct resolve;
+struct router;
 struct control;
 struct event;
 struct event_base;
@@ -46,6 +47,7 @@ struct daemon {
 	struct bans *bans; /* portfwdctl ban: kept across reloads */
 	struct resolve *resolve; /* the named targets' resolver (daemon.resolvers fixed at start) */
 	struct sources *sources; /* the per-source table the workers share */
+	struct router *router;   /* the rules' mappings on the home router (router.h) */
 	struct event *signals[4];
 	bool log_level_fixed; /* -l given: a reload keeps it */
 	bool socket_fixed;    /* -s given: the file's control_socket is not looked at */
@@ -133,5 +135,9 @@ struct forward *daemon_rule_at(const struct daemon *d, size_t i);
 
 /* The rule in force named NAME, or NULL. */
 struct forward *daemon_find_rule(struct daemon *d, const char *name);
+
+/* Tells the router mapper which mappings the enabled rules want now:
+ * after start, a reload, enable and disable. */
+void daemon_router_sync(struct daemon *d);
 
 #endif

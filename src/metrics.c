@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "daemon.h"
 #include "forward.h"
+#include "router.h"
 #include "sources.h"
 #include "targets.h"
 #include "version.h"
@@ -219,6 +220,41 @@ static void metrics_targets(const struct daemon *d, struct metrics_out *m)
 	}
 }
 
+/* Each rule's mapping on the home router (rules with router = ...). */
+static void metrics_router(const struct daemon *d, struct metrics_out *m)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fam[6] = {
+		{ "portfwd_router_mappings", "gauge",
+		  "Ports (per protocol) the rule asks the router to forward to this host." },
+		{ "portfwd_router_mapped", "gauge", "Of those, the ones the router forwards now." },
+		{ "portfwd_router_lease_expiry_seconds", "gauge",
+		  "When the earliest lease of the rule's mappings ends, in seconds since the Unix epoch (absent: no expiry)." },
+		{ "portfwd_router_renewals_total", "counter", "Mappings renewed on the router." },
+		{ "portfwd_router_failures_total", "counter", "Requests to the router that failed." },
+		{ "portfwd_router_external_unreachable", "gauge",
+		  "1 if the router's external address is private or carrier-grade NAT: the internet cannot reach the port." },
+	};
+
+	for (int f = 0; f < 6; f++) {
+		metrics_family(m, fam[f].name, fam[f].type, fam[f].help);
+		for (size_t i = 0; i < d->nrules; i++) {
+			struct router_view v;
+			double x;
+
+			if (!router_view(d->router, d->rules[i]->cfg.name, &v))
+				continue;
+			if (f == 2 && !v.expires)
+				continue;
+			x = f == 0 ? v.total : f == 1 ? v.mapped : f == 2 ? (double)v.expires
+			    : f == 3 ? (double)v.renewals : f == 4 ? (double)v.failures : v.warning[0] != '\0';
+			metrics_sample(m, fam[f].name, x, 2, "rule", d->rules[i]->cfg.name, "method",
+				       router_method_name(v.method));
+		}
+	}
+}
+
 static void metrics_write(const struct daemon *d, struct metrics_out *m)
 {
 	const size_t nfam = sizeof(metrics_rule_families) / sizeof(metrics_rule_families[0]);
@@ -294,6 +330,7 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 		}
 	}
 	metrics_targets(d, m);
+	metrics_router(d, m);
 	metrics_access(d, m);
 	free(st);
 }

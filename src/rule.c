@@ -35,6 +35,8 @@ void rule_settings_init(struct rule_settings *set)
 	set->resolve = 0; /* RESOLVE_ANY */
 	set->resolve_min = 5.0;
 	set->resolve_max = 300.0;
+	set->router = 0; /* ROUTER_OFF */
+	set->router_lease = 3600;
 }
 
 unsigned rule_proto_parse(const char *text)
@@ -354,7 +356,8 @@ bool rule_settings_equal(const struct rule_settings *a, const struct rule_settin
 	       a->udp_unreplied_timeout == b->udp_unreplied_timeout &&
 	       memcmp(&a->per_source, &b->per_source, sizeof(a->per_source)) == 0 &&
 	       a->proxy_protocol == b->proxy_protocol && a->resolve == b->resolve &&
-	       a->resolve_min == b->resolve_min && a->resolve_max == b->resolve_max;
+	       a->resolve_min == b->resolve_min && a->resolve_max == b->resolve_max &&
+	       a->router == b->router && a->router_lease == b->router_lease;
 }
 
 bool rule_host_name_valid(const char *name)
@@ -538,7 +541,7 @@ bool rule_config_equal(const struct rule_config *a, const struct rule_config *b)
 	       rule_targets_equal(a, b) && a->balance == b->balance &&
 	       rule_health_equal(&a->health, &b->health) &&
 	       a->listen_last == b->listen_last && a->target_range == b->target_range &&
-	       a->freebind == b->freebind &&
+	       a->freebind == b->freebind && a->external_port == b->external_port &&
 	       rule_settings_equal(&a->set, &b->set) && access_policy_equal(a->access, b->access) &&
 	       strcmp(a->interface, b->interface) == 0 && a->source_len == b->source_len &&
 	       (a->source_len == 0 || rule_addr_equal((const struct sockaddr *)&a->source,

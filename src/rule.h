@@ -63,6 +63,10 @@ struct rule_settings {
 	 * resolve_family), and the bounds on how long an answer is used. */
 	unsigned resolve;
 	double resolve_min, resolve_max; /* seconds; 0 < min <= max */
+	/* router = ...: how the home router is asked to forward the port
+	 * (enum router_method, router.h; 0 off), and the lease asked for. */
+	unsigned router;
+	unsigned router_lease; /* seconds */
 };
 
 /* Room for a port's service name (portinfo.h's PORTINFO_NAME_MAX). */
@@ -170,6 +174,9 @@ struct rule_config {
 	/* freebind = true: the listening sockets may bind an address this host
 	 * does not have (yet), as a VRRP standby does (IP_FREEBIND). */
 	bool freebind;
+	/* external_port: the router's port for the (first) listen port; 0
+	 * for the listen port itself. Only with router (rule_settings). */
+	unsigned external_port;
 };
 
 /* True if NAME is a host name portfwd resolves: 1-253 characters of

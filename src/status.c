@@ -15,6 +15,7 @@
 #include "forward.h"
 #include "privs.h"
 #include "sources.h"
+#include "router.h"
 #include "targets.h"
 #include "version.h"
 
@@ -377,6 +378,78 @@ static void status_exposure_text(const struct daemon *d, size_t i, struct evbuff
 	}
 }
 
+static void status_when(time_t t, char *buf, size_t len);
+
+json_t *status_router_json(const struct daemon *d, const struct forward *fw)
+{
+	const struct rule_config *r = &fw->cfg;
+	struct router_view v;
+	json_t *o;
+
+	if (r->set.router == ROUTER_OFF)
+		return json_null();
+	o = json_pack("{s:s, s:i, s:i}", "method", router_method_name(r->set.router), "lease",
+		      (int)r->set.router_lease, "external_port_asked",
+		      (int)(r->external_port ? r->external_port : rule_port_first(r)));
+	if (!o)
+		return NULL;
+	if (!router_view(d->router, r->name, &v)) {
+		json_object_set_new(o, "state", json_string(fw->disabled ? "off (rule disabled)" : "off"));
+		return o;
+	}
+	json_object_set_new(o, "state", json_string(router_view_state(&v)));
+	json_object_set_new(o, "used", v.mapped ? json_string(router_method_name(v.method)) : json_null());
+	json_object_set_new(o, "mapped", json_integer(v.mapped));
+	json_object_set_new(o, "total", json_integer(v.total));
+	json_object_set_new(o, "external_address", v.external_addr[0] ? json_string(v.external_addr) : json_null());
+	json_object_set_new(o, "external_port", v.mapped ? json_integer(v.external_port) : json_null());
+	if (v.mapped && v.external_last != v.external_port)
+		json_object_set_new(o, "external_port_last", json_integer(v.external_last));
+	json_object_set_new(o, "internal_address", v.internal_addr[0] ? json_string(v.internal_addr) : json_null());
+	json_object_set_new(o, "expires", status_time(v.expires));
+	json_object_set_new(o, "renewals", json_integer((json_int_t)v.renewals));
+	json_object_set_new(o, "failures", json_integer((json_int_t)v.failures));
+	json_object_set_new(o, "error", v.error[0] ? json_string(v.error) : json_null());
+	json_object_set_new(o, "warning", v.warning[0] ? json_string(v.warning) : json_null());
+	return o;
+}
+
+void status_router_text(const struct daemon *d, const struct forward *fw, struct evbuffer *out)
+{
+	const struct rule_config *r = &fw->cfg;
+	struct router_view v;
+	char when[32], ports[16];
+
+	if (r->set.router == ROUTER_OFF)
+		return;
+	if (!router_view(d->router, r->name, &v)) {
+		evbuffer_add_printf(out, "  router %s: off%s\n", router_method_name(r->set.router),
+				    fw->disabled ? " (rule disabled)" : "");
+		return;
+	}
+	if (v.mapped) {
+		if (v.external_last != v.external_port)
+			snprintf(ports, sizeof(ports), "%u-%u", v.external_port, v.external_last);
+		else
+			snprintf(ports, sizeof(ports), "%u", v.external_port);
+		if (v.expires)
+			status_when(v.expires, when, sizeof(when));
+		evbuffer_add_printf(out, "  router %s: %s by %s, %s:%s -> %s, lease until %s, %llu renewals\n",
+				    router_method_name(r->set.router), router_view_state(&v),
+				    router_method_name(v.method),
+				    v.external_addr[0] ? v.external_addr : "(external address unknown)", ports,
+				    v.internal_addr, v.expires ? when : "(no expiry)",
+				    (unsigned long long)v.renewals);
+	} else {
+		evbuffer_add_printf(out, "  router %s: %s\n", router_method_name(r->set.router),
+				    router_view_state(&v));
+	}
+	if (v.error[0])
+		evbuffer_add_printf(out, "  router error: %s\n", v.error);
+	if (v.warning[0])
+		evbuffer_add_printf(out, "  WARNING: %s\n", v.warning);
+}
+
 json_t *status_json(const struct daemon *d)
 {
 	char user[64];
@@ -408,6 +481,7 @@ json_t *status_json(const struct daemon *d)
 		json_object_set_new(r, "health_check", json_boolean(fw->cfg.health.enabled));
 		if (fw->targets)
 			json_object_set_new(r, "targets", targets_json(fw->targets));
+		json_object_set_new(r, "router", status_router_json(d, fw));
 		if (fw->cfg.proto & RULE_PROTO_TCP) {
 			json_object_set_new(r, "tcp", status_tcp_json(fw, &st));
 			status_denied_json(json_object_get(r, "tcp"), st.tcp_denied_list,
@@ -567,6 +641,7 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 		if (fw->targets && (targets_count(fw->targets) > 1 || fw->cfg.health.enabled ||
 				    rule_target_host(&fw->cfg)))
 			targets_text(fw->targets, out);
+		status_router_text(d, fw, out);
 		if (fw->cfg.proto & RULE_PROTO_TCP) {
 			if (fw->tcp.state == FORWARD_FAILED)
 				evbuffer_add_printf(out, "  tcp failed: %s\n", fw->tcp.error);

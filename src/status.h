@@ -8,6 +8,7 @@
 
 struct access_policy;
 struct daemon;
+struct forward;
 struct evbuffer;
 
 /* One JSON document: daemon facts, every rule with its counters, totals. */
@@ -25,6 +26,12 @@ json_t *status_access_json(const struct access_policy *p);
 void status_access_text(const struct access_policy *p, struct evbuffer *out);
 
 /* N bytes as "512 B" or "1.5 MiB" into BUF (16 bytes are enough). */
+/* A rule's mapping on the home router (router.h): null when the rule asks
+ * for none; its state when it does. */
+json_t *status_router_json(const struct daemon *d, const struct forward *fw);
+/* The same as lines of text ("  router ..."), nothing when none. */
+void status_router_text(const struct daemon *d, const struct forward *fw, struct evbuffer *out);
+
 const char *status_bytes(uint64_t n, char *buf, size_t len);
 
 #endif
