@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "router.h"
 #include "control.h"
 #include "daemon.h"
 #include "worker.h"
@@ -148,10 +149,10 @@ START_TEST(test_shipped_examples_are_valid)
 	ck_assert_int_eq(config_load("conf/portfwd.conf", &cfg, &errs), 0);
 	ck_assert_int_eq(cfg.nrules, 0);
 	config_free(&cfg);
-	/* Its examples, once the "#" is taken off: six valid rules. */
+	/* Its examples, once the "#" is taken off: ten valid rules. */
 	example_uncommented(path, sizeof(path));
 	ck_assert_int_eq(config_load(path, &cfg, &errs), 0);
-	ck_assert_int_eq(cfg.nrules, 9);
+	ck_assert_int_eq(cfg.nrules, 10);
 	ck_assert_str_eq(cfg.rules[3].interface, "wg0");
 	ck_assert_uint_eq(rule_nports(&cfg.rules[7]), 31);
 	ck_assert_str_eq(rule_target_host(&cfg.rules[8]), "jellyfin.lan");
@@ -180,8 +181,14 @@ START_TEST(test_defaults_and_overrides)
 	ck_assert_str_eq(cfg.control_socket, "/run/portfwd/portfwd.sock");
 	ck_assert_int_eq(cfg.log_level, LOG_LVL_INFO);
 	ck_assert(cfg.log_connections);
-	ck_assert_int_eq(cfg.nrules, 9);
+	ck_assert_int_eq(cfg.nrules, 10);
 	ck_assert_str_eq(cfg.rules[0].name, "ssh");
+	/* The router maps only the rule that asks, from its external_port. */
+	ck_assert_uint_eq(cfg.rules[0].set.router, ROUTER_OFF);
+	ck_assert_uint_eq(cfg.rules[0].set.router_lease, ROUTER_LEASE_DEFAULT);
+	ck_assert_str_eq(cfg.rules[9].name, "minecraft");
+	ck_assert_uint_eq(cfg.rules[9].set.router, ROUTER_AUTO);
+	ck_assert_uint_eq(cfg.rules[9].external_port, 25565);
 	ck_assert_int_eq(cfg.rules[0].proto, RULE_PROTO_TCP);
 	ck_assert_int_eq(cfg.rules[0].set.max_connections, 4096);
 	ck_assert_int_eq(cfg.rules[0].set.buffer_size, 65536);
