@@ -44,7 +44,6 @@
 
 /* What a request gives back. */
 struct router_result {
-	bool unsupported;     /* the router does not speak the protocol (auto tries the next) */
 	unsigned port;        /* the external port given */
 	unsigned lifetime;    /* seconds; 0: no expiry (a permanent UPnP mapping) */
 	struct in_addr external; /* INADDR_ANY: not said */
@@ -222,6 +221,26 @@ static void router_external(struct router *r, struct in_addr ext)
 		log_info("router: external address %s", addr);
 }
 
+/* The router refused for want of a public address of its own (miniupnpd
+ * does so when its WAN address is private or reserved): the warning, as
+ * for an address it reports. */
+static void router_no_public_address(struct router *r, const char *said)
+{
+	char warning[256];
+	bool changed;
+
+	snprintf(warning, sizeof(warning),
+		 "the router has no public address (%s): your router is behind another NAT (carrier-grade NAT): forwarding cannot reach you from the internet; use a VPN or a relay",
+		 said);
+	pthread_mutex_lock(&r->mu);
+	changed = strcmp(r->warning, warning) != 0;
+	snprintf(r->warning, sizeof(r->warning), "%s", warning);
+	r->external[0] = '\0';
+	pthread_mutex_unlock(&r->mu);
+	if (changed)
+		log_warning("router: %s", warning);
+}
+
 /* PCP and NAT-PMP say when the router started (its epoch): an epoch that
  * went back means it restarted and forgot its mappings (RFC 6887 8.5).
  * True then. */
@@ -337,12 +356,9 @@ static int router_pcp(struct router *r, struct rmap *m, unsigned lifetime, struc
 	n = router_exchange(fd, req, sizeof(req), resp, sizeof(resp), pcp_accept, res->error,
 			    sizeof(res->error));
 	close(fd);
-	if (n <= 0) {
-		res->unsupported = n == 0;
+	if (n <= 0)
 		return -1;
-	}
 	if (resp[0] != PCP_VERSION || resp[3] == 1) {
-		res->unsupported = true;
 		snprintf(res->error, sizeof(res->error), "the router does not speak PCP");
 		return -1;
 	}
@@ -352,8 +368,7 @@ static int router_pcp(struct router *r, struct rmap *m, unsigned lifetime, struc
 
 		rmap_fmt(m, what, sizeof(what));
 		log_warning("router: %s: the router restarted (its PCP epoch went back): mapping every port again", what);
-		res->unsupported = false;
-		/* The caller sees the reset through res->lifetime as usual; the others are redone. */
+		/* This one is made by this request; the others are made again. */
 		pthread_mutex_lock(&r->mu);
 		for (size_t i = 0; i < r->n; i++)
 			if (r->m[i] != m && r->m[i]->mapped && r->m[i]->method == ROUTER_PCP)
@@ -397,8 +412,6 @@ static int router_natpmp_wait(struct router *r, natpmpresp_t *resp)
 
 static void router_natpmp_error(int rc, struct router_result *res)
 {
-	res->unsupported = rc == NATPMP_TRYAGAIN || rc == NATPMP_ERR_NOGATEWAYSUPPORT ||
-			   rc == NATPMP_ERR_UNSUPPORTEDVERSION || rc == NATPMP_ERR_RECVFROM;
 	snprintf(res->error, sizeof(res->error), "%s",
 		 rc == NATPMP_TRYAGAIN ? "no answer from the router" : strnatpmperr(rc));
 }
@@ -468,7 +481,6 @@ static int router_upnp_find(struct router *r, struct router_result *res)
 		return 0;
 	devs = upnpDiscover(ROUTER_SSDP_MS, NULL, NULL, 0, 0, 2, &err);
 	if (!devs) {
-		res->unsupported = true;
 		snprintf(res->error, sizeof(res->error), "no UPnP router answered the search (SSDP)");
 		return -1;
 	}
@@ -479,7 +491,6 @@ static int router_upnp_find(struct router *r, struct router_result *res)
 	if (rc != 1 && rc != 2) {
 		if (rc != 0)
 			FreeUPNPUrls(&r->urls);
-		res->unsupported = true;
 		snprintf(res->error, sizeof(res->error), "no UPnP Internet Gateway Device answered");
 		return -1;
 	}
@@ -572,6 +583,39 @@ static int router_call(struct router *r, unsigned method, struct rmap *m, unsign
 	}
 }
 
+/* Every protocol failed: asks the router for its external address, with
+ * NAT-PMP and then UPnP, for the one reason no mapping can help. */
+static void router_probe_external(struct router *r)
+{
+	natpmpresp_t resp;
+	char extip[64] = "";
+	struct in_addr a;
+	struct router_result res;
+	int rc;
+
+	if (!r->np_open)
+		return;
+	if (sendpublicaddressrequest(&r->np) >= 0) {
+		rc = router_natpmp_wait(r, &resp);
+		if (rc == 0 && resp.type == NATPMP_RESPTYPE_PUBLICADDRESS) {
+			router_external(r, resp.pnu.publicaddress.addr);
+			return;
+		}
+		if (rc == NATPMP_ERR_NETWORKFAILURE) {
+			router_no_public_address(r, "NAT-PMP: network failure");
+			return;
+		}
+	}
+	memset(&res, 0, sizeof(res));
+	if (router_upnp_find(r, &res) < 0)
+		return;
+	rc = UPNP_GetExternalIPAddress(r->urls.controlURL, r->igd.first.servicetype, extip);
+	if (rc == UPNPCOMMAND_SUCCESS && inet_pton(AF_INET, extip, &a) == 1)
+		router_external(r, a);
+	else if (!UPNPIGD_IsConnected(&r->urls, &r->igd))
+		router_no_public_address(r, "UPnP: not connected");
+}
+
 /* Maps M (or renews it). Unlocked; M stays (only this thread frees it). */
 static void router_map(struct router *r, struct rmap *m)
 {
@@ -587,7 +631,9 @@ static void router_map(struct router *r, struct rmap *m)
 		snprintf(errs, sizeof(errs), "%s", res.error);
 		goto failed;
 	}
+	pthread_mutex_lock(&r->mu);
 	m->client = m->w.internal.s_addr ? m->w.internal : r->local;
+	pthread_mutex_unlock(&r->mu);
 	if (m->mapped || m->w.method != ROUTER_AUTO) {
 		used = m->mapped ? m->method : m->w.method;
 		rc = router_call(r, used, m, m->w.lease, &res);
@@ -644,6 +690,9 @@ static void router_map(struct router *r, struct rmap *m)
 		return;
 	}
 failed:
+	/* Why, once a streak: the router may have no public address at all. */
+	if (m->failures == 0 || m->failures % 8 == 7)
+		router_probe_external(r);
 	/* Another path (a new gateway, a router found again) next time. */
 	router_gateway_forget(r);
 	now = clock_now();
@@ -731,14 +780,11 @@ static void *router_thread(void *arg)
 		if (isinf(next)) {
 			pthread_cond_wait(&r->cond, &r->mu);
 		} else {
+			/* The condition variable waits on the monotonic clock too. */
 			struct timespec ts;
-			double wall = (double)time(NULL), at;
 
-			clock_gettime(CLOCK_REALTIME, &ts);
-			wall = (double)ts.tv_sec + ts.tv_nsec / 1e9;
-			at = wall + (next - now);
-			ts.tv_sec = (time_t)at;
-			ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
+			ts.tv_sec = (time_t)next;
+			ts.tv_nsec = (long)((next - (double)ts.tv_sec) * 1e9);
 			pthread_cond_timedwait(&r->cond, &r->mu, &ts);
 		}
 	}
@@ -753,11 +799,16 @@ static void *router_thread(void *arg)
 struct router *router_new(void)
 {
 	struct router *r = calloc(1, sizeof(*r));
+	pthread_condattr_t ca;
 
 	if (!r)
 		return NULL;
+
 	pthread_mutex_init(&r->mu, NULL);
-	pthread_cond_init(&r->cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&r->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	return r;
 }
 
