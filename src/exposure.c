@@ -13,6 +13,7 @@
 #include "access.h"
 #include "config.h"
 #include "iface.h"
+#include "router.h"
 #include "localaddr.h"
 #include "log.h"
 #include "portinfo.h"
@@ -154,6 +155,7 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 	enum exposure_addr where = exposure_addr_class(listen);
 	const struct exposure_service *to = NULL, *at = NULL;
 	char addr[RULE_ADDR_STRLEN], taddr[RULE_ADDR_STRLEN], what[320], facing[200] = "", how[128];
+	char mapped[128] = "";
 	struct sockaddr_storage tport;
 
 	/* Every port of a range: the first hunted one, behind or in front. */
@@ -186,11 +188,15 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 			 at->port, at->name, at->risk,
 			 rule_target_host(r) ? rule_format_target(r, taddr, sizeof(taddr))
 					     : rule_format_addr(target, taddr, sizeof(taddr)));
+	/* router = ...: the home router is asked to open it to the internet. */
+	if (r->set.router != ROUTER_OFF)
+		snprintf(mapped, sizeof(mapped), ", and router = \"%s\" opens it on the home router to the whole internet,",
+			 router_method_name(r->set.router));
 	return exposure_add(out, cfg, i, EXPOSURE_WARNING,
-			    "%s from %s (%s)%s with no allow list that keeps anyone out: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")",
+			    "%s from %s (%s)%s%s with no allow list that keeps anyone out: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")",
 			    what, rule_format_listen(r, addr, sizeof(addr)),
 			    where == EXPOSURE_ADDR_WILDCARD ? "every address of this host" : "a public address",
-			    facing);
+			    facing, mapped);
 }
 
 /* "running as nobody, uid 65534" (or "running as uid 1000" without a

@@ -303,6 +303,30 @@ START_TEST(test_allow_silences)
 }
 END_TEST
 
+/* A rule that asks the home router to map its port says so in its
+ * warning; an allow list silences it as any other. */
+START_TEST(test_router_mapping_warns)
+{
+	struct exposure_list l = { 0 };
+	struct config cfg;
+
+	load_config("rules: (\n"
+		    " { name = \"ssh\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; router = \"natpmp\"; },\n"
+		    " { name = \"kept\"; proto = \"tcp\"; listen = \"0.0.0.0:2223\"; target = \"192.168.0.2:22\"; router = \"auto\"; allow = [ \"203.0.113.7\" ]; },\n"
+		    " { name = \"plain\"; proto = \"tcp\"; listen = \"0.0.0.0:2224\"; target = \"192.168.0.2:22\"; }\n"
+		    ");\n",
+		    &cfg);
+	ck_assert_int_eq(items_of(&cfg, &l), 2);
+	ck_assert_str_eq(l.items[0].name, "ssh");
+	ck_assert_msg(strstr(l.items[0].message, "router = \"natpmp\" opens it on the home router to the whole internet"),
+		      "%s", l.items[0].message);
+	ck_assert_str_eq(l.items[1].name, "plain");
+	ck_assert_msg(!strstr(l.items[1].message, "router"), "%s", l.items[1].message);
+	exposure_list_free(&l);
+	config_free(&cfg);
+}
+END_TEST
+
 /* Scanners knock at the listen port: a hunted one warns whatever the
  * target's port, naming where it goes. */
 START_TEST(test_hunted_listen_port)
@@ -829,6 +853,7 @@ int main(void)
 	tcase_add_test(tc, test_public_target_note);
 	tcase_add_test(tc, test_allow_silences);
 	tcase_add_test(tc, test_hunted_listen_port);
+	tcase_add_test(tc, test_router_mapping_warns);
 	tcase_add_test(tc, test_interface_facing_the_internet);
 	tcase_add_test(tc, test_interface_names);
 	tcase_add_test(tc, test_kernel_release);
