@@ -35,6 +35,58 @@ static int ctl(struct hdaemon *d, const char *a, const char *b)
 	return rc;
 }
 
+/* Rule NAME of `status --json` (a reference into *DOC, which the caller frees). */
+static json_t *rule_of(json_t *doc, const char *name)
+{
+	json_t *rules = json_object_get(doc, "rules"), *r;
+	size_t i;
+
+	json_array_foreach(rules, i, r)
+		if (strcmp(json_string_value(json_object_get(r, "name")), name) == 0)
+			return r;
+	ck_abort_msg("no rule %s", name);
+	return NULL;
+}
+
+/*
+ * Where a freebind test runs its daemon: the test case's own namespace
+ * (h_ns, as root), whose ip_nonlocal_bind is set to 0 there, so that a rule
+ * without freebind cannot bind an address no interface has, whatever the
+ * host's sysctl says. Not root: the test's own namespace, and false if its
+ * ip_nonlocal_bind lets such a bind succeed (the caller skips).
+ */
+static bool freebind_ns(const char *test)
+{
+	char *out = NULL;
+	bool strict = true;
+	int rc;
+
+	h_daemon_netns = NULL;
+	if (h_ns.ok) {
+		rc = h_sh(&out, "ip netns exec %s sh -c 'echo 0 > /proc/sys/net/ipv4/ip_nonlocal_bind &&"
+			  " echo 0 > /proc/sys/net/ipv6/ip_nonlocal_bind'", h_ns.srv);
+		ck_assert_msg(rc == 0, "cannot set ip_nonlocal_bind in %s: %s", h_ns.srv, out);
+		free(out);
+		h_daemon_netns = h_ns.srv;
+		return true;
+	}
+	for (int v6 = 0; v6 < 2; v6++) {
+		FILE *fp = fopen(v6 ? "/proc/sys/net/ipv6/ip_nonlocal_bind" : "/proc/sys/net/ipv4/ip_nonlocal_bind", "r");
+		int v = 0;
+
+		if (fp) {
+			if (fscanf(fp, "%d", &v) != 1)
+				v = 0;
+			fclose(fp);
+		}
+		strict &= v == 0;
+	}
+	if (!strict)
+		fprintf(stderr, "%s: skipped: net.ipv4/ipv6.ip_nonlocal_bind is 1 here, so any rule binds an absent address (run as root: the test sets it in a namespace of its own)\n",
+			test);
+	return strict;
+}
+
 START_TEST(test_health)
 {
 	struct hdaemon d;
@@ -118,11 +170,14 @@ START_TEST(test_freebind)
 	char body[640], *out;
 	json_t *doc, *rules;
 
+	if (!freebind_ns("test_freebind"))
+		return;
 	snprintf(body, sizeof(body),
 		 "rules = ( { name = \"plain\"; proto = \"tcp+udp\"; listen = \"192.0.2.77:%u\"; target = \"127.0.0.1:9\"; },\n"
 		 "          { name = \"free\"; proto = \"tcp+udp\"; listen = \"192.0.2.77:%u\"; target = \"127.0.0.1:9\"; freebind = true; } );",
 		 p1, p2);
 	h_start(&d, body);
+	h_daemon_netns = NULL;
 	doc = h_status(&d);
 	rules = json_object_get(doc, "rules");
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rules, 0), "state")), "failed");
@@ -134,9 +189,71 @@ START_TEST(test_freebind)
 	ck_assert_int_eq(health(&d, false, &out), 1);
 	ck_assert_msg(strstr(out, "rule plain is failed"), "%s", out);
 	free(out);
+
 	h_stop(&d);
 }
 END_TEST
+
+/* IPv6: an address no interface has (2001:db8::/32, documentation) is
+ * refused without freebind and bound with it; given to the host, it
+ * forwards. */
+START_TEST(test_freebind_ipv6)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned p1 = h_free_port(SOCK_STREAM, true), p2 = h_free_port(SOCK_STREAM, true);
+	char body[800], *out;
+	json_t *doc;
+	int fd, rc;
+
+	if (!freebind_ns("test_freebind_ipv6"))
+		return;
+	if (h_daemon_netns)
+		h_netns_enter(h_daemon_netns);
+	h_backend_start(&b, H_ECHO, false);
+	if (h_daemon_netns)
+		h_netns_enter(NULL);
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"plain\"; proto = \"tcp+udp\"; listen = \"[2001:db8::77]:%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "          { name = \"free\"; proto = \"tcp+udp\"; listen = \"[2001:db8::77]:%u\"; target = \"127.0.0.1:%u\"; freebind = true; } );",
+		 p1, b.port, p2, b.port);
+	h_start(&d, body);
+	doc = h_status(&d);
+	ck_assert_str_eq(json_string_value(json_object_get(rule_of(doc, "plain"), "state")), "failed");
+	ck_assert_msg(strstr(json_string_value(json_object_get(json_object_get(rule_of(doc, "plain"), "udp"), "error")),
+			     "address not available"),
+		      "%s", json_string_value(json_object_get(json_object_get(rule_of(doc, "plain"), "udp"), "error")));
+	ck_assert_str_eq(json_string_value(json_object_get(rule_of(doc, "free"), "state")), "listening");
+	json_decref(doc);
+	if (h_daemon_netns) {
+		/* The address arrives (as VRRP brings it): traffic flows. */
+		rc = h_sh(&out, "ip -n %s addr add 2001:db8::77/128 dev lo nodad", h_daemon_netns);
+		ck_assert_msg(rc == 0, "%s", out);
+		free(out);
+		h_netns_enter(h_daemon_netns);
+		fd = h_connect("2001:db8::77", p2);
+		h_netns_enter(NULL);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(h_echo_exchange(fd, 4000, 7, 5), 0);
+		close(fd);
+		h_sh(&out, "ip -n %s addr del 2001:db8::77/128 dev lo", h_daemon_netns);
+		free(out);
+	}
+	h_daemon_netns = NULL;
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
+static void ha_netns_make(void)
+{
+	h_netns_make(&h_ns);
+}
+
+static void ha_netns_destroy(void)
+{
+	h_netns_destroy(&h_ns);
+}
 
 int main(void)
 {
@@ -144,8 +261,11 @@ int main(void)
 	TCase *tc = tcase_create("ha");
 
 	tcase_set_timeout(tc, 60);
+	/* The freebind tests run their daemon in a namespace of their own. */
+	tcase_add_unchecked_fixture(tc, ha_netns_make, ha_netns_destroy);
 	tcase_add_test(tc, test_health);
 	tcase_add_test(tc, test_freebind);
+	tcase_add_test(tc, test_freebind_ipv6);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
