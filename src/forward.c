@@ -69,10 +69,10 @@ static int forward_socket(const struct forward *fw, const struct sockaddr *sa, i
 	if (fw->cfg.interface[0] && iface_bind(fd, fw->cfg.interface) < 0)
 		goto fail;
 	/* freebind: an address this host does not have yet (a VRRP address
-	 * the standby takes over), bound now, live the moment it arrives. */
-	if (fw->cfg.freebind &&
-	    (sa->sa_family == AF_INET ? setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one))
-				      : setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one))) < 0)
+	 * the standby takes over), bound now, live the moment it arrives.
+	 * IP_FREEBIND on IPv6 sockets too: it covers both families on every
+	 * kernel, where IPV6_FREEBIND came only with Linux 4.15. */
+	if (fw->cfg.freebind && setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) < 0)
 		goto fail;
 	if (socktype == SOCK_DGRAM)
 		forward_grow_buffers(fd);
