@@ -591,8 +591,19 @@ static void forward_reopen_cb(struct listener *l, void *arg);
 
 int forward_update(struct forward *fw, const struct rule_config *cfg)
 {
-	bool rebind = strcmp(fw->cfg.interface, cfg->interface) != 0;
+	/*
+	 * Sockets bound the old way that the new settings would not bind:
+	 * another interface, or an address bound with freebind that the rule
+	 * may no longer bind without (a restart would fail on it). freebind
+	 * turned on keeps the sockets bound (they need it no more), and the
+	 * ports that failed are bound at once with it (bind_now).
+	 */
+	const char *why = strcmp(fw->cfg.interface, cfg->interface) != 0 ? "its interface changed"
+			  : fw->cfg.freebind && !cfg->freebind	    ? "freebind was turned off"
+								    : NULL;
+	bool rebind = why != NULL;
 	bool reopen = rebind || fw->disabled;
+	bool bind_now = !fw->cfg.freebind && cfg->freebind;
 	bool ranged = rule_port_first(&fw->cfg) != rule_port_first(cfg) ||
 		      rule_port_last(&fw->cfg) != rule_port_last(cfg);
 	struct rulework_snap *snap = NULL;
@@ -633,10 +644,11 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	}
 	/* Sockets bound the old way close before the new settings are in
 	 * force, and a disabled rule opens only with them: nothing is accepted
-	 * through another interface than the one the file now names. */
+	 * through another interface than the one the file now names, nor on an
+	 * address bound by a freebind the file no longer gives. */
 	if (rebind && !fw->disabled) {
-		log_info("rule %s: its interface changed: binding its sockets again", cfg->name);
-		forward_close(fw, forward_close_cb, "its interface changed");
+		log_info("rule %s: %s: binding its sockets again", cfg->name, why);
+		forward_close(fw, forward_close_cb, (void *)why);
 	}
 	if (ranged)
 		forward_set_range(fw, cfg);
@@ -657,7 +669,7 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 		fw->disabled = false;
 		fw->ifindex = 0;
 		forward_start(fw);
-	} else if (ranged) {
+	} else if (ranged || bind_now) {
 		forward_sum_proto(fw, 0);
 		forward_sum_proto(fw, 1);
 		forward_start(fw);

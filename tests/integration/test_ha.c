@@ -35,6 +35,14 @@ static int ctl(struct hdaemon *d, const char *a, const char *b)
 	return rc;
 }
 
+/* portfwdctl ARGS... on D: the exit status, the output in *OUT. */
+static int ctl_out(struct hdaemon *d, char **out, const char *a, const char *b)
+{
+	char *argv[] = { (char *)PORTFWDCTL, "-s", d->sock, (char *)a, (char *)b, NULL };
+
+	return h_run(argv, out);
+}
+
 /* Rule NAME of `status --json` (a reference into *DOC, which the caller frees). */
 static json_t *rule_of(json_t *doc, const char *name)
 {
@@ -46,6 +54,15 @@ static json_t *rule_of(json_t *doc, const char *name)
 			return r;
 	ck_abort_msg("no rule %s", name);
 	return NULL;
+}
+
+/* Rule NAME's state now. */
+static void assert_state(struct hdaemon *d, const char *name, const char *state)
+{
+	json_t *doc = h_status(d);
+
+	ck_assert_str_eq(json_string_value(json_object_get(rule_of(doc, name), "state")), state);
+	json_decref(doc);
 }
 
 /*
@@ -194,6 +211,106 @@ START_TEST(test_freebind)
 }
 END_TEST
 
+/*
+ * freebind turned off by a reload while the address is absent: the rule
+ * fails at once, as it would after a restart, with the reason, and the
+ * reload says so; turned on again, it listens at once.
+ */
+START_TEST(test_freebind_reload_off)
+{
+	struct hdaemon d;
+	unsigned p = h_free_port(SOCK_STREAM, false);
+	char body[640], *out;
+	json_t *doc;
+	int rc;
+
+	if (!freebind_ns("test_freebind_reload_off"))
+		return;
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"free\"; proto = \"tcp+udp\"; listen = \"192.0.2.77:%u\"; target = \"127.0.0.1:9\"; freebind = true; } );", p);
+	h_start(&d, body);
+	h_daemon_netns = NULL;
+	assert_state(&d, "free", "listening");
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"free\"; proto = \"tcp+udp\"; listen = \"192.0.2.77:%u\"; target = \"127.0.0.1:9\"; } );", p);
+	h_write_conf(&d, body);
+	rc = ctl_out(&d, &out, "reload", NULL);
+	ck_assert_msg(rc == 1 && strstr(out, "rule free: cannot listen on tcp: address not available") &&
+			      strstr(out, "rule free: cannot listen on udp: address not available"),
+		      "exit %d: %s", rc, out);
+	free(out);
+	doc = h_status(&d);
+	ck_assert_str_eq(json_string_value(json_object_get(rule_of(doc, "free"), "state")), "failed");
+	ck_assert_msg(strstr(json_string_value(json_object_get(json_object_get(rule_of(doc, "free"), "tcp"), "error")),
+			     "address not available: no local interface has the address of 192.0.2.77"),
+		      "%s", json_string_value(json_object_get(json_object_get(rule_of(doc, "free"), "tcp"), "error")));
+	json_decref(doc);
+	rc = health(&d, false, &out);
+	ck_assert_msg(rc == 1 && strstr(out, "unhealthy: rule free is failed: tcp: address not available"),
+		      "freebind = false in force, address absent, yet: exit %d: %s", rc, out);
+	free(out);
+	ck_assert(h_log_contains(&d, "rule free: freebind was turned off: binding its sockets again"));
+
+	/* And on again: bound at once, no retry to wait for. */
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"free\"; proto = \"tcp+udp\"; listen = \"192.0.2.77:%u\"; target = \"127.0.0.1:9\"; freebind = true; } );", p);
+	h_write_conf(&d, body);
+	rc = ctl_out(&d, &out, "reload", NULL);
+	ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+	free(out);
+	assert_state(&d, "free", "listening");
+	h_stop(&d);
+}
+END_TEST
+
+/*
+ * freebind turned on by a reload for a rule that failed for want of the
+ * address: the reload binds it at once and succeeds. A listening rule that
+ * turns it on keeps its sockets (a bound socket needs it no more).
+ */
+START_TEST(test_freebind_reload_on)
+{
+	struct hdaemon d;
+	unsigned p = h_free_port(SOCK_STREAM, false), q = h_free_port(SOCK_STREAM, false);
+	char body[800], *out;
+	unsigned long before[4], after[4];
+	int rc, n;
+
+	if (!freebind_ns("test_freebind_reload_on"))
+		return;
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"free\"; proto = \"tcp\"; listen = \"192.0.2.77:%u\"; target = \"127.0.0.1:9\"; },\n"
+		 "          { name = \"lo\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+		 p, q);
+	h_start(&d, body);
+	assert_state(&d, "free", "failed");
+	assert_state(&d, "lo", "listening");
+	if (h_daemon_netns)
+		h_netns_enter(h_daemon_netns);
+	n = h_socket_inodes(q, false, before, 4);
+	ck_assert_int_gt(n, 0);
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"free\"; proto = \"tcp\"; listen = \"192.0.2.77:%u\"; target = \"127.0.0.1:9\"; freebind = true; },\n"
+		 "          { name = \"lo\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; freebind = true; } );",
+		 p, q);
+	h_write_conf(&d, body);
+	rc = ctl_out(&d, &out, "reload", NULL);
+	ck_assert_msg(rc == 0 && !strstr(out, "cannot listen"), "exit %d: %s", rc, out);
+	free(out);
+	ck_assert_int_eq(h_socket_inodes(q, false, after, 4), n);
+	ck_assert_msg(memcmp(before, after, (size_t)n * sizeof(*after)) == 0, "rule lo was bound again");
+	if (h_daemon_netns)
+		h_netns_enter(NULL);
+	h_daemon_netns = NULL;
+	assert_state(&d, "free", "listening");
+	assert_state(&d, "lo", "listening");
+	rc = health(&d, false, &out);
+	ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+	free(out);
+	h_stop(&d);
+}
+END_TEST
+
 /* IPv6: an address no interface has (2001:db8::/32, documentation) is
  * refused without freebind and bound with it; given to the host, it
  * forwards. */
@@ -265,6 +382,8 @@ int main(void)
 	tcase_add_unchecked_fixture(tc, ha_netns_make, ha_netns_destroy);
 	tcase_add_test(tc, test_health);
 	tcase_add_test(tc, test_freebind);
+	tcase_add_test(tc, test_freebind_reload_off);
+	tcase_add_test(tc, test_freebind_reload_on);
 	tcase_add_test(tc, test_freebind_ipv6);
 	suite_add_tcase(s, tc);
 	return check_run(s);
