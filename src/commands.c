@@ -110,6 +110,7 @@ static json_t *commands_rule_json(const struct forward *fw)
 		json_object_set_new(doc, "target_port", rule_port_json((const struct sockaddr *)&r->target, r->target_service));
 		rule_range_json(r, doc);
 		json_object_set_new(doc, "interface", r->interface[0] ? json_string(r->interface) : json_null());
+		json_object_set_new(doc, "freebind", json_boolean(r->freebind));
 		json_object_set_new(doc, "udp_unreplied_timeout", json_real(r->set.udp_unreplied_timeout));
 		json_object_set_new(doc, "per_source", commands_per_source_json(&r->set.per_source));
 		json_object_set_new(doc, "proxy_protocol", json_string(proxyproto_name((int)r->set.proxy_protocol)));
@@ -157,6 +158,8 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 				    forward_state_name(d->rules[i]), r->line);
 		if (r->interface[0])
 			evbuffer_add_printf(out, "  interface %s\n", r->interface);
+		if (r->freebind)
+			evbuffer_add_printf(out, "  freebind true\n");
 		if (r->source_len || r->set.proxy_protocol != PROXYPROTO_NONE) {
 			char src[RULE_ADDR_STRLEN] = "(any)";
 

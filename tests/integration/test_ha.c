@@ -179,12 +179,12 @@ START_TEST(test_health)
 END_TEST
 
 /* An address no interface has (TEST-NET-1): refused without freebind,
- * bound with it. */
+ * bound with it; rules and status say which rule has it. */
 START_TEST(test_freebind)
 {
 	struct hdaemon d;
 	unsigned p1 = h_free_port(SOCK_STREAM, false), p2 = h_free_port(SOCK_STREAM, false);
-	char body[640], *out;
+	char body[640], *out, *plain, *free_;
 	json_t *doc, *rules;
 
 	if (!freebind_ns("test_freebind"))
@@ -202,11 +202,30 @@ START_TEST(test_freebind)
 			     "address not available"),
 		      "%s", json_string_value(json_object_get(json_object_get(json_array_get(rules, 0), "tcp"), "error")));
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rules, 1), "state")), "listening");
+	ck_assert(json_is_false(json_object_get(json_array_get(rules, 0), "freebind")));
+	ck_assert(json_is_true(json_object_get(json_array_get(rules, 1), "freebind")));
 	json_decref(doc);
 	ck_assert_int_eq(health(&d, false, &out), 1);
 	ck_assert_msg(strstr(out, "rule plain is failed"), "%s", out);
 	free(out);
 
+	/* rules: a line under the rule that has it, a key in every rule's JSON. */
+	ck_assert_int_eq(ctl_out(&d, &out, "rules", NULL), 0);
+	plain = strstr(out, "\nplain  tcp+udp  ");
+	free_ = strstr(out, "\nfree  tcp+udp  ");
+	ck_assert_msg(plain && free_ && plain < free_, "%s", out);
+	ck_assert_msg(strstr(free_, ")\n  freebind true\n"), "%s", out);
+	*free_ = '\0';
+	ck_assert_msg(!strstr(plain, "freebind"), "%s", plain);
+	free(out);
+	ck_assert_int_eq(ctl_out(&d, &out, "rules", "--json"), 0);
+	doc = json_loads(out, 0, NULL);
+	ck_assert_msg(doc, "%s", out);
+	free(out);
+	rules = json_object_get(doc, "rules");
+	ck_assert(json_is_false(json_object_get(json_array_get(rules, 0), "freebind")));
+	ck_assert(json_is_true(json_object_get(json_array_get(rules, 1), "freebind")));
+	json_decref(doc);
 	h_stop(&d);
 }
 END_TEST
