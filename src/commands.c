@@ -731,17 +731,21 @@ static int commands_sources(struct daemon *d, char **argv, bool json, struct evb
 }
 
 /*
- * health: healthy when every enabled rule is listening with a target to
- * go to (one up, where health_check runs). The first reason otherwise
- * goes in ERR, and the reply is an error (portfwdctl exits 1): what
- * keepalived's vrrp_script and a monitor want. A disabled rule is the
- * operator's choice, not a fault.
+ * health: healthy when at least one rule is enabled and every enabled rule
+ * is listening with a target to go to (one up, where health_check runs).
+ * The first reason otherwise goes in ERR, and the reply is an error
+ * (portfwdctl exits 1): what keepalived's vrrp_script and a monitor want.
+ * A host with no rule enabled (all disabled, as `portfwdctl free` does, or
+ * none configured) forwards nothing and must not keep the shared address.
+ * A disabled rule is the operator's choice, not a fault, as long as
+ * another one serves.
  */
 static int commands_health(struct daemon *d, bool json, struct evbuffer *out, char *err,
 			   size_t errlen)
 {
 	char reason[1024] = "";
 	size_t enabled = 0, good = 0;
+	bool healthy;
 
 	for (size_t i = 0; i < d->nrules; i++) {
 		struct forward *fw = d->rules[i];
@@ -766,17 +770,23 @@ static int commands_health(struct daemon *d, bool json, struct evbuffer *out, ch
 		}
 		good++;
 	}
+	healthy = enabled > 0 && good == enabled;
+	if (!enabled && !d->nrules)
+		snprintf(reason, sizeof(reason), "no rule is enabled (the configuration has none)");
+	else if (!enabled)
+		snprintf(reason, sizeof(reason), "no rule is enabled (%zu rule%s disabled)", d->nrules,
+			 d->nrules == 1 ? "" : "s");
 	if (json) {
-		if (commands_json_out(json_pack("{s:b, s:i, s:i, s:s?}", "healthy", good == enabled,
+		if (commands_json_out(json_pack("{s:b, s:i, s:i, s:s?}", "healthy", healthy,
 						"enabled_rules", (int)enabled, "healthy_rules", (int)good,
-						"reason", reason[0] ? reason : NULL),
+						"reason", healthy ? NULL : reason),
 				      out, err, errlen) < 0)
 			return -1;
-	} else if (good == enabled) {
+	} else if (healthy) {
 		evbuffer_add_printf(out, "healthy: %zu of %zu enabled rule%s listening\n", good, enabled,
 				    enabled == 1 ? "" : "s");
 	}
-	if (good == enabled)
+	if (healthy)
 		return 0;
 	snprintf(err, errlen, "unhealthy: %s%s", reason,
 		 enabled - good > 1 ? " (and more rules)" : "");

@@ -381,6 +381,42 @@ START_TEST(test_freebind_ipv6)
 }
 END_TEST
 
+/* No rule enabled (all disabled, as `portfwdctl free PORT` does, or none
+ * in the file): nothing is forwarded, so unhealthy, and why. */
+START_TEST(test_health_no_rule_enabled)
+{
+	struct hdaemon d;
+	unsigned p = h_free_port(SOCK_STREAM, false);
+	char body[640], *out;
+	int rc;
+
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );", p);
+	h_start(&d, body);
+	ck_assert_int_eq(ctl(&d, "disable", "a"), 0);
+	rc = health(&d, false, &out);
+	ck_assert_msg(rc == 1 && strcmp(out, "portfwdctl: unhealthy: no rule is enabled (1 rule disabled)\n") == 0,
+		      "no rule serving, yet: exit %d: %s", rc, out);
+	free(out);
+	rc = health(&d, true, &out);
+	ck_assert_msg(rc == 1 && strstr(out, "\"healthy\": false") && strstr(out, "\"enabled_rules\": 0") &&
+			      strstr(out, "\"healthy_rules\": 0") &&
+			      strstr(out, "\"reason\": \"no rule is enabled (1 rule disabled)\""),
+		      "exit %d: %s", rc, out);
+	free(out);
+	ck_assert_int_eq(ctl(&d, "enable", "a"), 0);
+	ck_assert_int_eq(health(&d, false, &out), 0);
+	free(out);
+	h_write_conf(&d, "rules = ( );");
+	ck_assert_int_eq(ctl(&d, "reload", NULL), 0);
+	rc = health(&d, false, &out);
+	ck_assert_msg(rc == 1 && strcmp(out, "portfwdctl: unhealthy: no rule is enabled (the configuration has none)\n") == 0,
+		      "exit %d: %s", rc, out);
+	free(out);
+	h_stop(&d);
+}
+END_TEST
+
 static void ha_netns_make(void)
 {
 	h_netns_make(&h_ns);
@@ -404,6 +440,7 @@ int main(void)
 	tcase_add_test(tc, test_freebind_reload_off);
 	tcase_add_test(tc, test_freebind_reload_on);
 	tcase_add_test(tc, test_freebind_ipv6);
+	tcase_add_test(tc, test_health_no_rule_enabled);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
