@@ -246,13 +246,17 @@ static int forward_start_port(struct forward *fw, struct forward_port *port, int
  * FW's state of protocol K (0 TCP, 1 UDP) from its ports': failed while any
  * active port fails, its error the port's (a single port) or the failed
  * ports, the first FORWARD_PORTS_SHOWN with why ("27020/tcp: address
- * already in use: ...; 27021/tcp: ...; and 3 more of 16").
+ * already in use: ...; 27021/tcp: ...; and 3 more of 16 ports"). A port's
+ * why is shown whole or not at all, and the count of the rest always fits:
+ * the error is never cut in the middle of a word.
  */
 static void forward_sum_proto(struct forward *fw, int k)
 {
+	/* Kept for "; and N more of M ports". */
+	enum { MORE_ROOM = 40 };
 	struct forward_proto *sum = k == 0 ? &fw->tcp : &fw->udp;
 	const char *name = k == 0 ? "tcp" : "udp";
-	size_t failed = 0, active = 0, used = 0;
+	size_t failed = 0, shown = 0, active = 0, used = 0;
 	bool listening = true;
 
 	sum->error[0] = '\0';
@@ -269,17 +273,23 @@ static void forward_sum_proto(struct forward *fw, int k)
 		if (!rule_is_range(&fw->cfg)) {
 			snprintf(sum->error, sizeof(sum->error), "%s", p->why ? p->why : "");
 			sum->err = p->err;
-		} else if (failed < FORWARD_PORTS_SHOWN && used < sizeof(sum->error)) {
-			used += (size_t)snprintf(sum->error + used, sizeof(sum->error) - used, "%s%u/%s: %s",
-						 failed ? "; " : "", fw->ports[i].port, name,
-						 p->why ? p->why : "");
+		} else if (shown == failed && shown < FORWARD_PORTS_SHOWN) {
+			int w = snprintf(sum->error + used, sizeof(sum->error) - used, "%s%u/%s: %s",
+					 shown ? "; " : "", fw->ports[i].port, name, p->why ? p->why : "");
+
+			if (w >= 0 && used + (size_t)w < sizeof(sum->error) - MORE_ROOM) {
+				used += (size_t)w;
+				shown++;
+			} else {
+				sum->error[used] = '\0'; /* counted with the rest */
+			}
 			sum->err = sum->err ? sum->err : p->err;
 		}
 		failed++;
 	}
-	if (failed > FORWARD_PORTS_SHOWN && used < sizeof(sum->error))
-		snprintf(sum->error + used, sizeof(sum->error) - used, "; and %zu more of %zu ports",
-			 failed - FORWARD_PORTS_SHOWN, active);
+	if (rule_is_range(&fw->cfg) && failed > shown)
+		snprintf(sum->error + used, sizeof(sum->error) - used, "%sand %zu more of %zu ports",
+			 shown ? "; " : "", failed - shown, active);
 	if (failed)
 		sum->state = FORWARD_FAILED;
 	else if (listening && active)

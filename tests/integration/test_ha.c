@@ -417,6 +417,83 @@ START_TEST(test_health_no_rule_enabled)
 }
 END_TEST
 
+/*
+ * Holds N consecutive TCP ports on 127.0.0.1 (listening sockets in FDS),
+ * below the ephemeral range. Returns the first.
+ */
+static unsigned hold_ports(unsigned n, int *fds)
+{
+	unsigned base = 20000 + (unsigned)(getpid() % 400) * 25;
+
+	for (int tries = 0; tries < 400; tries++, base += n + 1) {
+		unsigned i;
+
+		if (base + n >= 32000)
+			base = 10000;
+		for (i = 0; i < n; i++) {
+			struct sockaddr_storage ss;
+			socklen_t len = h_sockaddr("127.0.0.1", base + i, &ss);
+
+			fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			ck_assert_int_ge(fds[i], 0);
+			if (bind(fds[i], (struct sockaddr *)&ss, len) < 0 || listen(fds[i], 1) < 0) {
+				close(fds[i]);
+				break;
+			}
+		}
+		if (i == n)
+			return base;
+		while (i > 0)
+			close(fds[--i]);
+	}
+	ck_abort_msg("no %u consecutive free ports", n);
+	return 0;
+}
+
+/*
+ * A range rule whose ports another program holds, and a second failed
+ * rule: the reason is one line, whole (the range's error to its last word,
+ * then the other rules counted), text and JSON alike.
+ */
+START_TEST(test_health_long_reason)
+{
+	struct hdaemon d;
+	int fds[17];
+	unsigned base = hold_ports(17, fds);
+	char body[800], want[128], *out, *json;
+	json_t *doc;
+	json_error_t jerr;
+	const char *reason;
+	int rc;
+
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"range\"; proto = \"tcp\"; listen = \"127.0.0.1:%u-%u\"; target = \"127.0.0.1:9\"; },\n"
+		 "          { name = \"one\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+		 base, base + 15, base + 16);
+	h_start(&d, body);
+	rc = health(&d, false, &out);
+	snprintf(want, sizeof(want), "%u/tcp: address already in use: ", base);
+	ck_assert_msg(rc == 1 && strncmp(out, "portfwdctl: unhealthy: rule range is failed: tcp: ", 50) == 0 &&
+			      strstr(out, want) && strchr(out, '\n') == out + strlen(out) - 1 &&
+			      strstr(out, "; and 12 more of 16 ports (and 1 more rule)\n"),
+		      "exit %d: %s", rc, out);
+	rc = health(&d, true, &json);
+	/* The JSON on stdout; the error line on stderr, before it. */
+	doc = strchr(json, '{') ? json_loads(strchr(json, '{'), JSON_DISABLE_EOF_CHECK, &jerr) : NULL;
+	ck_assert_msg(rc == 1 && doc, "exit %d: %s", rc, json);
+	reason = json_string_value(json_object_get(doc, "reason"));
+	ck_assert_msg(reason && strncmp(out + strlen("portfwdctl: unhealthy: "), reason, strlen(reason)) == 0 &&
+			      strlen(out) == strlen("portfwdctl: unhealthy: ") + strlen(reason) + 1,
+		      "text: %s\njson: %s", out, json);
+	json_decref(doc);
+	free(json);
+	free(out);
+	h_stop(&d);
+	for (int i = 0; i < 17; i++)
+		close(fds[i]);
+}
+END_TEST
+
 static void ha_netns_make(void)
 {
 	h_netns_make(&h_ns);
@@ -441,6 +518,7 @@ int main(void)
 	tcase_add_test(tc, test_freebind_reload_on);
 	tcase_add_test(tc, test_freebind_ipv6);
 	tcase_add_test(tc, test_health_no_rule_enabled);
+	tcase_add_test(tc, test_health_long_reason);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
