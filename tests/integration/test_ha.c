@@ -8,10 +8,13 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "check_run.h"
@@ -494,6 +497,73 @@ START_TEST(test_health_long_reason)
 }
 END_TEST
 
+/* A thread that accepts one connection on its listening socket and closes it. */
+static void *accept_close(void *arg)
+{
+	int fd = accept(*(int *)arg, NULL, NULL);
+
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+/*
+ * health exits 3 whenever no daemon answered: a socket that takes the
+ * connection and closes it, one that never replies (10 s), and a caller
+ * the socket's permissions refuse.
+ */
+START_TEST(test_health_no_answer)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct hdaemon d;
+	pthread_t t;
+	char dir[] = "/tmp/portfwd-test.XXXXXX", *out;
+	int fd, rc;
+	double t0;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/fake.sock", dir);
+	snprintf(d.sock, sizeof(d.sock), "%s", sun.sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	ck_assert_int_eq(listen(fd, 4), 0);
+	/* Taken and closed without a reply. */
+	ck_assert_int_eq(pthread_create(&t, NULL, accept_close, &fd), 0);
+	rc = health(&d, false, &out);
+	pthread_join(t, NULL);
+	ck_assert_msg(rc == 3 && strstr(out, "connection closed before the reply ended"), "exit %d: %s", rc, out);
+	free(out);
+	/* Taken (by the kernel) and never answered. */
+	t0 = h_now();
+	rc = health(&d, true, &out);
+	ck_assert_msg(rc == 3 && strstr(out, "no reply within the time limit") && h_now() - t0 < 15,
+		      "exit %d after %.1fs: %s", rc, h_now() - t0, out);
+	free(out);
+	close(fd);
+	unlink(sun.sun_path);
+	rmdir(dir);
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_health_no_answer: the permission case is skipped (needs root)\n");
+		return;
+	}
+	{
+		char body[320];
+		char *argv[] = { (char *)PORTFWDCTL, "-s", d.sock, "health", NULL };
+
+		snprintf(body, sizeof(body),
+			 "rules = ( { name = \"a\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+			 h_free_port(SOCK_STREAM, false));
+		h_start(&d, body);
+		chmod(d.dir, 0755);
+		rc = h_run_as(argv, 65534, 65534, &out);
+		ck_assert_msg(rc == 3 && strstr(out, "permission denied"), "exit %d: %s", rc, out);
+		free(out);
+		h_stop(&d);
+	}
+}
+END_TEST
+
 static void ha_netns_make(void)
 {
 	h_netns_make(&h_ns);
@@ -519,6 +589,7 @@ int main(void)
 	tcase_add_test(tc, test_freebind_ipv6);
 	tcase_add_test(tc, test_health_no_rule_enabled);
 	tcase_add_test(tc, test_health_long_reason);
+	tcase_add_test(tc, test_health_no_answer);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
