@@ -111,6 +111,7 @@ static json_t *commands_rule_json(const struct daemon *d, const struct forward *
 		json_object_set_new(doc, "target_port", rule_port_json((const struct sockaddr *)&r->target, r->target_service));
 		rule_range_json(r, doc);
 		json_object_set_new(doc, "interface", r->interface[0] ? json_string(r->interface) : json_null());
+		json_object_set_new(doc, "freebind", json_boolean(r->freebind));
 		json_object_set_new(doc, "udp_unreplied_timeout", json_real(r->set.udp_unreplied_timeout));
 		json_object_set_new(doc, "per_source", commands_per_source_json(&r->set.per_source));
 		json_object_set_new(doc, "proxy_protocol", json_string(proxyproto_name((int)r->set.proxy_protocol)));
@@ -159,6 +160,8 @@ static int commands_rules(struct daemon *d, int argc, char **argv, bool json,
 				    forward_state_name(d->rules[i]), r->line);
 		if (r->interface[0])
 			evbuffer_add_printf(out, "  interface %s\n", r->interface);
+		if (r->freebind)
+			evbuffer_add_printf(out, "  freebind true\n");
 		if (r->source_len || r->set.proxy_protocol != PROXYPROTO_NONE) {
 			char src[RULE_ADDR_STRLEN] = "(any)";
 
@@ -737,55 +740,107 @@ static int commands_sources(struct daemon *d, char **argv, bool json, struct evb
 }
 
 /*
- * health: healthy when every enabled rule is listening with a target to
- * go to (one up, where health_check runs). The first reason otherwise
- * goes in ERR, and the reply is an error (portfwdctl exits 1): what
- * keepalived's vrrp_script and a monitor want. A disabled rule is the
- * operator's choice, not a fault.
+ * TEXT then TAIL into BUF (LEN bytes). Where both do not fit, TEXT ends at
+ * the end of a word, with " ...", and TAIL is kept whole: the line a person
+ * or keepalived's log reads never has a word cut in two.
+ */
+static void commands_fit(char *buf, size_t len, const char *text, const char *tail)
+{
+	static const char cut[] = " ...";
+	size_t n = strlen(text), tl = strlen(tail), c = 0;
+
+	if (n + tl >= len) {
+		if (len < tl + sizeof(cut)) {
+			snprintf(buf, len, "%s", ""); /* no room to say anything whole */
+			return;
+		}
+		/* TEXT's first N bytes, CUT, TAIL and the NUL fill LEN; back to
+		 * where a space follows. */
+		n = len - tl - sizeof(cut);
+		while (n > 0 && text[n] != ' ')
+			n--;
+		c = sizeof(cut) - 1;
+	}
+	memcpy(buf, text, n);
+	memcpy(buf + n, cut, c);
+	memcpy(buf + n + c, tail, tl);
+	buf[n + c + tl] = '\0';
+}
+
+/*
+ * health: healthy when at least one rule is enabled and every enabled rule
+ * is listening with a target to go to (one up, where health_check runs).
+ * Otherwise the reply is an error (portfwdctl exits 1) whose message is
+ * "unhealthy: " and the reason: the first rule at fault, and how many more
+ * there are, or that no rule is enabled. That is what keepalived's
+ * vrrp_script and a monitor want: a host with no rule enabled (all
+ * disabled, as `portfwdctl free` does, or none configured) forwards
+ * nothing and must not keep the shared address. A disabled rule is the
+ * operator's choice, not a fault, as long as another one serves. With
+ * --json the body says the same, its reason the same words.
  */
 static int commands_health(struct daemon *d, bool json, struct evbuffer *out, char *err,
 			   size_t errlen)
 {
-	char reason[1024] = "";
+	static const char prefix[] = "unhealthy: ";
+	char first[COMMANDS_ERROR_MAX] = "", more[64] = "", reason[COMMANDS_ERROR_MAX] = "";
 	size_t enabled = 0, good = 0;
+	bool healthy;
 
 	for (size_t i = 0; i < d->nrules; i++) {
 		struct forward *fw = d->rules[i];
 		const char *state = forward_state_name(fw);
+		const struct forward_proto *bad = fw->tcp.state == FORWARD_FAILED   ? &fw->tcp
+						  : fw->udp.state == FORWARD_FAILED ? &fw->udp
+										    : NULL;
 
 		if (fw->disabled)
 			continue;
 		enabled++;
 		if (strcmp(state, "listening") != 0) {
-			if (!reason[0])
-				snprintf(reason, sizeof(reason), "rule %s is %s%s%.600s", fw->cfg.name, state,
-					 fw->tcp.state == FORWARD_FAILED ? ": tcp: " : fw->udp.state == FORWARD_FAILED ? ": udp: " : "",
-					 fw->tcp.state == FORWARD_FAILED ? fw->tcp.error
-					 : fw->udp.state == FORWARD_FAILED ? fw->udp.error : "");
+			/* The rule's error is whole (forward_sum_proto) and fits. */
+			if (!first[0])
+				snprintf(first, sizeof(first), "rule %s is %s%s%s", fw->cfg.name, state,
+					 !bad ? "" : bad == &fw->tcp ? ": tcp: " : ": udp: ",
+					 bad ? bad->error : "");
 			continue;
 		}
 		if (fw->cfg.health.enabled && fw->targets && !targets_any_up(fw->targets)) {
-			if (!reason[0])
-				snprintf(reason, sizeof(reason), "rule %s: none of its %zu targets is up (health checks)",
+			if (!first[0])
+				snprintf(first, sizeof(first), "rule %s: none of its %zu targets is up (health checks)",
 					 fw->cfg.name, rule_ntargets(&fw->cfg));
 			continue;
 		}
 		good++;
 	}
+	healthy = enabled > 0 && good == enabled;
+	if (!enabled && !d->nrules)
+		snprintf(first, sizeof(first), "no rule is enabled (the configuration has none)");
+	else if (!enabled)
+		snprintf(first, sizeof(first), "no rule is enabled (%zu rule%s disabled)", d->nrules,
+			 d->nrules == 1 ? "" : "s");
+	else if (enabled - good > 1)
+		snprintf(more, sizeof(more), " (and %zu more rule%s)", enabled - good - 1,
+			 enabled - good == 2 ? "" : "s");
+	if (!healthy) {
+		/* As much as ERR has room for after the prefix. */
+		size_t room = errlen > sizeof(prefix) ? errlen - (sizeof(prefix) - 1) : 1;
+
+		commands_fit(reason, room < sizeof(reason) ? room : sizeof(reason), first, more);
+	}
 	if (json) {
-		if (commands_json_out(json_pack("{s:b, s:i, s:i, s:s?}", "healthy", good == enabled,
+		if (commands_json_out(json_pack("{s:b, s:i, s:i, s:s?}", "healthy", healthy,
 						"enabled_rules", (int)enabled, "healthy_rules", (int)good,
-						"reason", reason[0] ? reason : NULL),
+						"reason", healthy ? NULL : reason),
 				      out, err, errlen) < 0)
 			return -1;
-	} else if (good == enabled) {
+	} else if (healthy) {
 		evbuffer_add_printf(out, "healthy: %zu of %zu enabled rule%s listening\n", good, enabled,
 				    enabled == 1 ? "" : "s");
 	}
-	if (good == enabled)
+	if (healthy)
 		return 0;
-	snprintf(err, errlen, "unhealthy: %s%s", reason,
-		 enabled - good > 1 ? " (and more rules)" : "");
+	snprintf(err, errlen, "%s%s", prefix, reason);
 	return -1;
 }
 

@@ -276,7 +276,7 @@ static void control_run(struct control_client *c, struct control_request *r, con
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct evbuffer *body = evbuffer_new();
-	char err[256] = "";
+	char err[COMMANDS_ERROR_MAX] = "";
 
 	if (!body) {
 		control_reply(out, NULL, "out of memory");

@@ -53,7 +53,7 @@ const struct ctl_cmd ctl_cmds[CTL_CMD_COUNT] = {
 	  "free PORT: disable the portfwd rule on it, or with --kill stop the process holding it",
 	  1, 4, false, false, false, true },
 	{ CTL_CMD_HEALTH, "health", "",
-	  "exit 0 if every enabled rule is listening (and has a target up, where health_check runs), else 1 with the reason: for keepalived's vrrp_script and monitoring",
+	  "exit 0 if a rule is enabled and every enabled rule is listening (and has a target up, where health_check runs), else 1 with the reason, 3 if no daemon answered: for keepalived's vrrp_script and monitoring",
 	  0, 0, false, false, false, false },
 };
 

@@ -353,10 +353,12 @@ static void daemon_plan(struct daemon *d, const struct config *nc, struct forwar
 }
 
 /* True if FW, running, holds the sockets that RC needs: a reload that
- * gives it RC binds nothing (another interface binds again). */
+ * gives it RC binds nothing (another interface, or freebind turned off,
+ * binds again: forward_update). */
 static bool daemon_holds(const struct forward *fw, const struct rule_config *rc)
 {
 	if (!fw || strcmp(fw->cfg.interface, rc->interface) != 0 ||
+	    (fw->cfg.freebind && !rc->freebind) ||
 	    rule_port_first(&fw->cfg) != rule_port_first(rc) ||
 	    rule_port_last(&fw->cfg) != rule_port_last(rc))
 		return false;

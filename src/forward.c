@@ -69,10 +69,10 @@ static int forward_socket(const struct forward *fw, const struct sockaddr *sa, i
 	if (fw->cfg.interface[0] && iface_bind(fd, fw->cfg.interface) < 0)
 		goto fail;
 	/* freebind: an address this host does not have yet (a VRRP address
-	 * the standby takes over), bound now, live the moment it arrives. */
-	if (fw->cfg.freebind &&
-	    (sa->sa_family == AF_INET ? setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one))
-				      : setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one))) < 0)
+	 * the standby takes over), bound now, live the moment it arrives.
+	 * IP_FREEBIND on IPv6 sockets too: it covers both families on every
+	 * kernel, where IPV6_FREEBIND came only with Linux 4.15. */
+	if (fw->cfg.freebind && setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) < 0)
 		goto fail;
 	if (socktype == SOCK_DGRAM)
 		forward_grow_buffers(fd);
@@ -246,13 +246,17 @@ static int forward_start_port(struct forward *fw, struct forward_port *port, int
  * FW's state of protocol K (0 TCP, 1 UDP) from its ports': failed while any
  * active port fails, its error the port's (a single port) or the failed
  * ports, the first FORWARD_PORTS_SHOWN with why ("27020/tcp: address
- * already in use: ...; 27021/tcp: ...; and 3 more of 16").
+ * already in use: ...; 27021/tcp: ...; and 3 more of 16 ports"). A port's
+ * why is shown whole or not at all, and the count of the rest always fits:
+ * the error is never cut in the middle of a word.
  */
 static void forward_sum_proto(struct forward *fw, int k)
 {
+	/* Kept for "; and N more of M ports". */
+	enum { MORE_ROOM = 40 };
 	struct forward_proto *sum = k == 0 ? &fw->tcp : &fw->udp;
 	const char *name = k == 0 ? "tcp" : "udp";
-	size_t failed = 0, active = 0, used = 0;
+	size_t failed = 0, shown = 0, active = 0, used = 0;
 	bool listening = true;
 
 	sum->error[0] = '\0';
@@ -269,17 +273,23 @@ static void forward_sum_proto(struct forward *fw, int k)
 		if (!rule_is_range(&fw->cfg)) {
 			snprintf(sum->error, sizeof(sum->error), "%s", p->why ? p->why : "");
 			sum->err = p->err;
-		} else if (failed < FORWARD_PORTS_SHOWN && used < sizeof(sum->error)) {
-			used += (size_t)snprintf(sum->error + used, sizeof(sum->error) - used, "%s%u/%s: %s",
-						 failed ? "; " : "", fw->ports[i].port, name,
-						 p->why ? p->why : "");
+		} else if (shown == failed && shown < FORWARD_PORTS_SHOWN) {
+			int w = snprintf(sum->error + used, sizeof(sum->error) - used, "%s%u/%s: %s",
+					 shown ? "; " : "", fw->ports[i].port, name, p->why ? p->why : "");
+
+			if (w >= 0 && used + (size_t)w < sizeof(sum->error) - MORE_ROOM) {
+				used += (size_t)w;
+				shown++;
+			} else {
+				sum->error[used] = '\0'; /* counted with the rest */
+			}
 			sum->err = sum->err ? sum->err : p->err;
 		}
 		failed++;
 	}
-	if (failed > FORWARD_PORTS_SHOWN && used < sizeof(sum->error))
-		snprintf(sum->error + used, sizeof(sum->error) - used, "; and %zu more of %zu ports",
-			 failed - FORWARD_PORTS_SHOWN, active);
+	if (rule_is_range(&fw->cfg) && failed > shown)
+		snprintf(sum->error + used, sizeof(sum->error) - used, "%sand %zu more of %zu ports",
+			 shown ? "; " : "", failed - shown, active);
 	if (failed)
 		sum->state = FORWARD_FAILED;
 	else if (listening && active)
@@ -591,8 +601,19 @@ static void forward_reopen_cb(struct listener *l, void *arg);
 
 int forward_update(struct forward *fw, const struct rule_config *cfg)
 {
-	bool rebind = strcmp(fw->cfg.interface, cfg->interface) != 0;
+	/*
+	 * Sockets bound the old way that the new settings would not bind:
+	 * another interface, or an address bound with freebind that the rule
+	 * may no longer bind without (a restart would fail on it). freebind
+	 * turned on keeps the sockets bound (they need it no more), and the
+	 * ports that failed are bound at once with it (bind_now).
+	 */
+	const char *why = strcmp(fw->cfg.interface, cfg->interface) != 0 ? "its interface changed"
+			  : fw->cfg.freebind && !cfg->freebind	    ? "freebind was turned off"
+								    : NULL;
+	bool rebind = why != NULL;
 	bool reopen = rebind || fw->disabled;
+	bool bind_now = !fw->cfg.freebind && cfg->freebind;
 	bool ranged = rule_port_first(&fw->cfg) != rule_port_first(cfg) ||
 		      rule_port_last(&fw->cfg) != rule_port_last(cfg);
 	struct rulework_snap *snap = NULL;
@@ -633,10 +654,11 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 	}
 	/* Sockets bound the old way close before the new settings are in
 	 * force, and a disabled rule opens only with them: nothing is accepted
-	 * through another interface than the one the file now names. */
+	 * through another interface than the one the file now names, nor on an
+	 * address bound by a freebind the file no longer gives. */
 	if (rebind && !fw->disabled) {
-		log_info("rule %s: its interface changed: binding its sockets again", cfg->name);
-		forward_close(fw, forward_close_cb, "its interface changed");
+		log_info("rule %s: %s: binding its sockets again", cfg->name, why);
+		forward_close(fw, forward_close_cb, (void *)why);
 	}
 	if (ranged)
 		forward_set_range(fw, cfg);
@@ -657,7 +679,7 @@ int forward_update(struct forward *fw, const struct rule_config *cfg)
 		fw->disabled = false;
 		fw->ifindex = 0;
 		forward_start(fw);
-	} else if (ranged) {
+	} else if (ranged || bind_now) {
 		forward_sum_proto(fw, 0);
 		forward_sum_proto(fw, 1);
 		forward_start(fw);

@@ -115,10 +115,13 @@ struct forward *forward_new(struct event_base *base, struct worker **workers,
  * listeners of the ports that stay, their connections and sessions
  * untouched; the ports that leave stop listening and drain as a removed
  * rule does; the new ones are bound. The listening sockets are not
- * touched otherwise, unless the interface changed: then they are bound anew
- * (TCP connections carry on, UDP sessions end, as in forward_disable).
+ * touched otherwise, unless the interface changed or freebind was turned
+ * off: then they are bound anew (TCP connections carry on, UDP sessions
+ * end, as in forward_disable), and a bind that fails leaves the rule failed
+ * with why. freebind turned on binds the ports that failed at once.
  * Re-enables a disabled rule.
- * Returns 0, or -1 when out of memory (the old settings stay).
+ * Returns 0, or -1 when out of memory (the old settings stay); a failed
+ * bind is in the rule's state, not the return value.
  */
 int forward_update(struct forward *fw, const struct rule_config *cfg);
 

@@ -43,11 +43,13 @@ static void usage(FILE *out)
 		"  --json     print the reply as JSON (any command)\n"
 		"  -V         print the version and exit\n"
 		"  -h         print this help and exit\n"
-		"exit status: 0 ok, 1 error reply (or a reload/check that failed), 2 usage, 3 cannot connect,\n"
+		"exit status: 0 ok, 1 error reply (or a reload/check that failed, or the reply was cut short),\n"
+		"2 usage, 3 cannot connect (no socket, refused, permission denied),\n"
 		"4 the socket tables cannot be read (ports, who, free)\n"
-		"(ports: 1 when its filter matched nothing; who: 0 held, 1 free; free: 0 free, 1 still held)\n"
+		"(ports: 1 when its filter matched nothing; who: 0 held, 1 free; free: 0 free, 1 still held;\n"
+		"health: 0 healthy, 1 unhealthy, 3 no daemon answered: cannot connect, or no whole reply within %ds)\n"
 		"See portfwdctl(8).\n",
-		CTL_DEFAULT_SOCKET);
+		CTL_DEFAULT_SOCKET, CTL_TIMEOUT_SECONDS);
 }
 
 /* Connects to the control socket PATH. Returns the fd, or -1 with what a
@@ -427,5 +429,10 @@ int main(int argc, char **argv)
 	else
 		rc = ctl_run(path, request, payload, plen, stdout, stderr);
 	free(payload);
+	/* health: 1 is the daemon's word that this host cannot forward; a
+	 * daemon that took the connection but gave no whole reply (hung, or
+	 * gone meanwhile) did not answer, as one that cannot be reached. */
+	if (cmd->id == CTL_CMD_HEALTH && rc == EXIT_REPLY_ERROR && ctl_last == CTL_LAST_BROKEN)
+		rc = EXIT_CONNECT;
 	return rc;
 }

@@ -356,12 +356,13 @@ static const char *status_user(char *buf, size_t len)
 	return buf;
 }
 
-/* Rule I's interface (null: none) and exposure warnings, into its object R. */
+/* Rule I's interface (null: none), freebind and exposure warnings, into its object R. */
 static void status_exposure_json(const struct daemon *d, size_t i, json_t *r)
 {
 	const char *ifname = d->rules[i]->cfg.interface;
 
 	json_object_set_new(r, "interface", ifname[0] ? json_string(ifname) : json_null());
+	json_object_set_new(r, "freebind", json_boolean(d->rules[i]->cfg.freebind));
 	json_object_set_new(r, "warnings", exposure_json(&d->exposure, i));
 }
 
