@@ -289,17 +289,18 @@ static int ka_index(double since)
 static int ka_wait_host(char host, int from, double seconds)
 {
 	double deadline = h_now() + seconds;
-	int i = from;
+	int i = from, n;
 
 	for (;;) {
 		pthread_mutex_lock(&ka_cli.lock);
-		for (; i < ka_cli.n; i++)
+		n = ka_cli.n;
+		for (; i < n; i++)
 			if (ka_cli.tries[i].host == host)
 				break;
 		pthread_mutex_unlock(&ka_cli.lock);
-		if (i < ka_cli.n || ka_cli.n == KA_TRIES)
-			return i < ka_cli.n ? i : -1;
-		if (h_now() >= deadline)
+		if (i < n)
+			return i;
+		if (n == KA_TRIES || h_now() >= deadline)
 			return -1;
 		usleep(20000);
 	}
