@@ -852,6 +852,28 @@ struct h_conn_arg {
 	int fd;
 };
 
+/* Sends back what FD reads until EOF, then half-closes. */
+static void h_echo_loop(int fd)
+{
+	unsigned char buf[65536];
+
+	for (;;) {
+		ssize_t r = read(fd, buf, sizeof(buf));
+		size_t off = 0;
+
+		if (r <= 0)
+			break;
+		while (off < (size_t)r) {
+			ssize_t w = send(fd, buf + off, (size_t)r - off, MSG_NOSIGNAL);
+
+			if (w <= 0)
+				return;
+			off += (size_t)w;
+		}
+	}
+	shutdown(fd, SHUT_WR);
+}
+
 static void *h_conn_thread(void *p)
 {
 	struct h_conn_arg *a = p;
@@ -864,21 +886,11 @@ static void *h_conn_thread(void *p)
 	free(a);
 	switch (b->mode) {
 	case H_ECHO:
-		for (;;) {
-			ssize_t r = read(fd, buf, sizeof(buf));
-			size_t off = 0;
-
-			if (r <= 0)
-				break;
-			while (off < (size_t)r) {
-				ssize_t w = send(fd, buf + off, (size_t)r - off, MSG_NOSIGNAL);
-
-				if (w <= 0)
-					goto out;
-				off += (size_t)w;
-			}
-		}
-		shutdown(fd, SHUT_WR);
+		h_echo_loop(fd);
+		break;
+	case H_TAG_ECHO:
+		if (send(fd, b->tag, strlen(b->tag), MSG_NOSIGNAL) == (ssize_t)strlen(b->tag))
+			h_echo_loop(fd);
 		break;
 	case H_COUNT_REPLY: {
 		char reply[64];
@@ -927,7 +939,6 @@ static void *h_conn_thread(void *p)
 	default:
 		break;
 	}
-out:
 	close(fd);
 	return NULL;
 }

@@ -204,6 +204,7 @@ enum h_backend_mode {
 	H_SOURCE,      /* send `source_len` stream bytes (seed 42), then close */
 	H_UDP_ECHO,    /* UDP: send every datagram back to its sender */
 	H_TRICKLE,     /* send 100-byte chunks (TCP_NODELAY) until stopped or the peer goes */
+	H_TAG_ECHO,    /* send `tag`, then echo until EOF: tells one backend from another */
 };
 
 struct h_backend {
@@ -211,6 +212,7 @@ struct h_backend {
 	int fd;
 	unsigned port;
 	size_t source_len;
+	const char *tag; /* H_TAG_ECHO: set before h_backend_start */
 	pthread_t thread;
 	atomic_bool stop;
 	/* H_GREET_READ results */
