@@ -235,9 +235,9 @@ static void *rn_stun_thread(void *p)
 		memset(out, 0, sizeof(out));
 		out[0] = 0x01; /* Binding Success Response */
 		out[1] = 0x01;
-		out[3] = 12;              /* one attribute of 4 + 8 bytes */
+		out[3] = 12; /* one attribute of 4 + 8 bytes */
 		memcpy(out + 4, in + 4, 16); /* magic cookie and transaction id */
-		out[21] = 0x01;           /* MAPPED-ADDRESS */
+		out[21] = 0x01; /* MAPPED-ADDRESS */
 		out[23] = 8;
 		out[25] = 0x01; /* IPv4 */
 		memcpy(out + 26, &from.sin_port, 2);
@@ -388,7 +388,7 @@ bool h_router_start(struct h_router *r)
 	char path[96], tail[192];
 	double deadline;
 	int ns, st;
-	pid_t pid;
+	pid_t pid, parent;
 
 	if (!r->ok) {
 		rn_why(r, "no router: %s", r->why);
@@ -408,6 +408,7 @@ bool h_router_start(struct h_router *r)
 		rn_why(r, "%s: %s", path, strerror(errno));
 		return false;
 	}
+	parent = getpid();
 	pid = fork();
 	if (pid < 0) {
 		rn_why(r, "fork: %s", strerror(errno));
@@ -420,7 +421,7 @@ bool h_router_start(struct h_router *r)
 
 		/* Gone with the test that started it, whatever ends that. */
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (getppid() == 1 || log < 0 || setns(ns, CLONE_NEWNET) < 0)
+		if (getppid() != parent || log < 0 || setns(ns, CLONE_NEWNET) < 0)
 			_exit(126);
 		dup2(log, 1);
 		dup2(log, 2);
