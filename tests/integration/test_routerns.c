@@ -165,8 +165,8 @@ END_TEST
 START_TEST(test_upnp)
 {
 	struct h_backend tcp, udp;
+	char want_tcp[64], want_udp[64], *out;
 	unsigned ext;
-	char *out;
 	int rc;
 
 	if (!h_router_ready(&h_rt))
@@ -193,8 +193,11 @@ START_TEST(test_upnp)
 	free(out);
 	assert_open("tcp", ext, tcp.port);
 	assert_open("udp", udp.port, udp.port);
+	/* Listed as "TCP  EXT->ADDR:PORT", in a line each. */
 	rc = lan_run(&out, "upnpc -u %s -l", h_rt.root_desc);
-	ck_assert_msg(rc == 0 && strstr(out, " 0 ") && strstr(out, " 1 "), "exit %d: %s", rc, out);
+	snprintf(want_tcp, sizeof(want_tcp), "TCP %5u->%s:%-5u", ext, h_rt.lan_addr, tcp.port);
+	snprintf(want_udp, sizeof(want_udp), "UDP %5u->%s:%-5u", udp.port, h_rt.lan_addr, udp.port);
+	ck_assert_msg(rc == 0 && strstr(out, want_tcp) && strstr(out, want_udp), "exit %d: %s", rc, out);
 	free(out);
 
 	/* secure_mode: a host maps only to itself. */
@@ -214,7 +217,7 @@ START_TEST(test_upnp)
 	start_router();
 	assert_closed("udp", udp.port);
 	rc = lan_run(&out, "upnpc -u %s -l", h_rt.root_desc);
-	ck_assert_msg(rc == 0 && !strstr(out, " 0 UDP"), "exit %d: %s", rc, out);
+	ck_assert_msg(rc == 0 && !strstr(out, "TCP ") && !strstr(out, "UDP "), "exit %d: %s", rc, out);
 	free(out);
 	h_router_stop(&h_rt, false);
 	h_backend_stop(&tcp);
