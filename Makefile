@@ -103,6 +103,8 @@ INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(INTEGRA
 # Built with the others, run only by `make check-deb` (it installs a package).
 PACKAGE_TEST := $(BUILD)/tests/test_deb
 HARNESS_OBJ := $(BUILD)/tests/harness.o
+# A home router in network namespaces (miniupnpd), for the router mapping tests.
+ROUTERNS_OBJ := $(BUILD)/tests/routerns.o
 
 # The man pages as installed: their footer names the version.
 MANPAGES := $(addprefix $(BUILD)/man/,portfwd.8 portfwdctl.8 portfwd.conf.5)
@@ -158,7 +160,7 @@ $(BUILD)/tests/%_unit.o: tests/unit/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 
-$(BUILD)/tests/harness.o: tests/harness.c | deps
+$(HARNESS_OBJ) $(ROUTERNS_OBJ): $(BUILD)/tests/%.o: tests/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 
@@ -169,7 +171,7 @@ $(BUILD)/tests/%.o: tests/package/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Isrc -Itests -MMD -MP -c -o $@ $<
 
-$(INTEGRATION_TESTS) $(PACKAGE_TEST): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(LIB_OBJS) | deps
+$(INTEGRATION_TESTS) $(PACKAGE_TEST): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(ROUTERNS_OBJ) $(LIB_OBJS) | deps
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
 
 $(BUILD)/pfbench: bench/pfbench.c | deps

@@ -998,8 +998,14 @@ void h_backend_start(struct h_backend *b, enum h_backend_mode mode, bool v6)
 
 void h_backend_start_on(struct h_backend *b, enum h_backend_mode mode, bool v6, unsigned port)
 {
+	h_backend_start_at(b, mode, v6 ? "::1" : "127.0.0.1", port);
+}
+
+void h_backend_start_at(struct h_backend *b, enum h_backend_mode mode, const char *host, unsigned port)
+{
 	struct sockaddr_storage ss;
-	socklen_t len = h_sockaddr(v6 ? "::1" : "127.0.0.1", port, &ss);
+	socklen_t len = h_sockaddr(host, port, &ss);
+	bool v6 = ss.ss_family == AF_INET6;
 	int socktype = mode == H_UDP_ECHO ? SOCK_DGRAM : SOCK_STREAM;
 	int one = 1, big = 4 << 20;
 

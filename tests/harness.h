@@ -226,6 +226,9 @@ struct h_backend {
 void h_backend_start(struct h_backend *b, enum h_backend_mode mode, bool v6);
 /* The same on PORT (0: any free one). */
 void h_backend_start_on(struct h_backend *b, enum h_backend_mode mode, bool v6, unsigned port);
+/* The same on HOST (a numeric address: "0.0.0.0" for every address of the
+ * namespace the calling thread is in, e.g. a LAN host behind a router). */
+void h_backend_start_at(struct h_backend *b, enum h_backend_mode mode, const char *host, unsigned port);
 void h_backend_stop(struct h_backend *b);
 
 /* Waits (SECONDS at most) until B has recorded WANT finished connections
