@@ -303,7 +303,7 @@ static bool rn_write_conf(struct h_router *r)
 		"listening_ip=%s\n"
 		"http_port=%d\n"
 		"enable_upnp=yes\n"
-		"enable_natpmp=yes\n"
+		"enable_natpmp=%s\n"
 		"ipv6_disable=yes\n"
 		/* A client maps only to its own address, as on a real router. */
 		"secure_mode=yes\n"
@@ -318,7 +318,8 @@ static bool rn_write_conf(struct h_router *r)
 		"lease_file=%s\n"
 		"uuid=6f7e3a52-8c1d-4b0e-9f2a-%012x\n"
 		"friendly_name=portfwd test router\n",
-		H_ROUTER_WAN_IF, H_ROUTER_LAN_IF, H_ROUTER_HTTP_PORT, r->leases, (unsigned)getpid());
+		H_ROUTER_WAN_IF, H_ROUTER_LAN_IF, H_ROUTER_HTTP_PORT, r->no_natpmp ? "no" : "yes", r->leases,
+		(unsigned)getpid());
 	if (r->report_private)
 		fprintf(fp, "ext_perform_stun=yes\next_stun_host=%s\next_stun_port=%d\n", r->client_addr,
 			RN_STUN_PORT);
@@ -343,6 +344,8 @@ static bool rn_answers(struct h_router *r)
 	int u, t;
 
 	inet_pton(AF_INET, r->gw_addr, &gw.sin_addr);
+	if (r->no_natpmp)
+		goto http; /* UPnP-IGD only: its HTTP port is the sign */
 	u = rn_socket(r->lan, AF_INET, SOCK_DGRAM, 0);
 	if (u < 0)
 		return false;
@@ -353,6 +356,7 @@ static bool rn_answers(struct h_router *r)
 	close(u);
 	if (!ok)
 		return false;
+http:
 	gw.sin_port = htons(H_ROUTER_HTTP_PORT);
 	t = rn_socket(r->lan, AF_INET, SOCK_STREAM, 0);
 	if (t < 0)

@@ -65,6 +65,9 @@ struct h_router {
 	 * a newline), put before the permission rules: e.g. "ext_ip=11.0.0.9\n",
 	 * the public address a router behind another NAT is told it has. */
 	const char *extra_conf;
+	/* Set before h_router_start: a router that speaks UPnP-IGD only (no
+	 * NAT-PMP, no PCP: nothing listens on its port 5351). */
+	bool no_natpmp;
 	pid_t miniupnpd; /* running, or 0 */
 	char why[384];   /* what the last call that failed says */
 	/* the STUN responder (a thread of the process that started it) */

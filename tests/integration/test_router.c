@@ -1,0 +1,418 @@
+/*
+ * The home router maps the ports (router = pcp | natpmp | upnp | auto),
+ * against a real router: miniupnpd on nftables in a namespace between a
+ * WAN client and the LAN host that runs portfwd (tests/routerns.h).
+ *
+ * For each protocol: the WAN client cannot reach the service before
+ * portfwd starts; it can (bytes checked, TCP and UDP) once portfwd mapped
+ * the ports; status shows the mapping; it is renewed; it goes when the
+ * rule is disabled and comes back when enabled; a router restart that
+ * forgot it is noticed and the mapping comes back; a reload that removes
+ * a rule removes its mapping; and nothing is left when portfwd stops.
+ * Then: auto's order and memory, a range with external_port, the work
+ * after the privilege drop, and the carrier-grade NAT warning.
+ */
+#include <check.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check_run.h"
+#include "harness.h"
+#include "routerns.h"
+
+/* The listen ports (the LAN namespace is the tests' own). */
+#define TCP_PORT 40022
+#define UDP_PORT 40053
+
+/* Echo backends on the LAN host's loopback: reachable through portfwd only. */
+static void lan_backends(struct h_backend *tcp, struct h_backend *udp)
+{
+	h_netns_enter(h_rt.lan);
+	h_backend_start_at(tcp, H_ECHO, "127.0.0.1", 0);
+	h_backend_start_at(udp, H_UDP_ECHO, "127.0.0.1", 0);
+	h_netns_enter(NULL);
+}
+
+/* portfwd on the LAN host with BODY (rules = ...). */
+static void lan_portfwd(struct hdaemon *d, const char *body)
+{
+	h_daemon_netns = h_rt.lan;
+	h_start(d, body);
+	h_daemon_netns = NULL;
+}
+
+/* The rule NAME's "router" object in status --json (a new reference). */
+static json_t *router_of(struct hdaemon *d, const char *name)
+{
+	json_t *doc = h_status(d), *rules = json_object_get(doc, "rules"), *r, *out = NULL;
+	size_t i;
+
+	json_array_foreach(rules, i, r)
+		if (strcmp(json_string_value(json_object_get(r, "name")), name) == 0)
+			out = json_incref(json_object_get(r, "router"));
+	json_decref(doc);
+	ck_assert_msg(out != NULL, "no rule %s in status", name);
+	return out;
+}
+
+static long long router_num(struct hdaemon *d, const char *name, const char *key)
+{
+	json_t *o = router_of(d, name);
+	long long v = json_integer_value(json_object_get(o, key));
+
+	json_decref(o);
+	return v;
+}
+
+/* Waits (bounded) until rule NAME's router state is WANT. */
+static bool wait_state(struct hdaemon *d, const char *name, const char *want, double seconds)
+{
+	double end = h_now() + seconds;
+
+	for (;;) {
+		json_t *o = router_of(d, name);
+		bool ok = json_string_value(json_object_get(o, "state")) &&
+			  strcmp(json_string_value(json_object_get(o, "state")), want) == 0;
+
+		json_decref(o);
+		if (ok)
+			return true;
+		if (h_now() > end)
+			return false;
+		usleep(100000);
+	}
+}
+
+static void assert_closed(const char *proto, unsigned port)
+{
+	ck_assert_msg(!h_router_wan_exchange(&h_rt, proto, port, 2), "%s %u reached the LAN unmapped", proto, port);
+	ck_assert_msg(!h_router_has_mapping(&h_rt, proto, port), "%s %u mapped", proto, port);
+}
+
+/* The router forwards EXT to the LAN host's PORT, and the echo comes back whole. */
+static void assert_open(const char *proto, unsigned ext, unsigned port)
+{
+	char to[64], want[64];
+
+	ck_assert_msg(h_router_wait_mapping(&h_rt, proto, ext, true, 15), "%s %u never mapped: %s", proto, ext,
+		      h_rt.why);
+	ck_assert_int_eq(h_router_mapping(&h_rt, proto, ext, to, sizeof(to)), 1);
+	snprintf(want, sizeof(want), "%s:%u", h_rt.lan_addr, port);
+	ck_assert_str_eq(to, want);
+	ck_assert_msg(h_router_wan_exchange(&h_rt, proto, ext, 10), "%s %u: %s", proto, ext, h_rt.why);
+}
+
+static void start_router(void)
+{
+	ck_assert_msg(h_router_start(&h_rt), "%s", h_rt.why);
+}
+
+static int ctl(struct hdaemon *d, const char *cmd)
+{
+	bool ok;
+	char *out = h_ctl(d->sock, cmd, &ok);
+
+	free(out);
+	return ok ? 0 : 1;
+}
+
+/*
+ * The whole life of a mapping with METHOD ("pcp", "natpmp", "upnp"); the
+ * log line a router restart leaves is RESTART.
+ */
+static void mapping_life(const char *method, const char *restart)
+{
+	struct hdaemon d;
+	struct h_backend tcp, udp;
+	char body[1024], *text;
+	json_t *o;
+	double t0, took;
+	long long renewals, expires;
+	bool ok;
+
+	if (!h_router_ready(&h_rt))
+		return;
+	start_router();
+	lan_backends(&tcp, &udp);
+	/* Nothing reaches the LAN before portfwd. */
+	assert_closed("tcp", TCP_PORT);
+	assert_closed("udp", UDP_PORT);
+
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"t\"; proto = \"tcp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; router = \"%s\"; router_lease = 6; },\n"
+		 "          { name = \"u\"; proto = \"udp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; router = \"%s\"; router_lease = 6; } );",
+		 TCP_PORT, tcp.port, method, UDP_PORT, udp.port, method);
+	t0 = h_now();
+	lan_portfwd(&d, body);
+	ck_assert_msg(h_router_wait_mapping(&h_rt, "tcp", TCP_PORT, true, 15), "tcp never mapped: %s", h_rt.why);
+	took = h_now() - t0;
+	assert_open("tcp", TCP_PORT, TCP_PORT);
+	assert_open("udp", UDP_PORT, UDP_PORT);
+	printf("router %s: mapping on the router %.2f s after portfwd started\n", method, took);
+
+	/* What status says. */
+	ck_assert(wait_state(&d, "t", "mapped", 5));
+	o = router_of(&d, "t");
+	ck_assert_str_eq(json_string_value(json_object_get(o, "method")), method);
+	ck_assert_str_eq(json_string_value(json_object_get(o, "used")), method);
+	ck_assert_str_eq(json_string_value(json_object_get(o, "external_address")), h_rt.wan_addr);
+	ck_assert_int_eq(json_integer_value(json_object_get(o, "external_port")), TCP_PORT);
+	ck_assert_str_eq(json_string_value(json_object_get(o, "internal_address")), h_rt.lan_addr);
+	ck_assert(json_is_null(json_object_get(o, "warning")));
+	expires = json_integer_value(json_object_get(o, "expires"));
+	ck_assert_msg(expires > time(NULL) && expires <= time(NULL) + 7, "expires %lld", expires);
+	json_decref(o);
+	text = h_ctl(d.sock, "status", &ok);
+	ck_assert_msg(ok && strstr(text, "router ") && strstr(text, ": mapped by "), "%s", text);
+	free(text);
+	text = h_ctl(d.sock, "metrics", &ok);
+	{
+		char want[128];
+
+		snprintf(want, sizeof(want), "portfwd_router_mapped{rule=\"t\",method=\"%s\"} 1", method);
+		ck_assert_msg(ok && strstr(text, want), "no %s in %s", want, text);
+	}
+	free(text);
+
+	/* Renewed at half the 6 s lease, before it ends: the mapping stays. */
+	{
+		double end = h_now() + 10;
+
+		while ((renewals = router_num(&d, "t", "renewals")) < 2 && h_now() < end)
+			usleep(200000);
+	}
+	ck_assert_msg(renewals >= 2, "renewals %lld", renewals);
+	ck_assert_msg(router_num(&d, "t", "expires") > expires, "the lease did not move");
+	ck_assert_msg(h_router_wan_exchange(&h_rt, "tcp", TCP_PORT, 10), "after the renewals: %s", h_rt.why);
+
+	/* Disabled: the mapping goes (the UDP rule's stays); enabled: back. */
+	ck_assert_int_eq(ctl(&d, "disable t"), 0);
+	ck_assert_msg(h_router_wait_mapping(&h_rt, "tcp", TCP_PORT, false, 10), "still mapped after disable");
+	ck_assert(!h_router_wan_exchange(&h_rt, "tcp", TCP_PORT, 1));
+	ck_assert(h_router_has_mapping(&h_rt, "udp", UDP_PORT));
+	ck_assert(h_log_contains(&d, "router: rule t: tcp port 40022: mapping deleted"));
+	ck_assert_int_eq(ctl(&d, "enable t"), 0);
+	assert_open("tcp", TCP_PORT, TCP_PORT);
+
+	/* The router restarts and forgets everything: noticed, mapped again. */
+	h_router_stop(&h_rt, true);
+	start_router();
+	ck_assert(!h_router_has_mapping(&h_rt, "tcp", TCP_PORT));
+	t0 = h_now();
+	assert_open("tcp", TCP_PORT, TCP_PORT);
+	assert_open("udp", UDP_PORT, UDP_PORT);
+	printf("router %s: mapped again %.2f s after the router restarted\n", method, h_now() - t0);
+	ck_assert_msg(h_wait_log(&d, restart, 5), "no \"%s\" in the log", restart);
+
+	/* A reload without rule u: its mapping goes, t's stays. */
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"t\"; proto = \"tcp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; router = \"%s\"; router_lease = 6; } );",
+		 TCP_PORT, tcp.port, method);
+	h_write_conf(&d, body);
+	ck_assert_int_eq(ctl(&d, "reload"), 0);
+	ck_assert_msg(h_router_wait_mapping(&h_rt, "udp", UDP_PORT, false, 10), "udp still mapped after the reload");
+	ck_assert(h_router_has_mapping(&h_rt, "tcp", TCP_PORT));
+
+	/* portfwd stops: nothing left on the router. */
+	h_stop(&d);
+	ck_assert_int_eq(h_router_mapping_count(&h_rt), 0);
+	assert_closed("tcp", TCP_PORT);
+	h_backend_stop(&tcp);
+	h_backend_stop(&udp);
+	h_router_stop(&h_rt, false);
+}
+
+START_TEST(test_pcp)
+{
+	mapping_life("pcp", "the router restarted (its PCP epoch went back)");
+}
+END_TEST
+
+START_TEST(test_natpmp)
+{
+	mapping_life("natpmp", "the router restarted (its NAT-PMP epoch went back)");
+}
+END_TEST
+
+START_TEST(test_upnp)
+{
+	mapping_life("upnp", "the router forgot the mapping");
+}
+END_TEST
+
+/* auto: PCP first; on a router without NAT-PMP and PCP, UPnP-IGD, which it
+ * keeps to for the next mapping. */
+START_TEST(test_auto)
+{
+	struct hdaemon d;
+	struct h_backend tcp, udp;
+	char body[1024];
+	json_t *o;
+
+	if (!h_router_ready(&h_rt))
+		return;
+	start_router();
+	lan_backends(&tcp, &udp);
+	snprintf(body, sizeof(body),
+		 "defaults = { router = \"auto\"; };\n"
+		 "rules = ( { name = \"t\"; proto = \"tcp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 TCP_PORT, tcp.port);
+	lan_portfwd(&d, body);
+	assert_open("tcp", TCP_PORT, TCP_PORT);
+	ck_assert(wait_state(&d, "t", "mapped", 5));
+	o = router_of(&d, "t");
+	ck_assert_str_eq(json_string_value(json_object_get(o, "method")), "auto");
+	ck_assert_str_eq(json_string_value(json_object_get(o, "used")), "pcp");
+	json_decref(o);
+	h_stop(&d);
+	ck_assert_int_eq(h_router_mapping_count(&h_rt), 0);
+
+	/* A router that speaks UPnP-IGD only. */
+	h_router_stop(&h_rt, true);
+	h_rt.no_natpmp = true;
+	start_router();
+	snprintf(body, sizeof(body),
+		 "defaults = { router = \"auto\"; };\n"
+		 "rules = ( { name = \"t\"; proto = \"tcp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "          { name = \"u\"; proto = \"udp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 TCP_PORT, tcp.port, UDP_PORT, udp.port);
+	lan_portfwd(&d, body);
+	assert_open("tcp", TCP_PORT, TCP_PORT);
+	assert_open("udp", UDP_PORT, UDP_PORT);
+	ck_assert(wait_state(&d, "t", "mapped", 5));
+	ck_assert(wait_state(&d, "u", "mapped", 5));
+	o = router_of(&d, "u");
+	ck_assert_str_eq(json_string_value(json_object_get(o, "used")), "upnp");
+	json_decref(o);
+	h_stop(&d);
+	ck_assert_int_eq(h_router_mapping_count(&h_rt), 0);
+	h_backend_stop(&tcp);
+	h_backend_stop(&udp);
+	h_router_stop(&h_rt, false);
+}
+END_TEST
+
+/* A range maps its range, from external_port; and it all works after the
+ * daemon gave root up (daemon.user). */
+START_TEST(test_range_external_port_unprivileged)
+{
+	struct hdaemon d;
+	struct h_backend tcp, udp;
+	char body[1024];
+	json_t *o;
+
+	if (!h_router_ready(&h_rt))
+		return;
+	ck_assert_ptr_nonnull(getpwnam("nobody"));
+	start_router();
+	lan_backends(&tcp, &udp);
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"r\"; proto = \"tcp\"; listen = \"0.0.0.0:41000-41002\"; target = \"127.0.0.1:%u\";\n"
+		 "            router = \"natpmp\"; external_port = 51000; } );",
+		 tcp.port);
+	h_daemon_extra = "user = \"nobody\"; group = \"nogroup\";";
+	h_dir_mode = 0777;
+	lan_portfwd(&d, body);
+	h_daemon_extra = NULL;
+	for (unsigned k = 0; k < 3; k++)
+		assert_open("tcp", 51000 + k, 41000 + k);
+	ck_assert(!h_router_has_mapping(&h_rt, "tcp", 41000));
+	ck_assert(wait_state(&d, "r", "mapped", 5));
+	o = router_of(&d, "r");
+	ck_assert_int_eq(json_integer_value(json_object_get(o, "mapped")), 3);
+	ck_assert_int_eq(json_integer_value(json_object_get(o, "external_port")), 51000);
+	ck_assert_int_eq(json_integer_value(json_object_get(o, "external_port_last")), 51002);
+	json_decref(o);
+	ck_assert(h_log_contains(&d, "running as user nobody"));
+	h_stop(&d);
+	ck_assert_int_eq(h_router_mapping_count(&h_rt), 0);
+	h_backend_stop(&tcp);
+	h_backend_stop(&udp);
+	h_router_stop(&h_rt, false);
+}
+END_TEST
+
+/* Behind carrier-grade NAT (the router's WAN is 100.64.0.1): refused for
+ * want of a public address, or mapped with 100.64.0.1 reported; either
+ * way status and the log say that the internet cannot reach the port. */
+static void cgnat(bool reports)
+{
+	struct hdaemon d;
+	struct h_backend tcp, udp;
+	char body[1024], *text;
+	json_t *o;
+	bool ok;
+
+	if (!h_router_ready(&h_rt))
+		return;
+	h_rt.report_private = reports;
+	start_router();
+	lan_backends(&tcp, &udp);
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"t\"; proto = \"tcp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; router = \"auto\"; } );",
+		 TCP_PORT, tcp.port);
+	lan_portfwd(&d, body);
+	ck_assert_msg(h_wait_log(&d, "carrier-grade NAT", 20), "no carrier-grade NAT warning in the log");
+	ck_assert(wait_state(&d, "t", reports ? "mapped" : "failed", 10));
+	o = router_of(&d, "t");
+	ck_assert_msg(json_string_value(json_object_get(o, "warning")) &&
+			      strstr(json_string_value(json_object_get(o, "warning")),
+				     "your router is behind another NAT (carrier-grade NAT): forwarding cannot reach you from the internet; use a VPN or a relay"),
+		      "warning: %s", json_string_value(json_object_get(o, "warning")));
+	if (reports)
+		ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(o, "warning")), "100.64.0.1"));
+	else
+		ck_assert(json_string_value(json_object_get(o, "error")) != NULL);
+	json_decref(o);
+	text = h_ctl(d.sock, "status", &ok);
+	ck_assert_msg(ok && strstr(text, "WARNING: ") && strstr(text, "carrier-grade NAT"), "%s", text);
+	free(text);
+	text = h_ctl(d.sock, "metrics", &ok);
+	ck_assert_msg(ok && strstr(text, "portfwd_router_external_unreachable{rule=\"t\""), "%s", text);
+	ck_assert_msg(strstr(text, "portfwd_router_external_unreachable{rule=\"t\",method=\"pcp\"} 1") ||
+			      strstr(text, "portfwd_router_external_unreachable{rule=\"t\",method=\"auto\"} 1"),
+		      "%s", text);
+	free(text);
+	h_stop(&d);
+	ck_assert_int_eq(h_router_mapping_count(&h_rt), 0);
+	h_backend_stop(&tcp);
+	h_backend_stop(&udp);
+	h_router_stop(&h_rt, false);
+}
+
+START_TEST(test_cgnat_refused)
+{
+	cgnat(false);
+}
+END_TEST
+
+START_TEST(test_cgnat_reported)
+{
+	cgnat(true);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("router");
+	TCase *tc = h_router_tcase("router");
+	TCase *cg = h_router_cgnat_tcase("cgnat");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_pcp);
+	tcase_add_test(tc, test_natpmp);
+	tcase_add_test(tc, test_upnp);
+	tcase_add_test(tc, test_auto);
+	tcase_add_test(tc, test_range_external_port_unprivileged);
+	suite_add_tcase(s, tc);
+	tcase_set_timeout(cg, 60);
+	tcase_add_test(cg, test_cgnat_refused);
+	tcase_add_test(cg, test_cgnat_reported);
+	suite_add_tcase(s, cg);
+	return check_run(s);
+}
