@@ -107,6 +107,16 @@ static void assert_open(const char *proto, unsigned ext, unsigned port)
 	ck_assert_msg(h_router_wan_exchange(&h_rt, proto, ext, 10), "%s %u: %s", proto, ext, h_rt.why);
 }
 
+/* portfwd stops and leaves nothing on the router; the rest stops too. */
+static void lan_finish(struct hdaemon *d, struct h_backend *tcp, struct h_backend *udp)
+{
+	h_stop(d);
+	ck_assert_int_eq(h_router_mapping_count(&h_rt), 0);
+	h_backend_stop(tcp);
+	h_backend_stop(udp);
+	h_router_stop(&h_rt, false);
+}
+
 static void start_router(void)
 {
 	ck_assert_msg(h_router_start(&h_rt), "%s", h_rt.why);
@@ -289,11 +299,7 @@ START_TEST(test_auto)
 	o = router_of(&d, "u");
 	ck_assert_str_eq(json_string_value(json_object_get(o, "used")), "upnp");
 	json_decref(o);
-	h_stop(&d);
-	ck_assert_int_eq(h_router_mapping_count(&h_rt), 0);
-	h_backend_stop(&tcp);
-	h_backend_stop(&udp);
-	h_router_stop(&h_rt, false);
+	lan_finish(&d, &tcp, &udp);
 }
 END_TEST
 
@@ -329,11 +335,7 @@ START_TEST(test_range_external_port_unprivileged)
 	ck_assert_int_eq(json_integer_value(json_object_get(o, "external_port_last")), 51002);
 	json_decref(o);
 	ck_assert(h_log_contains(&d, "running as user nobody"));
-	h_stop(&d);
-	ck_assert_int_eq(h_router_mapping_count(&h_rt), 0);
-	h_backend_stop(&tcp);
-	h_backend_stop(&udp);
-	h_router_stop(&h_rt, false);
+	lan_finish(&d, &tcp, &udp);
 }
 END_TEST
 
@@ -378,11 +380,7 @@ static void cgnat(bool reports)
 			      strstr(text, "portfwd_router_external_unreachable{rule=\"t\",method=\"auto\"} 1"),
 		      "%s", text);
 	free(text);
-	h_stop(&d);
-	ck_assert_int_eq(h_router_mapping_count(&h_rt), 0);
-	h_backend_stop(&tcp);
-	h_backend_stop(&udp);
-	h_router_stop(&h_rt, false);
+	lan_finish(&d, &tcp, &udp);
 }
 
 START_TEST(test_cgnat_refused)
