@@ -454,6 +454,7 @@ static void config_read_router(struct config_ctx *ctx, const config_setting_t *g
 	const config_setting_t *s = config_setting_get_member(group, "external_port");
 	const config_setting_t *at = config_setting_get_member(group, "router");
 	unsigned first = rule_port_first(rule), last = rule_port_last(rule);
+	const char *from;
 	long long iv;
 
 	if (!at)
@@ -469,12 +470,18 @@ static void config_read_router(struct config_ctx *ctx, const config_setting_t *g
 	}
 	if (rule->set.router == ROUTER_OFF || !first)
 		return;
+	/* From defaults: the rule may say router = "off" for itself. */
+	from = config_setting_get_member(group, "router") ? "" : " (router from defaults: set router = \"off\" in this rule)";
 	if (last - first + 1 > ROUTER_PORTS_MAX)
-		config_err(ctx, at, "router: the rule's range has %u ports; a router maps at most %d for a rule",
-			   last - first + 1, ROUTER_PORTS_MAX);
+		config_err(ctx, at, "router: the rule's range has %u ports; a router maps at most %d for a rule%s",
+			   last - first + 1, ROUTER_PORTS_MAX, from);
 	if (rule->listen.ss_family == AF_INET6 &&
 	    !IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&rule->listen)->sin6_addr))
-		config_err(ctx, at, "router: a router maps IPv4 ports to this host; the rule listens on an IPv6 address only (listen on 0.0.0.0, :: or an IPv4 address)");
+		config_err(ctx, at, "router: a router maps IPv4 ports to this host; the rule listens on an IPv6 address only (listen on 0.0.0.0, :: or an IPv4 address)%s",
+			   from);
+	if (rule->listen.ss_family == AF_INET &&
+	    (ntohl(((const struct sockaddr_in *)&rule->listen)->sin_addr.s_addr) >> 24) == 127)
+		config_err(ctx, at, "router: the rule listens on loopback, which the router cannot reach%s", from);
 }
 
 /* daemon.user, group and admin_group: names that must exist on this system. */
@@ -1076,6 +1083,37 @@ static int config_read_rule(struct config_ctx *ctx, const config_setting_t *grou
 	return ctx->errs->count == before ? 0 : -1;
 }
 
+/* Two rules that ask the router for one external port (of a protocol they
+ * share) would take it from each other at every renewal. */
+static void config_check_external(struct config_ctx *ctx, const config_setting_t *g,
+				  const struct rule_config *r, const struct rule_config *o, unsigned shared)
+{
+	unsigned r1, r2, o1, o2;
+	const config_setting_t *at;
+	char span[24];
+
+	if (r->set.router == ROUTER_OFF || o->set.router == ROUTER_OFF)
+		return;
+	r1 = r->external_port ? r->external_port : rule_port_first(r);
+	r2 = r1 + (rule_port_last(r) - rule_port_first(r));
+	o1 = o->external_port ? o->external_port : rule_port_first(o);
+	o2 = o1 + (rule_port_last(o) - rule_port_first(o));
+	if (r2 < o1 || o2 < r1)
+		return;
+	at = config_setting_get_member(g, "external_port");
+	if (!at)
+		at = config_setting_get_member(g, "router");
+	if (!at)
+		at = g;
+	if (r1 == r2)
+		snprintf(span, sizeof(span), " %u", r1);
+	else
+		snprintf(span, sizeof(span), "s %u-%u", r1, r2);
+	config_err(ctx, at,
+		   "router: %s external port%s already asked of the router by rule \"%s\" (line %d): give one of them another external_port",
+		   rule_proto_name(shared), span, o->name, o->line);
+}
+
 /* Cross-rule checks: unique names, one rule per protocol and address. */
 static void config_check_rules(struct config_ctx *ctx, const config_setting_t *list,
 			       struct config *cfg, const bool *valid)
@@ -1105,6 +1143,7 @@ static void config_check_rules(struct config_ctx *ctx, const config_setting_t *l
 			}
 			if (!shared)
 				continue;
+			config_check_external(ctx, g, r, o, shared);
 			if (!rule_is_range(r) && !rule_is_range(o)) {
 				/* Two single ports: only the very same address is refused. */
 				if (rule_addr_equal((const struct sockaddr *)&r->listen,

@@ -225,7 +225,7 @@ static void metrics_router(const struct daemon *d, struct metrics_out *m)
 {
 	static const struct {
 		const char *name, *type, *help;
-	} fam[6] = {
+	} fam[7] = {
 		{ "portfwd_router_mappings", "gauge",
 		  "Ports (per protocol) the rule asks the router to forward to this host." },
 		{ "portfwd_router_mapped", "gauge", "Of those, the ones the router forwards now." },
@@ -235,9 +235,11 @@ static void metrics_router(const struct daemon *d, struct metrics_out *m)
 		{ "portfwd_router_failures_total", "counter", "Requests to the router that failed." },
 		{ "portfwd_router_external_unreachable", "gauge",
 		  "1 if the router's external address is private or carrier-grade NAT: the internet cannot reach the port." },
+		{ "portfwd_router_protocol", "gauge",
+		  "1 for the protocol that maps the rule's ports now (absent while none does)." },
 	};
 
-	for (int f = 0; f < 6; f++) {
+	for (int f = 0; f < 7; f++) {
 		metrics_family(m, fam[f].name, fam[f].type, fam[f].help);
 		for (size_t i = 0; i < d->nrules; i++) {
 			struct router_view v;
@@ -245,12 +247,18 @@ static void metrics_router(const struct daemon *d, struct metrics_out *m)
 
 			if (!router_view(d->router, d->rules[i]->cfg.name, &v))
 				continue;
-			if (f == 2 && !v.expires)
+			if ((f == 2 && !v.expires) || (f == 6 && !v.mapped))
 				continue;
+			if (f == 6) {
+				metrics_sample(m, fam[f].name, 1, 2, "rule", d->rules[i]->cfg.name, "protocol",
+					       router_method_name(v.method));
+				continue;
+			}
 			x = f == 0 ? v.total : f == 1 ? v.mapped : f == 2 ? (double)v.expires
 			    : f == 3 ? (double)v.renewals : f == 4 ? (double)v.failures : v.warning[0] != '\0';
+			/* The configured method: a series stays one series. */
 			metrics_sample(m, fam[f].name, x, 2, "rule", d->rules[i]->cfg.name, "method",
-				       router_method_name(v.method));
+				       router_method_name(v.wanted_method));
 		}
 	}
 }

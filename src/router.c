@@ -75,6 +75,9 @@ struct router {
 	pthread_cond_t cond;
 	pthread_t thread;
 	bool started, stop;
+	bool done;      /* the thread is past its last use of the router's sockets */
+	double stop_by; /* monotonic: no new deletion after it (set by router_free) */
+	double probe_at; /* monotonic: the last look at why mapping fails */
 	struct rmap **m;
 	size_t n, cap;
 
@@ -165,8 +168,14 @@ static int router_gateway(struct router *r, char *err, size_t errlen)
 
 	if (r->np_open)
 		return 0;
+	r->np.s = -1;
 	rc = initnatpmp(&r->np, 0, 0);
 	if (rc < 0) {
+		/* libnatpmp opens its socket first and leaves it open when it
+		 * finds no gateway or cannot connect. */
+		if (r->np.s >= 0)
+			close(r->np.s);
+		r->np.s = -1;
 		snprintf(err, errlen, "cannot find the router: %s",
 			 rc == NATPMP_ERR_CANNOTGETGATEWAY ? "no IPv4 default route" : strnatpmperr(rc));
 		return -1;
@@ -241,18 +250,24 @@ static void router_no_public_address(struct router *r, const char *said)
 		log_warning("router: %s", warning);
 }
 
-/* PCP and NAT-PMP say when the router started (its epoch): an epoch that
- * went back means it restarted and forgot its mappings (RFC 6887 8.5).
- * True then. */
+/* PCP and NAT-PMP say when the router started (its epoch): an epoch out
+ * of step with this host's clock means it restarted and forgot its
+ * mappings. True then. WHICH: 0 PCP (RFC 6887 8.5: back by more than a
+ * second, or either clock ahead of the other by 2 s and 1/16), 1 NAT-PMP
+ * (RFC 6886 3.6: less than 7/8 of the time that passed, 2 s of slack). */
 static bool router_epoch(struct router *r, int which, uint32_t epoch)
 {
 	double now = clock_now();
 	bool reset = false;
 
 	if (r->epoch_known[which]) {
-		double expected = (double)r->epoch[which] + (now - r->epoch_at[which]) * 7 / 8 - 2;
+		double c = now - r->epoch_at[which], s = (double)epoch - (double)r->epoch[which];
 
-		reset = (double)epoch < expected;
+		if (which == 0)
+			reset = (double)epoch + 1 < (double)r->epoch[which] || c + 2 < s - s / 16 ||
+				s + 2 < c - c / 16;
+		else
+			reset = (double)epoch < (double)r->epoch[which] + c * 7 / 8 - 2;
 	}
 	r->epoch_known[which] = true;
 	r->epoch[which] = epoch;
@@ -387,6 +402,17 @@ static int router_pcp(struct router *r, struct rmap *m, unsigned lifetime, struc
 	return 0;
 }
 
+/* Drops what waits on libnatpmp's socket: a late or repeated answer to an
+ * earlier request (libnatpmp sends again after 250 ms, and matches an
+ * answer to nothing) must not pass for the next one's. */
+static void router_natpmp_drain(struct router *r)
+{
+	uint8_t buf[64];
+
+	while (recv(r->np.s, buf, sizeof(buf), MSG_DONTWAIT) >= 0)
+		;
+}
+
 /* Waits for libnatpmp's answer to the request it sent, within about 2 s. */
 static int router_natpmp_wait(struct router *r, natpmpresp_t *resp)
 {
@@ -431,8 +457,10 @@ static int router_natpmp(struct router *r, struct rmap *m, unsigned lifetime, st
 			 "NAT-PMP maps to the address a request comes from, not %s: use PCP or UPnP for it", a);
 		return -1;
 	}
+	router_natpmp_drain(r);
+	/* A deletion's external port is 0 (RFC 6886 3.4). */
 	rc = sendnewportmappingrequest(&r->np, m->proto == IPPROTO_TCP ? NATPMP_PROTOCOL_TCP : NATPMP_PROTOCOL_UDP,
-				       (uint16_t)m->iport, (uint16_t)m->eport, lifetime);
+				       (uint16_t)m->iport, lifetime ? (uint16_t)m->eport : 0, lifetime);
 	if (rc < 0) {
 		router_natpmp_error(rc, res);
 		return -1;
@@ -440,6 +468,11 @@ static int router_natpmp(struct router *r, struct rmap *m, unsigned lifetime, st
 	rc = router_natpmp_wait(r, &resp);
 	if (rc < 0) {
 		router_natpmp_error(rc, res);
+		return -1;
+	}
+	if (resp.type != (m->proto == IPPROTO_TCP ? NATPMP_RESPTYPE_TCPPORTMAPPING : NATPMP_RESPTYPE_UDPPORTMAPPING) ||
+	    resp.pnu.newportmapping.privateport != m->iport) {
+		snprintf(res->error, sizeof(res->error), "the router's answer was for another request");
 		return -1;
 	}
 	if (router_epoch(r, 1, resp.epoch) && lifetime) {
@@ -458,6 +491,7 @@ static int router_natpmp(struct router *r, struct rmap *m, unsigned lifetime, st
 	if (!lifetime)
 		return 0;
 	/* The external address is a request of its own. */
+	router_natpmp_drain(r);
 	if (sendpublicaddressrequest(&r->np) >= 0 && router_natpmp_wait(r, &resp) == 0 &&
 	    resp.type == NATPMP_RESPTYPE_PUBLICADDRESS)
 		res->external = resp.pnu.publicaddress.addr;
@@ -471,6 +505,36 @@ static void router_upnp_forget(struct router *r)
 	r->have_igd = false;
 }
 
+/* Keeps of DEVS (an SSDP answer) the devices the gateway describes: any
+ * host of the LAN can answer a search, and none but the router may take
+ * the mappings (or be asked for its description). */
+static struct UPNPDev *router_upnp_gateway_only(struct router *r, struct UPNPDev *devs)
+{
+	struct UPNPDev *keep = NULL, **tail = &keep;
+	char prefix[32];
+	size_t len;
+
+	inet_ntop(AF_INET, &r->gw, prefix + 7, sizeof(prefix) - 7);
+	memcpy(prefix, "http://", 7);
+	len = strlen(prefix);
+	while (devs) {
+		struct UPNPDev *d = devs;
+
+		devs = d->pNext;
+		d->pNext = NULL;
+		if (d->descURL && strncmp(d->descURL, prefix, len) == 0 &&
+		    (d->descURL[len] == ':' || d->descURL[len] == '/')) {
+			*tail = d;
+			tail = &d->pNext;
+		} else {
+			log_debug("router: a UPnP answer from %s, not the gateway: ignored",
+				  d->descURL ? d->descURL : "?");
+			freeUPNPDevlist(d);
+		}
+	}
+	return keep;
+}
+
 /* Finds the UPnP router (SSDP) unless known. */
 static int router_upnp_find(struct router *r, struct router_result *res)
 {
@@ -480,8 +544,9 @@ static int router_upnp_find(struct router *r, struct router_result *res)
 	if (r->have_igd)
 		return 0;
 	devs = upnpDiscover(ROUTER_SSDP_MS, NULL, NULL, 0, 0, 2, &err);
+	devs = router_upnp_gateway_only(r, devs);
 	if (!devs) {
-		snprintf(res->error, sizeof(res->error), "no UPnP router answered the search (SSDP)");
+		snprintf(res->error, sizeof(res->error), "the router (the default gateway) did not answer the UPnP search (SSDP)");
 		return -1;
 	}
 	memset(&r->urls, 0, sizeof(r->urls));
@@ -523,7 +588,27 @@ static int router_upnp(struct router *r, struct rmap *m, unsigned lifetime, stru
 		return -1;
 	snprintf(ext, sizeof(ext), "%u", m->eport);
 	snprintf(in, sizeof(in), "%u", m->iport);
+	inet_ntop(AF_INET, &m->client, client, sizeof(client));
+	/* Is it there, and ours? A router that restarted forgot it, and may
+	 * have given the port to another host since. */
+	rc = UPNP_GetSpecificPortMappingEntry(r->urls.controlURL, r->igd.first.servicetype, ext, proto, NULL,
+					      got_client, got_port, got_desc, got_en, got_lease);
+	if (rc < 0) {
+		router_upnp_error(r, "GetSpecificPortMappingEntry", rc, res);
+		return -1;
+	}
+	if (rc == UPNPCOMMAND_SUCCESS && strcmp(got_client, client) != 0) {
+		struct in_addr other;
+
+		snprintf(res->error, sizeof(res->error),
+			 "the router maps external %s port %s to another host, %s", proto, ext,
+			 inet_pton(AF_INET, got_client, &other) == 1 ? got_client : "(not an address)");
+		/* Deleting: it is not ours to delete, and ours is gone. */
+		return lifetime ? -1 : 0;
+	}
 	if (!lifetime) {
+		if (rc == 714)
+			return 0;
 		rc = UPNP_DeletePortMapping(r->urls.controlURL, r->igd.first.servicetype, ext, proto, NULL);
 		if (rc != UPNPCOMMAND_SUCCESS && rc != 714) {
 			router_upnp_error(r, "DeletePortMapping", rc, res);
@@ -531,19 +616,11 @@ static int router_upnp(struct router *r, struct rmap *m, unsigned lifetime, stru
 		}
 		return 0;
 	}
-	inet_ntop(AF_INET, &m->client, client, sizeof(client));
-	/* Is it there still? A router that restarted forgot it. */
-	rc = UPNP_GetSpecificPortMappingEntry(r->urls.controlURL, r->igd.first.servicetype, ext, proto, NULL,
-					      got_client, got_port, got_desc, got_en, got_lease);
 	if (rc == 714 && m->mapped) {
 		char what[96];
 
 		rmap_fmt(m, what, sizeof(what));
 		log_warning("router: %s: the router forgot the mapping (restarted?): mapping it again", what);
-	} else if (rc == UPNPCOMMAND_SUCCESS && strcmp(got_client, client) != 0) {
-		snprintf(res->error, sizeof(res->error),
-			 "the router maps external %s port %s to another host, %s", proto, ext, got_client);
-		return -1;
 	}
 	snprintf(lease, sizeof(lease), "%u", lifetime);
 	/* A description the router shows: the rule's name. */
@@ -595,6 +672,7 @@ static void router_probe_external(struct router *r)
 
 	if (!r->np_open)
 		return;
+	router_natpmp_drain(r);
 	if (sendpublicaddressrequest(&r->np) >= 0) {
 		rc = router_natpmp_wait(r, &resp);
 		if (rc == 0 && resp.type == NATPMP_RESPTYPE_PUBLICADDRESS) {
@@ -614,6 +692,16 @@ static void router_probe_external(struct router *r)
 		router_external(r, a);
 	else if (!UPNPIGD_IsConnected(&r->urls, &r->igd))
 		router_no_public_address(r, "UPnP: not connected");
+}
+
+static bool router_stopping(struct router *r)
+{
+	bool stop;
+
+	pthread_mutex_lock(&r->mu);
+	stop = r->stop;
+	pthread_mutex_unlock(&r->mu);
+	return stop;
 }
 
 /* Maps M (or renews it). Unlocked; M stays (only this thread frees it). */
@@ -641,7 +729,7 @@ static void router_map(struct router *r, struct rmap *m)
 			snprintf(errs, sizeof(errs), "%s", res.error);
 	} else {
 		/* auto: what worked before first, then PCP, NAT-PMP, UPnP-IGD. */
-		for (int k = -1; k < 3 && rc < 0; k++) {
+		for (int k = -1; k < 3 && rc < 0 && !router_stopping(r); k++) {
 			unsigned meth = k < 0 ? r->auto_method : order[k];
 			size_t l = strlen(errs);
 
@@ -690,9 +778,12 @@ static void router_map(struct router *r, struct rmap *m)
 		return;
 	}
 failed:
-	/* Why, once a streak: the router may have no public address at all. */
-	if (m->failures == 0 || m->failures % 8 == 7)
+	/* Why (at most once a minute, not when stopping): the router may have
+	 * no public address at all. */
+	if (clock_now() >= r->probe_at + ROUTER_CHECK_SECONDS && !router_stopping(r)) {
+		r->probe_at = clock_now();
 		router_probe_external(r);
+	}
 	/* Another path (a new gateway, a router found again) next time. */
 	router_gateway_forget(r);
 	now = clock_now();
@@ -740,7 +831,6 @@ static double router_next(struct router *r)
 static void *router_thread(void *arg)
 {
 	struct router *r = arg;
-	double stop_by = 0;
 
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
@@ -748,8 +838,6 @@ static void *router_thread(void *arg)
 		double now = clock_now(), next;
 		size_t i;
 
-		if (r->stop && !stop_by)
-			stop_by = now + ROUTER_STOP_SECONDS;
 		/* Deletions first: a new wish may want the port an old one holds. */
 		for (i = 0; i < r->n && !job; i++)
 			if (!r->m[i]->wanted)
@@ -757,7 +845,7 @@ static void *router_thread(void *arg)
 		if (job) {
 			/* Out of the table before it is worked on: a view never sees it. */
 			r->m[--i] = r->m[--r->n];
-			if (job->mapped && (!stop_by || now < stop_by)) {
+			if (job->mapped && (!r->stop || now < r->stop_by)) {
 				pthread_mutex_unlock(&r->mu);
 				router_unmap(r, job);
 				pthread_mutex_lock(&r->mu);
@@ -791,6 +879,10 @@ static void *router_thread(void *arg)
 	pthread_mutex_unlock(&r->mu);
 	router_upnp_forget(r);
 	router_gateway_forget(r);
+	pthread_mutex_lock(&r->mu);
+	r->done = true;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->mu);
 	return NULL;
 }
 
@@ -805,6 +897,7 @@ struct router *router_new(void)
 		return NULL;
 
 	pthread_mutex_init(&r->mu, NULL);
+	r->probe_at = -ROUTER_CHECK_SECONDS;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&r->cond, &ca);
@@ -907,14 +1000,15 @@ bool router_view(struct router *r, const char *rule, struct router_view *v)
 		if (!m->wanted || strcmp(m->w.rule, rule) != 0)
 			continue;
 		if (!any)
-			v->method = m->w.method;
+			v->method = v->wanted_method = m->w.method;
 		any = true;
 		v->total++;
 		v->renewals += m->renewals;
 		v->failures += m->failures;
 		if (m->error[0])
 			snprintf(v->error, sizeof(v->error), "%s", m->error);
-		if (!m->mapped)
+		/* A lease that ended unrenewed: the router forgot it by now. */
+		if (!m->mapped || (m->until && clock_now() >= m->until))
 			continue;
 		v->method = m->method;
 		if (!v->mapped++ || m->got_port < v->external_port)
@@ -948,9 +1042,29 @@ void router_free(struct router *r)
 		return;
 	pthread_mutex_lock(&r->mu);
 	r->stop = true;
+	r->stop_by = clock_now() + ROUTER_STOP_SECONDS;
 	for (size_t i = 0; i < r->n; i++)
 		r->m[i]->wanted = false;
-	pthread_cond_signal(&r->cond);
+	pthread_cond_broadcast(&r->cond);
+	/* A request under way cannot be cut short (miniupnpc's calls wait on
+	 * their own timeouts): after the deletions' time and one second more,
+	 * the thread is left to the process's exit, and R with it. */
+	while (r->started && !r->done) {
+		double at = r->stop_by + 1;
+		struct timespec ts = { .tv_sec = (time_t)at, .tv_nsec = (long)((at - (double)(time_t)at) * 1e9) };
+
+		if (pthread_cond_timedwait(&r->cond, &r->mu, &ts) != 0 && !r->done) {
+			size_t left = 0;
+
+			for (size_t i = 0; i < r->n; i++)
+				left += r->m[i]->mapped;
+			pthread_mutex_unlock(&r->mu);
+			pthread_detach(r->thread);
+			log_warning("router: the router did not answer in time: %zu mapping%s stay%s on it until %s lease ends",
+				    left, left == 1 ? "" : "s", left == 1 ? "s" : "", left == 1 ? "its" : "their");
+			return;
+		}
+	}
 	pthread_mutex_unlock(&r->mu);
 	if (r->started)
 		pthread_join(r->thread, NULL);

@@ -62,6 +62,7 @@ bool router_want_of(const struct rule_config *r, struct router_want *w);
 /* One rule's mappings, as status shows them. */
 struct router_view {
 	unsigned method;    /* ROUTER_* that mapped them; the configured one before */
+	unsigned wanted_method; /* the configured one (router = ...) */
 	unsigned mapped, total; /* ports x protocols */
 	char external_addr[INET_ADDRSTRLEN]; /* as the router reports it; "" unknown */
 	unsigned external_port, external_last; /* what the router gave (first and last) */
