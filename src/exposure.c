@@ -371,6 +371,30 @@ static int exposure_check_source(const struct config *cfg, size_t i, struct loca
 			    addr);
 }
 
+/* A rule that asks the home router to open its port to the internet,
+ * with no allow list, and not warned of above (no hunted service): a note
+ * that anyone can now connect. */
+static int exposure_check_router(const struct config *cfg, size_t i, const struct exposure_list *out,
+				 struct exposure_list *add)
+{
+	const struct rule_config *r = &cfg->rules[i];
+	char ports[16];
+
+	if (r->set.router == ROUTER_OFF || exposure_rule_has_allow(r))
+		return 0;
+	for (size_t k = 0; k < out->count; k++)
+		if (out->items[k].rule == i && out->items[k].level == EXPOSURE_WARNING &&
+		    strstr(out->items[k].message, "opens it on the home router"))
+			return 0;
+	if (rule_is_range(r))
+		snprintf(ports, sizeof(ports), "s %u-%u", rule_port_first(r), rule_port_last(r));
+	else
+		snprintf(ports, sizeof(ports), " %u", rule_port_first(r));
+	return exposure_add(add, cfg, i, EXPOSURE_NOTE,
+			    "router = \"%s\" opens port%s on the home router to the whole internet, with no allow list: anyone can connect; give the rule an allow list where you can",
+			    router_method_name(r->set.router), ports);
+}
+
 int exposure_check(const struct config *cfg, const struct exposure_privs *privs,
 		   struct exposure_list *out)
 {
@@ -387,7 +411,8 @@ int exposure_check(const struct config *cfg, const struct exposure_privs *privs,
 		    exposure_check_ephemeral(cfg, i, sp, out) < 0 ||
 		    exposure_check_privileged(cfg, i, sp, privs, out) < 0 ||
 		    exposure_check_target(cfg, i, out) < 0 ||
-		    exposure_check_source(cfg, i, &la, out) < 0) {
+		    exposure_check_source(cfg, i, &la, out) < 0 ||
+		    exposure_check_router(cfg, i, out, out) < 0) {
 			rc = -1;
 			break;
 		}

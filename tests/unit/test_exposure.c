@@ -304,7 +304,7 @@ START_TEST(test_allow_silences)
 END_TEST
 
 /* A rule that asks the home router to map its port says so in its
- * warning; an allow list silences it as any other. */
+ * warning, or in a note of its own; an allow list silences both. */
 START_TEST(test_router_mapping_warns)
 {
 	struct exposure_list l = { 0 };
@@ -313,15 +313,21 @@ START_TEST(test_router_mapping_warns)
 	load_config("rules: (\n"
 		    " { name = \"ssh\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; router = \"natpmp\"; },\n"
 		    " { name = \"kept\"; proto = \"tcp\"; listen = \"0.0.0.0:2223\"; target = \"192.168.0.2:22\"; router = \"auto\"; allow = [ \"203.0.113.7\" ]; },\n"
-		    " { name = \"plain\"; proto = \"tcp\"; listen = \"0.0.0.0:2224\"; target = \"192.168.0.2:22\"; }\n"
+		    " { name = \"plain\"; proto = \"tcp\"; listen = \"0.0.0.0:2224\"; target = \"192.168.0.2:22\"; },\n"
+		    " { name = \"game\"; proto = \"udp\"; listen = \"0.0.0.0:27015-27016\"; target = \"192.168.0.3:27015-27016\"; router = \"upnp\"; }\n"
 		    ");\n",
 		    &cfg);
-	ck_assert_int_eq(items_of(&cfg, &l), 2);
+	ck_assert_int_eq(items_of(&cfg, &l), 3);
 	ck_assert_str_eq(l.items[0].name, "ssh");
 	ck_assert_msg(strstr(l.items[0].message, "router = \"natpmp\" opens it on the home router to the whole internet"),
 		      "%s", l.items[0].message);
 	ck_assert_str_eq(l.items[1].name, "plain");
 	ck_assert_msg(!strstr(l.items[1].message, "router"), "%s", l.items[1].message);
+	/* No hunted service: a note that the router opens it to anyone. */
+	ck_assert_str_eq(l.items[2].name, "game");
+	ck_assert_int_eq(l.items[2].level, EXPOSURE_NOTE);
+	ck_assert_str_eq(l.items[2].message,
+			 "router = \"upnp\" opens ports 27015-27016 on the home router to the whole internet, with no allow list: anyone can connect; give the rule an allow list where you can");
 	exposure_list_free(&l);
 	config_free(&cfg);
 }
