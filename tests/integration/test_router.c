@@ -281,7 +281,7 @@ START_TEST(test_auto)
 	start_router();
 	lan_backends(&tcp, &udp);
 	snprintf(body, sizeof(body),
-		 "defaults = { router = \"auto\"; };\n"
+		 "defaults: { router = \"auto\"; };\n"
 		 "rules = ( { name = \"t\"; proto = \"tcp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; } );",
 		 TCP_PORT, tcp.port);
 	lan_portfwd(&d, body);
@@ -299,7 +299,7 @@ START_TEST(test_auto)
 	h_rt.no_natpmp = true;
 	start_router();
 	snprintf(body, sizeof(body),
-		 "defaults = { router = \"auto\"; };\n"
+		 "defaults: { router = \"auto\"; };\n"
 		 "rules = ( { name = \"t\"; proto = \"tcp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; },\n"
 		 "          { name = \"u\"; proto = \"udp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; } );",
 		 TCP_PORT, tcp.port, UDP_PORT, udp.port);
