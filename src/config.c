@@ -1105,13 +1105,19 @@ static void config_check_external(struct config_ctx *ctx, const config_setting_t
 		at = config_setting_get_member(g, "router");
 	if (!at)
 		at = g;
+	/* The ports in common. */
+	if (o1 > r1)
+		r1 = o1;
+	if (o2 < r2)
+		r2 = o2;
 	if (r1 == r2)
 		snprintf(span, sizeof(span), " %u", r1);
 	else
 		snprintf(span, sizeof(span), "s %u-%u", r1, r2);
 	config_err(ctx, at,
-		   "router: %s external port%s already asked of the router by rule \"%s\" (line %d): give one of them another external_port",
-		   rule_proto_name(shared), span, o->name, o->line);
+		   "router: %s external port%s already asked of the router by rule \"%s\" (line %d): give one of them another external_port%s",
+		   rule_proto_name(shared), span, o->name, o->line,
+		   config_setting_get_member(g, "router") ? "" : ", or router = \"off\" (router from defaults)");
 }
 
 /* Cross-rule checks: unique names, one rule per protocol and address. */

@@ -157,25 +157,32 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 	char addr[RULE_ADDR_STRLEN], taddr[RULE_ADDR_STRLEN], what[320], facing[200] = "", how[128];
 	char mapped[128] = "";
 	struct sockaddr_storage tport;
+	/* router = ...: the internet knocks at the router's external ports. */
+	bool routed = r->set.router != ROUTER_OFF;
+	unsigned first = rule_port_first(r), ext0 = routed && r->external_port ? r->external_port : first;
+	unsigned at_listen = 0;
 
 	/* Every port of a range: the first hunted one, behind or in front. */
-	for (unsigned p = rule_port_first(r); p <= rule_port_last(r) && !to; p++)
+	for (unsigned p = first; p <= rule_port_last(r) && !to; p++)
 		to = exposure_hunted(rule_target_port(r, p));
-	for (unsigned p = rule_port_first(r); p <= rule_port_last(r) && !at; p++)
-		at = exposure_hunted(p);
+	for (unsigned p = first; p <= rule_port_last(r) && !at; p++)
+		if ((at = exposure_hunted(ext0 + (p - first))))
+			at_listen = p;
 	if (at && !to) {
-		rule_addr_set_port(target, rule_target_port(r, at->port), &tport);
+		rule_addr_set_port(target, rule_target_port(r, at_listen), &tport);
 		target = (const struct sockaddr *)&tport;
 	}
 
 	/* Scanners hunt these over TCP, on the port they knock at (this rule's
-	 * listen port) for the service behind it (the target's). */
+	 * listen port, or the router's) for the service behind it (the
+	 * target's). A rule the router maps faces the internet whatever its
+	 * address or interface. */
 	if ((!to && !at) || !(r->proto & RULE_PROTO_TCP) || exposure_rule_has_allow(r) ||
-	    (where != EXPOSURE_ADDR_WILDCARD && where != EXPOSURE_ADDR_PUBLIC))
+	    (where != EXPOSURE_ADDR_WILDCARD && where != EXPOSURE_ADDR_PUBLIC && !routed))
 		return 0;
 	/* A rule bound to an interface answers only there: a VPN or the LAN
 	 * is no exposure; the interface the internet comes in by is. */
-	if (r->interface[0]) {
+	if (r->interface[0] && !routed) {
 		if (!iface_faces_internet(r->interface, exposure_family(r), how, sizeof(how)))
 			return 0;
 		snprintf(facing, sizeof(facing), " through interface %s, which %s", r->interface, how);
@@ -184,8 +191,8 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 		snprintf(what, sizeof(what), "forwards to port %u (%s), which scanners hunt (%s),",
 			 to->port, to->name, to->risk);
 	else
-		snprintf(what, sizeof(what), "listens on port %u (%s), which scanners hunt (%s), and forwards it to %s,",
-			 at->port, at->name, at->risk,
+		snprintf(what, sizeof(what), "%s port %u (%s), which scanners hunt (%s), and forwards it to %s,",
+			 routed ? "gets from the home router" : "listens on", at->port, at->name, at->risk,
 			 rule_target_host(r) ? rule_format_target(r, taddr, sizeof(taddr))
 					     : rule_format_addr(target, taddr, sizeof(taddr)));
 	/* router = ...: the home router is asked to open it to the internet. */
@@ -195,7 +202,9 @@ static int exposure_check_listen(const struct config *cfg, size_t i, struct expo
 	return exposure_add(out, cfg, i, EXPOSURE_WARNING,
 			    "%s from %s (%s)%s%s with no allow list that keeps anyone out: anyone who reaches this host can try it; add an allow list of the addresses that need it, or listen only on a VPN interface (interface = \"wg0\")",
 			    what, rule_format_listen(r, addr, sizeof(addr)),
-			    where == EXPOSURE_ADDR_WILDCARD ? "every address of this host" : "a public address",
+			    where == EXPOSURE_ADDR_WILDCARD ? "every address of this host"
+			    : where == EXPOSURE_ADDR_PUBLIC ? "a public address"
+							    : "an address of this host",
 			    facing, mapped);
 }
 
@@ -386,10 +395,12 @@ static int exposure_check_router(const struct config *cfg, size_t i, const struc
 		if (out->items[k].rule == i && out->items[k].level == EXPOSURE_WARNING &&
 		    strstr(out->items[k].message, "opens it on the home router"))
 			return 0;
+	unsigned ext = r->external_port ? r->external_port : rule_port_first(r);
+
 	if (rule_is_range(r))
-		snprintf(ports, sizeof(ports), "s %u-%u", rule_port_first(r), rule_port_last(r));
+		snprintf(ports, sizeof(ports), "s %u-%u", ext, ext + (rule_port_last(r) - rule_port_first(r)));
 	else
-		snprintf(ports, sizeof(ports), " %u", rule_port_first(r));
+		snprintf(ports, sizeof(ports), " %u", ext);
 	return exposure_add(add, cfg, i, EXPOSURE_NOTE,
 			    "router = \"%s\" opens port%s on the home router to the whole internet, with no allow list: anyone can connect; give the rule an allow list where you can",
 			    router_method_name(r->set.router), ports);

@@ -61,6 +61,7 @@ struct rmap {
 	unsigned method;      /* what mapped it (ROUTER_PCP, _NATPMP, _UPNP) */
 	unsigned got_port;
 	struct in_addr client; /* the internal address it maps to */
+	struct in_addr mapped_client; /* the one it was last mapped to */
 	double next;          /* monotonic: when to act */
 	double until;         /* monotonic: when the lease ends; 0 none */
 	time_t expires;       /* the same, wall time */
@@ -76,6 +77,7 @@ struct router {
 	pthread_t thread;
 	bool started, stop;
 	bool done;      /* the thread is past its last use of the router's sockets */
+	bool busy_mapped; /* the thread is deleting a mapping, out of the table */
 	double stop_by; /* monotonic: no new deletion after it (set by router_free) */
 	double probe_at; /* monotonic: the last look at why mapping fails */
 	struct rmap **m;
@@ -158,6 +160,8 @@ static void rmap_fmt(const struct rmap *m, char *buf, size_t len)
 		 m->eport);
 }
 
+static void router_upnp_forget(struct router *r);
+
 /* The gateway and this host's address towards it: libnatpmp finds the
  * default route's gateway (and opens its socket to it). */
 static int router_gateway(struct router *r, char *err, size_t errlen)
@@ -181,6 +185,9 @@ static int router_gateway(struct router *r, char *err, size_t errlen)
 		return -1;
 	}
 	r->np_open = true;
+	/* Another gateway: the UPnP device found is not its. */
+	if (r->gw.s_addr != r->np.gateway)
+		router_upnp_forget(r);
 	r->gw.s_addr = r->np.gateway;
 	sin.sin_addr = r->gw;
 	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -409,12 +416,18 @@ static void router_natpmp_drain(struct router *r)
 {
 	uint8_t buf[64];
 
-	while (recv(r->np.s, buf, sizeof(buf), MSG_DONTWAIT) >= 0)
-		;
+	/* An error a refused datagram left is read (and so cleared) too. */
+	for (int k = 0; k < 256; k++)
+		if (recv(r->np.s, buf, sizeof(buf), MSG_DONTWAIT) < 0 && errno != ECONNREFUSED)
+			break;
 }
 
-/* Waits for libnatpmp's answer to the request it sent, within about 2 s. */
-static int router_natpmp_wait(struct router *r, natpmpresp_t *resp)
+/* Waits for libnatpmp's answer to the request it sent, of TYPE (a
+ * NATPMP_RESPTYPE_) and, for a mapping, for private port PORT, within
+ * about 2 s. libnatpmp (20150609) takes any answer for the one it waits
+ * for: one of another type or port (late, or to a request it sent again
+ * after 250 ms) is skipped, and the request is waited for still. */
+static int router_natpmp_wait(struct router *r, natpmpresp_t *resp, unsigned type, unsigned port)
 {
 	double end = clock_now() + 2.0;
 	int rc;
@@ -432,6 +445,11 @@ static int router_natpmp_wait(struct router *r, natpmpresp_t *resp)
 		if (ms > 0)
 			poll(&pf, 1, ms);
 		rc = readnatpmpresponseorretry(&r->np, resp);
+		if (rc >= 0 && (resp->type != type ||
+				(type != NATPMP_RESPTYPE_PUBLICADDRESS && resp->pnu.newportmapping.privateport != port))) {
+			r->np.has_pending_request = 1;
+			rc = NATPMP_TRYAGAIN;
+		}
 	} while (rc == NATPMP_TRYAGAIN && clock_now() < end);
 	return rc;
 }
@@ -465,14 +483,11 @@ static int router_natpmp(struct router *r, struct rmap *m, unsigned lifetime, st
 		router_natpmp_error(rc, res);
 		return -1;
 	}
-	rc = router_natpmp_wait(r, &resp);
+	rc = router_natpmp_wait(r, &resp,
+				m->proto == IPPROTO_TCP ? NATPMP_RESPTYPE_TCPPORTMAPPING : NATPMP_RESPTYPE_UDPPORTMAPPING,
+				m->iport);
 	if (rc < 0) {
 		router_natpmp_error(rc, res);
-		return -1;
-	}
-	if (resp.type != (m->proto == IPPROTO_TCP ? NATPMP_RESPTYPE_TCPPORTMAPPING : NATPMP_RESPTYPE_UDPPORTMAPPING) ||
-	    resp.pnu.newportmapping.privateport != m->iport) {
-		snprintf(res->error, sizeof(res->error), "the router's answer was for another request");
 		return -1;
 	}
 	if (router_epoch(r, 1, resp.epoch) && lifetime) {
@@ -492,8 +507,8 @@ static int router_natpmp(struct router *r, struct rmap *m, unsigned lifetime, st
 		return 0;
 	/* The external address is a request of its own. */
 	router_natpmp_drain(r);
-	if (sendpublicaddressrequest(&r->np) >= 0 && router_natpmp_wait(r, &resp) == 0 &&
-	    resp.type == NATPMP_RESPTYPE_PUBLICADDRESS)
+	if (sendpublicaddressrequest(&r->np) >= 0 &&
+	    router_natpmp_wait(r, &resp, NATPMP_RESPTYPE_PUBLICADDRESS, 0) == 0)
 		res->external = resp.pnu.publicaddress.addr;
 	return 0;
 }
@@ -582,6 +597,7 @@ static int router_upnp(struct router *r, struct rmap *m, unsigned lifetime, stru
 	char got_client[64] = "", got_port[8] = "", got_desc[80] = "", got_en[8] = "", got_lease[16] = "";
 	const char *proto = m->proto == IPPROTO_TCP ? "TCP" : "UDP";
 	char extip[64] = "";
+	struct in_addr got;
 	int rc;
 
 	if (router_upnp_find(r, res) < 0)
@@ -597,18 +613,28 @@ static int router_upnp(struct router *r, struct rmap *m, unsigned lifetime, stru
 		router_upnp_error(r, "GetSpecificPortMappingEntry", rc, res);
 		return -1;
 	}
-	if (rc == UPNPCOMMAND_SUCCESS && strcmp(got_client, client) != 0) {
-		struct in_addr other;
+	if (rc == UPNPCOMMAND_SUCCESS && inet_pton(AF_INET, got_client, &got) == 1 &&
+	    got.s_addr != m->client.s_addr) {
+		/* Ours, to this host's address before it changed: made anew. */
+		bool old = m->mapped && got.s_addr == m->mapped_client.s_addr;
 
-		snprintf(res->error, sizeof(res->error),
-			 "the router maps external %s port %s to another host, %s", proto, ext,
-			 inet_pton(AF_INET, got_client, &other) == 1 ? got_client : "(not an address)");
-		/* Deleting: it is not ours to delete, and ours is gone. */
-		return lifetime ? -1 : 0;
+		if (!old) {
+			snprintf(res->error, sizeof(res->error), "the router maps external %s port %s to another host, %s",
+				 proto, ext, got_client);
+			/* Deleting: not ours to delete, and ours is gone. */
+			return lifetime ? -1 : 1;
+		}
+		if (lifetime) {
+			rc = UPNP_DeletePortMapping(r->urls.controlURL, r->igd.first.servicetype, ext, proto, NULL);
+			if (rc != UPNPCOMMAND_SUCCESS && rc != 714) {
+				router_upnp_error(r, "DeletePortMapping", rc, res);
+				return -1;
+			}
+		}
 	}
 	if (!lifetime) {
 		if (rc == 714)
-			return 0;
+			return 1;
 		rc = UPNP_DeletePortMapping(r->urls.controlURL, r->igd.first.servicetype, ext, proto, NULL);
 		if (rc != UPNPCOMMAND_SUCCESS && rc != 714) {
 			router_upnp_error(r, "DeletePortMapping", rc, res);
@@ -670,12 +696,14 @@ static void router_probe_external(struct router *r)
 	struct router_result res;
 	int rc;
 
+	bool upnp = false;
+
 	if (!r->np_open)
 		return;
 	router_natpmp_drain(r);
 	if (sendpublicaddressrequest(&r->np) >= 0) {
-		rc = router_natpmp_wait(r, &resp);
-		if (rc == 0 && resp.type == NATPMP_RESPTYPE_PUBLICADDRESS) {
+		rc = router_natpmp_wait(r, &resp, NATPMP_RESPTYPE_PUBLICADDRESS, 0);
+		if (rc == 0) {
 			router_external(r, resp.pnu.publicaddress.addr);
 			return;
 		}
@@ -684,6 +712,13 @@ static void router_probe_external(struct router *r)
 			return;
 		}
 	}
+	/* UPnP's search takes seconds: only for a router asked with UPnP. */
+	pthread_mutex_lock(&r->mu);
+	for (size_t i = 0; i < r->n; i++)
+		upnp |= r->m[i]->wanted && (r->m[i]->w.method == ROUTER_UPNP || r->m[i]->w.method == ROUTER_AUTO);
+	pthread_mutex_unlock(&r->mu);
+	if (!upnp)
+		return;
 	memset(&res, 0, sizeof(res));
 	if (router_upnp_find(r, &res) < 0)
 		return;
@@ -753,6 +788,7 @@ static void router_map(struct router *r, struct rmap *m)
 			m->renewals++;
 		m->mapped = true;
 		m->method = used;
+		m->mapped_client = m->client;
 		m->got_port = res.port ? res.port : m->eport;
 		m->until = res.lifetime ? now + res.lifetime : 0;
 		m->expires = res.lifetime ? time(NULL) + (time_t)res.lifetime : 0;
@@ -808,15 +844,19 @@ static void router_unmap(struct router *r, struct rmap *m)
 {
 	struct router_result res;
 	char what[96];
+	int rc = -1;
 
 	rmap_fmt(m, what, sizeof(what));
-	if (router_gateway(r, res.error, sizeof(res.error)) < 0 ||
-	    router_call(r, m->method, m, 0, &res) < 0) {
+	if (router_gateway(r, res.error, sizeof(res.error)) < 0 || (rc = router_call(r, m->method, m, 0, &res)) < 0) {
 		log_warning("router: %s: cannot delete the mapping (%s); the router drops it when its lease ends",
 			    what, res.error);
 		return;
 	}
-	log_info("router: %s: mapping deleted", what);
+	if (rc > 0)
+		log_info("router: %s: nothing to delete: %s", what,
+			 res.error[0] ? res.error : "the router has no such mapping any more");
+	else
+		log_info("router: %s: mapping deleted", what);
 }
 
 static double router_next(struct router *r)
@@ -846,9 +886,11 @@ static void *router_thread(void *arg)
 			/* Out of the table before it is worked on: a view never sees it. */
 			r->m[--i] = r->m[--r->n];
 			if (job->mapped && (!r->stop || now < r->stop_by)) {
+				r->busy_mapped = true;
 				pthread_mutex_unlock(&r->mu);
 				router_unmap(r, job);
 				pthread_mutex_lock(&r->mu);
+				r->busy_mapped = false;
 			}
 			free(job);
 			continue;
@@ -1054,7 +1096,7 @@ void router_free(struct router *r)
 		struct timespec ts = { .tv_sec = (time_t)at, .tv_nsec = (long)((at - (double)(time_t)at) * 1e9) };
 
 		if (pthread_cond_timedwait(&r->cond, &r->mu, &ts) != 0 && !r->done) {
-			size_t left = 0;
+			size_t left = r->busy_mapped;
 
 			for (size_t i = 0; i < r->n; i++)
 				left += r->m[i]->mapped;

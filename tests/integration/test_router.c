@@ -12,7 +12,12 @@
  * Then: auto's order and memory, a range with external_port, the work
  * after the privilege drop, and the carrier-grade NAT warning.
  */
+#include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -468,6 +473,171 @@ START_TEST(test_no_default_route)
 }
 END_TEST
 
+/*
+ * A NAT-PMP gateway of the test's own on the router's LAN address, for what
+ * miniupnpd does not do: it answers every datagram 300 ms late, so
+ * libnatpmp has sent each request again before the first answer comes, and
+ * the repeated answers arrive while the next request waits. It keeps the
+ * mappings it was asked for, to see what is left at the end.
+ */
+struct fake_pmp {
+	int fd;
+	pthread_t thread;
+	atomic_bool stop;
+	pthread_mutex_t mu;
+	bool mapped[2][65536];            /* [0 udp, 1 tcp][private port] */
+	unsigned ext[2][65536];
+	unsigned answers;
+};
+
+static struct fake_pmp fake;
+
+static void *fake_pmp_run(void *arg)
+{
+	struct {
+		double due;
+		struct sockaddr_in to;
+		uint8_t msg[16];
+		size_t len;
+	} q[512];
+	size_t nq = 0;
+
+	(void)arg;
+	while (!atomic_load(&fake.stop)) {
+		struct pollfd pf = { .fd = fake.fd, .events = POLLIN };
+		double now = h_now();
+		int wait = 50;
+
+		for (size_t i = 0; i < nq;) {
+			if (q[i].due <= now) {
+				sendto(fake.fd, q[i].msg, q[i].len, 0, (struct sockaddr *)&q[i].to, sizeof(q[i].to));
+				q[i] = q[--nq];
+				pthread_mutex_lock(&fake.mu);
+				fake.answers++;
+				pthread_mutex_unlock(&fake.mu);
+			} else {
+				i++;
+			}
+		}
+		if (poll(&pf, 1, wait) == 1) {
+			uint8_t in[64];
+			struct sockaddr_in from;
+			socklen_t fl = sizeof(from);
+			ssize_t n = recvfrom(fake.fd, in, sizeof(in), 0, (struct sockaddr *)&from, &fl);
+			uint32_t epoch = htonl((uint32_t)(h_now() - 0) + 1000), v;
+
+			if (n < 2 || in[0] != 0 || nq == sizeof(q) / sizeof(q[0]))
+				continue;
+			memset(&q[nq], 0, sizeof(q[nq]));
+			q[nq].due = h_now() + 0.3;
+			q[nq].to = from;
+			q[nq].msg[1] = (uint8_t)(128 + in[1]);
+			memcpy(q[nq].msg + 4, &epoch, 4);
+			if (in[1] == 0) {
+				inet_pton(AF_INET, "11.0.0.1", q[nq].msg + 8);
+				q[nq].len = 12;
+			} else if ((in[1] == 1 || in[1] == 2) && n >= 12) {
+				unsigned priv = (unsigned)in[4] << 8 | in[5], pub = (unsigned)in[6] << 8 | in[7];
+				uint32_t life;
+				int t = in[1] - 1;
+
+				memcpy(&life, in + 8, 4);
+				life = ntohl(life);
+				pthread_mutex_lock(&fake.mu);
+				fake.mapped[t][priv] = life != 0;
+				if (life)
+					fake.ext[t][priv] = pub ? pub : priv;
+				pub = life ? fake.ext[t][priv] : 0;
+				pthread_mutex_unlock(&fake.mu);
+				q[nq].msg[8] = in[4];
+				q[nq].msg[9] = in[5];
+				q[nq].msg[10] = (uint8_t)(pub >> 8);
+				q[nq].msg[11] = (uint8_t)pub;
+				v = htonl(life);
+				memcpy(q[nq].msg + 12, &v, 4);
+				q[nq].len = 16;
+			} else {
+				continue;
+			}
+			nq++;
+		}
+	}
+	return NULL;
+}
+
+static void fake_pmp_start(void)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(5351) };
+
+	memset(&fake, 0, sizeof(fake));
+	pthread_mutex_init(&fake.mu, NULL);
+	inet_pton(AF_INET, h_rt.gw_addr, &sin.sin_addr);
+	h_netns_enter(h_rt.rtr);
+	fake.fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	h_netns_enter(NULL);
+	ck_assert_int_ge(fake.fd, 0);
+	ck_assert_msg(bind(fake.fd, (struct sockaddr *)&sin, sizeof(sin)) == 0, "bind %s:5351: %s", h_rt.gw_addr,
+		      strerror(errno));
+	ck_assert_int_eq(pthread_create(&fake.thread, NULL, fake_pmp_run, NULL), 0);
+}
+
+static void fake_pmp_stop(void)
+{
+	atomic_store(&fake.stop, true);
+	pthread_join(fake.thread, NULL);
+	close(fake.fd);
+}
+
+/* The fake gateway's mapping of tcp private port PORT: its external port, 0 for none. */
+static unsigned fake_pmp_tcp(unsigned port)
+{
+	unsigned ext;
+
+	pthread_mutex_lock(&fake.mu);
+	ext = fake.mapped[1][port] ? fake.ext[1][port] : 0;
+	pthread_mutex_unlock(&fake.mu);
+	return ext;
+}
+
+/* A NAT-PMP router slow to answer (300 ms, so every request is answered
+ * twice or more, late): each port gets its own mapping, the external
+ * address is known, and the stop deletes every one. */
+START_TEST(test_natpmp_late_answers)
+{
+	struct hdaemon d;
+	char body[1024];
+	json_t *o;
+	double end;
+
+	if (!h_router_ready(&h_rt))
+		return;
+	fake_pmp_start();
+	snprintf(body, sizeof(body),
+		 "rules = ( { name = \"r\"; proto = \"tcp\"; listen = \"0.0.0.0:41000-41003\"; target = \"127.0.0.1:9\";\n"
+		 "            router = \"natpmp\"; external_port = 51000; router_lease = 600; } );");
+	lan_portfwd(&d, body);
+	ck_assert_msg(wait_state(&d, "r", "mapped", 20), "not mapped");
+	for (unsigned k = 0; k < 4; k++)
+		ck_assert_uint_eq(fake_pmp_tcp(41000 + k), 51000 + k);
+	o = router_of(&d, "r");
+	ck_assert_int_eq(json_integer_value(json_object_get(o, "external_port")), 51000);
+	ck_assert_int_eq(json_integer_value(json_object_get(o, "external_port_last")), 51003);
+	ck_assert_str_eq(json_string_value(json_object_get(o, "external_address")), "11.0.0.1");
+	json_decref(o);
+	ck_assert(!h_log_contains(&d, "cannot map it"));
+	ck_assert(!h_log_contains(&d, "instead"));
+	h_stop(&d);
+	/* Every deletion was answered (late too) before the stop ended. */
+	end = h_now() + 2;
+	for (unsigned k = 0; k < 4; k++) {
+		while (fake_pmp_tcp(41000 + k) && h_now() < end)
+			usleep(50000);
+		ck_assert_msg(fake_pmp_tcp(41000 + k) == 0, "tcp %u still mapped after the stop", 41000 + k);
+	}
+	fake_pmp_stop();
+}
+END_TEST
+
 /* Behind carrier-grade NAT (the router's WAN is 100.64.0.1): refused for
  * want of a public address, or mapped with 100.64.0.1 reported; either
  * way status and the log say that the internet cannot reach the port. */
@@ -536,6 +706,7 @@ int main(void)
 	tcase_add_test(tc, test_auto);
 	tcase_add_test(tc, test_range_external_port_unprivileged);
 	tcase_add_test(tc, test_natpmp_slow_router);
+	tcase_add_test(tc, test_natpmp_late_answers);
 	tcase_add_test(tc, test_stop_with_hung_router);
 	tcase_add_test(tc, test_no_default_route);
 	suite_add_tcase(s, tc);

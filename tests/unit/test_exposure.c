@@ -314,10 +314,12 @@ START_TEST(test_router_mapping_warns)
 		    " { name = \"ssh\"; proto = \"tcp\"; listen = \"0.0.0.0:2222\"; target = \"192.168.0.2:22\"; router = \"natpmp\"; },\n"
 		    " { name = \"kept\"; proto = \"tcp\"; listen = \"0.0.0.0:2223\"; target = \"192.168.0.2:22\"; router = \"auto\"; allow = [ \"203.0.113.7\" ]; },\n"
 		    " { name = \"plain\"; proto = \"tcp\"; listen = \"0.0.0.0:2224\"; target = \"192.168.0.2:22\"; },\n"
-		    " { name = \"game\"; proto = \"udp\"; listen = \"0.0.0.0:27015-27016\"; target = \"192.168.0.3:27015-27016\"; router = \"upnp\"; }\n"
+		    " { name = \"game\"; proto = \"udp\"; listen = \"0.0.0.0:27015-27016\"; target = \"192.168.0.3:27015-27016\"; router = \"upnp\"; external_port = 37015; },\n"
+		    " { name = \"lan\"; proto = \"tcp\"; listen = \"192.168.1.5:2225\"; target = \"192.168.0.2:22\"; router = \"pcp\"; interface = \"lo\"; },\n"
+		    " { name = \"rdp\"; proto = \"tcp\"; listen = \"0.0.0.0:8443\"; target = \"192.168.0.4:8443\"; router = \"auto\"; external_port = 3389; }\n"
 		    ");\n",
 		    &cfg);
-	ck_assert_int_eq(items_of(&cfg, &l), 3);
+	ck_assert_int_eq(items_of(&cfg, &l), 5);
 	ck_assert_str_eq(l.items[0].name, "ssh");
 	ck_assert_msg(strstr(l.items[0].message, "router = \"natpmp\" opens it on the home router to the whole internet"),
 		      "%s", l.items[0].message);
@@ -327,7 +329,17 @@ START_TEST(test_router_mapping_warns)
 	ck_assert_str_eq(l.items[2].name, "game");
 	ck_assert_int_eq(l.items[2].level, EXPOSURE_NOTE);
 	ck_assert_str_eq(l.items[2].message,
-			 "router = \"upnp\" opens ports 27015-27016 on the home router to the whole internet, with no allow list: anyone can connect; give the rule an allow list where you can");
+			 "router = \"upnp\" opens ports 37015-37016 on the home router to the whole internet, with no allow list: anyone can connect; give the rule an allow list where you can");
+	/* A LAN address, an interface: the router brings the internet to it all the same. */
+	ck_assert_str_eq(l.items[3].name, "lan");
+	ck_assert_int_eq(l.items[3].level, EXPOSURE_WARNING);
+	ck_assert_msg(strstr(l.items[3].message, "from 192.168.1.5:2225 (an address of this host), and router = \"pcp\" opens it"),
+		      "%s", l.items[3].message);
+	/* The port the internet knocks at is the router's: 3389, not 8443. */
+	ck_assert_str_eq(l.items[4].name, "rdp");
+	ck_assert_int_eq(l.items[4].level, EXPOSURE_WARNING);
+	ck_assert_msg(strstr(l.items[4].message, "gets from the home router port 3389 (rdp), which scanners hunt"), "%s",
+		      l.items[4].message);
 	exposure_list_free(&l);
 	config_free(&cfg);
 }
