@@ -419,7 +419,9 @@ START_TEST(test_stop_with_hung_router)
 	took = h_now() - t0;
 	kill(h_rt.miniupnpd, SIGCONT);
 	printf("router: portfwd stopped in %.2f s with the router not answering\n", took);
-	ck_assert_msg(took < 7.5, "stopping took %.2f s", took);
+	/* 6 s and the rest of the stop: 6.0 s here, 7.0 s under TSan; unbounded
+	 * it took over 10 s (h_stop gives up at 10). */
+	ck_assert_msg(took < 9.5, "stopping took %.2f s", took);
 	h_backend_stop(&tcp);
 	h_backend_stop(&udp);
 	h_router_stop(&h_rt, true);
