@@ -735,6 +735,66 @@ int h_connect(const char *host, unsigned port)
 	return fd;
 }
 
+int h_http(const char *host, unsigned port, const char *method, const char *path,
+	   const char *extra, char **head, char **body, double seconds)
+{
+	double deadline = h_now() + seconds;
+	char *req = NULL, *buf = NULL, *sep;
+	size_t len = 0, cap = 0;
+	int fd = h_connect(host, port), code = -1;
+	bool eof = false;
+
+	if (head)
+		*head = NULL;
+	if (body)
+		*body = NULL;
+	if (fd < 0)
+		return -1;
+	if (asprintf(&req, "%s %s HTTP/1.0\r\nHost: %s:%u\r\n%s\r\n", method, path, host, port,
+		     extra ? extra : "") < 0)
+		goto out;
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+		goto out;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	while (!eof && h_now() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		if (cap - len < 65537) {
+			char *nb = realloc(buf, cap + 65537 * 2);
+
+			if (!nb)
+				goto out;
+			buf = nb;
+			cap += 65537 * 2;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n > 0)
+			len += (size_t)n;
+		else if (n == 0 || errno != EAGAIN)
+			eof = true;
+	}
+	if (!eof || !buf)
+		goto out;
+	buf[len] = '\0';
+	if (sscanf(buf, "HTTP/1.%*d %d", &code) != 1 || !(sep = strstr(buf, "\r\n\r\n"))) {
+		code = -1;
+		goto out;
+	}
+	*sep = '\0';
+	if (head)
+		*head = strdup(buf);
+	if (body)
+		*body = strdup(sep + 4);
+out:
+	free(req);
+	free(buf);
+	close(fd);
+	return code;
+}
+
 int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds)
 {
 	struct h_stream tx, rx;

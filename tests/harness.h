@@ -190,6 +190,16 @@ int h_connect(const char *host, unsigned port);
  * the bytes sent came back, in order. Bounded by SECONDS. */
 int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds);
 
+/*
+ * One HTTP/1.0 request "METHOD PATH" to HOST:PORT (EXTRA: more header lines,
+ * each ending in \r\n, or NULL), read to EOF within SECONDS. Returns the
+ * status code (or -1: no connection, no whole answer in time); *HEAD (the
+ * status line and headers) and *BODY, when given, are NUL-terminated copies
+ * the caller frees (NULL when -1).
+ */
+int h_http(const char *host, unsigned port, const char *method, const char *path,
+	   const char *extra, char **head, char **body, double seconds);
+
 /* Reads until EOF (or SECONDS); returns the byte count, *HASH their hash. */
 long long h_read_all(int fd, uint64_t *hash, double seconds);
 
