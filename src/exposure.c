@@ -424,7 +424,7 @@ static int exposure_check_http(const struct config *cfg, struct exposure_list *o
 	    (access_policy_has_allow(p) && !access_set_covers_family(p->allow, sa->sa_family)))
 		return 0;
 	return exposure_add(out, cfg, EXPOSURE_HTTP, EXPOSURE_WARNING,
-			    "listens on %s with no allow list: anyone who reaches it reads every rule, its addresses and counters; add allow = [ \"private\" ] (or your LAN's prefix), or listen on 127.0.0.1",
+			    "listens on %s with no allow list: anyone who reaches it reads every rule, its addresses and counters; add allow = [ \"@private\" ] (or your LAN's prefix), or listen on 127.0.0.1",
 			    rule_format_addr(sa, addr, sizeof(addr)));
 }
 

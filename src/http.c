@@ -232,7 +232,8 @@ static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
 	return c->bev;
 }
 
-/* The connection of REQ, adopted (NULL: unknown, or refused now). */
+/* The connection of REQ, adopted now if it was not yet (NULL: not known,
+ * when memory ran out at its accept). */
 static struct http_conn *http_conn_of(struct http *h, struct evhttp_request *req)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
@@ -240,10 +241,13 @@ static struct http_conn *http_conn_of(struct http *h, struct evhttp_request *req
 
 	for (struct http_conn *c = h->conns; c; c = c->next) {
 		if (c->evcon == evcon && evcon)
-			return c->refused ? NULL : c;
-		/* Its request came before the timer: adopt it now. */
-		if (!c->evcon && c->bev == bev && bev)
-			return http_conn_adopt(c) ? c : NULL;
+			return c;
+		/* Its request came before the timer: adopt it now (refused,
+		 * it is marked so, and counted). */
+		if (!c->evcon && c->bev == bev && bev) {
+			http_conn_adopt(c);
+			return c;
+		}
 	}
 	return NULL;
 }
@@ -349,16 +353,20 @@ static void http_request_cb(struct evhttp_request *req, void *arg)
 	struct evbuffer *out;
 
 	/* Again here: a reload may have changed the lists since the accept,
-	 * and a connection that memory ran out for was never checked. */
-	if (!c || !peer || access_policy_check(h->cfg.access, peer) != ACCESS_ALLOWED) {
-		h->denied++;
-		if (peer)
-			http_log_refused(h, peer, "not on daemon.http's allow list, or on its deny list");
+	 * and a connection that memory ran out for was never checked. One
+	 * refused at its adoption was counted then, and is closing. */
+	if ((c && c->refused) || !peer || access_policy_check(h->cfg.access, peer) != ACCESS_ALLOWED) {
+		if (!c || !c->refused) {
+			h->denied++;
+			if (peer)
+				http_log_refused(h, peer, "not on daemon.http's allow list, or on its deny list");
+		}
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
 		http_reply_text(req, 403, "Forbidden", "forbidden");
 		return;
 	}
-	c->served = true;
+	if (c)
+		c->served = true;
 	h->requests++;
 	out = evbuffer_new();
 	if (!out) {

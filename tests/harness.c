@@ -735,13 +735,41 @@ int h_connect(const char *host, unsigned port)
 	return fd;
 }
 
+int h_connect_from(const char *src, const char *host, unsigned port)
+{
+	struct sockaddr_storage ss, from;
+	socklen_t len = h_sockaddr(host, port, &ss), flen;
+	int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+
+	if (fd < 0)
+		return -1;
+	if (src) {
+		flen = h_sockaddr(src, 0, &from);
+		if (bind(fd, (struct sockaddr *)&from, flen) < 0) {
+			close(fd);
+			return -1;
+		}
+	}
+	if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 int h_http(const char *host, unsigned port, const char *method, const char *path,
 	   const char *extra, char **head, char **body, double seconds)
+{
+	return h_http_from(NULL, host, port, method, path, extra, head, body, seconds);
+}
+
+int h_http_from(const char *src, const char *host, unsigned port, const char *method,
+		const char *path, const char *extra, char **head, char **body, double seconds)
 {
 	double deadline = h_now() + seconds;
 	char *req = NULL, *buf = NULL, *sep;
 	size_t len = 0, cap = 0;
-	int fd = h_connect(host, port), code = -1;
+	int fd = h_connect_from(src, host, port), code = -1;
 	bool eof = false;
 
 	if (head)

@@ -199,6 +199,11 @@ int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds);
  */
 int h_http(const char *host, unsigned port, const char *method, const char *path,
 	   const char *extra, char **head, char **body, double seconds);
+/* The same from the local address SRC (a loopback address: 127.0.0.2). */
+int h_http_from(const char *src, const char *host, unsigned port, const char *method,
+		const char *path, const char *extra, char **head, char **body, double seconds);
+/* A TCP socket bound to SRC (port 0) and connected to HOST:PORT; -1 on failure. */
+int h_connect_from(const char *src, const char *host, unsigned port);
 
 /* Reads until EOF (or SECONDS); returns the byte count, *HASH their hash. */
 long long h_read_all(int fd, uint64_t *hash, double seconds);

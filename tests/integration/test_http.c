@@ -1,0 +1,469 @@
+/*
+ * The HTTP endpoint (daemon.http) as its users meet it: /metrics as
+ * `portfwdctl metrics` says it, /status.json as `status --json`, /health
+ * with its status code, / with its security headers; nothing it answers
+ * changes the daemon; its allow list; the caps that keep a slow or hostile
+ * client from holding it, while the rules go on forwarding; reloads that
+ * move, change or remove it, or cannot bind; the exposure warning.
+ */
+#include <check.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "check_run.h"
+
+#define PORTFWD h_bin("PORTFWD_BIN", "build/default/portfwd")
+#define PORTFWDCTL h_bin("PORTFWDCTL_BIN", "build/default/portfwdctl")
+
+static char extra[256];
+
+/* daemon.http on 127.0.0.1:PORT, with the lists LISTS ("" for none). */
+static void http_conf(unsigned port, const char *lists)
+{
+	snprintf(extra, sizeof(extra), "http = { listen = \"127.0.0.1:%u\"; %s };", port, lists);
+	h_daemon_extra = extra;
+}
+
+static long long http_counter(struct hdaemon *d, const char *key)
+{
+	json_t *st = h_status(d);
+	long long v = json_integer_value(json_object_get(json_object_get(st, "http"), key));
+
+	json_decref(st);
+	return v;
+}
+
+/* True if FD is closed by the other end (EOF or reset) within SECONDS. */
+static bool closed_within(int fd, double seconds)
+{
+	double end = h_now() + seconds;
+	char buf[256];
+
+	while (h_now() < end) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		if (poll(&p, 1, 100) > 0) {
+			ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+			if (n == 0 || (n < 0 && errno != EAGAIN))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* The "# TYPE" lines of an exposition, sorted into one string. */
+static char *type_lines(const char *text)
+{
+	char *copy = strdup(text), *save = NULL, *out = calloc(1, strlen(text) + 1);
+
+	for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+		if (strncmp(l, "# TYPE ", 7) == 0) {
+			strcat(out, l);
+			strcat(out, "\n");
+		}
+	free(copy);
+	return out;
+}
+
+START_TEST(test_http_endpoints)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned hp = h_free_port(SOCK_STREAM, false), lp = h_free_port(SOCK_STREAM, false);
+	char conf[512], *head, *body, *out, *t1, *t2;
+	char *metrics[] = { (char *)PORTFWDCTL, "-s", d.sock, "metrics", NULL };
+	json_t *doc, *st;
+	int fd;
+
+	h_backend_start(&b, H_ECHO, false);
+	http_conf(hp, "");
+	snprintf(conf, sizeof(conf),
+		 "rules = ( { name = \"web\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 lp, b.port);
+	h_start(&d, conf);
+	fd = h_connect("127.0.0.1", lp);
+	ck_assert_int_eq(h_echo_exchange(fd, 100000, 7, 10), 0);
+	close(fd);
+	ck_assert_int_ge(h_wait_counter(&d, "web", "tcp", "bytes_to_target", 100000, 5), 100000);
+
+	/* /metrics: Prometheus's content type, the families portfwdctl prints. */
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/metrics", NULL, &head, &body, 10), 200);
+	ck_assert_msg(strstr(head, "\r\nContent-Type: text/plain; version=0.0.4"), "%s", head);
+	ck_assert_msg(strstr(body, "portfwd_info{version=\""), "%s", body);
+	ck_assert_msg(strstr(body, "rule=\"web\""), "%s", body);
+	ck_assert_int_eq(h_run(metrics, &out), 0);
+	t1 = type_lines(body);
+	t2 = type_lines(out);
+	ck_assert_str_eq(t1, t2);
+	ck_assert_msg(strstr(t1, "# TYPE portfwd_http_requests_total counter"), "%s", t1);
+	free(t1);
+	free(t2);
+	free(out);
+	free(head);
+	free(body);
+
+	/* /status.json: the document of status --json, the endpoint in it. */
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/status.json", NULL, &head, &body, 10), 200);
+	ck_assert_msg(strstr(head, "\r\nContent-Type: application/json"), "%s", head);
+	doc = json_loads(body, 0, NULL);
+	ck_assert_ptr_nonnull(doc);
+	st = h_status(&d);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(doc, "rules"), 0), "name")), "web");
+	ck_assert_int_eq(json_integer_value(json_object_get(doc, "pid")), json_integer_value(json_object_get(st, "pid")));
+	ck_assert_int_ge(json_integer_value(json_object_get(json_object_get(json_array_get(json_object_get(doc, "rules"), 0), "tcp"), "bytes_to_target")), 100000);
+	{
+		char want[64];
+
+		snprintf(want, sizeof(want), "127.0.0.1:%u", hp);
+		ck_assert_str_eq(json_string_value(json_object_get(json_object_get(st, "http"), "listen")), want);
+	}
+	json_decref(doc);
+	json_decref(st);
+	free(head);
+	free(body);
+
+	/* /: HTML, the rule in it, its script held to a nonce, no framing. */
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/", NULL, &head, &body, 10), 200);
+	ck_assert_msg(strstr(head, "\r\nContent-Type: text/html; charset=utf-8"), "%s", head);
+	ck_assert_msg(strstr(head, "\r\nContent-Security-Policy: default-src 'none'; script-src 'nonce-"), "%s", head);
+	ck_assert_msg(strstr(head, "\r\nX-Frame-Options: DENY") && strstr(head, "\r\nX-Content-Type-Options: nosniff") &&
+			      strstr(head, "\r\nCache-Control: no-store"),
+		      "%s", head);
+	ck_assert_msg(strstr(body, "web"), "%s", body);
+	free(head);
+	free(body);
+
+	/* HEAD: the headers alone. */
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "HEAD", "/metrics", NULL, &head, &body, 10), 200);
+	ck_assert_str_eq(body, "");
+	free(head);
+	free(body);
+
+	/* /health: 200 with the words of portfwdctl health; 503 once no rule is on. */
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/health", NULL, &head, &body, 10), 200);
+	ck_assert_str_eq(body, "healthy: 1 of 1 enabled rule listening\n");
+	free(head);
+	free(body);
+	{
+		char *dis[] = { (char *)PORTFWDCTL, "-s", d.sock, "disable", "web", NULL };
+
+		ck_assert_int_eq(h_run(dis, &out), 0);
+		free(out);
+	}
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/health", NULL, &head, &body, 10), 503);
+	ck_assert_str_eq(body, "unhealthy: no rule is enabled (1 rule disabled)\n");
+	free(head);
+	free(body);
+
+	/* Read-only: other methods are refused and change nothing; an unknown
+	 * path is a 404 that says what there is. */
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "POST", "/", "Content-Length: 0\r\n", &head, &body, 10), 501);
+	free(head);
+	free(body);
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "DELETE", "/status.json", NULL, &head, &body, 10), 501);
+	free(head);
+	free(body);
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "POST", "/", "Content-Length: 5\r\n\r\nhello", &head, &body, 10), 413);
+	free(head);
+	free(body);
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/reload", NULL, &head, &body, 10), 404);
+	ck_assert_msg(strstr(body, "/status.json, /metrics and /health"), "%s", body);
+	free(head);
+	free(body);
+	st = h_status(&d);
+	ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(st, "rules"), 0), "state")), "disabled");
+	/* Every answered request counted; none open now. */
+	ck_assert_int_ge(json_integer_value(json_object_get(json_object_get(st, "http"), "requests")), 10);
+	json_decref(st);
+	ck_assert_msg(h_wait_log(&d, "daemon.http: serving /, /status.json, /metrics and /health on http://127.0.0.1:", 1), "no start line");
+	h_stop(&d);
+	h_backend_stop(&b);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
+/* Only the allow list's addresses get an answer; the others' connections
+ * are closed unanswered, counted and logged; a reload changes the list. */
+START_TEST(test_http_allow_list)
+{
+	struct hdaemon d;
+	unsigned hp = h_free_port(SOCK_STREAM, false);
+	char *head, *body;
+	int fd;
+
+	http_conf(hp, "allow = [ \"127.0.0.2\", \"127.0.0.3\" ];");
+	h_start(&d, "rules = ();");
+	ck_assert_int_eq(h_http_from("127.0.0.2", "127.0.0.1", hp, "GET", "/health", NULL, &head, &body, 10), 503);
+	free(head);
+	free(body);
+	/* 127.0.0.1 is not on it: closed before anything is read. */
+	fd = h_connect_from("127.0.0.1", "127.0.0.1", hp);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_msg(closed_within(fd, 3), "a refused client's connection stayed open");
+	close(fd);
+	ck_assert_int_eq(h_http_from("127.0.0.1", "127.0.0.1", hp, "GET", "/metrics", NULL, &head, &body, 5), -1);
+	ck_assert_int_eq(http_counter(&d, "denied"), 2);
+	ck_assert_msg(h_wait_log(&d, "daemon.http: refused 127.0.0.1 port ", 2), "no log line");
+
+	/* The list as the file says after a reload: now 127.0.0.1 and not .2. */
+	http_conf(hp, "allow = [ \"127.0.0.1\" ];");
+	h_write_conf(&d, "rules = ();");
+	{
+		bool ok;
+		char *r = h_ctl(d.sock, "reload", &ok);
+
+		ck_assert_msg(ok, "%s", r);
+		free(r);
+	}
+	ck_assert_int_eq(h_http_from("127.0.0.1", "127.0.0.1", hp, "GET", "/health", NULL, &head, &body, 10), 503);
+	free(head);
+	free(body);
+	ck_assert_int_eq(h_http_from("127.0.0.2", "127.0.0.1", hp, "GET", "/health", NULL, &head, &body, 5), -1);
+	h_stop(&d);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
+/*
+ * A hostile client cannot hold it: 8 connections from one address, then
+ * the next is closed while another address is still answered; a client
+ * that drips its request is cut at the first request's deadline; headers
+ * past 8 KiB are refused; at 64 connections the endpoint waits, and
+ * answers again once one closes. All the while the rule forwards.
+ */
+START_TEST(test_http_limits)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned hp = h_free_port(SOCK_STREAM, false), lp = h_free_port(SOCK_STREAM, false);
+	char conf[512], src[32], *head, *body, big[10000];
+	int held[64], n = 0, fd, drip, waiting;
+	double t0;
+
+	h_backend_start(&b, H_ECHO, false);
+	http_conf(hp, "");
+	snprintf(conf, sizeof(conf),
+		 "rules = ( { name = \"web\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 lp, b.port);
+	h_start(&d, conf);
+
+	/* Per source: the ninth from 127.0.0.5 is closed; .6 still answered. */
+	for (int i = 0; i < 8; i++) {
+		held[n] = h_connect_from("127.0.0.5", "127.0.0.1", hp);
+		ck_assert_int_ge(held[n], 0);
+		n++;
+	}
+	usleep(300000);
+	fd = h_connect_from("127.0.0.5", "127.0.0.1", hp);
+	ck_assert_msg(closed_within(fd, 3), "a ninth connection from one address stayed open");
+	close(fd);
+	ck_assert_int_eq(http_counter(&d, "busy"), 1);
+	ck_assert_int_eq(h_http_from("127.0.0.6", "127.0.0.1", hp, "GET", "/health", NULL, &head, &body, 10), 200);
+	free(head);
+	free(body);
+
+	/* Headers past the limit. */
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	{
+		char *hdr = NULL;
+
+		ck_assert_int_ge(asprintf(&hdr, "X-Big: %s\r\n", big), 0);
+		ck_assert_int_eq(h_http_from("127.0.0.6", "127.0.0.1", hp, "GET", "/", hdr, &head, &body, 10) / 100, 4);
+		free(hdr);
+		free(head);
+		free(body);
+	}
+
+	/* The cap in all: 56 more from 7 other addresses make 64. */
+	for (int a = 0; n < 64; a++) {
+		snprintf(src, sizeof(src), "127.0.0.%d", 10 + n / 8);
+		held[n] = h_connect_from(src, "127.0.0.1", hp);
+		ck_assert_int_ge(held[n], 0);
+		n++;
+		(void)a;
+	}
+	usleep(300000);
+	/* The 65th waits in the kernel's queue, unanswered... */
+	waiting = h_connect_from("127.0.0.30", "127.0.0.1", hp);
+	ck_assert_int_ge(waiting, 0);
+	ck_assert_int_eq(write(waiting, "GET /health HTTP/1.0\r\n\r\n", 24), 24);
+	{
+		struct pollfd p = { .fd = waiting, .events = POLLIN };
+
+		ck_assert_int_eq(poll(&p, 1, 1000), 0);
+	}
+	/* ...the rule forwards all the while... */
+	fd = h_connect("127.0.0.1", lp);
+	ck_assert_int_eq(h_echo_exchange(fd, 200000, 3, 10), 0);
+	close(fd);
+	/* ...and is answered once one of the 64 closes. */
+	close(held[--n]);
+	{
+		uint64_t hash;
+		long long got = h_read_all(waiting, &hash, 5);
+
+		ck_assert_int_gt(got, 0);
+	}
+	close(waiting);
+	ck_assert_msg(h_log_contains(&d, "daemon.http: 64 connections open, the most it takes"), "no log line");
+	while (n > 0)
+		close(held[--n]);
+
+	/* A request dripped a byte every second is cut at the deadline (15 s)
+	 * though it never goes quiet for the idle timeout (10 s). */
+	drip = h_connect_from("127.0.0.7", "127.0.0.1", hp);
+	ck_assert_int_ge(drip, 0);
+	t0 = h_now();
+	{
+		const char *req = "GET /metrics HTTP/1.0\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+		bool cut = false;
+
+		for (size_t i = 0; req[i] && h_now() - t0 < 25 && !cut; i++) {
+			if (send(drip, &req[i], 1, MSG_NOSIGNAL) != 1)
+				cut = true;
+			else
+				cut = closed_within(drip, 1);
+		}
+		ck_assert_msg(cut, "a dripping client was not cut");
+		ck_assert_msg(h_now() - t0 > 14 && h_now() - t0 < 20, "cut after %.1f s", h_now() - t0);
+	}
+	close(drip);
+	/* Still answering, and every connection accounted for. */
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/health", NULL, &head, &body, 10), 200);
+	free(head);
+	free(body);
+	ck_assert_int_le(http_counter(&d, "connections"), 1);
+	h_stop(&d);
+	h_backend_stop(&b);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
+/* Reload moves the endpoint, keeps it where a port cannot be bound (and
+ * says who holds it), and removes it. */
+START_TEST(test_http_reload)
+{
+	struct hdaemon d;
+	unsigned p1 = h_free_port(SOCK_STREAM, false), p2 = h_free_port(SOCK_STREAM, false);
+	unsigned p3 = h_free_port(SOCK_STREAM, false);
+	char *head, *body, *r;
+	bool ok;
+	int holder, one = 1;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	json_t *st;
+
+	http_conf(p1, "");
+	h_start(&d, "rules = ();");
+	ck_assert_int_eq(h_http("127.0.0.1", p1, "GET", "/health", NULL, &head, &body, 10), 503);
+	free(head);
+	free(body);
+
+	/* Moved: the new port answers, the old one is closed. */
+	http_conf(p2, "");
+	h_write_conf(&d, "rules = ();");
+	r = h_ctl(d.sock, "reload", &ok);
+	ck_assert_msg(ok, "%s", r);
+	free(r);
+	ck_assert_int_eq(h_http("127.0.0.1", p2, "GET", "/health", NULL, &head, &body, 10), 503);
+	free(head);
+	free(body);
+	ck_assert_int_lt(h_connect("127.0.0.1", p1), 0);
+
+	/* A port held by someone else: the reload says so, and p2 serves on. */
+	holder = socket(AF_INET, SOCK_STREAM, 0);
+	len = h_sockaddr("127.0.0.1", p3, &ss);
+	setsockopt(holder, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ck_assert_int_eq(bind(holder, (struct sockaddr *)&ss, len), 0);
+	ck_assert_int_eq(listen(holder, 1), 0);
+	http_conf(p3, "");
+	h_write_conf(&d, "rules = ();");
+	r = h_ctl(d.sock, "reload", &ok);
+	ck_assert_msg(!ok, "%s", r);
+	ck_assert_msg(strstr(r, "daemon.http: cannot listen on 127.0.0.1:") &&
+			      strstr(r, "address already in use: port ") &&
+			      strstr(r, "(the endpoint stays where it was)"),
+		      "%s", r);
+	free(r);
+	ck_assert_int_eq(h_http("127.0.0.1", p2, "GET", "/metrics", NULL, &head, &body, 10), 200);
+	free(head);
+	free(body);
+	st = h_status(&d);
+	ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")), 3);
+	json_decref(st);
+	close(holder);
+
+	/* Removed. */
+	h_daemon_extra = NULL;
+	h_write_conf(&d, "rules = ();");
+	r = h_ctl(d.sock, "reload", &ok);
+	ck_assert_msg(ok, "%s", r);
+	free(r);
+	ck_assert_int_lt(h_connect("127.0.0.1", p2), 0);
+	st = h_status(&d);
+	ck_assert(json_is_null(json_object_get(st, "http")));
+	json_decref(st);
+	ck_assert_msg(h_log_contains(&d, "daemon.http: removed; the endpoint is closed"), "no log line");
+	h_stop(&d);
+}
+END_TEST
+
+/* Off loopback with no allow list: a warning in -t and status; an allow
+ * list that keeps someone out silences it. */
+START_TEST(test_http_exposure)
+{
+	struct hdaemon d;
+	unsigned hp = h_free_port(SOCK_STREAM, false);
+	char *out, want[512];
+	char *check[] = { (char *)PORTFWD, "-t", "-c", d.conf, NULL };
+	json_t *st, *w;
+
+	snprintf(extra, sizeof(extra), "http = { listen = \"0.0.0.0:%u\"; };", hp);
+	h_daemon_extra = extra;
+	h_start(&d, "rules = ();");
+	ck_assert_int_eq(h_run(check, &out), 0);
+	snprintf(want, sizeof(want),
+		 "%s:1: warning: daemon.http: listens on 0.0.0.0:%u with no allow list: anyone who reaches it reads every rule",
+		 d.conf, hp);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	free(out);
+	st = h_status(&d);
+	w = json_object_get(json_object_get(st, "http"), "warnings");
+	ck_assert_int_eq(json_array_size(w), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(w, 0), "level")), "warning");
+	json_decref(st);
+	h_stop(&d);
+
+	snprintf(extra, sizeof(extra), "http = { listen = \"0.0.0.0:%u\"; allow = [ \"@private\" ]; };", hp);
+	h_prepare(&d, "rules = ();");
+	ck_assert_int_eq(h_run(check, &out), 0);
+	ck_assert_msg(!strstr(out, "daemon.http"), "%s", out);
+	free(out);
+	h_cleanup(&d);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("http");
+	TCase *tc = tcase_create("http");
+
+	tcase_set_timeout(tc, 90);
+	tcase_add_test(tc, test_http_endpoints);
+	tcase_add_test(tc, test_http_allow_list);
+	tcase_add_test(tc, test_http_limits);
+	tcase_add_test(tc, test_http_reload);
+	tcase_add_test(tc, test_http_exposure);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
