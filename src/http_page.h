@@ -1,0 +1,21 @@
+/*
+ * The HTTP endpoint's status page (GET /): the status document rendered as
+ * one HTML page, readable without script, which a few lines of script keep
+ * fresh from /status.json.
+ */
+#ifndef PORTFWD_HTTP_PAGE_H
+#define PORTFWD_HTTP_PAGE_H
+
+#include <jansson.h>
+
+struct evbuffer;
+
+/* Writes the status page, one HTML document with no external assets, for
+ * DOC (the document status_json() makes) to OUT. NONCE (base64url-safe
+ * characters only) goes into the nonce attribute of its one <style> and one
+ * <script> element: the server sends Content-Security-Policy
+ * "default-src 'none'; script-src 'nonce-NONCE'; style-src 'nonce-NONCE';
+ * connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'". */
+void http_page_render(const json_t *doc, const char *nonce, struct evbuffer *out);
+
+#endif
