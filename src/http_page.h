@@ -1,7 +1,7 @@
 /*
- * The HTTP endpoint's status page (GET /): the status document rendered as
- * one HTML page, readable without script, which a few lines of script keep
- * fresh from /status.json.
+ * The status page that GET / serves (http.h): one HTML document with no
+ * external assets, readable without script, kept fresh by a few lines of
+ * script that read /status.json.
  */
 #ifndef PORTFWD_HTTP_PAGE_H
 #define PORTFWD_HTTP_PAGE_H
