@@ -6,8 +6,9 @@
 #ifndef PORTFWD_HTTP_PAGE_H
 #define PORTFWD_HTTP_PAGE_H
 
-#include <event2/buffer.h>
 #include <jansson.h>
+
+struct evbuffer;
 
 /* Writes the status page, one HTML document with no external assets, for
  * DOC (the document status_json() makes) to OUT. NONCE (base64url-safe
