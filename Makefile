@@ -87,6 +87,8 @@ LIB_SRCS += proxyproto.c
 LIB_SRCS += targets.c
 # The home router maps the ports (PCP, NAT-PMP, UPnP-IGD).
 LIB_SRCS += router.c
+# The read-only HTTP endpoint (evhttp) and its status page.
+LIB_SRCS += http.c http_page.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd

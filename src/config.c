@@ -575,7 +575,7 @@ static void config_read_daemon(struct config_ctx *ctx,
 	static const char *const keys[] = { "control_socket", "log_level", "log_connections",
 					    "workers", "drain_timeout", "user", "group",
 					    "admin_group", "allow_root", "max_tracked_sources", "resolvers",
-					    NULL };
+					    "http", NULL };
 	long long iv;
 	double dv;
 	const config_setting_t *s;
@@ -623,6 +623,80 @@ static void config_read_daemon(struct config_ctx *ctx,
 	if ((s = config_setting_get_member(group, "resolvers")))
 		config_read_resolvers(ctx, s, cfg);
 	config_read_identity(ctx, group, cfg);
+}
+
+/*
+ * daemon.http = { listen = "127.0.0.1:9180"; allow = [ ... ]; deny = [ ... ]; }:
+ * read after the lists, which its allow and deny may name.
+ */
+static void config_read_http(struct config_ctx *ctx, const config_setting_t *group,
+			     struct config *cfg)
+{
+	static const char *const keys[] = { "listen", CONFIG_ACCESS_KEYS, NULL };
+	struct config_http *h = &cfg->http;
+	const config_setting_t *s;
+	const char *str;
+	int len = sizeof(h->listen);
+
+	ctx->scope = "daemon.http";
+	if (!config_setting_is_group(group)) {
+		config_err(ctx, group, "expected a group { listen = \"127.0.0.1:9180\"; }, got %s",
+			   config_type_name(config_setting_type(group)));
+		return;
+	}
+	config_check_keys(ctx, group, keys);
+	s = config_setting_get_member(group, "listen");
+	if (!s) {
+		config_err(ctx, group, "listen is missing: add listen = \"127.0.0.1:9180\"; (an address and port)");
+		return;
+	}
+	if (!(str = config_get_string(ctx, s)))
+		return;
+	memset(&h->listen, 0, sizeof(h->listen));
+	if (evutil_parse_sockaddr_port(str, (struct sockaddr *)&h->listen, &len) < 0 ||
+	    rule_addr_port((const struct sockaddr *)&h->listen) == 0) {
+		config_err(ctx, s, "listen: \"%.64s\" is not an IP address and port (\"127.0.0.1:9180\", \"[::1]:9180\", \"0.0.0.0:9180\")",
+			   str);
+		return;
+	}
+	h->listen_len = (socklen_t)len;
+	h->line = config_setting_source_line(s);
+	h->access = config_access_group(ctx->access, group, "daemon.http");
+	h->enabled = true;
+}
+
+/*
+ * The endpoint's TCP port may not be one a TCP rule listens on at an
+ * address that overlaps (the same, or either a wildcard of that family):
+ * one of the two could not bind.
+ */
+static void config_check_http(struct config_ctx *ctx, const struct config *cfg, const bool *valid)
+{
+	const struct sockaddr *ha = (const struct sockaddr *)&cfg->http.listen;
+	unsigned port = rule_addr_port(ha);
+
+	if (!cfg->http.enabled)
+		return;
+	for (size_t i = 0; i < cfg->nrules; i++) {
+		const struct rule_config *r = &cfg->rules[i];
+		struct sockaddr_storage ra = r->listen;
+		char addr[RULE_ADDR_STRLEN];
+
+		/* A range's every port: the rule's address at the endpoint's port. */
+		if (!valid[i] || !(r->proto & RULE_PROTO_TCP) || port < rule_port_first(r) ||
+		    port > rule_port_last(r))
+			continue;
+		if (ra.ss_family == AF_INET)
+			((struct sockaddr_in *)&ra)->sin_port = htons((uint16_t)port);
+		else
+			((struct sockaddr_in6 *)&ra)->sin6_port = htons((uint16_t)port);
+		if (!rule_addr_collide((const struct sockaddr *)&ra, ha))
+			continue;
+		config_errors_add(ctx->errs, "%s:%u: daemon.http: listen %s is also where rule \"%s\" (line %d) listens for TCP: give the endpoint another port",
+				  ctx->path, cfg->http.line,
+				  rule_format_addr(ha, addr, sizeof(addr)), r->name, r->line);
+		return;
+	}
 }
 
 /* interface = "wg0": the rule's sockets take only what comes through it. */
@@ -1500,6 +1574,9 @@ static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 		config_read_daemon(ctx, s, cfg);
 	if ((s = config_setting_get_member(root, "lists")))
 		config_access_lists(ctx->access, s);
+	if ((s = config_setting_get_member(root, "daemon")) && config_setting_is_group(s) &&
+	    (s = config_setting_get_member(s, "http")))
+		config_read_http(ctx, s, cfg);
 
 	if ((s = config_setting_get_member(root, "defaults"))) {
 		ctx->scope = "defaults";
@@ -1549,6 +1626,7 @@ static void config_read_root(struct config_ctx *ctx, const config_t *lc,
 	/* Cross-checks compare the rules that are complete on their own. */
 	config_check_rules(ctx, list, cfg, valid);
 	config_check_loops(ctx, list, cfg, valid);
+	config_check_http(ctx, cfg, valid);
 	free(valid);
 }
 
@@ -1604,6 +1682,7 @@ void config_free(struct config *cfg)
 		rule_targets_unref(cfg->rules[i].targets);
 	}
 	free(cfg->rules);
+	access_policy_unref(cfg->http.access);
 	access_lists_free(cfg->lists, cfg->nlists);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -26,6 +26,18 @@
 /* daemon.resolvers: at most this many. */
 #define CONFIG_MAX_RESOLVERS 8
 
+/*
+ * daemon.http: the read-only HTTP endpoint (http.h), off unless enabled.
+ * Its own allow and deny (defaults' do not apply: it is not a rule).
+ */
+struct config_http {
+	bool enabled;
+	struct sockaddr_storage listen;
+	socklen_t listen_len;
+	unsigned line;                /* of its listen key, for messages */
+	struct access_policy *access; /* NULL: everyone who can reach it */
+};
+
 struct config {
 	char *path;
 	char *control_socket;
@@ -46,6 +58,7 @@ struct config {
 	 * at start). */
 	char *resolvers[CONFIG_MAX_RESOLVERS];
 	size_t nresolvers;
+	struct config_http http;
 	struct rule_settings defaults;
 	struct rule_config *rules;
 	size_t nrules;

@@ -460,6 +460,12 @@ struct access_policy *config_access_rule(struct config_access *ca, const config_
 	return ca ? config_access_policy(ca, group, scope, ca->defaults) : NULL;
 }
 
+struct access_policy *config_access_group(struct config_access *ca, const config_setting_t *group,
+					  const char *scope)
+{
+	return ca ? config_access_policy(ca, group, scope, NULL) : NULL;
+}
+
 void config_access_finish(struct config_access *ca, struct config *cfg)
 {
 	if (!ca)

@@ -38,6 +38,11 @@ void config_access_defaults(struct config_access *ca, const config_setting_t *gr
 struct access_policy *config_access_rule(struct config_access *ca, const config_setting_t *group,
 					 const char *scope);
 
+/* The policy of GROUP from its own allow and deny alone (no defaults):
+ * daemon.http's. */
+struct access_policy *config_access_group(struct config_access *ca, const config_setting_t *group,
+					  const char *scope);
+
 /* Hands the named lists over to CFG (lists, nlists) and frees CA. */
 void config_access_finish(struct config_access *ca, struct config *cfg);
 

@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "control.h"
 #include "forward.h"
+#include "http.h"
 #include "iface.h"
 #include "log.h"
 #include "privs.h"
@@ -564,6 +565,16 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	free(taken);
 	config_free(&d->cfg);
 	d->cfg = nc;
+	{
+		char err[512];
+
+		/* Its socket kept, or bound anew; a failure leaves what served before. */
+		if (http_apply(&d->http, d, &d->cfg.http, err, sizeof(err)) < 0) {
+			config_errors_add(&res->msgs, "%s (%s)", err,
+					  d->http ? "the endpoint stays where it was" : "the endpoint is off");
+			log_error("reload: %s", err);
+		}
+	}
 	/* What status shows: as things are now, the sockets bound. */
 	daemon_exposure(d, &d->cfg, d->rules, &d->exposure);
 	if (!d->log_level_fixed)
@@ -631,6 +642,8 @@ static bool daemon_needs_low_ports(const struct config *cfg)
 
 	/* No rules yet (a fresh install): the ones a reload brings may. */
 	if (cfg->nrules == 0)
+		return true;
+	if (cfg->http.enabled && rule_addr_port((const struct sockaddr *)&cfg->http.listen) < 1024)
 		return true;
 	sp = malloc(sizeof(*sp));
 	if (!sp)
@@ -760,6 +773,11 @@ int daemon_start(struct daemon *d, struct config *cfg)
 		log_error("%s", err);
 		return -1;
 	}
+	/* Before the privilege drop: its port may be below 1024. */
+	if (d->cfg.http.enabled && !(d->http = http_open(d, &d->cfg.http, err, sizeof(err)))) {
+		log_error("%s", err);
+		return -1;
+	}
 
 	/* Before the workers, which all share it; its size is for the daemon's life. */
 	d->sources = sources_new(d->cfg.max_tracked_sources);
@@ -858,6 +876,8 @@ void daemon_stop(struct daemon *d)
 	d->notify_timer = NULL;
 	control_close(d->control);
 	d->control = NULL;
+	http_close(d->http);
+	d->http = NULL;
 	/* The router forwards nothing more here (bounded: ROUTER_STOP_SECONDS). */
 	router_free(d->router);
 	d->router = NULL;

@@ -21,6 +21,7 @@ struct bans;
 struct resolve;
 struct router;
 struct control;
+struct http;
 struct event;
 struct event_base;
 struct forward;
@@ -44,6 +45,7 @@ struct daemon {
 	_Atomic unsigned pongs;     /* workers that answered the last watchdog round */
 	bool pinged;                /* a round is out */
 	struct control *control;
+	struct http *http; /* daemon.http, NULL when off */
 	struct bans *bans; /* portfwdctl ban: kept across reloads */
 	struct resolve *resolve; /* the named targets' resolver (daemon.resolvers fixed at start) */
 	struct sources *sources; /* the per-source table the workers share */

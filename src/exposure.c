@@ -112,7 +112,9 @@ static int exposure_add(struct exposure_list *l, const struct config *cfg, size_
 static int exposure_add(struct exposure_list *l, const struct config *cfg, size_t rule,
 			enum exposure_level level, const char *fmt, ...)
 {
-	const struct rule_config *r = &cfg->rules[rule];
+	const struct rule_config *r = rule == EXPOSURE_HTTP ? NULL : &cfg->rules[rule];
+	const char *name = r ? r->name : "daemon.http";
+	int line = r ? r->line : (int)cfg->http.line;
 	struct exposure_item *grown, *it;
 	char *msg = NULL, *text = NULL;
 	va_list ap;
@@ -123,8 +125,10 @@ static int exposure_add(struct exposure_list *l, const struct config *cfg, size_
 	va_end(ap);
 	if (n < 0)
 		return -1;
-	if (asprintf(&text, "%s:%d: %s: rule \"%s\": %s", cfg->path, r->line,
-		     exposure_level_name(level), r->name, msg) < 0) {
+	if ((r ? asprintf(&text, "%s:%d: %s: rule \"%s\": %s", cfg->path, line,
+			  exposure_level_name(level), name, msg)
+	       : asprintf(&text, "%s:%d: %s: %s: %s", cfg->path, line, exposure_level_name(level),
+			  name, msg)) < 0) {
 		free(msg);
 		return -1;
 	}
@@ -138,8 +142,8 @@ static int exposure_add(struct exposure_list *l, const struct config *cfg, size_
 	it = &l->items[l->count++];
 	memset(it, 0, sizeof(*it));
 	it->rule = rule;
-	snprintf(it->name, sizeof(it->name), "%s", r->name);
-	it->line = r->line;
+	snprintf(it->name, sizeof(it->name), "%s", name);
+	it->line = line;
 	it->level = level;
 	it->message = msg;
 	it->text = text;
@@ -406,6 +410,24 @@ static int exposure_check_router(const struct config *cfg, size_t i, const struc
 			    router_method_name(r->set.router), ports);
 }
 
+/*
+ * daemon.http anywhere but loopback with no allow list: whoever reaches the
+ * address reads the rules, their addresses and counters.
+ */
+static int exposure_check_http(const struct config *cfg, struct exposure_list *out)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&cfg->http.listen;
+	const struct access_policy *p = cfg->http.access;
+	char addr[RULE_ADDR_STRLEN];
+
+	if (!cfg->http.enabled || exposure_addr_class(sa) == EXPOSURE_ADDR_LOOPBACK ||
+	    (access_policy_has_allow(p) && !access_set_covers_family(p->allow, sa->sa_family)))
+		return 0;
+	return exposure_add(out, cfg, EXPOSURE_HTTP, EXPOSURE_WARNING,
+			    "listens on %s with no allow list: anyone who reaches it reads every rule, its addresses and counters; add allow = [ \"private\" ] (or your LAN's prefix), or listen on 127.0.0.1",
+			    rule_format_addr(sa, addr, sizeof(addr)));
+}
+
 int exposure_check(const struct config *cfg, const struct exposure_privs *privs,
 		   struct exposure_list *out)
 {
@@ -428,6 +450,8 @@ int exposure_check(const struct config *cfg, const struct exposure_privs *privs,
 			break;
 		}
 	}
+	if (rc == 0 && exposure_check_http(cfg, out) < 0)
+		rc = -1;
 	localaddr_free(&la);
 	free(sp);
 	return rc;

@@ -68,8 +68,11 @@ enum exposure_level {
 	EXPOSURE_WARNING,
 };
 
+/* The rule index of items about daemon.http, not a rule. */
+#define EXPOSURE_HTTP (SIZE_MAX - 1)
+
 struct exposure_item {
-	size_t rule; /* index in the configuration's rules */
+	size_t rule; /* index in the configuration's rules, or EXPOSURE_HTTP */
 	char name[RULE_NAME_MAX + 1];
 	int line;
 	enum exposure_level level;

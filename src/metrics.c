@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "daemon.h"
 #include "forward.h"
+#include "http.h"
 #include "router.h"
 #include "sources.h"
 #include "targets.h"
@@ -301,6 +302,22 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 	metrics_family(m, "portfwd_draining_connections", "gauge",
 		       "TCP connections and UDP sessions of removed rules, still open.");
 	metrics_sample(m, "portfwd_draining_connections", draining_conns, 0);
+
+	if (d->http) {
+		struct http_stats hs;
+
+		http_stats(d->http, &hs);
+		metrics_family(m, "portfwd_http_requests_total", "counter",
+			       "Requests the HTTP endpoint (daemon.http) answered for clients it admits.");
+		metrics_sample(m, "portfwd_http_requests_total", (double)hs.requests, 0);
+		metrics_family(m, "portfwd_http_refused_total", "counter",
+			       "Connections and requests the HTTP endpoint refused: not allowed by its lists (denied), or too many from one address (busy).");
+		metrics_sample(m, "portfwd_http_refused_total", (double)hs.denied, 1, "reason", "denied");
+		metrics_sample(m, "portfwd_http_refused_total", (double)hs.busy, 1, "reason", "busy");
+		metrics_family(m, "portfwd_http_connections", "gauge",
+			       "Connections open to the HTTP endpoint.");
+		metrics_sample(m, "portfwd_http_connections", (double)hs.connections, 0);
+	}
 
 	metrics_sources(d, m);
 

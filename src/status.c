@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "daemon.h"
 #include "forward.h"
+#include "http.h"
 #include "privs.h"
 #include "sources.h"
 #include "router.h"
@@ -451,6 +452,35 @@ void status_router_text(const struct daemon *d, const struct forward *fw, struct
 		evbuffer_add_printf(out, "  WARNING: %s\n", v.warning);
 }
 
+/* daemon.http as it serves (null: off), with its exposure warnings. */
+static json_t *status_http_json(const struct daemon *d)
+{
+	json_t *o = http_json(d->http);
+
+	if (json_is_object(o))
+		json_object_set_new(o, "warnings", exposure_json(&d->exposure, EXPOSURE_HTTP));
+	return o;
+}
+
+static void status_http_text(const struct daemon *d, struct evbuffer *out)
+{
+	char addr[RULE_ADDR_STRLEN];
+	struct http_stats st;
+
+	if (!d->http)
+		return;
+	http_stats(d->http, &st);
+	rule_format_addr((const struct sockaddr *)&d->cfg.http.listen, addr, sizeof(addr));
+	evbuffer_add_printf(out, "http: http://%s/ (/metrics, /status.json, /health): %llu requests, %llu refused, %zu connection%s open\n",
+			    addr, (unsigned long long)st.requests,
+			    (unsigned long long)(st.denied + st.busy), st.connections,
+			    st.connections == 1 ? "" : "s");
+	for (size_t k = 0; k < d->exposure.count; k++)
+		if (d->exposure.items[k].rule == EXPOSURE_HTTP)
+			evbuffer_add_printf(out, "  %s: %s\n", exposure_level_name(d->exposure.items[k].level),
+					    d->exposure.items[k].message);
+}
+
 json_t *status_json(const struct daemon *d)
 {
 	char user[64];
@@ -518,6 +548,7 @@ json_t *status_json(const struct daemon *d)
 			 "rules", rules,
 			 "totals", status_totals_json(&total));
 	json_object_set_new(root, "lists", status_lists_json(d));
+	json_object_set_new(root, "http", status_http_json(d));
 	json_object_set_new(root, "bans", json_integer(d->bans ? (json_int_t)d->bans->n : 0));
 	status_denied_json(json_object_get(root, "totals"),
 			   total.tcp_denied_list + total.udp_denied_list,
@@ -620,6 +651,7 @@ void status_text(const struct daemon *d, struct evbuffer *out)
 			    d->cfg.path, (unsigned long long)d->generation, d->nrules,
 			    d->nrules == 1 ? "" : "s", ok, d->nrules - ok - off, off);
 	status_text_reloads(d, out);
+	status_http_text(d, out);
 	status_lists_text(d, out);
 	for (size_t i = 0; i < d->nrules; i++) {
 		const struct forward *fw = d->rules[i];
