@@ -46,6 +46,19 @@ static void write_file(const char *path, const char *text)
 	ck_assert_msg(fclose(fp) == 0, "cannot write %s", path);
 }
 
+/* Removes what the tests write in D's directory, so that h_stop, which
+ * removes the daemon's own files, can remove the directory. Only on
+ * success: a failed test leaves it all for a look. */
+static void remove_test_files(const struct hdaemon *d)
+{
+	char *out = NULL;
+	int rc = h_sh(&out, "cd '%s' && rm -rf data prometheus.yml prometheus.log metrics.txt made-up.json no-name.json",
+		      d->dir);
+
+	ck_assert_msg(rc == 0, "cannot clean %s: %s", d->dir, out);
+	free(out);
+}
+
 /* Starts D with the HTTP endpoint on a free port of 127.0.0.1 (returned). */
 static unsigned start_with_http(struct hdaemon *d, const char *body)
 {
@@ -324,6 +337,7 @@ START_TEST(test_prometheus_scrapes)
 	free(out);
 
 	prom_stop(&p);
+	remove_test_files(&d);
 	h_stop(&d);
 	h_backend_stop(&echo);
 }
@@ -382,6 +396,7 @@ START_TEST(test_grafana_dashboard_metrics)
 	rc = h_sh(&out, "python3 " CHECKER " " DASHBOARD " %s 2>&1", path);
 	ck_assert_msg(rc == 0, "grafana-check: exit %d\n%s", rc, out);
 	free(out);
+	remove_test_files(&d);
 	h_stop(&d);
 }
 END_TEST
@@ -450,6 +465,7 @@ START_TEST(test_grafana_check_fails)
 	rc = h_sh(&out, "python3 " CHECKER " %s %s 2>&1", bad, metrics);
 	ck_assert_msg(rc == 1 && strstr(out, "not a valid JSON dashboard"), "invalid JSON: exit %d\n%s", rc, out);
 	free(out);
+	remove_test_files(&d);
 	h_stop(&d);
 }
 END_TEST
