@@ -153,6 +153,7 @@ START_TEST(test_files)
 		{ "/usr/share/doc/portfwd/examples/fail2ban/filter.d/portfwd.conf", 0644 },
 		{ "/usr/share/doc/portfwd/examples/fail2ban/action.d/portfwd.conf", 0644 },
 		{ "/usr/share/doc/portfwd/examples/fail2ban/jail.d/portfwd.conf", 0644 },
+		{ "/usr/share/doc/portfwd/examples/grafana/portfwd.json", 0644 },
 		{ "/etc/portfwd.conf", 0644 },
 	};
 	struct passwd *pw;
