@@ -263,6 +263,24 @@ static void http_headers(struct evhttp_request *req, const char *type)
 	evhttp_add_header(hd, "X-Frame-Options", "DENY");
 }
 
+/*
+ * Sends OUT as the answer. To HEAD, the headers of the answer to GET alone:
+ * libevent 2.1 would send the body too.
+ */
+static void http_reply(struct evhttp_request *req, int code, const char *reason, const char *type,
+		       struct evbuffer *out)
+{
+	http_headers(req, type);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		char len[32];
+
+		snprintf(len, sizeof(len), "%zu", evbuffer_get_length(out));
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", len);
+		evbuffer_drain(out, evbuffer_get_length(out));
+	}
+	evhttp_send_reply(req, code, reason, out);
+}
+
 static void http_reply_text(struct evhttp_request *req, int code, const char *reason,
 			    const char *text)
 {
@@ -272,17 +290,9 @@ static void http_reply_text(struct evhttp_request *req, int code, const char *re
 		evhttp_send_error(req, HTTP_INTERNAL, NULL);
 		return;
 	}
-	http_headers(req, "text/plain; charset=utf-8");
 	evbuffer_add_printf(out, "%s\n", text);
-	evhttp_send_reply(req, code, reason, out);
+	http_reply(req, code, reason, "text/plain; charset=utf-8", out);
 	evbuffer_free(out);
-}
-
-static void http_reply(struct evhttp_request *req, int code, const char *reason, const char *type,
-		       struct evbuffer *out)
-{
-	http_headers(req, type);
-	evhttp_send_reply(req, code, reason, out);
 }
 
 /* /health: the control command's own words, 200 healthy, 503 not. */
