@@ -310,22 +310,6 @@ static const char *http_page_group(long long n, char *buf, size_t len)
 	return buf;
 }
 
-/* Seconds as the script's dur(): "5s", "2m 5s", "1h 2m 5s", "3d 1h 2m". */
-static const char *http_page_duration(double secs, char *buf, size_t len)
-{
-	unsigned long s = secs > 0 ? (unsigned long)secs : 0;
-
-	if (s >= 86400)
-		snprintf(buf, len, "%lud %luh %lum", s / 86400, s % 86400 / 3600, s % 3600 / 60);
-	else if (s >= 3600)
-		snprintf(buf, len, "%luh %lum %lus", s / 3600, s % 3600 / 60, s % 60);
-	else if (s >= 60)
-		snprintf(buf, len, "%lum %lus", s / 60, s % 60);
-	else
-		snprintf(buf, len, "%lus", s);
-	return buf;
-}
-
 static const char *http_page_when(time_t t, char *buf, size_t len)
 {
 	struct tm tm;
@@ -352,7 +336,7 @@ static const char *http_page_format(const json_t *v, const char *f, char *buf, s
 	if (strcmp(f, "bytes") == 0)
 		return status_bytes(x > 0 ? (uint64_t)x : 0, buf, len);
 	if (strcmp(f, "dur") == 0)
-		return http_page_duration(x, buf, len);
+		return status_duration(x, buf, len);
 	if (strcmp(f, "time") == 0)
 		return http_page_when((time_t)x, buf, len);
 	if (json_is_integer(v) && strcmp(f, "num") != 0) {

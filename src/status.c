@@ -580,9 +580,9 @@ const char *status_bytes(uint64_t n, char *buf, size_t len)
 	return buf;
 }
 
-static void status_duration(double secs, char *buf, size_t len)
+const char *status_duration(double secs, char *buf, size_t len)
 {
-	unsigned long s = (unsigned long)secs;
+	unsigned long s = secs > 0 ? (unsigned long)secs : 0;
 
 	if (s >= 86400)
 		snprintf(buf, len, "%lud %luh %lum", s / 86400, s % 86400 / 3600, s % 3600 / 60);
@@ -592,6 +592,7 @@ static void status_duration(double secs, char *buf, size_t len)
 		snprintf(buf, len, "%lum %lus", s / 60, s % 60);
 	else
 		snprintf(buf, len, "%lus", s);
+	return buf;
 }
 
 static void status_when(time_t t, char *buf, size_t len)

@@ -34,4 +34,7 @@ void status_router_text(const struct daemon *d, const struct forward *fw, struct
 
 const char *status_bytes(uint64_t n, char *buf, size_t len);
 
+/* SECS as status says an uptime: "5s", "2m 5s", "1h 2m 5s", "3d 1h 2m". */
+const char *status_duration(double secs, char *buf, size_t len);
+
 #endif
