@@ -625,6 +625,36 @@ static void config_read_daemon(struct config_ctx *ctx,
 	config_read_identity(ctx, group, cfg);
 }
 
+/* daemon.http.hosts = [ "nas.lan", ... ]: host names, letters, digits, dots and dashes. */
+static void config_read_http_hosts(struct config_ctx *ctx, const config_setting_t *s,
+				   struct config_http *h)
+{
+	int n = config_setting_is_array(s) || config_setting_is_list(s) ? config_setting_length(s) : -1;
+
+	if (n < 0) {
+		config_err(ctx, s, "hosts: expected a list of host names [ \"nas.lan\", ... ], got %s",
+			   config_type_name(config_setting_type(s)));
+		return;
+	}
+	if (n > CONFIG_HTTP_HOSTS) {
+		config_err(ctx, s, "hosts: %d names, at most %d", n, CONFIG_HTTP_HOSTS);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		const char *str = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : NULL;
+		size_t len = str ? strlen(str) : 0;
+
+		if (!str || len == 0 || len > CONFIG_HTTP_HOST_MAX ||
+		    strspn(str, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") != len) {
+			config_err(ctx, e, "hosts[%d]: expected a host name (letters, digits, dots and dashes, 1-%d characters), as a browser's address bar has it",
+				   i + 1, CONFIG_HTTP_HOST_MAX);
+			continue;
+		}
+		snprintf(h->hosts[h->nhosts++], sizeof(h->hosts[0]), "%s", str);
+	}
+}
+
 /*
  * daemon.http = { listen = "127.0.0.1:9180"; allow = [ ... ]; deny = [ ... ]; }:
  * read after the lists, which its allow and deny may name.
@@ -632,7 +662,7 @@ static void config_read_daemon(struct config_ctx *ctx,
 static void config_read_http(struct config_ctx *ctx, const config_setting_t *group,
 			     struct config *cfg)
 {
-	static const char *const keys[] = { "listen", CONFIG_ACCESS_KEYS, NULL };
+	static const char *const keys[] = { "listen", "hosts", CONFIG_ACCESS_KEYS, NULL };
 	struct config_http *h = &cfg->http;
 	const config_setting_t *s;
 	const char *str;
@@ -661,40 +691,43 @@ static void config_read_http(struct config_ctx *ctx, const config_setting_t *gro
 	}
 	h->listen_len = (socklen_t)len;
 	h->line = config_setting_source_line(s);
+	if ((s = config_setting_get_member(group, "hosts")))
+		config_read_http_hosts(ctx, s, h);
 	h->access = config_access_group(ctx->access, group, "daemon.http");
 	h->enabled = true;
 }
 
-/*
- * The endpoint's TCP port may not be one a TCP rule listens on at an
- * address that overlaps (the same, or either a wildcard of that family):
- * one of the two could not bind.
- */
+bool config_http_collides(const struct config_http *h, const struct rule_config *r)
+{
+	const struct sockaddr *ha = (const struct sockaddr *)&h->listen;
+	unsigned port = rule_addr_port(ha);
+	struct sockaddr_storage ra = r->listen;
+
+	/* A range's every port: the rule's address at the endpoint's port. */
+	if (!h->enabled || !(r->proto & RULE_PROTO_TCP) || port < rule_port_first(r) ||
+	    port > rule_port_last(r))
+		return false;
+	if (ra.ss_family == AF_INET)
+		((struct sockaddr_in *)&ra)->sin_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in6 *)&ra)->sin6_port = htons((uint16_t)port);
+	return rule_addr_collide((const struct sockaddr *)&ra, ha);
+}
+
+/* The endpoint may not take a port that a TCP rule of the file listens on. */
 static void config_check_http(struct config_ctx *ctx, const struct config *cfg, const bool *valid)
 {
-	const struct sockaddr *ha = (const struct sockaddr *)&cfg->http.listen;
-	unsigned port = rule_addr_port(ha);
+	char addr[RULE_ADDR_STRLEN];
 
-	if (!cfg->http.enabled)
-		return;
 	for (size_t i = 0; i < cfg->nrules; i++) {
 		const struct rule_config *r = &cfg->rules[i];
-		struct sockaddr_storage ra = r->listen;
-		char addr[RULE_ADDR_STRLEN];
 
-		/* A range's every port: the rule's address at the endpoint's port. */
-		if (!valid[i] || !(r->proto & RULE_PROTO_TCP) || port < rule_port_first(r) ||
-		    port > rule_port_last(r))
-			continue;
-		if (ra.ss_family == AF_INET)
-			((struct sockaddr_in *)&ra)->sin_port = htons((uint16_t)port);
-		else
-			((struct sockaddr_in6 *)&ra)->sin6_port = htons((uint16_t)port);
-		if (!rule_addr_collide((const struct sockaddr *)&ra, ha))
+		if (!valid[i] || !config_http_collides(&cfg->http, r))
 			continue;
 		config_errors_add(ctx->errs, "%s:%u: daemon.http: listen %s is also where rule \"%s\" (line %d) listens for TCP: give the endpoint another port",
 				  ctx->path, cfg->http.line,
-				  rule_format_addr(ha, addr, sizeof(addr)), r->name, r->line);
+				  rule_format_addr((const struct sockaddr *)&cfg->http.listen, addr, sizeof(addr)),
+				  r->name, r->line);
 		return;
 	}
 }

@@ -30,8 +30,13 @@
  * daemon.http: the read-only HTTP endpoint (http.h), off unless enabled.
  * Its own allow and deny (defaults' do not apply: it is not a rule).
  */
+#define CONFIG_HTTP_HOSTS 16
+#define CONFIG_HTTP_HOST_MAX 253
 struct config_http {
 	bool enabled;
+	/* Names the Host header may give besides addresses and localhost. */
+	char hosts[CONFIG_HTTP_HOSTS][CONFIG_HTTP_HOST_MAX + 1];
+	size_t nhosts;
 	struct sockaddr_storage listen;
 	socklen_t listen_len;
 	unsigned line;                /* of its listen key, for messages */
@@ -71,6 +76,10 @@ struct config_errors {
 	size_t count;
 	long *lines; /* per message, the configuration's line it sorts at; -1: the one it names */
 };
+
+/* True if sockets for the endpoint H and the TCP rule R would collide
+ * (the same port, one of R's, at the same address or a wildcard). */
+bool config_http_collides(const struct config_http *h, const struct rule_config *r);
 
 /*
  * Reads and validates PATH, a regular file of at most CTL_CHECK_MAX bytes

@@ -483,6 +483,15 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 	 * may not bind comes before the failed bind, as check said it. */
 	daemon_exposure(d, &nc, rules, &res->warnings);
 	exposure_log(&res->warnings);
+	/* A new TCP rule that wants the endpoint's address has it: the endpoint
+	 * lets it go now, and http_apply opens it where the file says after. */
+	for (size_t i = 0; d->http && i < nc.nrules; i++)
+		if (config_http_collides(http_config(d->http), &nc.rules[i])) {
+			log_info("reload: daemon.http: closing the endpoint's address for rule %s, which listens there now",
+				 nc.rules[i].name);
+			http_close(d->http);
+			d->http = NULL;
+		}
 	/* The removed ones first: a new rule may want an address they free. */
 	for (size_t j = 0; j < d->nrules; j++)
 		if (!taken[j])

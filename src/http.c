@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <arpa/inet.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -41,10 +43,9 @@ struct http_conn {
 	struct http *h;
 	struct bufferevent *bev;
 	struct evhttp_connection *evcon; /* set when adopted */
-	struct event *timer; /* adoption at once, then the first request's deadline */
+	struct event *timer; /* adoption at once, then each request's deadline */
 	struct sockaddr_storage peer;
 	bool refused; /* shut down, evhttp is closing it */
-	bool served;  /* a request was answered */
 	struct http_conn *prev, *next;
 };
 
@@ -56,7 +57,7 @@ struct http {
 	struct http_conn *conns;
 	size_t nconns;
 	bool paused; /* the listener is off: HTTP_MAX_CONNECTIONS are open */
-	uint64_t requests, denied, busy;
+	uint64_t requests, denied, busy, slow;
 	struct ratelog ratelog;
 };
 
@@ -172,14 +173,15 @@ static bool http_conn_adopt(struct http_conn *c)
 }
 
 /*
- * Just after the accept (or after the first request, which may come
- * first): adoption. Then, HTTP_FIRST_REQUEST_SECONDS later, the deadline
- * for a first request.
+ * Just after the accept (or at the first request, which may come first):
+ * adoption. Then the deadline: a whole request within HTTP_REQUEST_SECONDS
+ * of the accept and of each answer (http_request_cb sets it again), so a
+ * client that drips its requests, first or later, keeps no place.
  */
 static void http_conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct http_conn *c = arg;
-	struct timeval tv = { HTTP_FIRST_REQUEST_SECONDS, 0 };
+	struct timeval tv = { HTTP_REQUEST_SECONDS, 0 };
 
 	(void)fd;
 	(void)what;
@@ -188,8 +190,8 @@ static void http_conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 			evtimer_add(c->timer, &tv);
 		return;
 	}
-	if (!c->served && !c->refused && c->h) {
-		c->h->busy++;
+	if (!c->refused && c->h) {
+		c->h->slow++;
 		http_conn_refuse(c);
 	}
 }
@@ -211,7 +213,10 @@ static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
 	if (!c)
 		return NULL;
 	c->timer = evtimer_new(base, http_conn_timer_cb, c);
-	c->bev = c->timer ? bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE) : NULL;
+	/* Not BEV_OPT_CLOSE_ON_FREE: evhttp closes the descriptor itself then
+	 * (and on its failure paths, where a bufferevent that closed it too
+	 * would close it twice). */
+	c->bev = c->timer ? bufferevent_socket_new(base, -1, 0) : NULL;
 	if (!c->bev || evtimer_add(c->timer, &now) < 0) {
 		if (c->bev)
 			bufferevent_free(c->bev);
@@ -221,6 +226,10 @@ static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
 		return NULL;
 	}
 	bufferevent_incref(c->bev);
+	/* evhttp leaves reading on while it writes an answer, with no limit:
+	 * a client that does not read a large answer and sends on would have
+	 * it all buffered here. It never needs more than a request's headers. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, 2 * HTTP_MAX_HEADERS);
 	c->h = h;
 	DL_APPEND(h->conns, c);
 	if (++h->nconns >= HTTP_MAX_CONNECTIONS && !h->paused) {
@@ -351,6 +360,47 @@ static void http_status_json(struct http *h, struct evhttp_request *req, struct 
 	http_reply(req, HTTP_OK, "OK", "application/json", out);
 }
 
+/*
+ * The Host header (HOST; NULL without one, as HTTP/1.0 may) names the
+ * endpoint by an address, "localhost" or a name of daemon.http.hosts,
+ * with any port. A browser always sends it: a page that rebinds its own
+ * name to this address cannot read the answers.
+ */
+static bool http_host_ok(const struct http *h, const char *host)
+{
+	char name[CONFIG_HTTP_HOST_MAX + 2];
+	const char *colon;
+	struct in6_addr a6;
+	size_t len;
+
+	if (!host)
+		return true;
+	if (host[0] == '[') {
+		const char *end = strchr(host, ']');
+
+		len = end ? (size_t)(end - host - 1) : 0;
+		if (!end || len >= sizeof(name) || (end[1] && end[1] != ':'))
+			return false;
+		memcpy(name, host + 1, len);
+		name[len] = '\0';
+		return inet_pton(AF_INET6, name, &a6) == 1;
+	}
+	colon = strchr(host, ':');
+	len = colon ? (size_t)(colon - host) : strlen(host);
+	if (len == 0 || len >= sizeof(name))
+		return false;
+	memcpy(name, host, len);
+	name[len] = '\0';
+	if (len > 1 && name[len - 1] == '.')
+		name[--len] = '\0';
+	if (inet_pton(AF_INET, name, &a6) == 1 || strcasecmp(name, "localhost") == 0)
+		return true;
+	for (size_t i = 0; i < h->cfg.nhosts; i++)
+		if (strcasecmp(name, h->cfg.hosts[i]) == 0)
+			return true;
+	return false;
+}
+
 /* Every request, GET or HEAD (evhttp answers other methods itself). */
 static void http_request_cb(struct evhttp_request *req, void *arg)
 {
@@ -375,8 +425,17 @@ static void http_request_cb(struct evhttp_request *req, void *arg)
 		http_reply_text(req, 403, "Forbidden", "forbidden");
 		return;
 	}
-	if (c)
-		c->served = true;
+	if (c) {
+		struct timeval tv = { HTTP_REQUEST_SECONDS, 0 };
+
+		evtimer_add(c->timer, &tv);
+	}
+	if (!http_host_ok(h, evhttp_find_header(evhttp_request_get_input_headers(req), "Host"))) {
+		h->denied++;
+		http_reply_text(req, 421, "Misdirected Request",
+				"portfwd answers requests for its address, localhost, or a name of daemon.http.hosts: add the name you use there");
+		return;
+	}
 	h->requests++;
 	out = evbuffer_new();
 	if (!out) {
@@ -465,6 +524,11 @@ struct http *http_open(struct daemon *d, const struct config_http *cfg, char *er
 	return h;
 }
 
+const struct config_http *http_config(const struct http *h)
+{
+	return h ? &h->cfg : NULL;
+}
+
 void http_close(struct http *h)
 {
 	if (!h)
@@ -519,6 +583,13 @@ int http_apply(struct http **hp, struct daemon *d, const struct config_http *cfg
 		access_policy_unref(was.access);
 	}
 	if (!h) {
+		/* Where it was, but as strict as the file says now. */
+		if (old) {
+			access_policy_unref(old->cfg.access);
+			old->cfg.access = access_policy_ref(cfg->access);
+			old->cfg.nhosts = cfg->nhosts;
+			memcpy(old->cfg.hosts, cfg->hosts, sizeof(cfg->hosts));
+		}
 		*hp = old;
 		return -1;
 	}
@@ -539,6 +610,8 @@ json_t *http_json(const struct http *h)
 		      "connections", (json_int_t)h->nconns, "requests", (json_int_t)h->requests,
 		      "denied", (json_int_t)h->denied, "busy", (json_int_t)h->busy);
 	if (o)
+		json_object_set_new(o, "slow", json_integer((json_int_t)h->slow));
+	if (o)
 		json_object_update_missing_new(o, status_access_json(h->cfg.access));
 	return o;
 }
@@ -551,5 +624,6 @@ void http_stats(const struct http *h, struct http_stats *st)
 	st->requests = h->requests;
 	st->denied = h->denied;
 	st->busy = h->busy;
+	st->slow = h->slow;
 	st->connections = h->nconns;
 }

@@ -10,9 +10,14 @@
  * a connection is accepted (a refused client's connection is closed before
  * anything is read) and again for each request (a reload may have changed
  * them). A slow or hostile client cannot hold it: HTTP_MAX_CONNECTIONS in
- * all and HTTP_MAX_PER_SOURCE from one address, a first request within
- * HTTP_FIRST_REQUEST_SECONDS, HTTP_TIMEOUT_SECONDS of silence at most, and
- * requests of at most HTTP_MAX_HEADERS bytes of headers and no body.
+ * all and HTTP_MAX_PER_SOURCE from one address, each request whole within
+ * HTTP_REQUEST_SECONDS of the accept or of the answer before,
+ * HTTP_TIMEOUT_SECONDS of silence at most, requests of at most
+ * HTTP_MAX_HEADERS bytes of headers and no body, and nothing read beyond
+ * that while an answer is written. The Host header must name the endpoint
+ * by address, "localhost" or a name of daemon.http.hosts: a web page that
+ * points its own name at the endpoint's address (DNS rebinding) reads
+ * nothing.
  */
 #ifndef PORTFWD_HTTP_H
 #define PORTFWD_HTTP_H
@@ -25,7 +30,7 @@
 
 #define HTTP_MAX_CONNECTIONS 64
 #define HTTP_MAX_PER_SOURCE 8
-#define HTTP_FIRST_REQUEST_SECONDS 15
+#define HTTP_REQUEST_SECONDS 15
 #define HTTP_TIMEOUT_SECONDS 10
 #define HTTP_MAX_HEADERS 8192
 
@@ -49,6 +54,9 @@ struct http *http_open(struct daemon *d, const struct config_http *cfg, char *er
 int http_apply(struct http **hp, struct daemon *d, const struct config_http *cfg, char *err,
 	       size_t errlen);
 
+/* What H serves: its address, lists and names (NULL for NULL). */
+const struct config_http *http_config(const struct http *h);
+
 /* Stops listening and closes every connection. NULL is fine. */
 void http_close(struct http *h);
 
@@ -57,7 +65,7 @@ json_t *http_json(const struct http *h);
 
 /* The counters, for metrics. */
 struct http_stats {
-	uint64_t requests, denied, busy;
+	uint64_t requests, denied, busy, slow;
 	size_t connections;
 };
 void http_stats(const struct http *h, struct http_stats *st);

@@ -311,9 +311,10 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 			       "Requests the HTTP endpoint (daemon.http) answered for clients it admits.");
 		metrics_sample(m, "portfwd_http_requests_total", (double)hs.requests, 0);
 		metrics_family(m, "portfwd_http_refused_total", "counter",
-			       "Connections and requests the HTTP endpoint refused: not allowed by its lists (denied), or too many from one address (busy).");
+			       "Connections and requests the HTTP endpoint refused: not allowed by its lists or Host names (denied), more than 8 at once from one address (busy), no whole request within 15 s (slow).");
 		metrics_sample(m, "portfwd_http_refused_total", (double)hs.denied, 1, "reason", "denied");
 		metrics_sample(m, "portfwd_http_refused_total", (double)hs.busy, 1, "reason", "busy");
+		metrics_sample(m, "portfwd_http_refused_total", (double)hs.slow, 1, "reason", "slow");
 		metrics_family(m, "portfwd_http_connections", "gauge",
 			       "Connections open to the HTTP endpoint.");
 		metrics_sample(m, "portfwd_http_connections", (double)hs.connections, 0);

@@ -470,10 +470,10 @@ static void status_http_text(const struct daemon *d, struct evbuffer *out)
 	if (!d->http)
 		return;
 	http_stats(d->http, &st);
-	rule_format_addr((const struct sockaddr *)&d->cfg.http.listen, addr, sizeof(addr));
+	rule_format_addr((const struct sockaddr *)&http_config(d->http)->listen, addr, sizeof(addr));
 	evbuffer_add_printf(out, "http: http://%s/ (/metrics, /status.json, /health): %llu requests, %llu refused, %zu connection%s open\n",
 			    addr, (unsigned long long)st.requests,
-			    (unsigned long long)(st.denied + st.busy), st.connections,
+			    (unsigned long long)(st.denied + st.busy + st.slow), st.connections,
 			    st.connections == 1 ? "" : "s");
 	for (size_t k = 0; k < d->exposure.count; k++)
 		if (d->exposure.items[k].rule == EXPOSURE_HTTP)

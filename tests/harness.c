@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -778,8 +779,11 @@ int h_http_from(const char *src, const char *host, unsigned port, const char *me
 		*body = NULL;
 	if (fd < 0)
 		return -1;
-	if (asprintf(&req, "%s %s HTTP/1.0\r\nHost: %s:%u\r\n%s\r\n", method, path, host, port,
-		     extra ? extra : "") < 0)
+	/* EXTRA's own Host header stands for the usual one. */
+	if ((extra && strncasecmp(extra, "Host:", 5) == 0
+		     ? asprintf(&req, "%s %s HTTP/1.0\r\n%s\r\n", method, path, extra)
+		     : asprintf(&req, "%s %s HTTP/1.0\r\nHost: %s:%u\r\n%s\r\n", method, path, host,
+				port, extra ? extra : "")) < 0)
 		goto out;
 	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
 		goto out;

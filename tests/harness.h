@@ -192,7 +192,8 @@ int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds);
 
 /*
  * One HTTP/1.0 request "METHOD PATH" to HOST:PORT (EXTRA: more header lines,
- * each ending in \r\n, or NULL), read to EOF within SECONDS. Returns the
+ * each ending in \r\n, or NULL; a Host header first in it replaces the
+ * usual "Host: HOST:PORT"), read to EOF within SECONDS. Returns the
  * status code (or -1: no connection, no whole answer in time); *HEAD (the
  * status line and headers) and *BODY, when given, are NUL-terminated copies
  * the caller frees (NULL when -1).

@@ -8,7 +8,9 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +148,22 @@ START_TEST(test_http_endpoints)
 	free(head);
 	free(body);
 
+	/* Host: an address or localhost; a name only from daemon.http.hosts
+	 * (a page that rebinds its own name to this address reads nothing). */
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/status.json", "Host: evil.example:80\r\n", &head, &body, 10), 421);
+	ck_assert_msg(!strstr(body, "\"rules\""), "%s", body);
+	free(head);
+	free(body);
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/health", "Host: LocalHost\r\n", &head, &body, 10), 200);
+	free(head);
+	free(body);
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/health", "Host: [::1]:9\r\n", &head, &body, 10), 200);
+	free(head);
+	free(body);
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/health", "Host: nas.lan\r\n", &head, &body, 10), 421);
+	free(head);
+	free(body);
+
 	/* /health: 200 with the words of portfwdctl health; 503 once no rule is on. */
 	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/health", NULL, &head, &body, 10), 200);
 	ck_assert_str_eq(body, "healthy: 1 of 1 enabled rule listening\n");
@@ -180,9 +198,10 @@ START_TEST(test_http_endpoints)
 	st = h_status(&d);
 	ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")), 1);
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(st, "rules"), 0), "state")), "disabled");
-	/* Every request it served counted (7: evhttp itself refuses the
-	 * other methods and the body). */
-	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(st, "http"), "requests")), 7);
+	/* Every request it served counted (9: evhttp itself refuses the
+	 * other methods and the body; the two unknown Hosts are denied). */
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(st, "http"), "requests")), 9);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(st, "http"), "denied")), 2);
 	json_decref(st);
 	ck_assert_msg(h_wait_log(&d, "daemon.http: serving /, /status.json, /metrics and /health on http://127.0.0.1:", 1), "no start line");
 	h_stop(&d);
@@ -319,15 +338,28 @@ START_TEST(test_http_limits)
 	while (n > 0)
 		close(held[--n]);
 
-	/* A request dripped a byte every second is cut at the deadline (15 s)
-	 * though it never goes quiet for the idle timeout (10 s). */
+	/* A keep-alive client whose second request is dripped a byte a second
+	 * is cut 15 s after its first answer, though it never goes quiet for
+	 * the idle timeout (10 s). */
 	drip = h_connect_from("127.0.0.7", "127.0.0.1", hp);
 	ck_assert_int_ge(drip, 0);
-	t0 = h_now();
 	{
-		const char *req = "GET /metrics HTTP/1.0\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+		const char *first = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+		const char *req = "GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+		char answer[1024] = "";
+		ssize_t got = 0;
 		bool cut = false;
 
+		ck_assert_int_eq(write(drip, first, strlen(first)), (ssize_t)strlen(first));
+		while (!strstr(answer, "listening\n") && got < (ssize_t)sizeof(answer) - 1) {
+			ssize_t k = recv(drip, answer + got, sizeof(answer) - 1 - (size_t)got, 0);
+
+			ck_assert_int_gt(k, 0);
+			got += k;
+			answer[got] = '\0';
+		}
+		ck_assert_msg(strstr(answer, "HTTP/1.1 200 OK"), "%s", answer);
+		t0 = h_now();
 		for (size_t i = 0; req[i] && h_now() - t0 < 25 && !cut; i++) {
 			if (send(drip, &req[i], 1, MSG_NOSIGNAL) != 1)
 				cut = true;
@@ -337,6 +369,7 @@ START_TEST(test_http_limits)
 		ck_assert_msg(cut, "a dripping client was not cut");
 		ck_assert_msg(h_now() - t0 > 14 && h_now() - t0 < 20, "cut after %.1f s", h_now() - t0);
 	}
+	ck_assert_int_eq(http_counter(&d, "slow"), 1);
 	close(drip);
 	/* Still answering, and every connection accounted for. */
 	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/health", NULL, &head, &body, 10), 200);
@@ -345,6 +378,70 @@ START_TEST(test_http_limits)
 	ck_assert_int_le(http_counter(&d, "connections"), 1);
 	h_stop(&d);
 	h_backend_stop(&b);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
+/*
+ * A client that asks for a large answer, reads none of it and sends on is
+ * not read from while the answer waits: the daemon holds at most a
+ * request's headers of it, not all it sends. In a network namespace of
+ * the test's own, whose small TCP send buffers keep the answer waiting.
+ */
+START_TEST(test_http_unread_answer)
+{
+	struct hdaemon d;
+	unsigned hp;
+	char conf[512], junk[65536];
+	const char *req = "GET /status.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	long long sent = 0;
+	long rss0, rss1;
+	int fd, small = 4096;
+	FILE *fp;
+	double end;
+
+	ck_assert_int_eq(unshare(CLONE_NEWNET), 0);
+	ck_assert_int_eq(system("ip link set lo up"), 0);
+	fp = fopen("/proc/sys/net/ipv4/tcp_wmem", "w");
+	ck_assert_ptr_nonnull(fp);
+	fprintf(fp, "4096 16384 65536\n");
+	fclose(fp);
+	hp = h_free_port(SOCK_STREAM, false);
+	http_conf(hp, "");
+	/* A range whose every port is in status: an answer of some 100 KB. */
+	snprintf(conf, sizeof(conf),
+		 "rules = ( { name = \"big\"; proto = \"udp\"; listen = \"127.0.0.1:31000-31399\"; target = \"127.0.0.1:53\"; } );");
+	h_start(&d, conf);
+	rss0 = h_rss_kib(d.pid);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	{
+		struct sockaddr_storage ss;
+		socklen_t len = h_sockaddr("127.0.0.1", hp, &ss);
+
+		ck_assert_int_eq(connect(fd, (struct sockaddr *)&ss, len), 0);
+	}
+	ck_assert_int_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	usleep(300000);
+	memset(junk, 'x', sizeof(junk));
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	end = h_now() + 4;
+	while (h_now() < end && sent < (256LL << 20)) {
+		ssize_t n = send(fd, junk, sizeof(junk), MSG_NOSIGNAL);
+
+		if (n > 0)
+			sent += n;
+		else if (n < 0 && errno != EAGAIN)
+			break;
+		else
+			usleep(10000);
+	}
+	rss1 = h_rss_kib(d.pid);
+	/* Kernel buffers take some megabytes; the daemon stopped reading. */
+	ck_assert_msg(sent < (32LL << 20), "the daemon read %lld bytes while its answer waited", sent);
+	ck_assert_msg(rss1 - rss0 < 16 * 1024, "the daemon grew by %ld KiB", rss1 - rss0);
+	close(fd);
+	h_stop(&d);
 	h_daemon_extra = NULL;
 }
 END_TEST
@@ -386,7 +483,8 @@ START_TEST(test_http_reload)
 	setsockopt(holder, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	ck_assert_int_eq(bind(holder, (struct sockaddr *)&ss, len), 0);
 	ck_assert_int_eq(listen(holder, 1), 0);
-	http_conf(p3, "");
+	/* ...and with a stricter list, which applies where it stays. */
+	http_conf(p3, "allow = [ \"127.0.0.2\" ];");
 	h_write_conf(&d, "rules = ();");
 	r = h_ctl(d.sock, "reload", &ok);
 	ck_assert_msg(!ok, "%s", r);
@@ -395,13 +493,50 @@ START_TEST(test_http_reload)
 			      strstr(r, "(the endpoint stays where it was)"),
 		      "%s", r);
 	free(r);
-	ck_assert_int_eq(h_http("127.0.0.1", p2, "GET", "/metrics", NULL, &head, &body, 10), 200);
+	ck_assert_int_eq(h_http_from("127.0.0.2", "127.0.0.1", p2, "GET", "/metrics", NULL, &head, &body, 10), 200);
 	free(head);
 	free(body);
+	ck_assert_int_eq(h_http_from("127.0.0.1", "127.0.0.1", p2, "GET", "/metrics", NULL, &head, &body, 5), -1);
 	st = h_status(&d);
 	ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")), 3);
+	{
+		char want[64];
+
+		/* status says where it serves, not where the file asked. */
+		snprintf(want, sizeof(want), "127.0.0.1:%u", p2);
+		ck_assert_str_eq(json_string_value(json_object_get(json_object_get(st, "http"), "listen")), want);
+	}
 	json_decref(st);
+	r = h_ctl(d.sock, "status", &ok);
+	{
+		char want[96];
+
+		snprintf(want, sizeof(want), "http: http://127.0.0.1:%u/ ", p2);
+		ck_assert_msg(strstr(r, want), "%s", r);
+	}
+	free(r);
 	close(holder);
+
+	/* A new TCP rule takes the endpoint's port; the endpoint moves to p3
+	 * in the same reload. Both work. */
+	{
+		char conf[256];
+
+		http_conf(p3, "");
+		snprintf(conf, sizeof(conf),
+			 "rules = ( { name = \"took\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:9\"; } );",
+			 p2);
+		h_write_conf(&d, conf);
+		r = h_ctl(d.sock, "reload", &ok);
+		ck_assert_msg(ok, "%s", r);
+		free(r);
+		st = h_status(&d);
+		ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(st, "rules"), 0), "state")), "listening");
+		json_decref(st);
+		ck_assert_int_eq(h_http("127.0.0.1", p3, "GET", "/health", NULL, &head, &body, 10), 200);
+		free(head);
+		free(body);
+	}
 
 	/* Removed. */
 	h_daemon_extra = NULL;
@@ -409,7 +544,7 @@ START_TEST(test_http_reload)
 	r = h_ctl(d.sock, "reload", &ok);
 	ck_assert_msg(ok, "%s", r);
 	free(r);
-	ck_assert_int_lt(h_connect("127.0.0.1", p2), 0);
+	ck_assert_int_lt(h_connect("127.0.0.1", p3), 0);
 	st = h_status(&d);
 	ck_assert(json_is_null(json_object_get(st, "http")));
 	json_decref(st);
@@ -428,6 +563,9 @@ START_TEST(test_http_exposure)
 	char *check[] = { (char *)PORTFWD, "-t", "-c", d.conf, NULL };
 	json_t *st, *w;
 
+	/* 0.0.0.0 of a network namespace of the test's own, not the host's. */
+	ck_assert_int_eq(unshare(CLONE_NEWNET), 0);
+	ck_assert_int_eq(system("ip link set lo up"), 0);
 	snprintf(extra, sizeof(extra), "http = { listen = \"0.0.0.0:%u\"; };", hp);
 	h_daemon_extra = extra;
 	h_start(&d, "rules = ();");
@@ -463,6 +601,7 @@ int main(void)
 	tcase_add_test(tc, test_http_endpoints);
 	tcase_add_test(tc, test_http_allow_list);
 	tcase_add_test(tc, test_http_limits);
+	tcase_add_test(tc, test_http_unread_answer);
 	tcase_add_test(tc, test_http_reload);
 	tcase_add_test(tc, test_http_exposure);
 	suite_add_tcase(s, tc);
