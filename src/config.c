@@ -645,13 +645,17 @@ static void config_read_http_hosts(struct config_ctx *ctx, const config_setting_
 		const char *str = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : NULL;
 		size_t len = str ? strlen(str) : 0;
 
+		/* "nas.lan." is "nas.lan", as the Host header's is. */
+		if (len > 1 && str[len - 1] == '.')
+			len--;
 		if (!str || len == 0 || len > CONFIG_HTTP_HOST_MAX ||
-		    strspn(str, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") != len) {
+		    strspn(str, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") < len ||
+		    strcspn(str, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") >= len) {
 			config_err(ctx, e, "hosts[%d]: expected a host name (letters, digits, dots and dashes, 1-%d characters), as a browser's address bar has it",
 				   i + 1, CONFIG_HTTP_HOST_MAX);
 			continue;
 		}
-		snprintf(h->hosts[h->nhosts++], sizeof(h->hosts[0]), "%s", str);
+		snprintf(h->hosts[h->nhosts++], sizeof(h->hosts[0]), "%.*s", (int)len, str);
 	}
 }
 

@@ -582,6 +582,13 @@ void daemon_reload(struct daemon *d, const char *why, struct daemon_reload_resul
 			config_errors_add(&res->msgs, "%s (%s)", err,
 					  d->http ? "the endpoint stays where it was" : "the endpoint is off");
 			log_error("reload: %s", err);
+			/* The configuration in force says where it serves, for
+			 * status and the exposure check. */
+			d->cfg.http.enabled = d->http != NULL;
+			if (d->http) {
+				d->cfg.http.listen = http_config(d->http)->listen;
+				d->cfg.http.listen_len = http_config(d->http)->listen_len;
+			}
 		}
 	}
 	/* What status shows: as things are now, the sockets bound. */

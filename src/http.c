@@ -61,12 +61,23 @@ struct http {
 	struct ratelog ratelog;
 };
 
-static void http_conn_refuse(struct http_conn *c)
+/*
+ * Ends an adopted connection. From a timer (NOW), outside evhttp's
+ * callbacks, it is freed at once (C with it, by the close callback): a
+ * connection whose reading is suspended (a line longer than the read
+ * watermark, which evhttp's chunk parser waits on) would never see the end
+ * of a shut-down stream. From a request callback, evhttp is answering
+ * (403 and close); the socket is shut down so nothing more comes in.
+ */
+static void http_conn_refuse(struct http_conn *c, bool now)
 {
 	evutil_socket_t fd = bufferevent_getfd(c->bev);
 
-	/* evhttp reads the end of the stream and closes the connection. */
 	c->refused = true;
+	if (now) {
+		evhttp_connection_free(c->evcon);
+		return;
+	}
 	if (fd >= 0)
 		shutdown(fd, SHUT_RDWR);
 }
@@ -128,9 +139,10 @@ static void http_conn_close_cb(struct evhttp_connection *evcon, void *arg)
  * argument evhttp gives its bufferevent's callbacks: libevent 2.1 and 2.2
  * both pass the evhttp_connection), a close callback on it, and the
  * checks: the lists, and the per-source cap. Returns false when the
- * connection is refused or gone (C may be freed then).
+ * connection is refused or gone (C is freed then when NOW: from a timer,
+ * see http_conn_refuse).
  */
-static bool http_conn_adopt(struct http_conn *c)
+static bool http_conn_adopt(struct http_conn *c, bool now)
 {
 	struct http *h = c->h;
 	bufferevent_event_cb eventcb = NULL;
@@ -150,14 +162,14 @@ static bool http_conn_adopt(struct http_conn *c)
 	evhttp_connection_set_closecb(c->evcon, http_conn_close_cb, c);
 	bufferevent_decref(c->bev); /* evhttp's alone from now on */
 	if (getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&c->peer, &len) < 0) {
-		http_conn_refuse(c);
+		http_conn_refuse(c, now);
 		return false;
 	}
 	if (access_policy_check(h->cfg.access, (const struct sockaddr *)&c->peer) != ACCESS_ALLOWED) {
 		h->denied++;
 		http_log_refused(h, (const struct sockaddr *)&c->peer,
 				 "not on daemon.http's allow list, or on its deny list");
-		http_conn_refuse(c);
+		http_conn_refuse(c, now);
 		return false;
 	}
 	for (struct http_conn *o = h->conns; o; o = o->next)
@@ -166,7 +178,7 @@ static bool http_conn_adopt(struct http_conn *c)
 		h->busy++;
 		http_log_refused(h, (const struct sockaddr *)&c->peer,
 				 "it has " HTTP_STR(HTTP_MAX_PER_SOURCE) " connections open already");
-		http_conn_refuse(c);
+		http_conn_refuse(c, now);
 		return false;
 	}
 	return true;
@@ -175,8 +187,10 @@ static bool http_conn_adopt(struct http_conn *c)
 /*
  * Just after the accept (or at the first request, which may come first):
  * adoption. Then the deadline: a whole request within HTTP_REQUEST_SECONDS
- * of the accept and of each answer (http_request_cb sets it again), so a
- * client that drips its requests, first or later, keeps no place.
+ * of the accept and of each answer's end (http_conn_answered_cb sets it
+ * again; none runs while an answer is written, which evhttp's write
+ * timeout bounds), so a client that drips its requests, first or later,
+ * keeps no place.
  */
 static void http_conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -186,14 +200,23 @@ static void http_conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (!c->evcon) {
-		if (http_conn_adopt(c))
+		if (http_conn_adopt(c, true))
 			evtimer_add(c->timer, &tv);
 		return;
 	}
-	if (!c->refused && c->h) {
-		c->h->slow++;
-		http_conn_refuse(c);
-	}
+	if (c->h)
+		c->h->slow += !c->refused;
+	http_conn_refuse(c, true);
+}
+
+/* An answer was written whole: the next request's deadline. */
+static void http_conn_answered_cb(struct evhttp_request *req, void *arg)
+{
+	struct http_conn *c = arg;
+	struct timeval tv = { HTTP_REQUEST_SECONDS, 0 };
+
+	(void)req;
+	evtimer_add(c->timer, &tv);
 }
 
 /*
@@ -213,9 +236,9 @@ static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
 	if (!c)
 		return NULL;
 	c->timer = evtimer_new(base, http_conn_timer_cb, c);
-	/* Not BEV_OPT_CLOSE_ON_FREE: evhttp closes the descriptor itself then
-	 * (and on its failure paths, where a bufferevent that closed it too
-	 * would close it twice). */
+	/* Not BEV_OPT_CLOSE_ON_FREE: evhttp closes the descriptor itself
+	 * then. (One failure path of libevent 2.1, a bufferevent_setfd or
+	 * enable that fails, closes it twice either way.) */
 	c->bev = c->timer ? bufferevent_socket_new(base, -1, 0) : NULL;
 	if (!c->bev || evtimer_add(c->timer, &now) < 0) {
 		if (c->bev)
@@ -254,7 +277,7 @@ static struct http_conn *http_conn_of(struct http *h, struct evhttp_request *req
 		/* Its request came before the timer: adopt it now (refused,
 		 * it is marked so, and counted). */
 		if (!c->evcon && c->bev == bev && bev) {
-			http_conn_adopt(c);
+			http_conn_adopt(c, false);
 			return c;
 		}
 	}
@@ -426,9 +449,8 @@ static void http_request_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (c) {
-		struct timeval tv = { HTTP_REQUEST_SECONDS, 0 };
-
-		evtimer_add(c->timer, &tv);
+		evtimer_del(c->timer);
+		evhttp_request_set_on_complete_cb(req, http_conn_answered_cb, c);
 	}
 	if (!http_host_ok(h, evhttp_find_header(evhttp_request_get_input_headers(req), "Host"))) {
 		h->denied++;
