@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -191,6 +192,7 @@ const char *h_bin(const char *var, const char *fallback)
 static void h_exec(struct hdaemon *d, uid_t uid, gid_t gid, rlim_t nofile)
 {
 	const char *bin = h_bin("PORTFWD_BIN", "build/default/portfwd");
+	pid_t parent = getpid();
 	pid_t pid = fork();
 
 	ck_assert_int_ge(pid, 0);
@@ -209,6 +211,12 @@ static void h_exec(struct hdaemon *d, uid_t uid, gid_t gid, rlim_t nofile)
 		}
 		if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
 			_exit(126);
+		/* A failed assertion ends the test's process without h_stop: the
+		 * daemon goes with it rather than hold its ports (and its router
+		 * mappings) into the next test. Set after setuid, which clears it;
+		 * the daemon's own privilege drop (user = ...) clears it too. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(123);
 		if (h_daemon_netns) {
 			char ns[128];
 			int nsfd;

@@ -32,8 +32,16 @@
 #include "routerns.h"
 
 /* The listen ports (the LAN namespace is the tests' own). */
-#define TCP_PORT 40022
-#define UDP_PORT 40053
+/*
+ * Below the kernel's ephemeral range (32768-60999): while rule t is
+ * disabled, a connection of the test's own (the UPnP client's SOAP
+ * requests) could otherwise take 40022 as its local port and its
+ * TIME_WAIT keep "enable t" from binding for a minute (seen under TSan).
+ */
+#define TCP_PORT 20022
+#define UDP_PORT 20053
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 /* Echo backends on the LAN host's loopback: reachable through portfwd only. */
 static void lan_backends(struct h_backend *tcp, struct h_backend *udp)
@@ -138,6 +146,8 @@ static int ctl(struct hdaemon *d, const char *cmd)
 	bool ok;
 	char *out = h_ctl(d->sock, cmd, &ok);
 
+	if (!ok)
+		fprintf(stderr, "portfwdctl %s: %s", cmd, out ? out : "(no answer)\n");
 	free(out);
 	return ok ? 0 : 1;
 }
@@ -218,7 +228,7 @@ static void mapping_life(const char *method, const char *restart)
 	ck_assert_msg(h_router_wait_mapping(&h_rt, "tcp", TCP_PORT, false, 10), "still mapped after disable");
 	ck_assert(!h_router_wan_exchange(&h_rt, "tcp", TCP_PORT, 1));
 	ck_assert(h_router_has_mapping(&h_rt, "udp", UDP_PORT));
-	ck_assert(h_log_contains(&d, "router: rule t: tcp port 40022: mapping deleted"));
+	ck_assert(h_log_contains(&d, "router: rule t: tcp port " STR(TCP_PORT) ": mapping deleted"));
 	ck_assert_int_eq(ctl(&d, "enable t"), 0);
 	assert_open("tcp", TCP_PORT, TCP_PORT);
 
@@ -239,7 +249,7 @@ static void mapping_life(const char *method, const char *restart)
 		 TCP_PORT, tcp.port, method);
 	h_write_conf(&d, body);
 	ck_assert_int_eq(ctl(&d, "reload"), 0);
-	ck_assert_msg(h_wait_log(&d, "router: rule u: udp port 40053: mapping deleted", 5), "u's mapping not deleted");
+	ck_assert_msg(h_wait_log(&d, "router: rule u: udp port " STR(UDP_PORT) ": mapping deleted", 5), "u's mapping not deleted");
 	ck_assert(!h_router_has_mapping(&h_rt, "udp", UDP_PORT));
 	ck_assert(h_router_wait_mapping(&h_rt, "tcp", TCP_PORT, true, 10));
 	ck_assert(wait_state(&d, "t", "mapped", 10));
