@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,6 +90,11 @@ static int forward_socket(const struct forward *fw, const struct sockaddr *sa, i
 	 * worth refusing the rule for, as a reload would not either. */
 	if (socktype == SOCK_STREAM && relay_tcp_keepalive(fd, &fw->cfg.set) < 0)
 		log_warning("rule %s: cannot set tcp_keepalive: %s", fw->cfg.name, strerror(errno));
+	/* A relay adds no delay of its own: the endpoints decide about Nagle.
+	 * Set here, accepted sockets inherit it (issue 16: one setsockopt
+	 * fewer per connection, strace). */
+	if (socktype == SOCK_STREAM && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		goto fail;
 	if (listening && listen(fd, FORWARD_BACKLOG) < 0)
 		goto fail;
 	return fd;

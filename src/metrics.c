@@ -18,6 +18,7 @@
 #include "sources.h"
 #include "targets.h"
 #include "version.h"
+#include "worker.h"
 
 /*
  * One writer for both outputs, so the text and the JSON always hold the
@@ -264,6 +265,23 @@ static void metrics_router(const struct daemon *d, struct metrics_out *m)
 	}
 }
 
+/* The splice pipes that grew for busy connections (relay_tcp.c). */
+static void metrics_pipes(struct metrics_out *m)
+{
+	struct worker_pipe_stats st;
+
+	worker_pipe_stats(&st);
+	metrics_family(m, "portfwd_splice_pipe_grown_bytes", "gauge",
+		       "Capacity that busy connections' splice pipes hold beyond their first size.");
+	metrics_sample(m, "portfwd_splice_pipe_grown_bytes", (double)st.grown_bytes, 0);
+	metrics_family(m, "portfwd_splice_pipe_grow_budget_bytes", "gauge",
+		       "The most that grown pipes may hold: a quarter of fs.pipe-user-pages-soft.");
+	metrics_sample(m, "portfwd_splice_pipe_grow_budget_bytes", (double)st.budget_bytes, 0);
+	metrics_family(m, "portfwd_splice_pipe_grows_total", "counter",
+		       "Times a connection's splice pipe grew because its reads kept filling it.");
+	metrics_sample(m, "portfwd_splice_pipe_grows_total", (double)st.grows, 0);
+}
+
 static void metrics_write(const struct daemon *d, struct metrics_out *m)
 {
 	const size_t nfam = sizeof(metrics_rule_families) / sizeof(metrics_rule_families[0]);
@@ -294,6 +312,7 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 	metrics_family(m, "portfwd_config_last_reload_successful", "gauge",
 		       "1 if the last reload was applied (or none was tried), 0 if it was refused.");
 	metrics_sample(m, "portfwd_config_last_reload_successful", d->last_refused ? 0 : 1, 0);
+	metrics_pipes(m);
 	metrics_family(m, "portfwd_rules", "gauge", "Rules in the configuration in force.");
 	metrics_sample(m, "portfwd_rules", (double)d->nrules, 0);
 	metrics_family(m, "portfwd_draining_rules", "gauge",

@@ -4,6 +4,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,13 +31,35 @@ uint64_t worker_next_id(struct worker *w)
 	return (++w->next_id << WORKER_ID_BITS) | (uint64_t)w->id;
 }
 
+/*
+ * The worker's event loop. With epoll's changelist, the interest changes
+ * one callback makes are sent to the kernel once, at the next wait: a
+ * change and the one that undoes it (a connected target's write interest
+ * swapped for read) cost no system call (issue 16: strace showed three
+ * epoll_ctl calls at each connect where one does). Its one hazard, a
+ * descriptor shared by dup(), does not arise: a worker's sockets and
+ * pipes are its own.
+ */
+static struct event_base *worker_base_new(void)
+{
+	struct event_config *cfg = event_config_new();
+	struct event_base *base;
+
+	if (!cfg)
+		return NULL;
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	return base;
+}
+
 int worker_init(struct worker *w, int id, bool log_connections)
 {
 	memset(w, 0, sizeof(*w));
 	w->id = id;
 	atomic_store(&w->log_connections, log_connections);
 	LIST_INIT(&w->listeners);
-	w->base = event_base_new();
+	w->base = worker_base_new();
 	w->dgram = calloc(WORKER_BATCH, sizeof(*w->dgram));
 	w->pipes = calloc(WORKER_PIPE_POOL, sizeof(*w->pipes));
 	if (!w->base || !w->dgram || !w->pipes) {
@@ -153,10 +176,8 @@ void worker_stop(struct worker *w)
 
 void worker_pipe_trim(struct worker *w)
 {
-	for (size_t i = 0; i < w->npipes; i++) {
-		close(w->pipes[i].r);
-		close(w->pipes[i].w);
-	}
+	for (size_t i = 0; i < w->npipes; i++)
+		worker_pipe_close(&w->pipes[i]);
 	w->npipes = 0;
 }
 
@@ -169,6 +190,28 @@ void worker_free(struct worker *w)
 	if (w->base)
 		event_base_free(w->base);
 	memset(w, 0, sizeof(*w));
+}
+
+/* Bytes of grown pipes in every worker, and the most there may be. */
+static _Atomic long pipe_grown_bytes;
+static _Atomic unsigned long long pipe_grows;
+static long pipe_grow_budget;
+static pthread_once_t pipe_budget_once = PTHREAD_ONCE_INIT;
+
+static void pipe_budget_init(void)
+{
+	FILE *f = fopen("/proc/sys/fs/pipe-user-pages-soft", "re");
+	long pages = 16384; /* the kernel's default */
+
+	if (f) {
+		if (fscanf(f, "%ld", &pages) != 1)
+			pages = 16384;
+		fclose(f);
+	}
+	/* 0: no limit; still bounded, at what the default would allow. */
+	if (pages <= 0)
+		pages = 16384;
+	pipe_grow_budget = pages / 4 * sysconf(_SC_PAGESIZE);
 }
 
 int worker_pipe_get(struct worker *w, size_t want, struct worker_pipe *p)
@@ -185,23 +228,83 @@ int worker_pipe_get(struct worker *w, size_t want, struct worker_pipe *p)
 		p->w = fds[1];
 		size = fcntl(p->w, F_GETPIPE_SZ);
 		p->size = size > 0 ? (size_t)size : 65536;
+		p->grown = 0;
 	}
 	/* Larger pipes mean fewer splice calls; the kernel may refuse (pipe-max-size). */
 	if (p->size < want) {
 		size = fcntl(p->w, F_SETPIPE_SZ, (int)want);
-		if (size > 0)
+		if (size > 0 && (size_t)size > p->size)
 			p->size = (size_t)size;
 	}
 	return 0;
 }
 
+int worker_pipe_grow(struct worker_pipe *p, size_t most)
+{
+	size_t want = p->size * 4 < most ? p->size * 4 : most;
+	long more = (long)(want - p->size);
+	int got;
+
+	pthread_once(&pipe_budget_once, pipe_budget_init);
+	if (want <= p->size)
+		return 0;
+	if (atomic_fetch_add(&pipe_grown_bytes, more) + more > pipe_grow_budget) {
+		atomic_fetch_sub(&pipe_grown_bytes, more);
+		return 0;
+	}
+	got = fcntl(p->w, F_SETPIPE_SZ, (int)want);
+	if (got <= 0 || (size_t)got <= p->size) {
+		atomic_fetch_sub(&pipe_grown_bytes, more);
+		return -1;
+	}
+	/* The kernel rounds to a power of two pages: count what it gave. */
+	atomic_fetch_add(&pipe_grown_bytes, (long)((size_t)got - p->size) - more);
+	p->grown += (size_t)got - p->size;
+	p->size = (size_t)got;
+	atomic_fetch_add(&pipe_grows, 1);
+	return 1;
+}
+
+void worker_pipe_stats(struct worker_pipe_stats *st)
+{
+	pthread_once(&pipe_budget_once, pipe_budget_init);
+	st->grown_bytes = atomic_load(&pipe_grown_bytes);
+	st->budget_bytes = pipe_grow_budget;
+	st->grows = atomic_load(&pipe_grows);
+}
+
+/* Gives a grown pipe's growth back; false if the kernel would not. */
+static bool worker_pipe_shrink(struct worker_pipe *p)
+{
+	int got = fcntl(p->w, F_SETPIPE_SZ, (int)(p->size - p->grown));
+
+	if (got <= 0 || (size_t)got > p->size - p->grown)
+		return false;
+	atomic_fetch_sub(&pipe_grown_bytes, (long)p->grown);
+	p->size = (size_t)got;
+	p->grown = 0;
+	return true;
+}
+
+void worker_pipe_close(struct worker_pipe *p)
+{
+	if (p->r < 0)
+		return;
+	close(p->r);
+	close(p->w);
+	atomic_fetch_sub(&pipe_grown_bytes, (long)p->grown);
+	p->r = p->w = -1;
+	p->grown = 0;
+}
+
 void worker_pipe_put(struct worker *w, struct worker_pipe *p)
 {
-	if (w->npipes < WORKER_PIPE_POOL) {
+	if (p->grown && !worker_pipe_shrink(p))
+		worker_pipe_close(p);
+	else if (w->npipes < WORKER_PIPE_POOL)
 		w->pipes[w->npipes++] = *p;
-	} else {
-		close(p->r);
-		close(p->w);
-	}
+	else
+		worker_pipe_close(p);
 	p->r = p->w = -1;
+	p->grown = 0;
 }

@@ -30,10 +30,16 @@ struct sources;
 /* Empty pipes a worker keeps for reuse (splice). */
 #define WORKER_PIPE_POOL 64
 
-/* A pipe kept for splice(): the read and write ends and its capacity. */
+/* The most a pipe grows to under sustained traffic (a rule's buffer_size
+ * if larger), within the daemon-wide budget (worker_pipe_grow). */
+#define WORKER_PIPE_GROW_MAX (1 << 20)
+
+/* A pipe kept for splice(): the read and write ends and its capacity, of
+ * which GROWN bytes came from worker_pipe_grow (the budget's share). */
 struct worker_pipe {
 	int r, w;
 	size_t size;
+	size_t grown;
 };
 
 struct worker {
@@ -96,10 +102,33 @@ void worker_free(struct worker *w);
 /* A pipe of at least WANT bytes if the kernel allows it (capacity in ->size). */
 int worker_pipe_get(struct worker *w, size_t want, struct worker_pipe *p);
 
+/*
+ * Grows P, a pipe its direction keeps filling, fourfold up to MOST bytes.
+ * Returns 1 if it grew, 0 if not now (at MOST, or the daemon-wide budget is
+ * spent), -1 if the kernel refused (pipe-max-size, the user's pipe limit).
+ * The budget
+ * keeps every worker's grown pipes together within a quarter of
+ * fs.pipe-user-pages-soft: past that limit the kernel gives the daemon's
+ * user 2-slot pipes, and every connection would crawl.
+ */
+int worker_pipe_grow(struct worker_pipe *p, size_t most);
+
 /* Closes the pooled pipes: called when out of file descriptors. */
 void worker_pipe_trim(struct worker *w);
 
-/* Gives an empty pipe back for reuse (or closes it when the pool is full). */
+/* Gives an empty pipe back for reuse (a grown one shrunk back first), or
+ * closes it when the pool is full. */
 void worker_pipe_put(struct worker *w, struct worker_pipe *p);
+
+/* Closes P (one that may hold bytes) and returns its share of the budget. */
+void worker_pipe_close(struct worker_pipe *p);
+
+/* The grown pipes of every worker: their bytes beyond the first size, the
+ * most there may be, and how many times a pipe grew since the start. */
+struct worker_pipe_stats {
+	long grown_bytes, budget_bytes;
+	unsigned long long grows;
+};
+void worker_pipe_stats(struct worker_pipe_stats *st);
 
 #endif

@@ -837,6 +837,11 @@ out:
 
 int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds)
 {
+	return h_echo_exchange_open(fd, len, seed, seconds, false);
+}
+
+int h_echo_exchange_open(int fd, size_t len, uint64_t seed, double seconds, bool keep_open)
+{
 	struct h_stream tx, rx;
 	unsigned char out[65536], in[65536], want[65536];
 	size_t sent = 0, got = 0, out_len = 0, out_off = 0;
@@ -867,7 +872,9 @@ int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds)
 			else if (n < 0 && errno != EAGAIN)
 				return -1;
 		}
-		if (!shut && sent == len && out_off == out_len) {
+		if (keep_open && got == len && sent == len && out_off == out_len)
+			return 0;
+		if (!keep_open && !shut && sent == len && out_off == out_len) {
 			shutdown(fd, SHUT_WR);
 			shut = true;
 		}
@@ -886,6 +893,8 @@ int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds)
 			got += (size_t)n;
 			if (got > len)
 				return -3;
+			if (keep_open && got == len && sent == len && out_off == out_len)
+				return 0;
 		}
 	}
 	return -4; /* out of time */

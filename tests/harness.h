@@ -189,6 +189,9 @@ int h_connect(const char *host, unsigned port);
  * back (an echo), then half-closes and reads to EOF. Returns 0 if exactly
  * the bytes sent came back, in order. Bounded by SECONDS. */
 int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds);
+/* As h_echo_exchange; KEEP_OPEN: no half-close, done once all LEN came back
+ * (the connection stays open for more). */
+int h_echo_exchange_open(int fd, size_t len, uint64_t seed, double seconds, bool keep_open);
 
 /*
  * One HTTP/1.0 request "METHOD PATH" to HOST:PORT (EXTRA: more header lines,

@@ -357,6 +357,59 @@ START_TEST(test_stalled_reader_small_segments_no_spin)
 }
 END_TEST
 
+/* A sample of the daemon's metrics with no labels; -1 if absent. */
+static double metric(struct hdaemon *d, const char *name)
+{
+	bool ok;
+	char *text = h_ctl(d->sock, "metrics", &ok), *at;
+	char want[128];
+	double v = -1;
+
+	snprintf(want, sizeof(want), "\n%s ", name);
+	if (ok && text && (at = strstr(text, want)))
+		v = strtod(at + strlen(want), NULL);
+	free(text);
+	return v;
+}
+
+/*
+ * Splice pipes grow with the traffic: a bulk exchange on one connection
+ * grows them (the counter moves), every byte comes back intact, and once
+ * the connection is quiet the growth is given back while it stays open
+ * and still carries bytes. With splice off nothing grows.
+ */
+START_TEST(test_pipes_grow_and_give_back)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_pair(&d, &b, H_ECHO, "");
+	double deadline, grown = -1;
+	int fd = h_connect("127.0.0.1", port);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(h_echo_exchange_open(fd, 64u << 20, 7, 120, true), 0);
+	if (h_splice()) {
+		ck_assert_msg(metric(&d, "portfwd_splice_pipe_grows_total") > 0,
+			      "64 MiB through one connection grew no pipe");
+		ck_assert_double_gt(metric(&d, "portfwd_splice_pipe_grow_budget_bytes"), 0);
+	} else {
+		ck_assert_double_eq(metric(&d, "portfwd_splice_pipe_grows_total"), 0);
+	}
+	/* Quiet for a second: given back, the connection still open. */
+	deadline = h_now() + 10;
+	while ((grown = metric(&d, "portfwd_splice_pipe_grown_bytes")) != 0 && h_now() < deadline)
+		usleep(200000);
+	ck_assert_msg(grown == 0, "grown pipes still held by a quiet connection: %.0f bytes", grown);
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "active"), 1);
+	ck_assert_int_eq(h_echo_exchange(fd, 4096, 8, 10), 0);
+	close(fd);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 5), 0);
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "bytes_to_target"), (64 << 20) + 4096);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 START_TEST(test_ipv6_and_mixed)
 {
 	struct hdaemon d;
@@ -639,6 +692,7 @@ int main(void)
 	tcase_add_test(tc, test_connect_timeout);
 	tcase_add_test(tc, test_slow_reader);
 	tcase_add_test(tc, test_stalled_reader_small_segments_no_spin);
+	tcase_add_test(tc, test_pipes_grow_and_give_back);
 	tcase_add_test(tc, test_ipv6_and_mixed);
 	tcase_add_test(tc, test_max_connections_pauses_accept);
 	tcase_add_test(tc, test_idle_timeout);
