@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <netinet/udp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -151,6 +153,128 @@ static int relay_udp_send(int fd, struct mmsghdr *msgs, int n)
 	return sent;
 }
 
+/* Datagrams one UDP_SEGMENT send carries at most (the kernel's
+ * UDP_MAX_SEGMENTS), and their bytes at most (one IPv4 datagram's worth). */
+#define RELAY_UDP_GSO_SEGMENTS 64
+#define RELAY_UDP_GSO_BYTES 65000
+
+static bool relay_udp_gso;
+static pthread_once_t relay_udp_gso_once = PTHREAD_ONCE_INIT;
+
+/* UDP_SEGMENT came with Linux 4.18. An older kernel would ignore the
+ * control message and send the run as one datagram: ask first. */
+static void relay_udp_gso_probe(void)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), v = 0;
+	socklen_t len = sizeof(v);
+
+	relay_udp_gso = fd >= 0 && getsockopt(fd, SOL_UDP, UDP_SEGMENT, &v, &len) == 0;
+	if (fd >= 0)
+		close(fd);
+}
+
+/*
+ * How many of MSGS, from the first, make a run one UDP_SEGMENT send can
+ * carry: datagrams of the first one's size, the last of them perhaps
+ * shorter, each one buffer.
+ */
+static int relay_udp_gso_run(const struct mmsghdr *msgs, int n)
+{
+	size_t g = msgs[0].msg_hdr.msg_iov[0].iov_len, total = 0;
+	int k = 0;
+
+	if (g == 0)
+		return 0;
+	while (k < n && k < RELAY_UDP_GSO_SEGMENTS && msgs[k].msg_hdr.msg_iovlen == 1) {
+		size_t len = msgs[k].msg_hdr.msg_iov[0].iov_len;
+
+		if (len > g || total + len > RELAY_UDP_GSO_BYTES)
+			break;
+		total += len;
+		k++;
+		if (len < g)
+			break;
+	}
+	return k;
+}
+
+/*
+ * Sends the run of K datagrams at MSGS in one sendmsg with UDP_SEGMENT:
+ * the kernel (or the network card) cuts it back into the same datagrams.
+ * Returns 0, or -1 with errno.
+ */
+static int relay_udp_send_gso(int fd, struct mmsghdr *msgs, int k)
+{
+	struct iovec iov[RELAY_UDP_GSO_SEGMENTS];
+	union {
+		char buf[UDP_PKTINFO_SPACE + CMSG_SPACE(sizeof(uint16_t))];
+		struct cmsghdr align;
+	} ctl;
+	const struct msghdr *first = &msgs[0].msg_hdr;
+	struct msghdr mh = { .msg_name = first->msg_name, .msg_namelen = first->msg_namelen,
+			     .msg_iov = iov, .msg_iovlen = (size_t)k, .msg_control = ctl.buf };
+	struct cmsghdr *cm;
+	uint16_t g = (uint16_t)first->msg_iov[0].iov_len;
+
+	for (int i = 0; i < k; i++)
+		iov[i] = msgs[i].msg_hdr.msg_iov[0];
+	/* A reply's source address (wildcard listeners) goes first. */
+	memset(&ctl, 0, sizeof(ctl));
+	if (first->msg_controllen)
+		memcpy(ctl.buf, first->msg_control, first->msg_controllen);
+	mh.msg_controllen = first->msg_controllen + CMSG_SPACE(sizeof(g));
+	cm = (struct cmsghdr *)(ctl.buf + first->msg_controllen);
+	cm->cmsg_level = SOL_UDP;
+	cm->cmsg_type = UDP_SEGMENT;
+	cm->cmsg_len = CMSG_LEN(sizeof(g));
+	memcpy(CMSG_DATA(cm), &g, sizeof(g));
+	for (;;) {
+		ssize_t r = sendmsg(fd, &mh, MSG_DONTWAIT);
+
+		if (r >= 0)
+			return 0;
+		if (errno != EINTR)
+			return -1;
+	}
+}
+
+/*
+ * Sends N prepared datagrams as relay_udp_send does, runs of equal size in
+ * one UDP_SEGMENT call each (issue 16: iperf3's 1400-byte datagrams then
+ * cost one system call and one trip through the stack per run, not per
+ * datagram). *GSO false: not for this socket (the kernel refused it, e.g.
+ * a path through IPsec, or a segment larger than the path's MTU); it is
+ * set false when the kernel refuses, and the run goes one by one.
+ */
+static int relay_udp_send_runs(int fd, struct mmsghdr *msgs, int n, bool *gso)
+{
+	int sent = 0, i = 0, plain = 0;
+
+	pthread_once(&relay_udp_gso_once, relay_udp_gso_probe);
+	while (i < n) {
+		int k = relay_udp_gso && *gso ? relay_udp_gso_run(msgs + i, n - i) : 0;
+
+		if (k < 2) {
+			i++;
+			continue;
+		}
+		if (i > plain)
+			sent += relay_udp_send(fd, msgs + plain, i - plain);
+		if (relay_udp_send_gso(fd, msgs + i, k) == 0) {
+			sent += k;
+		} else {
+			if (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP)
+				*gso = false;
+			sent += relay_udp_send(fd, msgs + i, k);
+		}
+		i += k;
+		plain = i;
+	}
+	if (n > plain)
+		sent += relay_udp_send(fd, msgs + plain, n - plain);
+	return sent;
+}
+
 /*
  * The reflection guard: replies to a tracked source count against its
  * udp_datagrams_per_second too, so whatever the target sends for one
@@ -215,7 +339,7 @@ static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
 				msgs[i].msg_hdr.msg_controllen = s->reply_ctl_len;
 			}
 		}
-		sent = l->udp_fd >= 0 ? relay_udp_send(l->udp_fd, msgs, n) : 0;
+		sent = l->udp_fd >= 0 ? relay_udp_send_runs(l->udp_fd, msgs, n, &s->gso_replies) : 0;
 		if (sent < n)
 			STAT_ADD(&l->stats, udp_dropped_error, n - sent);
 		for (int i = 0; i < n && sent > 0; i++)
@@ -318,6 +442,7 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	s->cfg = l->cfg;
 	s->id = worker_next_id(l->worker);
 	s->fd = -1;
+	s->gso = s->gso_replies = true;
 	memcpy(&s->client, client, sizeof(s->client));
 	s->client_len = client_len;
 	s->local = *local;
@@ -515,7 +640,7 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 				continue;
 			}
 			s->last_active = now;
-			sent = relay_udp_send(s->fd, msgs + i, j - i);
+			sent = relay_udp_send_runs(s->fd, msgs + i, j - i, &s->gso);
 			/* The client's bytes: a header sent with them is not counted. */
 			for (int k = i; k < j; k++)
 				if (msgs[k].msg_len >= s->pp_len)

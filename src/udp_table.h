@@ -77,6 +77,7 @@ struct udp_session {
 	uint64_t dgrams_to_target, dgrams_to_client;
 	uint64_t bytes_to_target, bytes_to_client;
 	bool replied; /* the target answered: udp_idle_timeout applies, not udp_unreplied_timeout */
+	bool gso, gso_replies; /* UDP_SEGMENT still worth trying each way (relay_udp.c) */
 	TAILQ_ENTRY(udp_session) unreplied_link; /* in the listener's unreplied list until then */
 	uint32_t source; /* its entry in the per-source table, or SOURCES_NONE */
 	/* The PROXY protocol v2 header that goes in front of every datagram

@@ -84,6 +84,69 @@ START_TEST(test_datagram_sizes_pass_whole)
 }
 END_TEST
 
+/*
+ * Bursts of equal-size datagrams, the last of each shorter, both ways:
+ * portfwd sends such runs in one UDP_SEGMENT call (relay_udp.c), and each
+ * datagram must still arrive on its own, whole, in order. On a listener
+ * bound to one address and on a wildcard one (whose replies also carry
+ * their source address).
+ */
+START_TEST(test_bursts_keep_datagram_boundaries)
+{
+	enum { BURST = 60, SIZE = 1200, LAST = 300, ROUNDS = 3 };
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned ports[2] = { h_free_port(SOCK_DGRAM, false), 0 };
+	unsigned char out[BURST][SIZE], in[SIZE + 1];
+	char conf[1024];
+	struct h_stream st;
+
+	do
+		ports[1] = h_free_port(SOCK_DGRAM, false);
+	while (ports[1] == ports[0]);
+	h_backend_start(&b, H_UDP_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"one\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },\n"
+		 "         { name = \"any\"; proto = \"udp\"; listen = \"0.0.0.0:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 ports[0], b.port, ports[1], b.port);
+	h_start(&d, conf);
+	h_stream_init(&st, 11);
+	for (int r = 0; r < 2; r++) {
+		int fd = udp_client(ports[r]);
+
+		for (int round = 0; round < ROUNDS; round++) {
+			for (int i = 0; i < BURST; i++) {
+				size_t len = i == BURST - 1 ? LAST : SIZE;
+
+				h_stream_fill(&st, out[i], len);
+				ck_assert_int_eq(send(fd, out[i], len, 0), (ssize_t)len);
+			}
+			for (int i = 0; i < BURST; i++) {
+				size_t len = i == BURST - 1 ? LAST : SIZE;
+				ssize_t n = recv_within(fd, in, sizeof(in), 5000);
+
+				ck_assert_msg(n == (ssize_t)len, "rule %d, round %d, datagram %d: %zd bytes, sent %zu",
+					      r, round, i, n, len);
+				ck_assert_msg(memcmp(in, out[i], len) == 0, "rule %d, round %d, datagram %d differs",
+					      r, round, i);
+			}
+		}
+		close(fd);
+	}
+	for (int r = 0; r < 2; r++) {
+		const char *name = r ? "any" : "one";
+
+		ck_assert_int_eq(h_counter(&d, name, "udp", "datagrams_to_target"), BURST * ROUNDS);
+		ck_assert_int_eq(h_counter(&d, name, "udp", "datagrams_to_client"), BURST * ROUNDS);
+		ck_assert_int_eq(h_counter(&d, name, "udp", "bytes_to_client"),
+				 ROUNDS * ((BURST - 1) * SIZE + LAST));
+		ck_assert_int_eq(h_counter(&d, name, "udp", "dropped_error"), 0);
+	}
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 /* 200 clients at once, each must get exactly its own replies. */
 START_TEST(test_many_clients_get_their_own_replies)
 {
@@ -453,6 +516,7 @@ int main(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_datagram_sizes_pass_whole);
+	tcase_add_test(tc, test_bursts_keep_datagram_boundaries);
 	tcase_add_test(tc, test_many_clients_get_their_own_replies);
 	tcase_add_test(tc, test_session_expiry);
 	tcase_add_test(tc, test_active_session_kept);
