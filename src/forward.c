@@ -5,6 +5,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,6 +78,12 @@ static int forward_socket(const struct forward *fw, const struct sockaddr *sa, i
 		goto fail;
 	if (socktype == SOCK_DGRAM)
 		forward_grow_buffers(fd);
+	/* UDP_GRO (Linux 5.0): a run of datagrams from one client may come as
+	 * one buffer (relay_udp.c), the network card's GRO merging them, and
+	 * go on to the target in one send. Without it, one at a time. */
+	if (socktype == SOCK_DGRAM &&
+	    setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) < 0)
+		log_debug("rule %s: no UDP_GRO: %s", fw->cfg.name, strerror(errno));
 	/* On a wildcard address, each datagram says where it was sent, so the
 	 * replies can leave from there (relay_udp.c). */
 	if (socktype == SOCK_DGRAM && rule_addr_is_wildcard(sa) &&

@@ -173,6 +173,12 @@ static void relay_udp_gso_probe(void)
 		close(fd);
 }
 
+static bool relay_udp_gso_ok(void)
+{
+	pthread_once(&relay_udp_gso_once, relay_udp_gso_probe);
+	return relay_udp_gso;
+}
+
 /*
  * How many of MSGS, from the first, make a run one UDP_SEGMENT send can
  * carry: datagrams of the first one's size, the last of them perhaps
@@ -199,43 +205,55 @@ static int relay_udp_gso_run(const struct mmsghdr *msgs, int n)
 }
 
 /*
- * Sends the run of K datagrams at MSGS in one sendmsg with UDP_SEGMENT:
- * the kernel (or the network card) cuts it back into the same datagrams.
- * Returns 0, or -1 with errno.
+ * Sends the NIOV buffers at IOV, as in MH (its address and control
+ * message, if any), in one sendmsg with UDP_SEGMENT: the kernel (or the
+ * network card) cuts them into datagrams of G bytes, the last perhaps
+ * shorter. Returns 0, or -1 with errno.
  */
-static int relay_udp_send_gso(int fd, struct mmsghdr *msgs, int k)
+static int relay_udp_sendmsg_gso(int fd, const struct msghdr *mh, struct iovec *iov, size_t niov,
+				 uint16_t g)
 {
-	struct iovec iov[RELAY_UDP_GSO_SEGMENTS];
 	union {
 		char buf[UDP_PKTINFO_SPACE + CMSG_SPACE(sizeof(uint16_t))];
 		struct cmsghdr align;
 	} ctl;
-	const struct msghdr *first = &msgs[0].msg_hdr;
-	struct msghdr mh = { .msg_name = first->msg_name, .msg_namelen = first->msg_namelen,
-			     .msg_iov = iov, .msg_iovlen = (size_t)k, .msg_control = ctl.buf };
+	struct msghdr m = { .msg_name = mh->msg_name, .msg_namelen = mh->msg_namelen,
+			    .msg_iov = iov, .msg_iovlen = niov, .msg_control = ctl.buf };
 	struct cmsghdr *cm;
-	uint16_t g = (uint16_t)first->msg_iov[0].iov_len;
 
-	for (int i = 0; i < k; i++)
-		iov[i] = msgs[i].msg_hdr.msg_iov[0];
 	/* A reply's source address (wildcard listeners) goes first. */
 	memset(&ctl, 0, sizeof(ctl));
-	if (first->msg_controllen)
-		memcpy(ctl.buf, first->msg_control, first->msg_controllen);
-	mh.msg_controllen = first->msg_controllen + CMSG_SPACE(sizeof(g));
-	cm = (struct cmsghdr *)(ctl.buf + first->msg_controllen);
+	if (mh->msg_controllen)
+		memcpy(ctl.buf, mh->msg_control, mh->msg_controllen);
+	m.msg_controllen = mh->msg_controllen + CMSG_SPACE(sizeof(g));
+	cm = (struct cmsghdr *)(ctl.buf + mh->msg_controllen);
 	cm->cmsg_level = SOL_UDP;
 	cm->cmsg_type = UDP_SEGMENT;
 	cm->cmsg_len = CMSG_LEN(sizeof(g));
 	memcpy(CMSG_DATA(cm), &g, sizeof(g));
 	for (;;) {
-		ssize_t r = sendmsg(fd, &mh, MSG_DONTWAIT);
-
-		if (r >= 0)
+		if (sendmsg(fd, &m, MSG_DONTWAIT) >= 0)
 			return 0;
 		if (errno != EINTR)
 			return -1;
 	}
+}
+
+/* The run of K datagrams at MSGS, each one buffer, in one UDP_SEGMENT send. */
+static int relay_udp_send_gso(int fd, struct mmsghdr *msgs, int k)
+{
+	struct iovec iov[RELAY_UDP_GSO_SEGMENTS];
+
+	for (int i = 0; i < k; i++)
+		iov[i] = msgs[i].msg_hdr.msg_iov[0];
+	return relay_udp_sendmsg_gso(fd, &msgs[0].msg_hdr, iov, (size_t)k,
+				     (uint16_t)msgs[0].msg_hdr.msg_iov[0].iov_len);
+}
+
+/* The kernel refused UDP_SEGMENT for this socket: not worth asking again. */
+static bool relay_udp_gso_refused(int err)
+{
+	return err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP;
 }
 
 /*
@@ -250,9 +268,8 @@ static int relay_udp_send_runs(int fd, struct mmsghdr *msgs, int n, bool *gso)
 {
 	int sent = 0, i = 0, plain = 0;
 
-	pthread_once(&relay_udp_gso_once, relay_udp_gso_probe);
 	while (i < n) {
-		int k = relay_udp_gso && *gso ? relay_udp_gso_run(msgs + i, n - i) : 0;
+		int k = *gso && relay_udp_gso_ok() ? relay_udp_gso_run(msgs + i, n - i) : 0;
 
 		if (k < 2) {
 			i++;
@@ -263,7 +280,7 @@ static int relay_udp_send_runs(int fd, struct mmsghdr *msgs, int n, bool *gso)
 		if (relay_udp_send_gso(fd, msgs + i, k) == 0) {
 			sent += k;
 		} else {
-			if (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP)
+			if (relay_udp_gso_refused(errno))
 				*gso = false;
 			sent += relay_udp_send(fd, msgs + i, k);
 		}
@@ -568,6 +585,125 @@ static struct udp_session *relay_udp_session_for(struct listener *l,
 	return s;
 }
 
+/*
+ * UDP_GRO (set on listening sockets, forward.c): the kernel may hand over a
+ * run of datagrams from one client as one buffer, with the size of each
+ * (the last perhaps shorter). Returns that size for such a buffer of LEN
+ * bytes, 0 for a single datagram.
+ */
+static uint16_t relay_udp_gro_size(struct msghdr *mh, size_t len)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		int g;
+
+		if (c->cmsg_level != SOL_UDP || c->cmsg_type != UDP_GRO ||
+		    c->cmsg_len < CMSG_LEN(sizeof(g)))
+			continue;
+		memcpy(&g, CMSG_DATA(c), sizeof(g));
+		return g > 0 && g <= UINT16_MAX && (size_t)g < len ? (uint16_t)g : 0;
+	}
+	return 0;
+}
+
+/* Datagrams in a buffer of LEN bytes whose datagrams are G bytes (0: one). */
+static unsigned relay_udp_count(size_t len, uint16_t g)
+{
+	return g ? (unsigned)((len + g - 1) / g) : 1;
+}
+
+/*
+ * A coalesced buffer (relay_udp_gro_size), DATA, to S's target: in one
+ * UDP_SEGMENT send if it can, else datagram by datagram (each with the
+ * session's PROXY header). Returns the datagrams sent; adds their client
+ * bytes to *BYTES.
+ */
+static unsigned relay_udp_send_coalesced(struct udp_session *s, const struct iovec *data, uint16_t g,
+					 uint64_t *bytes)
+{
+	struct msghdr none = { 0 };
+	struct iovec one = *data;
+	unsigned sent = 0;
+
+	if (!s->pp_len && s->gso && relay_udp_gso_ok()) {
+		if (relay_udp_sendmsg_gso(s->fd, &none, &one, 1, g) == 0) {
+			*bytes += data->iov_len;
+			return relay_udp_count(data->iov_len, g);
+		}
+		if (relay_udp_gso_refused(errno))
+			s->gso = false;
+	}
+	for (size_t off = 0; off < data->iov_len; off += g) {
+		struct iovec v[2] = { { s->pp, s->pp_len },
+				      { (char *)data->iov_base + off,
+					data->iov_len - off < g ? data->iov_len - off : g } };
+		struct msghdr mh = { .msg_iov = s->pp_len ? v : v + 1, .msg_iovlen = s->pp_len ? 2 : 1 };
+		ssize_t r;
+
+		do
+			r = sendmsg(s->fd, &mh, MSG_DONTWAIT);
+		while (r < 0 && errno == EINTR);
+		if (r >= 0) {
+			sent++;
+			*bytes += v[1].iov_len;
+		}
+	}
+	return sent;
+}
+
+/*
+ * Sends N messages of S's, in order, to its target; a message with GRO[i]
+ * set is a coalesced buffer. Returns the datagrams sent; adds the client's
+ * bytes in them (not the PROXY headers) to *BYTES.
+ */
+static unsigned relay_udp_to_target(struct udp_session *s, struct mmsghdr *msgs,
+				    const uint16_t *gro, int n, uint64_t *bytes)
+{
+	unsigned sent = 0;
+
+	for (int k = 0; k < n;) {
+		int m = k;
+
+		if (gro[k]) {
+			const struct msghdr *mh = &msgs[k].msg_hdr;
+
+			sent += relay_udp_send_coalesced(s, &mh->msg_iov[mh->msg_iovlen - 1], gro[k], bytes);
+			k++;
+			continue;
+		}
+		while (m < n && !gro[m])
+			m++;
+		sent += (unsigned)relay_udp_send_runs(s->fd, msgs + k, m - k, &s->gso);
+		for (; k < m; k++)
+			if (msgs[k].msg_len >= s->pp_len)
+				*bytes += msgs[k].msg_len - s->pp_len;
+	}
+	return sent;
+}
+
+/*
+ * Per source (relay_udp_reply_limit): of message M from S's client (a
+ * coalesced one of datagrams of G bytes), the datagrams its source may
+ * send now, M cut to those; false if none.
+ */
+static bool relay_udp_admit(struct listener *l, struct udp_session *s,
+			    const struct sockaddr_storage *from, struct mmsghdr *m, uint16_t g,
+			    double now)
+{
+	size_t len = m->msg_len;
+	unsigned ok = 0, count = relay_udp_count(len, g);
+
+	if (s->source == SOURCES_NONE)
+		return true;
+	for (unsigned k = 0; k < count; k++)
+		if (relay_sources_datagram(l, s->cfg, s->source, (const struct sockaddr *)from,
+					   SOURCES_IN, now))
+			ok++;
+	if (ok < count && g)
+		m->msg_len = (unsigned)(ok * g < len ? ok * g : len);
+	return ok > 0;
+}
+
+/* Datagrams from clients: each to its session's target. */
 void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener *l = arg;
@@ -576,7 +712,11 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 	struct iovec ppiov[WORKER_BATCH][2]; /* a session's PROXY header, then the datagram */
 	struct sockaddr_storage from[WORKER_BATCH];
 	struct udp_session *sess[WORKER_BATCH];
-	union udp_cmsg ctl[WORKER_BATCH];
+	uint16_t gro[WORKER_BATCH];
+	union {
+		char buf[UDP_PKTINFO_SPACE + CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl[WORKER_BATCH];
 	struct udp_local local = { 0 };
 
 	(void)what;
@@ -585,7 +725,7 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 		int n;
 
 		relay_udp_prepare(l->worker, msgs, iov, from, WORKER_BATCH);
-		for (int i = 0; l->udp_pktinfo && i < WORKER_BATCH; i++) {
+		for (int i = 0; i < WORKER_BATCH; i++) {
 			msgs[i].msg_hdr.msg_control = ctl[i].buf;
 			msgs[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
 		}
@@ -597,18 +737,15 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		now = clock_now();
 		for (int i = 0; i < n; i++) {
+			gro[i] = relay_udp_gro_size(&msgs[i].msg_hdr, msgs[i].msg_len);
 			if (l->udp_pktinfo && udp_local_from_msg(&msgs[i].msg_hdr, &local) < 0) {
 				/* Cannot happen with IP_PKTINFO set; never guess a source. */
 				sess[i] = NULL;
-				STAT_ADD(&l->stats, udp_dropped_error, 1);
+				STAT_ADD(&l->stats, udp_dropped_error, relay_udp_count(msgs[i].msg_len, gro[i]));
 			} else {
 				sess[i] = relay_udp_session_for(l, &from[i], msgs[i].msg_hdr.msg_namelen,
 								&local, sess, i);
-				/* Per source, either way (relay_udp_reply_limit). */
-				if (sess[i] && sess[i]->source != SOURCES_NONE &&
-				    !relay_sources_datagram(l, sess[i]->cfg, sess[i]->source,
-							    (const struct sockaddr *)&from[i],
-							    SOURCES_IN, now))
+				if (sess[i] && !relay_udp_admit(l, sess[i], &from[i], &msgs[i], gro[i], now))
 					sess[i] = NULL;
 			}
 			iov[i].iov_len = msgs[i].msg_len;
@@ -631,23 +768,20 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 		for (int i = 0; i < n;) {
 			struct udp_session *s = sess[i];
 			uint64_t bytes = 0;
-			int j = i, sent;
+			unsigned want = 0, sent;
+			int j = i;
 
 			while (j < n && sess[j] == s)
-				j++;
+				want += relay_udp_count(msgs[j].msg_len, gro[j]), j++;
 			if (!s) {
 				i = j;
 				continue;
 			}
 			s->last_active = now;
-			sent = relay_udp_send_runs(s->fd, msgs + i, j - i, &s->gso);
-			/* The client's bytes: a header sent with them is not counted. */
-			for (int k = i; k < j; k++)
-				if (msgs[k].msg_len >= s->pp_len)
-					bytes += msgs[k].msg_len - s->pp_len;
-			if (sent < j - i)
-				STAT_ADD(&l->stats, udp_dropped_error, j - i - sent);
-			s->dgrams_to_target += (uint64_t)sent;
+			sent = relay_udp_to_target(s, msgs + i, gro + i, j - i, &bytes);
+			if (sent < want)
+				STAT_ADD(&l->stats, udp_dropped_error, want - sent);
+			s->dgrams_to_target += sent;
 			s->bytes_to_target += bytes;
 			STAT_ADD(&l->stats, udp_datagrams_to_target, sent);
 			STAT_ADD(&l->stats, udp_bytes_to_target, bytes);

@@ -7,6 +7,7 @@
 #include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -833,6 +834,25 @@ out:
 	free(buf);
 	close(fd);
 	return code;
+}
+
+ssize_t h_udp_send_gso(int fd, const void *buf, size_t len, uint16_t g)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(uint16_t))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+	memset(&ctl, 0, sizeof(ctl));
+	cm->cmsg_level = SOL_UDP;
+	cm->cmsg_type = UDP_SEGMENT;
+	cm->cmsg_len = CMSG_LEN(sizeof(g));
+	memcpy(CMSG_DATA(cm), &g, sizeof(g));
+	return sendmsg(fd, &mh, 0);
 }
 
 int h_echo_exchange(int fd, size_t len, uint64_t seed, double seconds)

@@ -182,6 +182,12 @@ void h_stream_fill(struct h_stream *s, unsigned char *buf, size_t len);
 uint64_t h_hash(uint64_t h, const unsigned char *buf, size_t len);
 #define H_HASH_INIT 1469598103934665603ULL
 
+/* Sends LEN bytes on the connected UDP socket FD as datagrams of G bytes
+ * (the last perhaps shorter) in one call, with UDP_SEGMENT: what a QUIC
+ * stack or portfwd itself sends, and a UDP_GRO socket on this host
+ * receives as one buffer. Returns what send returns. */
+ssize_t h_udp_send_gso(int fd, const void *buf, size_t len, uint16_t g);
+
 /* Connects a TCP socket (blocking) to HOST:PORT. -1 on failure. */
 int h_connect(const char *host, unsigned port);
 

@@ -390,6 +390,34 @@ START_TEST(test_udp_datagrams_per_second)
 }
 END_TEST
 
+/* The same limit when the client's datagrams come coalesced (it sends with
+ * UDP_SEGMENT, the listener has UDP_GRO): counted one by one. */
+START_TEST(test_udp_datagrams_per_second_coalesced)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port;
+	char buf[50 * 5];
+	int a, got;
+	long long dropped;
+
+	h_backend_start(&b, H_UDP_ECHO, false);
+	port = start_rule(&d, "udp", b.port, "per_source: { udp_datagrams_per_second = 20; };");
+	a = udp_from("127.0.0.2", port);
+	memset(buf, 'g', sizeof(buf));
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(h_udp_send_gso(a, buf, sizeof(buf), 5), (ssize_t)sizeof(buf));
+	got = udp_drain(a, 300);
+	ck_assert_msg(got >= 18 && got <= 22, "%d of 100 datagrams came back", got);
+	dropped = limited(&d, "r", "udp", "datagrams");
+	ck_assert_msg(dropped >= 78 && dropped <= 82, "%lld dropped", dropped);
+	ck_assert_int_eq(h_counter(&d, "r", "udp", "datagrams_to_target"), got);
+	close(a);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 /* A target that answers each datagram ten times: a source gets no more
  * replies a second than udp_datagrams_per_second, however much the target
  * sends (the guard against reflection with a spoofed source). */
@@ -904,6 +932,7 @@ int main(void)
 	tcase_add_test(tc, test_limited_log_lines_are_rate_limited);
 	tcase_add_test(tc, test_udp_sessions_per_source);
 	tcase_add_test(tc, test_udp_datagrams_per_second);
+	tcase_add_test(tc, test_udp_datagrams_per_second_coalesced);
 	tcase_add_test(tc, test_udp_reflection_guard);
 	tcase_add_test(tc, test_udp_unreplied_timeout);
 	tcase_add_test(tc, test_udp_unanswered_make_room);

@@ -647,7 +647,33 @@ START_TEST(test_udp_v2)
 		ck_assert_msg(memcmp(buf, want, 28) == 0, "IPv4 datagram %d: not the v2 DGRAM header", i);
 		ck_assert(memcmp(buf + 28, payload, plen) == 0);
 	}
-	/* A reply comes back bare. */
+	/* Three datagrams sent coalesced (UDP_SEGMENT, the listener has
+	 * UDP_GRO): each gets its own header. */
+	{
+		int g4 = udp_bound("127.0.0.1", 0);
+		struct sockaddr_storage ss;
+		socklen_t sl = h_sockaddr("127.0.0.1", l4, &ss);
+
+		ck_assert_int_eq(connect(g4, (struct sockaddr *)&ss, sl), 0);
+		ck_assert_int_eq(h_udp_send_gso(g4, "aaaabbbbcc", 10, 4), 10);
+		for (int i = 0; i < 3; i++) {
+			ssize_t n = recv_within(t4, buf, sizeof(buf), 5, &from);
+
+			ck_assert_int_eq(n, 28 + (i == 2 ? 2 : 4));
+			v2_expect4(want, 0x12, "127.0.0.1", sock_port(g4), "127.0.0.1", l4);
+			ck_assert_msg(memcmp(buf, want, 28) == 0, "coalesced datagram %d: not the v2 header", i);
+			ck_assert(memcmp(buf + 28, "aaaabbbbcc" + 4 * i, (size_t)(n - 28)) == 0);
+		}
+		close(g4);
+	}
+	/* A reply comes back bare (to the first client). */
+	{
+		ssize_t n;
+
+		send_to(c4, "127.0.0.1", l4, "again", 5);
+		n = recv_within(t4, buf, sizeof(buf), 5, &from);
+		ck_assert_int_eq(n, 28 + 5);
+	}
 	ck_assert_int_eq(sendto(t4, "reply4", 6, 0, (struct sockaddr *)&from,
 				from.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)), 6);
 	ck_assert_int_eq(recv_within(c4, buf, sizeof(buf), 5, &from), 6);
@@ -691,7 +717,7 @@ START_TEST(test_udp_v2)
 		ck_assert(memcmp(buf + 28, "wild", 4) == 0);
 	}
 	/* The counters count the clients' bytes, not the headers. */
-	ck_assert_int_eq(h_counter(&d, "u4", "udp", "bytes_to_target"), 5 + 15);
+	ck_assert_int_eq(h_counter(&d, "u4", "udp", "bytes_to_target"), 5 + 15 + 10 + 5);
 	ck_assert_int_eq(h_counter(&d, "u4", "udp", "bytes_to_client"), 6);
 	close(c4);
 	close(c6);

@@ -147,6 +147,45 @@ START_TEST(test_bursts_keep_datagram_boundaries)
 }
 END_TEST
 
+/*
+ * A client that sends with UDP_SEGMENT (a QUIC stack, another portfwd):
+ * the listener, with UDP_GRO, gets each run as one buffer. The target
+ * must still get every datagram on its own, and the counters count
+ * datagrams, not buffers.
+ */
+START_TEST(test_coalesced_client_runs_split_again)
+{
+	enum { SEG = 1000, SEGS = 20, LAST = 300, ROUNDS = 3 };
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_udp(&d, &b, "");
+	int fd = udp_client(port);
+	unsigned char out[SEG * SEGS + LAST], in[sizeof(out)];
+	struct h_stream st;
+
+	h_stream_init(&st, 21);
+	for (int round = 0; round < ROUNDS; round++) {
+		h_stream_fill(&st, out, sizeof(out));
+		ck_assert_int_eq(h_udp_send_gso(fd, out, sizeof(out), SEG), (ssize_t)sizeof(out));
+		for (int i = 0; i <= SEGS; i++) {
+			size_t len = i == SEGS ? LAST : SEG;
+			ssize_t n = recv_within(fd, in, sizeof(in), 5000);
+
+			ck_assert_msg(n == (ssize_t)len, "round %d, datagram %d: %zd bytes, sent %zu", round, i, n, len);
+			ck_assert_msg(memcmp(in, out + (size_t)i * SEG, len) == 0, "round %d, datagram %d differs",
+				      round, i);
+		}
+	}
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "datagrams_to_target"), (SEGS + 1) * ROUNDS);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "bytes_to_target"), (long long)sizeof(out) * ROUNDS);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "datagrams_to_client"), (SEGS + 1) * ROUNDS);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "dropped_error"), 0);
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 /* 200 clients at once, each must get exactly its own replies. */
 START_TEST(test_many_clients_get_their_own_replies)
 {
@@ -517,6 +556,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_datagram_sizes_pass_whole);
 	tcase_add_test(tc, test_bursts_keep_datagram_boundaries);
+	tcase_add_test(tc, test_coalesced_client_runs_split_again);
 	tcase_add_test(tc, test_many_clients_get_their_own_replies);
 	tcase_add_test(tc, test_session_expiry);
 	tcase_add_test(tc, test_active_session_kept);
