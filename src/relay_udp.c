@@ -518,6 +518,8 @@ fail:
 	return NULL;
 }
 
+static unsigned relay_udp_count(size_t len, uint16_t g);
+
 /*
  * At max_udp_sessions: ends this worker's oldest session that its target
  * never answered, to make room for a new client, and takes its slot. An
@@ -525,7 +527,8 @@ fail:
  * read (BATCH, N) that were meant for it are dropped. Returns true with
  * the slot claimed.
  */
-static bool relay_udp_make_room(struct listener *l, struct udp_session **batch, int n)
+static bool relay_udp_make_room(struct listener *l, struct udp_session **batch,
+				const uint16_t *gro, const struct mmsghdr *msgs, int n)
 {
 	struct udp_session *old = TAILQ_FIRST(&l->unreplied);
 
@@ -534,7 +537,7 @@ static bool relay_udp_make_room(struct listener *l, struct udp_session **batch, 
 	for (int i = 0; i < n; i++)
 		if (batch[i] == old) {
 			batch[i] = NULL;
-			STAT_ADD(&l->stats, udp_dropped_limit, 1);
+			STAT_ADD(&l->stats, udp_dropped_limit, relay_udp_count(msgs[i].msg_len, gro[i]));
 		}
 	if (STAT_GET(&l->stats, udp_sessions_evicted) == 0)
 		log_warning("udp %s: %u sessions, the max_udp_sessions limit; new clients take the places of sessions their target never answered",
@@ -544,15 +547,16 @@ static bool relay_udp_make_room(struct listener *l, struct udp_session **batch, 
 	return rulework_udp_claim(l->work);
 }
 
-/* The session of a datagram from FROM to LOCAL, made if there is room;
- * NULL drops it. BATCH holds the sessions of the N datagrams before it in
- * the batch being read. */
+/* The session of message N of a batch (MSGS, GRO: relay_udp_gro_size)
+ * from FROM to LOCAL, made if there is room; NULL drops it. BATCH holds the
+ * sessions of the N messages before it. */
 static struct udp_session *relay_udp_session_for(struct listener *l,
 						 const struct sockaddr_storage *from,
-						 socklen_t fromlen,
 						 const struct udp_local *local,
-						 struct udp_session **batch, int n)
+						 struct udp_session **batch, const uint16_t *gro,
+						 const struct mmsghdr *msgs, int n)
 {
+	unsigned count = relay_udp_count(msgs[n].msg_len, gro[n]);
 	struct udp_session *s = udp_table_find(l->sessions, (const struct sockaddr *)from, local);
 	uint32_t source;
 
@@ -563,24 +567,24 @@ static struct udp_session *relay_udp_session_for(struct listener *l,
 		return NULL;
 	if (l->udp_draining) {
 		/* A removed rule serves the sessions it has, and no new client. */
-		STAT_ADD(&l->stats, udp_dropped_draining, 1);
+		STAT_ADD(&l->stats, udp_dropped_draining, count);
 		return NULL;
 	}
 	if (relay_sources_udp_open(l, (const struct sockaddr *)from, &source) < 0)
 		return NULL;
-	if (!rulework_udp_claim(l->work) && !relay_udp_make_room(l, batch, n)) {
+	if (!rulework_udp_claim(l->work) && !relay_udp_make_room(l, batch, gro, msgs, n)) {
 		relay_sources_close(l, source, SOURCES_UDP);
 		if (STAT_GET(&l->stats, udp_dropped_limit) == 0)
 			log_warning("udp %s: %u sessions, the max_udp_sessions limit; dropping datagrams from new clients",
 				    l->cfg->name, l->cfg->set.max_udp_sessions);
-		STAT_ADD(&l->stats, udp_dropped_limit, 1);
+		STAT_ADD(&l->stats, udp_dropped_limit, count);
 		return NULL;
 	}
-	s = relay_udp_session_new(l, from, fromlen, local, source);
+	s = relay_udp_session_new(l, from, msgs[n].msg_hdr.msg_namelen, local, source);
 	if (!s) {
 		rulework_udp_release(l->work);
 		relay_sources_close(l, source, SOURCES_UDP);
-		STAT_ADD(&l->stats, udp_dropped_error, 1);
+		STAT_ADD(&l->stats, udp_dropped_error, count);
 	}
 	return s;
 }
@@ -743,8 +747,7 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 				sess[i] = NULL;
 				STAT_ADD(&l->stats, udp_dropped_error, relay_udp_count(msgs[i].msg_len, gro[i]));
 			} else {
-				sess[i] = relay_udp_session_for(l, &from[i], msgs[i].msg_hdr.msg_namelen,
-								&local, sess, i);
+				sess[i] = relay_udp_session_for(l, &from[i], &local, sess, gro, msgs, i);
 				if (sess[i] && !relay_udp_admit(l, sess[i], &from[i], &msgs[i], gro[i], now))
 					sess[i] = NULL;
 			}
