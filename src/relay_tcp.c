@@ -56,6 +56,8 @@ struct relay_dir {
 	bool pipe_full;          /* splice: the pipe took no more; wait for the writer */
 	unsigned fills;          /* splice: reads in a row that filled the pipe */
 	size_t last_read;        /* splice: bytes the last read moved */
+	bool from_empty;         /* splice: the last read began with the pipe empty */
+	uint64_t tick_bytes;     /* splice: bytes read by the last look at a grown pipe */
 	bool grow_refused;       /* splice: the kernel would not grow its pipe */
 	struct evbuffer *buf;    /* copy: made on first use */
 };
@@ -161,56 +163,68 @@ static size_t relay_dir_cap(const struct relay_dir *d, size_t limit)
 
 static void relay_tcp_arm_timer(struct relay_tcp_conn *c, double after);
 
+/* Gives D's empty pipe back to the worker (shrunk, if it grew). */
+static void relay_dir_release(struct relay_tcp_conn *c, struct relay_dir *d)
+{
+	/* A grown pipe given back: growing again takes fills anew. */
+	if (d->pipe.grown)
+		d->fills = 0;
+	worker_pipe_put(c->rule->worker, &d->pipe);
+}
+
 /*
  * Gives an empty pipe back to the worker. A grown one stays with its
- * direction until the connection has been quiet for a second (the timer,
- * relay_tcp_trim_pipes), so an idle connection holds no pipe. Given back
- * at the first small read instead, pipes were grown again and again: 934
- * grows in three 256 MiB echo transfers (pfbench tcp-hash).
+ * direction, unless that side has sent its FIN, until a look a second
+ * later finds the direction moved less than the pipe holds in that second
+ * (the timer, relay_tcp_trim_pipes): an idle connection holds no pipe,
+ * and neither does one that only trickles. Given back at the first small
+ * read instead, pipes were grown again and again: 934 grows in three
+ * 256 MiB echo transfers (pfbench tcp-hash).
  */
 static void relay_dir_put(struct relay_tcp_conn *c, struct relay_dir *d)
 {
 	double idle = c->cfg->set.idle_timeout;
 
-	if (d->pipe.grown) {
+	if (d->pipe.grown && !c->eof[d - c->dir]) {
 		if (!c->pipe_timer) {
 			c->pipe_timer = true;
 			relay_tcp_arm_timer(c, idle > 0 && idle < 1 ? idle : 1);
 		}
 		return;
 	}
-	worker_pipe_put(c->rule->worker, &d->pipe);
+	relay_dir_release(c, d);
 }
 
-/* Gives back the grown pipes the connection's idle directions hold (the
- * connection quiet for a second). True while one is still held. */
+/* The look at the grown pipes (relay_dir_put). True while one is still held. */
 static bool relay_tcp_trim_pipes(struct relay_tcp_conn *c)
 {
 	bool held = false;
 
 	for (int s = 0; s < 2; s++) {
 		struct relay_dir *d = &c->dir[s];
+		uint64_t moved = c->bytes[s] - d->tick_bytes;
 
 		if (d->pipe.r < 0 || !d->pipe.grown)
 			continue;
-		if (d->piped == 0 && clock_now() - c->last_active >= 0.999) {
-			worker_pipe_put(c->rule->worker, &d->pipe);
-			d->last_read = 0;
-		} else {
+		d->tick_bytes = c->bytes[s];
+		if (d->piped == 0 && (c->eof[s] || moved < d->pipe.size))
+			relay_dir_release(c, d);
+		else
 			held = true;
-		}
 	}
 	return held;
 }
 
 /*
  * Pipes that grow with the traffic. A direction whose reads fill its pipe
- * twice in a row grows it fourfold, to 1 MiB at most (or buffer_size if
- * larger): each wake-up then moves more, and the CPU per byte falls with
- * the number of wake-ups (issue 16: a 1 MiB pipe took forwarding from
- * 0.58-0.90 to 0.35-0.40 ns/B on a 2-vCPU Xeon, iperf3 1 stream). A quiet
- * direction gives the growth back with its pipe (relay_dir_put); an idle
- * connection holds no pipe at all.
+ * twice in a row, each from empty, grows it fourfold, to 1 MiB at most (or
+ * buffer_size if larger): each wake-up then moves more, and the CPU per
+ * byte falls with the number of wake-ups (issue 16: a 1 MiB pipe took
+ * forwarding from 0.58-0.90 to 0.35-0.40 ns/B on a 2-vCPU Xeon, iperf3 1
+ * stream). From empty: the receiver kept up and the sender had more, so a
+ * larger pipe moves more per turn; a pipe topped up behind a slow receiver
+ * would only hold more of its backlog. A quiet direction gives the growth
+ * back (relay_dir_put); an idle connection holds no pipe at all.
  */
 static void relay_dir_filled(struct relay_tcp_conn *c, struct relay_dir *d, bool full)
 {
@@ -230,6 +244,7 @@ static void relay_dir_filled(struct relay_tcp_conn *c, struct relay_dir *d, bool
 	d->fills = 0;
 	switch (worker_pipe_grow(&d->pipe, most)) {
 	case 1:
+		d->tick_bytes = c->bytes[d - c->dir];
 		log_debug("tcp %s: connection %llu: pipe grown to %zu KiB", c->cfg->name,
 			  (unsigned long long)c->id, d->pipe.size >> 10);
 		break;
@@ -411,6 +426,7 @@ static ssize_t relay_tcp_read_some(struct relay_tcp_conn *c, int s, size_t room)
 {
 	struct relay_dir *dir = &c->dir[s];
 	struct evbuffer_iovec vec;
+	bool from_empty;
 	ssize_t n;
 
 	if (dir->splice) {
@@ -422,20 +438,21 @@ static ssize_t relay_tcp_read_some(struct relay_tcp_conn *c, int s, size_t room)
 		} else {
 			if (room > dir->pipe.size - dir->piped)
 				room = dir->pipe.size - dir->piped;
+			from_empty = dir->piped == 0;
 			n = splice(c->fd[s], NULL, dir->pipe.w, NULL, room,
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 			if (n > 0) {
 				dir->piped += (size_t)n;
 				dir->last_read = (size_t)n;
+				dir->from_empty = from_empty;
 				STAT_ADD(&c->rule->stats, tcp_bytes_spliced, n);
-				relay_dir_filled(c, dir, dir->piped >= dir->pipe.size);
+				relay_dir_filled(c, dir, from_empty && dir->piped >= dir->pipe.size);
 			} else if (dir->piped == 0 && (n == 0 || relay_again(errno))) {
 				/* The end, or nothing after all: an empty pipe goes
 				 * back, not held by a half-closed connection. */
 				int saved = errno;
 
-				dir->last_read = 0;
-				worker_pipe_put(c->rule->worker, &dir->pipe);
+				relay_dir_release(c, dir);
 				errno = saved;
 			}
 			if (n >= 0 || (errno != EINVAL && errno != ENOSYS))
@@ -478,7 +495,7 @@ static void relay_tcp_read(struct relay_tcp_conn *c, int s)
 			 * readable: stop reading until the writer frees a slot.
 			 */
 			dir->pipe_full = true;
-			relay_dir_filled(c, dir, true);
+			relay_dir_filled(c, dir, dir->from_empty);
 			relay_tcp_update(c);
 		}
 		return;

@@ -194,7 +194,8 @@ static int relay_udp_gso_run(const struct mmsghdr *msgs, int n)
 	while (k < n && k < RELAY_UDP_GSO_SEGMENTS && msgs[k].msg_hdr.msg_iovlen == 1) {
 		size_t len = msgs[k].msg_hdr.msg_iov[0].iov_len;
 
-		if (len > g || total + len > RELAY_UDP_GSO_BYTES)
+		/* An empty datagram would vanish into the run: it goes alone. */
+		if (len == 0 || len > g || total + len > RELAY_UDP_GSO_BYTES)
 			break;
 		total += len;
 		k++;
