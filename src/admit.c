@@ -25,7 +25,7 @@ static const char *const admit_reason_text[] = {
 	[ADMIT_BANNED] = "banned",
 };
 
-static void admit_count(struct listener *l, unsigned proto, enum admit_reason why)
+static void admit_count(struct listener *l, unsigned proto, enum admit_reason why, unsigned count)
 {
 	struct rule_counters *c = &l->stats;
 	_Atomic uint64_t *const counters[2][3] = {
@@ -35,7 +35,7 @@ static void admit_count(struct listener *l, unsigned proto, enum admit_reason wh
 	_Atomic uint64_t *n = counters[proto == RULE_PROTO_TCP ? 0 : 1][why];
 
 	/* As STAT_ADD: only this worker writes it. */
-	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1, memory_order_relaxed);
+	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + count, memory_order_relaxed);
 }
 
 /*
@@ -66,7 +66,7 @@ static void admit_log(struct listener *l, const struct sockaddr *sa, unsigned pr
 		 ratelog_suffix(&note, more, sizeof(more)));
 }
 
-bool admit_client(struct listener *l, const struct sockaddr *sa, unsigned proto)
+bool admit_client(struct listener *l, const struct sockaddr *sa, unsigned proto, unsigned count)
 {
 	enum admit_reason why;
 
@@ -83,7 +83,7 @@ bool admit_client(struct listener *l, const struct sockaddr *sa, unsigned proto)
 		why = ADMIT_BANNED;
 		break;
 	}
-	admit_count(l, proto, why);
+	admit_count(l, proto, why, count);
 	admit_log(l, sa, proto, why);
 	return false;
 }

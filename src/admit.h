@@ -25,8 +25,9 @@ struct admit_worker {
 };
 
 /* True if the client at SA may use L's rule over PROTO (RULE_PROTO_TCP or
- * RULE_PROTO_UDP). False: count it, maybe log it; the caller drops it. */
-bool admit_client(struct listener *l, const struct sockaddr *sa, unsigned proto);
+ * RULE_PROTO_UDP). False: count it (COUNT: a connection, or the datagrams
+ * of a coalesced UDP buffer), maybe log it; the caller drops it. */
+bool admit_client(struct listener *l, const struct sockaddr *sa, unsigned proto, unsigned count);
 
 /* Main thread: gives each of the N workers SET (takes the reference) and
  * returns once every one has it, so a ban is in force when it returns. */

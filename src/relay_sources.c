@@ -34,7 +34,8 @@ static unsigned relay_sources_limit(const struct rule_per_source *lim, enum sour
 /* Counts V on L and logs it, at most once a minute per source (ratelog). */
 static void relay_sources_limited(struct listener *l, const struct rule_config *cfg,
 				  const struct sockaddr *sa, enum sources_verdict v,
-				  enum sources_kind kind, enum sources_dir dir, double now)
+				  enum sources_kind kind, enum sources_dir dir, unsigned count,
+				  double now)
 {
 	struct rule_counters *st = &l->stats;
 	char client[RULE_CLIENT_STRLEN], source[64], key[96], why[256], more[128];
@@ -44,22 +45,22 @@ static void relay_sources_limited(struct listener *l, const struct rule_config *
 
 	switch (v) {
 	case SOURCES_CONNECTIONS:
-		STAT_ADD(st, tcp_limited_connections, 1);
+		STAT_ADD(st, tcp_limited_connections, count);
 		break;
 	case SOURCES_RATE:
-		STAT_ADD(st, tcp_limited_rate, 1);
+		STAT_ADD(st, tcp_limited_rate, count);
 		break;
 	case SOURCES_SESSIONS:
-		STAT_ADD(st, udp_limited_sessions, 1);
+		STAT_ADD(st, udp_limited_sessions, count);
 		break;
 	case SOURCES_DATAGRAMS:
-		STAT_ADD(st, udp_limited_datagrams, 1);
+		STAT_ADD(st, udp_limited_datagrams, count);
 		break;
 	default:
 		if (kind == SOURCES_TCP)
-			STAT_ADD(st, tcp_limited_full, 1);
+			STAT_ADD(st, tcp_limited_full, count);
 		else
-			STAT_ADD(st, udp_limited_full, 1);
+			STAT_ADD(st, udp_limited_full, count);
 		break;
 	}
 	sources_name(sa, cfg->set.per_source.ipv6_prefix, source, sizeof(source));
@@ -81,9 +82,10 @@ static void relay_sources_limited(struct listener *l, const struct rule_config *
 		 ratelog_suffix(&note, more, sizeof(more)));
 }
 
-/* Asks the table for one more KIND of source SA on L; -1 (counted, logged) if not. */
+/* Asks the table for one more KIND of source SA on L; -1 (counted COUNT
+ * times, logged) if not. */
 static int relay_sources_open(struct listener *l, enum sources_kind kind, const struct sockaddr *sa,
-			      uint32_t *slot)
+			      unsigned count, uint32_t *slot)
 {
 	double now = clock_now();
 	enum sources_verdict v = sources_open(l->worker->sources, l->work->source_id,
@@ -91,7 +93,7 @@ static int relay_sources_open(struct listener *l, enum sources_kind kind, const 
 
 	if (v == SOURCES_OK)
 		return 0;
-	relay_sources_limited(l, l->cfg, sa, v, kind, SOURCES_IN, now);
+	relay_sources_limited(l, l->cfg, sa, v, kind, SOURCES_IN, count, now);
 	return -1;
 }
 
@@ -99,7 +101,7 @@ int relay_sources_tcp_open(struct listener *l, int fd, const struct sockaddr *sa
 {
 	static const struct linger reset = { 1, 0 };
 
-	if (relay_sources_open(l, SOURCES_TCP, sa, slot) == 0)
+	if (relay_sources_open(l, SOURCES_TCP, sa, 1, slot) == 0)
 		return 0;
 	/* A reset, so the client knows at once rather than after a timeout. */
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
@@ -107,9 +109,10 @@ int relay_sources_tcp_open(struct listener *l, int fd, const struct sockaddr *sa
 	return -1;
 }
 
-int relay_sources_udp_open(struct listener *l, const struct sockaddr *sa, uint32_t *slot)
+int relay_sources_udp_open(struct listener *l, const struct sockaddr *sa, unsigned count,
+			   uint32_t *slot)
 {
-	return relay_sources_open(l, SOURCES_UDP, sa, slot);
+	return relay_sources_open(l, SOURCES_UDP, sa, count, slot);
 }
 
 void relay_sources_close(struct listener *l, uint32_t slot, enum sources_kind kind)
@@ -124,6 +127,6 @@ bool relay_sources_datagram(struct listener *l, const struct rule_config *cfg, u
 	if (slot == SOURCES_NONE ||
 	    sources_datagram(l->worker->sources, slot, &cfg->set.per_source, dir, now))
 		return true;
-	relay_sources_limited(l, cfg, client, SOURCES_DATAGRAMS, SOURCES_UDP, dir, now);
+	relay_sources_limited(l, cfg, client, SOURCES_DATAGRAMS, SOURCES_UDP, dir, 1, now);
 	return false;
 }

@@ -23,9 +23,10 @@ struct rule_config;
  * counted, logged, and FD reset and closed. */
 int relay_sources_tcp_open(struct listener *l, int fd, const struct sockaddr *sa, uint32_t *slot);
 
-/* May client SA start a UDP session? 0 with *SLOT, or -1 (counted, logged:
- * its datagram is dropped). */
-int relay_sources_udp_open(struct listener *l, const struct sockaddr *sa, uint32_t *slot);
+/* May client SA start a UDP session? 0 with *SLOT, or -1 (counted COUNT
+ * times, the datagrams of its buffer, and logged: they are dropped). */
+int relay_sources_udp_open(struct listener *l, const struct sockaddr *sa, unsigned count,
+			   uint32_t *slot);
 
 /* The connection (KIND TCP) or session that held SLOT ended. */
 void relay_sources_close(struct listener *l, uint32_t slot, enum sources_kind kind);

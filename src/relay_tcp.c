@@ -57,7 +57,10 @@ struct relay_dir {
 	unsigned fills;          /* splice: reads in a row that filled the pipe */
 	size_t last_read;        /* splice: bytes the last read moved */
 	bool from_empty;         /* splice: the last read began with the pipe empty */
+	bool slow;               /* splice: its receiver cannot use the grown pipe */
 	uint64_t tick_bytes;     /* splice: bytes read by the last look at a grown pipe */
+	double tick_time;        /* splice: and when that look was */
+	double grow_after;       /* splice: no growing before (its receiver was slow) */
 	bool grow_refused;       /* splice: the kernel would not grow its pipe */
 	struct evbuffer *buf;    /* copy: made on first use */
 };
@@ -153,10 +156,13 @@ static size_t relay_dir_queued(const struct relay_dir *d)
 }
 
 /* How much the direction may hold: buffer_size, or less if its pipe is
- * smaller; a grown pipe, all of it. */
+ * smaller; a grown pipe, all of it, or nothing more once its receiver is
+ * found slow (relay_tcp_trim_pipes), until it is empty and given back. */
 static size_t relay_dir_cap(const struct relay_dir *d, size_t limit)
 {
-	if (d->splice && d->pipe.r >= 0 && (d->pipe.size < limit || d->pipe.grown))
+	if (d->splice && d->pipe.r >= 0 && d->pipe.grown)
+		return d->slow ? 0 : d->pipe.size;
+	if (d->splice && d->pipe.r >= 0 && d->pipe.size < limit)
 		return d->pipe.size;
 	return limit;
 }
@@ -166,10 +172,25 @@ static void relay_tcp_arm_timer(struct relay_tcp_conn *c, double after);
 /* Gives D's empty pipe back to the worker (shrunk, if it grew). */
 static void relay_dir_release(struct relay_tcp_conn *c, struct relay_dir *d)
 {
-	/* A grown pipe given back: growing again takes fills anew. */
+	/* A grown pipe given back: growing again takes fills anew, and after
+	 * a slow receiver, 10 s (bursts of room downstream look like speed). */
 	if (d->pipe.grown)
 		d->fills = 0;
+	if (d->slow)
+		d->grow_after = clock_now() + 10;
+	d->slow = false;
 	worker_pipe_put(c->rule->worker, &d->pipe);
+}
+
+/* Makes sure the connection's timer looks at its grown pipes within a second. */
+static void relay_tcp_pipe_timer(struct relay_tcp_conn *c)
+{
+	double idle = c->cfg->set.idle_timeout;
+
+	if (c->pipe_timer)
+		return;
+	c->pipe_timer = true;
+	relay_tcp_arm_timer(c, idle > 0 && idle < 1 ? idle : 1);
 }
 
 /*
@@ -183,41 +204,58 @@ static void relay_dir_release(struct relay_tcp_conn *c, struct relay_dir *d)
  */
 static void relay_dir_put(struct relay_tcp_conn *c, struct relay_dir *d)
 {
-	double idle = c->cfg->set.idle_timeout;
-
-	if (d->pipe.grown && !c->eof[d - c->dir]) {
-		if (!c->pipe_timer) {
-			c->pipe_timer = true;
-			relay_tcp_arm_timer(c, idle > 0 && idle < 1 ? idle : 1);
-		}
+	if (d->pipe.grown && !c->eof[d - c->dir] && !d->slow) {
+		relay_tcp_pipe_timer(c);
 		return;
 	}
 	relay_dir_release(c, d);
 }
 
-/* The look at the grown pipes (relay_dir_put). True while one is still held. */
+/*
+ * The look, about once a second, at the grown pipes (relay_dir_put). One
+ * whose direction moved less than it holds in the time since the last look
+ * is not needed: given back if empty, shrunk in place if what it holds fits
+ * its first size; otherwise its receiver is slow, and it takes nothing more
+ * until it is empty and given back (the bytes already on their way to the
+ * receiver keep it fed meanwhile). Without this, a receiver that slowed
+ * down kept a full grown pipe, and its share of the budget, to itself.
+ * True while one is still held.
+ */
 static bool relay_tcp_trim_pipes(struct relay_tcp_conn *c)
 {
+	double now = clock_now();
 	bool held = false;
 
 	for (int s = 0; s < 2; s++) {
 		struct relay_dir *d = &c->dir[s];
 		uint64_t moved = c->bytes[s] - d->tick_bytes;
+		double took = now - d->tick_time;
 
 		if (d->pipe.r < 0 || !d->pipe.grown)
 			continue;
-		d->tick_bytes = c->bytes[s];
-		if (d->piped == 0 && (c->eof[s] || moved < d->pipe.size))
-			relay_dir_release(c, d);
-		else
-			held = true;
+		/* Too soon to judge (the other direction's look armed the timer). */
+		if (took >= 0.9) {
+			log_debug("tcp %s: connection %llu: pipe of %zu KiB, %zu bytes in it, moved %llu bytes in %.2fs",
+				  c->cfg->name, (unsigned long long)c->id, d->pipe.size >> 10, d->piped,
+				  (unsigned long long)moved, took);
+			d->tick_bytes = c->bytes[s];
+			d->tick_time = now;
+			if (!c->eof[s] && (double)moved >= (double)d->pipe.size * took)
+				d->slow = false;
+			else if (d->piped == 0)
+				relay_dir_release(c, d);
+			else
+				d->slow = !worker_pipe_shrink(&d->pipe);
+		}
+		held |= d->pipe.r >= 0 && d->pipe.grown;
 	}
 	return held;
 }
 
 /*
  * Pipes that grow with the traffic. A direction whose reads fill its pipe
- * twice in a row, each from empty, grows it fourfold, to 1 MiB at most (or
+ * twice in a row, each from empty and each taken whole by its receiver,
+ * grows it fourfold, to 1 MiB at most (or
  * buffer_size if larger): each wake-up then moves more, and the CPU per
  * byte falls with the number of wake-ups (issue 16: a 1 MiB pipe took
  * forwarding from 0.58-0.90 to 0.35-0.40 ns/B on a 2-vCPU Xeon, iperf3 1
@@ -239,12 +277,15 @@ static void relay_dir_filled(struct relay_tcp_conn *c, struct relay_dir *d, bool
 			d->fills = 0;
 		return;
 	}
-	if (++d->fills < 2 || d->grow_refused || d->pipe.size >= most)
+	if (++d->fills < 2 || d->grow_refused || d->pipe.size >= most || clock_now() < d->grow_after)
 		return;
 	d->fills = 0;
 	switch (worker_pipe_grow(&d->pipe, most)) {
 	case 1:
 		d->tick_bytes = c->bytes[d - c->dir];
+		d->tick_time = clock_now();
+		d->slow = false;
+		relay_tcp_pipe_timer(c);
 		log_debug("tcp %s: connection %llu: pipe grown to %zu KiB", c->cfg->name,
 			  (unsigned long long)c->id, d->pipe.size >> 10);
 		break;
@@ -390,6 +431,10 @@ static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 			relay_tcp_traffic(c);
 			dir->piped -= (size_t)n;
 			dir->pipe_full = false; /* slots freed: the reader may go on */
+			/* The receiver did not take it all: a larger pipe would only
+			 * hold more of its backlog (relay_dir_filled). */
+			if (dir->piped > 0)
+				dir->fills = 0;
 			if (dir->piped == 0)
 				relay_dir_put(c, dir);
 		} else if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
@@ -636,6 +681,7 @@ static void relay_tcp_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	next = relay_tcp_trim_pipes(c) ? 1 : HUGE_VAL;
 	c->pipe_timer = next < HUGE_VAL;
+	relay_tcp_update(c); /* a slow direction now takes less */
 	/* Traffic only stamps a time; the timer re-arms for what remains. */
 	limit = c->cfg->set.idle_timeout;
 	idle = clock_now() - c->last_active;
@@ -993,7 +1039,7 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	uint32_t source;
 
 	/* Not admitted (lists, bans): a reset at once, nothing opened to the target. */
-	if (!admit_client(l, sa, RULE_PROTO_TCP)) {
+	if (!admit_client(l, sa, RULE_PROTO_TCP, 1)) {
 		setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
 		evutil_closesocket(fd);
 		return;

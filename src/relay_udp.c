@@ -564,14 +564,14 @@ static struct udp_session *relay_udp_session_for(struct listener *l,
 	if (s)
 		return s;
 	/* Not admitted (lists, bans): dropped before a session exists. */
-	if (!admit_client(l, (const struct sockaddr *)from, RULE_PROTO_UDP))
+	if (!admit_client(l, (const struct sockaddr *)from, RULE_PROTO_UDP, count))
 		return NULL;
 	if (l->udp_draining) {
 		/* A removed rule serves the sessions it has, and no new client. */
 		STAT_ADD(&l->stats, udp_dropped_draining, count);
 		return NULL;
 	}
-	if (relay_sources_udp_open(l, (const struct sockaddr *)from, &source) < 0)
+	if (relay_sources_udp_open(l, (const struct sockaddr *)from, count, &source) < 0)
 		return NULL;
 	if (!rulework_udp_claim(l->work) && !relay_udp_make_room(l, batch, gro, msgs, n)) {
 		relay_sources_close(l, source, SOURCES_UDP);

@@ -273,8 +273,7 @@ void worker_pipe_stats(struct worker_pipe_stats *st)
 	st->grows = atomic_load(&pipe_grows);
 }
 
-/* Gives a grown pipe's growth back; false if the kernel would not. */
-static bool worker_pipe_shrink(struct worker_pipe *p)
+bool worker_pipe_shrink(struct worker_pipe *p)
 {
 	int got = fcntl(p->w, F_SETPIPE_SZ, (int)(p->size - p->grown));
 

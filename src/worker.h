@@ -113,6 +113,10 @@ int worker_pipe_get(struct worker *w, size_t want, struct worker_pipe *p);
  */
 int worker_pipe_grow(struct worker_pipe *p, size_t most);
 
+/* Gives P's growth back, in place: false if the kernel would not (what P
+ * holds does not fit the smaller size yet). */
+bool worker_pipe_shrink(struct worker_pipe *p);
+
 /* Closes the pooled pipes: called when out of file descriptors. */
 void worker_pipe_trim(struct worker *w);
 

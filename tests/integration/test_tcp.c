@@ -327,6 +327,81 @@ START_TEST(test_slow_reader)
 }
 END_TEST
 
+/* Reads up to LEN bytes from FD within 5 s into the running hash *H. */
+static ssize_t read_hashed(int fd, unsigned char *buf, size_t len, uint64_t *h)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	ssize_t n;
+
+	if (poll(&p, 1, 5000) != 1)
+		return -1;
+	n = read(fd, buf, len);
+	if (n > 0)
+		*h = h_hash(*h, buf, (size_t)n);
+	return n;
+}
+
+/*
+ * A download whose client reads fast, then slowly (20 KiB every 50 ms),
+ * then fast again: the pipes it grew while fast are given back while it is
+ * slow (taking no more than buffer_size until they fit their first size),
+ * and every byte arrives intact.
+ */
+START_TEST(test_pipes_given_back_by_a_slow_reader)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	const size_t len = 128u << 20;
+	unsigned char *buf = malloc(1 << 20);
+	uint64_t hash = H_HASH_INIT, want = H_HASH_INIT;
+	struct h_stream st;
+	size_t got = 0;
+	double deadline, grown = -1;
+	unsigned port;
+	int fd;
+
+	b.source_len = len;
+	port = start_pair(&d, &b, H_SOURCE, "");
+	fd = h_connect("127.0.0.1", port);
+	ck_assert_int_ge(fd, 0);
+	while (got < (32u << 20)) {
+		ssize_t n = read_hashed(fd, buf, 1 << 20, &hash);
+
+		ck_assert_int_gt(n, 0);
+		got += (size_t)n;
+	}
+	if (h_splice())
+		ck_assert_msg(metric(&d, "portfwd_splice_pipe_grows_total") > 0, "a fast download grew no pipe");
+	deadline = h_now() + 20;
+	do {
+		ssize_t n = read_hashed(fd, buf, 20 << 10, &hash);
+
+		ck_assert_int_gt(n, 0);
+		got += (size_t)n;
+		usleep(50000);
+		grown = metric(&d, "portfwd_splice_pipe_grown_bytes");
+	} while (grown != 0 && h_now() < deadline);
+	ck_assert_msg(grown == 0, "a slow reader still holds %.0f bytes of grown pipe", grown);
+	while (got < len) {
+		ssize_t n = read_hashed(fd, buf, 1 << 20, &hash);
+
+		ck_assert_int_gt(n, 0);
+		got += (size_t)n;
+	}
+	ck_assert_int_eq(got, len);
+	h_stream_init(&st, 42);
+	for (size_t done = 0; done < len; done += 1 << 20) {
+		h_stream_fill(&st, buf, 1 << 20);
+		want = h_hash(want, buf, 1 << 20);
+	}
+	ck_assert(hash == want);
+	close(fd);
+	free(buf);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 /*
  * A target that sends 100-byte segments to a client that stopped reading
  * (its receive buffer 4 KiB). Each segment takes a slot of the splice
@@ -696,6 +771,7 @@ int main(void)
 	tcase_add_test(tc, test_slow_reader);
 	tcase_add_test(tc, test_stalled_reader_small_segments_no_spin);
 	tcase_add_test(tc, test_pipes_grow_and_give_back);
+	tcase_add_test(tc, test_pipes_given_back_by_a_slow_reader);
 	tcase_add_test(tc, test_ipv6_and_mixed);
 	tcase_add_test(tc, test_max_connections_pauses_accept);
 	tcase_add_test(tc, test_idle_timeout);
