@@ -233,7 +233,8 @@ static bool relay_tcp_trim_pipes(struct relay_tcp_conn *c)
 
 		if (d->pipe.r < 0 || !d->pipe.grown)
 			continue;
-		/* Too soon to judge (the other direction's look armed the timer). */
+		/* Judged over a second or so: the other direction's look may
+		 * come sooner. */
 		if (took >= 0.9) {
 			log_debug("tcp %s: connection %llu: pipe of %zu KiB, %zu bytes in it, moved %llu bytes in %.2fs",
 				  c->cfg->name, (unsigned long long)c->id, d->pipe.size >> 10, d->piped,
@@ -255,9 +256,9 @@ static bool relay_tcp_trim_pipes(struct relay_tcp_conn *c)
 /*
  * Pipes that grow with the traffic. A direction whose reads fill its pipe
  * twice in a row, each from empty and each taken whole by its receiver,
- * grows it fourfold, to 1 MiB at most (or
- * buffer_size if larger): each wake-up then moves more, and the CPU per
- * byte falls with the number of wake-ups (issue 16: a 1 MiB pipe took
+ * grows it fourfold, to 1 MiB at most (or buffer_size if larger): each
+ * wake-up then moves more, and the CPU per byte falls with the number of
+ * wake-ups (issue 16: a 1 MiB pipe took
  * forwarding from 0.58-0.90 to 0.35-0.40 ns/B on a 2-vCPU Xeon, iperf3 1
  * stream). From empty: the receiver kept up and the sender had more, so a
  * larger pipe moves more per turn; a pipe topped up behind a slow receiver
