@@ -180,9 +180,14 @@ $(BUILD)/pfbench: bench/pfbench.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread
 
-# The benchmark against other forwarders (installs them; loopback only).
+# The benchmark against other forwarders (installs them; loopback only):
+# BENCH_ROUNDS rounds over every forwarder, BENCH_SECONDS per timed run, and
+# BENCH_ARGS for the script's other options (scripts/bench --help).
+BENCH_ROUNDS ?= 5
+BENCH_SECONDS ?= 4
 bench: deps all $(BUILD)/pfbench
-	@scripts/bench --portfwd $(PORTFWD) --pfbench $(BUILD)/pfbench
+	@scripts/bench --portfwd $(PORTFWD) --pfbench $(BUILD)/pfbench \
+		--rounds $(BENCH_ROUNDS) --seconds $(BENCH_SECONDS) $(BENCH_ARGS)
 
 # The demo: loopback ports and a control socket inside the tree, no root needed.
 run: deps all
