@@ -662,7 +662,7 @@ START_TEST(test_udp_v2)
 			ck_assert_int_eq(n, 28 + (i == 2 ? 2 : 4));
 			v2_expect4(want, 0x12, "127.0.0.1", sock_port(g4), "127.0.0.1", l4);
 			ck_assert_msg(memcmp(buf, want, 28) == 0, "coalesced datagram %d: not the v2 header", i);
-			ck_assert(memcmp(buf + 28, "aaaabbbbcc" + 4 * i, (size_t)(n - 28)) == 0);
+			ck_assert(memcmp(buf + 28, &"aaaabbbbcc"[4 * i], (size_t)(n - 28)) == 0);
 		}
 		close(g4);
 	}
