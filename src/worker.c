@@ -32,34 +32,21 @@ uint64_t worker_next_id(struct worker *w)
 }
 
 /*
- * The worker's event loop. With epoll's changelist, the interest changes
- * one callback makes are sent to the kernel once, at the next wait: a
- * change and the one that undoes it (a connected target's write interest
- * swapped for read) cost no system call (issue 16: strace showed three
- * epoll_ctl calls at each connect where one does). Its one hazard, a
- * descriptor shared by dup(), does not arise: a worker's sockets and
- * pipes are its own.
+ * The worker's event loop is not given libevent's epoll changelist (issue
+ * 16 tried it: one epoll_ctl fewer per connection). Its changes wait for
+ * the next epoll_wait, so a connection's descriptor, closed by then and
+ * reused by another thread (the main thread reading /proc during a
+ * reload), got this worker's late EPOLL_CTL_DEL: harmless (ENOENT), but a
+ * race on the descriptor that ThreadSanitizer rightly reported
+ * (test_reload, reload under load).
  */
-static struct event_base *worker_base_new(void)
-{
-	struct event_config *cfg = event_config_new();
-	struct event_base *base;
-
-	if (!cfg)
-		return NULL;
-	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-	base = event_base_new_with_config(cfg);
-	event_config_free(cfg);
-	return base;
-}
-
 int worker_init(struct worker *w, int id, bool log_connections)
 {
 	memset(w, 0, sizeof(*w));
 	w->id = id;
 	atomic_store(&w->log_connections, log_connections);
 	LIST_INIT(&w->listeners);
-	w->base = worker_base_new();
+	w->base = event_base_new();
 	w->dgram = calloc(WORKER_BATCH, sizeof(*w->dgram));
 	w->pipes = calloc(WORKER_PIPE_POOL, sizeof(*w->pipes));
 	if (!w->base || !w->dgram || !w->pipes) {
