@@ -50,19 +50,21 @@ enum { SIDE_CLIENT = 0, SIDE_TARGET = 1 };
 #define RELAY_TCP_ATTEMPTS 4
 
 struct relay_dir {
-	bool splice;
 	struct worker_pipe pipe; /* splice: .r < 0 while none is held */
 	size_t piped;            /* splice: bytes in the pipe */
-	bool pipe_full;          /* splice: the pipe took no more; wait for the writer */
-	unsigned fills;          /* splice: reads in a row that filled the pipe */
 	size_t last_read;        /* splice: bytes the last read moved */
-	bool from_empty;         /* splice: the last read began with the pipe empty */
-	bool slow;               /* splice: its receiver cannot use the grown pipe */
 	uint64_t tick_bytes;     /* splice: bytes read by the last look at a grown pipe */
 	double tick_time;        /* splice: and when that look was */
 	double grow_after;       /* splice: no growing before (its receiver was slow) */
-	bool grow_refused;       /* splice: the kernel would not grow its pipe */
 	struct evbuffer *buf;    /* copy: made on first use */
+	unsigned fills;          /* splice: reads in a row that filled the pipe */
+	/* The flags together: 16 bytes less per direction than each after
+	 * its neighbour (idle memory, issue 16). */
+	bool splice;
+	bool pipe_full;          /* splice: the pipe took no more; wait for the writer */
+	bool from_empty;         /* splice: the last read began with the pipe empty */
+	bool slow;               /* splice: its receiver cannot use the grown pipe */
+	bool grow_refused;       /* splice: the kernel would not grow its pipe */
 };
 
 struct relay_tcp_conn {
