@@ -114,7 +114,7 @@ MANPAGES := $(addprefix $(BUILD)/man/,portfwd.8 portfwdctl.8 portfwd.conf.5)
 # What `make deb` makes, here.
 DEB = portfwd_$(VERSION)_$(shell dpkg --print-architecture).deb
 
-.PHONY: all deps run check tests bench clean install uninstall deb check-deb
+.PHONY: all deps run check tests bench bench-profile clean install uninstall deb check-deb
 all: $(PORTFWD) $(PORTFWDCTL)
 
 # Once per run, before anything that compiles or links; `make deb` and
@@ -188,6 +188,11 @@ BENCH_SECONDS ?= 4
 bench: deps all $(BUILD)/pfbench
 	@scripts/bench --portfwd $(PORTFWD) --pfbench $(BUILD)/pfbench \
 		--rounds $(BENCH_ROUNDS) --seconds $(BENCH_SECONDS) $(BENCH_ARGS)
+
+# Where the time goes in the new-connection and UDP round-trip rows (perf,
+# strace): scripts/bench-profile --help.
+bench-profile: deps all $(BUILD)/pfbench
+	@scripts/bench-profile --portfwd $(PORTFWD) --pfbench $(BUILD)/pfbench $(BENCH_ARGS)
 
 # The demo: loopback ports and a control socket inside the tree, no root needed.
 run: deps all
