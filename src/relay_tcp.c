@@ -55,7 +55,7 @@ struct relay_dir {
 	size_t last_read;        /* splice: bytes the last read moved */
 	uint64_t tick_bytes;     /* splice: bytes read by the last look at a grown pipe */
 	double tick_time;        /* splice: and when that look was */
-	double grow_after;       /* splice: no growing before (its receiver was slow) */
+	double grow_after;       /* splice: no growing before (slow receiver, refused) */
 	struct evbuffer *buf;    /* copy: made on first use */
 	unsigned fills;          /* splice: reads in a row that filled the pipe */
 	/* The flags together: 16 bytes less per direction than each after
@@ -64,7 +64,6 @@ struct relay_dir {
 	bool pipe_full;          /* splice: the pipe took no more; wait for the writer */
 	bool from_empty;         /* splice: the last read began with the pipe empty */
 	bool slow;               /* splice: its receiver cannot use the grown pipe */
-	bool grow_refused;       /* splice: the kernel would not grow its pipe */
 };
 
 struct relay_tcp_conn {
@@ -280,7 +279,7 @@ static void relay_dir_filled(struct relay_tcp_conn *c, struct relay_dir *d, bool
 			d->fills = 0;
 		return;
 	}
-	if (++d->fills < 2 || d->grow_refused || d->pipe.size >= most || clock_now() < d->grow_after)
+	if (++d->fills < 2 || d->pipe.size >= most || clock_now() < d->grow_after)
 		return;
 	d->fills = 0;
 	switch (worker_pipe_grow(&d->pipe, most)) {
@@ -292,8 +291,9 @@ static void relay_dir_filled(struct relay_tcp_conn *c, struct relay_dir *d, bool
 		log_debug("tcp %s: connection %llu: pipe grown to %zu KiB", c->cfg->name,
 			  (unsigned long long)c->id, d->pipe.size >> 10);
 		break;
-	case -1: /* not asked again: a system call each time for nothing */
-		d->grow_refused = true;
+	case -1: /* refused (pipe-max-size, the user's pipe pages, memory):
+		  * not asked again for 10 s, as that may pass */
+		d->grow_after = clock_now() + 10;
 		break;
 	}
 }
@@ -469,6 +469,20 @@ static int relay_tcp_flush(struct relay_tcp_conn *c, int d)
 	return 0;
 }
 
+/*
+ * Whether D's pipe holds all it may: its cap (relay_dir_cap), which is
+ * buffer_size while that is less than the pipe. The kernel rounds a pipe up
+ * to a power of two pages (buffer_size 100000 makes 131072), and a pooled
+ * pipe may be larger than this rule asks: judged against the pipe's size,
+ * such a direction never counted a fill and never grew (review of issue 16).
+ */
+static bool relay_dir_full(const struct relay_tcp_conn *c, const struct relay_dir *d)
+{
+	size_t cap = relay_dir_cap(d, c->cfg->set.buffer_size);
+
+	return cap > 0 && d->piped >= cap;
+}
+
 /* One read from side S into its direction. Returns bytes, 0 at EOF, -1 with errno. */
 static ssize_t relay_tcp_read_some(struct relay_tcp_conn *c, int s, size_t room)
 {
@@ -494,7 +508,7 @@ static ssize_t relay_tcp_read_some(struct relay_tcp_conn *c, int s, size_t room)
 				dir->last_read = (size_t)n;
 				dir->from_empty = from_empty;
 				STAT_ADD(&c->rule->stats, tcp_bytes_spliced, n);
-				relay_dir_filled(c, dir, from_empty && dir->piped >= dir->pipe.size);
+				relay_dir_filled(c, dir, from_empty && relay_dir_full(c, dir));
 			} else if (dir->piped == 0 && (n == 0 || relay_again(errno))) {
 				/* The end, or nothing after all: an empty pipe goes
 				 * back, not held by a half-closed connection. */

@@ -488,6 +488,31 @@ START_TEST(test_pipes_grow_and_give_back)
 }
 END_TEST
 
+/*
+ * A buffer_size the kernel rounds up (100000 makes a 131072-byte pipe) is
+ * still a pipe that fills: a bulk exchange grows it. Judged against the
+ * pipe's own size, such a direction never counted a fill and never grew.
+ */
+START_TEST(test_pipes_grow_at_any_buffer_size)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_pair(&d, &b, H_ECHO, "buffer_size = 100000;");
+	int fd = h_connect("127.0.0.1", port);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(h_echo_exchange_open(fd, 64u << 20, 9, 120, true), 0);
+	if (h_splice())
+		ck_assert_msg(metric(&d, "portfwd_splice_pipe_grows_total") > 0,
+			      "64 MiB through one connection with buffer_size 100000 grew no pipe");
+	close(fd);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 5), 0);
+	ck_assert_double_eq(metric(&d, "portfwd_splice_pipe_grown_bytes"), 0);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 START_TEST(test_ipv6_and_mixed)
 {
 	struct hdaemon d;
@@ -771,6 +796,7 @@ int main(void)
 	tcase_add_test(tc, test_slow_reader);
 	tcase_add_test(tc, test_stalled_reader_small_segments_no_spin);
 	tcase_add_test(tc, test_pipes_grow_and_give_back);
+	tcase_add_test(tc, test_pipes_grow_at_any_buffer_size);
 	tcase_add_test(tc, test_pipes_given_back_by_a_slow_reader);
 	tcase_add_test(tc, test_ipv6_and_mixed);
 	tcase_add_test(tc, test_max_connections_pauses_accept);
