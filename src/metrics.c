@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "forward.h"
 #include "http.h"
+#include "relay_udp.h"
 #include "router.h"
 #include "sources.h"
 #include "targets.h"
@@ -282,6 +283,20 @@ static void metrics_pipes(struct metrics_out *m)
 	metrics_sample(m, "portfwd_splice_pipe_grows_total", (double)st.grows, 0);
 }
 
+/* The UDP offloads (relay_udp.c): whether they are at work on this kernel. */
+static void metrics_udp_offloads(struct metrics_out *m)
+{
+	unsigned long long gso, gro;
+
+	relay_udp_offload_stats(&gso, &gro);
+	metrics_family(m, "portfwd_udp_gso_sends_total", "counter",
+		       "UDP sends that carried several datagrams in one system call (UDP_SEGMENT).");
+	metrics_sample(m, "portfwd_udp_gso_sends_total", (double)gso, 0);
+	metrics_family(m, "portfwd_udp_gro_receives_total", "counter",
+		       "Buffers from UDP clients that held several datagrams the kernel merged (UDP_GRO).");
+	metrics_sample(m, "portfwd_udp_gro_receives_total", (double)gro, 0);
+}
+
 static void metrics_write(const struct daemon *d, struct metrics_out *m)
 {
 	const size_t nfam = sizeof(metrics_rule_families) / sizeof(metrics_rule_families[0]);
@@ -313,6 +328,7 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 		       "1 if the last reload was applied (or none was tried), 0 if it was refused.");
 	metrics_sample(m, "portfwd_config_last_reload_successful", d->last_refused ? 0 : 1, 0);
 	metrics_pipes(m);
+	metrics_udp_offloads(m);
 	metrics_family(m, "portfwd_rules", "gauge", "Rules in the configuration in force.");
 	metrics_sample(m, "portfwd_rules", (double)d->nrules, 0);
 	metrics_family(m, "portfwd_draining_rules", "gauge",

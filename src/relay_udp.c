@@ -5,6 +5,7 @@
 #include <event2/event.h>
 #include <netinet/udp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -161,6 +162,17 @@ static int relay_udp_send(int fd, struct mmsghdr *msgs, int n)
 static bool relay_udp_gso;
 static pthread_once_t relay_udp_gso_once = PTHREAD_ONCE_INIT;
 
+/* The offloads at work, daemon-wide (portfwdctl metrics): sends that
+ * carried several datagrams, buffers from clients that held several. One
+ * relaxed add per such send or buffer, not per datagram. */
+static _Atomic unsigned long long relay_udp_gso_sends, relay_udp_gro_receives;
+
+void relay_udp_offload_stats(unsigned long long *gso_sends, unsigned long long *gro_receives)
+{
+	*gso_sends = atomic_load_explicit(&relay_udp_gso_sends, memory_order_relaxed);
+	*gro_receives = atomic_load_explicit(&relay_udp_gro_receives, memory_order_relaxed);
+}
+
 /* UDP_SEGMENT came with Linux 4.18. An older kernel would ignore the
  * control message and send the run as one datagram: ask first. */
 static void relay_udp_gso_probe(void)
@@ -233,8 +245,10 @@ static int relay_udp_sendmsg_gso(int fd, const struct msghdr *mh, struct iovec *
 	cm->cmsg_len = CMSG_LEN(sizeof(g));
 	memcpy(CMSG_DATA(cm), &g, sizeof(g));
 	for (;;) {
-		if (sendmsg(fd, &m, MSG_DONTWAIT) >= 0)
+		if (sendmsg(fd, &m, MSG_DONTWAIT) >= 0) {
+			atomic_fetch_add_explicit(&relay_udp_gso_sends, 1, memory_order_relaxed);
 			return 0;
+		}
 		if (errno != EINTR)
 			return -1;
 	}
@@ -743,6 +757,8 @@ void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg)
 		now = clock_now();
 		for (int i = 0; i < n; i++) {
 			gro[i] = relay_udp_gro_size(&msgs[i].msg_hdr, msgs[i].msg_len);
+			if (relay_udp_count(msgs[i].msg_len, gro[i]) > 1)
+				atomic_fetch_add_explicit(&relay_udp_gro_receives, 1, memory_order_relaxed);
 			if (l->udp_pktinfo && udp_local_from_msg(&msgs[i].msg_hdr, &local) < 0) {
 				/* Cannot happen with IP_PKTINFO set; never guess a source. */
 				sess[i] = NULL;

@@ -17,6 +17,10 @@ struct listener;
 /* Event callback for a rule's UDP listening socket; ARG is the listener. */
 void relay_udp_listener_cb(evutil_socket_t fd, short what, void *arg);
 
+/* Daemon-wide: UDP_SEGMENT sends made, and buffers of several datagrams
+ * received coalesced (UDP_GRO) from clients. Any thread. */
+void relay_udp_offload_stats(unsigned long long *gso_sends, unsigned long long *gro_receives);
+
 /* Ends every session of L, logging REASON. Returns how many. */
 unsigned relay_udp_close_all(struct listener *l, const char *reason);
 

@@ -836,6 +836,20 @@ out:
 	return code;
 }
 
+double h_metric(struct hdaemon *d, const char *name)
+{
+	bool ok;
+	char *text = h_ctl(d->sock, "metrics", &ok), *at;
+	char want[128];
+	double v = -1;
+
+	snprintf(want, sizeof(want), "\n%s ", name);
+	if (ok && text && (at = strstr(text, want)))
+		v = strtod(at + strlen(want), NULL);
+	free(text);
+	return v;
+}
+
 ssize_t h_udp_send_gso(int fd, const void *buf, size_t len, uint16_t g)
 {
 	union {

@@ -141,6 +141,8 @@ void h_cleanup(struct hdaemon *d);
 /* Sends one request; returns the reply body (malloc'd) and sets *OK to
  * whether it ended with ".ok". NULL if the exchange failed. */
 char *h_ctl(const char *sock, const char *request, bool *ok);
+/* A sample of the daemon's metrics with no labels (portfwdctl metrics); -1 if absent. */
+double h_metric(struct hdaemon *d, const char *name);
 
 /* `status json` parsed. */
 json_t *h_status(struct hdaemon *d);

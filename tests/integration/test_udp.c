@@ -187,6 +187,11 @@ START_TEST(test_coalesced_client_runs_split_again)
 	ck_assert_int_eq(h_wait_counter(&d, "u", "udp", "datagrams_to_client", (SEGS + 1) * ROUNDS, 5),
 			 (SEGS + 1) * ROUNDS);
 	ck_assert_int_eq(h_counter(&d, "u", "udp", "dropped_error"), 0);
+	/* The offloads were at work, not the kernel splitting the runs for a
+	 * listener without UDP_GRO (the datagrams would come out the same):
+	 * each round came in as one buffer and went on in one send. */
+	ck_assert_double_ge(h_metric(&d, "portfwd_udp_gro_receives_total"), ROUNDS);
+	ck_assert_double_ge(h_metric(&d, "portfwd_udp_gso_sends_total"), ROUNDS);
 	close(fd);
 	h_stop(&d);
 	h_backend_stop(&b);
