@@ -190,9 +190,12 @@ bench: deps all $(BUILD)/pfbench
 		--rounds $(BENCH_ROUNDS) --seconds $(BENCH_SECONDS) $(BENCH_ARGS)
 
 # Where the time goes in the new-connection and UDP round-trip rows (perf,
-# strace): scripts/bench-profile --help.
+# strace): PROFILE_ROUNDS rounds, PROFILE_ARGS for the script's other
+# options (scripts/bench-profile --help).
+PROFILE_ROUNDS ?= 3
 bench-profile: deps all $(BUILD)/pfbench
-	@scripts/bench-profile --portfwd $(PORTFWD) --pfbench $(BUILD)/pfbench $(BENCH_ARGS)
+	@scripts/bench-profile --portfwd $(PORTFWD) --pfbench $(BUILD)/pfbench \
+		--rounds $(PROFILE_ROUNDS) $(PROFILE_ARGS)
 
 # The demo: loopback ports and a control socket inside the tree, no root needed.
 run: deps all
