@@ -271,6 +271,10 @@ static void relay_dir_filled(struct relay_tcp_conn *c, struct relay_dir *d, bool
 	size_t most = c->cfg->set.buffer_size > WORKER_PIPE_GROW_MAX ? c->cfg->set.buffer_size
 								      : WORKER_PIPE_GROW_MAX;
 
+	/* buffer_size 4096 counted a fill at every 4 KiB read and grew its
+	 * 64 KiB pipe to 256 KiB (review of issue 16). */
+	if (c->cfg->set.buffer_size < WORKER_PIPE_GROW_FROM)
+		return;
 	/* A read that found little: the traffic is not waiting on the pipe.
 	 * (One that fills it by slots, small segments, counts in
 	 * relay_tcp_read when the next read is refused.) */

@@ -34,6 +34,10 @@ struct sources;
  * if larger), within the daemon-wide budget (worker_pipe_grow). */
 #define WORKER_PIPE_GROW_MAX (1 << 20)
 
+/* Only rules whose buffer_size is at least the kernel's default pipe grow
+ * theirs: one that asks for less wants less memory per connection. */
+#define WORKER_PIPE_GROW_FROM (64 << 10)
+
 /* A pipe kept for splice(): the read and write ends and its capacity, of
  * which GROWN bytes came from worker_pipe_grow (the budget's share). */
 struct worker_pipe {

@@ -504,6 +504,25 @@ START_TEST(test_pipes_grow_at_any_buffer_size)
 }
 END_TEST
 
+/* A rule that asks for less than the default pipe (buffer_size 4096)
+ * wants less memory per connection: a bulk exchange grows nothing, and
+ * every byte still comes back. */
+START_TEST(test_small_buffer_size_pipes_stay_small)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = start_pair(&d, &b, H_ECHO, "buffer_size = 4096;");
+	int fd = h_connect("127.0.0.1", port);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(h_echo_exchange_open(fd, 16u << 20, 11, 120, true), 0);
+	ck_assert_double_eq(h_metric(&d, "portfwd_splice_pipe_grows_total"), 0);
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 START_TEST(test_ipv6_and_mixed)
 {
 	struct hdaemon d;
@@ -788,6 +807,7 @@ int main(void)
 	tcase_add_test(tc, test_stalled_reader_small_segments_no_spin);
 	tcase_add_test(tc, test_pipes_grow_and_give_back);
 	tcase_add_test(tc, test_pipes_grow_at_any_buffer_size);
+	tcase_add_test(tc, test_small_buffer_size_pipes_stay_small);
 	tcase_add_test(tc, test_pipes_given_back_by_a_slow_reader);
 	tcase_add_test(tc, test_ipv6_and_mixed);
 	tcase_add_test(tc, test_max_connections_pauses_accept);
