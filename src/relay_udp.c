@@ -643,7 +643,8 @@ static unsigned relay_udp_send_coalesced(struct udp_session *s, const struct iov
 	struct iovec one = *data;
 	unsigned sent = 0;
 
-	if (!s->pp_len && s->gso && relay_udp_gso_ok()) {
+	/* One datagram left (relay_udp_admit cut the rest): a plain send. */
+	if (!s->pp_len && s->gso && data->iov_len > g && relay_udp_gso_ok()) {
 		if (relay_udp_sendmsg_gso(s->fd, &none, &one, 1, g) == 0) {
 			*bytes += data->iov_len;
 			return relay_udp_count(data->iov_len, g);
