@@ -65,6 +65,14 @@ static void metrics_sample(struct metrics_out *m, const char *name, double value
 							 labels, "value", value));
 }
 
+/* A family of one sample without labels. */
+static void metrics_one(struct metrics_out *m, const char *name, const char *type,
+			const char *help, double value)
+{
+	metrics_family(m, name, type, help);
+	metrics_sample(m, name, value, 0);
+}
+
 /* The per-rule families: one field of struct rule_stats each. */
 struct metrics_rule_family {
 	const char *name, *type, *help;
@@ -173,18 +181,18 @@ static void metrics_sources(const struct daemon *d, struct metrics_out *m)
 	struct sources_census c;
 
 	sources_census(d->sources, &c);
-	metrics_family(m, "portfwd_sources_tracked", "gauge",
-		       "Entries of the per-source table that hold a source (of any rule).");
-	metrics_sample(m, "portfwd_sources_tracked", c.used, 0);
-	metrics_family(m, "portfwd_sources_capacity", "gauge",
-		       "Entries of the per-source table (daemon.max_tracked_sources).");
-	metrics_sample(m, "portfwd_sources_capacity", c.capacity, 0);
-	metrics_family(m, "portfwd_sources_evicted_total", "counter",
-		       "Idle sources forgotten to make room for new ones.");
-	metrics_sample(m, "portfwd_sources_evicted_total", (double)c.evicted, 0);
-	metrics_family(m, "portfwd_sources_full_total", "counter",
-		       "New sources refused because every entry near their place held a connected source (table_full); refusals start well before every entry is in use.");
-	metrics_sample(m, "portfwd_sources_full_total", (double)c.full, 0);
+	metrics_one(m, "portfwd_sources_tracked", "gauge",
+		    "Entries of the per-source table that hold a source (of any rule).",
+		    c.used);
+	metrics_one(m, "portfwd_sources_capacity", "gauge",
+		    "Entries of the per-source table (daemon.max_tracked_sources).",
+		    c.capacity);
+	metrics_one(m, "portfwd_sources_evicted_total", "counter",
+		    "Idle sources forgotten to make room for new ones.",
+		    (double)c.evicted);
+	metrics_one(m, "portfwd_sources_full_total", "counter",
+		    "New sources refused because every entry near their place held a connected source (table_full); refusals start well before every entry is in use.",
+		    (double)c.full);
 }
 
 /* Each rule's targets: up or down, connections, failures. */
@@ -272,15 +280,15 @@ static void metrics_pipes(struct metrics_out *m)
 	struct worker_pipe_stats st;
 
 	worker_pipe_stats(&st);
-	metrics_family(m, "portfwd_splice_pipe_grown_bytes", "gauge",
-		       "Capacity that busy connections' splice pipes hold beyond their first size.");
-	metrics_sample(m, "portfwd_splice_pipe_grown_bytes", (double)st.grown_bytes, 0);
-	metrics_family(m, "portfwd_splice_pipe_grow_budget_bytes", "gauge",
-		       "The most that grown pipes may hold: a quarter of fs.pipe-user-pages-soft.");
-	metrics_sample(m, "portfwd_splice_pipe_grow_budget_bytes", (double)st.budget_bytes, 0);
-	metrics_family(m, "portfwd_splice_pipe_grows_total", "counter",
-		       "Times a connection's splice pipe grew because its reads kept filling it.");
-	metrics_sample(m, "portfwd_splice_pipe_grows_total", (double)st.grows, 0);
+	metrics_one(m, "portfwd_splice_pipe_grown_bytes", "gauge",
+		    "Capacity that busy connections' splice pipes hold beyond their first size.",
+		    (double)st.grown_bytes);
+	metrics_one(m, "portfwd_splice_pipe_grow_budget_bytes", "gauge",
+		    "The most that grown pipes may hold: a quarter of fs.pipe-user-pages-soft.",
+		    (double)st.budget_bytes);
+	metrics_one(m, "portfwd_splice_pipe_grows_total", "counter",
+		    "Times a connection's splice pipe grew because its reads kept filling it.",
+		    (double)st.grows);
 }
 
 /* The UDP offloads (relay_udp.c): whether they are at work on this kernel. */
@@ -289,12 +297,12 @@ static void metrics_udp_offloads(struct metrics_out *m)
 	unsigned long long gso, gro;
 
 	relay_udp_offload_stats(&gso, &gro);
-	metrics_family(m, "portfwd_udp_gso_sends_total", "counter",
-		       "UDP sends that carried several datagrams in one system call (UDP_SEGMENT).");
-	metrics_sample(m, "portfwd_udp_gso_sends_total", (double)gso, 0);
-	metrics_family(m, "portfwd_udp_gro_receives_total", "counter",
-		       "Buffers from UDP clients that held several datagrams the kernel merged (UDP_GRO).");
-	metrics_sample(m, "portfwd_udp_gro_receives_total", (double)gro, 0);
+	metrics_one(m, "portfwd_udp_gso_sends_total", "counter",
+		    "UDP sends that carried several datagrams in one system call (UDP_SEGMENT).",
+		    (double)gso);
+	metrics_one(m, "portfwd_udp_gro_receives_total", "counter",
+		    "Buffers from UDP clients that held several datagrams the kernel merged (UDP_GRO).",
+		    (double)gro);
 }
 
 static void metrics_write(const struct daemon *d, struct metrics_out *m)
@@ -310,33 +318,33 @@ static void metrics_write(const struct daemon *d, struct metrics_out *m)
 
 	metrics_family(m, "portfwd_info", "gauge", "Always 1; the labels say which portfwd runs.");
 	metrics_sample(m, "portfwd_info", 1, 1, "version", PORTFWD_VERSION);
-	metrics_family(m, "portfwd_start_time_seconds", "gauge",
-		       "When the daemon started, in seconds since the Unix epoch.");
-	metrics_sample(m, "portfwd_start_time_seconds", (double)d->started_wall, 0);
+	metrics_one(m, "portfwd_start_time_seconds", "gauge",
+		    "When the daemon started, in seconds since the Unix epoch.",
+		    (double)d->started_wall);
 	metrics_family(m, "portfwd_uptime_seconds", "gauge", "Seconds since the daemon started.");
 	metrics_sample(m, "portfwd_uptime_seconds", clock_now() - d->started_mono, 0);
 	metrics_family(m, "portfwd_workers", "gauge", "Worker threads carrying the traffic.");
 	metrics_sample(m, "portfwd_workers", (double)d->nworkers, 0);
-	metrics_family(m, "portfwd_config_generation", "gauge",
-		       "The configuration in force: 1 at start, one more per applied reload.");
-	metrics_sample(m, "portfwd_config_generation", (double)d->generation, 0);
+	metrics_one(m, "portfwd_config_generation", "gauge",
+		    "The configuration in force: 1 at start, one more per applied reload.",
+		    (double)d->generation);
 	metrics_family(m, "portfwd_reloads_total", "counter",
 		       "Reloads, applied (ok) or refused because the file was invalid (failed).");
 	metrics_sample(m, "portfwd_reloads_total", (double)d->reloads_ok, 1, "result", "ok");
 	metrics_sample(m, "portfwd_reloads_total", (double)d->reloads_failed, 1, "result", "failed");
-	metrics_family(m, "portfwd_config_last_reload_successful", "gauge",
-		       "1 if the last reload was applied (or none was tried), 0 if it was refused.");
-	metrics_sample(m, "portfwd_config_last_reload_successful", d->last_refused ? 0 : 1, 0);
+	metrics_one(m, "portfwd_config_last_reload_successful", "gauge",
+		    "1 if the last reload was applied (or none was tried), 0 if it was refused.",
+		    d->last_refused ? 0 : 1);
 	metrics_pipes(m);
 	metrics_udp_offloads(m);
 	metrics_family(m, "portfwd_rules", "gauge", "Rules in the configuration in force.");
 	metrics_sample(m, "portfwd_rules", (double)d->nrules, 0);
-	metrics_family(m, "portfwd_draining_rules", "gauge",
-		       "Rules removed by a reload whose connections have not ended yet.");
-	metrics_sample(m, "portfwd_draining_rules", (double)d->ndraining, 0);
-	metrics_family(m, "portfwd_draining_connections", "gauge",
-		       "TCP connections and UDP sessions of removed rules, still open.");
-	metrics_sample(m, "portfwd_draining_connections", draining_conns, 0);
+	metrics_one(m, "portfwd_draining_rules", "gauge",
+		    "Rules removed by a reload whose connections have not ended yet.",
+		    (double)d->ndraining);
+	metrics_one(m, "portfwd_draining_connections", "gauge",
+		    "TCP connections and UDP sessions of removed rules, still open.",
+		    draining_conns);
 
 	if (d->http) {
 		struct http_stats hs;
