@@ -51,14 +51,22 @@ ALL_CFLAGS = -std=gnu11 $(WARNINGS) -D_GNU_SOURCE $(CPPFLAGS) $(CFLAGS) $(PKG_CF
 LIBS = $(PKG_LIBS) -lnatpmp -lm -lpthread
 
 # Sanitizer builds live in their own tree so the objects never mix.
-ifeq ($(filter-out 1 thread,$(SANITIZE)),)
+ifeq ($(filter-out 1 thread fuzz,$(SANITIZE)),)
 else
-$(error SANITIZE=$(SANITIZE): use SANITIZE=1 (address and undefined) or SANITIZE=thread)
+$(error SANITIZE=$(SANITIZE): use SANITIZE=1 (address and undefined), SANITIZE=thread or SANITIZE=fuzz)
 endif
 ifeq ($(SANITIZE),1)
 BUILD := build/sanitize
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
+else ifeq ($(SANITIZE),fuzz)
+# The fuzz harnesses (tests/fuzz, `make fuzz`): clang's libFuzzer with
+# address and undefined; the library is instrumented for coverage.
+BUILD := build/fuzz
+CC := clang
+ALL_CFLAGS += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=fuzzer,address,undefined
 else ifeq ($(SANITIZE),thread)
 # ThreadSanitizer, for the workers and the main thread's calls into them.
 BUILD := build/tsan
@@ -108,13 +116,17 @@ HARNESS_OBJ := $(BUILD)/tests/harness.o
 # A home router in network namespaces (miniupnpd), for the router mapping tests.
 ROUTERNS_OBJ := $(BUILD)/tests/routerns.o
 
+# libFuzzer harnesses, one per input surface (SANITIZE=fuzz builds them).
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+
 # The man pages as installed: their footer names the version.
 MANPAGES := $(addprefix $(BUILD)/man/,portfwd.8 portfwdctl.8 portfwd.conf.5)
 
 # What `make deb` makes, here.
 DEB = portfwd_$(VERSION)_$(shell dpkg --print-architecture).deb
 
-.PHONY: all deps run check tests bench bench-profile clean install uninstall deb check-deb
+.PHONY: all deps run check tests bench bench-profile fuzz fuzz-targets clean install uninstall deb check-deb
 all: $(PORTFWD) $(PORTFWDCTL)
 
 # Once per run, before anything that compiles or links; `make deb` and
@@ -123,7 +135,8 @@ all: $(PORTFWD) $(PORTFWDCTL)
 # linters and the namespaces' tools for the tests; the package tools.
 DEPS_GROUPS := build demo \
 	$(if $(filter check tests bench deb check-deb,$(MAKECMDGOALS)),test) \
-	$(if $(filter deb check-deb,$(MAKECMDGOALS)),deb)
+	$(if $(filter deb check-deb,$(MAKECMDGOALS)),deb) \
+	$(if $(filter fuzz fuzz-targets,$(MAKECMDGOALS)),fuzz)
 deps:
 ifneq ($(INSTALL_DEPS),no)
 	@scripts/install-deps $(DEPS_GROUPS)
@@ -196,6 +209,21 @@ PROFILE_ROUNDS ?= 3
 bench-profile: deps all $(BUILD)/pfbench
 	@scripts/bench-profile --portfwd $(PORTFWD) --pfbench $(BUILD)/pfbench \
 		--rounds $(PROFILE_ROUNDS) $(PROFILE_ARGS)
+
+# Coverage-guided fuzzing of every parser (tests/fuzz): each harness runs
+# FUZZ_SECONDS (default 60) from its seeds, and the script prints its
+# executions, executions per second and coverage. Findings fail the run and
+# are left in build/fuzz/findings.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@$(MAKE) --no-print-directory SANITIZE=fuzz fuzz-targets
+	@scripts/fuzz --seconds $(FUZZ_SECONDS) build/fuzz/fuzz/fuzz_*
+
+fuzz-targets: $(FUZZ_TARGETS)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/libportfwd.a | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $< $(BUILD)/libportfwd.a $(LDFLAGS) $(LIBS)
 
 # The demo: loopback ports and a control socket inside the tree, no root needed.
 run: deps all
