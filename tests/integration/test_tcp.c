@@ -493,7 +493,14 @@ START_TEST(test_pipes_grow_at_any_buffer_size)
 	do
 		ck_assert_int_eq(h_echo_exchange_open(fd, 16u << 20, (uint64_t)++rounds, 60, true), 0);
 	while (h_splice() && h_metric(&d, "portfwd_splice_pipe_grows_total") <= 0 && h_now() < deadline);
-#ifdef __SANITIZE_THREAD__
+#if defined(__SANITIZE_THREAD__)
+#define TCP_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TCP_TEST_TSAN 1
+#endif
+#endif
+#ifdef TCP_TEST_TSAN
 	/* Growing also takes a receiver that drains each full pipe at once;
 	 * under ThreadSanitizer this test's own echo backend is too slow for
 	 * that (1168 MiB in a minute, no pipe grown): the bytes are checked,
