@@ -97,6 +97,8 @@ LIB_SRCS += targets.c
 LIB_SRCS += router.c
 # The read-only HTTP endpoint (evhttp) and its status page.
 LIB_SRCS += http.c http_page.c
+# The main loop's listeners (control, HTTP) rest when out of descriptors.
+LIB_SRCS += acceptpause.c
 LIB_OBJS := $(addprefix $(BUILD)/src/,$(LIB_SRCS:.c=.o))
 
 PORTFWD := $(BUILD)/portfwd

@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "acceptpause.h"
 #include "commands.h"
 #include "ctl_proto.h"
 #include "daemon.h"
@@ -57,6 +58,7 @@ struct control_client {
 struct control {
 	struct daemon *daemon;
 	struct evconnlistener *lev;
+	struct acceptpause *pause; /* out of descriptors: accept again later */
 	char *path;
 	unsigned nclients;
 	LIST_HEAD(, control_client) clients;
@@ -532,6 +534,7 @@ static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 
 	(void)sa;
 	(void)salen;
+	acceptpause_accepted(ctl->pause);
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		evutil_closesocket(fd);
@@ -1063,8 +1066,9 @@ struct control *control_open(struct event_base *base, const char *path, uid_t ui
 	LIST_INIT(&ctl->clients);
 	ctl->lev = evconnlistener_new(base, control_accept_cb, ctl,
 				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-	if (!ctl->lev) {
-		close(fd);
+	if (!ctl->lev || !(ctl->pause = acceptpause_new(ctl->lev, "control"))) {
+		if (!ctl->lev)
+			close(fd);
 		control_close(ctl);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -1079,6 +1083,7 @@ void control_close(struct control *ctl)
 		return;
 	while (!LIST_EMPTY(&ctl->clients))
 		control_client_free(LIST_FIRST(&ctl->clients));
+	acceptpause_free(ctl->pause);
 	if (ctl->lev)
 		evconnlistener_free(ctl->lev);
 	unlink(ctl->path);

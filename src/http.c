@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <utlist.h>
 
+#include "acceptpause.h"
 #include "access.h"
 #include "clock.h"
 #include "commands.h"
@@ -54,6 +55,7 @@ struct http {
 	struct daemon *d;
 	struct evhttp *eh;
 	struct evconnlistener *lev;
+	struct acceptpause *pause; /* out of descriptors: accept again later */
 	struct config_http cfg; /* what it serves (its own reference to the lists) */
 	struct http_conn *conns;
 	size_t nconns;
@@ -123,7 +125,7 @@ static void http_conn_gone(struct http_conn *c)
 		h->nconns--;
 		if (h->paused && h->nconns < HTTP_MAX_CONNECTIONS) {
 			h->paused = false;
-			evconnlistener_enable(h->lev);
+			acceptpause_hold(h->pause, false);
 		}
 	}
 	free(c);
@@ -234,6 +236,7 @@ static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
 	struct http_conn *c = calloc(1, sizeof(*c));
 	struct timeval now = { 0, 0 };
 
+	acceptpause_accepted(h->pause);
 	if (!c)
 		return NULL;
 	c->timer = evtimer_new(base, http_conn_timer_cb, c);
@@ -258,7 +261,7 @@ static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
 	DL_APPEND(h->conns, c);
 	if (++h->nconns >= HTTP_MAX_CONNECTIONS && !h->paused) {
 		h->paused = true;
-		evconnlistener_disable(h->lev);
+		acceptpause_hold(h->pause, true);
 		log_warning("daemon.http: %d connections open, the most it takes; accepting again when one closes",
 			    HTTP_MAX_CONNECTIONS);
 	}
@@ -540,6 +543,11 @@ struct http *http_open(struct daemon *d, const struct config_http *cfg, char *er
 		http_close(h);
 		return NULL;
 	}
+	if (!(h->pause = acceptpause_new(h->lev, "daemon.http"))) {
+		snprintf(err, errlen, "daemon.http: out of memory");
+		http_close(h);
+		return NULL;
+	}
 	evhttp_set_allowed_methods(h->eh, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
 	evhttp_set_max_headers_size(h->eh, HTTP_MAX_HEADERS);
 	evhttp_set_max_body_size(h->eh, 0);
@@ -563,6 +571,7 @@ void http_close(struct http *h)
 	/* The connections' bufferevents are freed after this returns. */
 	for (struct http_conn *c = h->conns; c; c = c->next)
 		c->h = NULL;
+	acceptpause_free(h->pause);
 	if (h->eh)
 		evhttp_free(h->eh); /* its listener too */
 	else if (h->lev)

@@ -345,22 +345,55 @@ void h_start_as(struct hdaemon *d, const char *body, uid_t uid, gid_t gid)
 	h_launch(d, body, uid, gid, 0);
 }
 
-bool h_log_contains(struct hdaemon *d, const char *text)
+/* The first 4 MiB of D's log, NUL-terminated (NULL if there is none). */
+static char *h_log_read(struct hdaemon *d)
 {
 	FILE *fp = fopen(d->log, "r");
 	char *buf;
 	size_t n;
-	bool found;
 
 	if (!fp)
-		return false;
+		return NULL;
 	buf = calloc(1, 1 << 22);
-	n = fread(buf, 1, (1 << 22) - 1, fp);
-	buf[n] = '\0';
+	n = buf ? fread(buf, 1, (1 << 22) - 1, fp) : 0;
 	fclose(fp);
-	found = strstr(buf, text) != NULL;
+	if (buf)
+		buf[n] = '\0';
+	return buf;
+}
+
+bool h_log_contains(struct hdaemon *d, const char *text)
+{
+	return h_log_count(d, text) > 0;
+}
+
+int h_log_count(struct hdaemon *d, const char *text)
+{
+	char *buf = h_log_read(d);
+	int n = 0;
+
+	for (const char *p = buf; p && (p = strstr(p, text)); p += strlen(text))
+		n++;
 	free(buf);
-	return found;
+	return n;
+}
+
+int h_exhaust_descriptors(struct hdaemon *d, const char *rule, unsigned port, int *fds, int max)
+{
+	char text[128];
+	int n = 0;
+	double deadline = h_now() + 30;
+
+	snprintf(text, sizeof(text), "rule %s: out of file descriptors", rule);
+	while (n < max && !h_log_contains(d, text) && h_now() < deadline) {
+		fds[n] = h_connect("127.0.0.1", port);
+		ck_assert_int_ge(fds[n], 0);
+		ck_assert_int_eq(send(fds[n], "x", 1, MSG_NOSIGNAL), 1);
+		n++;
+		usleep(20000);
+	}
+	ck_assert_msg(h_wait_log(d, text, 10), "the daemon never ran out of descriptors with %d clients", n);
+	return n;
 }
 
 void h_stop(struct hdaemon *d)

@@ -166,6 +166,14 @@ int h_run_as(char *const argv[], uid_t uid, gid_t gid, char **output);
 /* True if the daemon's log contains TEXT. */
 bool h_log_contains(struct hdaemon *d, const char *text);
 
+/* How many times TEXT is in D's log (its first 4 MiB). */
+int h_log_count(struct hdaemon *d, const char *text);
+
+/* Clients of rule RULE on 127.0.0.1:PORT, each sending a byte and held
+ * open in FDS (at most MAX), until the daemon logs that the rule is out of
+ * file descriptors (start it with h_start_nofile); returns how many. */
+int h_exhaust_descriptors(struct hdaemon *d, const char *rule, unsigned port, int *fds, int max);
+
 /* VmRSS of PID in KiB. */
 long h_rss_kib(pid_t pid);
 

@@ -671,6 +671,80 @@ START_TEST(test_fd_limit_counts_pipes)
 }
 END_TEST
 
+/*
+ * Out of descriptors, a control client waiting to be accepted must not
+ * make the main loop spin (accept failing with EMFILE at once, again and
+ * again, as libevent does without an error callback): the control socket
+ * rests a second at a time, says so once, and answers again as soon as
+ * descriptors are back.
+ */
+START_TEST(test_control_out_of_descriptors)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	int fds[64], ctl_fds[16], n, nctl = 0, waiting;
+	long long cpu0, ticks;
+	char conf[512];
+	json_t *st;
+
+	h_backend_start(&b, H_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"t\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 port, b.port);
+	h_start_nofile(&d, conf, 40);
+	n = h_exhaust_descriptors(&d, "t", port, fds, 64);
+
+	/* Control clients until one is not answered: the daemon cannot accept
+	 * it, so it waits in the backlog and the listening socket stays
+	 * readable. (The ones answered hold the last descriptors.) */
+	set_path(&sun, d.sock);
+	for (;;) {
+		struct pollfd p = { .events = POLLIN };
+
+		ck_assert_int_lt(nctl, 16);
+		waiting = socket(AF_UNIX, SOCK_STREAM, 0);
+		ck_assert_int_ge(waiting, 0);
+		ck_assert_int_eq(connect(waiting, (struct sockaddr *)&sun, sizeof(sun)), 0);
+		ck_assert_int_eq(write(waiting, "hello 1\n", 8), 8);
+		p.fd = waiting;
+		if (poll(&p, 1, 1500) == 0)
+			break;
+		ctl_fds[nctl++] = waiting;
+	}
+	ck_assert_msg(h_wait_log(&d, "control: out of file descriptors", 10),
+		      "the control socket never met the shortage");
+	cpu0 = h_cpu_ticks(d.pid);
+	usleep(2000000);
+	ticks = h_cpu_ticks(d.pid) - cpu0;
+	/* Spinning takes all of a CPU: 2 s of ticks (200 at 100 Hz). */
+	ck_assert_msg(ticks * 10 < 2 * sysconf(_SC_CLK_TCK),
+		      "the daemon took %lld ticks in 2 s while out of descriptors", ticks);
+
+	/* Descriptors back: the waiting client is served, and new ones too. */
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	for (int i = 0; i < nctl; i++)
+		close(ctl_fds[i]);
+	{
+		struct pollfd p = { .fd = waiting, .events = POLLIN };
+		char buf[256];
+
+		ck_assert_int_eq(poll(&p, 1, 10000), 1);
+		ck_assert_int_gt(read(waiting, buf, sizeof(buf)), 0);
+		ck_assert_msg(strncmp(buf, "portfwd-ctl 1 ", 14) == 0, "hello answered \"%.40s\"", buf);
+	}
+	close(waiting);
+	st = h_status(&d);
+	ck_assert(st);
+	json_decref(st);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 10), 0);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 /* ---- names and classes of ports, everywhere a port is shown ---- */
 
 /* The IANA class of PORT, written here apart from portinfo's. */
@@ -918,6 +992,7 @@ int main(void)
 	tcase_add_test(tc, test_permissions);
 	tcase_add_test(tc, test_client_reset_mid_stream);
 	tcase_add_test(tc, test_fd_limit_counts_pipes);
+	tcase_add_test(tc, test_control_out_of_descriptors);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

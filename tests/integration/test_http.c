@@ -644,6 +644,66 @@ START_TEST(test_http_reload)
 }
 END_TEST
 
+/*
+ * Out of descriptors, a client of the HTTP endpoint waiting to be accepted
+ * must not make the main loop spin on accept (EMFILE again and again): the
+ * endpoint rests a second at a time, says so once, and answers again once
+ * descriptors are back.
+ */
+START_TEST(test_http_out_of_descriptors)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned hp = h_free_port(SOCK_STREAM, false), lp = h_free_port(SOCK_STREAM, false);
+	int fds[64], held[16], n, nheld = 0, waiting;
+	long long cpu0, ticks;
+	char conf[512], src[32], *head, *body;
+
+	h_backend_start(&b, H_ECHO, false);
+	http_conf(hp, "");
+	snprintf(conf, sizeof(conf),
+		 "rules = ( { name = \"t\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 lp, b.port);
+	h_start_nofile(&d, conf, 40);
+	n = h_exhaust_descriptors(&d, "t", lp, fds, 64);
+
+	/* HTTP clients (one per address: the endpoint limits each) until one
+	 * is not answered: the daemon cannot accept it, and the listening
+	 * socket stays readable. The ones answered hold the last descriptors. */
+	for (;;) {
+		ck_assert_int_lt(nheld, 16);
+		snprintf(src, sizeof(src), "127.0.0.%d", 10 + nheld);
+		waiting = h_connect_from(src, "127.0.0.1", hp);
+		ck_assert_int_ge(waiting, 0);
+		if (health_exchange(waiting) < 0)
+			break;
+		held[nheld++] = waiting;
+	}
+	ck_assert_msg(h_wait_log(&d, "daemon.http: out of file descriptors", 10),
+		      "the HTTP endpoint never met the shortage");
+	cpu0 = h_cpu_ticks(d.pid);
+	usleep(2000000);
+	ticks = h_cpu_ticks(d.pid) - cpu0;
+	/* Spinning takes all of a CPU: 2 s of ticks (200 at 100 Hz). */
+	ck_assert_msg(ticks * 10 < 2 * sysconf(_SC_CLK_TCK),
+		      "the daemon took %lld ticks in 2 s while out of descriptors", ticks);
+	ck_assert_int_eq(h_log_count(&d, "daemon.http: out of file descriptors"), 1);
+
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	for (int i = 0; i < nheld; i++)
+		close(held[i]);
+	close(waiting);
+	ck_assert_int_eq(h_http("127.0.0.1", hp, "GET", "/health", NULL, &head, &body, 10), 200);
+	free(head);
+	free(body);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 10), 0);
+	h_stop(&d);
+	h_backend_stop(&b);
+	h_daemon_extra = NULL;
+}
+END_TEST
+
 /* Off loopback with no allow list: a warning in -t and status; an allow
  * list that keeps someone out silences it. */
 START_TEST(test_http_exposure)
@@ -699,6 +759,7 @@ int main(void)
 	tcase_add_test(tc, test_http_unread_answer);
 	tcase_add_test(tc, test_http_reload);
 	tcase_add_test(tc, test_http_exposure);
+	tcase_add_test(tc, test_http_out_of_descriptors);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
