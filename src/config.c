@@ -37,14 +37,54 @@ struct config_ctx {
 static void config_errors_vadd(struct config_errors *errs, long line, const char *fmt, va_list ap)
 	__attribute__((format(printf, 3, 0)));
 
+/*
+ * MSG as one line of text a terminal shows as it is: the messages quote the
+ * file's values, and a value may hold any byte (libconfig's "\n", "\x1b").
+ * Written out, a newline would forge a log line of its own and an escape
+ * sequence would drive the operator's terminal; a control reply would end
+ * early. Each C0 control, DEL and UTF-8-encoded C1 control is written as
+ * libconfig would read it back (\n, \r, \t, \xHH), and so is the backslash
+ * (\\). Other bytes, UTF-8 included, pass. A new string, or NULL.
+ */
+static char *config_errors_escape(const char *msg)
+{
+	size_t len = strlen(msg), o = 0;
+	char *out = malloc(4 * len + 1);
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)msg[i];
+
+		if (c == '\\' || c == '\n' || c == '\r' || c == '\t') {
+			out[o++] = '\\';
+			out[o++] = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : '\\';
+		} else if (c < 0x20 || c == 0x7f) {
+			o += (size_t)sprintf(out + o, "\\x%02x", c);
+		} else if (c == 0xc2 && i + 1 < len && (unsigned char)msg[i + 1] >= 0x80 &&
+			   (unsigned char)msg[i + 1] <= 0x9f) {
+			o += (size_t)sprintf(out + o, "\\x%02x\\x%02x", c, (unsigned char)msg[i + 1]);
+			i++;
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
 static void config_errors_vadd(struct config_errors *errs, long line, const char *fmt, va_list ap)
 {
-	char *msg = NULL;
+	char *raw = NULL, *msg;
 	char **grown;
 	long *lines;
 
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = NULL;
+	if (vasprintf(&raw, fmt, ap) < 0)
+		raw = NULL;
+	if (!raw)
+		return;
+	msg = config_errors_escape(raw);
+	free(raw);
 	if (!msg)
 		return;
 	grown = realloc(errs->msgs, (errs->count + 1) * sizeof(*grown));

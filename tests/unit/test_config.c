@@ -652,6 +652,57 @@ START_TEST(test_list_file_many_errors)
 }
 END_TEST
 
+/*
+ * Values are quoted in the messages, and a value may hold any byte: a
+ * newline would forge a log line, an escape sequence would drive the
+ * operator's terminal, a control reply would end early. They are written
+ * as libconfig reads them (and a list file's bytes likewise).
+ */
+START_TEST(test_hostile_values_escaped)
+{
+	static const char text[] =
+		"rules = ( { name = \"evil\\n2026-11-30 00:00:00.000 info: forged\\x1b[31m\"; proto = \"tcp\";"
+		" listen = \"127.0.0.1:1\"; target = \"C:\\\\x\\xc2\\x9b2J\\x7f\"; } );\n";
+	char dir[] = "/tmp/portfwd-escape.XXXXXX", path[128], list[128];
+	struct config_errors errs = { 0 };
+	struct config cfg;
+	FILE *fp;
+
+	ck_assert_int_eq(config_load_text("t", text, strlen(text), &cfg, &errs), -1);
+	ck_assert_uint_ge(errs.count, 2);
+	for (size_t i = 0; i < errs.count; i++)
+		for (const unsigned char *p = (const unsigned char *)errs.msgs[i]; *p; p++)
+			ck_assert_msg(*p >= 0x20 && *p != 0x7f && !(p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f),
+				      "message %zu holds byte 0x%02x: %s", i, *p, errs.msgs[i]);
+	ck_assert_msg(strstr(errs.msgs[0], "\"evil\\n2026-11-30 00:00:00.000 info: forged\\x1b[31m\""), "%s", errs.msgs[0]);
+	ck_assert_msg(strstr(errs.msgs[1], "\"C:\\\\x\\xc2\\x9b2J\\x7f\""), "%s", errs.msgs[1]);
+	config_errors_free(&errs);
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(list, sizeof(list), "%s/list.txt", dir);
+	fp = fopen(list, "w");
+	fprintf(fp, "10.0.0.1\r\n\x1b]0;owned\a\n");
+	fclose(fp);
+	snprintf(path, sizeof(path), "%s/portfwd.conf", dir);
+	fp = fopen(path, "w");
+	fprintf(fp, "lists: { l = { file = \"list.txt\"; }; };\nrules = ( );\n");
+	fclose(fp);
+	ck_assert_int_eq(config_load(path, &cfg, &errs), -1);
+	ck_assert_uint_ge(errs.count, 1);
+	for (size_t i = 0; i < errs.count; i++) {
+		ck_assert_msg(!strchr(errs.msgs[i], '\x1b') && !strchr(errs.msgs[i], '\a') && !strchr(errs.msgs[i], '\r'),
+			      "%s", errs.msgs[i]);
+	}
+	/* (A list file's line is shown with its unprintable bytes as '?'.) */
+	ck_assert_msg(strstr(errs.msgs[errs.count - 1], "list.txt:2: list \"l\": \"?]0;owned?\""), "%s",
+		      errs.msgs[errs.count - 1]);
+	config_errors_free(&errs);
+	unlink(list);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 /* targets = [ ... ]: the list, its first entry as `target`, balance, health_check. */
 START_TEST(test_targets_settings)
 {
@@ -751,6 +802,7 @@ int main(void)
 	tcase_add_test(tc, test_lists_change);
 	tcase_add_test(tc, test_text_refuses_list_file);
 	tcase_add_test(tc, test_list_file_many_errors);
+	tcase_add_test(tc, test_hostile_values_escaped);
 	tcase_add_test(tc, test_targets_settings);
 	tcase_add_test(tc, test_range_loops);
 	suite_add_tcase(s, tc);
