@@ -16,6 +16,7 @@
 #include "listener.h"
 #include "log.h"
 #include "proxyproto.h"
+#include "ratelog.h"
 #include "relay_sources.h"
 #include "rulework.h"
 #include "targets.h"
@@ -349,9 +350,14 @@ static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
 		relay_udp_prepare(l->worker, msgs, iov, NULL, WORKER_BATCH);
 		n = recvmmsg(fd, msgs, WORKER_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0) {
-			/* ECONNREFUSED: ICMP port unreachable from the target; nothing to send. */
-			if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			/* ECONNREFUSED and the like: an ICMP error from the
+			 * target's host (the socket is connected, so the kernel
+			 * hands it over). Nothing to send; the session lives on,
+			 * and the target may listen later. */
+			if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+				STAT_ADD(&l->stats, udp_target_errors, 1);
 				log_debug("udp %s: from target: %s", l->cfg->name, strerror(errno));
+			}
 			return;
 		}
 		s->last_active = clock_now();
@@ -409,6 +415,27 @@ static int relay_udp_pp_make(struct udp_session *s, const struct listener *l)
 		return -1;
 	s->pp_len = (uint8_t)n;
 	return 0;
+}
+
+/*
+ * A session that cannot be made drops its client's datagram (counted as
+ * udp_dropped_error). The line saying why comes at most once a minute per
+ * rule and failure (ratelog.h): out of descriptors, a flood of new
+ * sources would otherwise write a line per datagram.
+ */
+static struct ratelog relay_udp_ratelog;
+
+static void relay_udp_session_failed(struct listener *l, const char *what, const char *addr, int err)
+{
+	struct ratelog_note note;
+	char key[RULE_NAME_MAX + 48], more[128];
+	int len = snprintf(key, sizeof(key), "%s/%s/%d", l->cfg->name, what, err);
+
+	if (!ratelog_allow(&relay_udp_ratelog, key, (size_t)len < sizeof(key) ? (size_t)len : sizeof(key) - 1,
+			   clock_now(), &note))
+		return;
+	log_warning("udp %s: cannot %s %s: %s; dropping new clients' datagrams%s", l->cfg->name, what, addr,
+		    strerror(err), ratelog_suffix(&note, more, sizeof(more)));
 }
 
 /* Binds FD to R's source address with IP_BIND_ADDRESS_NO_PORT, as
@@ -488,17 +515,19 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	}
 	s->fd = socket(target->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->fd >= 0 && l->cfg->source_len && relay_udp_bind_source(s->fd, l->cfg) < 0) {
-		char src[RULE_ADDR_STRLEN];
+		int e = errno; /* before the formatting */
 
-		log_warning("udp %s: cannot bind the source address %s: %s; dropping the datagram of %s",
-			    l->cfg->name,
-			    rule_format_host((const struct sockaddr *)&l->cfg->source, src, sizeof(src)),
-			    strerror(errno), rule_format_addr((const struct sockaddr *)client, addr, sizeof(addr)));
+		relay_udp_session_failed(l, "bind the source address",
+					 rule_format_host((const struct sockaddr *)&l->cfg->source, addr,
+							  sizeof(addr)),
+					 e);
 		goto fail;
 	}
 	if (s->fd < 0 || connect(s->fd, target, target_len) < 0) {
-		log_warning("udp %s: cannot open a socket to the target %s: %s", l->cfg->name,
-			    rule_format_addr(target, addr, sizeof(addr)), strerror(errno));
+		int e = errno;
+
+		relay_udp_session_failed(l, "open a socket to the target",
+					 rule_format_addr(target, addr, sizeof(addr)), e);
 		goto fail;
 	}
 	s->ev = event_new(l->worker->base, s->fd, EV_READ | EV_PERSIST, relay_udp_session_cb, s);

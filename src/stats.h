@@ -38,6 +38,7 @@
 	X(udp_dropped_limit) /* datagrams from new clients over max_udp_sessions */ \
 	X(udp_dropped_error) /* datagrams a socket refused to send */           \
 	X(udp_dropped_draining) /* from new clients of a rule a reload removed */ \
+	X(udp_target_errors) /* ICMP errors back from the target (nothing listens) */ \
 	X(tcp_denied_list)   /* connections refused: the client is on the deny list */ \
 	X(tcp_denied_allow)  /* ... is not on the allow list */                  \
 	X(tcp_denied_ban)    /* ... is banned (portfwdctl ban) */                \

@@ -93,7 +93,7 @@ static json_t *status_tcp_json(const struct forward *fw, const struct rule_stats
 
 static json_t *status_udp_json(const struct forward *fw, const struct rule_stats *st)
 {
-	return json_pack("{s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:s, s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "state", status_state_name(fw->udp.state),
 			 "error", fw->udp.state == FORWARD_FAILED ? fw->udp.error : NULL,
 			 "active", (json_int_t)st->udp_active,
@@ -104,7 +104,8 @@ static json_t *status_udp_json(const struct forward *fw, const struct rule_stats
 			 "bytes_to_target", (json_int_t)st->udp_bytes_to_target,
 			 "bytes_to_client", (json_int_t)st->udp_bytes_to_client,
 			 "dropped_limit", (json_int_t)st->udp_dropped_limit,
-			 "dropped_error", (json_int_t)st->udp_dropped_error);
+			 "dropped_error", (json_int_t)st->udp_dropped_error,
+			 "target_errors", (json_int_t)st->udp_target_errors);
 }
 
 static json_t *status_totals_json(const struct rule_stats *t)

@@ -560,6 +560,122 @@ START_TEST(test_reply_from_the_address_sent_to)
 }
 END_TEST
 
+/*
+ * Out of descriptors, a new UDP client cannot have its session (a socket
+ * to the target): its datagrams are dropped and counted, the line saying
+ * why is written once, not once per datagram (a flood of new sources
+ * would fill the journal), and clients are served again once descriptors
+ * are back.
+ */
+START_TEST(test_udp_out_of_descriptors)
+{
+	enum { CLIENTS = 200 };
+	struct hdaemon d;
+	struct h_backend b, bt;
+	unsigned port = h_free_port(SOCK_DGRAM, false), tport = h_free_port(SOCK_STREAM, false);
+	int fds[64], n, fd;
+	char conf[1024], buf[16];
+
+	h_backend_start(&b, H_UDP_ECHO, false);
+	h_backend_start(&bt, H_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"u\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; },"
+		 " { name = \"t\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 port, b.port, tport, bt.port);
+	h_start_nofile(&d, conf, 40);
+	n = h_exhaust_descriptors(&d, "t", tport, fds, 64);
+	/* The last descriptor may still be free (the TCP listener rests
+	 * after it failed once): one client may take it. */
+	fd = udp_client(port);
+	ck_assert_int_eq(send(fd, "x", 1, 0), 1);
+	recv_within(fd, buf, sizeof(buf), 500);
+
+	for (int i = 0; i < CLIENTS; i++) {
+		int c = udp_client(port);
+
+		ck_assert_int_eq(send(c, "y", 1, 0), 1);
+		close(c);
+	}
+	ck_assert(h_wait_log(&d, "Too many open files; dropping new clients' datagrams", 10));
+	/* (The control socket cannot take a client now: the counters are
+	 * read once descriptors are back. The datagrams are all read well
+	 * within the wait.) */
+	usleep(2000000);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	close(fd);
+	/* (A descriptor the daemon gives back meanwhile, a spare pipe, may
+	 * serve a few: nearly all are dropped.) */
+	ck_assert_msg(h_wait_counter(&d, "u", "udp", "dropped_error", CLIENTS, 5) >= CLIENTS * 9 / 10,
+		      "dropped_error %lld, %d new clients", h_counter(&d, "u", "udp", "dropped_error"), CLIENTS);
+	ck_assert_int_eq(h_log_count(&d, "udp u: cannot open a socket to the target"), 1);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 10), 0);
+	{
+		double deadline = h_now() + 10;
+		bool served = false;
+
+		fd = udp_client(port);
+		while (!served && h_now() < deadline) {
+			ck_assert_int_eq(send(fd, "z", 1, 0), 1);
+			served = recv_within(fd, buf, sizeof(buf), 500) == 1 && buf[0] == 'z';
+		}
+		ck_assert_msg(served, "no UDP client served once descriptors were back");
+		close(fd);
+	}
+	h_stop(&d);
+	h_backend_stop(&b);
+	h_backend_stop(&bt);
+}
+END_TEST
+
+/*
+ * The target answers with ICMP port unreachable (nothing listens yet): the
+ * session's socket gets ECONNREFUSED. Every datagram is counted (sent or
+ * dropped) and so are the errors, the client gets nothing back, the daemon
+ * lives on, and once the target listens the same session is served.
+ */
+START_TEST(test_udp_target_refuses)
+{
+	enum { N = 20 };
+	struct hdaemon d;
+	struct h_backend b;
+	unsigned port = h_free_port(SOCK_DGRAM, false), tport = h_free_port(SOCK_DGRAM, false);
+	char conf[512], buf[16];
+	bool served = false;
+	double deadline;
+	int fd;
+
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"u\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; } );",
+		 port, tport);
+	h_start(&d, conf);
+	fd = udp_client(port);
+	for (int i = 0; i < N; i++) {
+		ck_assert_int_eq(send(fd, "r", 1, 0), 1);
+		ck_assert_int_eq(recv_within(fd, buf, sizeof(buf), 50), -1);
+	}
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "datagrams_to_target") +
+				 h_counter(&d, "u", "udp", "dropped_error"),
+			 N);
+	/* The ICMP errors came back and were counted. */
+	ck_assert_int_gt(h_wait_counter(&d, "u", "udp", "target_errors", N, 5), 0);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "datagrams_to_client"), 0);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_created"), 1);
+
+	h_backend_start_on(&b, H_UDP_ECHO, false, tport);
+	deadline = h_now() + 10;
+	while (!served && h_now() < deadline) {
+		ck_assert_int_eq(send(fd, "s", 1, 0), 1);
+		served = recv_within(fd, buf, sizeof(buf), 200) == 1 && buf[0] == 's';
+	}
+	ck_assert_msg(served, "the session was not served once the target listened");
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_created"), 1);
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("udp");
@@ -576,6 +692,8 @@ int main(void)
 	tcase_add_test(tc, test_tcp_and_udp_rule);
 	tcase_add_test(tc, test_ipv6_client);
 	tcase_add_test(tc, test_reply_from_loopback_alias);
+	tcase_add_test(tc, test_udp_out_of_descriptors);
+	tcase_add_test(tc, test_udp_target_refuses);
 	suite_add_tcase(s, tc);
 
 	tc = h_netns_tcase();
