@@ -74,6 +74,14 @@ int worker_start(struct worker *w)
 		return -1;
 	}
 	w->running = true;
+	/* "portfwd-w0", ...: top -H, ps -L and gdb tell the workers apart
+	 * (at most 15 characters; a failure changes nothing). */
+	{
+		char name[16];
+
+		snprintf(name, sizeof(name), "portfwd-w%d", w->id);
+		pthread_setname_np(w->thread, name);
+	}
 	return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <errno.h>
@@ -179,6 +180,103 @@ START_TEST(test_notify_protocol)
 }
 END_TEST
 
+
+/* The thread ids of PID's workers (named portfwd-wN); returns how many. */
+static int worker_tids(pid_t pid, pid_t *tids, int max)
+{
+	char path[64];
+	DIR *dir;
+	struct dirent *e;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	while ((e = readdir(dir)) && n < max) {
+		char comm[64] = "", cpath[sizeof(path) + 300];
+		FILE *fp;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(cpath, sizeof(cpath), "%s/%s/comm", path, e->d_name);
+		fp = fopen(cpath, "r");
+		if (fp && fgets(comm, sizeof(comm), fp) && strncmp(comm, "portfwd-w", 9) == 0)
+			tids[n++] = (pid_t)atoi(e->d_name);
+		if (fp)
+			fclose(fp);
+	}
+	closedir(dir);
+	return n;
+}
+
+/* How many WATCHDOG=1 come on FD within SECONDS. */
+static int notify_count_watchdogs(int fd, double seconds)
+{
+	double deadline = h_now() + seconds;
+	int n = 0;
+
+	while (h_now() < deadline) {
+		char *m = notify_next(fd, deadline - h_now());
+
+		if (m && strncmp(m, "WATCHDOG=1", 10) == 0)
+			n++;
+		free(m);
+	}
+	return n;
+}
+
+/*
+ * A worker whose loop is stuck (here: stopped by ptrace, the rest of the
+ * process running on) no longer answers the main loop's pings: WATCHDOG=1
+ * stops, so that systemd restarts the service, and the log says how many
+ * workers did not answer. Once it runs again, WATCHDOG=1 comes back.
+ */
+START_TEST(test_stalled_worker_stops_watchdog)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct h_backend echo;
+	struct hdaemon d;
+	char path[96], *m, want[96];
+	pid_t tids[8], tid;
+	int fd, status, nworkers;
+
+	snprintf(path, sizeof(path), "/tmp/portfwd-notify.%d", (int)getpid());
+	unlink(path);
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	setenv("NOTIFY_SOCKET", path, 1);
+	setenv("WATCHDOG_USEC", "400000", 1);
+	h_backend_start(&echo, H_ECHO, false);
+	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), echo.port));
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	m = notify_expect(fd, "READY=1", 5);
+	free(m);
+	ck_assert_int_ge(notify_count_watchdogs(fd, 1), 2);
+
+	nworkers = worker_tids(d.pid, tids, 8);
+	ck_assert_int_ge(nworkers, 1);
+	tid = tids[0];
+	ck_assert_int_eq(ptrace(PTRACE_SEIZE, tid, NULL, NULL), 0);
+	ck_assert_int_eq(ptrace(PTRACE_INTERRUPT, tid, NULL, NULL), 0);
+	ck_assert_int_eq(waitpid(tid, &status, __WALL), tid);
+	ck_assert(WIFSTOPPED(status));
+
+	snprintf(want, sizeof(want), "watchdog: 1 of %d workers did not answer", nworkers);
+	ck_assert_msg(h_wait_log(&d, want, 5), "no \"%s\" in the log", want);
+	/* (A WATCHDOG=1 sent before the line may still be queued.) */
+	notify_count_watchdogs(fd, 0.3);
+	ck_assert_int_eq(notify_count_watchdogs(fd, 1.5), 0);
+
+	ck_assert_int_eq(ptrace(PTRACE_DETACH, tid, NULL, NULL), 0);
+	ck_assert_int_ge(notify_count_watchdogs(fd, 2), 2);
+	h_stop(&d);
+	h_backend_stop(&echo);
+	close(fd);
+	unlink(path);
+}
+END_TEST
 
 /* ---- privilege drop ---- */
 
@@ -1413,6 +1511,7 @@ int main(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_notify_protocol);
+	tcase_add_test(tc, test_stalled_worker_stops_watchdog);
 	tcase_add_test(tc, test_privilege_drop);
 	tcase_add_test(tc, test_privilege_drop_no_caps);
 	tcase_add_test(tc, test_privilege_drop_no_rules);
