@@ -6,6 +6,8 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -745,6 +747,163 @@ START_TEST(test_control_out_of_descriptors)
 }
 END_TEST
 
+/* libfaketime, for the daemon only (NULL where it is not installed). */
+static const char *faketime_lib(char *buf, size_t len)
+{
+	glob_t g;
+	const char *found = NULL;
+
+	if (glob("/usr/lib/*/faketime/libfaketimeMT.so.1", 0, NULL, &g) == 0 && g.gl_pathc > 0) {
+		snprintf(buf, len, "%s", g.gl_pathv[0]);
+		found = buf;
+	}
+	globfree(&g);
+	return found;
+}
+
+/* Sets the daemon's wall clock OFFSET from the real one ("+1d", "-2d"). */
+static void faketime_set(const char *file, const char *offset)
+{
+	FILE *fp = fopen(file, "w");
+
+	ck_assert_ptr_nonnull(fp);
+	fprintf(fp, "%s\n", offset);
+	fclose(fp);
+}
+
+/* True if the log has a line dated DAYS from today (the daemon's clock). */
+static bool log_dated(struct hdaemon *d, int days)
+{
+	char date[32];
+	time_t t = time(NULL) + (time_t)days * 86400;
+	struct tm tm;
+
+	localtime_r(&t, &tm);
+	strftime(date, sizeof(date), "\n%Y-%m-%d ", &tm);
+	return h_log_contains(d, date);
+}
+
+/*
+ * The wall clock jumps a day ahead, then two days back (NTP after a long
+ * suspend, an operator's date -s): nothing that portfwd times may notice,
+ * as every timer and deadline runs on the monotonic clock. A connection
+ * and a UDP session idle past nothing stay; a ban for a minute stays; and
+ * the idle timeout still ends the connection on time. libfaketime moves
+ * the daemon's wall clock only (DONT_FAKE_MONOTONIC): its log's dates show
+ * the jumps took.
+ */
+START_TEST(test_wall_clock_jumps)
+{
+	struct hdaemon d;
+	struct h_backend b, bu;
+	unsigned port = h_free_port(SOCK_STREAM, false), uport = h_free_port(SOCK_DGRAM, false);
+	char conf[768], lib[256], file[128], buf[16], *r;
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)uport),
+				   .sin_addr.s_addr = htonl(0x7f000001) };
+	int fd, ufd, banned;
+	bool ok;
+	double idle_from;
+
+	if (!faketime_lib(lib, sizeof(lib))) {
+		fprintf(stderr, "test_wall_clock_jumps: skipped: libfaketime is not installed\n");
+		return;
+	}
+	snprintf(file, sizeof(file), "/tmp/portfwd-faketime.%d", (int)getpid());
+	faketime_set(file, "+0");
+	h_backend_start(&b, H_ECHO, false);
+	h_backend_start(&bu, H_UDP_ECHO, false);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"t\"; proto = \"tcp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; idle_timeout = 8; },"
+		 " { name = \"u\"; proto = \"udp\"; listen = \"127.0.0.1:%u\"; target = \"127.0.0.1:%u\"; udp_idle_timeout = 30; } );",
+		 port, b.port, uport, bu.port);
+	setenv("LD_PRELOAD", lib, 1);
+	setenv("FAKETIME_TIMESTAMP_FILE", file, 1);
+	setenv("FAKETIME_CACHE_DURATION", "1", 1);
+	setenv("DONT_FAKE_MONOTONIC", "1", 1);
+	/* The sanitizers' runtimes want to come first; libfaketime only wraps
+	 * the clock calls. */
+	setenv("ASAN_OPTIONS", "verify_asan_link_order=0:quarantine_size_mb=16:detect_leaks=1", 1);
+	h_start(&d, conf);
+	unsetenv("LD_PRELOAD");
+	unsetenv("FAKETIME_TIMESTAMP_FILE");
+	unsetenv("FAKETIME_CACHE_DURATION");
+	unsetenv("DONT_FAKE_MONOTONIC");
+	unsetenv("ASAN_OPTIONS");
+
+	fd = h_connect("127.0.0.1", port);
+	ck_assert_int_eq(h_echo_exchange_open(fd, 1000, 1, 5, true), 0);
+	ufd = socket(AF_INET, SOCK_DGRAM, 0);
+	ck_assert_int_eq(connect(ufd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(send(ufd, "u", 1, 0), 1);
+	{
+		struct pollfd p = { .fd = ufd, .events = POLLIN };
+
+		ck_assert_int_eq(poll(&p, 1, 5000), 1);
+		ck_assert_int_eq(recv(ufd, buf, sizeof(buf), 0), 1);
+	}
+	r = h_ctl(d.sock, "ban 127.0.0.9 --for 60s", &ok);
+	ck_assert_msg(r && ok, "ban: %s", r ? r : "(no reply)");
+	free(r);
+
+	for (int step = 0; step < 2; step++) {
+		const char *offset = step == 0 ? "+1d" : "-1d";
+		int days = step == 0 ? 1 : -1;
+
+		faketime_set(file, offset);
+		/* The daemon's clock took the jump: a line logged after it is
+		 * dated that day (control requests are logged). */
+		{
+			double deadline = h_now() + 10;
+
+			while (!log_dated(&d, days) && h_now() < deadline) {
+				free(h_ctl(d.sock, "status", &ok));
+				usleep(200000);
+			}
+			ck_assert_msg(log_dated(&d, days), "the daemon's clock did not move %s", offset);
+		}
+		/* The connection (idle 1-3 s of its 8) and the session are
+		 * there and work; the ban holds. */
+		ck_assert_int_eq(h_echo_exchange_open(fd, 1000, 2 + (uint64_t)step, 5, true), 0);
+		ck_assert_int_eq(send(ufd, "v", 1, 0), 1);
+		{
+			struct pollfd p = { .fd = ufd, .events = POLLIN };
+
+			ck_assert_int_eq(poll(&p, 1, 5000), 1);
+			ck_assert_int_eq(recv(ufd, buf, sizeof(buf), 0), 1);
+		}
+		ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_created"), 1);
+		ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_expired"), 0);
+		ck_assert_int_eq(h_counter(&d, "t", "tcp", "active"), 1);
+		banned = h_connect_from("127.0.0.9", "127.0.0.1", port);
+		ck_assert_int_ge(banned, 0);
+		{
+			struct pollfd p = { .fd = banned, .events = POLLIN };
+
+			ck_assert_msg(poll(&p, 1, 5000) == 1 && recv(banned, buf, sizeof(buf), 0) <= 0,
+				      "the ban did not hold after the clock moved %s", offset);
+		}
+		close(banned);
+	}
+
+	/* And the idle timeout ends the connection on time: 8 s of silence. */
+	idle_from = h_now();
+	{
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		ck_assert_int_eq(poll(&p, 1, 20000), 1);
+		ck_assert_int_le(recv(fd, buf, sizeof(buf), 0), 0);
+	}
+	ck_assert_msg(h_now() - idle_from > 6 && h_now() - idle_from < 16,
+		      "idle_timeout 8 ended the connection after %.1f s", h_now() - idle_from);
+	close(fd);
+	close(ufd);
+	h_stop(&d);
+	h_backend_stop(&b);
+	h_backend_stop(&bu);
+	unlink(file);
+}
+END_TEST
+
 /* ---- names and classes of ports, everywhere a port is shown ---- */
 
 /* The IANA class of PORT, written here apart from portinfo's. */
@@ -993,6 +1152,7 @@ int main(void)
 	tcase_add_test(tc, test_client_reset_mid_stream);
 	tcase_add_test(tc, test_fd_limit_counts_pipes);
 	tcase_add_test(tc, test_control_out_of_descriptors);
+	tcase_add_test(tc, test_wall_clock_jumps);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
