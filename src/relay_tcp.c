@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "admit.h"
+#include "alloc.h"
 #include "clock.h"
 #include "listener.h"
 #include "log.h"
@@ -1068,10 +1069,12 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	/* Before anything is spent on it: a source over its limits is reset. */
 	if (relay_sources_tcp_open(l, fd, sa, &source) < 0)
 		return;
-	c = calloc(1, sizeof(*c));
+	c = alloc_zeroed(sizeof(*c));
 	if (!c) {
-		log_error("tcp %s: out of memory; dropping a new connection", l->cfg->name);
+		/* A reset: the client must not take this for an answer. */
+		log_error("tcp %s: out of memory; resetting a new connection", l->cfg->name);
 		relay_sources_close(l, source, SOURCES_TCP);
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
 		evutil_closesocket(fd);
 		return;
 	}

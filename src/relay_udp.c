@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "admit.h"
+#include "alloc.h"
 #include "clock.h"
 #include "listener.h"
 #include "log.h"
@@ -456,7 +457,7 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	const struct sockaddr *target = (const struct sockaddr *)&l->cfg->target;
 	socklen_t target_len = l->cfg->target_len;
 	struct targets *set = l->snap->targets;
-	struct udp_session *s = calloc(1, sizeof(*s));
+	struct udp_session *s = alloc_zeroed(sizeof(*s));
 	struct sockaddr_storage picked;
 	struct timeval tv;
 	char addr[RULE_ADDR_STRLEN];
