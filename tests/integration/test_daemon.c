@@ -674,6 +674,113 @@ START_TEST(test_fd_limit_counts_pipes)
 END_TEST
 
 /*
+ * A control client that sends requests and never reads the replies: the
+ * daemon stops reading it once a few replies wait (its memory stays flat,
+ * however many requests come), answers everyone else meanwhile, and
+ * closes it when its write timeout ends.
+ */
+START_TEST(test_control_client_never_reads)
+{
+	struct hdaemon d;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char conf[512], req[4096];
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	int fd, small = 4096, sent = 0;
+	long rss0, rss1;
+	double deadline;
+	json_t *st;
+
+	one_rule(conf, sizeof(conf), "t", port, 9);
+	h_start(&d, conf);
+	rss0 = h_rss_kib(d.pid);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	set_path(&sun, d.sock);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	/* Requests for large replies (metrics), as fast as the daemon takes
+	 * them, for 3 s. */
+	for (size_t o = 0; o + 8 <= sizeof(req); o += 8)
+		memcpy(req + o, "metrics\n", 8);
+	deadline = h_now() + 3;
+	while (h_now() < deadline) {
+		ssize_t n = send(fd, req, sizeof(req), MSG_NOSIGNAL);
+
+		if (n > 0)
+			sent += (int)n / 8;
+		else
+			usleep(10000);
+	}
+	rss1 = h_rss_kib(d.pid);
+	ck_assert_msg(rss1 - rss0 < 8 * 1024, "the daemon grew by %ld KiB for a client that never reads (%d requests sent)",
+		      rss1 - rss0, sent);
+	/* Everyone else is answered meanwhile. */
+	st = h_status(&d);
+	ck_assert_ptr_nonnull(st);
+	json_decref(st);
+	/* And the client is closed after its write timeout (5 s), still
+	 * unread: its end hangs up. */
+	{
+		struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+
+		ck_assert_msg(poll(&p, 1, 20000) == 1 && (p.revents & (POLLHUP | POLLRDHUP)),
+			      "the client that never read was never closed");
+	}
+	close(fd);
+	h_stop(&d);
+}
+END_TEST
+
+/*
+ * Writing into a socket whose peer is gone raises SIGPIPE, which would end
+ * the daemon: clients that reset in the middle of a download (the daemon
+ * splicing or copying to them) and control clients that leave before
+ * their reply must cost nothing but themselves.
+ */
+START_TEST(test_sigpipe_never_kills)
+{
+	struct hdaemon d;
+	struct h_backend b;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	unsigned port = h_free_port(SOCK_STREAM, false);
+	char conf[512], c;
+	json_t *st;
+
+	b.source_len = 64u << 20;
+	h_backend_start(&b, H_SOURCE, false);
+	one_rule(conf, sizeof(conf), "t", port, b.port);
+	h_start(&d, conf);
+	for (int i = 0; i < 20; i++) {
+		int fd = h_connect("127.0.0.1", port);
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(poll(&p, 1, 10000), 1);
+		ck_assert_int_eq(recv(fd, &c, 1, 0), 1);
+		usleep(20000);
+		/* Unread bytes: the close is a reset, and the daemon's next
+		 * write to it fails with EPIPE. */
+		close(fd);
+	}
+	set_path(&sun, d.sock);
+	for (int i = 0; i < 20; i++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+		ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+		ck_assert_int_eq(send(fd, "metrics\n", 8, MSG_NOSIGNAL), 8);
+		close(fd);
+	}
+	ck_assert_int_eq(kill(d.pid, 0), 0);
+	ck_assert_int_eq(h_wait_counter(&d, "t", "tcp", "active", 0, 10), 0);
+	ck_assert_int_eq(h_counter(&d, "t", "tcp", "accepted"), 20);
+	st = h_status(&d);
+	ck_assert_ptr_nonnull(st);
+	json_decref(st);
+	h_stop(&d); /* exits 0: no signal ended it */
+	h_backend_stop(&b);
+}
+END_TEST
+
+/*
  * Out of descriptors, a control client waiting to be accepted must not
  * make the main loop spin (accept failing with EMFILE at once, again and
  * again, as libevent does without an error callback): the control socket
@@ -1152,6 +1259,8 @@ int main(void)
 	tcase_add_test(tc, test_client_reset_mid_stream);
 	tcase_add_test(tc, test_fd_limit_counts_pipes);
 	tcase_add_test(tc, test_control_out_of_descriptors);
+	tcase_add_test(tc, test_control_client_never_reads);
+	tcase_add_test(tc, test_sigpipe_never_kills);
 	tcase_add_test(tc, test_wall_clock_jumps);
 	suite_add_tcase(s, tc);
 	return check_run(s);
