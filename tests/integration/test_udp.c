@@ -678,6 +678,91 @@ START_TEST(test_udp_target_refuses)
 }
 END_TEST
 
+/*
+ * The target's link is slower than the client sends (an upload over a
+ * slow line; here a token bucket of 1 Mbit/s with a deep queue on the
+ * daemon's way out): the session socket's buffer fills and sends fail
+ * with EAGAIN. Every datagram is accounted for, sent or dropped and
+ * counted; the daemon keeps serving and the session answers once the
+ * line drains. (ENOBUFS from a full queue is another matter: Linux hides
+ * it from UDP senders without IP_RECVERR, and counts it in
+ * /proc/net/snmp's SndbufErrors.)
+ */
+START_TEST(test_udp_target_link_congested)
+{
+	enum { N = 3000, SIZE = 1200 };
+	struct hdaemon d;
+	struct h_backend b;
+	struct sockaddr_storage ss;
+	char conf[512], *out = NULL, buf[SIZE];
+	long long to_target, dropped;
+	bool answered = false;
+	double deadline;
+	int fd;
+
+	if (!h_netns_ready(&h_ns))
+		return;
+	h_netns_enter(h_ns.cli);
+	h_backend_start_at(&b, H_UDP_ECHO, "10.77.0.2", 0);
+	h_netns_enter(NULL);
+	ck_assert_int_eq(h_sh(&out, "tc -n %s qdisc add dev %s root tbf rate 1mbit burst 4kb limit 20mb",
+			      h_ns.srv, h_ns.srv_if),
+			 0);
+	free(out);
+	snprintf(conf, sizeof(conf),
+		 "rules: ( { name = \"u\"; proto = \"udp\"; listen = \"127.0.0.1:27002\"; target = \"10.77.0.2:%u\"; } );",
+		 b.port);
+	h_daemon_netns = h_ns.srv;
+	h_start(&d, conf);
+	h_daemon_netns = NULL;
+
+	h_netns_enter(h_ns.srv);
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	h_netns_enter(NULL);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&ss, h_sockaddr("127.0.0.1", 27002, &ss)), 0);
+	memset(buf, 'c', sizeof(buf));
+	for (int i = 0; i < N; i++) {
+		/* Loopback to the daemon is fast; pace a little so that its
+		 * listening socket's buffer is not what overflows. */
+		ck_assert_int_eq(send(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+		if (i % 50 == 49)
+			usleep(2000);
+	}
+	/* All read by the daemon: each sent or dropped. */
+	deadline = h_now() + 20;
+	do {
+		to_target = h_counter(&d, "u", "udp", "datagrams_to_target");
+		dropped = h_counter(&d, "u", "udp", "dropped_error");
+		if (to_target + dropped >= N)
+			break;
+		usleep(100000);
+	} while (h_now() < deadline);
+	fprintf(stderr, "congested target link: %lld of %d sent, %lld dropped as the socket's buffer was full\n",
+		to_target, N, dropped);
+	ck_assert_int_eq(to_target + dropped, N);
+	ck_assert_int_gt(dropped, 0);
+	ck_assert_int_eq(h_counter(&d, "u", "udp", "sessions_created"), 1);
+
+	/* The line drains (about 3.6 MB at 1 Mbit/s is too long to wait:
+	 * lift the limit), and the session answers. */
+	ck_assert_int_eq(h_sh(&out, "tc -n %s qdisc del dev %s root", h_ns.srv, h_ns.srv_if), 0);
+	free(out);
+	while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+		;
+	deadline = h_now() + 10;
+	while (!answered && h_now() < deadline) {
+		ck_assert_int_eq(send(fd, "late", 4, 0), 4);
+		while (recv_within(fd, buf, sizeof(buf), 200) > 0)
+			if (memcmp(buf, "late", 4) == 0)
+				answered = true;
+	}
+	ck_assert_msg(answered, "the session did not answer once the line drained");
+	close(fd);
+	h_stop(&d);
+	h_backend_stop(&b);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("udp");
@@ -700,6 +785,7 @@ int main(void)
 
 	tc = h_netns_tcase();
 	tcase_add_test(tc, test_reply_from_the_address_sent_to);
+	tcase_add_test(tc, test_udp_target_link_congested);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
