@@ -391,8 +391,9 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 		evtimer_del(c->deadline);
 		free(line);
 	}
-	/* A line with no end yet: refuse it before it grows without bound. */
-	if (!c->closing && !c->waiting_line && evbuffer_get_length(in) > CTL_REQUEST_MAX) {
+	/* A line with no end yet: refuse it before it grows without bound.
+	 * (Room for the CR of a CRLF: a read may end between the two.) */
+	if (!c->closing && !c->waiting_line && evbuffer_get_length(in) > CTL_REQUEST_MAX + 1) {
 		control_reply(bufferevent_get_output(bev), NULL, "request longer than 4096 bytes");
 		c->closing = true;
 	}

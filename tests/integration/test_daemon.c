@@ -409,6 +409,36 @@ START_TEST(test_control_bad_requests)
 	r = ctl_raw(d.sock, big, 5001);
 	ck_assert_str_eq(r, ".error request longer than 4096 bytes\n");
 	free(r);
+	/* The longest request, 4096 bytes, ending in CRLF with the daemon's
+	 * read falling between the CR and the LF (fuzz_control found it
+	 * refused as too long): answered. */
+	{
+		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		char reply[65536];
+		size_t got = 0;
+
+		memset(big, ' ', 4096);
+		memcpy(big, "help", 4);
+		memcpy(big + 4096, "\r\n", 2);
+		set_path(&sun, d.sock);
+		ck_assert_int_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+		ck_assert_int_eq(send(fd, big, 4097, MSG_NOSIGNAL), 4097);
+		usleep(300000);
+		ck_assert_int_eq(send(fd, big + 4097, 1, MSG_NOSIGNAL), 1);
+		shutdown(fd, SHUT_WR);
+		for (;;) {
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+			ssize_t n;
+
+			if (poll(&p, 1, 5000) != 1 || (n = read(fd, reply + got, sizeof(reply) - 1 - got)) <= 0)
+				break;
+			got += (size_t)n;
+		}
+		reply[got] = '\0';
+		close(fd);
+		ck_assert_msg(strstr(reply, "\nstatus\t") && strstr(reply, "\n.ok\n"), "%s", reply);
+	}
 	free(big);
 
 	/* More clients than allowed: the extra ones are told, the daemon carries on. */
