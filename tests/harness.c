@@ -378,6 +378,16 @@ int h_log_count(struct hdaemon *d, const char *text)
 	return n;
 }
 
+void h_assert_quiet(struct hdaemon *d, double seconds, const char *what)
+{
+	long long t0 = h_cpu_ticks(d->pid), ticks;
+
+	h_sleep(seconds);
+	ticks = h_cpu_ticks(d->pid) - t0;
+	ck_assert_msg((double)ticks * 10 < seconds * (double)sysconf(_SC_CLK_TCK),
+		      "the daemon took %lld ticks in %g s %s", ticks, seconds, what);
+}
+
 int h_exhaust_descriptors(struct hdaemon *d, const char *rule, unsigned port, int *fds, int max)
 {
 	char text[128];

@@ -166,6 +166,11 @@ int h_run_as(char *const argv[], uid_t uid, gid_t gid, char **output);
 /* True if the daemon's log contains TEXT. */
 bool h_log_contains(struct hdaemon *d, const char *text);
 
+/* Fails the test if D's process takes more than a tenth of a CPU over the
+ * next SECONDS (a loop spinning on an event takes all of one); WHAT says
+ * what it was doing. */
+void h_assert_quiet(struct hdaemon *d, double seconds, const char *what);
+
 /* How many times TEXT is in D's log (its first 4 MiB). */
 int h_log_count(struct hdaemon *d, const char *text);
 

@@ -90,9 +90,32 @@ static char *notify_expect(int fd, const char *want, double seconds)
 	return NULL;
 }
 
-START_TEST(test_notify_protocol)
+/*
+ * Starts D (one rule to the echo backend ECHO, started here) as systemd
+ * would with a watchdog of 400 ms, its notify socket at PATH (LEN bytes
+ * for it). Returns the socket the messages come to.
+ */
+static int notify_start(struct hdaemon *d, struct h_backend *echo, char *path, size_t len)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	snprintf(path, len, "/tmp/portfwd-notify.%d", (int)getpid());
+	unlink(path);
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	setenv("NOTIFY_SOCKET", path, 1);
+	setenv("WATCHDOG_USEC", "400000", 1);
+	h_backend_start(echo, H_ECHO, false);
+	h_start(d, one_rule(h_free_port(SOCK_STREAM, false), echo->port));
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	return fd;
+}
+
+START_TEST(test_notify_protocol)
+{
 	struct h_backend echo;
 	struct hdaemon d;
 	char path[96], *m, *out;
@@ -100,17 +123,7 @@ START_TEST(test_notify_protocol)
 	int fd, watchdogs = 0;
 	double t0;
 
-	snprintf(path, sizeof(path), "/tmp/portfwd-notify.%d", (int)getpid());
-	unlink(path);
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-	fd = socket(AF_UNIX, SOCK_DGRAM, 0);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	setenv("NOTIFY_SOCKET", path, 1);
-	setenv("WATCHDOG_USEC", "400000", 1);
-	h_backend_start(&echo, H_ECHO, false);
-	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), echo.port));
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
+	fd = notify_start(&d, &echo, path, sizeof(path));
 
 	/* READY=1 comes first, with the main pid and a summary. */
 	m = notify_next(fd, 5);
@@ -233,24 +246,13 @@ static int notify_count_watchdogs(int fd, double seconds)
  */
 START_TEST(test_stalled_worker_stops_watchdog)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct h_backend echo;
 	struct hdaemon d;
 	char path[96], *m, want[96];
 	pid_t tids[8], tid;
 	int fd, status, nworkers;
 
-	snprintf(path, sizeof(path), "/tmp/portfwd-notify.%d", (int)getpid());
-	unlink(path);
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-	fd = socket(AF_UNIX, SOCK_DGRAM, 0);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	setenv("NOTIFY_SOCKET", path, 1);
-	setenv("WATCHDOG_USEC", "400000", 1);
-	h_backend_start(&echo, H_ECHO, false);
-	h_start(&d, one_rule(h_free_port(SOCK_STREAM, false), echo.port));
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
+	fd = notify_start(&d, &echo, path, sizeof(path));
 	m = notify_expect(fd, "READY=1", 5);
 	free(m);
 	ck_assert_int_ge(notify_count_watchdogs(fd, 1), 2);
