@@ -72,8 +72,9 @@ static void acceptpause_error_cb(struct evconnlistener *lev, void *arg)
 		return;
 	}
 	if (!ap->warned)
-		log_warning("%s: out of file descriptors (%s); pausing accepts for %ds at a time until they are back",
-			    ap->what, strerror(err), ACCEPTPAUSE_SECONDS);
+		log_warning("%s: out of %s (%s); pausing accepts for %ds at a time until they are back",
+			    ap->what, err == EMFILE || err == ENFILE ? "file descriptors" : "memory",
+			    strerror(err), ACCEPTPAUSE_SECONDS);
 	ap->warned = true;
 	ap->paused = true;
 	acceptpause_update(ap);
@@ -131,6 +132,8 @@ void acceptpause_free(struct acceptpause *ap)
 			*pp = ap->next;
 			break;
 		}
+	/* libevent's own handling again (the listener may outlive this). */
+	evconnlistener_set_error_cb(ap->lev, NULL);
 	event_free(ap->retry);
 	free(ap);
 }

@@ -73,20 +73,12 @@ static char *config_errors_escape(const char *msg)
 	return out;
 }
 
-static void config_errors_vadd(struct config_errors *errs, long line, const char *fmt, va_list ap)
+/* Appends MSG (taken over: freed if it cannot be kept). */
+static void config_errors_push(struct config_errors *errs, long line, char *msg)
 {
-	char *raw = NULL, *msg;
 	char **grown;
 	long *lines;
 
-	if (vasprintf(&raw, fmt, ap) < 0)
-		raw = NULL;
-	if (!raw)
-		return;
-	msg = config_errors_escape(raw);
-	free(raw);
-	if (!msg)
-		return;
 	grown = realloc(errs->msgs, (errs->count + 1) * sizeof(*grown));
 	if (!grown) {
 		free(msg);
@@ -101,6 +93,30 @@ static void config_errors_vadd(struct config_errors *errs, long line, const char
 	errs->lines = lines;
 	errs->lines[errs->count] = line;
 	errs->msgs[errs->count++] = msg;
+}
+
+static void config_errors_vadd(struct config_errors *errs, long line, const char *fmt, va_list ap)
+{
+	char *raw = NULL, *msg;
+
+	if (vasprintf(&raw, fmt, ap) < 0)
+		raw = NULL;
+	if (!raw)
+		return;
+	msg = config_errors_escape(raw);
+	free(raw);
+	if (msg)
+		config_errors_push(errs, line, msg);
+}
+
+void config_errors_copy(struct config_errors *dst, const struct config_errors *src)
+{
+	for (size_t i = 0; i < src->count; i++) {
+		char *msg = strdup(src->msgs[i]);
+
+		if (msg)
+			config_errors_push(dst, src->lines ? src->lines[i] : -1, msg);
+	}
 }
 
 void config_errors_add(struct config_errors *errs, const char *fmt, ...)
@@ -1724,12 +1740,18 @@ static long config_error_line_of(const struct config_errors *errs, size_t i, con
  * equal lines in order; a list file's go with the line that names it. */
 static void config_sort_errors(struct config_errors *errs, size_t first, const char *path)
 {
-	size_t plen = strlen(path);
+	/* The messages hold the path as they write it out (escaped). */
+	char *epath = config_errors_escape(path);
+	size_t plen;
 
-	if (!errs->lines)
+	if (!errs->lines || !epath) {
+		free(epath);
 		return;
+	}
+	plen = strlen(epath);
 	for (size_t i = first; i < errs->count; i++)
-		errs->lines[i] = config_error_line_of(errs, i, path, plen);
+		errs->lines[i] = config_error_line_of(errs, i, epath, plen);
+	free(epath);
 	for (size_t i = first + 1; i < errs->count; i++) {
 		char *m = errs->msgs[i];
 		long line = errs->lines[i];

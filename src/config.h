@@ -102,8 +102,12 @@ int config_load_text(const char *label, const char *text, size_t len, struct con
 
 void config_free(struct config *cfg);
 
+/* A message, with its control characters and backslashes written as
+ * libconfig reads them (a value quoted in it may hold any byte). */
 void config_errors_add(struct config_errors *errs, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* Appends SRC's messages to DST as they are (written out already). */
+void config_errors_copy(struct config_errors *dst, const struct config_errors *src);
 /* A message about another file (a list file's "LISTFILE:LINE: ..."), which
  * sorts with the configuration's LINE that named that file. */
 void config_errors_add_at(struct config_errors *errs, long line, const char *fmt, ...)

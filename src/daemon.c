@@ -617,8 +617,7 @@ refused:
 	d->last_refused = true;
 	d->last_failed = time(NULL);
 	config_errors_free(&d->last_errors);
-	for (size_t i = 0; i < res->msgs.count; i++)
-		config_errors_add(&d->last_errors, "%s", res->msgs.msgs[i]);
+	config_errors_copy(&d->last_errors, &res->msgs);
 	daemon_notify_ready(d, "reload failed, the previous configuration stays: ");
 }
 

@@ -117,7 +117,7 @@ static const struct metrics_rule_family metrics_rule_families[] = {
 	  "reason", "limit", MF(udp_dropped_limit), RULE_PROTO_UDP },
 	{ NULL, NULL, NULL, "reason", "error", MF(udp_dropped_error), RULE_PROTO_UDP },
 	{ "portfwd_udp_target_errors_total", "counter",
-	  "ICMP errors the UDP targets' hosts sent back (port unreachable: nothing listens), as the sessions' sockets report them.",
+	  "ICMP errors the UDP targets' hosts sent back (port unreachable: nothing listens), as the sessions' sockets report them (one at a time: a burst counts once).",
 	  NULL, NULL, MF(udp_target_errors), RULE_PROTO_UDP },
 	{ "portfwd_tcp_connections_denied_total", "counter",
 	  "TCP connections reset at once, by reason: on a deny list, not on the allow list, banned.",

@@ -5,6 +5,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <linux/sockios.h>
 #include <netinet/tcp.h>
@@ -17,6 +18,7 @@
 #include "admit.h"
 #include "alloc.h"
 #include "clock.h"
+#include "ratelog.h"
 #include "listener.h"
 #include "log.h"
 #include "proxyproto.h"
@@ -134,12 +136,24 @@ static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *rea
 	relay_tcp_end(c, false, level, reason);
 }
 
+/*
+ * Keepalive probes go out only while nothing waits to be acknowledged: a
+ * peer that vanishes in the middle of a transfer would be found only when
+ * the retransmissions give up (tcp_retries2: about 15 minutes). So the same
+ * span, idle + interval * count, also bounds how long sent bytes may stay
+ * unacknowledged (TCP_USER_TIMEOUT). A receiver that keeps answering with
+ * a zero window is not cut off by it (Linux 5.11 and later). Off: the
+ * kernel's defaults again (a listener's setting passes to what it accepts).
+ */
 int relay_tcp_keepalive(int fd, const struct rule_settings *set)
 {
 	int on = set->keepalive, idle = (int)set->keepalive_idle;
 	int intvl = (int)set->keepalive_interval, cnt = (int)set->keepalive_count;
+	long long span = ((long long)idle + (long long)intvl * cnt) * 1000;
+	int user_timeout = on ? (span > INT_MAX ? INT_MAX : (int)span) : 0;
 
-	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0)
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout)) < 0)
 		return -1;
 	if (!on)
 		return 0;
@@ -1052,6 +1066,20 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 	relay_tcp_connect_target(c, 0, "");
 }
 
+/* Out of memory at accept: a line a minute per rule (ratelog.h), not one
+ * per connection. */
+static struct ratelog relay_tcp_ratelog;
+
+static void relay_tcp_accept_failed(struct listener *l)
+{
+	struct ratelog_note note;
+	char more[128];
+
+	if (ratelog_allow(&relay_tcp_ratelog, l->cfg->name, strlen(l->cfg->name), clock_now(), &note))
+		log_error("tcp %s: out of memory; resetting new connections%s", l->cfg->name,
+			  ratelog_suffix(&note, more, sizeof(more)));
+}
+
 void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 		      const struct sockaddr *sa, int salen)
 {
@@ -1072,7 +1100,7 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	c = alloc_zeroed(sizeof(*c));
 	if (!c) {
 		/* A reset: the client must not take this for an answer. */
-		log_error("tcp %s: out of memory; resetting a new connection", l->cfg->name);
+		relay_tcp_accept_failed(l);
 		relay_sources_close(l, source, SOURCES_TCP);
 		setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
 		evutil_closesocket(fd);

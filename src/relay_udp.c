@@ -353,8 +353,11 @@ static void relay_udp_session_cb(evutil_socket_t fd, short what, void *arg)
 		if (n <= 0) {
 			/* ECONNREFUSED and the like: an ICMP error from the
 			 * target's host (the socket is connected, so the kernel
-			 * hands it over). Nothing to send; the session lives on,
-			 * and the target may listen later. */
+			 * hands it over). It keeps one at a time: a burst of
+			 * them counts once, and one that a send meets first
+			 * makes that datagram a drop (udp_dropped_error).
+			 * Nothing to send; the session lives on, and the
+			 * target may listen later. */
 			if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 				STAT_ADD(&l->stats, udp_target_errors, 1);
 				log_debug("udp %s: from target: %s", l->cfg->name, strerror(errno));
@@ -462,8 +465,12 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	struct timeval tv;
 	char addr[RULE_ADDR_STRLEN];
 
-	if (!s)
+	if (!s) {
+		relay_udp_session_failed(l, "make a session for",
+					 rule_format_addr((const struct sockaddr *)client, addr, sizeof(addr)),
+					 ENOMEM);
 		return NULL;
+	}
 	s->target = -1;
 	s->tservice = l->cfg->target_service;
 	/* The session keeps the target it starts with; source-hash gives a
@@ -534,10 +541,13 @@ static struct udp_session *relay_udp_session_new(struct listener *l,
 	s->ev = event_new(l->worker->base, s->fd, EV_READ | EV_PERSIST, relay_udp_session_cb, s);
 	s->idle = evtimer_new(l->worker->base, relay_udp_idle_cb, s);
 	tv = clock_timeval(relay_udp_timeout(s));
-	if (!s->ev || !s->idle || event_add(s->ev, NULL) < 0 || evtimer_add(s->idle, &tv) < 0)
+	if (!s->ev || !s->idle || event_add(s->ev, NULL) < 0 || evtimer_add(s->idle, &tv) < 0 ||
+	    udp_table_add(&l->sessions, s) < 0) {
+		relay_udp_session_failed(l, "make a session for",
+					 rule_format_addr((const struct sockaddr *)client, addr, sizeof(addr)),
+					 ENOMEM);
 		goto fail;
-	if (udp_table_add(&l->sessions, s) < 0)
-		goto fail;
+	}
 	TAILQ_INSERT_TAIL(&l->unreplied, s, unreplied_link);
 	/* Counted, but no proof of life: a UDP target answers or not later,
 	 * and a new client (maybe spoofed) must not mark it up. */
@@ -645,6 +655,8 @@ static uint16_t relay_udp_gro_size(struct msghdr *mh, size_t len)
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
 		int g;
 
+		if (!udp_cmsg_fits(mh, c))
+			return 0;
 		if (c->cmsg_level != SOL_UDP || c->cmsg_type != UDP_GRO ||
 		    c->cmsg_len < CMSG_LEN(sizeof(g)))
 			continue;

@@ -64,16 +64,18 @@ unsigned udp_table_count(const struct udp_session *head)
 	return HASH_COUNT(head);
 }
 
-int udp_local_from_msg(const struct msghdr *msg, struct udp_local *local)
+bool udp_cmsg_fits(const struct msghdr *msg, const struct cmsghdr *c)
 {
 	const char *end = (const char *)msg->msg_control + msg->msg_controllen;
 
+	return c->cmsg_len <= (size_t)(end - (const char *)c);
+}
+
+int udp_local_from_msg(const struct msghdr *msg, struct udp_local *local)
+{
 	memset(local, 0, sizeof(*local));
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
-		/* The kernel never writes a message longer than the buffer (it
-		 * truncates and sets MSG_CTRUNC), but CMSG_NXTHDR does not check
-		 * the length it is given: nothing past the buffer is read. */
-		if (c->cmsg_len > (size_t)(end - (const char *)c))
+		if (!udp_cmsg_fits(msg, c))
 			return -1;
 		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
 		    c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {

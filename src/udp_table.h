@@ -98,9 +98,17 @@ struct udp_session *udp_table_find(struct udp_session *head, const struct sockad
 				   const struct udp_local *local);
 
 /*
+ * True if the control message C, found in MSG's buffer, lies wholly within
+ * it. The kernel never writes one that does not (it truncates and sets
+ * MSG_CTRUNC), but neither CMSG_FIRSTHDR nor CMSG_NXTHDR checks the length
+ * of the message it returns: readers check it before reading its data.
+ */
+bool udp_cmsg_fits(const struct msghdr *msg, const struct cmsghdr *c);
+
+/*
  * Reads the destination of a received datagram from the IP_PKTINFO or
  * IPV6_PKTINFO control message in MSG into LOCAL. Returns 0, or -1 (LOCAL
- * zeroed) when MSG has none.
+ * zeroed) when MSG has none, or one that runs past the buffer.
  */
 int udp_local_from_msg(const struct msghdr *msg, struct udp_local *local);
 

@@ -431,6 +431,23 @@ START_TEST(test_bad_reload_changes_nothing)
 		ck_assert_int_gt(json_array_size(json_object_get(rl, "last_failed_errors")), 0);
 		json_decref(doc);
 	}
+	/* A value with a backslash and an escape character: written out once
+	 * as libconfig reads it, the same in the reply and in status. */
+	{
+		json_t *doc;
+		const char *kept;
+		char *out;
+
+		put_file(d.conf, "rules = ( { name = \"a\\\\b\\x1b\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; target = \"127.0.0.1:2\"; } );\n");
+		ck_assert_int_eq(ctl(&d, &out, "reload", NULL, NULL), 1);
+		doc = h_status(&d);
+		kept = json_string_value(json_array_get(
+			json_object_get(json_object_get(doc, "reload"), "last_failed_errors"), 0));
+		ck_assert_msg(kept && strstr(kept, "name: \"a\\\\b\\x1b\" must be"), "%s", kept ? kept : "(none)");
+		ck_assert_msg(strstr(out, kept), "status: %s\nreply: %s", kept, out);
+		json_decref(doc);
+		free(out);
+	}
 	/* The good file again: the next reload applies. */
 	put_file(d.conf, good);
 	ctl_ok(&d, "reload", NULL, NULL);

@@ -703,6 +703,44 @@ START_TEST(test_hostile_values_escaped)
 }
 END_TEST
 
+/*
+ * The messages are sorted by the line they name after the file's path,
+ * which they write out escaped: a path with a backslash or a newline must
+ * sort as any other (it sorted every message to line 0).
+ */
+START_TEST(test_errors_sorted_under_any_path)
+{
+	static const char text[] = "daemon: { http = { port = 1; }; };\n"
+				   "rules = ( { name = \"a b\"; proto = \"tcp\"; listen = \"127.0.0.1:1\"; target = \"127.0.0.1:2\"; } );\n"
+				   "oops = 1;\n";
+	char dir[] = "/tmp/portfwd-sort\\\n.XXXXXX", path[128];
+	struct config_errors plain = { 0 }, odd = { 0 };
+	struct config cfg;
+	FILE *fp;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/portfwd.conf", dir);
+	fp = fopen(path, "w");
+	fputs(text, fp);
+	fclose(fp);
+	ck_assert_int_eq(config_load(path, &cfg, &odd), -1);
+	ck_assert_int_eq(config_load_text("t", text, strlen(text), &cfg, &plain), -1);
+	ck_assert_uint_ge(plain.count, 3);
+	ck_assert_uint_eq(odd.count, plain.count);
+	for (size_t i = 0; i < plain.count; i++) {
+		const char *a = strchr(plain.msgs[i], ':'), *b = strstr(odd.msgs[i], "portfwd.conf:");
+
+		ck_assert_msg(a && b && strcmp(a, b + strlen("portfwd.conf")) == 0, "message %zu: %s / %s", i,
+			      plain.msgs[i], odd.msgs[i]);
+	}
+	ck_assert_msg(strstr(odd.msgs[0], "/tmp/portfwd-sort\\\\\\n."), "%s", odd.msgs[0]);
+	config_errors_free(&plain);
+	config_errors_free(&odd);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 /* targets = [ ... ]: the list, its first entry as `target`, balance, health_check. */
 START_TEST(test_targets_settings)
 {
@@ -803,6 +841,7 @@ int main(void)
 	tcase_add_test(tc, test_text_refuses_list_file);
 	tcase_add_test(tc, test_list_file_many_errors);
 	tcase_add_test(tc, test_hostile_values_escaped);
+	tcase_add_test(tc, test_errors_sorted_under_any_path);
 	tcase_add_test(tc, test_targets_settings);
 	tcase_add_test(tc, test_range_loops);
 	suite_add_tcase(s, tc);
