@@ -1061,8 +1061,11 @@ END_TEST
 START_TEST(test_target_reset_mid_stream)
 {
 	struct hdaemon d;
-	unsigned port = h_free_port(SOCK_STREAM, false), tport;
+	unsigned tport;
+	/* The target's listener first: the daemon's port, picked free after
+	 * it, cannot be the one it got. */
 	int lfd = listen_on("127.0.0.1", &tport, 16), fd, tfd, how;
+	unsigned port = h_free_port(SOCK_STREAM, false);
 	const size_t half = 512u << 10, len = 1u << 20;
 	char lis[64], tgt[64], *conf;
 	static struct writer w;
@@ -1124,8 +1127,11 @@ END_TEST
 START_TEST(test_client_reset_reaches_target)
 {
 	struct hdaemon d;
-	unsigned port = h_free_port(SOCK_STREAM, false), tport;
+	unsigned tport;
+	/* The target's listener first: the daemon's port, picked free after
+	 * it, cannot be the one it got. */
 	int lfd = listen_on("127.0.0.1", &tport, 16), fd, tfd, how, base, after;
+	unsigned port = h_free_port(SOCK_STREAM, false);
 	const size_t half = 512u << 10, len = 1u << 20;
 	char lis[64], tgt[64], *conf;
 	static struct writer w;
@@ -1268,8 +1274,11 @@ END_TEST
 START_TEST(test_target_never_reads)
 {
 	struct hdaemon d;
-	unsigned port = h_free_port(SOCK_STREAM, false), tport;
+	unsigned tport;
+	/* The target's listener first: the daemon's port, picked free after
+	 * it, cannot be the one it got. */
 	int lfd = listen_on("127.0.0.1", &tport, 16), fd, tfd, how = -1;
+	unsigned port = h_free_port(SOCK_STREAM, false);
 	const size_t len = 64u << 20;
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
 	int small = 256 << 10;
@@ -1373,7 +1382,7 @@ START_TEST(test_accept_queue_overflow)
 {
 	enum { N = 1500 };
 	struct hdaemon d;
-	unsigned port = h_free_port(SOCK_STREAM, false), tport;
+	unsigned port, tport;
 	static int cfd[N], cstate[N], tfd[N + 16];
 	static char cbuf[N][8];
 	static struct pollfd p[2 * N + 32];
@@ -1398,6 +1407,7 @@ START_TEST(test_accept_queue_overflow)
 		}
 	}
 	lfd = listen_on("127.0.0.1", &tport, 4096);
+	port = h_free_port(SOCK_STREAM, false); /* after: never the target's */
 	set_nonblock(lfd);
 	snprintf(lis, sizeof(lis), "127.0.0.1:%u", port);
 	snprintf(tgt, sizeof(tgt), "127.0.0.1:%u", tport);
