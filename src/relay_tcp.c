@@ -5,7 +5,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <linux/sockios.h>
 #include <netinet/tcp.h>
@@ -136,24 +135,34 @@ static void relay_tcp_close(struct relay_tcp_conn *c, int level, const char *rea
 	relay_tcp_end(c, false, level, reason);
 }
 
+/* Out of memory for a connection: a line a minute per rule (ratelog.h),
+ * not one per connection. */
+static struct ratelog relay_tcp_ratelog;
+
+static void relay_tcp_out_of_memory(struct listener *l)
+{
+	struct ratelog_note note;
+	char more[128];
+
+	if (ratelog_allow(&relay_tcp_ratelog, l->cfg->name, strlen(l->cfg->name), clock_now(), &note))
+		log_error("tcp %s: out of memory; resetting connections%s", l->cfg->name,
+			  ratelog_suffix(&note, more, sizeof(more)));
+}
+
 /*
  * Keepalive probes go out only while nothing waits to be acknowledged: a
- * peer that vanishes in the middle of a transfer would be found only when
- * the retransmissions give up (tcp_retries2: about 15 minutes). So the same
- * span, idle + interval * count, also bounds how long sent bytes may stay
- * unacknowledged (TCP_USER_TIMEOUT). A receiver that keeps answering with
- * a zero window is not cut off by it (Linux 5.11 and later). Off: the
- * kernel's defaults again (a listener's setting passes to what it accepts).
+ * peer that vanishes in the middle of a transfer is found when the
+ * retransmissions give up (tcp_retries2: about 15 minutes), or by
+ * idle_timeout. TCP_USER_TIMEOUT would find it sooner, but since Linux
+ * 5.11 it also ends a live receiver that keeps its window closed (a paused
+ * download), and it shortens the connect to the target: not used.
  */
 int relay_tcp_keepalive(int fd, const struct rule_settings *set)
 {
 	int on = set->keepalive, idle = (int)set->keepalive_idle;
 	int intvl = (int)set->keepalive_interval, cnt = (int)set->keepalive_count;
-	long long span = ((long long)idle + (long long)intvl * cnt) * 1000;
-	int user_timeout = on ? (span > INT_MAX ? INT_MAX : (int)span) : 0;
 
-	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0 ||
-	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout)) < 0)
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0)
 		return -1;
 	if (!on)
 		return 0;
@@ -564,7 +573,8 @@ static void relay_tcp_read(struct relay_tcp_conn *c, int s)
 
 	if (n < 0) {
 		if (errno == ENOMEM) {
-			relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
+			relay_tcp_out_of_memory(c->rule);
+			relay_tcp_close(c, LOG_LVL_DEBUG, "out of memory");
 		} else if (!relay_again(errno)) {
 			relay_tcp_fail(c, s, errno);
 		} else if (dir->splice && dir->piped > 0) {
@@ -946,7 +956,8 @@ static void relay_tcp_connect_target(struct relay_tcp_conn *c, int err, const ch
 	c->rev[SIDE_TARGET] = event_new(base, fd, EV_READ | EV_PERSIST, relay_tcp_target_read_cb, c);
 	c->wev[SIDE_TARGET] = event_new(base, fd, EV_WRITE | EV_PERSIST, relay_tcp_target_write_cb, c);
 	if (!c->rev[SIDE_TARGET] || !c->wev[SIDE_TARGET]) {
-		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
+		relay_tcp_out_of_memory(c->rule);
+		relay_tcp_close(c, LOG_LVL_DEBUG, "out of memory");
 		return;
 	}
 	if (connect(fd, target, target_len) == 0) {
@@ -1066,20 +1077,6 @@ static void relay_tcp_begin(struct relay_tcp_conn *c)
 	relay_tcp_connect_target(c, 0, "");
 }
 
-/* Out of memory at accept: a line a minute per rule (ratelog.h), not one
- * per connection. */
-static struct ratelog relay_tcp_ratelog;
-
-static void relay_tcp_accept_failed(struct listener *l)
-{
-	struct ratelog_note note;
-	char more[128];
-
-	if (ratelog_allow(&relay_tcp_ratelog, l->cfg->name, strlen(l->cfg->name), clock_now(), &note))
-		log_error("tcp %s: out of memory; resetting new connections%s", l->cfg->name,
-			  ratelog_suffix(&note, more, sizeof(more)));
-}
-
 void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 		      const struct sockaddr *sa, int salen)
 {
@@ -1100,7 +1097,7 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	c = alloc_zeroed(sizeof(*c));
 	if (!c) {
 		/* A reset: the client must not take this for an answer. */
-		relay_tcp_accept_failed(l);
+		relay_tcp_out_of_memory(l);
 		relay_sources_close(l, source, SOURCES_TCP);
 		setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
 		evutil_closesocket(fd);
@@ -1138,7 +1135,8 @@ void relay_tcp_accept(struct listener *l, evutil_socket_t fd,
 	c->wev[SIDE_CLIENT] = event_new(base, fd, EV_WRITE | EV_PERSIST, relay_tcp_client_write_cb, c);
 	c->timer = evtimer_new(base, relay_tcp_timer_cb, c);
 	if (!c->rev[SIDE_CLIENT] || !c->wev[SIDE_CLIENT] || !c->timer) {
-		relay_tcp_close(c, LOG_LVL_ERROR, "out of memory");
+		relay_tcp_out_of_memory(l);
+		relay_tcp_close(c, LOG_LVL_DEBUG, "out of memory");
 		return;
 	}
 	if (rulework_tcp_claim(l->work)) {
