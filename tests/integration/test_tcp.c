@@ -1050,6 +1050,23 @@ START_TEST(test_sigterm_with_open_connections)
 }
 END_TEST
 
+/* W sends LEN bytes on WFD while R reads HALF of them from RFD (30 s at
+ * most): the transfer is under way, with bytes in flight. WHAT names it. */
+static void stream_halfway(struct writer *w, struct reader *r, int wfd, int rfd, size_t half, size_t len,
+			   const char *what)
+{
+	double deadline = h_now() + 30;
+
+	while ((r->got < half || writer_done(w) < len) && h_now() < deadline) {
+		struct pollfd p[2] = { { .fd = wfd, .events = POLLOUT }, { .fd = rfd, .events = POLLIN } };
+
+		poll(p, 2, 100);
+		ck_assert_int_eq(writer_push(w, len), 0);
+		ck_assert_int_eq(reader_pull(rfd, r, half), 1);
+	}
+	ck_assert_msg(r->got == half && writer_done(w) == len, "the %s stalled at %zu bytes", what, r->got);
+}
+
 /*
  * The target resets (SO_LINGER 0) in the middle of a download: 1 MiB sent,
  * the client has read 512 KiB. The client must see a reset too, never an
@@ -1070,7 +1087,6 @@ START_TEST(test_target_reset_mid_stream)
 	char lis[64], tgt[64], *conf;
 	static struct writer w;
 	struct reader r;
-	double deadline;
 
 	snprintf(lis, sizeof(lis), "127.0.0.1:%u", port);
 	snprintf(tgt, sizeof(tgt), "127.0.0.1:%u", tport);
@@ -1084,15 +1100,7 @@ START_TEST(test_target_reset_mid_stream)
 	set_nonblock(fd);
 	writer_init(&w, tfd, 5);
 	reader_init(&r, 5);
-	deadline = h_now() + 30;
-	while ((r.got < half || writer_done(&w) < len) && h_now() < deadline) {
-		struct pollfd p[2] = { { .fd = tfd, .events = POLLOUT }, { .fd = fd, .events = POLLIN } };
-
-		poll(p, 2, 100);
-		ck_assert_int_eq(writer_push(&w, len), 0);
-		ck_assert_int_eq(reader_pull(fd, &r, half), 1);
-	}
-	ck_assert_msg(r.got == half && writer_done(&w) == len, "the download stalled at %zu bytes", r.got);
+	stream_halfway(&w, &r, tfd, fd, half, len, "download");
 
 	reset_close(tfd);
 	how = read_to_end(fd, &r, 10);
@@ -1136,7 +1144,7 @@ START_TEST(test_client_reset_reaches_target)
 	char lis[64], tgt[64], *conf;
 	static struct writer w;
 	struct reader r;
-	double deadline, t0;
+	double t0;
 
 	snprintf(lis, sizeof(lis), "127.0.0.1:%u", port);
 	snprintf(tgt, sizeof(tgt), "127.0.0.1:%u", tport);
@@ -1150,15 +1158,7 @@ START_TEST(test_client_reset_reaches_target)
 	ck_assert_msg(tfd >= 0, "the connection never reached the target");
 	writer_init(&w, fd, 8);
 	reader_init(&r, 8);
-	deadline = h_now() + 30;
-	while ((r.got < half || writer_done(&w) < len) && h_now() < deadline) {
-		struct pollfd p[2] = { { .fd = fd, .events = POLLOUT }, { .fd = tfd, .events = POLLIN } };
-
-		poll(p, 2, 100);
-		ck_assert_int_eq(writer_push(&w, len), 0);
-		ck_assert_int_eq(reader_pull(tfd, &r, half), 1);
-	}
-	ck_assert_msg(r.got == half && writer_done(&w) == len, "the upload stalled at %zu bytes", r.got);
+	stream_halfway(&w, &r, fd, tfd, half, len, "upload");
 
 	reset_close(fd);
 	t0 = h_now();

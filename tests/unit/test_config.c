@@ -623,25 +623,42 @@ START_TEST(test_text_refuses_list_file)
 }
 END_TEST
 
+/* A configuration in a new directory DIR (a mkdtemp template) whose list
+ * "l" is the file list.txt holding TEXT; loads it into CFG, which must
+ * fail, with ERRS. PATH and LIST get the two files' names. */
+static void load_with_list(char *dir, char *path, size_t plen, char *list, size_t llen, const char *text,
+			   struct config *cfg, struct config_errors *errs)
+{
+	FILE *fp;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(list, llen, "%s/list.txt", dir);
+	fp = fopen(list, "w");
+	fputs(text, fp);
+	fclose(fp);
+	snprintf(path, plen, "%s/portfwd.conf", dir);
+	fp = fopen(path, "w");
+	fprintf(fp, "lists: { l = { file = \"list.txt\"; }; };\nrules = ( );\n");
+	fclose(fp);
+	ck_assert_int_eq(config_load(path, cfg, errs), -1);
+}
+
 /* More than 20 bad lines in a list file: the first 20, then how many more. */
 START_TEST(test_list_file_many_errors)
 {
 	char dir[] = "/tmp/portfwd-lists.XXXXXX", path[128], list[128];
 	struct config_errors errs = { 0 };
 	struct config cfg;
-	FILE *fp;
 
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	snprintf(list, sizeof(list), "%s/list.txt", dir);
-	fp = fopen(list, "w");
-	for (int i = 0; i < 500; i++)
-		fprintf(fp, "root:x:%d:0::/root:/bin/bash\n", i);
-	fclose(fp);
-	snprintf(path, sizeof(path), "%s/portfwd.conf", dir);
-	fp = fopen(path, "w");
-	fprintf(fp, "lists: { l = { file = \"list.txt\"; }; };\nrules = ( );\n");
-	fclose(fp);
-	ck_assert_int_eq(config_load(path, &cfg, &errs), -1);
+	{
+		char *text = malloc(500 * 40);
+		size_t n = 0;
+
+		for (int i = 0; i < 500; i++)
+			n += (size_t)sprintf(text + n, "root:x:%d:0::/root:/bin/bash\n", i);
+		load_with_list(dir, path, sizeof(path), list, sizeof(list), text, &cfg, &errs);
+		free(text);
+	}
 	ck_assert_int_eq(errs.count, 21);
 	ck_assert_msg(strstr(errs.msgs[0], "/list.txt:1: list \"l\": \"root:x:0:0::/root:/bin/bash\": not an IPv4 or IPv6 address"), "%s", errs.msgs[0]);
 	ck_assert_msg(strstr(errs.msgs[20], "/list.txt: list \"l\": 480 more bad lines not shown"), "%s", errs.msgs[20]);
@@ -666,7 +683,6 @@ START_TEST(test_hostile_values_escaped)
 	char dir[] = "/tmp/portfwd-escape.XXXXXX", path[128], list[128];
 	struct config_errors errs = { 0 };
 	struct config cfg;
-	FILE *fp;
 
 	ck_assert_int_eq(config_load_text("t", text, strlen(text), &cfg, &errs), -1);
 	ck_assert_uint_ge(errs.count, 2);
@@ -678,16 +694,7 @@ START_TEST(test_hostile_values_escaped)
 	ck_assert_msg(strstr(errs.msgs[1], "\"C:\\\\x\\xc2\\x9b2J\\x7f\""), "%s", errs.msgs[1]);
 	config_errors_free(&errs);
 
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	snprintf(list, sizeof(list), "%s/list.txt", dir);
-	fp = fopen(list, "w");
-	fprintf(fp, "10.0.0.1\r\n\x1b]0;owned\a\n");
-	fclose(fp);
-	snprintf(path, sizeof(path), "%s/portfwd.conf", dir);
-	fp = fopen(path, "w");
-	fprintf(fp, "lists: { l = { file = \"list.txt\"; }; };\nrules = ( );\n");
-	fclose(fp);
-	ck_assert_int_eq(config_load(path, &cfg, &errs), -1);
+	load_with_list(dir, path, sizeof(path), list, sizeof(list), "10.0.0.1\r\n\x1b]0;owned\a\n", &cfg, &errs);
 	ck_assert_uint_ge(errs.count, 1);
 	for (size_t i = 0; i < errs.count; i++) {
 		ck_assert_msg(!strchr(errs.msgs[i], '\x1b') && !strchr(errs.msgs[i], '\a') && !strchr(errs.msgs[i], '\r'),
