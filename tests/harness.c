@@ -335,6 +335,30 @@ void h_start(struct hdaemon *d, const char *body)
 	h_launch(d, body, 0, 0, 0);
 }
 
+void h_start_in(struct hdaemon *d, const char *body, const char *ns)
+{
+	h_daemon_netns = ns;
+	h_start(d, body);
+	h_daemon_netns = NULL;
+}
+
+int h_listen(const char *host, unsigned *port, int backlog)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = h_sockaddr(host, 0, &ss);
+	int fd = socket(ss.ss_family, SOCK_STREAM, 0), one = 1;
+
+	ck_assert_int_ge(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
+	ck_assert_int_eq(listen(fd, backlog), 0);
+	len = sizeof(ss);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
+	*port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+					 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	return fd;
+}
+
 void h_start_nofile(struct hdaemon *d, const char *body, unsigned nofile)
 {
 	h_launch(d, body, 0, 0, nofile);

@@ -64,6 +64,13 @@ void h_prepare(struct hdaemon *d, const char *body);
  * control socket answers. Fails the test if it does not. */
 void h_start(struct hdaemon *d, const char *body);
 
+/* As h_start, the daemon in network namespace NS (h_daemon_netns). */
+void h_start_in(struct hdaemon *d, const char *body, const char *ns);
+
+/* A TCP socket listening on HOST (numeric), any port, with BACKLOG, in the
+ * calling thread's network namespace; *PORT gets its port. */
+int h_listen(const char *host, unsigned *port, int backlog);
+
 /* As h_start, but the daemon runs as UID/GID (the test must be root). */
 void h_start_as(struct hdaemon *d, const char *body, uid_t uid, gid_t gid);
 

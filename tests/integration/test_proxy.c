@@ -318,25 +318,6 @@ START_TEST(test_haproxy)
 }
 END_TEST
 
-/* ---- a TCP receiver of the test's own ---- */
-
-static int listen_on(const char *host, unsigned *port)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = h_sockaddr(host, 0, &ss);
-	int fd = socket(ss.ss_family, SOCK_STREAM, 0), one = 1;
-
-	ck_assert_int_ge(fd, 0);
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
-	ck_assert_int_eq(listen(fd, 16), 0);
-	len = sizeof(ss);
-	getsockname(fd, (struct sockaddr *)&ss, &len);
-	*port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-					      : ((struct sockaddr_in6 *)&ss)->sin6_port);
-	return fd;
-}
-
 /* The next connection on LFD within SECONDS, PEER its address; -1 if none. */
 static int accept_within(int lfd, double seconds, struct sockaddr_storage *peer)
 {
@@ -420,7 +401,7 @@ START_TEST(test_large_first_write)
 {
 	struct hdaemon d;
 	unsigned tport, lport = h_free_port(SOCK_STREAM, false), me_port;
-	int lfd = listen_on("127.0.0.1", &tport), cfd, tfd;
+	int lfd = h_listen("127.0.0.1", &tport, 16), cfd, tfd;
 	char lis[64], tgt[64], me[INET6_ADDRSTRLEN], *conf;
 	struct sockaddr_storage peer;
 	uint8_t hdr[28], want[28];
@@ -474,7 +455,7 @@ START_TEST(test_silent_client)
 {
 	struct hdaemon d;
 	unsigned tport, lport = h_free_port(SOCK_STREAM, false), me_port;
-	int lfd = listen_on("127.0.0.1", &tport), cfd, tfd;
+	int lfd = h_listen("127.0.0.1", &tport, 16), cfd, tfd;
 	char lis[64], tgt[64], me[INET6_ADDRSTRLEN], want[128], got[256], *conf;
 	struct sockaddr_storage peer;
 
@@ -512,7 +493,7 @@ START_TEST(test_reload_changes_new_connections_only)
 {
 	struct hdaemon d;
 	unsigned tport, lport = h_free_port(SOCK_STREAM, false), p1, p2;
-	int lfd = listen_on("127.0.0.1", &tport), c1, c2, t1, t2;
+	int lfd = h_listen("127.0.0.1", &tport, 16), c1, c2, t1, t2;
 	char lis[64], tgt[64], me[INET6_ADDRSTRLEN], want[128], got[256], *conf;
 	struct sockaddr_storage peer;
 	uint8_t hdr[28], want2[28];
@@ -790,7 +771,7 @@ START_TEST(test_source_address)
 	struct hdaemon d;
 	unsigned tport, lport = h_free_port(SOCK_STREAM, false), uport = h_free_port(SOCK_DGRAM, false);
 	unsigned plain = h_free_port(SOCK_STREAM, false);
-	int lfd = listen_on("127.0.0.1", &tport), ut = udp_bound("127.0.0.1", 0), uc = udp_bound("127.0.0.1", 0);
+	int lfd = h_listen("127.0.0.1", &tport, 16), ut = udp_bound("127.0.0.1", 0), uc = udp_bound("127.0.0.1", 0);
 	int cfd, tfd;
 	char *conf = NULL, addr[INET6_ADDRSTRLEN], me[INET6_ADDRSTRLEN];
 	struct sockaddr_storage peer;
@@ -844,7 +825,7 @@ START_TEST(test_source_not_local)
 {
 	struct hdaemon d;
 	unsigned tport, lport = h_free_port(SOCK_STREAM, false), uport = h_free_port(SOCK_DGRAM, false);
-	int lfd = listen_on("127.0.0.1", &tport), uc = udp_bound("127.0.0.1", 0), cfd;
+	int lfd = h_listen("127.0.0.1", &tport, 16), uc = udp_bound("127.0.0.1", 0), cfd;
 	char *conf = NULL, *out = NULL, c;
 	struct sockaddr_storage peer;
 	const char *bin = h_bin("PORTFWD_BIN", "build/default/portfwd");

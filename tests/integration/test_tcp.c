@@ -200,25 +200,6 @@ static void assert_reset_within(int fd, double seconds)
 
 /* ---- the test's own targets, for failures the harness backends do not make ---- */
 
-/* A TCP socket listening on HOST (numeric), any port, in the calling
- * thread's network namespace; *PORT gets its port. */
-static int listen_on(const char *host, unsigned *port, int backlog)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = h_sockaddr(host, 0, &ss);
-	int fd = socket(ss.ss_family, SOCK_STREAM, 0), one = 1;
-
-	ck_assert_int_ge(fd, 0);
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&ss, len), 0);
-	ck_assert_int_eq(listen(fd, backlog), 0);
-	len = sizeof(ss);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
-	*port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-					 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	return fd;
-}
-
 /* The next connection on LFD, waiting SECONDS at most; -1 if none came. */
 static int accept_within(int lfd, double seconds)
 {
@@ -1081,7 +1062,7 @@ START_TEST(test_target_reset_mid_stream)
 	unsigned tport;
 	/* The target's listener first: the daemon's port, picked free after
 	 * it, cannot be the one it got. */
-	int lfd = listen_on("127.0.0.1", &tport, 16), fd, tfd, how;
+	int lfd = h_listen("127.0.0.1", &tport, 16), fd, tfd, how;
 	unsigned port = h_free_port(SOCK_STREAM, false);
 	const size_t half = 512u << 10, len = 1u << 20;
 	char lis[64], tgt[64], *conf;
@@ -1138,7 +1119,7 @@ START_TEST(test_client_reset_reaches_target)
 	unsigned tport;
 	/* The target's listener first: the daemon's port, picked free after
 	 * it, cannot be the one it got. */
-	int lfd = listen_on("127.0.0.1", &tport, 16), fd, tfd, how, base, after;
+	int lfd = h_listen("127.0.0.1", &tport, 16), fd, tfd, how, base, after;
 	unsigned port = h_free_port(SOCK_STREAM, false);
 	const size_t half = 512u << 10, len = 1u << 20;
 	char lis[64], tgt[64], *conf;
@@ -1277,7 +1258,7 @@ START_TEST(test_target_never_reads)
 	unsigned tport;
 	/* The target's listener first: the daemon's port, picked free after
 	 * it, cannot be the one it got. */
-	int lfd = listen_on("127.0.0.1", &tport, 16), fd, tfd, how = -1;
+	int lfd = h_listen("127.0.0.1", &tport, 16), fd, tfd, how = -1;
 	unsigned port = h_free_port(SOCK_STREAM, false);
 	const size_t len = 64u << 20;
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
@@ -1406,7 +1387,7 @@ START_TEST(test_accept_queue_overflow)
 			return;
 		}
 	}
-	lfd = listen_on("127.0.0.1", &tport, 4096);
+	lfd = h_listen("127.0.0.1", &tport, 4096);
 	port = h_free_port(SOCK_STREAM, false); /* after: never the target's */
 	set_nonblock(lfd);
 	snprintf(lis, sizeof(lis), "127.0.0.1:%u", port);
@@ -1551,9 +1532,7 @@ START_TEST(test_vanished_client_found_by_keepalive_and_reset)
 		 "defaults: { idle_timeout = 0; tcp_keepalive = { idle = 1; interval = 1; count = 2; }; };\n"
 		 "rules: ( { name = \"t\"; proto = \"tcp\"; listen = \"10.77.0.1:2200\"; target = \"127.0.0.1:%u\"; } );",
 		 b.port);
-	h_daemon_netns = h_ns.srv;
-	h_start(&d, conf);
-	h_daemon_netns = NULL;
+	h_start_in(&d, conf, h_ns.srv);
 	h_netns_enter(h_ns.cli);
 	fd = h_connect("10.77.0.1", 2200);
 	h_netns_enter(NULL);
@@ -1684,9 +1663,7 @@ START_TEST(test_vanished_target_found_by_keepalive)
 		 "defaults: { idle_timeout = 0; tcp_keepalive = { idle = 1; interval = 1; count = 2; }; };\n"
 		 "rules: ( { name = \"t\"; proto = \"tcp\"; listen = \"127.0.0.1:2220\"; target = \"10.77.0.2:%u\"; } );",
 		 b.port);
-	h_daemon_netns = h_ns.srv;
-	h_start(&d, conf);
-	h_daemon_netns = NULL;
+	h_start_in(&d, conf, h_ns.srv);
 	h_netns_enter(h_ns.srv);
 	fd = h_connect("127.0.0.1", 2220);
 	h_netns_enter(NULL);
@@ -1733,15 +1710,13 @@ static void client_vanishes_mid_transfer(const char *defaults, double seconds, c
 	int lfd, fd, tfd, how = 0;
 
 	h_netns_enter(h_ns.srv);
-	lfd = listen_on("127.0.0.1", &tport, 16);
+	lfd = h_listen("127.0.0.1", &tport, 16);
 	h_netns_enter(NULL);
 	snprintf(conf, sizeof(conf),
 		 "defaults: { %s };\n"
 		 "rules: ( { name = \"t\"; proto = \"tcp\"; listen = \"10.77.0.1:2230\"; target = \"127.0.0.1:%u\"; } );",
 		 defaults, tport);
-	h_daemon_netns = h_ns.srv;
-	h_start(&d, conf);
-	h_daemon_netns = NULL;
+	h_start_in(&d, conf, h_ns.srv);
 	h_netns_enter(h_ns.cli);
 	fd = h_connect("10.77.0.1", 2230);
 	h_netns_enter(NULL);

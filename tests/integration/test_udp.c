@@ -493,9 +493,7 @@ START_TEST(test_reply_from_the_address_sent_to)
 		 "rules: ( { name = \"v4\"; proto = \"udp\"; listen = \"0.0.0.0:27001\"; target = \"127.0.0.1:%u\"; },\n"
 		 "         { name = \"v6\"; proto = \"udp\"; listen = \"[::]:27001\"; target = \"127.0.0.1:%u\"; } );",
 		 b.port, b.port);
-	h_daemon_netns = h_ns.srv;
-	h_start(&d, conf);
-	h_daemon_netns = NULL;
+	h_start_in(&d, conf, h_ns.srv);
 
 	h_netns_enter(h_ns.cli);
 	u4 = socket(AF_INET, SOCK_DGRAM, 0);
@@ -722,9 +720,7 @@ START_TEST(test_udp_target_link_congested)
 	snprintf(conf, sizeof(conf),
 		 "rules: ( { name = \"u\"; proto = \"udp\"; listen = \"127.0.0.1:27002\"; target = \"10.77.0.2:%u\"; } );",
 		 b.port);
-	h_daemon_netns = h_ns.srv;
-	h_start(&d, conf);
-	h_daemon_netns = NULL;
+	h_start_in(&d, conf, h_ns.srv);
 
 	h_netns_enter(h_ns.srv);
 	fd = socket(AF_INET, SOCK_DGRAM, 0);
